@@ -1,0 +1,206 @@
+//! Configuration: defaults → YAML file → environment overrides, validated once at start-up.
+//!
+//! [`load`] is the only entry point. It returns a [`Config`] of runtime types (durations,
+//! enums, resolved secrets), so code after start-up never re-validates, or a [`ConfigError`]
+//! whose message names the key, the value given and what is allowed.
+
+mod env;
+mod raw;
+pub mod reference;
+mod secret;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use env::{env_name, Environment, MapEnv, ProcessEnv};
+pub use raw::RawConfig;
+pub use secret::{Secret, SecretRef};
+
+use crate::http::auth::ApiKeySpec;
+use crate::pool::AccountSpec;
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub gateway: GatewayConfig,
+    pub log: LogConfig,
+    pub accounts: Vec<AccountSpec>,
+    pub api_keys: Vec<ApiKeySpec>,
+    /// Where the values came from, for the start-up log and `check-config`.
+    pub origin: ConfigOrigin,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub shutdown_timeout: Duration,
+}
+
+/// Gateway behaviour. `None` means "off" for the settings whose 0 switches them off.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub response_header_timeout: Duration,
+    pub stream_keepalive_interval: Option<Duration>,
+    pub stream_data_interval_timeout: Option<Duration>,
+    pub compact_nonstream_keepalive_interval: Option<Duration>,
+    pub nonstream_keepalive_interval: Option<Duration>,
+    pub max_account_switches: usize,
+    pub max_body_size: usize,
+    pub upstream_response_read_max_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        validate::gateway(&raw::RawGateway::default())
+            .unwrap_or_else(|_| unreachable!("the built-in defaults are valid"))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOrigin {
+    pub file: Option<PathBuf>,
+    /// Dotted keys whose value came from the environment.
+    pub from_env: Vec<&'static str>,
+    /// The effective configuration as YAML, secrets redacted.
+    pub effective_yaml: String,
+}
+
+/// A configuration that cannot be used. The message is meant for the person who wrote it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Loads the configuration: built-in defaults, then the file (if any), then the environment.
+pub fn load(file: Option<&Path>, env: &dyn Environment) -> Result<Config, ConfigError> {
+    let mut tree = match file {
+        Some(path) => read_yaml(path)?,
+        None => serde_yaml::Value::Mapping(Default::default()),
+    };
+    let from_env = apply_env_overrides(&mut tree, env)?;
+    let raw: RawConfig = serde_path_to_error::deserialize(tree.clone())
+        .map_err(|e| explain_type_error(&e, &tree, &from_env))?;
+    let effective_yaml = serde_yaml::to_string(&raw).unwrap_or_default();
+    let origin = ConfigOrigin {
+        file: file.map(Path::to_path_buf),
+        from_env,
+        effective_yaml,
+    };
+    validate::config(raw, env, origin)
+}
+
+fn read_yaml(path: &Path) -> Result<serde_yaml::Value, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    let tree: serde_yaml::Value = serde_yaml::from_str(&text)
+        .map_err(|e| ConfigError(format!("{} is not valid YAML: {e}", path.display())))?;
+    match tree {
+        serde_yaml::Value::Null => Ok(serde_yaml::Value::Mapping(Default::default())),
+        serde_yaml::Value::Mapping(_) => Ok(tree),
+        _ => Err(ConfigError(format!(
+            "{}: the top level must be a mapping of sections (server:, gateway:, log:, accounts:, api_keys:)",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes every set environment override into the YAML tree. Only keys of the reference are
+/// read, so a stray variable can never change something unexpected.
+fn apply_env_overrides(
+    tree: &mut serde_yaml::Value,
+    env: &dyn Environment,
+) -> Result<Vec<&'static str>, ConfigError> {
+    let mut applied = Vec::new();
+    for key in reference::KEYS {
+        let name = env_name(key.path);
+        let Some(text) = env.var(&name) else { continue };
+        // Parsed as a YAML scalar so that `5` is a number and `abc` a string, as in the file.
+        let value = serde_yaml::from_str::<serde_yaml::Value>(&text)
+            .unwrap_or(serde_yaml::Value::String(text));
+        set_path(tree, key.path, value).map_err(|section| {
+            ConfigError(format!(
+                "{name} overrides {}, but `{section}` in the config file is not a mapping",
+                key.path
+            ))
+        })?;
+        applied.push(key.path);
+    }
+    Ok(applied)
+}
+
+fn set_path(
+    tree: &mut serde_yaml::Value,
+    path: &str,
+    value: serde_yaml::Value,
+) -> Result<(), String> {
+    let mut node = tree;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let serde_yaml::Value::Mapping(map) = node else {
+            return Err(part.to_owned());
+        };
+        let key = serde_yaml::Value::String(part.to_owned());
+        if parts.peek().is_none() {
+            map.insert(key, value);
+            return Ok(());
+        }
+        node = map
+            .entry(key)
+            .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+    }
+    Ok(())
+}
+
+fn get_path<'a>(tree: &'a serde_yaml::Value, path: &str) -> Option<&'a serde_yaml::Value> {
+    path.split('.').try_fold(tree, |node, part| node.get(part))
+}
+
+/// Turns a deserialisation error into a message that names the key. For keys of the reference
+/// the message also gives the value and what is allowed, like the range checks do.
+fn explain_type_error(
+    err: &serde_path_to_error::Error<serde_yaml::Error>,
+    tree: &serde_yaml::Value,
+    from_env: &[&'static str],
+) -> ConfigError {
+    let path = err.path().to_string();
+    if let Some(key) = reference::find(&path) {
+        let given = get_path(tree, &path)
+            .map(show_value)
+            .unwrap_or_else(|| "?".to_owned());
+        return ConfigError(validate::out_of_range(key, &given, from_env));
+    }
+    let inner = err.inner().to_string();
+    if path == "." || path.is_empty() {
+        ConfigError(inner)
+    } else {
+        ConfigError(format!("{path}: {inner}"))
+    }
+}
+
+/// A value as it would be written in YAML, for error messages.
+pub(crate) fn show_value(value: &serde_yaml::Value) -> String {
+    match value {
+        serde_yaml::Value::String(s) => format!("{s:?}"),
+        serde_yaml::Value::Null => "null (empty)".to_owned(),
+        other => serde_yaml::to_string(other)
+            .map(|s| s.trim_end().to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+//! The reference of every scalar config key: default, allowed values, environment name.
+//!
+//! This table is the single source for three things: which environment variables are read
+//! (only these), the wording of validation errors, and `docs/CONFIG.md` (a test renders the
+//! table and compares it with the file, another compares the defaults with the code).
+
+/// One scalar key of the configuration.
+pub struct KeyDoc {
+    /// Dotted path, as in the YAML file.
+    pub path: &'static str,
+    /// The default, as it would be written in YAML.
+    pub default: &'static str,
+    /// What is allowed; used verbatim in errors: "`path` = value: must be {allowed}".
+    pub allowed: &'static str,
+    pub description: &'static str,
+}
+
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        path: "server.host",
+        default: "127.0.0.1",
+        allowed: "an IP address or host name to listen on",
+        description: "Address the gateway listens on. Use 0.0.0.0 to accept connections from other machines.",
+    },
+    KeyDoc {
+        path: "server.port",
+        default: "8080",
+        allowed: "a port number 0–65535 (0 picks a free port)",
+        description: "TCP port the gateway listens on.",
+    },
+    KeyDoc {
+        path: "server.shutdown_timeout",
+        default: "30",
+        allowed: "1–3600 seconds",
+        description: "On SIGTERM/SIGINT, how long in-flight requests may take to finish before the process exits.",
+    },
+    KeyDoc {
+        path: "gateway.response_header_timeout",
+        default: "600",
+        allowed: "1–3600 seconds",
+        description: "How long to wait for an upstream's response headers before the attempt fails over.",
+    },
+    KeyDoc {
+        path: "gateway.stream_keepalive_interval",
+        default: "10",
+        allowed: "0 (off) or 5–30 seconds",
+        description: "Streaming requests: after this much silence (before the upstream answers, or between its events) a `: keepalive` SSE comment goes downstream.",
+    },
+    KeyDoc {
+        path: "gateway.stream_data_interval_timeout",
+        default: "180",
+        allowed: "0 (off) or 30–300 seconds",
+        description: "An upstream stream silent this long is given up: before output the next account is tried, after output the stream ends with `response.failed`.",
+    },
+    KeyDoc {
+        path: "gateway.openai_compact_nonstream_keepalive_interval",
+        default: "0",
+        allowed: "0 (off) or 5–60 seconds",
+        description: "Non-stream `/responses/compact`: while waiting, write a `\\n` every interval (blank lines before the JSON body) so proxies do not cut the connection.",
+    },
+    KeyDoc {
+        path: "gateway.nonstream_keepalive_interval",
+        default: "0",
+        allowed: "0 (off) or 5–60 seconds",
+        description: "The same blank-line keepalive for every other non-stream request (non-stream `/responses`).",
+    },
+    KeyDoc {
+        path: "gateway.max_account_switches",
+        default: "10",
+        allowed: "0–100",
+        description: "How many times one request may move to another account after a failure.",
+    },
+    KeyDoc {
+        path: "gateway.max_body_size",
+        default: "268435456",
+        allowed: "1024–4294967296 bytes",
+        description: "Largest request body accepted (after decompression); larger bodies get 413.",
+    },
+    KeyDoc {
+        path: "gateway.upstream_response_read_max_bytes",
+        default: "134217728",
+        allowed: "1024–4294967296 bytes",
+        description: "Largest upstream answer read into memory (JSON answers, streams aggregated for non-stream clients).",
+    },
+    KeyDoc {
+        path: "log.format",
+        default: "pretty",
+        allowed: "pretty or json",
+        description: "Log line format on stdout.",
+    },
+    KeyDoc {
+        path: "log.level",
+        default: "info",
+        allowed: "a level (trace, debug, info, warn, error) or a tracing filter such as `info,subrelay=debug`",
+        description: "Which log lines are written. Usage records are logged at info under the `usage` target.",
+    },
+];
+
+pub fn find(path: &str) -> Option<&'static KeyDoc> {
+    KEYS.iter().find(|k| k.path == path)
+}
+
+/// `docs/CONFIG.md`'s key table, rendered from [`KEYS`].
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| key | default | allowed | environment variable | what it does |\n|---|---|---|---|---|\n",
+    );
+    for key in KEYS {
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | `{}` | {} |\n",
+            key.path,
+            key.default,
+            key.allowed,
+            super::env::env_name(key.path),
+            key.description
+        ));
+    }
+    out
+}

@@ -1,0 +1,333 @@
+//! From [`RawConfig`] to [`Config`]: every range, enum and cross-reference is checked here, once.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::raw::{RawAccount, RawApiKey, RawGateway, RawLog, RawServer};
+use super::reference::{self, KeyDoc};
+use super::{
+    env_name, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig, LogConfig,
+    LogFormat, RawConfig, ServerConfig,
+};
+use crate::http::auth::ApiKeySpec;
+use crate::pool::{AccountCredential, AccountKind, AccountSpec, Platform};
+
+pub(super) fn config(
+    raw: RawConfig,
+    env: &dyn Environment,
+    origin: ConfigOrigin,
+) -> Result<Config, ConfigError> {
+    let from_env = origin.from_env.clone();
+    let server = server(&raw.server).map_err(|e| e.with_origin(&from_env))?;
+    let gateway = gateway(&raw.gateway).map_err(|e| e.with_origin(&from_env))?;
+    let log = log(&raw.log).map_err(|e| e.with_origin(&from_env))?;
+    let accounts = accounts(&raw.accounts, env)?;
+    let api_keys = api_keys(&raw.api_keys, env)?;
+    Ok(Config {
+        server,
+        gateway,
+        log,
+        accounts,
+        api_keys,
+        origin,
+    })
+}
+
+/// A range error of a reference key, before we know whether its value came from the environment.
+pub(super) struct KeyError {
+    key: &'static KeyDoc,
+    given: String,
+}
+
+impl KeyError {
+    fn with_origin(self, from_env: &[&'static str]) -> ConfigError {
+        ConfigError(out_of_range(self.key, &self.given, from_env))
+    }
+}
+
+/// "`gateway.x = 3: must be 0 (off) or 5–30 seconds`", naming the variable when it came from there.
+pub(super) fn out_of_range(key: &KeyDoc, given: &str, from_env: &[&'static str]) -> String {
+    let source = if from_env.contains(&key.path) {
+        format!(" (from environment variable {})", env_name(key.path))
+    } else {
+        String::new()
+    };
+    format!("{} = {given}{source}: must be {}", key.path, key.allowed)
+}
+
+fn key(path: &'static str) -> &'static KeyDoc {
+    reference::find(path).unwrap_or_else(|| unreachable!("{path} is in the reference table"))
+}
+
+fn check(path: &'static str, value: i64, ok: bool) -> Result<i64, KeyError> {
+    if ok {
+        Ok(value)
+    } else {
+        Err(KeyError {
+            key: key(path),
+            given: value.to_string(),
+        })
+    }
+}
+
+fn in_range(path: &'static str, value: i64, lo: i64, hi: i64) -> Result<u64, KeyError> {
+    check(path, value, (lo..=hi).contains(&value)).map(|v| v.unsigned_abs())
+}
+
+fn seconds(path: &'static str, value: i64, lo: i64, hi: i64) -> Result<Duration, KeyError> {
+    in_range(path, value, lo, hi).map(Duration::from_secs)
+}
+
+/// 0 means off; anything else must lie in `lo..=hi` seconds.
+fn seconds_or_off(
+    path: &'static str,
+    value: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<Option<Duration>, KeyError> {
+    let v = check(path, value, value == 0 || (lo..=hi).contains(&value))?;
+    Ok((v > 0).then(|| Duration::from_secs(v.unsigned_abs())))
+}
+
+fn server(raw: &RawServer) -> Result<ServerConfig, KeyError> {
+    let host_ok = raw.host.parse::<IpAddr>().is_ok()
+        || (!raw.host.is_empty()
+            && raw
+                .host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+    if !host_ok {
+        return Err(KeyError {
+            key: key("server.host"),
+            given: format!("{:?}", raw.host),
+        });
+    }
+    Ok(ServerConfig {
+        host: raw.host.clone(),
+        port: u16::try_from(in_range("server.port", raw.port, 0, 65535)?)
+            .unwrap_or_else(|_| unreachable!("checked range")),
+        shutdown_timeout: seconds("server.shutdown_timeout", raw.shutdown_timeout, 1, 3600)?,
+    })
+}
+
+pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {
+    const GIB4: i64 = 4 * 1024 * 1024 * 1024;
+    Ok(GatewayConfig {
+        response_header_timeout: seconds(
+            "gateway.response_header_timeout",
+            raw.response_header_timeout,
+            1,
+            3600,
+        )?,
+        stream_keepalive_interval: seconds_or_off(
+            "gateway.stream_keepalive_interval",
+            raw.stream_keepalive_interval,
+            5,
+            30,
+        )?,
+        stream_data_interval_timeout: seconds_or_off(
+            "gateway.stream_data_interval_timeout",
+            raw.stream_data_interval_timeout,
+            30,
+            300,
+        )?,
+        compact_nonstream_keepalive_interval: seconds_or_off(
+            "gateway.openai_compact_nonstream_keepalive_interval",
+            raw.openai_compact_nonstream_keepalive_interval,
+            5,
+            60,
+        )?,
+        nonstream_keepalive_interval: seconds_or_off(
+            "gateway.nonstream_keepalive_interval",
+            raw.nonstream_keepalive_interval,
+            5,
+            60,
+        )?,
+        max_account_switches: in_range(
+            "gateway.max_account_switches",
+            raw.max_account_switches,
+            0,
+            100,
+        )? as usize,
+        max_body_size: in_range("gateway.max_body_size", raw.max_body_size, 1024, GIB4)? as usize,
+        upstream_response_read_max_bytes: in_range(
+            "gateway.upstream_response_read_max_bytes",
+            raw.upstream_response_read_max_bytes,
+            1024,
+            GIB4,
+        )? as usize,
+    })
+}
+
+fn log(raw: &RawLog) -> Result<LogConfig, KeyError> {
+    let format = match raw.format.as_str() {
+        "pretty" => LogFormat::Pretty,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(KeyError {
+                key: key("log.format"),
+                given: format!("{other:?}"),
+            })
+        }
+    };
+    if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() || raw.level.trim().is_empty()
+    {
+        return Err(KeyError {
+            key: key("log.level"),
+            given: format!("{:?}", raw.level),
+        });
+    }
+    Ok(LogConfig {
+        format,
+        level: raw.level.clone(),
+    })
+}
+
+fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec>, ConfigError> {
+    let mut names = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, account)| {
+            let at = |field: &str| format!("accounts[{i}].{field}");
+            let fail = |field: &str, msg: String| ConfigError(format!("{}: {msg}", at(field)));
+            if account.name.trim().is_empty() {
+                return Err(fail("name", "must not be empty".to_owned()));
+            }
+            if !names.insert(account.name.clone()) {
+                return Err(fail(
+                    "name",
+                    format!("{:?} is used by another account; names must be unique", account.name),
+                ));
+            }
+            let platform = match account.platform.as_str() {
+                "openai" => Platform::OpenAi,
+                other => {
+                    return Err(fail(
+                        "platform",
+                        format!("{other:?} is not supported: must be openai"),
+                    ))
+                }
+            };
+            let secret = |field: &str, value: &Option<super::SecretRef>| {
+                value
+                    .as_ref()
+                    .map(|r| r.resolve(env).map_err(|msg| fail(field, msg)))
+                    .transpose()
+            };
+            let (kind, credential) = match account.kind.as_str() {
+                "apikey" => {
+                    let api_key = secret("api_key", &account.api_key)?.ok_or_else(|| {
+                        fail("api_key", "is required for an account of type apikey".to_owned())
+                    })?;
+                    (AccountKind::ApiKey, AccountCredential::ApiKey { api_key })
+                }
+                "oauth" => {
+                    let access_token =
+                        secret("access_token", &account.access_token)?.ok_or_else(|| {
+                            fail(
+                                "access_token",
+                                "is required for an account of type oauth".to_owned(),
+                            )
+                        })?;
+                    (
+                        AccountKind::OAuth,
+                        AccountCredential::OAuth {
+                            access_token,
+                            refresh_token: secret("refresh_token", &account.refresh_token)?,
+                            chatgpt_account_id: account.chatgpt_account_id.clone(),
+                            expires_at: account
+                                .expires_at
+                                .as_ref()
+                                .map(|v| parse_time(v).map_err(|m| fail("expires_at", m)))
+                                .transpose()?,
+                        },
+                    )
+                }
+                other => {
+                    return Err(fail(
+                        "type",
+                        format!("{other:?} is not supported: must be oauth or apikey"),
+                    ))
+                }
+            };
+            let base_url = match &account.base_url {
+                Some(url) => {
+                    let url = url.trim_end_matches('/');
+                    if !(url.starts_with("http://") || url.starts_with("https://"))
+                        || reqwest::Url::parse(url).is_err()
+                    {
+                        return Err(fail(
+                            "base_url",
+                            format!("{url:?} is not an http:// or https:// URL"),
+                        ));
+                    }
+                    url.to_owned()
+                }
+                None => kind.default_base_url().to_owned(),
+            };
+            let priority = i32::try_from(account.priority)
+                .map_err(|_| fail("priority", "must fit in a 32-bit integer".to_owned()))?;
+            let concurrency = u32::try_from(account.concurrency).map_err(|_| {
+                fail("concurrency", "must be 0 (unlimited) or a positive number".to_owned())
+            })?;
+            if account.groups.is_empty() {
+                return Err(fail("groups", "must name at least one group".to_owned()));
+            }
+            Ok(AccountSpec {
+                name: account.name.clone(),
+                platform,
+                kind,
+                credential,
+                base_url,
+                priority,
+                concurrency,
+                groups: account.groups.clone(),
+                enabled: account.enabled,
+                models: account.models.clone(),
+            })
+        })
+        .collect()
+}
+
+fn parse_time(value: &serde_yaml::Value) -> Result<SystemTime, String> {
+    match value {
+        serde_yaml::Value::Number(n) => n
+            .as_u64()
+            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+            .ok_or_else(|| format!("{n} is not a unix time in seconds")),
+        serde_yaml::Value::String(s) => humantime::parse_rfc3339_weak(s)
+            .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})")),
+        other => Err(format!(
+            "{} must be unix seconds or an RFC 3339 time",
+            super::show_value(other)
+        )),
+    }
+}
+
+fn api_keys(raw: &[RawApiKey], env: &dyn Environment) -> Result<Vec<ApiKeySpec>, ConfigError> {
+    let mut seen = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let key = k
+                .key
+                .resolve(env)
+                .map_err(|msg| ConfigError(format!("api_keys[{i}].key: {msg}")))?;
+            if !seen.insert(key.expose().to_owned()) {
+                return Err(ConfigError(format!(
+                    "api_keys[{i}].key: the same key is listed twice"
+                )));
+            }
+            if k.group.trim().is_empty() {
+                return Err(ConfigError(format!("api_keys[{i}].group: must not be empty")));
+            }
+            Ok(ApiKeySpec {
+                name: k.name.clone().unwrap_or_else(|| format!("key-{}", i + 1)),
+                key,
+                group: k.group.clone(),
+                enabled: k.enabled,
+            })
+        })
+        .collect()
+}

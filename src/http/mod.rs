@@ -1,0 +1,76 @@
+//! The HTTP surface: routes, extractor rejections and auth. The only module that knows paths.
+//!
+//! [`app`] builds the router from the shared state, so tests can drive it without a socket.
+
+pub mod auth;
+pub mod body;
+mod models;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::StatusCode;
+
+use crate::relay::failure::ClientError;
+use crate::relay::{handle_responses, Endpoint};
+use crate::state::AppState;
+
+/// Path prefixes under which the Responses API is served: OpenAI SDKs use `/v1`, some clients
+/// none, and Codex's ChatGPT mode the backend's own path.
+const RESPONSES_PREFIXES: &[&str] = &["/v1", "", "/backend-api/codex"];
+
+pub fn app(state: Arc<AppState>) -> Router {
+    let mut router = Router::new();
+    for prefix in RESPONSES_PREFIXES {
+        router = router
+            .route(&format!("{prefix}/responses"), post(responses))
+            .route(&format!("{prefix}/responses/compact"), post(compact));
+    }
+    router
+        .route("/v1/models", get(models::list))
+        .route("/models", get(models::list))
+        .route("/healthz", get(healthz))
+        .route("/", get(root).head(root))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn responses(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    handle_responses(state, Endpoint::Responses, request).await
+}
+
+async fn compact(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    handle_responses(state, Endpoint::Compact, request).await
+}
+
+async fn healthz() -> impl IntoResponse {
+    ([(http::header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#)
+}
+
+/// Clients probe `/` (Claude Code sends `HEAD /`) before they start.
+async fn root() -> impl IntoResponse {
+    "subrelay\n"
+}
+
+async fn not_found(request: Request) -> Response {
+    ClientError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+    .with_code("unknown_route")
+    .into_response()
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    ClientError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+    )
+    .into_response()
+}

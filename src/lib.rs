@@ -1,0 +1,18 @@
+//! subrelay: a self-hosted AI API gateway.
+//!
+//! A request enters through [`http`] (routes, auth), lives in [`relay`] (its phases, the
+//! downstream writer, failover), reaches accounts chosen by [`pool`] through [`upstream`], is
+//! understood through [`protocol`] (wire facts, no I/O) and ends as a record in [`usage`].
+//! See ARCHITECTURE.md for the map and the invariants.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod pool;
+pub mod protocol;
+pub mod relay;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod upstream;
+pub mod usage;

@@ -1,0 +1,185 @@
+//! What a failure means for an account, and for how long it rests.
+//!
+//! The relay never decides durations itself: a failed attempt carries an [`AccountEffect`]
+//! and the pool turns it into a cooldown. Rate-limit resets come from the upstream's own
+//! headers (Codex usage windows, `Retry-After`); everything else has a fixed, short pause, and
+//! every cooldown is capped so that an account is never locked away for days by one answer.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+/// Longest rest any single failure can cause.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(6 * 3600);
+/// A 429 that says nothing about when it ends.
+pub const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(60);
+/// A 529: the upstream is overloaded.
+pub const OVERLOAD_COOLDOWN: Duration = Duration::from_secs(10 * 60);
+/// A 401/403: the credential was refused; a person (or the refresh of a later issue) must act.
+pub const AUTH_COOLDOWN: Duration = Duration::from_secs(10 * 60);
+/// A 402: billing or a deactivated workspace.
+pub const PAYMENT_COOLDOWN: Duration = Duration::from_secs(60 * 60);
+/// A 5xx, a timeout or a broken connection: short, so one bad answer does not empty the pool.
+pub const TRANSIENT_COOLDOWN: Duration = Duration::from_secs(10);
+/// A stream that went silent longer than `gateway.stream_data_interval_timeout`.
+pub const STALLED_COOLDOWN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CooldownReason {
+    RateLimited,
+    Overloaded,
+    AuthFailed,
+    PaymentRequired,
+    Transient,
+    Stalled,
+}
+
+impl CooldownReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CooldownReason::RateLimited => "rate_limited",
+            CooldownReason::Overloaded => "overloaded",
+            CooldownReason::AuthFailed => "auth_failed",
+            CooldownReason::PaymentRequired => "payment_required",
+            CooldownReason::Transient => "upstream_error",
+            CooldownReason::Stalled => "stalled",
+        }
+    }
+}
+
+/// What a failed attempt implies for the account that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountEffect {
+    /// Nothing: the failure was the request's own (a 400), not the account's.
+    None,
+    /// Rate-limited until the given reset, if the upstream said.
+    RateLimited(Option<Duration>),
+    Overloaded,
+    AuthFailed,
+    PaymentRequired,
+    Transient,
+    Stalled,
+}
+
+impl AccountEffect {
+    pub fn cooldown(&self) -> Option<(CooldownReason, Duration)> {
+        let (reason, duration) = match *self {
+            AccountEffect::None => return None,
+            AccountEffect::RateLimited(reset) => (
+                CooldownReason::RateLimited,
+                reset.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN),
+            ),
+            AccountEffect::Overloaded => (CooldownReason::Overloaded, OVERLOAD_COOLDOWN),
+            AccountEffect::AuthFailed => (CooldownReason::AuthFailed, AUTH_COOLDOWN),
+            AccountEffect::PaymentRequired => (CooldownReason::PaymentRequired, PAYMENT_COOLDOWN),
+            AccountEffect::Transient => (CooldownReason::Transient, TRANSIENT_COOLDOWN),
+            AccountEffect::Stalled => (CooldownReason::Stalled, STALLED_COOLDOWN),
+        };
+        Some((reason, duration.min(MAX_COOLDOWN)))
+    }
+}
+
+/// When a rate-limited account recovers, from the answer's headers.
+///
+/// The Codex backend reports two usage windows (`x-codex-primary-*`, about 5 h, and
+/// `x-codex-secondary-*`, about 7 d). The account is limited until the reset of the window
+/// that is exhausted (≥ 100 % used); if none says so, until the later of the known resets.
+/// `Retry-After` (seconds or an HTTP date) is the fallback.
+pub fn rate_limit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let windows: Vec<(Option<f64>, Duration)> = ["primary", "secondary"]
+        .iter()
+        .filter_map(|w| {
+            let reset = header_f64(headers, &format!("x-codex-{w}-reset-after-seconds"))?;
+            let used = header_f64(headers, &format!("x-codex-{w}-used-percent"));
+            Some((used, Duration::try_from_secs_f64(reset.max(0.0)).ok()?))
+        })
+        .collect();
+    let exhausted = windows
+        .iter()
+        .filter(|(used, _)| used.is_some_and(|u| u >= 100.0))
+        .map(|(_, reset)| *reset)
+        .max();
+    let from_windows = exhausted.or_else(|| windows.iter().map(|(_, reset)| *reset).max());
+    from_windows
+        .or_else(|| retry_after(headers, now))
+        .map(|d| d.min(MAX_COOLDOWN))
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs.max(0.0)).ok();
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+fn header_f64(headers: &HeaderMap, name: &str) -> Option<f64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn exhausted_window_decides() {
+        let h = headers(&[
+            ("x-codex-primary-used-percent", "100"),
+            ("x-codex-primary-reset-after-seconds", "1200"),
+            ("x-codex-secondary-used-percent", "40"),
+            ("x-codex-secondary-reset-after-seconds", "90000"),
+            ("retry-after", "5"),
+        ]);
+        assert_eq!(
+            rate_limit_reset(&h, SystemTime::now()),
+            Some(Duration::from_secs(1200))
+        );
+    }
+
+    #[test]
+    fn without_exhausted_window_the_later_reset_wins_capped() {
+        let h = headers(&[
+            ("x-codex-primary-used-percent", "80"),
+            ("x-codex-primary-reset-after-seconds", "1200"),
+            ("x-codex-secondary-reset-after-seconds", "90000"),
+        ]);
+        assert_eq!(rate_limit_reset(&h, SystemTime::now()), Some(MAX_COOLDOWN));
+    }
+
+    #[test]
+    fn retry_after_is_the_fallback_in_seconds_or_date() {
+        let now = SystemTime::now();
+        assert_eq!(
+            rate_limit_reset(&headers(&[("retry-after", "30")]), now),
+            Some(Duration::from_secs(30))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(120));
+        let got = rate_limit_reset(&headers(&[("retry-after", &date)]), now).unwrap();
+        assert!(got <= Duration::from_secs(120) && got >= Duration::from_secs(118));
+        assert_eq!(rate_limit_reset(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn every_effect_is_capped_and_a_request_error_cools_nothing() {
+        assert_eq!(AccountEffect::None.cooldown(), None);
+        let long = AccountEffect::RateLimited(Some(Duration::from_secs(10 * 86400)));
+        assert_eq!(long.cooldown().unwrap().1, MAX_COOLDOWN);
+        assert_eq!(
+            AccountEffect::RateLimited(None).cooldown().unwrap().1,
+            DEFAULT_RATE_LIMIT_COOLDOWN
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! The OpenAI Responses API as Codex CLI and the OpenAI SDKs speak it: what the relay reads
+//! from a request, how a body is normalised for the Codex backend, where usage sits, how a
+//! stream is aggregated into one `response` object, and the `response.failed` event subrelay
+//! writes when a stream cannot go on.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// The routing facts of a request, read without building the whole body.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    pub model: String,
+    pub stream: bool,
+    pub prompt_cache_key: Option<String>,
+}
+
+/// Reads `model`, `stream` and `prompt_cache_key`; serde skips everything else unparsed.
+pub fn inspect(body: &[u8]) -> Result<Inspected, String> {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        model: Option<Cow<'a, str>>,
+        #[serde(default)]
+        stream: Option<bool>,
+        #[serde(borrow, default)]
+        prompt_cache_key: Option<Cow<'a, str>>,
+    }
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err("the request body must be a JSON object".to_owned());
+    }
+    let probe: Probe<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    let model = match probe.model {
+        Some(m) if !m.trim().is_empty() => m.into_owned(),
+        _ => return Err("`model` is required".to_owned()),
+    };
+    Ok(Inspected {
+        model,
+        stream: probe.stream.unwrap_or(false),
+        prompt_cache_key: probe.prompt_cache_key.map(Cow::into_owned),
+    })
+}
+
+/// Instructions sent when a client sent none: Codex models refuse a request without them.
+pub const DEFAULT_INSTRUCTIONS: &str = "You are a helpful assistant.";
+
+/// The body rules of the Codex backend. Top-level fields are edited; every other value is
+/// copied byte for byte (compaction items, encrypted reasoning, unknown fields).
+/// - `/responses`: `store:false` and `stream:true` (the backend only streams).
+/// - `/responses/compact`: no `store`, no `stream` (it answers plain JSON).
+/// - A string `input` becomes one user message; missing or empty `instructions` get a default.
+pub fn normalise_for_codex(body: &[u8], compact: bool) -> Result<Bytes, String> {
+    let mut fields: IndexMap<Cow<'_, str>, &RawValue> =
+        serde_json::from_slice(body).map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    let raw = |text: &'static str| -> &'static RawValue {
+        // Constant JSON literals below are valid.
+        serde_json::from_str(text).unwrap_or_else(|_| unreachable!("valid JSON literal"))
+    };
+    if compact {
+        fields.shift_remove("store");
+        fields.shift_remove("stream");
+    } else {
+        fields.insert(Cow::Borrowed("store"), raw("false"));
+        fields.insert(Cow::Borrowed("stream"), raw("true"));
+    }
+    let wrapped;
+    if let Some(input) = fields.get("input") {
+        if input.get().starts_with('"') {
+            wrapped = RawValue::from_string(format!(
+                r#"[{{"type":"message","role":"user","content":{}}}]"#,
+                input.get()
+            ))
+            .map_err(|e| e.to_string())?;
+            fields.insert(Cow::Borrowed("input"), &wrapped);
+        }
+    }
+    let needs_instructions = match fields.get("instructions") {
+        None => true,
+        Some(v) => matches!(v.get().trim(), "null" | "\"\""),
+    };
+    let default_instructions;
+    if needs_instructions {
+        default_instructions =
+            RawValue::from_string(serde_json::to_string(DEFAULT_INSTRUCTIONS).unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+        fields.insert(Cow::Borrowed("instructions"), &default_instructions);
+    }
+    serde_json::to_vec(&fields)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
+}
+
+/// Tokens of one request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TokenUsage {
+    pub input: u64,
+    pub cached_input: u64,
+    pub output: u64,
+    pub reasoning: u64,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    input_tokens_details: Option<InputDetails>,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    output_tokens_details: Option<OutputDetails>,
+}
+
+#[derive(Deserialize)]
+struct InputDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct OutputDetails {
+    #[serde(default)]
+    reasoning_tokens: u64,
+}
+
+impl From<WireUsage> for TokenUsage {
+    fn from(u: WireUsage) -> Self {
+        TokenUsage {
+            input: u.input_tokens,
+            cached_input: u.input_tokens_details.map_or(0, |d| d.cached_tokens),
+            output: u.output_tokens,
+            reasoning: u.output_tokens_details.map_or(0, |d| d.reasoning_tokens),
+        }
+    }
+}
+
+/// The `usage` of a JSON answer (`response` object or compaction result). The one pass also
+/// checks that the answer is a JSON object; other fields are skipped, not built.
+pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .map(|a| a.usage.map(Into::into))
+        .map_err(|e| e.to_string())
+}
+
+/// What a terminal stream event says: usage and, for a failure, its code and message.
+#[derive(Debug, Default, Clone)]
+pub struct Terminal {
+    pub usage: Option<TokenUsage>,
+    pub response_id: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// Reads a terminal event's data (`response.completed`/`incomplete`/`failed` or `error`).
+pub fn read_terminal(data: &[u8]) -> Terminal {
+    #[derive(Deserialize)]
+    struct Event {
+        response: Option<EventResponse>,
+        error: Option<WireError>,
+        code: Option<Value>,
+        message: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct EventResponse {
+        id: Option<String>,
+        usage: Option<WireUsage>,
+        error: Option<WireError>,
+    }
+    #[derive(Deserialize)]
+    struct WireError {
+        code: Option<Value>,
+        message: Option<String>,
+    }
+    let Ok(event) = serde_json::from_slice::<Event>(data) else {
+        return Terminal::default();
+    };
+    let (response_id, usage, response_error) = match event.response {
+        Some(r) => (r.id, r.usage.map(Into::into), r.error),
+        None => (None, None, None),
+    };
+    let error = response_error.or(event.error);
+    let code_text = |v: Value| match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let (error_code, error_message) = match error {
+        Some(e) => (e.code.map(code_text), e.message),
+        None => (event.code.map(code_text), event.message),
+    };
+    Terminal {
+        usage,
+        response_id,
+        error_code,
+        error_message,
+    }
+}
+
+/// Whether a `response.failed` before output is worth another account. Failures caused by the
+/// request itself would fail everywhere; everything else (rate limits, server errors, unknown
+/// codes) is tried elsewhere.
+pub fn failure_is_retryable(code: Option<&str>) -> bool {
+    !matches!(
+        code,
+        Some(
+            "context_length_exceeded"
+                | "invalid_prompt"
+                | "invalid_request_error"
+                | "content_filter"
+                | "invalid_encrypted_content"
+        )
+    )
+}
+
+/// Builds the final `response` object of a stream for a client that asked for JSON.
+#[derive(Default)]
+pub struct Aggregator {
+    completed: Option<Value>,
+    items: Vec<(u64, Value)>,
+}
+
+impl Aggregator {
+    pub fn on_output_item_done(&mut self, data: &[u8]) {
+        #[derive(Deserialize)]
+        struct Done {
+            #[serde(default)]
+            output_index: u64,
+            item: Value,
+        }
+        if let Ok(done) = serde_json::from_slice::<Done>(data) {
+            self.items.push((done.output_index, done.item));
+        }
+    }
+
+    /// `response.completed` or `response.incomplete`.
+    pub fn on_terminal(&mut self, data: &[u8]) {
+        #[derive(Deserialize)]
+        struct Terminal {
+            response: Value,
+        }
+        if let Ok(t) = serde_json::from_slice::<Terminal>(data) {
+            self.completed = Some(t.response);
+        }
+    }
+
+    /// The `response` object; its `output` is rebuilt from the items when the upstream sent it
+    /// empty. `None` when the stream carried no terminal response.
+    pub fn finish(mut self) -> Option<Bytes> {
+        let mut response = self.completed.take()?;
+        let empty = response
+            .get("output")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+        if empty && !self.items.is_empty() {
+            self.items.sort_by_key(|(i, _)| *i);
+            let output = self.items.into_iter().map(|(_, item)| item).collect();
+            if let Some(map) = response.as_object_mut() {
+                map.insert("output".to_owned(), Value::Array(output));
+            }
+        }
+        serde_json::to_vec(&response).ok().map(Bytes::from)
+    }
+}
+
+/// A `response.failed` event, written when a stream that already gave output cannot go on.
+pub fn failed_event(response_id: Option<&str>, code: &str, message: &str) -> Bytes {
+    let event = serde_json::json!({
+        "type": "response.failed",
+        "response": {
+            "id": response_id.unwrap_or("resp_subrelay"),
+            "object": "response",
+            "status": "failed",
+            "output": [],
+            "error": { "code": code, "message": message },
+        }
+    });
+    let mut out = b"event: response.failed\ndata: ".to_vec();
+    out.extend_from_slice(event.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests;

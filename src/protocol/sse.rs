@@ -1,0 +1,215 @@
+//! An incremental scanner of Server-Sent Events that finds event boundaries and names without
+//! copying or parsing the events it only forwards.
+//!
+//! The relay forwards upstream chunks as they are; the scanner watches the same bytes to learn
+//! which events went by. It copies only the unfinished tail of a chunk (an event cut across two
+//! reads), into a buffer that is reused, so a stream costs no allocation per event.
+
+use std::borrow::Cow;
+
+use bytes::{Buf, BytesMut};
+use memchr::memmem;
+
+/// The event types the relay acts on; everything else is [`EventName::Other`] and is output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventName {
+    /// `response.created`, `response.in_progress`, `response.queued`: held back until real
+    /// output starts, so that failover is still possible.
+    Preamble,
+    /// `response.output_item.done`: needed to rebuild `output` when aggregating.
+    OutputItemDone,
+    /// `response.completed`
+    Completed,
+    /// `response.incomplete`: terminal, carries usage.
+    Incomplete,
+    /// `response.failed`
+    Failed,
+    /// A bare `error` event.
+    Error,
+    /// Any other event: semantic output.
+    Other,
+}
+
+impl EventName {
+    fn classify(name: &[u8]) -> Self {
+        match name {
+            b"response.created" | b"response.in_progress" | b"response.queued" => {
+                EventName::Preamble
+            }
+            b"response.output_item.done" => EventName::OutputItemDone,
+            b"response.completed" => EventName::Completed,
+            b"response.incomplete" => EventName::Incomplete,
+            b"response.failed" => EventName::Failed,
+            b"error" => EventName::Error,
+            _ => EventName::Other,
+        }
+    }
+
+    /// The stream's last event: it carries the usage or the failure.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            EventName::Completed | EventName::Incomplete | EventName::Failed | EventName::Error
+        )
+    }
+}
+
+/// One complete event, borrowed from the scanned bytes.
+pub struct SseEvent<'a> {
+    pub name: EventName,
+    raw: &'a [u8],
+}
+
+impl<'a> SseEvent<'a> {
+    /// The `data:` payload; lines joined with `\n` (borrowed when there is one line, the norm).
+    pub fn data(&self) -> Cow<'a, [u8]> {
+        let mut lines = data_lines(self.raw);
+        let Some(first) = lines.next() else {
+            return Cow::Borrowed(&[]);
+        };
+        match lines.next() {
+            None => Cow::Borrowed(first),
+            Some(second) => {
+                let mut joined = first.to_vec();
+                for line in std::iter::once(second).chain(lines) {
+                    joined.push(b'\n');
+                    joined.extend_from_slice(line);
+                }
+                Cow::Owned(joined)
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct SseScanner {
+    carry: BytesMut,
+}
+
+impl SseScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scans `chunk`, calling `on_event` for every event it completes, in order. Comment-only
+    /// events (keepalives) are skipped.
+    pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+        if self.carry.is_empty() {
+            let used = scan(chunk, &mut on_event);
+            self.carry.extend_from_slice(&chunk[used..]);
+        } else {
+            self.carry.extend_from_slice(chunk);
+            let used = scan(&self.carry, &mut on_event);
+            self.carry.advance(used);
+        }
+    }
+
+    /// Bytes of an unfinished event waiting for the rest.
+    pub fn pending(&self) -> usize {
+        self.carry.len()
+    }
+}
+
+/// Calls `on_event` for each complete event in `buf`; returns how many bytes were consumed.
+fn scan(buf: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) -> usize {
+    let mut start = 0;
+    while let Some((end, next)) = boundary(&buf[start..]) {
+        let raw = &buf[start..start + end];
+        if let Some(name) = event_name(raw) {
+            on_event(SseEvent {
+                name: EventName::classify(name),
+                raw,
+            });
+        }
+        start += next;
+    }
+    start
+}
+
+/// The end of the first event in `buf` and where the next one starts: a blank line, written as
+/// `\n\n` or `\r\n\r\n` (or a mix).
+fn boundary(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = memmem::find(buf, b"\n\n").map(|i| (i, i + 2));
+    let crlf = memmem::find(buf, b"\n\r\n").map(|i| (i, i + 3));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    raw.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+fn field<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let rest = line.strip_prefix(name)?.strip_prefix(b":")?;
+    Some(rest.strip_prefix(b" ").unwrap_or(rest))
+}
+
+fn data_lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    lines(raw).filter_map(|l| field(l, b"data"))
+}
+
+/// The event's type: its `event:` field, else the `"type"` of its JSON data. `None` for an
+/// event with neither (a comment-only keepalive).
+fn event_name(raw: &[u8]) -> Option<&[u8]> {
+    if let Some(name) = lines(raw).find_map(|l| field(l, b"event")) {
+        return Some(name);
+    }
+    let data = data_lines(raw).next()?;
+    Some(json_type(data).unwrap_or(b""))
+}
+
+/// The value of the first `"type":"…"` in a JSON text, without parsing it. Providers put the
+/// event's own type first; a nested `type` comes later in the text.
+fn json_type(data: &[u8]) -> Option<&[u8]> {
+    let at = memmem::find(data, b"\"type\"")?;
+    let rest = &data[at + 6..];
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = memchr::memchr(b'"', rest)?;
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(scanner: &mut SseScanner, chunk: &[u8]) -> Vec<(EventName, String)> {
+        let mut out = Vec::new();
+        scanner.feed(chunk, |e| {
+            out.push((e.name, String::from_utf8(e.data().into_owned()).unwrap()))
+        });
+        out
+    }
+
+    #[test]
+    fn finds_events_and_names_across_chunk_cuts() {
+        let stream = b"event: response.created\ndata: {\"type\":\"response.created\"}\n\n: keepalive\n\nevent: response.output_text.delta\ndata: {\"delta\":\"hi\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{}}\n\n";
+        for cut in 0..stream.len() {
+            let mut s = SseScanner::new();
+            let mut got = names(&mut s, &stream[..cut]);
+            got.extend(names(&mut s, &stream[cut..]));
+            let kinds: Vec<EventName> = got.iter().map(|(n, _)| *n).collect();
+            assert_eq!(
+                kinds,
+                vec![EventName::Preamble, EventName::Other, EventName::Completed],
+                "cut at {cut}"
+            );
+            assert_eq!(got[1].1, "{\"delta\":\"hi\"}");
+            assert_eq!(s.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn crlf_framing_data_only_events_and_multiline_data() {
+        let mut s = SseScanner::new();
+        let got = names(
+            &mut s,
+            b"data: {\"type\":\"response.failed\",\"response\":{\"type\":\"x\"}}\r\n\r\ndata: a\ndata: b\n\n",
+        );
+        assert_eq!(got[0].0, EventName::Failed);
+        assert_eq!(got[1].1, "a\nb");
+    }
+}

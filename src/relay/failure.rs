@@ -1,0 +1,356 @@
+//! Why an attempt failed, what that means for the account, and what the client finally sees.
+//!
+//! An [`AttemptFailure`] carries its own decisions — is another account worth trying, what
+//! state does the account move to — so the failover loop asks the failure and never parses
+//! messages. [`ClientError::from_failure`] is the one exhaustive mapping to a client status.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::pool::cooldown::{rate_limit_reset, retry_after};
+use crate::pool::AccountEffect;
+use crate::protocol::responses::Terminal;
+
+/// Low-cardinality kind, for logs, metrics and the status mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The upstream answered a non-2xx status.
+    Status,
+    /// No connection (refused, DNS, TLS).
+    Connect,
+    /// No response headers within `gateway.response_header_timeout`.
+    HeaderTimeout,
+    /// The connection broke while reading the answer.
+    Transport,
+    /// The stream went silent longer than `gateway.stream_data_interval_timeout`.
+    Stalled,
+    /// `response.failed` / `error` before any output.
+    StreamFailed,
+    /// An answer subrelay cannot use: too large, or a stream without a terminal event.
+    BadAnswer,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Status => "upstream_status",
+            FailureKind::Connect => "connect_error",
+            FailureKind::HeaderTimeout => "header_timeout",
+            FailureKind::Transport => "transport_error",
+            FailureKind::Stalled => "stream_stalled",
+            FailureKind::StreamFailed => "response_failed",
+            FailureKind::BadAnswer => "bad_upstream_answer",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptFailure {
+    pub kind: FailureKind,
+    pub status: Option<StatusCode>,
+    pub effect: AccountEffect,
+    /// Whether another account could do better.
+    pub retryable: bool,
+    /// For logs; names no secret.
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    /// A client-caused upstream error (a 400, say), given to the client as it came.
+    pub passthrough: Option<(StatusCode, Bytes)>,
+    /// The upstream's own stream up to its `response.failed`, for a streaming client if every
+    /// account fails this way.
+    pub failed_stream: Option<Bytes>,
+    /// The upstream error code of a failed stream (`rate_limit_exceeded`, ...).
+    pub code: Option<String>,
+}
+
+impl AttemptFailure {
+    fn new(kind: FailureKind, effect: AccountEffect, message: String) -> Self {
+        Self {
+            kind,
+            status: None,
+            effect,
+            retryable: true,
+            message,
+            retry_after: None,
+            passthrough: None,
+            failed_stream: None,
+            code: None,
+        }
+    }
+
+    /// A non-2xx answer. 401/402/403/429/529/5xx are the account's problem (fail over); any
+    /// other status is the request's and goes back to the client unchanged.
+    pub fn from_status(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
+        let now = SystemTime::now();
+        let effect = match status.as_u16() {
+            401 | 403 => AccountEffect::AuthFailed,
+            402 => AccountEffect::PaymentRequired,
+            429 => AccountEffect::RateLimited(rate_limit_reset(headers, now)),
+            529 => AccountEffect::Overloaded,
+            s if s >= 500 => AccountEffect::Transient,
+            _ => AccountEffect::None,
+        };
+        let retryable = effect != AccountEffect::None;
+        let mut failure = Self::new(
+            FailureKind::Status,
+            effect,
+            format!("upstream answered {status}{}", summary(&body)),
+        );
+        failure.status = Some(status);
+        failure.retryable = retryable;
+        failure.retry_after = match effect {
+            AccountEffect::RateLimited(reset) => reset.or_else(|| retry_after(headers, now)),
+            _ => retry_after(headers, now),
+        };
+        if !retryable {
+            failure.passthrough = Some((status, body));
+        }
+        failure
+    }
+
+    pub fn connect(err: &reqwest::Error) -> Self {
+        Self::new(
+            FailureKind::Connect,
+            AccountEffect::Transient,
+            format!("cannot connect upstream: {}", error_chain(err)),
+        )
+    }
+
+    pub fn transport(err: &reqwest::Error) -> Self {
+        Self::new(
+            FailureKind::Transport,
+            AccountEffect::Transient,
+            format!("upstream connection failed: {}", error_chain(err)),
+        )
+    }
+
+    pub fn header_timeout(after: Duration) -> Self {
+        Self::new(
+            FailureKind::HeaderTimeout,
+            AccountEffect::Transient,
+            format!("no response headers within {} s", after.as_secs()),
+        )
+    }
+
+    pub fn stalled(after: Duration) -> Self {
+        Self::new(
+            FailureKind::Stalled,
+            AccountEffect::Stalled,
+            format!("upstream stream sent nothing for {} s", after.as_secs()),
+        )
+    }
+
+    pub fn bad_answer(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::BadAnswer, AccountEffect::Transient, message.into())
+    }
+
+    /// The same failure, seen after the client got output: no other account may answer now.
+    pub fn after_output(mut self) -> Self {
+        self.retryable = false;
+        self
+    }
+
+    /// `response.failed` or `error` before any output.
+    pub fn stream_failed(terminal: Terminal, upstream_events: Bytes) -> Self {
+        let code = terminal.error_code.clone();
+        let retryable = crate::protocol::responses::failure_is_retryable(code.as_deref());
+        let effect = match code.as_deref() {
+            Some("rate_limit_exceeded" | "usage_limit_reached") => AccountEffect::RateLimited(None),
+            _ if retryable => AccountEffect::Transient,
+            _ => AccountEffect::None,
+        };
+        let mut failure = Self::new(
+            FailureKind::StreamFailed,
+            effect,
+            format!(
+                "upstream stream failed before output: {} ({})",
+                terminal.error_message.as_deref().unwrap_or("no message"),
+                code.as_deref().unwrap_or("no code")
+            ),
+        );
+        failure.retryable = retryable;
+        failure.failed_stream = Some(upstream_events);
+        failure.code = code;
+        failure
+    }
+}
+
+/// The first bytes of an error body, on one line, for the log.
+fn summary(body: &Bytes) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    format!(": {}", text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// `reqwest` hides the useful cause (connection refused, reset) in its source chain.
+fn error_chain(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// What the client is told, in the OpenAI error shape.
+#[derive(Debug, Clone)]
+pub struct ClientError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub code: Option<String>,
+    pub retry_after: Option<Duration>,
+    /// A body to send instead of the rendered error (an upstream 4xx, given as it came).
+    pub raw_body: Option<Bytes>,
+}
+
+impl ClientError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            code: None,
+            retry_after: None,
+            raw_body: None,
+        }
+    }
+
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// The one mapping from the last failure of an exhausted request to the client's answer.
+    /// Upstream auth trouble is never a 401: the client's key was fine.
+    pub fn from_failure(failure: &AttemptFailure, tried: usize, request_id: &str) -> Self {
+        let tried_text = if tried == 1 {
+            "the account tried".to_owned()
+        } else {
+            format!("all {tried} accounts tried")
+        };
+        let upstream = failure.status.map_or(0, |s| s.as_u16());
+        let (status, kind, message) = match failure.kind {
+            FailureKind::Status => match upstream {
+                429 => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!("upstream rate limit reached on {tried_text}"),
+                ),
+                401 | 403 => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    format!("upstream rejected the credentials of {tried_text} (status {upstream}); the gateway's operator must renew them"),
+                ),
+                402 => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    format!("upstream refused {tried_text} for billing reasons (status 402)"),
+                ),
+                529 => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded_error",
+                    format!("upstream overloaded on {tried_text} (status 529)"),
+                ),
+                _ => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    format!("upstream error on {tried_text} (status {upstream})"),
+                ),
+            },
+            FailureKind::Connect => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("could not connect to the upstream of {tried_text}"),
+            ),
+            FailureKind::HeaderTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                format!("the upstream of {tried_text} did not answer in time"),
+            ),
+            FailureKind::Transport => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("the upstream connection broke on {tried_text}"),
+            ),
+            FailureKind::Stalled => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                format!("the upstream stream stalled on {tried_text}"),
+            ),
+            FailureKind::StreamFailed if !failure.retryable => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("upstream refused the request: {}", failure.message),
+            ),
+            FailureKind::StreamFailed => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("the upstream response failed on {tried_text}"),
+            ),
+            FailureKind::BadAnswer => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("unusable upstream answer on {tried_text}: {}", failure.message),
+            ),
+        };
+        let code = match (failure.kind, &failure.code) {
+            (FailureKind::StreamFailed, Some(code)) => code.clone(),
+            _ if upstream > 0 => format!("upstream_status_{upstream}"),
+            _ => failure.kind.as_str().to_owned(),
+        };
+        let mut error = ClientError::new(status, kind, format!("{message} (request {request_id})"))
+            .with_code(code)
+            .with_retry_after(failure.retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS));
+        if let Some((status, body)) = &failure.passthrough {
+            error.status = *status;
+            error.raw_body = Some(body.clone());
+        }
+        error
+    }
+
+    pub fn json_body(&self) -> Bytes {
+        match &self.raw_body {
+            Some(body) => body.clone(),
+            None => crate::protocol::errors::openai_error_body(
+                &self.message,
+                self.kind,
+                self.code.as_deref(),
+            ),
+        }
+    }
+
+    pub fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        if let Some(after) = self.retry_after {
+            // Round up: a client retrying early finds the pool still cooling.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            headers.insert(http::header::RETRY_AFTER, secs.max(1).into());
+        }
+        headers
+    }
+}
+
+impl axum::response::IntoResponse for ClientError {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = axum::response::Response::new(axum::body::Body::from(self.json_body()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers();
+        response
+    }
+}

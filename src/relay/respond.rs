@@ -1,0 +1,303 @@
+//! Phase 5 for an upstream that answered 2xx: pass a stream through, aggregate a stream into
+//! JSON, or pass JSON through. Each reads the upstream inside [`DownstreamWriter::wait`], so
+//! keepalives continue while the upstream is silent.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tokio::time::Instant;
+
+use super::failure::AttemptFailure;
+use super::writer::DownstreamWriter;
+use super::RequestContext;
+use crate::protocol::responses::{self, Aggregator, Terminal};
+use crate::protocol::sse::{EventName, SseScanner};
+use crate::state::AppState;
+
+/// When the client is gone and no idle timeout is configured, the upstream is still read for
+/// usage, but not forever.
+const ORPHAN_IDLE_LIMIT: Duration = Duration::from_secs(300);
+
+pub(super) async fn answer(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    writer: &mut DownstreamWriter,
+    response: reqwest::Response,
+) -> Result<(), AttemptFailure> {
+    let is_sse = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    match (ctx.client_streams(), is_sse) {
+        (true, true) => stream_through(state, ctx, writer, response).await,
+        (false, true) => aggregate(state, ctx, writer, response).await,
+        (_, false) => json_through(state, ctx, writer, response).await,
+    }
+}
+
+/// Upstream headers worth showing the client: the usage windows Codex CLI displays, and the
+/// OpenAI API's rate-limit figures.
+fn client_headers(upstream: &HeaderMap, content_type: &'static str) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in upstream {
+        let n = name.as_str();
+        if n.starts_with("x-codex-") || n.starts_with("x-ratelimit-") {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    out
+}
+
+enum ReadError {
+    Idle(Duration),
+    Transport(reqwest::Error),
+}
+
+async fn next_chunk(
+    response: &mut reqwest::Response,
+    idle: Option<Duration>,
+) -> Result<Option<Bytes>, ReadError> {
+    match idle {
+        Some(limit) => match tokio::time::timeout(limit, response.chunk()).await {
+            Err(_) => Err(ReadError::Idle(limit)),
+            Ok(read) => read.map_err(ReadError::Transport),
+        },
+        None => response.chunk().await.map_err(ReadError::Transport),
+    }
+}
+
+fn idle_limit(state: &AppState, writer: &DownstreamWriter) -> Option<Duration> {
+    let configured = state.gateway.stream_data_interval_timeout;
+    if writer.client_gone() {
+        Some(configured.unwrap_or(ORPHAN_IDLE_LIMIT))
+    } else {
+        configured
+    }
+}
+
+/// Streams events to the client as they arrive. `response.created`/`in_progress` are held back
+/// until the first real event, so a `response.failed` before it still fails over.
+async fn stream_through(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    writer: &mut DownstreamWriter,
+    mut response: reqwest::Response,
+) -> Result<(), AttemptFailure> {
+    let headers = client_headers(response.headers(), "text/event-stream");
+    let mut scanner = SseScanner::new();
+    let mut held = BytesMut::new();
+    let mut output_started = false;
+    let mut terminal: Option<Terminal> = None;
+    let mut response_id: Option<String> = None;
+    loop {
+        let idle = idle_limit(state, writer);
+        let chunk = match writer.wait(next_chunk(&mut response, idle)).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(error) => {
+                let failure = match error {
+                    ReadError::Idle(after) => AttemptFailure::stalled(after),
+                    ReadError::Transport(e) => AttemptFailure::transport(&e),
+                };
+                if !output_started {
+                    return Err(failure);
+                }
+                end_stream_with_failure(ctx, writer, response_id.as_deref(), &failure).await;
+                return Err(failure.after_output());
+            }
+        };
+
+        let mut failed_early: Option<Terminal> = None;
+        let mut starts_output = false;
+        scanner.feed(&chunk, |event| {
+            let before_output = !output_started && !starts_output && failed_early.is_none();
+            match event.name {
+                EventName::Preamble if before_output => {}
+                EventName::Failed | EventName::Error if before_output => {
+                    failed_early = Some(responses::read_terminal(&event.data()));
+                }
+                name => {
+                    if before_output {
+                        starts_output = true;
+                    }
+                    if name.is_terminal() {
+                        let t = responses::read_terminal(&event.data());
+                        response_id = t.response_id.clone().or(response_id.take());
+                        terminal = Some(t);
+                    }
+                }
+            }
+        });
+
+        if output_started {
+            writer.write_output(HeaderMap::new(), chunk).await;
+        } else if let Some(t) = failed_early {
+            held.extend_from_slice(&chunk);
+            return Err(AttemptFailure::stream_failed(t, held.freeze()));
+        } else if starts_output {
+            output_started = true;
+            ctx.first_output_at = Some(Instant::now());
+            let bytes = if held.is_empty() {
+                chunk
+            } else {
+                held.extend_from_slice(&chunk);
+                held.split().freeze()
+            };
+            writer.write_output(headers.clone(), bytes).await;
+        } else {
+            held.extend_from_slice(&chunk);
+        }
+        if terminal.is_some() && scanner.pending() == 0 {
+            // The terminal event is the last one that matters; do not wait for the upstream
+            // to close its side.
+            break;
+        }
+    }
+
+    match terminal {
+        Some(t) => {
+            ctx.tokens = t.usage.unwrap_or_default();
+            ctx.status = StatusCode::OK;
+            ctx.success = t.error_code.is_none() && t.error_message.is_none();
+            writer.close();
+            Ok(())
+        }
+        None if !output_started => Err(AttemptFailure::bad_answer(
+            "the upstream stream ended before any output",
+        )),
+        None => {
+            let failure =
+                AttemptFailure::bad_answer("the upstream stream ended before response.completed");
+            end_stream_with_failure(ctx, writer, response_id.as_deref(), &failure).await;
+            Err(failure.after_output())
+        }
+    }
+}
+
+/// After output, a failure can only be told in-protocol: a `response.failed` event.
+async fn end_stream_with_failure(
+    ctx: &mut RequestContext,
+    writer: &mut DownstreamWriter,
+    response_id: Option<&str>,
+    failure: &AttemptFailure,
+) {
+    let message = format!("{} (request {})", failure.message, ctx.id);
+    let event = responses::failed_event(response_id, failure.kind.as_str(), &message);
+    writer.write_output(HeaderMap::new(), event).await;
+    writer.close();
+    ctx.status = StatusCode::OK;
+    ctx.success = false;
+}
+
+/// Reads a whole stream and answers the client with the final `response` object.
+async fn aggregate(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    writer: &mut DownstreamWriter,
+    mut response: reqwest::Response,
+) -> Result<(), AttemptFailure> {
+    let headers = client_headers(response.headers(), "application/json");
+    let limit = state.gateway.upstream_response_read_max_bytes;
+    let mut scanner = SseScanner::new();
+    let mut aggregator = Aggregator::default();
+    let mut terminal: Option<Terminal> = None;
+    let mut failed: Option<Terminal> = None;
+    let mut received = BytesMut::new();
+    let mut read = 0usize;
+    loop {
+        let idle = idle_limit(state, writer);
+        let chunk = match writer.wait(next_chunk(&mut response, idle)).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(ReadError::Idle(after)) => return Err(AttemptFailure::stalled(after)),
+            Err(ReadError::Transport(e)) => return Err(AttemptFailure::transport(&e)),
+        };
+        read += chunk.len();
+        if read > limit {
+            return Err(AttemptFailure::bad_answer(format!(
+                "the upstream answer exceeds gateway.upstream_response_read_max_bytes ({limit} bytes)"
+            )));
+        }
+        scanner.feed(&chunk, |event| match event.name {
+            EventName::OutputItemDone => aggregator.on_output_item_done(&event.data()),
+            EventName::Completed | EventName::Incomplete => {
+                aggregator.on_terminal(&event.data());
+                terminal = Some(responses::read_terminal(&event.data()));
+            }
+            EventName::Failed | EventName::Error => {
+                failed = Some(responses::read_terminal(&event.data()));
+            }
+            EventName::Preamble | EventName::Other => {}
+        });
+        if let Some(t) = failed.take() {
+            received.extend_from_slice(&chunk);
+            return Err(AttemptFailure::stream_failed(t, received.freeze()));
+        }
+        if terminal.is_some() {
+            break;
+        }
+    }
+    let Some(t) = terminal else {
+        return Err(AttemptFailure::bad_answer(
+            "the upstream stream ended before response.completed",
+        ));
+    };
+    let Some(body) = aggregator.finish() else {
+        return Err(AttemptFailure::bad_answer(
+            "the upstream's response.completed carried no response object",
+        ));
+    };
+    ctx.tokens = t.usage.unwrap_or_default();
+    ctx.first_output_at = Some(Instant::now());
+    ctx.status = StatusCode::OK;
+    ctx.success = true;
+    writer.finish(StatusCode::OK, headers, body).await;
+    Ok(())
+}
+
+/// Passes a JSON answer through unchanged, reading only its `usage`.
+async fn json_through(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    writer: &mut DownstreamWriter,
+    mut response: reqwest::Response,
+) -> Result<(), AttemptFailure> {
+    let mut headers = client_headers(response.headers(), "application/json");
+    if let Some(ct) = response.headers().get(CONTENT_TYPE) {
+        headers.insert(CONTENT_TYPE, ct.clone());
+    }
+    let limit = state.gateway.upstream_response_read_max_bytes;
+    let mut body = BytesMut::new();
+    loop {
+        let idle = idle_limit(state, writer);
+        match writer.wait(next_chunk(&mut response, idle)).await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(AttemptFailure::bad_answer(format!(
+                        "the upstream answer exceeds gateway.upstream_response_read_max_bytes ({limit} bytes)"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(ReadError::Idle(after)) => return Err(AttemptFailure::stalled(after)),
+            Err(ReadError::Transport(e)) => return Err(AttemptFailure::transport(&e)),
+        }
+    }
+    let body = body.freeze();
+    ctx.tokens = responses::usage_of_json(&body)
+        .map_err(|e| {
+            AttemptFailure::bad_answer(format!(
+                "the upstream answered 2xx with a body that is not a JSON object: {e}"
+            ))
+        })?
+        .unwrap_or_default();
+    ctx.first_output_at = Some(Instant::now());
+    ctx.status = StatusCode::OK;
+    ctx.success = true;
+    writer.finish(StatusCode::OK, headers, body).await;
+    Ok(())
+}

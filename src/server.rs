@@ -1,0 +1,131 @@
+//! `subrelay serve`: build the state, listen, and shut down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::http::auth::KeyDirectory;
+use crate::pool::{AccountSource, ConfigAccounts, Pool};
+use crate::state::AppState;
+use crate::usage::LogUsageSink;
+
+/// Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests for up to
+/// `server.shutdown_timeout`. Errors are start-up failures, worded for the operator.
+pub async fn serve(config: Config) -> Result<(), String> {
+    let source = ConfigAccounts(config.accounts.clone());
+    let accounts = source
+        .load()
+        .await
+        .map_err(|e| format!("cannot load accounts: {e}"))?;
+    let state = Arc::new(AppState {
+        gateway: config.gateway.clone(),
+        pool: Pool::new(accounts),
+        keys: KeyDirectory::new(&config.api_keys),
+        client: crate::upstream::client()
+            .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?,
+        usage: Arc::new(LogUsageSink),
+        tasks: TaskTracker::new(),
+    });
+
+    let wanted = format!("{}:{}", config.server.host, config.server.port);
+    let listener = tokio::net::TcpListener::bind(&wanted)
+        .await
+        .map_err(|e| format!("cannot listen on {wanted}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    announce(&config, &state, addr);
+
+    let listener = listener.tap_io(|tcp| {
+        // Every SSE event should leave at once, not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+    });
+    let stop_accepting = CancellationToken::new();
+    let server = axum::serve(listener, crate::http::app(Arc::clone(&state)))
+        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let server = tokio::spawn(async move { server.await });
+
+    shutdown_signal().await;
+    let grace = config.server.shutdown_timeout;
+    tracing::info!(
+        in_flight = state.tasks.len(),
+        "shutting down: no new connections; waiting up to {} s for in-flight requests",
+        grace.as_secs()
+    );
+    stop_accepting.cancel();
+    state.tasks.close();
+    let drained = tokio::time::timeout(grace, async {
+        let _ = server.await;
+        state.tasks.wait().await;
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("all requests finished; bye"),
+        Err(_) => tracing::warn!(
+            still_running = state.tasks.len(),
+            "server.shutdown_timeout reached; exiting with requests still running"
+        ),
+    }
+    Ok(())
+}
+
+/// The first lines a user reads: where we listen, and what to do next.
+fn announce(config: &Config, state: &AppState, addr: SocketAddr) {
+    tracing::info!(
+        "subrelay {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    match &config.origin.file {
+        Some(file) => tracing::info!("config: {}", file.display()),
+        None => tracing::info!("config: built-in defaults (no --config file given)"),
+    }
+    for key in &config.origin.from_env {
+        tracing::info!(
+            "{key} set from environment variable {}",
+            crate::config::env_name(key)
+        );
+    }
+    let accounts = state.pool.accounts().len();
+    if accounts == 0 {
+        tracing::warn!(
+            "no upstream accounts: add one under `accounts:` in a config file (see README, Quickstart) and restart with `subrelay serve --config subrelay.yaml`"
+        );
+    } else {
+        tracing::info!("{accounts} upstream account(s) in the pool");
+    }
+    if state.keys.is_empty() {
+        tracing::warn!(
+            "no API keys: add one under `api_keys:` (for example `- key: env:MY_SUBRELAY_KEY`); until then every request is refused with 401"
+        );
+    } else {
+        tracing::info!("{} API key(s) accepted", state.keys.len());
+    }
+    tracing::info!(
+        "point clients at http://{addr}/v1 (OpenAI SDKs: base_url; Codex CLI: a model provider with wire_api = \"responses\")"
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

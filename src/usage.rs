@@ -1,0 +1,65 @@
+//! Usage records: one per request that reached (or tried to reach) an upstream.
+//!
+//! The relay hands each record to a [`UsageSink`] off the request's critical path (after the
+//! answer is written). Today's sink writes a structured log line under the `usage` target; the
+//! store of a later issue implements the same trait.
+
+use serde::Serialize;
+
+use crate::protocol::responses::TokenUsage;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageRecord {
+    pub request_id: String,
+    pub key: String,
+    /// The account that answered (or the last one tried).
+    pub account: Option<String>,
+    pub model: String,
+    pub stream: bool,
+    pub compact: bool,
+    /// The status the client received (200 also when an error followed keepalive bytes).
+    pub status: u16,
+    /// Whether the request succeeded from the client's point of view.
+    pub success: bool,
+    pub tokens: TokenUsage,
+    pub duration_ms: u64,
+    /// Time to the first semantic byte written downstream.
+    pub ttft_ms: Option<u64>,
+    /// Every account tried, in order, with its outcome.
+    pub attempts: Vec<AttemptRecord>,
+    pub client_disconnected: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub account: String,
+    /// Upstream status, when it answered one.
+    pub status: Option<u16>,
+    /// `ok`, or the failure kind.
+    pub outcome: &'static str,
+}
+
+pub trait UsageSink: Send + Sync {
+    fn record(&self, record: UsageRecord);
+}
+
+/// Writes each record as one `usage` log line with the record as JSON in `record`.
+pub struct LogUsageSink;
+
+impl UsageSink for LogUsageSink {
+    fn record(&self, record: UsageRecord) {
+        let json = serde_json::to_string(&record).unwrap_or_default();
+        tracing::info!(
+            target: "usage",
+            request_id = %record.request_id,
+            key = %record.key,
+            account = record.account.as_deref().unwrap_or("-"),
+            model = %record.model,
+            status = record.status,
+            input_tokens = record.tokens.input,
+            output_tokens = record.tokens.output,
+            record = %json,
+            "usage"
+        );
+    }
+}
