@@ -102,7 +102,10 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
         config.api_keys.len()
     );
     for key in &config.origin.from_env {
-        println!("# {key} from environment variable {}", config::env_name(key));
+        println!(
+            "# {key} from environment variable {}",
+            config::env_name(key)
+        );
     }
     ExitCode::SUCCESS
 }

@@ -123,10 +123,7 @@ mod tests {
         assert_eq!(format!("{secret:?} {secret}"), "<redacted> <redacted>");
         let inline = SecretRef::new("sk-very-secret");
         assert_eq!(format!("{inline:?}"), "<redacted>");
-        assert_eq!(
-            serde_json::to_string(&inline).unwrap(),
-            "\"<redacted>\""
-        );
+        assert_eq!(serde_json::to_string(&inline).unwrap(), "\"<redacted>\"");
         let reference = SecretRef::new("env:KEY");
         assert_eq!(serde_json::to_string(&reference).unwrap(), "\"env:KEY\"");
     }

@@ -1,0 +1,305 @@
+//! Loading: defaults, file, environment, and the wording of every kind of refusal.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use super::*;
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+fn load_text(text: &str, env: &MapEnv) -> Result<Config, ConfigError> {
+    let file = write_config(text);
+    load(Some(file.path()), env)
+}
+
+#[test]
+fn no_file_gives_working_defaults() {
+    let config = load(None, &MapEnv::default()).unwrap();
+    assert_eq!(config.server.host, "127.0.0.1");
+    assert_eq!(config.server.port, 8080);
+    assert_eq!(
+        config.gateway.response_header_timeout,
+        Duration::from_secs(600)
+    );
+    assert_eq!(
+        config.gateway.stream_keepalive_interval,
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(
+        config.gateway.stream_data_interval_timeout,
+        Some(Duration::from_secs(180))
+    );
+    assert_eq!(config.gateway.compact_nonstream_keepalive_interval, None);
+    assert_eq!(config.gateway.nonstream_keepalive_interval, None);
+    assert_eq!(config.gateway.max_account_switches, 10);
+    assert_eq!(config.gateway.max_body_size, 256 << 20);
+    assert_eq!(config.gateway.upstream_response_read_max_bytes, 128 << 20);
+    assert_eq!(config.log.format, LogFormat::Pretty);
+    assert!(config.accounts.is_empty() && config.api_keys.is_empty());
+}
+
+/// The reference table's defaults are the code's defaults, and it lists every scalar key.
+#[test]
+fn reference_table_matches_the_code() {
+    let defaults = serde_yaml::to_value(RawConfig::default()).unwrap();
+    let mut scalars = BTreeMap::new();
+    flatten("", &defaults, &mut scalars);
+    let documented: BTreeMap<String, String> = reference::KEYS
+        .iter()
+        .map(|k| (k.path.to_owned(), k.default.to_owned()))
+        .collect();
+    assert_eq!(scalars, documented);
+}
+
+fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        serde_yaml::Value::Mapping(map) => {
+            for (k, v) in map {
+                let k = k.as_str().unwrap();
+                let path = if prefix.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&path, v, out);
+            }
+        }
+        // Lists (accounts, api_keys) are not scalar keys.
+        serde_yaml::Value::Sequence(_) => {}
+        other => {
+            out.insert(
+                prefix.to_owned(),
+                serde_yaml::to_string(other).unwrap().trim().to_owned(),
+            );
+        }
+    }
+}
+
+/// docs/CONFIG.md carries the table rendered from the reference, so it cannot drift.
+#[test]
+fn config_doc_carries_the_reference_table() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIG.md")).unwrap();
+    let table = reference::markdown_table();
+    assert!(
+        doc.contains(&table),
+        "docs/CONFIG.md is out of date; replace its key table with the output of `subrelay config-reference`:\n{table}"
+    );
+}
+
+#[test]
+fn file_then_env_override() {
+    let env = MapEnv::from([
+        ("GATEWAY_STREAM_KEEPALIVE_INTERVAL", "15"),
+        ("SERVER_PORT", "9999"),
+    ]);
+    let config = load_text(
+        "server:\n  port: 7000\ngateway:\n  stream_keepalive_interval: 20\n  max_account_switches: 3\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(config.server.port, 9999);
+    assert_eq!(
+        config.gateway.stream_keepalive_interval,
+        Some(Duration::from_secs(15))
+    );
+    assert_eq!(config.gateway.max_account_switches, 3);
+    assert_eq!(
+        config.origin.from_env,
+        vec!["server.port", "gateway.stream_keepalive_interval"]
+    );
+}
+
+#[test]
+fn range_errors_name_key_value_and_allowed_values() {
+    let err = load_text(
+        "gateway:\n  stream_keepalive_interval: 3\n",
+        &MapEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "gateway.stream_keepalive_interval = 3: must be 0 (off) or 5–30 seconds"
+    );
+    let err = load(
+        None,
+        &MapEnv::from([("GATEWAY_STREAM_DATA_INTERVAL_TIMEOUT", "20")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "gateway.stream_data_interval_timeout = 20 (from environment variable GATEWAY_STREAM_DATA_INTERVAL_TIMEOUT): must be 0 (off) or 30–300 seconds"
+    );
+}
+
+#[test]
+fn compact_keepalive_interval_accepts_0_5_60_and_refuses_the_rest() {
+    const KEY: &str = "gateway.openai_compact_nonstream_keepalive_interval";
+    const ENV: &str = "GATEWAY_OPENAI_COMPACT_NONSTREAM_KEEPALIVE_INTERVAL";
+    for (given, want) in [("0", None), ("5", Some(5)), ("60", Some(60))] {
+        let from_file = load_text(
+            &format!("gateway:\n  openai_compact_nonstream_keepalive_interval: {given}\n"),
+            &MapEnv::default(),
+        )
+        .unwrap();
+        let from_env = load(None, &MapEnv::from([(ENV, given)])).unwrap();
+        for config in [from_file, from_env] {
+            assert_eq!(
+                config.gateway.compact_nonstream_keepalive_interval,
+                want.map(Duration::from_secs)
+            );
+        }
+    }
+    for given in ["-1", "4", "61", "abc"] {
+        let shown = if given == "abc" { "\"abc\"" } else { given };
+        let err = load_text(
+            &format!("gateway:\n  openai_compact_nonstream_keepalive_interval: {given}\n"),
+            &MapEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            format!("{KEY} = {shown}: must be 0 (off) or 5–60 seconds")
+        );
+        let err = load(None, &MapEnv::from([(ENV, given)]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!("{KEY} = {shown} (from environment variable {ENV}): must be 0 (off) or 5–60 seconds")
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_path() {
+    let err = load_text("gateway:\n  stream_keepalive: 3\n", &MapEnv::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "gateway.stream_keepalive: unknown field `stream_keepalive`, expected one of"
+        ),
+        "{err}"
+    );
+    let err = load_text(
+        "accounts:\n  - name: a\n    platform: openai\n    type: apikey\n    api_key: k\n    colour: red\n",
+        &MapEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("accounts[0].colour: unknown field `colour`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn accounts_and_keys_are_validated_and_secrets_resolved() {
+    let env = MapEnv::from([("UPSTREAM", "sk-upstream"), ("CLIENT", "sk-client")]);
+    let config = load_text(
+        r#"
+accounts:
+  - name: codex
+    platform: openai
+    type: oauth
+    access_token: inline-token
+    chatgpt_account_id: acc-1
+    expires_at: 2030-01-01T00:00:00Z
+    priority: 1
+  - name: api
+    platform: openai
+    type: apikey
+    api_key: env:UPSTREAM
+    base_url: http://127.0.0.1:9/v1/
+    concurrency: 4
+    groups: [default, team]
+    models: [gpt-5]
+api_keys:
+  - key: env:CLIENT
+    name: alice
+"#,
+        &env,
+    )
+    .unwrap();
+    assert_eq!(config.accounts.len(), 2);
+    let codex = &config.accounts[0];
+    assert_eq!(codex.base_url, "https://chatgpt.com/backend-api/codex");
+    assert_eq!(codex.kind, crate::pool::AccountKind::OAuth);
+    let api = &config.accounts[1];
+    assert_eq!(api.base_url, "http://127.0.0.1:9/v1");
+    assert_eq!(api.credential.bearer().expose(), "sk-upstream");
+    assert_eq!(api.concurrency, 4);
+    assert_eq!(config.api_keys[0].key.expose(), "sk-client");
+    assert_eq!(config.api_keys[0].group, "default");
+    // The effective config never shows an inline secret, and shows references as written.
+    let shown = &config.origin.effective_yaml;
+    assert!(!shown.contains("inline-token"), "{shown}");
+    assert!(
+        shown.contains("env:UPSTREAM") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn account_errors_name_the_field() {
+    let cases = [
+        (
+            "accounts:\n  - {name: a, platform: openai, type: apikey}\n",
+            "accounts[0].api_key: is required for an account of type apikey",
+        ),
+        (
+            "accounts:\n  - {name: a, platform: gemini, type: apikey, api_key: k}\n",
+            "accounts[0].platform: \"gemini\" is not supported: must be openai",
+        ),
+        (
+            "accounts:\n  - {name: a, platform: openai, type: apikey, api_key: k}\n  - {name: a, platform: openai, type: apikey, api_key: k}\n",
+            "accounts[1].name: \"a\" is used by another account; names must be unique",
+        ),
+        (
+            "accounts:\n  - {name: a, platform: openai, type: apikey, api_key: 'env:NOPE'}\n",
+            "accounts[0].api_key: environment variable NOPE is not set",
+        ),
+        (
+            "accounts:\n  - {name: a, platform: openai, type: apikey, api_key: k, base_url: 'ftp://x'}\n",
+            "accounts[0].base_url: \"ftp://x\" is not an http:// or https:// URL",
+        ),
+        (
+            "api_keys:\n  - {key: same}\n  - {key: same}\n",
+            "api_keys[1].key: the same key is listed twice",
+        ),
+        (
+            "log:\n  format: xml\n",
+            "log.format = \"xml\": must be pretty or json",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = load_text(text, &MapEnv::default()).unwrap_err().to_string();
+        assert_eq!(err, want);
+    }
+}
+
+#[test]
+fn unreadable_or_malformed_files_are_explained() {
+    let err = load(
+        Some(std::path::Path::new("/nonexistent/subrelay.yaml")),
+        &MapEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("cannot read config file /nonexistent/subrelay.yaml"),
+        "{err}"
+    );
+    let err = load_text("- just\n- a list\n", &MapEnv::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the top level must be a mapping"), "{err}");
+}

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::raw::{RawAccount, RawApiKey, RawGateway, RawLog, RawServer};
 use super::reference::{self, KeyDoc};
 use super::{
-    env_name, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig, LogConfig,
-    LogFormat, RawConfig, ServerConfig,
+    env_name, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig, LogConfig, LogFormat,
+    RawConfig, ServerConfig,
 };
 use crate::http::auth::ApiKeySpec;
 use crate::pool::{AccountCredential, AccountKind, AccountSpec, Platform};
@@ -171,8 +171,7 @@ fn log(raw: &RawLog) -> Result<LogConfig, KeyError> {
             })
         }
     };
-    if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() || raw.level.trim().is_empty()
-    {
+    if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() || raw.level.trim().is_empty() {
         return Err(KeyError {
             key: key("log.level"),
             given: format!("{:?}", raw.level),
@@ -197,7 +196,10 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
             if !names.insert(account.name.clone()) {
                 return Err(fail(
                     "name",
-                    format!("{:?} is used by another account; names must be unique", account.name),
+                    format!(
+                        "{:?} is used by another account; names must be unique",
+                        account.name
+                    ),
                 ));
             }
             let platform = match account.platform.as_str() {
@@ -218,7 +220,10 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
             let (kind, credential) = match account.kind.as_str() {
                 "apikey" => {
                     let api_key = secret("api_key", &account.api_key)?.ok_or_else(|| {
-                        fail("api_key", "is required for an account of type apikey".to_owned())
+                        fail(
+                            "api_key",
+                            "is required for an account of type apikey".to_owned(),
+                        )
                     })?;
                     (AccountKind::ApiKey, AccountCredential::ApiKey { api_key })
                 }
@@ -269,7 +274,10 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
             let priority = i32::try_from(account.priority)
                 .map_err(|_| fail("priority", "must fit in a 32-bit integer".to_owned()))?;
             let concurrency = u32::try_from(account.concurrency).map_err(|_| {
-                fail("concurrency", "must be 0 (unlimited) or a positive number".to_owned())
+                fail(
+                    "concurrency",
+                    "must be 0 (unlimited) or a positive number".to_owned(),
+                )
             })?;
             if account.groups.is_empty() {
                 return Err(fail("groups", "must name at least one group".to_owned()));
@@ -320,7 +328,9 @@ fn api_keys(raw: &[RawApiKey], env: &dyn Environment) -> Result<Vec<ApiKeySpec>,
                 )));
             }
             if k.group.trim().is_empty() {
-                return Err(ConfigError(format!("api_keys[{i}].group: must not be empty")));
+                return Err(ConfigError(format!(
+                    "api_keys[{i}].group: must not be empty"
+                )));
             }
             Ok(ApiKeySpec {
                 name: k.name.clone().unwrap_or_else(|| format!("key-{}", i + 1)),

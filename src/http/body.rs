@@ -12,7 +12,11 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::relay::failure::ClientError;
 
-pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ClientError> {
+pub async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ClientError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -48,7 +48,10 @@ async fn compact(State(state): State<Arc<AppState>>, request: Request) -> Respon
 }
 
 async fn healthz() -> impl IntoResponse {
-    ([(http::header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#)
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
 }
 
 /// Clients probe `/` (Claude Code sends `HEAD /`) before they start.
@@ -70,7 +73,11 @@ async fn method_not_allowed(request: Request) -> Response {
     ClientError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request_error",
-        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
     )
     .into_response()
 }

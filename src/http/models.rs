@@ -23,7 +23,14 @@ const CODEX_MODELS: &[&str] = &[
     "gpt-5",
 ];
 const API_MODELS: &[&str] = &[
-    "gpt-5.1", "gpt-5.1-codex", "gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-4.1", "o3", "o4-mini",
+    "gpt-5.1",
+    "gpt-5.1-codex",
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "gpt-4.1",
+    "o3",
+    "o4-mini",
 ];
 
 pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

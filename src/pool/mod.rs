@@ -85,7 +85,9 @@ impl Pool {
         platform: Platform,
     ) -> impl Iterator<Item = &'a Arc<Account>> + 'a {
         self.accounts.iter().filter(move |a| {
-            a.spec.enabled && a.spec.platform == platform && a.spec.groups.iter().any(|g| g == group)
+            a.spec.enabled
+                && a.spec.platform == platform
+                && a.spec.groups.iter().any(|g| g == group)
         })
     }
 
@@ -199,7 +201,12 @@ impl Account {
         let health = self.health();
         let until = health.cooldown_until?;
         let now = Instant::now();
-        (until > now).then(|| (until - now, health.cooldown_reason.unwrap_or(CooldownReason::Transient)))
+        (until > now).then(|| {
+            (
+                until - now,
+                health.cooldown_reason.unwrap_or(CooldownReason::Transient),
+            )
+        })
     }
 
     pub fn last_error(&self) -> Option<String> {

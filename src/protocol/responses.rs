@@ -33,8 +33,8 @@ pub fn inspect(body: &[u8]) -> Result<Inspected, String> {
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err("the request body must be a JSON object".to_owned());
     }
-    let probe: Probe<'_> =
-        serde_json::from_slice(body).map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    let probe: Probe<'_> = serde_json::from_slice(body)
+        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
     let model = match probe.model {
         Some(m) if !m.trim().is_empty() => m.into_owned(),
         _ => return Err("`model` is required".to_owned()),
@@ -55,8 +55,8 @@ pub const DEFAULT_INSTRUCTIONS: &str = "You are a helpful assistant.";
 /// - `/responses/compact`: no `store`, no `stream` (it answers plain JSON).
 /// - A string `input` becomes one user message; missing or empty `instructions` get a default.
 pub fn normalise_for_codex(body: &[u8], compact: bool) -> Result<Bytes, String> {
-    let mut fields: IndexMap<Cow<'_, str>, &RawValue> =
-        serde_json::from_slice(body).map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    let mut fields: IndexMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body)
+        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
     let raw = |text: &'static str| -> &'static RawValue {
         // Constant JSON literals below are valid.
         serde_json::from_str(text).unwrap_or_else(|_| unreachable!("valid JSON literal"))

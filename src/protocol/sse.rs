@@ -166,7 +166,10 @@ fn event_name(raw: &[u8]) -> Option<&[u8]> {
 fn json_type(data: &[u8]) -> Option<&[u8]> {
     let at = memmem::find(data, b"\"type\"")?;
     let rest = &data[at + 6..];
-    let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+    let rest = rest
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
     let rest = rest.strip_prefix(b"\"")?;
     let end = memchr::memchr(b'"', rest)?;
     Some(&rest[..end])

@@ -41,13 +41,8 @@ pub(super) async fn run(
         AccountKind::OAuth => codex_body(ctx)?,
         AccountKind::ApiKey => ctx.body.clone(),
     };
-    let headers = upstream::upstream_headers(
-        spec,
-        credential,
-        &ctx.client_headers,
-        wants_stream,
-        compact,
-    );
+    let headers =
+        upstream::upstream_headers(spec, credential, &ctx.client_headers, wants_stream, compact);
     let request = state
         .client
         .post(upstream::responses_url(spec, compact))
@@ -56,7 +51,10 @@ pub(super) async fn run(
 
     // send — the wait is real from here on, so keepalive may start
     let limit = state.gateway.response_header_timeout;
-    let response = match writer.wait(tokio::time::timeout(limit, request.send())).await {
+    let response = match writer
+        .wait(tokio::time::timeout(limit, request.send()))
+        .await
+    {
         Err(_) => return Err(AttemptFailure::header_timeout(limit)),
         Ok(Err(e)) if e.is_connect() => return Err(AttemptFailure::connect(&e)),
         Ok(Err(e)) => return Err(AttemptFailure::transport(&e)),
@@ -86,11 +84,7 @@ fn codex_body(ctx: &mut RequestContext) -> Result<Bytes, AttemptFailure> {
             failure.effect = crate::pool::AccountEffect::None;
             failure.passthrough = Some((
                 StatusCode::BAD_REQUEST,
-                crate::protocol::errors::openai_error_body(
-                    &message,
-                    "invalid_request_error",
-                    None,
-                ),
+                crate::protocol::errors::openai_error_body(&message, "invalid_request_error", None),
             ));
             failure
         })?;

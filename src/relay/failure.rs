@@ -143,7 +143,11 @@ impl AttemptFailure {
     }
 
     pub fn bad_answer(message: impl Into<String>) -> Self {
-        Self::new(FailureKind::BadAnswer, AccountEffect::Transient, message.into())
+        Self::new(
+            FailureKind::BadAnswer,
+            AccountEffect::Transient,
+            message.into(),
+        )
     }
 
     /// The same failure, seen after the client got output: no other account may answer now.
@@ -183,7 +187,10 @@ fn summary(body: &Bytes) -> String {
         return String::new();
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-    format!(": {}", text.split_whitespace().collect::<Vec<_>>().join(" "))
+    format!(
+        ": {}",
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    )
 }
 
 /// `reqwest` hides the useful cause (connection refused, reset) in its source chain.
@@ -312,7 +319,11 @@ impl ClientError {
         };
         let mut error = ClientError::new(status, kind, format!("{message} (request {request_id})"))
             .with_code(code)
-            .with_retry_after(failure.retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS));
+            .with_retry_after(
+                failure
+                    .retry_after
+                    .filter(|_| status == StatusCode::TOO_MANY_REQUESTS),
+            );
         if let Some((status, body)) = &failure.passthrough {
             error.status = *status;
             error.raw_body = Some(body.clone());

@@ -118,13 +118,18 @@ pub async fn handle_responses(
     let (mode, keepalive) = if ctx.client_streams() {
         (BodyMode::Sse, state.gateway.stream_keepalive_interval)
     } else if endpoint == Endpoint::Compact {
-        (BodyMode::Json, state.gateway.compact_nonstream_keepalive_interval)
+        (
+            BodyMode::Json,
+            state.gateway.compact_nonstream_keepalive_interval,
+        )
     } else {
         (BodyMode::Json, state.gateway.nonstream_keepalive_interval)
     };
     let (writer, head) = DownstreamWriter::new(mode, keepalive, &ctx.id);
     let task_state = Arc::clone(&state);
-    state.tasks.spawn(async move { relay(task_state, ctx, writer).await });
+    state
+        .tasks
+        .spawn(async move { relay(task_state, ctx, writer).await });
     head.await.unwrap_or_else(|_| {
         ClientError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -252,20 +257,26 @@ async fn attempt_loop(
     // own (protocol-valid) failure stream.
     if ctx.client_streams() && writer.can_fail_over() {
         if let Some(events) = failure.failed_stream.clone() {
-            writer
-                .write_output(HeaderMap::new(), events)
-                .await;
+            writer.write_output(HeaderMap::new(), events).await;
             writer.close();
             ctx.status = StatusCode::OK;
             ctx.success = false;
             return Ok(());
         }
     }
-    Err(ClientError::from_failure(&failure, ctx.attempts.len(), &ctx.id))
+    Err(ClientError::from_failure(
+        &failure,
+        ctx.attempts.len(),
+        &ctx.id,
+    ))
 }
 
 /// Writes the final error in the shape the writer's state allows.
-async fn respond_error(ctx: &mut RequestContext, writer: &mut DownstreamWriter, error: ClientError) {
+async fn respond_error(
+    ctx: &mut RequestContext,
+    writer: &mut DownstreamWriter,
+    error: ClientError,
+) {
     ctx.success = false;
     match (writer.state(), writer.mode()) {
         (WriterState::Pending, _) => {

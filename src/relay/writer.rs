@@ -187,7 +187,10 @@ impl DownstreamWriter {
 
     /// Hands the head to the waiting handler; if it is gone, so is the client.
     fn send_head(&mut self, response: Response) {
-        let sent = self.head.take().is_some_and(|head| head.send(response).is_ok());
+        let sent = self
+            .head
+            .take()
+            .is_some_and(|head| head.send(response).is_ok());
         if !sent {
             self.gone();
         }
@@ -262,7 +265,9 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.rx.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
     }
 }
 

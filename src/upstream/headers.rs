@@ -1,7 +1,9 @@
 //! Which headers go upstream. An allowlist: the client's own credentials (`authorization`,
 //! `x-api-key`, cookies) and hop-by-hop headers never pass; the account's credential is added.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT,
+};
 
 use crate::config::Secret;
 use crate::pool::{AccountCredential, AccountSpec};
@@ -56,7 +58,10 @@ pub fn upstream_headers(
         AccountCredential::OAuth {
             chatgpt_account_id, ..
         } => {
-            if let Some(id) = chatgpt_account_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+            if let Some(id) = chatgpt_account_id
+                .as_deref()
+                .and_then(|id| HeaderValue::from_str(id).ok())
+            {
                 out.insert(HeaderName::from_static("chatgpt-account-id"), id);
             }
             let originator = client

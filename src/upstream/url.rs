@@ -46,12 +46,42 @@ mod tests {
     #[test]
     fn url_rules() {
         let cases = [
-            (AccountKind::OAuth, "https://chatgpt.com/backend-api/codex", false, "https://chatgpt.com/backend-api/codex/responses"),
-            (AccountKind::OAuth, "https://chatgpt.com/backend-api/codex/", true, "https://chatgpt.com/backend-api/codex/responses/compact"),
-            (AccountKind::ApiKey, "https://api.openai.com/v1", false, "https://api.openai.com/v1/responses"),
-            (AccountKind::ApiKey, "https://x.example/openai/responses", true, "https://x.example/openai/responses/compact"),
-            (AccountKind::ApiKey, "https://x.example", false, "https://x.example/v1/responses"),
-            (AccountKind::ApiKey, "https://x.example/api", true, "https://x.example/api/v1/responses/compact"),
+            (
+                AccountKind::OAuth,
+                "https://chatgpt.com/backend-api/codex",
+                false,
+                "https://chatgpt.com/backend-api/codex/responses",
+            ),
+            (
+                AccountKind::OAuth,
+                "https://chatgpt.com/backend-api/codex/",
+                true,
+                "https://chatgpt.com/backend-api/codex/responses/compact",
+            ),
+            (
+                AccountKind::ApiKey,
+                "https://api.openai.com/v1",
+                false,
+                "https://api.openai.com/v1/responses",
+            ),
+            (
+                AccountKind::ApiKey,
+                "https://x.example/openai/responses",
+                true,
+                "https://x.example/openai/responses/compact",
+            ),
+            (
+                AccountKind::ApiKey,
+                "https://x.example",
+                false,
+                "https://x.example/v1/responses",
+            ),
+            (
+                AccountKind::ApiKey,
+                "https://x.example/api",
+                true,
+                "https://x.example/api/v1/responses/compact",
+            ),
         ];
         for (kind, base, compact, want) in cases {
             assert_eq!(responses_url(&account(kind, base), compact), want, "{base}");

@@ -40,13 +40,21 @@ async fn json_keepalive_starts_one_interval_after_the_wait_and_precedes_the_body
         w.wait(sleep(secs(25))).await;
         assert_eq!(w.state(), WriterState::Committed);
         assert!(w.can_fail_over(), "only whitespace went out");
-        w.finish(StatusCode::OK, json_headers(), Bytes::from_static(b"{\"ok\":1}"))
-            .await;
+        w.finish(
+            StatusCode::OK,
+            json_headers(),
+            Bytes::from_static(b"{\"ok\":1}"),
+        )
+        .await;
         assert_eq!(w.state(), WriterState::Closed);
         w.keepalives_sent()
     });
     let response = head.await.unwrap();
-    assert_eq!(start.elapsed(), secs(10), "head goes out with the first keepalive");
+    assert_eq!(
+        start.elapsed(),
+        secs(10),
+        "head goes out with the first keepalive"
+    );
     assert_eq!(response.status(), StatusCode::OK);
     let h = response.headers();
     assert_eq!(h[CONTENT_TYPE], "application/json");
@@ -108,15 +116,19 @@ async fn sse_keepalive_is_a_comment_and_output_ends_failover() {
     tokio::spawn(async move {
         w.wait(sleep(secs(12))).await;
         assert_eq!(w.state(), WriterState::Committed);
-        w.write_output(HeaderMap::new(), Bytes::from_static(b"event: a\ndata: {}\n\n"))
-            .await;
+        w.write_output(
+            HeaderMap::new(),
+            Bytes::from_static(b"event: a\ndata: {}\n\n"),
+        )
+        .await;
         assert_eq!(w.state(), WriterState::Output);
         assert!(!w.can_fail_over());
         // Idle after output: a comment an interval after the last write.
         w.wait(sleep(secs(15))).await;
         w.close();
         // Nothing after the end.
-        w.write_output(HeaderMap::new(), Bytes::from_static(b"late")).await;
+        w.write_output(HeaderMap::new(), Bytes::from_static(b"late"))
+            .await;
         w.wait(sleep(secs(30))).await;
     });
     let response = head.await.unwrap();
@@ -153,18 +165,23 @@ async fn a_client_that_left_stops_the_keepalive_and_the_wait_still_completes() {
     let (mut w, head) = DownstreamWriter::new(BodyMode::Json, Some(secs(5)), "r");
     drop(head);
     let finished = tokio::spawn(async move {
-        let value = w.wait(async {
-            sleep(secs(60)).await;
-            42
-        })
-        .await;
+        let value = w
+            .wait(async {
+                sleep(secs(60)).await;
+                42
+            })
+            .await;
         assert!(w.client_gone());
         assert_eq!(w.keepalives_sent(), 0);
         w.finish(StatusCode::OK, json_headers(), Bytes::from_static(b"{}"))
             .await;
         value
     });
-    assert_eq!(finished.await.unwrap(), 42, "the upstream call is completed");
+    assert_eq!(
+        finished.await.unwrap(),
+        42,
+        "the upstream call is completed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -183,5 +200,8 @@ async fn a_client_that_leaves_after_commit_is_noticed() {
     drop(response);
     let (gone, sent) = task.await.unwrap();
     assert!(gone);
-    assert_eq!(sent, 1, "no keepalive reached a dead connection after it closed");
+    assert_eq!(
+        sent, 1,
+        "no keepalive reached a dead connection after it closed"
+    );
 }
