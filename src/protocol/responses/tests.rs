@@ -92,7 +92,7 @@ fn failed_event_is_a_valid_sse_event() {
     assert!(text.starts_with("event: response.failed\ndata: {"));
     assert!(text.ends_with("}\n\n"));
     let data: Value =
-        serde_json::from_str(&text["event: response.failed\ndata: ".len()..].trim()).unwrap();
+        serde_json::from_str(text["event: response.failed\ndata: ".len()..].trim()).unwrap();
     assert_eq!(data["response"]["id"], "resp_9");
     assert_eq!(data["response"]["error"]["code"], "stream_stalled");
 }
