@@ -110,7 +110,11 @@ fn read_yaml(path: &Path) -> Result<serde_yaml::Value, ConfigError> {
         .map_err(|e| ConfigError(format!("{} is not valid YAML: {e}", path.display())))?;
     match tree {
         serde_yaml::Value::Null => Ok(serde_yaml::Value::Mapping(Default::default())),
-        serde_yaml::Value::Mapping(_) => Ok(tree),
+        serde_yaml::Value::Mapping(mut sections) => {
+            // `gateway:` with every line below it commented out means "defaults", not an error.
+            sections.retain(|_, value| !value.is_null());
+            Ok(serde_yaml::Value::Mapping(sections))
+        }
         _ => Err(ConfigError(format!(
             "{}: the top level must be a mapping of sections (server:, gateway:, log:, accounts:, api_keys:)",
             path.display()

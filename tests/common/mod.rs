@@ -1,0 +1,248 @@
+//! End-to-end harness: the real `subrelay` binary on port 0, configured per test, in front of
+//! the in-process fake upstream. Logs are JSON so tests can read the usage records.
+
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use subrelay_mock::{Behavior, MockUpstream};
+
+pub const KEY: &str = "sk-client-test";
+
+pub struct Gateway {
+    child: Child,
+    pub url: String,
+    lines: Arc<Mutex<Vec<String>>>,
+    _config: tempfile::NamedTempFile,
+}
+
+/// One upstream account of a test config.
+pub struct Acct<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub token: &'a str,
+}
+
+pub fn apikey<'a>(name: &'a str, token: &'a str) -> Acct<'a> {
+    Acct {
+        name,
+        kind: "apikey",
+        token,
+    }
+}
+
+pub fn oauth<'a>(name: &'a str, token: &'a str) -> Acct<'a> {
+    Acct {
+        name,
+        kind: "oauth",
+        token,
+    }
+}
+
+/// A config with these accounts (in priority order) against the mock, one client key, and
+/// `extra` appended under `gateway:`.
+pub fn config(mock: &MockUpstream, accounts: &[Acct<'_>], gateway_extra: &str) -> String {
+    let mut yaml = format!(
+        "gateway:\n{gateway_extra}\napi_keys:\n  - key: {KEY}\n    name: tester\naccounts:\n"
+    );
+    for (i, a) in accounts.iter().enumerate() {
+        let (base, secret) = match a.kind {
+            "oauth" => (
+                format!("{}/backend-api/codex", mock.url()),
+                format!(
+                    "access_token: {}\n    chatgpt_account_id: acct-{}",
+                    a.token, a.name
+                ),
+            ),
+            _ => (
+                format!("{}/v1", mock.url()),
+                format!("api_key: {}", a.token),
+            ),
+        };
+        yaml.push_str(&format!(
+            "  - name: {}\n    platform: openai\n    type: {}\n    base_url: {base}\n    {secret}\n    priority: {i}\n",
+            a.name, a.kind
+        ));
+    }
+    yaml
+}
+
+impl Gateway {
+    pub fn start(config_yaml: &str) -> Gateway {
+        Self::start_with_env(config_yaml, &[])
+    }
+
+    pub fn start_with_env(config_yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let yaml =
+            format!("server:\n  port: 0\nlog:\n  format: json\n  level: info\n{config_yaml}");
+        file.write_all(yaml.as_bytes()).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_subrelay"));
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(file.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let (child, url, lines) = spawn_and_wait(command);
+        Gateway {
+            child,
+            url,
+            lines,
+            _config: file,
+        }
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn usage_records(&self) -> Vec<Value> {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "usage")
+            .filter_map(|v| serde_json::from_str(v["record"].as_str()?).ok())
+            .collect()
+    }
+
+    /// Waits (up to 20 s) until `n` usage records were logged.
+    pub async fn wait_for_usage(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let records = self.usage_records();
+            if records.len() >= n {
+                return records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} usage records, got {}: {:#?}",
+                records.len(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (up to 20 s) for a log line containing `needle`.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}: {:#?}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn responses_url(&self) -> String {
+        format!("{}/v1/responses", self.url)
+    }
+
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the command and reads its stdout on a thread until it says where it listens.
+pub fn spawn_and_wait(mut command: Command) -> (Child, String, Arc<Mutex<Vec<String>>>) {
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find("listening on http://") {
+                let rest = &line[at + "listening on ".len()..];
+                let url: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
+                let _ = tx.send(url);
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("subrelay did not start: {:#?}", lines.lock().unwrap()));
+    (child, url, lines)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+pub fn body(model: &str, stream: bool) -> Value {
+    serde_json::json!({
+        "model": model,
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+        "instructions": "be brief",
+        "stream": stream,
+    })
+}
+
+pub async fn post(gw: &Gateway, path: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("{}{path}", gw.url))
+        .bearer_auth(KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The SSE event types in a stream body, in order (comments skipped).
+pub fn event_types(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Whether the test may skip when an external program is missing (never in CI).
+pub fn skip_or_fail(what: &str) -> bool {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is required in CI (CI=true); .ci/run installs it");
+    }
+    eprintln!("SKIPPED: {what} is not available on this machine");
+    true
+}
