@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod nginx;
+
 pub use subrelay_mock::{Behavior, MockUpstream};
 
 pub const KEY: &str = "sk-client-test";
@@ -245,4 +247,32 @@ pub fn skip_or_fail(what: &str) -> bool {
     }
     eprintln!("SKIPPED: {what} is not available on this machine");
     true
+}
+
+/// Runs `tests/python/<script>` with `args` under a Python that has `module`; `None` (after
+/// printing why) when there is none on a developer machine, a failure in CI.
+pub async fn run_python(module: &str, script: &str, args: &[&str]) -> Option<std::process::Output> {
+    let python = std::env::var("SUBRELAY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_module = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_module {
+        skip_or_fail(&format!("python3 with the {module} package (tests/python/requirements.txt)"));
+        return None;
+    }
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new(python)
+        .arg(path)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(out)
 }
