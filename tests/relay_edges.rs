@@ -188,3 +188,28 @@ async fn a_client_that_disconnects_mid_stream_still_gets_its_usage_recorded() {
     );
     assert_eq!(mock.completed(), 1);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_during_a_compact_keepalive_still_gets_usage_recorded() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            delay_headers: Duration::from_secs(7),
+            ..Default::default()
+        }],
+    );
+    let gw = Gateway::start(&config(
+        &mock,
+        &[oauth("a", "tok-a")],
+        "  openai_compact_nonstream_keepalive_interval: 5\n",
+    ));
+    let mut response = post(&gw, "/v1/responses/compact", &body("gpt-5.1-codex", false)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(&response.chunk().await.unwrap().unwrap()[..], b"\n");
+    drop(response);
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(records[0]["client_disconnected"], true, "{}", records[0]);
+    assert_eq!(records[0]["tokens"]["output"], 7, "the upstream call was completed");
+    assert_eq!(mock.completed(), 1);
+}
