@@ -5,6 +5,7 @@
 //! understood through [`protocol`] (wire facts, no I/O) and ends as a record in [`usage`].
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod http;

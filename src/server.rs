@@ -9,8 +9,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::auth::KeyDirectory;
-use crate::pool::{AccountSource, ConfigAccounts, Pool};
+use crate::pool::data_dir::DataDir;
+use crate::pool::{AccountSource, ConfigAccounts, Pool, PoolPolicy};
 use crate::state::AppState;
+use crate::upstream::session::SessionIds;
 use crate::usage::LogUsageSink;
 
 /// Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests for up to
@@ -21,15 +23,35 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .load()
         .await
         .map_err(|e| format!("cannot load accounts: {e}"))?;
+    let clients = accounts
+        .iter()
+        .map(|a| {
+            crate::upstream::client(a.proxy.as_ref())
+                .map_err(|e| format!("cannot build the HTTP client of account {}: {e}", a.name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let data_dir = DataDir::open(&config.storage.data_dir)?;
+    let sessions = SessionIds::new(data_dir.secret("session.key")?);
     let state = Arc::new(AppState {
         gateway: config.gateway.clone(),
-        pool: Pool::new(accounts),
+        oauth: config.oauth.clone(),
+        pool: Pool::new(accounts, PoolPolicy::from(&config.gateway)),
         keys: KeyDirectory::new(&config.api_keys),
-        client: crate::upstream::client()
-            .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?,
+        clients,
         usage: Arc::new(LogUsageSink),
+        data_dir,
+        sessions,
+        admin_token: config.admin.token.clone(),
         tasks: TaskTracker::new(),
+        shutdown: CancellationToken::new(),
     });
+    let restored = crate::upstream::tokens::restore(&state)?;
+    if restored > 0 {
+        tracing::info!(
+            "{restored} sign-in account(s) use tokens saved in {}",
+            state.data_dir.path().display()
+        );
+    }
 
     let wanted = format!("{}:{}", config.server.host, config.server.port);
     let listener = tokio::net::TcpListener::bind(&wanted)
@@ -48,6 +70,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let server = axum::serve(listener, crate::http::app(Arc::clone(&state)))
         .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
+    let refresher = tokio::spawn(crate::upstream::tokens::refresh_ahead(
+        Arc::clone(&state),
+        state.shutdown.clone(),
+    ));
 
     shutdown_signal().await;
     let grace = config.server.shutdown_timeout;
@@ -57,6 +83,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         grace.as_secs()
     );
     stop_accepting.cancel();
+    state.shutdown.cancel();
+    let _ = refresher.await;
     state.tasks.close();
     let drained = tokio::time::timeout(grace, async {
         let _ = server.await;
@@ -103,6 +131,12 @@ fn announce(config: &Config, state: &AppState, addr: SocketAddr) {
         );
     } else {
         tracing::info!("{} API key(s) accepted", state.keys.len());
+    }
+    match &state.admin_token {
+        Some(_) => tracing::info!(
+            "admin API on http://{addr}/admin/api/ (`subrelay accounts` shows the pool)"
+        ),
+        None => tracing::info!("admin API off: set admin.token to use `subrelay accounts`"),
     }
     tracing::info!(
         "point clients at http://{addr}/v1 (OpenAI SDKs: base_url; Codex CLI: a model provider with wire_api = \"responses\")"

@@ -45,9 +45,15 @@ async fn a_without_keepalive_nginx_cuts_the_wait_with_504() {
     let mock = MockUpstream::start().await;
     mock.script("tok-a", vec![delayed(12)]);
     let gw = Gateway::start(&config(&mock, &[oauth("a", "tok-a")], ""));
-    let Some(nginx) = Nginx::start(&gw.url, PROXY_READ_TIMEOUT) else { return };
+    let Some(nginx) = Nginx::start(&gw.url, PROXY_READ_TIMEOUT) else {
+        return;
+    };
     let response = compact_through(&nginx).await;
-    assert_eq!(response.status(), 504, "this is the failure the keepalive prevents");
+    assert_eq!(
+        response.status(),
+        504,
+        "this is the failure the keepalive prevents"
+    );
 }
 
 #[tokio::test]
@@ -59,7 +65,9 @@ async fn b_with_keepalive_the_client_gets_blank_lines_then_the_json_and_the_sdk_
         &[oauth("a", "tok-a")],
         "  openai_compact_nonstream_keepalive_interval: 5\n",
     ));
-    let Some(nginx) = Nginx::start(&gw.url, PROXY_READ_TIMEOUT) else { return };
+    let Some(nginx) = Nginx::start(&gw.url, PROXY_READ_TIMEOUT) else {
+        return;
+    };
     let base = format!("{}/v1", nginx.url);
     let raw = async {
         let response = compact_through(&nginx).await;
@@ -70,11 +78,18 @@ async fn b_with_keepalive_the_client_gets_blank_lines_then_the_json_and_the_sdk_
     let args = [base.as_str(), KEY, "gpt-5.1-codex"];
     let sdk = run_python("openai", "sdk_compact.py", &args);
     let (text, _) = tokio::join!(raw, sdk);
-    assert!(text.starts_with("\n\n"), "keepalive blank lines first: {text:?}");
+    assert!(
+        text.starts_with("\n\n"),
+        "keepalive blank lines first: {text:?}"
+    );
     let json = text.trim_start();
     assert!(text[..text.len() - json.len()].chars().all(|c| c == '\n'));
     let v: Value = serde_json::from_str(json).unwrap();
-    assert!(v["output"].as_array().unwrap().iter().any(|i| i["type"] == "compaction"));
+    assert!(v["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["type"] == "compaction"));
     assert_eq!(mock.calls("tok-a"), 2);
 }
 
@@ -88,7 +103,9 @@ async fn c_a_429_after_commit_still_fails_over_invisibly() {
         &[oauth("a", "tok-a"), oauth("b", "tok-b")],
         "  openai_compact_nonstream_keepalive_interval: 5\n",
     ));
-    let Some(nginx) = Nginx::start(&gw.url, PROXY_READ_TIMEOUT) else { return };
+    let Some(nginx) = Nginx::start(&gw.url, PROXY_READ_TIMEOUT) else {
+        return;
+    };
     let response = compact_through(&nginx).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
@@ -111,10 +128,19 @@ async fn d_every_account_failing_after_commit_gives_an_error_json_after_the_blan
         &[oauth("a", "tok-a"), oauth("b", "tok-b")],
         "  openai_compact_nonstream_keepalive_interval: 5\n",
     ));
-    let Some(nginx) = Nginx::start(&gw.url, PROXY_READ_TIMEOUT) else { return };
+    let Some(nginx) = Nginx::start(&gw.url, PROXY_READ_TIMEOUT) else {
+        return;
+    };
     let response = compact_through(&nginx).await;
-    assert_eq!(response.status(), 200, "the status was committed with the first blank line");
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(
+        response.status(),
+        200,
+        "the status was committed with the first blank line"
+    );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let text = response.text().await.unwrap();
     assert!(text.starts_with('\n'), "{text:?}");
     let v: Value = serde_json::from_str(text.trim_start()).unwrap();
@@ -122,7 +148,10 @@ async fn d_every_account_failing_after_commit_gives_an_error_json_after_the_blan
     assert!(v["error"]["message"].is_string());
     let warning = gw.wait_for_log("compact_keepalive_committed").await;
     assert!(warning.contains(&request_id), "{warning}");
-    assert!(warning.contains("\\\"a\\\", Some(429)") && warning.contains("\\\"b\\\", Some(500)"), "{warning}");
+    assert!(
+        warning.contains("\\\"a\\\", Some(429)") && warning.contains("\\\"b\\\", Some(500)"),
+        "{warning}"
+    );
 }
 
 #[tokio::test]
@@ -134,7 +163,9 @@ async fn e_a_stream_whose_upstream_answers_late_gets_comments_then_the_whole_str
         &[apikey("a", "tok-a")],
         "  stream_keepalive_interval: 5\n",
     ));
-    let Some(nginx) = Nginx::start(&gw.url, PROXY_READ_TIMEOUT) else { return };
+    let Some(nginx) = Nginx::start(&gw.url, PROXY_READ_TIMEOUT) else {
+        return;
+    };
     let response = client()
         .post(format!("{}/v1/responses", nginx.url))
         .bearer_auth(KEY)

@@ -210,6 +210,9 @@ async fn a_client_that_leaves_during_a_compact_keepalive_still_gets_usage_record
     drop(response);
     let records = gw.wait_for_usage(1).await;
     assert_eq!(records[0]["client_disconnected"], true, "{}", records[0]);
-    assert_eq!(records[0]["tokens"]["output"], 7, "the upstream call was completed");
+    assert_eq!(
+        records[0]["tokens"]["output"], 7,
+        "the upstream call was completed"
+    );
     assert_eq!(mock.completed(), 1);
 }

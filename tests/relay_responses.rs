@@ -82,7 +82,10 @@ async fn oauth_request_is_normalised_and_a_json_client_gets_the_aggregated_respo
     assert_eq!(sent.credential.as_deref(), Some("tok-codex"));
     assert_eq!(sent.headers["chatgpt-account-id"], "acct-codex");
     assert_eq!(sent.headers["originator"], "codex_exec");
-    assert_eq!(sent.headers["session_id"], "sess-1");
+    // The session id is derived per API key: stable, UUID-shaped, not the client's value.
+    let upstream_session = sent.headers["session_id"].to_str().unwrap();
+    assert_ne!(upstream_session, "sess-1");
+    assert_eq!(upstream_session.len(), 36);
     assert_eq!(sent.headers["accept"], "text/event-stream");
     let text = std::str::from_utf8(&sent.body).unwrap();
     // Untouched bytes of fields the gateway does not own.

@@ -26,6 +26,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub gateway: GatewayConfig,
     pub log: LogConfig,
+    pub oauth: OAuthConfig,
+    pub storage: StorageConfig,
+    pub admin: AdminConfig,
     pub accounts: Vec<AccountSpec>,
     pub api_keys: Vec<ApiKeySpec>,
     /// Where the values came from, for the start-up log and `check-config`.
@@ -50,6 +53,42 @@ pub struct GatewayConfig {
     pub max_account_switches: usize,
     pub max_body_size: usize,
     pub upstream_response_read_max_bytes: usize,
+    pub sticky_session_ttl: Option<Duration>,
+    pub sticky_slow_ttft: Option<Duration>,
+    pub sticky_slow_strikes: u32,
+    pub queue_wait_timeout: Duration,
+    pub queue_max_waiting: usize,
+    pub overload_cooldown: Duration,
+    pub max_cooldown: Duration,
+}
+
+/// Sign-in token refresh.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub openai_token_url: String,
+    pub openai_client_id: String,
+    pub anthropic_token_url: String,
+    pub anthropic_client_id: String,
+    /// `None`: refresh only when a token is expired or rejected.
+    pub refresh_ahead: Option<Duration>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        validate::oauth(&raw::RawOAuth::default())
+            .unwrap_or_else(|_| unreachable!("the built-in defaults are valid"))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// `None`: the admin API is off.
+    pub token: Option<Secret>,
 }
 
 impl Default for GatewayConfig {

@@ -13,6 +13,9 @@ pub struct RawConfig {
     pub server: RawServer,
     pub gateway: RawGateway,
     pub log: RawLog,
+    pub oauth: RawOAuth,
+    pub storage: RawStorage,
+    pub admin: RawAdmin,
     pub accounts: Vec<RawAccount>,
     pub api_keys: Vec<RawApiKey>,
 }
@@ -48,6 +51,13 @@ pub struct RawGateway {
     pub max_account_switches: i64,
     pub max_body_size: i64,
     pub upstream_response_read_max_bytes: i64,
+    pub sticky_session_ttl: i64,
+    pub sticky_slow_ttft_ms: i64,
+    pub sticky_slow_strikes: i64,
+    pub queue_wait_timeout: i64,
+    pub queue_max_waiting: i64,
+    pub overload_cooldown: i64,
+    pub max_cooldown: i64,
 }
 
 impl Default for RawGateway {
@@ -61,6 +71,13 @@ impl Default for RawGateway {
             max_account_switches: 10,
             max_body_size: 256 * 1024 * 1024,
             upstream_response_read_max_bytes: 128 * 1024 * 1024,
+            sticky_session_ttl: 3600,
+            sticky_slow_ttft_ms: 0,
+            sticky_slow_strikes: 3,
+            queue_wait_timeout: 30,
+            queue_max_waiting: 100,
+            overload_cooldown: 600,
+            max_cooldown: 6 * 3600,
         }
     }
 }
@@ -79,6 +96,49 @@ impl Default for RawLog {
             level: "info".to_owned(),
         }
     }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOAuth {
+    pub openai_token_url: String,
+    pub openai_client_id: String,
+    pub anthropic_token_url: String,
+    pub anthropic_client_id: String,
+    pub refresh_ahead: i64,
+}
+
+impl Default for RawOAuth {
+    fn default() -> Self {
+        Self {
+            openai_token_url: "https://auth.openai.com/oauth/token".to_owned(),
+            openai_client_id: "app_EMoamEEZ73f0CkXaXp7hrann".to_owned(),
+            anthropic_token_url: "https://console.anthropic.com/v1/oauth/token".to_owned(),
+            anthropic_client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e".to_owned(),
+            refresh_ahead: 1800,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawStorage {
+    pub data_dir: String,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self {
+            data_dir: "./data".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Absent = the admin API is off.
+    pub token: Option<SecretRef>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -112,6 +172,12 @@ pub struct RawAccount {
     /// Models this account serves; absent = any model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
+    /// Client model name → the name sent upstream; mapped names are served too.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub model_map: std::collections::BTreeMap<String, String>,
+    /// Outbound proxy for this account only: http://, https://, socks5://, socks5h://.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<SecretRef>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -124,6 +190,9 @@ pub struct RawApiKey {
     pub group: String,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Requests of this key in flight at once; 0 = unlimited.
+    #[serde(default)]
+    pub concurrency: i64,
 }
 
 fn default_groups() -> Vec<String> {

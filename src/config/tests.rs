@@ -70,6 +70,10 @@ fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut BTreeMap<String, S
         }
         // Lists (accounts, api_keys) are not scalar keys.
         serde_yaml::Value::Sequence(_) => {}
+        // An optional key without a default (admin.token) is documented as empty.
+        serde_yaml::Value::Null => {
+            out.insert(prefix.to_owned(), String::new());
+        }
         other => {
             out.insert(
                 prefix.to_owned(),

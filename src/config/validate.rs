@@ -4,11 +4,13 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::raw::{RawAccount, RawApiKey, RawGateway, RawLog, RawServer};
+use super::raw::{
+    RawAccount, RawAdmin, RawApiKey, RawGateway, RawLog, RawOAuth, RawServer, RawStorage,
+};
 use super::reference::{self, KeyDoc};
 use super::{
-    env_name, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig, LogConfig, LogFormat,
-    RawConfig, ServerConfig,
+    env_name, AdminConfig, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig,
+    LogConfig, LogFormat, OAuthConfig, RawConfig, ServerConfig, StorageConfig,
 };
 use crate::http::auth::ApiKeySpec;
 use crate::pool::{AccountCredential, AccountKind, AccountSpec, Platform};
@@ -22,12 +24,18 @@ pub(super) fn config(
     let server = server(&raw.server).map_err(|e| e.with_origin(&from_env))?;
     let gateway = gateway(&raw.gateway).map_err(|e| e.with_origin(&from_env))?;
     let log = log(&raw.log).map_err(|e| e.with_origin(&from_env))?;
+    let oauth = oauth(&raw.oauth).map_err(|e| e.with_origin(&from_env))?;
+    let storage = storage(&raw.storage).map_err(|e| e.with_origin(&from_env))?;
+    let admin = admin(&raw.admin, env, &from_env)?;
     let accounts = accounts(&raw.accounts, env)?;
     let api_keys = api_keys(&raw.api_keys, env)?;
     Ok(Config {
         server,
         gateway,
         log,
+        oauth,
+        storage,
+        admin,
         accounts,
         api_keys,
         origin,
@@ -157,7 +165,102 @@ pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {
             1024,
             GIB4,
         )? as usize,
+        sticky_session_ttl: seconds_or_off(
+            "gateway.sticky_session_ttl",
+            raw.sticky_session_ttl,
+            60,
+            86400,
+        )?,
+        sticky_slow_ttft: {
+            let path = "gateway.sticky_slow_ttft_ms";
+            let v = check(
+                path,
+                raw.sticky_slow_ttft_ms,
+                raw.sticky_slow_ttft_ms == 0 || (100..=600_000).contains(&raw.sticky_slow_ttft_ms),
+            )?;
+            (v > 0).then(|| Duration::from_millis(v.unsigned_abs()))
+        },
+        sticky_slow_strikes: in_range(
+            "gateway.sticky_slow_strikes",
+            raw.sticky_slow_strikes,
+            1,
+            100,
+        )? as u32,
+        queue_wait_timeout: seconds("gateway.queue_wait_timeout", raw.queue_wait_timeout, 0, 600)?,
+        queue_max_waiting: in_range(
+            "gateway.queue_max_waiting",
+            raw.queue_max_waiting,
+            0,
+            100_000,
+        )? as usize,
+        overload_cooldown: seconds("gateway.overload_cooldown", raw.overload_cooldown, 1, 86400)?,
+        max_cooldown: seconds("gateway.max_cooldown", raw.max_cooldown, 60, 604_800)?,
     })
+}
+
+pub(super) fn oauth(raw: &RawOAuth) -> Result<OAuthConfig, KeyError> {
+    let url = |path: &'static str, value: &str| -> Result<String, KeyError> {
+        let ok = (value.starts_with("http://") || value.starts_with("https://"))
+            && reqwest::Url::parse(value).is_ok();
+        if ok {
+            Ok(value.to_owned())
+        } else {
+            Err(KeyError {
+                key: key(path),
+                given: format!("{value:?}"),
+            })
+        }
+    };
+    let non_empty = |path: &'static str, value: &str| -> Result<String, KeyError> {
+        if value.trim().is_empty() {
+            Err(KeyError {
+                key: key(path),
+                given: format!("{value:?}"),
+            })
+        } else {
+            Ok(value.to_owned())
+        }
+    };
+    Ok(OAuthConfig {
+        openai_token_url: url("oauth.openai_token_url", &raw.openai_token_url)?,
+        openai_client_id: non_empty("oauth.openai_client_id", &raw.openai_client_id)?,
+        anthropic_token_url: url("oauth.anthropic_token_url", &raw.anthropic_token_url)?,
+        anthropic_client_id: non_empty("oauth.anthropic_client_id", &raw.anthropic_client_id)?,
+        refresh_ahead: seconds_or_off("oauth.refresh_ahead", raw.refresh_ahead, 60, 86400)?,
+    })
+}
+
+fn storage(raw: &RawStorage) -> Result<StorageConfig, KeyError> {
+    if raw.data_dir.trim().is_empty() {
+        return Err(KeyError {
+            key: key("storage.data_dir"),
+            given: "\"\"".to_owned(),
+        });
+    }
+    Ok(StorageConfig {
+        data_dir: raw.data_dir.clone().into(),
+    })
+}
+
+fn admin(
+    raw: &RawAdmin,
+    env: &dyn Environment,
+    from_env: &[&'static str],
+) -> Result<AdminConfig, ConfigError> {
+    let Some(reference) = &raw.token else {
+        return Ok(AdminConfig::default());
+    };
+    let token = reference
+        .resolve(env)
+        .map_err(|msg| ConfigError(format!("admin.token: {msg}")))?;
+    if token.expose().chars().count() < 16 {
+        return Err(ConfigError(out_of_range(
+            key("admin.token"),
+            "<redacted>",
+            from_env,
+        )));
+    }
+    Ok(AdminConfig { token: Some(token) })
 }
 
 fn log(raw: &RawLog) -> Result<LogConfig, KeyError> {
@@ -282,6 +385,22 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
             if account.groups.is_empty() {
                 return Err(fail("groups", "must name at least one group".to_owned()));
             }
+            let proxy = match &account.proxy {
+                None => None,
+                Some(reference) => {
+                    let url = reference.resolve(env).map_err(|m| fail("proxy", m))?;
+                    let scheme_ok = ["http://", "https://", "socks5://", "socks5h://"]
+                        .iter()
+                        .any(|s| url.expose().starts_with(s));
+                    if !scheme_ok || reqwest::Proxy::all(url.expose()).is_err() {
+                        return Err(fail(
+                            "proxy",
+                            "must be an http://, https://, socks5:// or socks5h:// URL".to_owned(),
+                        ));
+                    }
+                    Some(url)
+                }
+            };
             Ok(AccountSpec {
                 name: account.name.clone(),
                 platform,
@@ -293,6 +412,8 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
                 groups: account.groups.clone(),
                 enabled: account.enabled,
                 models: account.models.clone(),
+                model_map: account.model_map.clone(),
+                proxy,
             })
         })
         .collect()
@@ -332,11 +453,17 @@ fn api_keys(raw: &[RawApiKey], env: &dyn Environment) -> Result<Vec<ApiKeySpec>,
                     "api_keys[{i}].group: must not be empty"
                 )));
             }
+            let concurrency = u32::try_from(k.concurrency).map_err(|_| {
+                ConfigError(format!(
+                    "api_keys[{i}].concurrency: must be 0 (unlimited) or a positive number"
+                ))
+            })?;
             Ok(ApiKeySpec {
                 name: k.name.clone().unwrap_or_else(|| format!("key-{}", i + 1)),
                 key,
                 group: k.group.clone(),
                 enabled: k.enabled,
+                concurrency,
             })
         })
         .collect()

@@ -22,14 +22,20 @@ pub struct ApiKeySpec {
     pub name: String,
     pub group: String,
     pub enabled: bool,
+    /// Requests in flight at once; 0 = unlimited.
+    pub concurrency: u32,
 }
 
 /// An authenticated client's key: what the relay needs to know about it.
 #[derive(Debug)]
 pub struct ApiKey {
+    /// SHA-256 of the key: a stable identity that is not the key.
+    pub id: [u8; 32],
     pub name: String,
     pub group: String,
     enabled: bool,
+    /// The key's concurrency slots; `None` = unlimited.
+    pub slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 pub struct KeyDirectory {
@@ -43,9 +49,12 @@ impl KeyDirectory {
             .map(|spec| {
                 let digest = digest(spec.key.expose());
                 let key = Arc::new(ApiKey {
+                    id: digest,
                     name: spec.name.clone(),
                     group: spec.group.clone(),
                     enabled: spec.enabled,
+                    slots: (spec.concurrency > 0)
+                        .then(|| Arc::new(tokio::sync::Semaphore::new(spec.concurrency as usize))),
                 });
                 (digest, (key, digest))
             })
@@ -120,12 +129,14 @@ mod tests {
                 name: "alice".into(),
                 group: "default".into(),
                 enabled: true,
+                concurrency: 0,
             },
             ApiKeySpec {
                 key: Secret::new("sk-off"),
                 name: "off".into(),
                 group: "default".into(),
                 enabled: false,
+                concurrency: 0,
             },
         ])
     }

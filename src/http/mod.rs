@@ -34,6 +34,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/models", get(models::list))
         .route("/healthz", get(healthz))
         .route("/", get(root).head(root))
+        .merge(crate::admin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -9,12 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
-/// Longest rest any single failure can cause.
-pub const MAX_COOLDOWN: Duration = Duration::from_secs(6 * 3600);
 /// A 429 that says nothing about when it ends.
 pub const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(60);
-/// A 529: the upstream is overloaded.
-pub const OVERLOAD_COOLDOWN: Duration = Duration::from_secs(10 * 60);
 /// A 401/403: the credential was refused; a person (or the refresh of a later issue) must act.
 pub const AUTH_COOLDOWN: Duration = Duration::from_secs(10 * 60);
 /// A 402: billing or a deactivated workspace.
@@ -47,6 +43,14 @@ impl CooldownReason {
     }
 }
 
+/// The configurable part of cooldowns (`gateway.overload_cooldown`, `gateway.max_cooldown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CooldownPolicy {
+    pub overload: Duration,
+    /// No single failure rests an account longer than this.
+    pub max: Duration,
+}
+
 /// What a failed attempt implies for the account that made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountEffect {
@@ -59,23 +63,25 @@ pub enum AccountEffect {
     PaymentRequired,
     Transient,
     Stalled,
+    /// A permanent failure (revoked key, deactivated organisation): no cooldown would heal it.
+    Disable(&'static str),
 }
 
 impl AccountEffect {
-    pub fn cooldown(&self) -> Option<(CooldownReason, Duration)> {
+    pub fn cooldown(&self, policy: &CooldownPolicy) -> Option<(CooldownReason, Duration)> {
         let (reason, duration) = match *self {
-            AccountEffect::None => return None,
+            AccountEffect::None | AccountEffect::Disable(_) => return None,
             AccountEffect::RateLimited(reset) => (
                 CooldownReason::RateLimited,
                 reset.unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN),
             ),
-            AccountEffect::Overloaded => (CooldownReason::Overloaded, OVERLOAD_COOLDOWN),
+            AccountEffect::Overloaded => (CooldownReason::Overloaded, policy.overload),
             AccountEffect::AuthFailed => (CooldownReason::AuthFailed, AUTH_COOLDOWN),
             AccountEffect::PaymentRequired => (CooldownReason::PaymentRequired, PAYMENT_COOLDOWN),
             AccountEffect::Transient => (CooldownReason::Transient, TRANSIENT_COOLDOWN),
             AccountEffect::Stalled => (CooldownReason::Stalled, STALLED_COOLDOWN),
         };
-        Some((reason, duration.min(MAX_COOLDOWN)))
+        Some((reason, duration.min(policy.max)))
     }
 }
 
@@ -100,9 +106,7 @@ pub fn rate_limit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration
         .map(|(_, reset)| *reset)
         .max();
     let from_windows = exhausted.or_else(|| windows.iter().map(|(_, reset)| *reset).max());
-    from_windows
-        .or_else(|| retry_after(headers, now))
-        .map(|d| d.min(MAX_COOLDOWN))
+    from_windows.or_else(|| retry_after(headers, now))
 }
 
 /// `Retry-After` as seconds or as an HTTP date.
@@ -154,13 +158,16 @@ mod tests {
     }
 
     #[test]
-    fn without_exhausted_window_the_later_reset_wins_capped() {
+    fn without_exhausted_window_the_later_reset_wins() {
         let h = headers(&[
             ("x-codex-primary-used-percent", "80"),
             ("x-codex-primary-reset-after-seconds", "1200"),
             ("x-codex-secondary-reset-after-seconds", "90000"),
         ]);
-        assert_eq!(rate_limit_reset(&h, SystemTime::now()), Some(MAX_COOLDOWN));
+        assert_eq!(
+            rate_limit_reset(&h, SystemTime::now()),
+            Some(Duration::from_secs(90000))
+        );
     }
 
     #[test]
@@ -178,12 +185,24 @@ mod tests {
 
     #[test]
     fn every_effect_is_capped_and_a_request_error_cools_nothing() {
-        assert_eq!(AccountEffect::None.cooldown(), None);
+        let policy = CooldownPolicy {
+            overload: Duration::from_secs(600),
+            max: Duration::from_secs(6 * 3600),
+        };
+        assert_eq!(AccountEffect::None.cooldown(&policy), None);
+        assert_eq!(AccountEffect::Disable("revoked").cooldown(&policy), None);
         let long = AccountEffect::RateLimited(Some(Duration::from_secs(10 * 86400)));
-        assert_eq!(long.cooldown().unwrap().1, MAX_COOLDOWN);
+        assert_eq!(long.cooldown(&policy).unwrap().1, policy.max);
         assert_eq!(
-            AccountEffect::RateLimited(None).cooldown().unwrap().1,
+            AccountEffect::RateLimited(None)
+                .cooldown(&policy)
+                .unwrap()
+                .1,
             DEFAULT_RATE_LIMIT_COOLDOWN
+        );
+        assert_eq!(
+            AccountEffect::Overloaded.cooldown(&policy).unwrap(),
+            (CooldownReason::Overloaded, policy.overload)
         );
     }
 }

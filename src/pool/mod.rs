@@ -1,46 +1,93 @@
 //! The account pool: which accounts exist, which may serve a request now, and in what order.
 //!
 //! Accounts come from an [`AccountSource`] (the config file today; a database implements the
-//! same trait later). Each [`Account`] keeps its runtime health (cooldown, last use, last error)
-//! behind a short-lived lock that is never held across an `.await`. A selected account is held
-//! through an [`AccountSlot`], which gives its concurrency slot back when dropped — on success,
-//! error, client disconnect and panic alike.
+//! same trait later). Each [`Account`] keeps its runtime health (cooldown, disable reason, last
+//! use, last error, quota) behind a short lock that is never held across an `.await`, and its
+//! sign-in tokens in [`Credentials`]. A selected account is held through an [`AccountSlot`],
+//! which gives its concurrency slot back when dropped — on success, error, client disconnect
+//! and panic alike — and wakes requests waiting in the queue.
+//!
+//! Order of selection: the conversation's sticky binding ([`sticky`]), then lowest `priority`,
+//! then lowest load (in flight ÷ concurrency), then least recently used; ties at random.
 
+mod account;
 pub mod cooldown;
+pub mod credentials;
+pub mod data_dir;
+pub mod quota;
 mod source;
 mod spec;
+pub mod sticky;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use cooldown::{AccountEffect, CooldownReason};
+pub use account::{Account, AccountSlot, AccountView, Availability};
+pub use cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
+pub use credentials::{Credentials, TokenState};
 pub use source::{AccountSource, ConfigAccounts};
 pub use spec::{AccountCredential, AccountKind, AccountSpec, Platform};
+pub use sticky::{StickyKey, StickyTable};
 
 /// Index of an account in the pool; stable for the life of the process.
 pub type AccountId = usize;
 
+/// The pool's rules, from `gateway.*`.
+#[derive(Debug, Clone)]
+pub struct PoolPolicy {
+    pub cooldowns: CooldownPolicy,
+    pub sticky_ttl: Option<Duration>,
+    pub sticky_slow_ttft: Option<Duration>,
+    pub sticky_slow_strikes: u32,
+    pub queue_wait: Duration,
+    pub queue_max_waiting: usize,
+}
+
+impl Default for PoolPolicy {
+    fn default() -> Self {
+        Self::from(&crate::config::GatewayConfig::default())
+    }
+}
+
+impl From<&crate::config::GatewayConfig> for PoolPolicy {
+    fn from(g: &crate::config::GatewayConfig) -> Self {
+        Self {
+            cooldowns: CooldownPolicy {
+                overload: g.overload_cooldown,
+                max: g.max_cooldown,
+            },
+            sticky_ttl: g.sticky_session_ttl,
+            sticky_slow_ttft: g.sticky_slow_ttft,
+            sticky_slow_strikes: g.sticky_slow_strikes,
+            queue_wait: g.queue_wait_timeout,
+            queue_max_waiting: g.queue_max_waiting,
+        }
+    }
+}
+
 pub struct Pool {
     accounts: Vec<Arc<Account>>,
+    pub policy: PoolPolicy,
+    pub sticky: StickyTable,
+    /// Notified whenever a slot is given back, so queued requests look again.
+    slot_freed: Arc<Notify>,
+    waiting: AtomicUsize,
 }
 
-pub struct Account {
-    pub id: AccountId,
-    pub spec: AccountSpec,
-    in_flight: AtomicU32,
-    health: Mutex<Health>,
-}
-
-#[derive(Default)]
-struct Health {
-    cooldown_until: Option<Instant>,
-    cooldown_reason: Option<CooldownReason>,
-    last_used: Option<Instant>,
-    last_error: Option<String>,
+/// What a request is looking for.
+pub struct Wanted<'a> {
+    pub group: &'a str,
+    pub platform: Platform,
+    pub model: &'a str,
+    /// Accounts this request already tried.
+    pub tried: &'a [AccountId],
+    /// The conversation's binding key, if it has one.
+    pub sticky: Option<&'a StickyKey>,
 }
 
 /// What selection found.
@@ -51,34 +98,40 @@ pub enum Selection {
     NoAccount,
     /// Every eligible account was already tried by this request.
     Exhausted,
-    /// Every untried eligible account is cooling down; the earliest recovers after this long.
-    AllCooling { earliest: Duration },
-    /// Every untried eligible account is at its concurrency limit.
-    AllBusy,
+    /// Every untried eligible account is cooling down or disabled; the earliest cooling one
+    /// recovers after this long (`None`: all disabled).
+    AllCooling { earliest: Option<Duration> },
+    /// Every untried eligible account is at its concurrency limit (and waiting is not possible
+    /// or took too long).
+    AllBusy { queue_full: bool },
 }
 
 impl Pool {
-    pub fn new(specs: Vec<AccountSpec>) -> Self {
+    pub fn new(specs: Vec<AccountSpec>, policy: PoolPolicy) -> Self {
+        let slot_freed = Arc::new(Notify::new());
         let accounts = specs
             .into_iter()
             .enumerate()
-            .map(|(id, spec)| {
-                Arc::new(Account {
-                    id,
-                    spec,
-                    in_flight: AtomicU32::new(0),
-                    health: Mutex::new(Health::default()),
-                })
-            })
+            .map(|(id, spec)| Arc::new(Account::new(id, spec, Arc::clone(&slot_freed))))
             .collect();
-        Self { accounts }
+        Self {
+            accounts,
+            sticky: StickyTable::default(),
+            policy,
+            slot_freed,
+            waiting: AtomicUsize::new(0),
+        }
     }
 
     pub fn accounts(&self) -> &[Arc<Account>] {
         &self.accounts
     }
 
-    /// Enabled accounts of `group` on `platform`, whatever their health.
+    pub fn find(&self, name: &str) -> Option<&Arc<Account>> {
+        self.accounts.iter().find(|a| a.spec.name == name)
+    }
+
+    /// Enabled (in config) accounts of `group` on `platform`, whatever their health.
     pub fn members<'a>(
         &'a self,
         group: &'a str,
@@ -91,143 +144,119 @@ impl Pool {
         })
     }
 
-    /// Picks the next account for a request: eligible, untried, not cooling, with a free slot;
-    /// lowest priority first, then least recently used, ties broken at random.
-    pub fn select(
-        &self,
-        group: &str,
-        platform: Platform,
-        model: &str,
-        tried: &[AccountId],
-    ) -> Selection {
+    /// Requests waiting in the queue now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Like [`Pool::select`], but when every candidate is at its concurrency limit, waits up to
+    /// `gateway.queue_wait_timeout` (with at most `gateway.queue_max_waiting` others) for a slot.
+    pub async fn acquire(&self, wanted: &Wanted<'_>) -> Selection {
+        let deadline = Instant::now() + self.policy.queue_wait;
+        let mut queued: Option<QueueTicket<'_>> = None;
+        loop {
+            // Registered before looking, so a slot freed in between is not missed.
+            let freed = self.slot_freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            match self.select(wanted) {
+                Selection::AllBusy { .. } => {}
+                other => return other,
+            }
+            if queued.is_none() {
+                if self.policy.queue_wait.is_zero() {
+                    return Selection::AllBusy { queue_full: false };
+                }
+                let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+                let ticket = QueueTicket(&self.waiting);
+                if before >= self.policy.queue_max_waiting {
+                    return Selection::AllBusy { queue_full: true };
+                }
+                queued = Some(ticket);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Selection::AllBusy { queue_full: false };
+            }
+        }
+    }
+
+    /// Picks the next account for a request without waiting.
+    pub fn select(&self, wanted: &Wanted<'_>) -> Selection {
         let now = Instant::now();
-        let mut eligible: Vec<&Arc<Account>> = self
-            .members(group, platform)
-            .filter(|a| a.serves_model(model))
+        let eligible: Vec<&Arc<Account>> = self
+            .members(wanted.group, wanted.platform)
+            .filter(|a| a.serves_model(wanted.model))
             .collect();
         if eligible.is_empty() {
             return Selection::NoAccount;
         }
-        eligible.retain(|a| !tried.contains(&a.id));
-        if eligible.is_empty() {
+
+        // The conversation's own account first, while it can serve.
+        if let Some(key) = wanted.sticky {
+            if let Some(bound) = self.sticky.get(key, now) {
+                let usable = eligible.iter().find(|a| {
+                    a.id == bound
+                        && !wanted.tried.contains(&a.id)
+                        && matches!(a.availability(now), Availability::Ready)
+                });
+                match usable.and_then(|a| a.try_acquire()) {
+                    Some(slot) => {
+                        slot.account().touch(now);
+                        return Selection::Slot(slot);
+                    }
+                    // Failed, cooling, disabled or full: the binding moves to whichever
+                    // account serves this request.
+                    None => self.sticky.release(key),
+                }
+            }
+        }
+
+        let untried: Vec<&Arc<Account>> = eligible
+            .into_iter()
+            .filter(|a| !wanted.tried.contains(&a.id))
+            .collect();
+        if untried.is_empty() {
             return Selection::Exhausted;
         }
         let mut earliest: Option<Duration> = None;
-        let mut ready: Vec<(&Arc<Account>, Option<Instant>)> = Vec::with_capacity(eligible.len());
-        for account in eligible {
-            let health = account.health();
-            match health.cooldown_until {
-                Some(until) if until > now => {
-                    let left = until - now;
+        let mut ready: Vec<(&Arc<Account>, Option<Instant>)> = Vec::with_capacity(untried.len());
+        for account in untried {
+            match account.availability(now) {
+                Availability::Ready => ready.push((account, account.last_used())),
+                Availability::Cooling { left, .. } => {
                     earliest = Some(earliest.map_or(left, |e| e.min(left)));
                 }
-                _ => ready.push((account, health.last_used)),
+                Availability::Disabled(_) => {}
             }
         }
         if ready.is_empty() {
-            return Selection::AllCooling {
-                earliest: earliest.unwrap_or_default(),
-            };
+            return Selection::AllCooling { earliest };
         }
         // Shuffle first: the sort is stable, so equal accounts keep a random order.
         ready.shuffle(&mut rand::thread_rng());
-        ready.sort_by_key(|(a, last_used)| (a.spec.priority, *last_used));
+        ready.sort_by(|(a, a_used), (b, b_used)| {
+            a.spec
+                .priority
+                .cmp(&b.spec.priority)
+                .then(a.load().total_cmp(&b.load()))
+                .then(a_used.cmp(b_used))
+        });
         for (account, _) in ready {
             if let Some(slot) = account.try_acquire() {
-                account.health().last_used = Some(now);
+                account.touch(now);
                 return Selection::Slot(slot);
             }
         }
-        Selection::AllBusy
-    }
-
-    pub fn find(&self, name: &str) -> Option<&Arc<Account>> {
-        self.accounts.iter().find(|a| a.spec.name == name)
+        Selection::AllBusy { queue_full: false }
     }
 }
 
-impl Account {
-    fn health(&self) -> MutexGuard<'_, Health> {
-        // A panic while holding this lock cannot leave the plain-data health half-updated in a
-        // way that matters, so a poisoned lock is simply taken over.
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// A place in the queue; leaving it (by any path) frees the place.
+struct QueueTicket<'a>(&'a AtomicUsize);
 
-    pub fn serves_model(&self, model: &str) -> bool {
-        self.spec
-            .models
-            .as_ref()
-            .is_none_or(|models| models.iter().any(|m| m == model))
-    }
-
-    fn try_acquire(self: &Arc<Self>) -> Option<AccountSlot> {
-        let limit = self.spec.concurrency;
-        let taken = self
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (limit == 0 || n < limit).then_some(n + 1)
-            });
-        taken.ok().map(|_| AccountSlot {
-            account: Arc::clone(self),
-        })
-    }
-
-    pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
-    }
-
-    /// Applies what a failed attempt implies for this account.
-    pub fn apply(&self, effect: &AccountEffect, error: &str) {
-        let mut health = self.health();
-        health.last_error = Some(error.to_owned());
-        if let Some((reason, duration)) = effect.cooldown() {
-            let until = Instant::now() + duration;
-            // Keep the later of two cooldowns: a short 5xx pause must not shorten a quota wait.
-            if health.cooldown_until.is_none_or(|u| u < until) {
-                health.cooldown_until = Some(until);
-                health.cooldown_reason = Some(reason);
-            }
-        }
-    }
-
-    /// A successful answer: the account is healthy again.
-    pub fn note_success(&self) {
-        let mut health = self.health();
-        health.last_error = None;
-    }
-
-    /// Time left in the current cooldown, if any, and why.
-    pub fn cooldown(&self) -> Option<(Duration, CooldownReason)> {
-        let health = self.health();
-        let until = health.cooldown_until?;
-        let now = Instant::now();
-        (until > now).then(|| {
-            (
-                until - now,
-                health.cooldown_reason.unwrap_or(CooldownReason::Transient),
-            )
-        })
-    }
-
-    pub fn last_error(&self) -> Option<String> {
-        self.health().last_error.clone()
-    }
-}
-
-/// A request's hold on one account. Dropping it gives the concurrency slot back.
-pub struct AccountSlot {
-    account: Arc<Account>,
-}
-
-impl AccountSlot {
-    pub fn account(&self) -> &Arc<Account> {
-        &self.account
-    }
-}
-
-impl Drop for AccountSlot {
+impl Drop for QueueTicket<'_> {
     fn drop(&mut self) {
-        self.account.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -7,12 +7,14 @@ use crate::config::Secret;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
     OpenAi,
+    Anthropic,
 }
 
 impl Platform {
     pub fn as_str(self) -> &'static str {
         match self {
             Platform::OpenAi => "openai",
+            Platform::Anthropic => "anthropic",
         }
     }
 }
@@ -71,6 +73,10 @@ pub struct AccountSpec {
     pub enabled: bool,
     /// Models this account serves; `None` = any.
     pub models: Option<Vec<String>>,
+    /// Client model name → upstream model name.
+    pub model_map: std::collections::BTreeMap<String, String>,
+    /// This account's own outbound proxy; never bypassed.
+    pub proxy: Option<Secret>,
 }
 
 impl AccountCredential {

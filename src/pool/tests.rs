@@ -1,4 +1,4 @@
-//! Selection order, slots and cooldowns, under paused time.
+//! Selection order, sticky bindings, slots, the queue and cooldowns, under paused time.
 
 use std::time::Duration;
 
@@ -19,111 +19,322 @@ fn spec(name: &str, priority: i32, concurrency: u32) -> AccountSpec {
         groups: vec!["default".into()],
         enabled: true,
         models: None,
+        model_map: Default::default(),
+        proxy: None,
+    }
+}
+
+fn pool(specs: Vec<AccountSpec>) -> Pool {
+    Pool::new(specs, PoolPolicy::default())
+}
+
+fn wanted<'a>(tried: &'a [AccountId], sticky: Option<&'a StickyKey>) -> Wanted<'a> {
+    Wanted {
+        group: "default",
+        platform: Platform::OpenAi,
+        model: "gpt-5",
+        tried,
+        sticky,
     }
 }
 
 fn pick(pool: &Pool, tried: &[AccountId]) -> Option<AccountSlot> {
-    match pool.select("default", Platform::OpenAi, "gpt-5", tried) {
+    match pool.select(&wanted(tried, None)) {
         Selection::Slot(slot) => Some(slot),
         _ => None,
     }
 }
 
-fn name(slot: &AccountSlot) -> &str {
-    &slot.account().spec.name
+fn name(slot: &AccountSlot) -> String {
+    slot.account().spec.name.clone()
+}
+
+fn id(pool: &Pool, name: &str) -> AccountId {
+    pool.find(name).unwrap().id
 }
 
 #[tokio::test(start_paused = true)]
-async fn lower_priority_first_then_least_recently_used() {
-    let pool = Pool::new(vec![spec("b", 1, 0), spec("a", 0, 0), spec("c", 1, 0)]);
-    assert_eq!(name(&pick(&pool, &[]).unwrap()), "a");
-    // Without "a", the two priority-1 accounts alternate by last use.
-    let a = pool.find("a").unwrap().id;
-    let first = pick(&pool, &[a]).unwrap().account().spec.name.clone();
+async fn lower_priority_first_then_lower_load_then_least_recently_used() {
+    let p = pool(vec![spec("b", 1, 4), spec("a", 0, 0), spec("c", 1, 4)]);
+    assert_eq!(name(&pick(&p, &[]).unwrap()), "a");
+    let a = id(&p, "a");
+    // b and c share priority 1: the one with fewer requests in flight goes first.
+    let held = pick(&p, &[a]).unwrap();
+    let other = pick(&p, &[a]).unwrap();
+    assert_ne!(
+        name(&held),
+        name(&other),
+        "load spreads across equal accounts"
+    );
+    drop(other);
+    // Same load again; least recently used decides.
     tokio::time::advance(Duration::from_millis(1)).await;
-    let second = pick(&pool, &[a]).unwrap().account().spec.name.clone();
+    drop(held);
+    let first = name(&pick(&p, &[a]).unwrap());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let second = name(&pick(&p, &[a]).unwrap());
     assert_ne!(first, second);
 }
 
 #[tokio::test(start_paused = true)]
 async fn ties_are_spread_at_random() {
-    let pool = Pool::new(vec![spec("a", 0, 0), spec("b", 0, 0)]);
     let mut seen = std::collections::HashSet::new();
     for _ in 0..64 {
-        // Fresh pool each time: both never used, so only the random tie-break decides.
-        let fresh = Pool::new(vec![spec("a", 0, 0), spec("b", 0, 0)]);
-        seen.insert(name(&pick(&fresh, &[]).unwrap()).to_owned());
+        let fresh = pool(vec![spec("a", 0, 0), spec("b", 0, 0)]);
+        seen.insert(name(&pick(&fresh, &[]).unwrap()));
     }
     assert_eq!(seen.len(), 2);
-    drop(pool);
 }
 
 #[tokio::test(start_paused = true)]
 async fn tried_accounts_are_skipped_and_exhaustion_is_reported() {
-    let pool = Pool::new(vec![spec("a", 0, 0)]);
-    let a = pool.find("a").unwrap().id;
+    let p = pool(vec![spec("a", 0, 0)]);
+    let a = id(&p, "a");
     assert!(matches!(
-        pool.select("default", Platform::OpenAi, "m", &[a]),
+        p.select(&wanted(&[a], None)),
         Selection::Exhausted
     ));
-    assert!(matches!(
-        pool.select("other-group", Platform::OpenAi, "m", &[]),
-        Selection::NoAccount
-    ));
+    let other = Wanted {
+        group: "other-group",
+        ..wanted(&[], None)
+    };
+    assert!(matches!(p.select(&other), Selection::NoAccount));
 }
 
 #[tokio::test(start_paused = true)]
 async fn slots_are_given_back_when_dropped_even_on_panic() {
-    let pool = Arc::new(Pool::new(vec![spec("a", 0, 1)]));
-    let slot = pick(&pool, &[]).unwrap();
+    let p = Arc::new(pool(vec![spec("a", 0, 1)]));
+    let slot = pick(&p, &[]).unwrap();
     assert!(matches!(
-        pool.select("default", Platform::OpenAi, "m", &[]),
-        Selection::AllBusy
+        p.select(&wanted(&[], None)),
+        Selection::AllBusy { .. }
     ));
     drop(slot);
-    assert_eq!(pool.accounts()[0].in_flight(), 0);
-    let p = Arc::clone(&pool);
+    assert_eq!(p.accounts()[0].in_flight(), 0);
+    let p2 = Arc::clone(&p);
     let panicked = tokio::spawn(async move {
-        let _slot = pick(&p, &[]).unwrap();
+        let _slot = pick(&p2, &[]).unwrap();
         panic!("relay bug");
     })
     .await;
     assert!(panicked.is_err());
-    assert_eq!(pool.accounts()[0].in_flight(), 0);
-    assert!(pick(&pool, &[]).is_some());
+    assert_eq!(p.accounts()[0].in_flight(), 0);
+    assert!(pick(&p, &[]).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_pool_queues_until_a_slot_frees_then_times_out() {
+    let p = Arc::new(pool(vec![spec("a", 0, 1)]));
+    let held = pick(&p, &[]).unwrap();
+    let waiter = {
+        let p = Arc::clone(&p);
+        tokio::spawn(
+            async move { matches!(p.acquire(&wanted(&[], None)).await, Selection::Slot(_)) },
+        )
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(p.waiting(), 1);
+    drop(held);
+    assert!(waiter.await.unwrap(), "the freed slot went to the waiter");
+    assert_eq!(p.waiting(), 0);
+
+    // Nobody frees the slot: 30 s (the default queue wait) later the waiter gives up.
+    let _held = pick(&p, &[]).unwrap();
+    let start = tokio::time::Instant::now();
+    let got = p.acquire(&wanted(&[], None)).await;
+    assert!(matches!(got, Selection::AllBusy { queue_full: false }));
+    assert_eq!(start.elapsed(), Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_refuses_at_once() {
+    let policy = PoolPolicy {
+        queue_max_waiting: 1,
+        ..PoolPolicy::default()
+    };
+    let p = Arc::new(Pool::new(vec![spec("a", 0, 1)], policy));
+    let _held = pick(&p, &[]).unwrap();
+    let first = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.acquire(&wanted(&[], None)).await })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(p.waiting(), 1);
+    let start = tokio::time::Instant::now();
+    assert!(matches!(
+        p.acquire(&wanted(&[], None)).await,
+        Selection::AllBusy { queue_full: true }
+    ));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    first.abort();
 }
 
 #[tokio::test(start_paused = true)]
 async fn cooldowns_skip_the_account_and_heal_after_their_time() {
-    let pool = Pool::new(vec![spec("a", 0, 0), spec("b", 1, 0)]);
-    let a = pool.find("a").unwrap();
+    let p = pool(vec![spec("a", 0, 0), spec("b", 1, 0)]);
+    let policy = p.policy.cooldowns;
+    let a = p.find("a").unwrap();
     a.apply(
         &AccountEffect::RateLimited(Some(Duration::from_secs(120))),
         "429",
+        &policy,
     );
-    assert_eq!(name(&pick(&pool, &[]).unwrap()), "b");
-    let b = pool.find("b").unwrap();
-    b.apply(&AccountEffect::Overloaded, "529");
-    match pool.select("default", Platform::OpenAi, "m", &[]) {
-        Selection::AllCooling { earliest } => assert_eq!(earliest, Duration::from_secs(120)),
+    assert_eq!(name(&pick(&p, &[]).unwrap()), "b");
+    let b = p.find("b").unwrap();
+    b.apply(&AccountEffect::Overloaded, "529", &policy);
+    match p.select(&wanted(&[], None)) {
+        Selection::AllCooling { earliest } => assert_eq!(earliest, Some(Duration::from_secs(120))),
         _ => panic!("expected every account cooling"),
     }
     tokio::time::advance(Duration::from_secs(121)).await;
-    assert_eq!(name(&pick(&pool, &[]).unwrap()), "a");
+    assert_eq!(name(&pick(&p, &[]).unwrap()), "a");
     // A short pause never shortens a longer one.
-    b.apply(&AccountEffect::Transient, "502");
-    assert_eq!(b.cooldown().unwrap().1, CooldownReason::Overloaded);
+    b.apply(&AccountEffect::Transient, "502", &policy);
+    assert!(matches!(
+        b.availability(tokio::time::Instant::now()),
+        Availability::Cooling {
+            reason: CooldownReason::Overloaded,
+            ..
+        }
+    ));
 }
 
 #[tokio::test(start_paused = true)]
-async fn model_lists_and_disabled_accounts_filter_candidates() {
+async fn cooldowns_are_capped_by_max_cooldown() {
+    let policy = PoolPolicy {
+        cooldowns: CooldownPolicy {
+            overload: Duration::from_secs(600),
+            max: Duration::from_secs(3600),
+        },
+        ..PoolPolicy::default()
+    };
+    let p = Pool::new(vec![spec("a", 0, 0)], policy);
+    let a = p.find("a").unwrap();
+    // A weekly window reset (7 d) would lock the account away; the cap brings it back in 1 h.
+    a.apply(
+        &AccountEffect::RateLimited(Some(Duration::from_secs(7 * 86400))),
+        "429",
+        &p.policy.cooldowns,
+    );
+    tokio::time::advance(Duration::from_secs(3599)).await;
+    assert!(pick(&p, &[]).is_none());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(pick(&p, &[]).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_clears_a_stale_rate_limit_and_records_the_quota() {
+    let p = pool(vec![spec("a", 0, 0)]);
+    let a = p.find("a").unwrap();
+    a.apply(
+        &AccountEffect::RateLimited(None),
+        "429",
+        &p.policy.cooldowns,
+    );
+    let quota = quota::QuotaSnapshot {
+        primary: Some(quota::QuotaWindow {
+            used_percent: 12.0,
+            window_minutes: Some(300),
+            resets_at: None,
+        }),
+        secondary: None,
+    };
+    a.note_success(Some(quota.clone()));
+    assert_eq!(
+        a.availability(tokio::time::Instant::now()),
+        Availability::Ready
+    );
+    assert_eq!(a.view().quota, Some(quota));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_failure_disables_with_its_reason_until_reset() {
+    let p = pool(vec![spec("a", 0, 0)]);
+    let a = p.find("a").unwrap();
+    a.apply(
+        &AccountEffect::Disable("API key revoked"),
+        "401",
+        &p.policy.cooldowns,
+    );
+    tokio::time::advance(Duration::from_secs(30 * 86400)).await;
+    assert!(matches!(
+        p.select(&wanted(&[], None)),
+        Selection::AllCooling { earliest: None }
+    ));
+    let view = a.view();
+    assert_eq!(view.state, "disabled");
+    assert_eq!(view.disabled_reason.as_deref(), Some("API key revoked"));
+    a.reset();
+    assert!(pick(&p, &[]).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn model_lists_model_maps_and_disabled_accounts_filter_candidates() {
     let mut only_mini = spec("mini", 0, 0);
     only_mini.models = Some(vec!["gpt-5-mini".into()]);
+    only_mini
+        .model_map
+        .insert("fast".into(), "gpt-5-mini".into());
     let mut off = spec("off", 0, 0);
     off.enabled = false;
-    let pool = Pool::new(vec![only_mini, off, spec("any", 5, 0)]);
-    let got = pool.select("default", Platform::OpenAi, "gpt-5-mini", &[]);
-    assert!(matches!(got, Selection::Slot(ref s) if s.account().spec.name == "mini"));
-    let got = pool.select("default", Platform::OpenAi, "gpt-5", &[]);
-    assert!(matches!(got, Selection::Slot(ref s) if s.account().spec.name == "any"));
+    let p = pool(vec![only_mini, off, spec("any", 5, 0)]);
+    let pick_model = |model: &str| match p.select(&Wanted {
+        model,
+        ..wanted(&[], None)
+    }) {
+        Selection::Slot(s) => name(&s),
+        _ => "none".into(),
+    };
+    assert_eq!(pick_model("gpt-5-mini"), "mini");
+    assert_eq!(pick_model("fast"), "mini");
+    assert_eq!(pick_model("gpt-5"), "any");
+    assert_eq!(p.find("mini").unwrap().upstream_model("fast"), "gpt-5-mini");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sticky_binding_wins_over_priority_and_moves_when_its_account_cools() {
+    let p = pool(vec![spec("first", 0, 0), spec("second", 1, 0)]);
+    let key = StickyKey::new(b"key-a", "conversation-1");
+    let second = id(&p, "second");
+    p.sticky.bind(key, second, Duration::from_secs(3600));
+    let got = p.select(&wanted(&[], Some(&key)));
+    assert!(matches!(got, Selection::Slot(ref s) if s.account().id == second));
+    // Cooling: the binding is released and the normal order applies.
+    p.find("second")
+        .unwrap()
+        .apply(&AccountEffect::Transient, "502", &p.policy.cooldowns);
+    let got = p.select(&wanted(&[], Some(&key)));
+    assert!(matches!(got, Selection::Slot(ref s) if s.account().spec.name == "first"));
+    assert_eq!(p.sticky.get(&key, tokio::time::Instant::now()), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sticky_bindings_expire_and_are_per_api_key() {
+    let p = pool(vec![spec("first", 0, 0), spec("second", 1, 0)]);
+    let second = id(&p, "second");
+    let mine = StickyKey::new(b"key-a", "same-conversation-id");
+    let theirs = StickyKey::new(b"key-b", "same-conversation-id");
+    assert_ne!(mine, theirs);
+    p.sticky.bind(mine, second, Duration::from_secs(60));
+    let got = p.select(&wanted(&[], Some(&theirs)));
+    assert!(matches!(got, Selection::Slot(ref s) if s.account().spec.name == "first"));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let got = p.select(&wanted(&[], Some(&mine)));
+    assert!(matches!(got, Selection::Slot(ref s) if s.account().spec.name == "first"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_bound_account_loses_the_binding_after_n_strikes() {
+    let table = StickyTable::default();
+    let key = StickyKey::new(b"k", "c");
+    table.bind(key, 3, Duration::from_secs(3600));
+    assert!(!table.note_ttft(&key, 3, true, 3));
+    assert!(
+        !table.note_ttft(&key, 3, false, 3),
+        "a fast answer resets the count"
+    );
+    assert!(!table.note_ttft(&key, 3, true, 3));
+    assert!(!table.note_ttft(&key, 3, true, 3));
+    assert!(table.note_ttft(&key, 3, true, 3));
+    assert_eq!(table.get(&key, tokio::time::Instant::now()), None);
 }

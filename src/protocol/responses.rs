@@ -49,46 +49,72 @@ pub fn inspect(body: &[u8]) -> Result<Inspected, String> {
 /// Instructions sent when a client sent none: Codex models refuse a request without them.
 pub const DEFAULT_INSTRUCTIONS: &str = "You are a helpful assistant.";
 
-/// The body rules of the Codex backend. Top-level fields are edited; every other value is
-/// copied byte for byte (compaction items, encrypted reasoning, unknown fields).
-/// - `/responses`: `store:false` and `stream:true` (the backend only streams).
-/// - `/responses/compact`: no `store`, no `stream` (it answers plain JSON).
-/// - A string `input` becomes one user message; missing or empty `instructions` get a default.
-pub fn normalise_for_codex(body: &[u8], compact: bool) -> Result<Bytes, String> {
-    let mut fields: IndexMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body)
-        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
-    let raw = |text: &'static str| -> &'static RawValue {
-        // Constant JSON literals below are valid.
-        serde_json::from_str(text).unwrap_or_else(|_| unreachable!("valid JSON literal"))
-    };
-    if compact {
-        fields.shift_remove("store");
-        fields.shift_remove("stream");
-    } else {
-        fields.insert(Cow::Borrowed("store"), raw("false"));
-        fields.insert(Cow::Borrowed("stream"), raw("true"));
+/// Top-level edits of a request body. Every value not edited is copied byte for byte
+/// (compaction items, encrypted reasoning, unknown fields).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BodyEdits<'a> {
+    /// The Codex backend's rules, `Some(compact)`:
+    /// - `/responses`: `store:false` and `stream:true` (the backend only streams);
+    /// - `/responses/compact`: no `store`, no `stream` (it answers plain JSON);
+    /// - a string `input` becomes one user message; missing or empty `instructions` get a default.
+    pub codex: Option<bool>,
+    /// The upstream's name for the model (an account's `model_map`).
+    pub model: Option<&'a str>,
+    /// The upstream `prompt_cache_key` (derived per API key).
+    pub prompt_cache_key: Option<&'a str>,
+}
+
+impl BodyEdits<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.codex.is_none() && self.model.is_none() && self.prompt_cache_key.is_none()
     }
-    let wrapped;
-    if let Some(input) = fields.get("input") {
-        if input.get().starts_with('"') {
-            wrapped = RawValue::from_string(format!(
+}
+
+/// Applies `edits` to a JSON object body.
+pub fn rewrite(body: &[u8], edits: &BodyEdits<'_>) -> Result<Bytes, String> {
+    let mut fields: IndexMap<Cow<'_, str>, Cow<'_, RawValue>> =
+        serde_json::from_slice::<IndexMap<Cow<'_, str>, &RawValue>>(body)
+            .map_err(|e| format!("the request body is not valid JSON: {e}"))?
+            .into_iter()
+            .map(|(k, v)| (k, Cow::Borrowed(v)))
+            .collect();
+    let owned = |json: String| -> Result<Cow<'static, RawValue>, String> {
+        RawValue::from_string(json)
+            .map(Cow::Owned)
+            .map_err(|e| e.to_string())
+    };
+    let string = |text: &str| owned(serde_json::to_string(text).unwrap_or_default());
+    if let Some(model) = edits.model {
+        fields.insert(Cow::Borrowed("model"), string(model)?);
+    }
+    if let Some(key) = edits.prompt_cache_key {
+        fields.insert(Cow::Borrowed("prompt_cache_key"), string(key)?);
+    }
+    if let Some(compact) = edits.codex {
+        if compact {
+            fields.shift_remove("store");
+            fields.shift_remove("stream");
+        } else {
+            fields.insert(Cow::Borrowed("store"), owned("false".into())?);
+            fields.insert(Cow::Borrowed("stream"), owned("true".into())?);
+        }
+        let wrapped = match fields.get("input") {
+            Some(input) if input.get().starts_with('"') => Some(owned(format!(
                 r#"[{{"type":"message","role":"user","content":{}}}]"#,
                 input.get()
-            ))
-            .map_err(|e| e.to_string())?;
-            fields.insert(Cow::Borrowed("input"), &wrapped);
+            ))?),
+            _ => None,
+        };
+        if let Some(wrapped) = wrapped {
+            fields.insert(Cow::Borrowed("input"), wrapped);
         }
-    }
-    let needs_instructions = match fields.get("instructions") {
-        None => true,
-        Some(v) => matches!(v.get().trim(), "null" | "\"\""),
-    };
-    let default_instructions;
-    if needs_instructions {
-        default_instructions =
-            RawValue::from_string(serde_json::to_string(DEFAULT_INSTRUCTIONS).unwrap_or_default())
-                .map_err(|e| e.to_string())?;
-        fields.insert(Cow::Borrowed("instructions"), &default_instructions);
+        let needs_instructions = match fields.get("instructions") {
+            None => true,
+            Some(v) => matches!(v.get().trim(), "null" | "\"\""),
+        };
+        if needs_instructions {
+            fields.insert(Cow::Borrowed("instructions"), string(DEFAULT_INSTRUCTIONS)?);
+        }
     }
     serde_json::to_vec(&fields)
         .map(Bytes::from)

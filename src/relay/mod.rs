@@ -2,15 +2,18 @@
 //!
 //! [`handle_responses`] reads top to bottom as the phases of DESIGN.md:
 //!
-//! 1. **accept** — request id, declared body size.
-//! 2. **authenticate** — the client's API key → its group.
-//! 3. **inspect** — body read (size limit, decompression), routing facts (model, stream).
-//! 4. **attempt loop** — select an account → hold its slot → credential → build the upstream
-//!    request → send → classify; a failure the client has not seen moves to the next account.
-//! 5. **respond** — through the [`DownstreamWriter`], the only owner of the client connection.
-//! 6. **record** — one usage record, whatever happened.
+//! 1. **accept** — request id.
+//! 2. **authenticate** — the client's API key → its group and limits.
+//! 3. **inspect** — body read (size limit, decompression), routing facts (model, stream,
+//!    conversation identity for the sticky binding).
+//! 4. **admit** — the key's concurrency slot (waiting in the queue if the key is at its limit).
+//! 5. **attempt loop** — select an account (sticky binding first) → hold its slot → credential
+//!    (refreshed when due) → build the upstream request → send → classify; a failure the
+//!    client has not seen moves to the next account.
+//! 6. **respond** — through the [`DownstreamWriter`], the only owner of the client connection.
+//! 7. **record** — one usage record, whatever happened.
 //!
-//! Phases 4–6 run in a task of their own (tracked for shutdown), because the answer's head can
+//! Phases 4–7 run in a task of their own (tracked for shutdown), because the answer's head can
 //! go out (a keepalive commit, a stream) long before they end, and because a client that goes
 //! away must not stop them: the upstream is still read to learn the usage.
 
@@ -20,19 +23,23 @@ mod respond;
 pub mod writer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::http::auth::ApiKey;
 use crate::http::body::read_body;
-use crate::pool::{Platform, Selection};
+use crate::pool::{AccountId, Platform, Selection, StickyKey, Wanted};
 use crate::protocol::responses::{self, Inspected, TokenUsage};
 use crate::state::AppState;
+use crate::upstream::SESSION_HEADERS;
 use crate::usage::{AttemptRecord, UsageRecord};
+use attempt::Attempted;
 use failure::{AttemptFailure, ClientError};
 use writer::{BodyMode, DownstreamWriter, WriterState};
 
@@ -52,8 +59,10 @@ pub struct RequestContext {
     pub client_headers: HeaderMap,
     pub body: Bytes,
     pub inspected: Inspected,
-    /// The body rewritten for the Codex backend, made once on first need.
-    codex_body: Option<Bytes>,
+    /// The conversation's binding key (session header or `prompt_cache_key`, scoped by key).
+    pub sticky: Option<StickyKey>,
+    /// The key's concurrency slot, held until the request ends.
+    key_slot: Option<OwnedSemaphorePermit>,
     pub attempts: Vec<AttemptRecord>,
     pub first_output_at: Option<Instant>,
     pub tokens: TokenUsage,
@@ -98,6 +107,12 @@ pub async fn handle_responses(
                 .into_response()
         }
     };
+    let sticky = state
+        .pool
+        .policy
+        .sticky_ttl
+        .and_then(|_| conversation(&parts.headers, &inspected))
+        .map(|session| StickyKey::new(&key.id, session));
     let ctx = RequestContext {
         id,
         started,
@@ -106,7 +121,8 @@ pub async fn handle_responses(
         client_headers: parts.headers,
         body,
         inspected,
-        codex_body: None,
+        sticky,
+        key_slot: None,
         attempts: Vec::new(),
         first_output_at: None,
         tokens: TokenUsage::default(),
@@ -114,7 +130,7 @@ pub async fn handle_responses(
         success: false,
     };
 
-    // 4–6: attempt loop, respond and record, in a task that outlives the head of the answer.
+    // 4–7: admit, attempt loop, respond and record, in a task that outlives the answer's head.
     let (mode, keepalive) = if ctx.client_streams() {
         (BodyMode::Sse, state.gateway.stream_keepalive_interval)
     } else if endpoint == Endpoint::Compact {
@@ -140,15 +156,73 @@ pub async fn handle_responses(
     })
 }
 
-/// Phases 4–6.
+/// The conversation a request belongs to: a session header, else `prompt_cache_key`.
+fn conversation<'a>(headers: &'a HeaderMap, inspected: &'a Inspected) -> Option<&'a str> {
+    SESSION_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .filter(|v| !v.is_empty())
+        .or(inspected
+            .prompt_cache_key
+            .as_deref()
+            .filter(|v| !v.is_empty()))
+}
+
+/// Phases 4–7.
 async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: DownstreamWriter) {
-    // 4. attempt loop, with 5. respond inside each successful attempt
-    if let Err(error) = attempt_loop(&state, &mut ctx, &mut writer).await {
-        // 5. respond, with the final failure
+    // 4. admit, then 5. attempt loop with 6. respond inside each successful attempt
+    let outcome = match admit(&state, &mut ctx, &mut writer).await {
+        Ok(()) => attempt_loop(&state, &mut ctx, &mut writer).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = outcome {
+        // 6. respond, with the final failure
         respond_error(&mut ctx, &mut writer, error).await;
     }
-    // 6. record
+    ctx.key_slot = None;
+    // 7. record
     state.usage.record(usage_record(&ctx, &writer));
+}
+
+/// Takes the key's concurrency slot, waiting up to `gateway.queue_wait_timeout`.
+async fn admit(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    writer: &mut DownstreamWriter,
+) -> Result<(), ClientError> {
+    let Some(slots) = ctx.key.slots.clone() else {
+        return Ok(());
+    };
+    if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
+        ctx.key_slot = Some(permit);
+        return Ok(());
+    }
+    let busy = || {
+        ClientError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!(
+                "this API key already has its maximum of requests in flight; retry shortly (request {})",
+                ctx.id
+            ),
+        )
+        .with_code("key_concurrency_limit")
+        .with_retry_after(Some(Duration::from_secs(1)))
+    };
+    let wait = state.pool.policy.queue_wait;
+    if wait.is_zero() || state.pool.waiting() >= state.pool.policy.queue_max_waiting {
+        return Err(busy());
+    }
+    match writer
+        .wait_in_queue(tokio::time::timeout(wait, slots.acquire_owned()))
+        .await
+    {
+        Ok(Ok(permit)) => {
+            ctx.key_slot = Some(permit);
+            Ok(())
+        }
+        _ => Err(busy()),
+    }
 }
 
 /// Tries accounts in the pool's order until one answers or the request may not switch again.
@@ -157,18 +231,20 @@ async fn attempt_loop(
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
 ) -> Result<(), ClientError> {
-    let mut tried = Vec::new();
+    let mut tried: Vec<AccountId> = Vec::new();
     let mut last_failure: Option<AttemptFailure> = None;
     loop {
         if tried.len() > state.gateway.max_account_switches {
             break;
         }
-        let selection = state.pool.select(
-            &ctx.key.group,
-            Platform::OpenAi,
-            &ctx.inspected.model,
-            &tried,
-        );
+        let wanted = Wanted {
+            group: &ctx.key.group,
+            platform: Platform::OpenAi,
+            model: &ctx.inspected.model,
+            tried: &tried,
+            sticky: ctx.sticky.as_ref(),
+        };
+        let selection = writer.wait_in_queue(state.pool.acquire(&wanted)).await;
         let slot = match selection {
             Selection::Slot(slot) => slot,
             Selection::NoAccount => {
@@ -183,32 +259,46 @@ async fn attempt_loop(
                 .with_code("no_account"))
             }
             Selection::AllCooling { earliest } if last_failure.is_none() => {
+                let message = match earliest {
+                    Some(after) => format!(
+                        "every account of group '{}' is cooling down; the first recovers in {} s (request {})",
+                        ctx.key.group,
+                        after.as_secs().max(1),
+                        ctx.id
+                    ),
+                    None => format!(
+                        "every account of group '{}' is disabled; see `subrelay accounts` (request {})",
+                        ctx.key.group, ctx.id
+                    ),
+                };
                 return Err(ClientError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service_unavailable",
-                    format!(
-                        "every account of group '{}' is cooling down; the first recovers in {} s (request {})",
-                        ctx.key.group,
-                        earliest.as_secs().max(1),
-                        ctx.id
-                    ),
+                    message,
                 )
                 .with_code("accounts_cooling_down")
-                .with_retry_after(Some(earliest)))
+                .with_retry_after(earliest));
             }
-            Selection::AllBusy if last_failure.is_none() => {
+            Selection::AllBusy { queue_full } if last_failure.is_none() => {
+                let why = if queue_full {
+                    "the wait queue is full"
+                } else {
+                    "no slot freed up in time"
+                };
                 return Err(ClientError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limit_error",
                     format!(
-                        "every account of group '{}' is at its concurrency limit; the pool is busy, retry shortly (request {})",
+                        "the account pool of group '{}' is busy: every account is at its concurrency limit and {why}; retry shortly (request {})",
                         ctx.key.group, ctx.id
                     ),
                 )
                 .with_code("pool_busy")
-                .with_retry_after(Some(std::time::Duration::from_secs(1))))
+                .with_retry_after(Some(Duration::from_secs(1))));
             }
-            Selection::Exhausted | Selection::AllCooling { .. } | Selection::AllBusy => break,
+            Selection::Exhausted | Selection::AllCooling { .. } | Selection::AllBusy { .. } => {
+                break
+            }
         };
         let account = Arc::clone(slot.account());
         tried.push(account.id);
@@ -216,17 +306,29 @@ async fn attempt_loop(
         let result = attempt::run(state, ctx, writer, &account).await;
         drop(slot);
         match result {
-            Ok(status) => {
-                account.note_success();
+            Ok(Attempted {
+                status,
+                quota,
+                since_send,
+            }) => {
+                account.note_success(quota);
                 ctx.attempts.push(AttemptRecord {
                     account: account.spec.name.clone(),
                     status: Some(status),
                     outcome: "ok",
                 });
+                keep_sticky(state, ctx, account.id, since_send);
                 return Ok(());
             }
             Err(failure) => {
-                account.apply(&failure.effect, &failure.message);
+                account.apply(
+                    &failure.effect,
+                    &failure.message,
+                    &state.pool.policy.cooldowns,
+                );
+                if let Some(key) = &ctx.sticky {
+                    state.pool.sticky.release(key);
+                }
                 tracing::warn!(
                     request_id = %ctx.id,
                     account = %account.spec.name,
@@ -269,6 +371,27 @@ async fn attempt_loop(
         ctx.attempts.len(),
         &ctx.id,
     ))
+}
+
+/// After a success: keep (or move) the conversation's binding to this account, unless its first
+/// token was slow too many times in a row.
+fn keep_sticky(state: &AppState, ctx: &RequestContext, account: AccountId, since_send: Instant) {
+    let (Some(key), Some(ttl)) = (ctx.sticky, state.pool.policy.sticky_ttl) else {
+        return;
+    };
+    if let (Some(limit), Some(first)) = (state.pool.policy.sticky_slow_ttft, ctx.first_output_at) {
+        let slow = first.saturating_duration_since(since_send) > limit;
+        let released =
+            state
+                .pool
+                .sticky
+                .note_ttft(&key, account, slow, state.pool.policy.sticky_slow_strikes);
+        if released {
+            tracing::info!(request_id = %ctx.id, "sticky binding released: the account was slow to answer");
+            return;
+        }
+    }
+    state.pool.sticky.bind(key, account, ttl);
 }
 
 /// Writes the final error in the shape the writer's state allows.

@@ -136,6 +136,16 @@ impl DownstreamWriter {
         }
     }
 
+    /// A wait in a queue (for a slot, not for an upstream). Only a streaming client gets
+    /// keepalives here: a blank line would commit a JSON answer to 200 before the request even
+    /// reached an account, and turn a "pool busy" 429 into an error body.
+    pub async fn wait_in_queue<F: Future>(&mut self, fut: F) -> F::Output {
+        match self.mode {
+            BodyMode::Sse => self.wait(fut).await,
+            BodyMode::Json => fut.await,
+        }
+    }
+
     fn send_keepalive(&mut self) {
         let bytes = match self.mode {
             BodyMode::Json if self.state == WriterState::Output => return,

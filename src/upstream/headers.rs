@@ -5,20 +5,27 @@ use http::header::{
     HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT,
 };
 
+use super::session::SessionIds;
 use crate::config::Secret;
 use crate::pool::{AccountCredential, AccountSpec};
 
-/// Client headers forwarded to every upstream: Responses features and conversation identity.
+/// Client headers forwarded to every upstream as they are.
 const FORWARDED: &[&str] = &[
     "openai-beta",
     "x-codex-beta-features",
     "x-codex-turn-metadata",
     "x-openai-subagent",
-    "session_id",
-    "session-id",
-    "conversation_id",
-    "thread-id",
 ];
+
+/// Conversation identity headers: forwarded with their value derived per API key.
+pub const SESSION_HEADERS: &[&str] = &["session_id", "session-id", "conversation_id", "thread-id"];
+
+/// How client session values become upstream ones.
+pub struct SessionRewrite<'a> {
+    pub ids: &'a SessionIds,
+    /// Identifies the API key the request came with.
+    pub key_id: &'a [u8],
+}
 
 /// Sent as `originator` to the Codex backend when the client sent none.
 const DEFAULT_ORIGINATOR: &str = "codex_cli_rs";
@@ -34,6 +41,7 @@ pub fn upstream_headers(
     client: &HeaderMap,
     wants_stream: bool,
     compact: bool,
+    sessions: &SessionRewrite<'_>,
 ) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(12);
     out.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -52,6 +60,16 @@ pub fn upstream_headers(
     for name in FORWARDED {
         if let Some(v) = client.get(*name) {
             out.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    for name in SESSION_HEADERS {
+        let derived = client
+            .get(*name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| sessions.ids.derive(sessions.key_id, v))
+            .and_then(|v| HeaderValue::from_str(&v).ok());
+        if let Some(v) = derived {
+            out.insert(HeaderName::from_static(name), v);
         }
     }
     match &account.credential {
@@ -114,6 +132,8 @@ mod tests {
             groups: vec![],
             enabled: true,
             models: None,
+            model_map: Default::default(),
+            proxy: None,
         }
     }
 
@@ -125,12 +145,24 @@ mod tests {
         client.insert("cookie", "a=b".parse().unwrap());
         client.insert("session_id", "s-1".parse().unwrap());
         client.insert(USER_AGENT, "curl/8".parse().unwrap());
-        let h = upstream_headers(&oauth(), &Secret::new("tok"), &client, true, true);
+        let ids = SessionIds::new([1; 32]);
+        let sessions = SessionRewrite {
+            ids: &ids,
+            key_id: b"key",
+        };
+        let h = upstream_headers(
+            &oauth(),
+            &Secret::new("tok"),
+            &client,
+            true,
+            true,
+            &sessions,
+        );
         assert_eq!(h[AUTHORIZATION], "Bearer tok");
         assert!(h.get("x-api-key").is_none() && h.get("cookie").is_none());
         assert_eq!(h["chatgpt-account-id"], "acct-1");
         assert_eq!(h["originator"], "codex_cli_rs");
-        assert_eq!(h["session_id"], "s-1");
+        assert_eq!(h["session_id"], ids.derive(b"key", "s-1").as_str());
         assert_eq!(h[USER_AGENT], CODEX_USER_AGENT);
         assert_eq!(h["version"], DEFAULT_CODEX_VERSION);
         assert_eq!(h[ACCEPT], "text/event-stream");

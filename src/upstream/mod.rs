@@ -2,17 +2,24 @@
 //! Knows nothing of failover or of the downstream connection.
 
 mod headers;
+pub mod refresh;
+pub mod session;
+pub mod tokens;
 mod url;
 
-pub use headers::upstream_headers;
+pub use headers::{upstream_headers, SessionRewrite, SESSION_HEADERS};
 pub use url::responses_url;
 
 use std::time::Duration;
 
-/// The HTTP client shared by all accounts. Connections are pooled per upstream host and reused;
-/// per-account outbound proxies (a later issue) get one client each.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// The HTTP client of one account: its own connection pool, through its own proxy if it has one.
+/// With a proxy configured, a broken proxy fails the request; there is no direct fallback.
+pub fn client(proxy: Option<&crate::config::Secret>) -> Result<reqwest::Client, reqwest::Error> {
+    let builder = match proxy {
+        Some(url) => reqwest::Client::builder().proxy(reqwest::Proxy::all(url.expose())?),
+        None => reqwest::Client::builder(),
+    };
+    builder
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))

@@ -40,6 +40,8 @@ mod tests {
             groups: vec!["default".into()],
             enabled: true,
             models: None,
+            model_map: Default::default(),
+            proxy: None,
         }
     }
 

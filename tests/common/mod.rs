@@ -25,6 +25,8 @@ pub struct Gateway {
     pub url: String,
     lines: Arc<Mutex<Vec<String>>>,
     _config: tempfile::NamedTempFile,
+    /// `storage.data_dir`, unless the test's config names its own.
+    pub data_dir: Option<tempfile::TempDir>,
 }
 
 /// One upstream account of a test config.
@@ -85,8 +87,15 @@ impl Gateway {
 
     pub fn start_with_env(config_yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let mut file = tempfile::NamedTempFile::new().unwrap();
-        let yaml =
+        let mut yaml =
             format!("server:\n  port: 0\nlog:\n  format: json\n  level: info\n{config_yaml}");
+        let data_dir = (!config_yaml.contains("storage:")).then(|| tempfile::tempdir().unwrap());
+        if let Some(dir) = &data_dir {
+            yaml.push_str(&format!(
+                "\nstorage:\n  data_dir: {}\n",
+                dir.path().display()
+            ));
+        }
         file.write_all(yaml.as_bytes()).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_subrelay"));
         command
@@ -104,6 +113,7 @@ impl Gateway {
             url,
             lines,
             _config: file,
+            data_dir,
         }
     }
 
@@ -258,7 +268,9 @@ pub async fn run_python(module: &str, script: &str, args: &[&str]) -> Option<std
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_module {
-        skip_or_fail(&format!("python3 with the {module} package (tests/python/requirements.txt)"));
+        skip_or_fail(&format!(
+            "python3 with the {module} package (tests/python/requirements.txt)"
+        ));
         return None;
     }
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));

@@ -23,7 +23,14 @@ fn inspect_reads_routing_facts_only() {
 #[test]
 fn codex_normalisation_edits_top_level_fields_and_copies_the_rest_verbatim() {
     let body = br#"{"model":"gpt-5","input":"hello","store":true,"reasoning":{"effort":"high","x":1.50},"unknown":[1, 2]}"#;
-    let out = normalise_for_codex(body, false).unwrap();
+    let out = rewrite(
+        body,
+        &BodyEdits {
+            codex: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let text = std::str::from_utf8(&out).unwrap();
     assert!(
         text.contains(r#""reasoning":{"effort":"high","x":1.50}"#),
@@ -37,14 +44,20 @@ fn codex_normalisation_edits_top_level_fields_and_copies_the_rest_verbatim() {
     assert_eq!(v["input"][0]["content"], "hello");
     assert_eq!(v["instructions"], DEFAULT_INSTRUCTIONS);
 
-    let compact = normalise_for_codex(
-        br#"{"model":"gpt-5","input":[],"instructions":"keep","store":false,"stream":false}"#,
-        true,
+    let compact = rewrite(
+        br#"{"model":"gpt-5","input":[],"instructions":"keep","store":false,"stream":false,"prompt_cache_key":"client"}"#,
+        &BodyEdits {
+            codex: Some(true),
+            model: Some("upstream-model"),
+            prompt_cache_key: Some("derived"),
+        },
     )
     .unwrap();
     let v: Value = serde_json::from_slice(&compact).unwrap();
     assert!(v.get("store").is_none() && v.get("stream").is_none());
     assert_eq!(v["instructions"], "keep");
+    assert_eq!(v["model"], "upstream-model");
+    assert_eq!(v["prompt_cache_key"], "derived");
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! The command line: `serve`, `check-config`, `--version`, `--help`.
+//! The command line: `serve`, `check-config`, `accounts`, `--version`, `--help`.
+
+mod accounts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,9 +37,31 @@ enum Command {
         #[arg(long, short, env = "SUBRELAY_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Show the account pool of the running server (state, cooldowns, in-flight, token expiry),
+    /// or act on one account. Needs admin.token in the config.
+    Accounts {
+        #[arg(long, short, env = "SUBRELAY_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// The server's address; by default server.host and server.port of the config.
+        #[arg(long, global = true)]
+        url: Option<String>,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<AccountsAction>,
+    },
     /// Print the reference table of every config key (the table in docs/CONFIG.md).
     #[command(hide = true)]
     ConfigReference,
+}
+
+#[derive(Subcommand)]
+enum AccountsAction {
+    /// Clear an account's cooldown or runtime disable.
+    Reset { name: String },
+    /// Refresh a sign-in account's token now.
+    Refresh { name: String },
 }
 
 pub fn run() -> ExitCode {
@@ -45,6 +69,23 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => check_config(config),
+        Command::Accounts {
+            config,
+            url,
+            json,
+            action,
+        } => {
+            let config = match load(config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let action = match action {
+                None => accounts::Action::List { json },
+                Some(AccountsAction::Reset { name }) => accounts::Action::Reset(name),
+                Some(AccountsAction::Refresh { name }) => accounts::Action::Refresh(name),
+            };
+            accounts::run(&config, url, action)
+        }
         Command::ConfigReference => {
             print!("{}", config::reference::markdown_table());
             ExitCode::SUCCESS

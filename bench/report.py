@@ -1,0 +1,309 @@
+"""Turning per-round figures into the Markdown summary: medians over rounds, paired differences
+and ratios within each round (so load from other work on the machine cancels out), and the
+budgets of issue 6."""
+
+import re
+import statistics
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MIB = 1024.0
+
+
+def strip_ansi(text):
+    return ANSI.sub("", text)
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, spec=".2f", none="–"):
+    return none if value is None else format(value, spec)
+
+
+def one_line(r):
+    """A progress line for one measured round."""
+    parts = [f"{r['rps']:8.0f} req/s" if r.get("p50_ms") is not None or "wrk" in r
+             else f"{r.get('ok', 0)}/{r.get('total', 0)} ok"]
+    if r.get("p50_ms") is not None:
+        parts.append(f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms")
+    if r.get("ttfb_p50_ms") is not None:
+        parts.append(f"ttfb p50 {r['ttfb_p50_ms']:.3f} ms")
+    parts.append(f"cpu {r['cpu_us']:.1f} µs/req")
+    if r.get("rss_all_open_kib"):
+        parts.append(f"rss all open {r['rss_all_open_kib'] / MIB:.1f} MiB")
+    parts.append(f"peak {r['peak_kib'] / MIB:.1f} MiB")
+    if r["errors"]:
+        parts.append(f"ERRORS {r['errors']}")
+    return ", ".join(parts)
+
+
+# --- pairing within rounds ------------------------------------------------------------------
+
+
+def by_round(rounds):
+    """{round: {target: result}}"""
+    out = {}
+    for r in rounds:
+        out.setdefault(r["round"], {})[r["target"]] = r
+    return out
+
+
+def paired(rounds, target, base, key, op):
+    """Per-round op(target[key], base[key]); returns (median, min, max) or Nones."""
+    values = []
+    for per in by_round(rounds).values():
+        a, b = per.get(target), per.get(base)
+        if a and b and a.get(key) is not None and b.get(key) is not None:
+            try:
+                values.append(op(a[key], b[key]))
+            except ZeroDivisionError:
+                pass
+    if not values:
+        return None, None, None
+    return statistics.median(values), min(values), max(values)
+
+
+def diff(a, b):
+    return a - b
+
+
+def ratio(a, b):
+    return a / b
+
+
+def target_rows(result):
+    rows = {}
+    for r in result["rounds"]:
+        rows.setdefault(r["target"], []).append(r)
+    return rows
+
+
+def summary(result, target):
+    rs = target_rows(result).get(target, [])
+    if not rs:
+        return None
+    pick = lambda key: med([r.get(key) for r in rs])  # noqa: E731
+    return {
+        "rps": pick("rps"), "p50_ms": pick("p50_ms"), "p99_ms": pick("p99_ms"),
+        "cpu_us": pick("cpu_us"), "upstream_cpu_us": pick("upstream_cpu_us"),
+        "peak_kib": max(r["peak_kib"] for r in rs),
+        "lifetime_peak_kib": result.get("lifetime_peak_kib", {}).get(target),
+        "errors": sum(r["errors"] for r in rs),
+        "ttfb_p50_ms": pick("ttfb_p50_ms"), "ttft_p50_ms": pick("ttft_p50_ms"),
+        "ttft_p99_ms": pick("ttft_p99_ms"), "ttfb_p99_ms": pick("ttfb_p99_ms"),
+        "ok": sum(r.get("ok", 0) for r in rs), "total": sum(r.get("total", 0) for r in rs),
+        "max_open": min((r.get("max_open", 0) for r in rs), default=0),
+        "rss_before_kib": med([r.get("rss_before_kib") for r in rs]),
+        "rss_all_open_kib": max((r.get("rss_all_open_kib") or 0 for r in rs), default=0),
+        "keepalive_bytes": sum(r.get("keepalive_bytes", 0) for r in rs),
+        "rounds": len(rs),
+    }
+
+
+# --- the budgets ----------------------------------------------------------------------------
+
+
+def find(results, sid):
+    for r in results:
+        if r["scenario"]["id"] == sid:
+            return r
+    return None
+
+
+def budgets(results):
+    """[(budget, measured text, limit text, verdict)] for the budgets of issue 6."""
+    rows = []
+
+    def ratio_row(sid, label, key="cpu_us"):
+        res = find(results, sid)
+        if not res:
+            return
+        m, lo, hi = paired(res["rounds"], "subrelay", "nginx", key, ratio)
+        if m is None:
+            return
+        s, n = summary(res, "subrelay"), summary(res, "nginx")
+        text = (f"{m:.2f}× ({s['cpu_us']:.1f} vs {n['cpu_us']:.1f} µs; "
+                f"rounds {lo:.2f}–{hi:.2f}×)")
+        rows.append((label, text, "≤ 2×", verdict(m <= 2.0)))
+
+    def added_row(sid, label, key, limit_ms):
+        res = find(results, sid)
+        if not res:
+            return
+        m, lo, hi = paired(res["rounds"], "subrelay", "direct", key, diff)
+        if m is None:
+            return
+        nm, _, _ = paired(res["rounds"], "nginx", "direct", key, diff)
+        text = (f"{m:+.3f} ms (rounds {lo:+.3f}…{hi:+.3f}; nginx {fmt(nm, '+.3f')} ms)")
+        rows.append((label, text, f"≤ +{limit_ms} ms", verdict(m <= limit_ms)))
+
+    def memory_row(sid, label, limit_mib):
+        res = find(results, sid)
+        if not res:
+            return
+        s = summary(res, "subrelay")
+        peak = max(s["peak_kib"], s["lifetime_peak_kib"] or 0) / MIB
+        n = summary(res, "nginx")
+        nginx_peak = max(n["peak_kib"], n["lifetime_peak_kib"] or 0) / MIB if n else None
+        rows.append((label, f"{peak:.1f} MiB (nginx {fmt(nginx_peak, '.1f')} MiB)",
+                     f"≤ {limit_mib} MiB", verdict(peak <= limit_mib)))
+
+    ratio_row(2, "(2) CPU per request at 64 connections, subrelay / nginx")
+    added_row(1, "(1) added p50 latency at 1 connection, subrelay − direct", "p50_ms", 0.15)
+    added_row(4, "(4) paced SSE: added time to first token (p50), subrelay − direct",
+              "ttft_p50_ms", 0.3)
+    ratio_row(3, "(3) burst SSE: CPU per stream, subrelay / nginx")
+    memory_row(2, "(2) peak RSS under the 64-connection load", 40)
+    memory_row(5, "(5) peak RSS with all slow streams open", 250)
+    return rows
+
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def render(results, info, problems):
+    out = []
+    w = out.append
+    w(f"## subrelay benchmark ({info['mode']}, {info['date']})")
+    w("")
+    w(f"Machine: {info['nproc']} cores, {info['cpu']}, Linux {info['kernel']}; "
+      f"load average {info['loadavg_start']:.2f} at start, "
+      f"{info.get('loadavg_end', 0):.2f} at end (shared machine). "
+      f"Commit {info['commit']}; {info['nginx']}; {info['wrk']}. "
+      f"{info['rounds']} round(s) per scenario, {info['duration_s']} s per load run, "
+      f"{info.get('wall_s', '?')} s in all.")
+    w("")
+
+    w("### Requests (scenarios 1–4)")
+    w("")
+    w("Medians over rounds. *added p50*: the target's p50 minus direct's in the same round "
+      "(median of rounds). *CPU*: utime+stime of the proxy process per request (for direct: "
+      "the upstream mock's); *upstream CPU*: the mock's, for comparison. *peak RSS*: VmHWM of "
+      "the proxy, reset before each round. Scenario 4 latencies are time to first token "
+      "(first `response.output_text.delta`); its first-byte times are in the next table.")
+    w("")
+    w("| # | scenario | target | req/s | p50 ms | p99 ms | added p50 ms | CPU µs/req "
+      "| upstream CPU µs/req | peak RSS MiB | errors |")
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for res in results:
+        sc = res["scenario"]
+        if sc["id"] > 4:
+            continue
+        base_key = "p50_ms"
+        for target in ("direct", "nginx", "subrelay"):
+            s = summary(res, target)
+            if not s:
+                continue
+            added = None
+            if target != "direct":
+                added, _, _ = paired(res["rounds"], target, "direct", base_key, diff)
+            w(f"| {sc['id']} | {sc['name']} | {target} | {fmt(s['rps'], ',.0f')} "
+              f"| {fmt(s['p50_ms'], '.3f')} | {fmt(s['p99_ms'], '.3f')} "
+              f"| {fmt(added, '+.3f') if target != 'direct' else ''} "
+              f"| {fmt(s['cpu_us'], '.1f')} | {fmt(s['upstream_cpu_us'], '.1f')} "
+              f"| {s['peak_kib'] / MIB:.1f} | {s['errors']} |")
+    w("")
+
+    res4 = find(results, 4)
+    if res4:
+        w("### Paced SSE (scenario 4): first byte and first token")
+        w("")
+        w("The upstream sends `response.created` at once and then one event every 5 ms; "
+          "the first text delta is its 5th event. subrelay holds `response.created` / "
+          "`response.in_progress` back until real output starts (so that a "
+          "`response.failed` before any output can still fail over), so its *first byte* "
+          "comes with the 3rd event, by design; the budget applies to the first token. "
+          "*CPU per event*: per stream / 28 events.")
+        w("")
+        w("| target | streams/s | first byte p50 ms | added | first token p50 ms | p99 ms "
+          "| added p50 | CPU µs/stream | CPU µs/event |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for target in ("direct", "nginx", "subrelay"):
+            s = summary(res4, target)
+            if not s:
+                continue
+            add_b = add_t = None
+            if target != "direct":
+                add_b, _, _ = paired(res4["rounds"], target, "direct", "ttfb_p50_ms", diff)
+                add_t, _, _ = paired(res4["rounds"], target, "direct", "ttft_p50_ms", diff)
+            w(f"| {target} | {fmt(s['rps'], '.0f')} | {fmt(s['ttfb_p50_ms'], '.3f')} "
+              f"| {fmt(add_b, '+.3f') if target != 'direct' else ''} "
+              f"| {fmt(s['ttft_p50_ms'], '.3f')} | {fmt(s['ttft_p99_ms'], '.3f')} "
+              f"| {fmt(add_t, '+.3f') if target != 'direct' else ''} "
+              f"| {fmt(s['cpu_us'], '.0f')} | {fmt(s['cpu_us'] / 28, '.1f')} |")
+        w("")
+
+    res3 = find(results, 3)
+    if res3 and res3.get("extra"):
+        chunks = ", ".join(
+            f"{t} {fmt(med(res3['extra'][t]['chunks']), '.0f')}" for t in res3["extra"])
+        w(f"Scenario 3 framing: HTTP chunks per burst stream as the client receives them "
+          f"(median of sequential requests): {chunks}. The upstream writes the whole stream "
+          f"at once; a proxy that holds events back would show more chunks spread in time, "
+          f"one that passes each read on shows about one chunk per socket read.")
+        w("")
+
+    mem = [r for r in results if r["scenario"]["id"] in (5, 6)]
+    if mem:
+        w("### Many requests open at once (scenarios 5 and 6)")
+        w("")
+        w("*all open*: RSS of the proxy when every request is open at once (streams: each "
+          "has received its first event; compacts: one second after the last was sent); "
+          "*per request*: (all open − idle before) / count. *peak*: VmHWM over the round. "
+          "direct = the mock itself holding the requests. In scenario 6 only subrelay has a "
+          "keepalive (a `\\n` every 5 s while waiting): direct and nginx just wait; the point "
+          "is subrelay's memory and that every client gets its JSON.")
+        w("")
+        w("| # | target | ok / sent | errors | max open | idle MiB | all open MiB "
+          "| per request KiB | peak MiB | CPU µs/request | keepalive bytes |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for res in mem:
+            sc = res["scenario"]
+            for target in ("direct", "nginx", "subrelay"):
+                s = summary(res, target)
+                if not s:
+                    continue
+                per = None
+                if s["rss_all_open_kib"] and s["rss_before_kib"] is not None:
+                    per = (s["rss_all_open_kib"] - s["rss_before_kib"]) / (sc["count"])
+                w(f"| {sc['id']} | {target} | {s['ok']:,} / {s['total']:,} | {s['errors']} "
+                  f"| {s['max_open']:,} | {fmt((s['rss_before_kib'] or 0) / MIB, '.1f')} "
+                  f"| {fmt(s['rss_all_open_kib'] / MIB if s['rss_all_open_kib'] else None, '.1f')} "
+                  f"| {fmt(per, '.1f')} | {s['peak_kib'] / MIB:.1f} "
+                  f"| {fmt(s['cpu_us'], '.0f')} | {s['keepalive_bytes']:,} |")
+        w("")
+
+    rows = budgets(results)
+    if rows:
+        w("### Budgets (issue 6), subrelay against nginx and direct in the same rounds")
+        w("")
+        w("| budget | measured (median of rounds) | limit | verdict |")
+        w("|---|---|---|---|")
+        for label, text, limit, v in rows:
+            w(f"| {label} | {text} | {limit} | **{v}** |")
+        w("")
+        if info["mode"] == "smoke":
+            w("Smoke mode: counts and durations are tiny; these verdicts mean nothing.")
+            w("")
+
+    notes = []
+    for res in results:
+        if res.get("subrelay_warnings"):
+            notes.append(f"scenario {res['scenario']['id']}: subrelay logged "
+                         f"{res['subrelay_warnings']} warnings")
+    if problems:
+        w("### Problems")
+        w("")
+        for p in problems:
+            w(f"- {p}")
+        w("")
+    elif notes:
+        w("Notes: " + "; ".join(notes))
+        w("")
+    return "\n".join(out)

@@ -1,0 +1,282 @@
+"""The processes under test: the fake upstream, nginx and subrelay, plus /proc readings.
+
+Everything listens on 127.0.0.1 on a free port and lives in one temporary directory (configs,
+logs). A `Stack` is started fresh for each scenario, so that the peak memory figures of a scenario
+are not inherited from the one before it.
+"""
+
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+N_API_KEYS = 1000
+N_ACCOUNTS = 20
+
+
+class StartError(RuntimeError):
+    """A target did not come up; the message says which and where its log is."""
+
+
+# --- /proc readings -------------------------------------------------------------------------
+
+
+def cpu_seconds(pid):
+    """utime + stime of a whole process (all threads, also exited ones), in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # The command name is in parentheses and may contain spaces: split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLK_TCK
+
+
+def memory_kib(pid):
+    """(VmRSS, VmHWM) in KiB."""
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return rss, hwm
+
+
+def reset_peak(pid):
+    """Resets VmHWM to the current RSS (`5` > clear_refs, Linux 4.0+). False if refused."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_line(path, pattern, proc, what, timeout=20.0):
+    """Polls a log file until `pattern` matches; returns the match. Bounded by `timeout`."""
+    deadline = time.monotonic() + timeout
+    regex = re.compile(pattern)
+    while time.monotonic() < deadline:
+        try:
+            text = Path(path).read_text(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        found = regex.search(text)
+        if found:
+            return found
+        if proc.poll() is not None:
+            raise StartError(f"{what} exited with status {proc.returncode}; see {path}")
+        time.sleep(0.02)
+    raise StartError(f"{what} did not announce itself within {timeout:.0f} s; see {path}")
+
+
+def wait_for_port(port, proc, what, log, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StartError(f"{what} exited with status {proc.returncode}; see {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise StartError(f"{what} is not accepting connections on port {port}; see {log}")
+
+
+# --- one process ----------------------------------------------------------------------------
+
+
+class Process:
+    def __init__(self, name, argv, log_path, cwd=None):
+        self.name = name
+        self.log_path = Path(log_path)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd
+        )
+        self.pid = self.proc.pid
+        self.port = None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+
+# --- configs --------------------------------------------------------------------------------
+
+
+def api_keys(count=N_API_KEYS):
+    """Client keys: random, so nothing can be learnt from their order."""
+    salt = secrets.token_hex(8)
+    return [f"sk-bench-{i:04d}-{salt}" for i in range(count)]
+
+
+def subrelay_config(mock_port, keys):
+    """A realistic configuration: 1,000 keys, 20 accounts, log level info, usage records on,
+    the default keepalive settings, plus the compact keepalive scenario (6) needs."""
+    lines = [
+        "server:",
+        "  host: 127.0.0.1",
+        "  port: 0",
+        "gateway:",
+        "  openai_compact_nonstream_keepalive_interval: 5",
+        "log:",
+        "  level: info",
+        "accounts:",
+    ]
+    for i in range(N_ACCOUNTS):
+        lines.append(
+            f"  - {{name: bench-{i:02d}, platform: openai, type: apikey, "
+            f"api_key: sk-upstream-{i:02d}, base_url: \"http://127.0.0.1:{mock_port}/v1\"}}"
+        )
+    lines.append("api_keys:")
+    for i, key in enumerate(keys):
+        lines.append(f"  - {{name: user-{i:04d}, key: {key}}}")
+    return "\n".join(lines) + "\n"
+
+
+def nginx_config(tmp, port, mock_port):
+    """One worker, upstream keepalive, HTTP/1.1 upstream, no buffering, access log on (subrelay
+    writes a usage line per request; nginx writes its access-log line: like for like)."""
+    return f"""daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{
+    worker_connections 32768;
+}}
+http {{
+    access_log {tmp}/nginx-access.log;
+    client_body_temp_path {tmp}/nginx-client-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream mock {{
+        server 127.0.0.1:{mock_port};
+        keepalive 256;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 120s;
+        }}
+    }}
+}}
+"""
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+
+class Stack:
+    """The mock, nginx in front of it, subrelay in front of it; each target's URL and the PID
+    whose CPU and memory count for it (`direct`: the mock itself)."""
+
+    def __init__(self, repo, tmp, keys, label):
+        self.repo = Path(repo)
+        self.tmp = Path(tmp)
+        self.keys = keys
+        self.label = label
+        self.procs = {}
+
+    def start(self):
+        release = self.repo / "target" / "release"
+        try:
+            mock_log = self.tmp / f"{self.label}-mock.log"
+            mock = Process("mock", [str(release / "subrelay-mock"), "--port", "0"], mock_log)
+            self.procs["mock"] = mock
+            found = wait_for_line(
+                mock_log, r"subrelay-mock listening on http://127\.0\.0\.1:(\d+)", mock.proc,
+                "subrelay-mock")
+            mock.port = int(found.group(1))
+
+            nginx_dir = self.tmp / f"{self.label}-nginx"
+            nginx_dir.mkdir(exist_ok=True)
+            nginx_port = free_port()
+            conf = nginx_dir / "nginx.conf"
+            conf.write_text(nginx_config(nginx_dir, nginx_port, mock.port))
+            nginx_log = nginx_dir / "stdout.log"
+            nginx = Process("nginx", [nginx_binary(), "-p", str(nginx_dir), "-c", str(conf)],
+                            nginx_log)
+            self.procs["nginx"] = nginx
+            wait_for_port(nginx_port, nginx.proc, "nginx", nginx_dir / "nginx-error.log")
+            nginx.port = nginx_port
+
+            cfg = self.tmp / f"{self.label}-subrelay.yaml"
+            cfg.write_text(subrelay_config(mock.port, self.keys))
+            relay_log = self.tmp / f"{self.label}-subrelay.log"
+            relay = Process("subrelay",
+                            [str(release / "subrelay"), "serve", "--config", str(cfg)],
+                            relay_log)
+            self.procs["subrelay"] = relay
+            found = wait_for_line(relay_log, r"listening on http://127\.0\.0\.1:(\d+)",
+                                  relay.proc, "subrelay")
+            relay.port = int(found.group(1))
+            wait_for_port(relay.port, relay.proc, "subrelay", relay_log)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        for name in ("subrelay", "nginx", "mock"):
+            proc = self.procs.get(name)
+            if proc is not None:
+                proc.stop()
+
+    def port(self, target):
+        return self.procs["mock" if target == "direct" else target].port
+
+    def pid(self, target):
+        """The process whose CPU and memory count for `target`."""
+        return self.procs["mock" if target == "direct" else target].pid
+
+    @property
+    def mock_pid(self):
+        return self.procs["mock"].pid
+
+    def all_alive(self):
+        return {name: p.alive() for name, p in self.procs.items()}
+
+    def subrelay_log(self):
+        return self.procs["subrelay"].log_path
+
+
+def nginx_binary():
+    for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"):
+        if os.path.exists(path):
+            return path
+    raise StartError("nginx not found (apt-get install nginx)")

@@ -1,0 +1,183 @@
+//! The mock's memory: what arrived, what is scripted, what was answered to the end.
+//!
+//! Tests assert on it ("the second account got one call", "the stream the client abandoned never
+//! completed"), so it is updated at well-defined moments: a request is counted and recorded as
+//! soon as its body has been read, before any scripted delay, so a test can see a call that is
+//! still hanging; an answer counts as completed only when its final byte was handed to the
+//! connection.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+
+use crate::behavior::Behavior;
+
+/// One request as the mock received it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// The request method.
+    pub method: Method,
+    /// Path and query (`/v1/responses?x=1`).
+    pub path: String,
+    /// All request headers.
+    pub headers: HeaderMap,
+    /// The raw body bytes, as received (not decompressed).
+    pub body: Bytes,
+    /// The token of `Authorization: Bearer <token>`, else `x-api-key`.
+    pub credential: Option<String>,
+}
+
+/// Counters and records shared by the server and its handle.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    book: Mutex<Book>,
+    /// Kept apart from the book so finishing a body never takes the lock.
+    completed: AtomicUsize,
+    /// Whether `requests()` keeps copies; long benchmark runs turn it off to stay flat in memory.
+    keep_records: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    total: usize,
+    by_credential: HashMap<String, usize>,
+    scripts: HashMap<String, VecDeque<Behavior>>,
+    requests: Vec<RecordedRequest>,
+}
+
+/// The counts served by `GET /__mock/calls`.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct CallCounts {
+    pub total: usize,
+    pub completed: usize,
+    pub by_credential: BTreeMap<String, usize>,
+}
+
+impl Ledger {
+    pub(crate) fn new() -> Self {
+        Self {
+            book: Mutex::new(Book::default()),
+            completed: AtomicUsize::new(0),
+            keep_records: AtomicBool::new(true),
+        }
+    }
+
+    /// A poisoned lock only means a panicking test thread; the counts are still meaningful.
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a request and keeps a copy of it (when records are kept).
+    pub(crate) fn arrive(
+        &self,
+        request: &http::request::Parts,
+        body: &Bytes,
+        credential: Option<&str>,
+    ) {
+        let record = self
+            .keep_records
+            .load(Ordering::Relaxed)
+            .then(|| RecordedRequest {
+                method: request.method.clone(),
+                path: request.uri.path_and_query().map_or_else(
+                    || request.uri.path().to_owned(),
+                    |pq| pq.as_str().to_owned(),
+                ),
+                headers: request.headers.clone(),
+                body: body.clone(),
+                credential: credential.map(str::to_owned),
+            });
+        let mut book = self.book();
+        book.total += 1;
+        if let Some(credential) = credential {
+            match book.by_credential.get_mut(credential) {
+                Some(count) => *count += 1,
+                None => {
+                    book.by_credential.insert(credential.to_owned(), 1);
+                }
+            }
+        }
+        if let Some(record) = record {
+            book.requests.push(record);
+        }
+    }
+
+    /// Pops the next scripted step for this credential, if one is queued.
+    pub(crate) fn next_step(&self, credential: Option<&str>) -> Option<Behavior> {
+        let credential = credential?;
+        let mut book = self.book();
+        if book.scripts.is_empty() {
+            return None;
+        }
+        let queue = book.scripts.get_mut(credential)?;
+        let step = queue.pop_front();
+        if queue.is_empty() {
+            book.scripts.remove(credential);
+        }
+        step
+    }
+
+    /// Appends steps to this credential's queue.
+    pub(crate) fn script(&self, credential: &str, steps: Vec<Behavior>) {
+        if steps.is_empty() {
+            return;
+        }
+        self.book()
+            .scripts
+            .entry(credential.to_owned())
+            .or_default()
+            .extend(steps);
+    }
+
+    /// Marks one answer as written to its end.
+    pub(crate) fn finish(&self) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn calls(&self, credential: &str) -> usize {
+        self.book()
+            .by_credential
+            .get(credential)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn total_calls(&self) -> usize {
+        self.book().total
+    }
+
+    pub(crate) fn completed(&self) -> usize {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
+        self.book().requests.clone()
+    }
+
+    pub(crate) fn counts(&self) -> CallCounts {
+        let book = self.book();
+        CallCounts {
+            total: book.total,
+            completed: self.completed(),
+            by_credential: book
+                .by_credential
+                .iter()
+                .map(|(credential, count)| (credential.clone(), *count))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn set_keep_records(&self, keep: bool) {
+        self.keep_records.store(keep, Ordering::Relaxed);
+    }
+
+    /// Clears counts, records and scripts.
+    pub(crate) fn reset(&self) {
+        let mut book = self.book();
+        *book = Book::default();
+        self.completed.store(0, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,262 @@
+//! Reading a request: which route it hits, whose credential it carries, and whether its body
+//! obeys the rules of the upstream it imitates.
+//!
+//! The Codex backend is strict (it only streams, wants `store:false` and non-empty
+//! `instructions`; compaction takes neither `stream` nor `store`), and the mock is just as strict
+//! so that the gateway's tests prove the gateway normalises bodies. Only the few keys checked
+//! here are read; the rest of the body (often large `input` arrays) is skipped without being
+//! built into values, which keeps the per-request cost low for benchmarks.
+
+use http::{HeaderMap, Method};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// The API routes the mock imitates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// `POST /backend-api/codex/responses`: streams only.
+    CodexResponses,
+    /// `POST /backend-api/codex/responses/compact`: JSON, no `stream`/`store`.
+    CodexCompact,
+    /// `POST /v1/responses`: streams when asked, else JSON.
+    ApiResponses,
+    /// `POST /v1/responses/compact`: like the Codex compact route.
+    ApiCompact,
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    Api(Route),
+    /// `GET /__mock/calls`.
+    Counts,
+    /// `POST /__mock/reset`.
+    Reset,
+    /// Anything else: recorded, then answered 404.
+    Unknown,
+}
+
+impl Target {
+    pub(crate) fn of(method: &Method, path: &str) -> Self {
+        match (method, path) {
+            (&Method::POST, "/backend-api/codex/responses") => Self::Api(Route::CodexResponses),
+            (&Method::POST, "/backend-api/codex/responses/compact") => {
+                Self::Api(Route::CodexCompact)
+            }
+            (&Method::POST, "/v1/responses") => Self::Api(Route::ApiResponses),
+            (&Method::POST, "/v1/responses/compact") => Self::Api(Route::ApiCompact),
+            (&Method::GET, "/__mock/calls") => Self::Counts,
+            (&Method::POST, "/__mock/reset") => Self::Reset,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`, else the `x-api-key` header.
+pub(crate) fn credential(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|token| !token.is_empty());
+    bearer.or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|value| value.to_str().ok())
+            .filter(|key| !key.is_empty())
+    })
+}
+
+/// A body the upstream would refuse, with the parameter at fault.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Rejection {
+    pub message: String,
+    pub code: &'static str,
+    pub param: Option<&'static str>,
+}
+
+/// The body keys the mock looks at. Keys are `Some` when present, even when `null`.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    model: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    stream: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    store: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    instructions: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// What an accepted body asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Ask {
+    /// The `model` as sent, options included.
+    pub model: String,
+    /// Whether the answer is a stream.
+    pub stream: bool,
+    /// The `store` value to echo in response objects.
+    pub store: bool,
+}
+
+/// Checks the body against the rules of `route` and extracts what the answer needs.
+pub(crate) fn read_body(route: Route, body: &[u8]) -> Result<Ask, Rejection> {
+    let fields: Fields<'_> = serde_json::from_slice(body).map_err(|err| Rejection {
+        message: format!("We could not parse the JSON body of your request: {err}"),
+        code: "invalid_json",
+        param: None,
+    })?;
+    let model = match fields
+        .model
+        .map(|raw| serde_json::from_str::<String>(raw.get()))
+    {
+        Some(Ok(model)) if !model.is_empty() => model,
+        _ => return Err(missing("model", "a non-empty string")),
+    };
+    let stream_true = fields.stream.is_some_and(|raw| raw.get() == "true");
+    let store_false = fields.store.is_some_and(|raw| raw.get() == "false");
+    match route {
+        Route::CodexResponses => {
+            if !stream_true {
+                return Err(Rejection {
+                    message: "Stream must be set to true".to_owned(),
+                    code: "invalid_value",
+                    param: Some("stream"),
+                });
+            }
+            if !store_false {
+                return Err(Rejection {
+                    message: "Store must be set to false".to_owned(),
+                    code: "invalid_value",
+                    param: Some("store"),
+                });
+            }
+            let instructions_ok = fields.instructions.is_some_and(|raw| {
+                let text = raw.get();
+                text.starts_with('"') && text != "\"\""
+            });
+            if !instructions_ok {
+                return Err(missing("instructions", "a non-empty string"));
+            }
+            Ok(Ask {
+                model,
+                stream: true,
+                store: false,
+            })
+        }
+        Route::CodexCompact | Route::ApiCompact => {
+            for (key, value) in [("stream", fields.stream), ("store", fields.store)] {
+                if value.is_some() {
+                    return Err(Rejection {
+                        message: format!(
+                            "Unsupported parameter: '{key}' is not supported with compaction."
+                        ),
+                        code: "unsupported_parameter",
+                        param: Some(key),
+                    });
+                }
+            }
+            Ok(Ask {
+                model,
+                stream: false,
+                store: false,
+            })
+        }
+        Route::ApiResponses => Ok(Ask {
+            model,
+            stream: stream_true,
+            store: !store_false,
+        }),
+    }
+}
+
+fn missing(param: &'static str, what: &str) -> Rejection {
+    Rejection {
+        message: format!("Missing required parameter: '{param}' must be {what}."),
+        code: "missing_required_parameter",
+        param: Some(param),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, http::HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn credential_prefers_bearer_then_api_key() {
+        assert_eq!(
+            credential(&headers(&[
+                ("authorization", "Bearer tok"),
+                ("x-api-key", "k")
+            ])),
+            Some("tok")
+        );
+        assert_eq!(
+            credential(&headers(&[
+                ("authorization", "Basic abc"),
+                ("x-api-key", "k")
+            ])),
+            Some("k")
+        );
+        assert_eq!(credential(&headers(&[])), None);
+    }
+
+    #[test]
+    fn codex_responses_needs_stream_store_and_instructions() {
+        let ok =
+            br#"{"model":"m","stream":true,"store":false,"instructions":"be nice","input":[1,2]}"#;
+        assert_eq!(
+            read_body(Route::CodexResponses, ok),
+            Ok(Ask {
+                model: "m".to_owned(),
+                stream: true,
+                store: false
+            })
+        );
+        let no_stream = br#"{"model":"m","store":false,"instructions":"x"}"#;
+        let err = read_body(Route::CodexResponses, no_stream).unwrap_err();
+        assert_eq!(err.param, Some("stream"));
+        let store_null = br#"{"model":"m","stream":true,"store":null,"instructions":"x"}"#;
+        let err = read_body(Route::CodexResponses, store_null).unwrap_err();
+        assert_eq!(err.param, Some("store"));
+        let empty = br#"{"model":"m","stream":true,"store":false,"instructions":""}"#;
+        let err = read_body(Route::CodexResponses, empty).unwrap_err();
+        assert_eq!(err.param, Some("instructions"));
+    }
+
+    #[test]
+    fn compact_refuses_stream_and_store_keys_even_null() {
+        let err = read_body(Route::CodexCompact, br#"{"model":"m","store":null}"#).unwrap_err();
+        assert_eq!(err.param, Some("store"));
+        let err = read_body(Route::ApiCompact, br#"{"model":"m","stream":false}"#).unwrap_err();
+        assert_eq!(err.param, Some("stream"));
+        assert!(read_body(Route::ApiCompact, br#"{"model":"m","input":[]}"#).is_ok());
+    }
+
+    #[test]
+    fn api_responses_streams_only_when_asked() {
+        let ask = read_body(Route::ApiResponses, br#"{"model":"m"}"#).unwrap();
+        assert!(!ask.stream && ask.store);
+        let ask = read_body(Route::ApiResponses, br#"{"model":"m","stream":true}"#).unwrap();
+        assert!(ask.stream);
+        let err = read_body(Route::ApiResponses, b"not json").unwrap_err();
+        assert_eq!(err.code, "invalid_json");
+        let err = read_body(Route::ApiResponses, br#"{"input":"x"}"#).unwrap_err();
+        assert_eq!(err.param, Some("model"));
+    }
+}

@@ -1,0 +1,176 @@
+//! The listening side: [`MockUpstream`] and its accept loop.
+//!
+//! Tests start one mock per test on their own runtime and drop it at the end, so everything the
+//! mock spawns must stop with it: the accept task is aborted on drop, and every connection (and
+//! every HTTP/2 stream task) watches a channel whose sender the handle owns, so dropping the
+//! handle also ends connections that are hanging on purpose.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::behavior::Behavior;
+use crate::handle::handle;
+use crate::ledger::{Ledger, RecordedRequest};
+
+/// A running fake upstream (Codex backend and OpenAI API) on a local port.
+///
+/// Serving stops when it is dropped.
+#[derive(Debug)]
+pub struct MockUpstream {
+    addr: SocketAddr,
+    ledger: Arc<Ledger>,
+    accept: JoinHandle<()>,
+    /// Dropped with the handle; every connection task ends when it sees the channel close.
+    _shutdown: watch::Sender<()>,
+}
+
+impl MockUpstream {
+    /// Starts a mock on `127.0.0.1` with a free port.
+    ///
+    /// # Panics
+    /// If no local port can be bound (a test helper has no better answer).
+    #[expect(
+        clippy::expect_used,
+        reason = "test helper: a machine that cannot bind a loopback port cannot run the tests"
+    )]
+    pub async fn start() -> MockUpstream {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("subrelay-mock: bind 127.0.0.1:0")
+    }
+
+    /// Starts a mock listening on `addr` (port 0 picks a free port).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<MockUpstream> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let ledger = Arc::new(Ledger::new());
+        let (shutdown, closed) = watch::channel(());
+        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&ledger), closed));
+        Ok(MockUpstream {
+            addr,
+            ledger,
+            accept,
+            _shutdown: shutdown,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues behaviours for requests carrying this credential; each request pops one. When the
+    /// queue is empty the behaviour comes from the model name.
+    pub fn script(&self, credential: &str, steps: Vec<Behavior>) {
+        self.ledger.script(credential, steps);
+    }
+
+    /// Requests received with this credential (any route but the control ones).
+    pub fn calls(&self, credential: &str) -> usize {
+        self.ledger.calls(credential)
+    }
+
+    /// All requests received (any route but the control ones).
+    pub fn total_calls(&self) -> usize {
+        self.ledger.total_calls()
+    }
+
+    /// Answers written to their end: a stream through its terminal event, or a whole JSON body
+    /// (error bodies included). Cut, hanging and abandoned answers never count.
+    pub fn completed(&self) -> usize {
+        self.ledger.completed()
+    }
+
+    /// Every recorded request, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.ledger.requests()
+    }
+
+    /// Clears counts, records and scripts.
+    pub fn reset(&self) {
+        self.ledger.reset();
+    }
+
+    /// Whether [`requests`](Self::requests) keeps copies of requests (default `true`). The binary
+    /// turns this off so long benchmark runs do not grow in memory; counts are kept either way.
+    pub fn keep_records(&self, keep: bool) {
+        self.ledger.set_keep_records(keep);
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Accepts connections until aborted, serving each on its own task.
+async fn accept_loop(listener: TcpListener, ledger: Arc<Ledger>, closed: watch::Receiver<()>) {
+    let builder = auto::Builder::new(UntilClosed(closed.clone()));
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _peer)) => tcp,
+            Err(err) => {
+                // Usually out of file descriptors: wait instead of spinning.
+                tracing::debug!(%err, "subrelay-mock: accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        // The mock is the latency baseline: never let Nagle hold back a small write.
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "subrelay-mock: TCP_NODELAY failed");
+        }
+        let ledger = Arc::clone(&ledger);
+        let service = service_fn(move |request| {
+            let ledger = Arc::clone(&ledger);
+            async move { Ok::<_, Infallible>(handle(ledger, request).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(tcp), service)
+            .into_owned();
+        tokio::spawn(until_closed(closed.clone(), async move {
+            // A connection error is the client's business (or a scripted cut).
+            let _ = connection.await;
+        }));
+    }
+}
+
+/// Runs `work` until it finishes or the mock's handle is dropped.
+async fn until_closed(mut closed: watch::Receiver<()>, work: impl Future<Output = ()>) {
+    tokio::select! {
+        () = work => {}
+        _ = closed.changed() => {}
+    }
+}
+
+/// Spawns hyper's background tasks (HTTP/2 streams) so they too end with the handle.
+#[derive(Clone)]
+struct UntilClosed(watch::Receiver<()>);
+
+impl<F> hyper::rt::Executor<F> for UntilClosed
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, work: F) {
+        tokio::spawn(until_closed(self.0.clone(), async move {
+            work.await;
+        }));
+    }
+}

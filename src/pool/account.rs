@@ -1,0 +1,263 @@
+//! One account at runtime: its health, its slots, its tokens.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
+use super::credentials::Credentials;
+use super::quota::QuotaSnapshot;
+use super::{AccountId, AccountSpec};
+
+pub struct Account {
+    pub id: AccountId,
+    pub spec: AccountSpec,
+    pub credentials: Credentials,
+    in_flight: AtomicU32,
+    health: Mutex<Health>,
+    slot_freed: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Health {
+    cooldown_until: Option<Instant>,
+    cooldown_reason: Option<CooldownReason>,
+    /// Set by a permanent failure (revoked token, deactivated organisation); cleared by a reset.
+    disabled: Option<String>,
+    last_used: Option<Instant>,
+    last_error: Option<String>,
+    quota: Option<QuotaSnapshot>,
+}
+
+/// Whether an account may be selected now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    Ready,
+    Cooling {
+        left: Duration,
+        reason: CooldownReason,
+    },
+    Disabled(String),
+}
+
+impl Account {
+    pub(super) fn new(id: AccountId, spec: AccountSpec, slot_freed: Arc<Notify>) -> Self {
+        Self {
+            id,
+            credentials: Credentials::new(&spec.credential),
+            spec,
+            in_flight: AtomicU32::new(0),
+            health: Mutex::new(Health::default()),
+            slot_freed,
+        }
+    }
+
+    fn health(&self) -> MutexGuard<'_, Health> {
+        // Plain data: a panic elsewhere cannot leave it half-updated in a way that matters.
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this account serves `model`: its `models` list (absent = any) or a
+    /// `model_map` entry.
+    pub fn serves_model(&self, model: &str) -> bool {
+        self.spec.model_map.contains_key(model)
+            || self
+                .spec
+                .models
+                .as_ref()
+                .is_none_or(|models| models.iter().any(|m| m == model))
+    }
+
+    /// The model name to send upstream for a client's `model`.
+    pub fn upstream_model<'a>(&'a self, model: &'a str) -> &'a str {
+        self.spec.model_map.get(model).map_or(model, String::as_str)
+    }
+
+    pub fn availability(&self, now: Instant) -> Availability {
+        let health = self.health();
+        if let Some(reason) = &health.disabled {
+            return Availability::Disabled(reason.clone());
+        }
+        match health.cooldown_until {
+            Some(until) if until > now => Availability::Cooling {
+                left: until - now,
+                reason: health.cooldown_reason.unwrap_or(CooldownReason::Transient),
+            },
+            _ => Availability::Ready,
+        }
+    }
+
+    pub(super) fn try_acquire(self: &Arc<Self>) -> Option<AccountSlot> {
+        let limit = self.spec.concurrency;
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (limit == 0 || n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| AccountSlot {
+                account: Arc::clone(self),
+            })
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// In flight ÷ concurrency; accounts without a limit count as empty.
+    pub(super) fn load(&self) -> f64 {
+        match self.spec.concurrency {
+            0 => 0.0,
+            limit => f64::from(self.in_flight()) / f64::from(limit),
+        }
+    }
+
+    pub(super) fn last_used(&self) -> Option<Instant> {
+        self.health().last_used
+    }
+
+    pub(super) fn touch(&self, now: Instant) {
+        self.health().last_used = Some(now);
+    }
+
+    /// Applies what a failed attempt implies for this account.
+    pub fn apply(&self, effect: &AccountEffect, error: &str, policy: &CooldownPolicy) {
+        let mut health = self.health();
+        health.last_error = Some(error.to_owned());
+        if let AccountEffect::Disable(reason) = effect {
+            health.disabled = Some((*reason).to_owned());
+            return;
+        }
+        if let Some((reason, duration)) = effect.cooldown(policy) {
+            let until = Instant::now() + duration;
+            // Keep the later of two cooldowns: a short 5xx pause must not shorten a quota wait.
+            if health.cooldown_until.is_none_or(|u| u < until) {
+                health.cooldown_until = Some(until);
+                health.cooldown_reason = Some(reason);
+            }
+        }
+    }
+
+    /// Disables the account with a stated reason (a refresh token that was refused, say).
+    pub fn disable(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        let mut health = self.health();
+        health.last_error = Some(reason.clone());
+        health.disabled = Some(reason);
+    }
+
+    /// A successful answer: the account is healthy, its quota is what the answer says, and a
+    /// rate limit it was still marked with is stale.
+    pub fn note_success(&self, quota: Option<QuotaSnapshot>) {
+        let mut health = self.health();
+        health.last_error = None;
+        if health.cooldown_reason == Some(CooldownReason::RateLimited) {
+            health.cooldown_until = None;
+            health.cooldown_reason = None;
+        }
+        if quota.is_some() {
+            health.quota = quota;
+        }
+    }
+
+    /// Clears a cooldown and a runtime disable (`subrelay accounts reset`).
+    pub fn reset(&self) {
+        let mut health = self.health();
+        health.cooldown_until = None;
+        health.cooldown_reason = None;
+        health.disabled = None;
+        health.last_error = None;
+    }
+
+    /// The account's state for people: the admin API and `subrelay accounts`.
+    pub fn view(&self) -> AccountView {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let availability = self.availability(now);
+        let health = self.health();
+        let (state, cooldown_until, cooldown_reason, disabled_reason) = match &availability {
+            _ if !self.spec.enabled => (
+                "disabled",
+                None,
+                None,
+                Some("disabled in config".to_owned()),
+            ),
+            Availability::Disabled(reason) => ("disabled", None, None, Some(reason.clone())),
+            Availability::Cooling { left, reason } => (
+                "cooling",
+                Some(humantime::format_rfc3339_seconds(wall + *left).to_string()),
+                Some(reason.as_str()),
+                None,
+            ),
+            Availability::Ready
+                if self.spec.concurrency > 0 && self.in_flight() >= self.spec.concurrency =>
+            {
+                ("busy", None, None, None)
+            }
+            Availability::Ready => ("available", None, None, None),
+        };
+        AccountView {
+            name: self.spec.name.clone(),
+            platform: self.spec.platform.as_str().to_owned(),
+            kind: self.spec.kind.as_str().to_owned(),
+            state: state.to_owned(),
+            cooldown_until,
+            cooldown_reason: cooldown_reason.map(str::to_owned),
+            disabled_reason,
+            in_flight: self.in_flight(),
+            concurrency: self.spec.concurrency,
+            last_error: health.last_error.clone(),
+            token_expires_at: self
+                .credentials
+                .expires_at()
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            quota: health.quota.clone(),
+            groups: self.spec.groups.clone(),
+            priority: self.spec.priority,
+        }
+    }
+}
+
+/// An account as the admin API shows it. Never carries a credential.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct AccountView {
+    pub name: String,
+    pub platform: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `available`, `busy`, `cooling` or `disabled`.
+    pub state: String,
+    pub cooldown_until: Option<String>,
+    pub cooldown_reason: Option<String>,
+    pub disabled_reason: Option<String>,
+    pub in_flight: u32,
+    /// 0 = unlimited.
+    pub concurrency: u32,
+    pub last_error: Option<String>,
+    pub token_expires_at: Option<String>,
+    pub quota: Option<QuotaSnapshot>,
+    pub groups: Vec<String>,
+    pub priority: i32,
+}
+
+/// A request's hold on one account. Dropping it gives the concurrency slot back and wakes the
+/// queue.
+pub struct AccountSlot {
+    account: Arc<Account>,
+}
+
+impl AccountSlot {
+    pub fn account(&self) -> &Arc<Account> {
+        &self.account
+    }
+}
+
+impl Drop for AccountSlot {
+    fn drop(&mut self) {
+        self.account.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.account.slot_freed.notify_waiters();
+    }
+}

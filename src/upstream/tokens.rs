@@ -1,0 +1,159 @@
+//! Sign-in token lifecycle: a fresh credential for each attempt, single-flight refresh, and
+//! the background refresh ahead of expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::refresh::{self, RefreshError};
+use crate::config::Secret;
+use crate::pool::data_dir::PersistedTokens;
+use crate::pool::{Account, AccountEffect, TokenState};
+use crate::relay::failure::AttemptFailure;
+use crate::state::AppState;
+
+/// A token this close to expiry is refreshed before use rather than sent.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// How often the background refresher looks for tokens due.
+const SCAN_EVERY: Duration = Duration::from_secs(30);
+
+/// The credential for one attempt: the current token, refreshed first when it is (nearly)
+/// expired. Returns the token and its generation (for [`refresh_rejected`]).
+pub async fn fresh(state: &AppState, account: &Account) -> Result<(Secret, u64), AttemptFailure> {
+    let snapshot = account.credentials.snapshot();
+    let due = snapshot.expires_within(EXPIRY_MARGIN);
+    if !due || snapshot.refresh.is_none() || !account.credentials.refresh_allowed() {
+        // Not due, cannot refresh, or a refresh just failed: try the token as it is; the
+        // upstream's answer decides.
+        return Ok((snapshot.access, snapshot.generation));
+    }
+    let refreshed = refresh_account(state, account, Some(snapshot.generation)).await?;
+    Ok((refreshed.access, refreshed.generation))
+}
+
+/// The upstream rejected the token of `generation` (a 401): refresh it, unless another request
+/// already did. `None` when the account cannot refresh.
+pub async fn refresh_rejected(
+    state: &AppState,
+    account: &Account,
+    generation: u64,
+) -> Option<Result<(Secret, u64), AttemptFailure>> {
+    if !account.credentials.can_refresh() {
+        return None;
+    }
+    Some(
+        refresh_account(state, account, Some(generation))
+            .await
+            .map(|t| (t.access, t.generation)),
+    )
+}
+
+/// Refreshes one account's tokens. Holds the account's refresh lock throughout, so concurrent
+/// callers wait and then find the new tokens (their `seen_generation` is then stale) instead of
+/// spending the rotated refresh token a second time. New tokens are on disk before they are used.
+pub async fn refresh_account(
+    state: &AppState,
+    account: &Account,
+    seen_generation: Option<u64>,
+) -> Result<TokenState, AttemptFailure> {
+    let _one_at_a_time = account.credentials.refresh_lock.lock().await;
+    let current = account.credentials.snapshot();
+    if seen_generation.is_some_and(|seen| seen != current.generation) {
+        return Ok(current);
+    }
+    let Some(refresh_token) = current.refresh.clone() else {
+        return Ok(current);
+    };
+    let client = state.client_for(account);
+    match refresh::refresh(client, &state.oauth, account.spec.platform, &refresh_token).await {
+        Ok(issued) => {
+            let next_refresh = issued.refresh.clone().unwrap_or(refresh_token);
+            if let Some(seed) = account.credentials.seed() {
+                let persisted = PersistedTokens::new(
+                    seed,
+                    &issued.access,
+                    Some(&next_refresh),
+                    issued.expires_at,
+                );
+                if let Err(e) = state.data_dir.save_tokens(&account.spec.name, persisted) {
+                    // The old refresh token is spent either way; keep the account working and
+                    // say loudly that a restart would lose it.
+                    tracing::error!(account = %account.spec.name, "rotated tokens could not be saved: {e}; a restart will need a new sign-in");
+                }
+            }
+            account
+                .credentials
+                .install(issued.access, Some(next_refresh), issued.expires_at);
+            tracing::info!(
+                account = %account.spec.name,
+                expires_at = ?issued.expires_at.map(humantime::format_rfc3339_seconds),
+                "sign-in token refreshed"
+            );
+            Ok(account.credentials.snapshot())
+        }
+        Err(RefreshError::InvalidGrant(detail)) => {
+            let reason = format!("the refresh token was refused (invalid_grant: {detail}); sign the account in again");
+            tracing::warn!(account = %account.spec.name, "{reason}");
+            account.disable(reason.clone());
+            let mut failure = AttemptFailure::bad_answer(reason);
+            failure.effect = AccountEffect::Disable("refresh token refused (invalid_grant)");
+            Err(failure)
+        }
+        Err(RefreshError::Other(detail)) => {
+            tracing::warn!(account = %account.spec.name, "token refresh failed, will retry with backoff: {detail}");
+            account.credentials.note_refresh_failure();
+            Err(AttemptFailure::bad_answer(format!(
+                "token refresh failed: {detail}"
+            )))
+        }
+    }
+}
+
+/// Refreshes sign-in tokens `oauth.refresh_ahead` before they expire, until shutdown.
+pub async fn refresh_ahead(state: Arc<AppState>, shutdown: CancellationToken) {
+    let Some(ahead) = state.oauth.refresh_ahead else {
+        return;
+    };
+    loop {
+        for account in state.pool.accounts() {
+            let snapshot = account.credentials.snapshot();
+            if account.spec.enabled
+                && snapshot.refresh.is_some()
+                && snapshot.expires_within(ahead)
+                && account.credentials.refresh_allowed()
+            {
+                let _ = refresh_account(&state, account, Some(snapshot.generation)).await;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SCAN_EVERY) => {}
+        }
+    }
+}
+
+/// Replaces config tokens by the persisted descendants of the same chain, at start.
+pub fn restore(state: &AppState) -> Result<usize, String> {
+    let persisted = state.data_dir.load_tokens()?;
+    let mut restored = 0;
+    for account in state.pool.accounts() {
+        let (Some(seed), Some(saved)) = (
+            account.credentials.seed(),
+            persisted.get(&account.spec.name),
+        ) else {
+            continue;
+        };
+        if saved.seed != seed {
+            tracing::info!(account = %account.spec.name, "the config declares a new refresh token; the saved token chain is ignored");
+            continue;
+        }
+        account.credentials.install(
+            Secret::new(saved.access_token.clone()),
+            saved.refresh_token.clone().map(Secret::new),
+            saved.expires_at(),
+        );
+        restored += 1;
+    }
+    Ok(restored)
+}
