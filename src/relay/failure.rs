@@ -84,13 +84,16 @@ impl AttemptFailure {
     /// other status is the request's and goes back to the client unchanged.
     pub fn from_status(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
         let now = SystemTime::now();
-        let effect = match status.as_u16() {
-            401 | 403 => AccountEffect::AuthFailed,
-            402 => AccountEffect::PaymentRequired,
-            429 => AccountEffect::RateLimited(rate_limit_reset(headers, now)),
-            529 => AccountEffect::Overloaded,
-            s if s >= 500 => AccountEffect::Transient,
-            _ => AccountEffect::None,
+        let effect = match (status.as_u16(), permanent_failure(&body)) {
+            (401..=403, Some(reason)) => AccountEffect::Disable(reason),
+            (s, _) => match s {
+                401 | 403 => AccountEffect::AuthFailed,
+                402 => AccountEffect::PaymentRequired,
+                429 => AccountEffect::RateLimited(rate_limit_reset(headers, now)),
+                529 => AccountEffect::Overloaded,
+                s if s >= 500 => AccountEffect::Transient,
+                _ => AccountEffect::None,
+            },
         };
         let retryable = effect != AccountEffect::None;
         let mut failure = Self::new(
@@ -178,6 +181,28 @@ impl AttemptFailure {
         failure.failed_stream = Some(upstream_events);
         failure.code = code;
         failure
+    }
+}
+
+/// Error codes that no cooldown heals: the account is disabled with the reason instead.
+fn permanent_failure(body: &[u8]) -> Option<&'static str> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Option<Inner>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        code: Option<serde_json::Value>,
+    }
+    let code = serde_json::from_slice::<Body>(body).ok()?.error?.code?;
+    match code.as_str()? {
+        "invalid_api_key" => Some("the upstream refused the API key (invalid_api_key)"),
+        "token_revoked" => Some("the upstream says the token was revoked (token_revoked)"),
+        "account_deactivated" | "user_deactivated" => Some("the upstream account is deactivated"),
+        "deactivated_workspace" | "organization_deactivated" => {
+            Some("the upstream workspace or organisation is deactivated")
+        }
+        _ => None,
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod nginx;
+pub mod socks;
 
 pub use subrelay_mock::{Behavior, MockUpstream};
 

@@ -1,0 +1,497 @@
+//! The account pool end to end: sticky sessions, concurrency and the queue, cooldown sources,
+//! permanent failures, per-account proxies, and the admin API with `subrelay accounts`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const ADMIN: &str = "admin-token-for-tests-0123";
+
+fn with_admin(yaml: String) -> String {
+    format!("admin:\n  token: {ADMIN}\n{yaml}")
+}
+
+async fn accounts(gw: &Gateway) -> Vec<Value> {
+    let v: Value = client()
+        .get(format!("{}/admin/api/accounts", gw.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["accounts"].as_array().unwrap().clone()
+}
+
+async fn account(gw: &Gateway, name: &str) -> Value {
+    accounts(gw)
+        .await
+        .into_iter()
+        .find(|a| a["name"] == name)
+        .unwrap()
+}
+
+async fn post_with(
+    gw: &Gateway,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> reqwest::Response {
+    let mut request = client()
+        .post(gw.responses_url())
+        .bearer_auth(key)
+        .json(body);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    request.send().await.unwrap()
+}
+
+fn status(code: u16) -> Behavior {
+    Behavior {
+        status: Some(code),
+        ..Default::default()
+    }
+}
+
+/// Two accounts of equal priority, so only stickiness keeps a conversation on one.
+fn equal_pair(mock: &MockUpstream, extra_keys: &str) -> String {
+    format!(
+        "api_keys:\n  - {{key: {KEY}, name: tester}}\n{extra_keys}accounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{u}/v1'}}\n  - {{name: b, platform: openai, type: apikey, api_key: tok-b, base_url: '{u}/v1'}}\n",
+        u = mock.url()
+    )
+}
+
+#[tokio::test]
+async fn a_conversation_sticks_to_one_account_and_moves_when_it_fails() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&equal_pair(&mock, ""));
+    let conv = [("session_id", "conversation-1")];
+    for _ in 0..8 {
+        let r = post_with(&gw, KEY, &conv, &body("gpt-5", false)).await;
+        assert_eq!(r.status(), 200);
+    }
+    let (a, b) = (mock.calls("tok-a"), mock.calls("tok-b"));
+    assert!(
+        a == 8 || b == 8,
+        "one account served the whole conversation: a={a} b={b}"
+    );
+    let (bound, other) = if a == 8 {
+        ("tok-a", "tok-b")
+    } else {
+        ("tok-b", "tok-a")
+    };
+
+    // The bound account fails: the request fails over, and the binding moves with it.
+    mock.script(bound, vec![status(500)]);
+    assert_eq!(
+        post_with(&gw, KEY, &conv, &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            post_with(&gw, KEY, &conv, &body("gpt-5", false))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        mock.calls(other),
+        4,
+        "the conversation moved to the other account"
+    );
+}
+
+#[tokio::test]
+async fn prompt_cache_key_is_a_conversation_too_and_ids_sent_upstream_are_per_key() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&equal_pair(
+        &mock,
+        "  - {key: sk-second-key, name: second}\n",
+    ));
+    let mut request = body("gpt-5", false);
+    request["prompt_cache_key"] = Value::String("shared-value".into());
+    let conv = [("session_id", "shared-value")];
+    assert_eq!(post_with(&gw, KEY, &conv, &request).await.status(), 200);
+    assert_eq!(
+        post_with(&gw, "sk-second-key", &conv, &request)
+            .await
+            .status(),
+        200
+    );
+    let sent = mock.requests();
+    let ids: Vec<String> = sent
+        .iter()
+        .map(|r| r.headers["session_id"].to_str().unwrap().to_owned())
+        .collect();
+    let keys: Vec<String> = sent
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["prompt_cache_key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_ne!(
+        ids[0], ids[1],
+        "two API keys never share an upstream session id"
+    );
+    assert_ne!(keys[0], keys[1]);
+    assert!(ids.iter().chain(&keys).all(|v| !v.contains("shared-value")));
+    // Stable for one key: the upstream's prompt cache keeps working.
+    assert_eq!(post_with(&gw, KEY, &conv, &request).await.status(), 200);
+    assert_eq!(
+        mock.requests()[2].headers["session_id"].to_str().unwrap(),
+        ids[0]
+    );
+}
+
+#[tokio::test]
+async fn a_busy_pool_queues_then_answers_429_saying_so() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            delay_headers: Duration::from_secs(3),
+            ..Default::default()
+        }],
+    );
+    let yaml = format!(
+        "gateway:\n  queue_wait_timeout: 1\napi_keys:\n  - {{key: {KEY}}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1', concurrency: 1}}\n",
+        mock.url()
+    );
+    let gw = Gateway::start(&yaml);
+    let slow = tokio::spawn({
+        let url = gw.responses_url();
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&body("gpt-5", false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    // Wait until the slow request holds the slot.
+    while mock.total_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let response = post(&gw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let v: Value = response.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "pool_busy");
+    assert!(v["error"]["message"].as_str().unwrap().contains("busy"));
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(
+        mock.total_calls(),
+        1,
+        "the refused request never reached an upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_queued_request_gets_the_slot_when_it_frees() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            delay_headers: Duration::from_millis(800),
+            ..Default::default()
+        }],
+    );
+    let yaml = with_admin(format!(
+        "gateway:\n  queue_wait_timeout: 10\napi_keys:\n  - {{key: {KEY}}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1', concurrency: 1}}\n",
+        mock.url()
+    ));
+    let gw = Gateway::start(&yaml);
+    let first = tokio::spawn({
+        let url = gw.responses_url();
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&body("gpt-5", false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    while mock.total_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = post(&gw, "/v1/responses", &body("gpt-5", true)).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        event_types(&second.text().await.unwrap())
+            .last()
+            .map(String::as_str),
+        Some("response.completed")
+    );
+    assert_eq!(first.await.unwrap(), 200);
+    gw.wait_for_usage(2).await;
+    assert_eq!(account(&gw, "a").await["in_flight"], 0);
+}
+
+#[tokio::test]
+async fn per_key_concurrency_is_enforced() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            delay_headers: Duration::from_secs(2),
+            ..Default::default()
+        }],
+    );
+    let yaml = format!(
+        "gateway:\n  queue_wait_timeout: 0\napi_keys:\n  - {{key: {KEY}, concurrency: 1}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1'}}\n",
+        mock.url()
+    );
+    let gw = Gateway::start(&yaml);
+    let first = tokio::spawn({
+        let url = gw.responses_url();
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&body("gpt-5", false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    while mock.total_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let response = post(&gw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(response.status(), 429);
+    let v: Value = response.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "key_concurrency_limit");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn slots_come_back_after_failures_and_disconnects() {
+    let mock = MockUpstream::start().await;
+    mock.script("tok-a", vec![status(500), status(429)]);
+    mock.script(
+        "tok-b",
+        vec![Behavior {
+            events: Some(30),
+            event_interval: Duration::from_millis(50),
+            ..Default::default()
+        }],
+    );
+    let yaml = with_admin(format!(
+        "api_keys:\n  - {{key: {KEY}}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{u}/v1', concurrency: 2}}\n  - {{name: b, platform: openai, type: apikey, api_key: tok-b, base_url: '{u}/v1', concurrency: 2, priority: 1}}\n",
+        u = mock.url()
+    ));
+    let gw = Gateway::start(&yaml);
+    let mut stream = post(&gw, "/v1/responses", &body("gpt-5", true)).await;
+    stream.chunk().await.unwrap();
+    drop(stream);
+    gw.wait_for_usage(1).await;
+    for a in accounts(&gw).await {
+        assert_eq!(a["in_flight"], 0, "{a}");
+    }
+}
+
+#[tokio::test]
+async fn codex_usage_windows_decide_the_cooldown_and_reset_clears_it() {
+    let mock = MockUpstream::start().await;
+    let mut limited = status(429);
+    limited.headers = vec![
+        ("x-codex-primary-used-percent".into(), "100".into()),
+        ("x-codex-primary-window-minutes".into(), "300".into()),
+        ("x-codex-primary-reset-after-seconds".into(), "1800".into()),
+        ("x-codex-secondary-used-percent".into(), "35".into()),
+        (
+            "x-codex-secondary-reset-after-seconds".into(),
+            "400000".into(),
+        ),
+    ];
+    mock.script("tok-a", vec![limited]);
+    mock.script("tok-b", vec![status(529)]);
+    let gw = Gateway::start(&with_admin(config(
+        &mock,
+        &[
+            oauth("a", "tok-a"),
+            oauth("b", "tok-b"),
+            oauth("c", "tok-c"),
+        ],
+        "  overload_cooldown: 120\n",
+    )));
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    let a = account(&gw, "a").await;
+    assert_eq!(a["state"], "cooling");
+    assert_eq!(a["cooldown_reason"], "rate_limited");
+    let until = humantime::parse_rfc3339(a["cooldown_until"].as_str().unwrap()).unwrap();
+    let left = until.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(
+        left > Duration::from_secs(1700) && left <= Duration::from_secs(1800),
+        "the exhausted 5 h window's reset: {left:?}"
+    );
+    let b = account(&gw, "b").await;
+    assert_eq!(b["cooldown_reason"], "overloaded");
+    let c = account(&gw, "c").await;
+    assert_eq!(c["state"], "available");
+
+    // `subrelay accounts` shows the same, and `accounts reset` heals.
+    let config_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config_file.path(), format!("admin:\n  token: {ADMIN}\n")).unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_subrelay"))
+            .arg("accounts")
+            .args(args)
+            .arg("--config")
+            .arg(config_file.path())
+            .arg("--url")
+            .arg(&gw.url)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.contains("rate_limited") && table.contains("overloaded"),
+        "{table}"
+    );
+    let out = cli(&["reset", "a"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(account(&gw, "a").await["state"], "available");
+}
+
+#[tokio::test]
+async fn a_revoked_key_disables_its_account_with_the_reason() {
+    let mock = MockUpstream::start().await;
+    let mut revoked = status(401);
+    revoked.headers = vec![];
+    mock.script("tok-a", vec![revoked]);
+    let gw = Gateway::start(&with_admin(config(
+        &mock,
+        &[apikey("a", "tok-a"), apikey("b", "tok-b")],
+        "",
+    )));
+    // The mock's 401 carries code invalid_api_key, which no cooldown heals.
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    let a = account(&gw, "a").await;
+    assert_eq!(a["state"], "disabled", "{a}");
+    assert!(
+        a["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_api_key"),
+        "{a}"
+    );
+    assert!(
+        !a.to_string().contains("tok-a"),
+        "no credential in the admin API: {a}"
+    );
+}
+
+#[tokio::test]
+async fn an_account_with_a_proxy_goes_through_it_and_a_broken_proxy_never_falls_back() {
+    let mock = MockUpstream::start().await;
+    let proxy = socks::Socks5::start().await;
+    let dead_proxy = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("socks5://{}", l.local_addr().unwrap())
+    };
+    let yaml = format!(
+        "api_keys:\n  - {{key: {KEY}}}\naccounts:\n  - {{name: broken, platform: openai, type: apikey, api_key: tok-broken, base_url: '{u}/v1', proxy: '{dead_proxy}'}}\n  - {{name: proxied, platform: openai, type: apikey, api_key: tok-proxied, base_url: '{u}/v1', proxy: '{p}', priority: 1}}\n  - {{name: direct, platform: openai, type: apikey, api_key: tok-direct, base_url: '{u}/v1', priority: 2}}\n",
+        u = mock.url(),
+        p = proxy.url
+    );
+    let gw = Gateway::start(&yaml);
+    for _ in 0..3 {
+        assert_eq!(
+            post(&gw, "/v1/responses", &body("gpt-5", false))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        mock.calls("tok-broken"),
+        0,
+        "a broken proxy is not bypassed"
+    );
+    assert_eq!(mock.calls("tok-proxied"), 3);
+    assert_eq!(mock.calls("tok-direct"), 0);
+    assert!(
+        proxy.connections() >= 1 && proxy.connections() <= 3,
+        "{}",
+        proxy.connections()
+    );
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(records[0]["attempts"][0]["outcome"], "connect_error");
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token_and_is_off_without_one() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&with_admin(config(&mock, &[apikey("a", "tok-a")], "")));
+    let url = format!("{}/admin/api/accounts", gw.url);
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        client()
+            .get(&url)
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client()
+            .get(&url)
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let off = Gateway::start(&config(&mock, &[apikey("a", "tok-a")], ""));
+    let r = client()
+        .get(format!("{}/admin/api/accounts", off.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "admin_api_off");
+}
