@@ -495,3 +495,33 @@ async fn the_admin_api_needs_its_token_and_is_off_without_one() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "admin_api_off");
 }
+
+#[tokio::test]
+async fn a_streaming_client_waiting_in_the_queue_gets_keepalive_comments() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            delay_headers: Duration::from_secs(7),
+            ..Default::default()
+        }],
+    );
+    let yaml = format!(
+        "gateway:\n  queue_wait_timeout: 30\n  stream_keepalive_interval: 5\napi_keys:\n  - {{key: {KEY}}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1', concurrency: 1}}\n",
+        mock.url()
+    );
+    let gw = Gateway::start(&yaml);
+    let first = tokio::spawn({
+        let url = gw.responses_url();
+        async move { client().post(url).bearer_auth(KEY).json(&body("gpt-5", false)).send().await.unwrap().status() }
+    });
+    while mock.total_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queued = post(&gw, "/v1/responses", &body("gpt-5", true)).await;
+    assert_eq!(queued.status(), 200);
+    let text = queued.text().await.unwrap();
+    assert!(text.starts_with(": keepalive\n\n"), "{text:?}");
+    assert_eq!(event_types(&text).last().map(String::as_str), Some("response.completed"));
+    assert_eq!(first.await.unwrap(), 200);
+}
