@@ -231,8 +231,9 @@ def _streams_all_open(c):
 
 
 class _CompactsAllOpen:
-    # Every request was sent one second ago: all wait upstream (their answers take longer).
-    def __init__(self):
+    # Every request was sent `settle` seconds ago: all wait upstream (answers take longer).
+    def __init__(self, settle):
+        self.settle = settle
         self.since = None
 
     def __call__(self, c):
@@ -240,7 +241,7 @@ class _CompactsAllOpen:
             return False
         if self.since is None:
             self.since = time.perf_counter()
-        return time.perf_counter() - self.since >= 1.0
+        return time.perf_counter() - self.since >= self.settle
 
 
 async def _one_stream(crowd, gate, port, path, key, body, timeout):
@@ -312,7 +313,8 @@ async def _one_compact(crowd, gate, port, path, key, body, timeout):
             await close(writer)
 
 
-async def crowd(kind, port, path, keys, body, total, pid, timeout, connect_parallel=256):
+async def crowd(kind, port, path, keys, body, total, pid, timeout, settle=1.0,
+                connect_parallel=256):
     """Opens `total` requests at once (at most `connect_parallel` connecting at a time)."""
     c = Crowd(total, pid)
     gate = asyncio.Semaphore(connect_parallel)
@@ -320,7 +322,7 @@ async def crowd(kind, port, path, keys, body, total, pid, timeout, connect_paral
     if kind == "stream":
         one, all_open = _one_stream, _streams_all_open
     else:
-        one, all_open = _one_compact, _CompactsAllOpen()
+        one, all_open = _one_compact, _CompactsAllOpen(settle)
     watcher = asyncio.create_task(_watch(c, stop, all_open))
     await asyncio.gather(*(
         one(c, gate, port, path, keys[i % len(keys)], body, timeout) for i in range(total)))

@@ -139,7 +139,7 @@ def budgets(results):
         text = (f"{m:+.3f} ms (rounds {lo:+.3f}…{hi:+.3f}; nginx {fmt(nm, '+.3f')} ms)")
         rows.append((label, text, f"≤ +{limit_ms} ms", verdict(m <= limit_ms)))
 
-    def memory_row(sid, label, limit_mib):
+    def memory_row(sid, label, limit_mib, per_count=None):
         res = find(results, sid)
         if not res:
             return
@@ -147,8 +147,17 @@ def budgets(results):
         peak = max(s["peak_kib"], s["lifetime_peak_kib"] or 0) / MIB
         n = summary(res, "nginx")
         nginx_peak = max(n["peak_kib"], n["lifetime_peak_kib"] or 0) / MIB if n else None
-        rows.append((label, f"{peak:.1f} MiB (nginx {fmt(nginx_peak, '.1f')} MiB)",
-                     f"≤ {limit_mib} MiB", verdict(peak <= limit_mib)))
+        text = f"{peak:.1f} MiB (nginx {fmt(nginx_peak, '.1f')} MiB)"
+        judged = peak
+        count = res["scenario"].get("count")
+        if per_count and count and count < per_count and s["rss_before_kib"] is not None:
+            # Fewer streams than the budget's count (file-descriptor limit): scale the part
+            # that grows with the streams.
+            idle = s["rss_before_kib"] / MIB
+            judged = idle + (peak - idle) * per_count / count
+            text = (f"{peak:.1f} MiB with {count:,} streams, ≈ {judged:.0f} MiB scaled to "
+                    f"{per_count:,} (nginx {fmt(nginx_peak, '.1f')} MiB)")
+        rows.append((label, text, f"≤ {limit_mib} MiB", verdict(judged <= limit_mib)))
 
     ratio_row(2, "(2) CPU per request at 64 connections, subrelay / nginx")
     added_row(1, "(1) added p50 latency at 1 connection, subrelay − direct", "p50_ms", 0.15)
@@ -156,7 +165,7 @@ def budgets(results):
               "ttft_p50_ms", 0.3)
     ratio_row(3, "(3) burst SSE: CPU per stream, subrelay / nginx")
     memory_row(2, "(2) peak RSS under the 64-connection load", 40)
-    memory_row(5, "(5) peak RSS with all slow streams open", 250)
+    memory_row(5, "(5) peak RSS with 10,000 slow streams open", 250, per_count=10000)
     return rows
 
 

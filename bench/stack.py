@@ -7,6 +7,7 @@ are not inherited from the one before it.
 
 import os
 import re
+import resource
 import secrets
 import signal
 import socket
@@ -158,17 +159,17 @@ def subrelay_config(mock_port, keys):
     return "\n".join(lines) + "\n"
 
 
-def nginx_config(tmp, port, mock_port):
+def nginx_config(tmp, port, mock_port, fd_limit):
     """One worker, upstream keepalive, HTTP/1.1 upstream, no buffering, access log on (subrelay
     writes a usage line per request; nginx writes its access-log line: like for like)."""
     return f"""daemon off;
 master_process off;
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile {fd_limit};
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{
-    worker_connections 32768;
+    worker_connections {min(32768, fd_limit)};
 }}
 http {{
     access_log {tmp}/nginx-access.log;
@@ -227,7 +228,8 @@ class Stack:
             nginx_dir.mkdir(exist_ok=True)
             nginx_port = free_port()
             conf = nginx_dir / "nginx.conf"
-            conf.write_text(nginx_config(nginx_dir, nginx_port, mock.port))
+            fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            conf.write_text(nginx_config(nginx_dir, nginx_port, mock.port, fds))
             nginx_log = nginx_dir / "stdout.log"
             nginx = Process("nginx", [nginx_binary(), "-p", str(nginx_dir), "-c", str(conf)],
                             nginx_log)

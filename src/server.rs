@@ -36,7 +36,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         gateway: config.gateway.clone(),
         oauth: config.oauth.clone(),
         pool: Pool::new(accounts, PoolPolicy::from(&config.gateway)),
-        keys: KeyDirectory::new(&config.api_keys),
+        keys: KeyDirectory::new(&config.api_keys, &config.groups),
         clients,
         usage: Arc::new(LogUsageSink),
         data_dir,

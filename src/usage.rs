@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::protocol::responses::TokenUsage;
+use crate::protocol::TokenUsage;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct UsageRecord {
@@ -14,6 +14,8 @@ pub struct UsageRecord {
     pub key: String,
     /// The account that answered (or the last one tried).
     pub account: Option<String>,
+    /// `responses`, `responses_compact`, `chat_completions`, `messages`, `count_tokens`.
+    pub endpoint: &'static str,
     pub model: String,
     pub stream: bool,
     pub compact: bool,

@@ -1,6 +1,12 @@
 //! Keepalive behind a real nginx (default buffering, short `proxy_read_timeout`): long waits
 //! survive, failover goes on after the first blank line, and the official SDK parses the result.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,12 @@
 //! The binary's command line: `check-config`, `--version`, `--help`, environment overrides, and
 //! `serve` with no config file.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
 mod common;
 
 use std::io::Write;

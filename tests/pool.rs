@@ -1,6 +1,12 @@
 //! The account pool end to end: sticky sessions, concurrency and the queue, cooldown sources,
 //! permanent failures, per-account proxies, and the admin API with `subrelay accounts`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
 mod common;
 
 use std::process::Command;
@@ -513,7 +519,16 @@ async fn a_streaming_client_waiting_in_the_queue_gets_keepalive_comments() {
     let gw = Gateway::start(&yaml);
     let first = tokio::spawn({
         let url = gw.responses_url();
-        async move { client().post(url).bearer_auth(KEY).json(&body("gpt-5", false)).send().await.unwrap().status() }
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&body("gpt-5", false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
     });
     while mock.total_calls() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -522,6 +537,9 @@ async fn a_streaming_client_waiting_in_the_queue_gets_keepalive_comments() {
     assert_eq!(queued.status(), 200);
     let text = queued.text().await.unwrap();
     assert!(text.starts_with(": keepalive\n\n"), "{text:?}");
-    assert_eq!(event_types(&text).last().map(String::as_str), Some("response.completed"));
+    assert_eq!(
+        event_types(&text).last().map(String::as_str),
+        Some("response.completed")
+    );
     assert_eq!(first.await.unwrap(), 200);
 }

@@ -1,6 +1,12 @@
 //! The official OpenAI Python SDK (installed by .ci/run) makes streaming and non-streaming
 //! `responses.create` calls through subrelay and must parse both.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,12 @@
 //! The edges of a request: auth, body limits and encodings, discovery routes, and a client that
 //! disconnects mid-stream.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
 mod common;
 
 use std::io::Write;

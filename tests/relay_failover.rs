@@ -1,6 +1,12 @@
 //! Failover: every trigger moves the request to the next account, exhaustion answers with the
 //! mapped last failure, and a request's own errors are not retried.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,12 @@
 //! The Responses relay end to end: streams, JSON, aggregation, compaction, and the header and
 //! body rules per account kind, against the fake upstream.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
 mod common;
 
 use common::*;

@@ -29,6 +29,8 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub storage: StorageConfig,
     pub admin: AdminConfig,
+    /// Every group a key or an account names, with the platform that serves it.
+    pub groups: std::collections::BTreeMap<String, crate::pool::Platform>,
     pub accounts: Vec<AccountSpec>,
     pub api_keys: Vec<ApiKeySpec>,
     /// Where the values came from, for the start-up log and `check-config`.

@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub oauth: RawOAuth,
     pub storage: RawStorage,
     pub admin: RawAdmin,
+    pub groups: Vec<RawGroup>,
     pub accounts: Vec<RawAccount>,
     pub api_keys: Vec<RawApiKey>,
 }
@@ -139,6 +140,14 @@ impl Default for RawStorage {
 pub struct RawAdmin {
     /// Absent = the admin API is off.
     pub token: Option<SecretRef>,
+}
+
+/// An account group (pool) and the platform that serves it.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub name: String,
+    pub platform: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -261,7 +261,7 @@ fn account_errors_name_the_field() {
         ),
         (
             "accounts:\n  - {name: a, platform: gemini, type: apikey, api_key: k}\n",
-            "accounts[0].platform: \"gemini\" is not supported: must be openai",
+            "accounts[0].platform: \"gemini\" is not supported: must be openai or anthropic",
         ),
         (
             "accounts:\n  - {name: a, platform: openai, type: apikey, api_key: k}\n  - {name: a, platform: openai, type: apikey, api_key: k}\n",

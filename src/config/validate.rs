@@ -1,11 +1,11 @@
 //! From [`RawConfig`] to [`Config`]: every range, enum and cross-reference is checked here, once.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::raw::{
-    RawAccount, RawAdmin, RawApiKey, RawGateway, RawLog, RawOAuth, RawServer, RawStorage,
+    RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawOAuth, RawServer, RawStorage,
 };
 use super::reference::{self, KeyDoc};
 use super::{
@@ -29,7 +29,9 @@ pub(super) fn config(
     let admin = admin(&raw.admin, env, &from_env)?;
     let accounts = accounts(&raw.accounts, env)?;
     let api_keys = api_keys(&raw.api_keys, env)?;
+    let groups = groups(&raw.groups, &accounts, &api_keys)?;
     Ok(Config {
+        groups,
         server,
         gateway,
         log,
@@ -305,15 +307,7 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
                     ),
                 ));
             }
-            let platform = match account.platform.as_str() {
-                "openai" => Platform::OpenAi,
-                other => {
-                    return Err(fail(
-                        "platform",
-                        format!("{other:?} is not supported: must be openai"),
-                    ))
-                }
-            };
+            let platform = parse_platform(&account.platform).map_err(|m| fail("platform", m))?;
             let secret = |field: &str, value: &Option<super::SecretRef>| {
                 value
                     .as_ref()
@@ -372,7 +366,7 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
                     }
                     url.to_owned()
                 }
-                None => kind.default_base_url().to_owned(),
+                None => kind.default_base_url(platform).to_owned(),
             };
             let priority = i32::try_from(account.priority)
                 .map_err(|_| fail("priority", "must fit in a 32-bit integer".to_owned()))?;
@@ -417,6 +411,73 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
             })
         })
         .collect()
+}
+
+fn parse_platform(name: &str) -> Result<Platform, String> {
+    match name {
+        "openai" => Ok(Platform::OpenAi),
+        "anthropic" => Ok(Platform::Anthropic),
+        other => Err(format!(
+            "{other:?} is not supported: must be openai or anthropic"
+        )),
+    }
+}
+
+/// Every group named anywhere, with its platform: as declared under `groups:`, else the
+/// platform of its accounts, else openai. A group's accounts must all be of its platform.
+fn groups(
+    raw: &[RawGroup],
+    accounts: &[AccountSpec],
+    keys: &[ApiKeySpec],
+) -> Result<BTreeMap<String, Platform>, ConfigError> {
+    let mut declared = BTreeMap::new();
+    for (i, group) in raw.iter().enumerate() {
+        if group.name.trim().is_empty() {
+            return Err(ConfigError(format!("groups[{i}].name: must not be empty")));
+        }
+        let platform = parse_platform(&group.platform)
+            .map_err(|m| ConfigError(format!("groups[{i}].platform: {m}")))?;
+        if declared.insert(group.name.clone(), platform).is_some() {
+            return Err(ConfigError(format!(
+                "groups[{i}].name: {:?} is declared twice",
+                group.name
+            )));
+        }
+    }
+    let mut resolved = declared.clone();
+    for (i, account) in accounts.iter().enumerate() {
+        for group in &account.groups {
+            match resolved.get(group) {
+                Some(platform) if *platform != account.platform => {
+                    let why = if declared.contains_key(group) {
+                        format!(
+                            "group {group:?} is declared with platform {}",
+                            platform.as_str()
+                        )
+                    } else {
+                        format!("group {group:?} already has {} accounts; declare it under groups: or use another group", platform.as_str())
+                    };
+                    return Err(ConfigError(format!(
+                        "accounts[{i}].groups: a {} account cannot join: {why}",
+                        account.platform.as_str()
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    resolved.insert(group.clone(), account.platform);
+                }
+            }
+        }
+    }
+    for key in keys {
+        resolved
+            .entry(key.group.clone())
+            .or_insert(Platform::OpenAi);
+    }
+    resolved
+        .entry("default".to_owned())
+        .or_insert(Platform::OpenAi);
+    Ok(resolved)
 }
 
 fn parse_time(value: &serde_yaml::Value) -> Result<SystemTime, String> {

@@ -4,7 +4,7 @@
 //! the digests are compared in constant time, so neither the lookup nor the comparison tells an
 //! attacker how much of a guessed key was right.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
+use crate::pool::Platform;
 use crate::relay::failure::ClientError;
 
 /// A key as declared in the config (the store of a later issue provides the same).
@@ -33,6 +34,8 @@ pub struct ApiKey {
     pub id: [u8; 32],
     pub name: String,
     pub group: String,
+    /// The platform of the key's group: which protocol the key reaches.
+    pub platform: Platform,
     enabled: bool,
     /// The key's concurrency slots; `None` = unlimited.
     pub slots: Option<Arc<tokio::sync::Semaphore>>,
@@ -43,7 +46,8 @@ pub struct KeyDirectory {
 }
 
 impl KeyDirectory {
-    pub fn new(specs: &[ApiKeySpec]) -> Self {
+    /// `groups`: the platform of each group (from the config); unknown groups are OpenAI.
+    pub fn new(specs: &[ApiKeySpec], groups: &BTreeMap<String, Platform>) -> Self {
         let by_digest = specs
             .iter()
             .map(|spec| {
@@ -52,6 +56,7 @@ impl KeyDirectory {
                     id: digest,
                     name: spec.name.clone(),
                     group: spec.group.clone(),
+                    platform: groups.get(&spec.group).copied().unwrap_or(Platform::OpenAi),
                     enabled: spec.enabled,
                     slots: (spec.concurrency > 0)
                         .then(|| Arc::new(tokio::sync::Semaphore::new(spec.concurrency as usize))),
@@ -123,22 +128,25 @@ mod tests {
     use super::*;
 
     fn directory() -> KeyDirectory {
-        KeyDirectory::new(&[
-            ApiKeySpec {
-                key: Secret::new("sk-alice"),
-                name: "alice".into(),
-                group: "default".into(),
-                enabled: true,
-                concurrency: 0,
-            },
-            ApiKeySpec {
-                key: Secret::new("sk-off"),
-                name: "off".into(),
-                group: "default".into(),
-                enabled: false,
-                concurrency: 0,
-            },
-        ])
+        KeyDirectory::new(
+            &[
+                ApiKeySpec {
+                    key: Secret::new("sk-alice"),
+                    name: "alice".into(),
+                    group: "default".into(),
+                    enabled: true,
+                    concurrency: 0,
+                },
+                ApiKeySpec {
+                    key: Secret::new("sk-off"),
+                    name: "off".into(),
+                    group: "default".into(),
+                    enabled: false,
+                    concurrency: 0,
+                },
+            ],
+            &BTreeMap::new(),
+        )
     }
 
     fn headers(name: &str, value: &str) -> HeaderMap {

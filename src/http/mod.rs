@@ -15,7 +15,7 @@ use axum::Router;
 use http::StatusCode;
 
 use crate::relay::failure::ClientError;
-use crate::relay::{handle_responses, Endpoint};
+use crate::relay::{handle, Endpoint};
 use crate::state::AppState;
 
 /// Path prefixes under which the Responses API is served: OpenAI SDKs use `/v1`, some clients
@@ -30,6 +30,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             .route(&format!("{prefix}/responses/compact"), post(compact));
     }
     router
+        .route("/v1/chat/completions", post(chat))
+        .route("/chat/completions", post(chat))
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models::list))
         .route("/models", get(models::list))
         .route("/healthz", get(healthz))
@@ -41,11 +45,23 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 async fn responses(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    handle_responses(state, Endpoint::Responses, request).await
+    handle(state, Endpoint::Responses, request).await
 }
 
 async fn compact(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    handle_responses(state, Endpoint::Compact, request).await
+    handle(state, Endpoint::Compact, request).await
+}
+
+async fn chat(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    handle(state, Endpoint::Chat, request).await
+}
+
+async fn messages(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    handle(state, Endpoint::Messages, request).await
+}
+
+async fn count_tokens(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    handle(state, Endpoint::CountTokens, request).await
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -60,6 +76,15 @@ async fn root() -> impl IntoResponse {
     "subrelay\n"
 }
 
+/// Paths under `/v1/messages` answer in Anthropic's shape, everything else in OpenAI's.
+fn shape_of(path: &str) -> crate::protocol::errors::ErrorShape {
+    if path.starts_with("/v1/messages") {
+        crate::protocol::errors::ErrorShape::Anthropic
+    } else {
+        crate::protocol::errors::ErrorShape::OpenAi
+    }
+}
+
 async fn not_found(request: Request) -> Response {
     ClientError::new(
         StatusCode::NOT_FOUND,
@@ -67,6 +92,7 @@ async fn not_found(request: Request) -> Response {
         format!("no route for {} {}", request.method(), request.uri().path()),
     )
     .with_code("unknown_route")
+    .in_shape(shape_of(request.uri().path()))
     .into_response()
 }
 

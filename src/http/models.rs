@@ -10,11 +10,16 @@ use http::HeaderMap;
 use serde_json::json;
 
 use crate::pool::{AccountKind, Platform};
+use crate::protocol::errors::ErrorShape;
 use crate::state::AppState;
 
 /// Listed for accounts without a `models:` list. Such accounts accept any model name; this is
 /// only what clients see when they ask which ones exist.
 const CODEX_MODELS: &[&str] = &[
+    "gpt-5.5",
+    "gpt-5.4",
+    "gpt-5.4-mini",
+    "gpt-5.2",
     "gpt-5.1-codex-max",
     "gpt-5.1-codex",
     "gpt-5.1-codex-mini",
@@ -23,28 +28,66 @@ const CODEX_MODELS: &[&str] = &[
     "gpt-5",
 ];
 const API_MODELS: &[&str] = &[
+    "gpt-5.5",
+    "gpt-5.4",
+    "gpt-5.4-mini",
+    "gpt-5.2",
     "gpt-5.1",
     "gpt-5.1-codex",
     "gpt-5",
     "gpt-5-mini",
-    "gpt-5-nano",
     "gpt-4.1",
     "o3",
     "o4-mini",
 ];
+const CLAUDE_MODELS: &[&str] = &[
+    "claude-opus-4-5",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "claude-sonnet-4-0",
+];
 
+/// OpenAI list shape by default; Anthropic's when the request carries `anthropic-version` or
+/// the key's group is served by Anthropic accounts.
 pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let anthropic_client = headers.contains_key("anthropic-version");
     let key = match state.keys.authenticate(&headers) {
         Ok(key) => key,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            let shape = if anthropic_client {
+                ErrorShape::Anthropic
+            } else {
+                ErrorShape::OpenAi
+            };
+            return error.in_shape(shape).into_response();
+        }
     };
     let mut models = BTreeSet::new();
-    for account in state.pool.members(&key.group, Platform::OpenAi) {
-        match (&account.spec.models, account.spec.kind) {
-            (Some(list), _) => models.extend(list.iter().map(String::as_str)),
-            (None, AccountKind::OAuth) => models.extend(CODEX_MODELS.iter().copied()),
-            (None, AccountKind::ApiKey) => models.extend(API_MODELS.iter().copied()),
+    for account in state.pool.members(&key.group, key.platform) {
+        let defaults = match (account.spec.platform, account.spec.kind) {
+            (Platform::Anthropic, _) => CLAUDE_MODELS,
+            (Platform::OpenAi, AccountKind::OAuth) => CODEX_MODELS,
+            (Platform::OpenAi, AccountKind::ApiKey) => API_MODELS,
+        };
+        match &account.spec.models {
+            Some(list) => models.extend(list.iter().map(String::as_str)),
+            None => models.extend(defaults.iter().copied()),
         }
+        models.extend(account.spec.model_map.keys().map(String::as_str));
+    }
+    if anthropic_client || key.platform == Platform::Anthropic {
+        let data: Vec<_> = models
+            .iter()
+            .map(|id| json!({"type": "model", "id": id, "display_name": id, "created_at": "2025-01-01T00:00:00Z"}))
+            .collect();
+        return Json(json!({
+            "data": data,
+            "has_more": false,
+            "first_id": models.first(),
+            "last_id": models.last(),
+        }))
+        .into_response();
     }
     let data: Vec<_> = models
         .into_iter()

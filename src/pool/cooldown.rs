@@ -109,6 +109,39 @@ pub fn rate_limit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration
     from_windows.or_else(|| retry_after(headers, now))
 }
 
+/// When a rate-limited Anthropic account recovers: the reset of the rejected window
+/// (`anthropic-ratelimit-unified-5h-*` / `-7d-*`, unix seconds), else the unified reset, else the
+/// later of the window resets. `None` without any reset header: then the 429 is not a limit of
+/// the account.
+pub fn anthropic_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let at = |name: &str| -> Option<Duration> {
+        let secs = header_f64(headers, name)?;
+        let when = std::time::UNIX_EPOCH + Duration::try_from_secs_f64(secs.max(0.0)).ok()?;
+        Some(when.duration_since(now).unwrap_or_default())
+    };
+    let rejected = |window: &str| {
+        headers
+            .get(format!("anthropic-ratelimit-unified-{window}-status"))
+            .is_some_and(|v| v.as_bytes() == b"rejected")
+    };
+    let windows: Vec<(bool, Duration)> = ["5h", "7d"]
+        .iter()
+        .filter_map(|w| {
+            Some((
+                rejected(w),
+                at(&format!("anthropic-ratelimit-unified-{w}-reset"))?,
+            ))
+        })
+        .collect();
+    windows
+        .iter()
+        .filter(|(rejected, _)| *rejected)
+        .map(|(_, d)| *d)
+        .max()
+        .or_else(|| at("anthropic-ratelimit-unified-reset"))
+        .or_else(|| windows.iter().map(|(_, d)| *d).max())
+}
+
 /// `Retry-After` as seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers
@@ -181,6 +214,30 @@ mod tests {
         let got = rate_limit_reset(&headers(&[("retry-after", &date)]), now).unwrap();
         assert!(got <= Duration::from_secs(120) && got >= Duration::from_secs(118));
         assert_eq!(rate_limit_reset(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn anthropic_unified_resets() {
+        let now = SystemTime::now();
+        let unix = |d: u64| {
+            (now + Duration::from_secs(d))
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                .to_string()
+        };
+        let h = headers(&[
+            ("anthropic-ratelimit-unified-5h-status", "allowed"),
+            ("anthropic-ratelimit-unified-5h-reset", &unix(3000)),
+            ("anthropic-ratelimit-unified-7d-status", "rejected"),
+            ("anthropic-ratelimit-unified-7d-reset", &unix(90000)),
+            ("anthropic-ratelimit-unified-reset", &unix(3000)),
+        ]);
+        let got = anthropic_reset(&h, now).unwrap();
+        assert!(got > Duration::from_secs(89990) && got <= Duration::from_secs(90000));
+        let h = headers(&[("anthropic-ratelimit-unified-reset", &unix(600))]);
+        assert!(anthropic_reset(&h, now).unwrap() <= Duration::from_secs(600));
+        assert_eq!(anthropic_reset(&HeaderMap::new(), now), None);
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct Pool {
 pub struct Wanted<'a> {
     pub group: &'a str,
     pub platform: Platform,
+    /// Only accounts of this kind (Chat Completions needs API keys).
+    pub kind: Option<AccountKind>,
     pub model: &'a str,
     /// Accounts this request already tried.
     pub tried: &'a [AccountId],
@@ -185,6 +187,7 @@ impl Pool {
         let now = Instant::now();
         let eligible: Vec<&Arc<Account>> = self
             .members(wanted.group, wanted.platform)
+            .filter(|a| wanted.kind.is_none_or(|k| a.spec.kind == k))
             .filter(|a| a.serves_model(wanted.model))
             .collect();
         if eligible.is_empty() {

@@ -35,10 +35,11 @@ impl AccountKind {
         }
     }
 
-    pub fn default_base_url(self) -> &'static str {
-        match self {
-            AccountKind::OAuth => "https://chatgpt.com/backend-api/codex",
-            AccountKind::ApiKey => "https://api.openai.com/v1",
+    pub fn default_base_url(self, platform: Platform) -> &'static str {
+        match (platform, self) {
+            (Platform::OpenAi, AccountKind::OAuth) => "https://chatgpt.com/backend-api/codex",
+            (Platform::OpenAi, AccountKind::ApiKey) => "https://api.openai.com/v1",
+            (Platform::Anthropic, _) => "https://api.anthropic.com",
         }
     }
 }

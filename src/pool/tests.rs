@@ -32,6 +32,7 @@ fn wanted<'a>(tried: &'a [AccountId], sticky: Option<&'a StickyKey>) -> Wanted<'
     Wanted {
         group: "default",
         platform: Platform::OpenAi,
+        kind: None,
         model: "gpt-5",
         tried,
         sticky,

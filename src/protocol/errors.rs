@@ -1,7 +1,17 @@
 //! Error bodies in the client's protocol shape.
 
 use bytes::Bytes;
+use http::StatusCode;
 use serde::Serialize;
+
+/// Which shape a route's errors take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error":{"message","type","code","param"}}`
+    OpenAi,
+    /// `{"type":"error","error":{"type","message"}}`
+    Anthropic,
+}
 
 /// `{"error":{"message","type","code","param"}}`, as the OpenAI API and Codex backend answer.
 pub fn openai_error_body(message: &str, kind: &str, code: Option<&str>) -> Bytes {
@@ -27,4 +37,29 @@ pub fn openai_error_body(message: &str, kind: &str, code: Option<&str>) -> Bytes
     };
     // Serialising plain strings cannot fail.
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// The Anthropic error type for a status, as the Messages API uses them.
+pub fn anthropic_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 415 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 | 405 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    }
+}
+
+/// `{"type":"error","error":{"type","message"}}`, as the Anthropic API answers.
+pub fn anthropic_error_body(status: StatusCode, message: &str) -> Bytes {
+    let body = serde_json::json!({
+        "type": "error",
+        "error": { "type": anthropic_error_type(status), "message": message },
+    });
+    Bytes::from(body.to_string())
 }

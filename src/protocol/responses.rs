@@ -7,9 +7,12 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use indexmap::IndexMap;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+use super::sse::SseEvent;
+use super::{EventRole, StreamWatch, Terminal, TokenUsage};
 
 /// The routing facts of a request, read without building the whole body.
 #[derive(Debug, Clone)]
@@ -121,15 +124,6 @@ pub fn rewrite(body: &[u8], edits: &BodyEdits<'_>) -> Result<Bytes, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Tokens of one request.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct TokenUsage {
-    pub input: u64,
-    pub cached_input: u64,
-    pub output: u64,
-    pub reasoning: u64,
-}
-
 #[derive(Deserialize)]
 struct WireUsage {
     #[serde(default)]
@@ -159,14 +153,14 @@ impl From<WireUsage> for TokenUsage {
         TokenUsage {
             input: u.input_tokens,
             cached_input: u.input_tokens_details.map_or(0, |d| d.cached_tokens),
+            cache_creation: 0,
             output: u.output_tokens,
             reasoning: u.output_tokens_details.map_or(0, |d| d.reasoning_tokens),
         }
     }
 }
 
-/// The `usage` of a JSON answer (`response` object or compaction result). The one pass also
-/// checks that the answer is a JSON object; other fields are skipped, not built.
+/// The `usage` of a JSON answer (`response` object or compaction result).
 pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
     #[derive(Deserialize)]
     struct Answer {
@@ -178,17 +172,8 @@ pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// What a terminal stream event says: usage and, for a failure, its code and message.
-#[derive(Debug, Default, Clone)]
-pub struct Terminal {
-    pub usage: Option<TokenUsage>,
-    pub response_id: Option<String>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-}
-
 /// Reads a terminal event's data (`response.completed`/`incomplete`/`failed` or `error`).
-pub fn read_terminal(data: &[u8]) -> Terminal {
+pub fn read_terminal(data: &[u8]) -> (Terminal, Option<TokenUsage>) {
     #[derive(Deserialize)]
     struct Event {
         response: Option<EventResponse>,
@@ -208,27 +193,23 @@ pub fn read_terminal(data: &[u8]) -> Terminal {
         message: Option<String>,
     }
     let Ok(event) = serde_json::from_slice::<Event>(data) else {
-        return Terminal::default();
+        return (Terminal::default(), None);
     };
     let (response_id, usage, response_error) = match event.response {
         Some(r) => (r.id, r.usage.map(Into::into), r.error),
         None => (None, None, None),
     };
     let error = response_error.or(event.error);
-    let code_text = |v: Value| match v {
-        Value::String(s) => s,
-        other => other.to_string(),
-    };
     let (error_code, error_message) = match error {
-        Some(e) => (e.code.map(code_text), e.message),
-        None => (event.code.map(code_text), event.message),
+        Some(e) => (e.code.map(super::code_text), e.message),
+        None => (event.code.map(super::code_text), event.message),
     };
-    Terminal {
-        usage,
+    let terminal = Terminal {
         response_id,
         error_code,
         error_message,
-    }
+    };
+    (terminal, usage)
 }
 
 /// Whether a `response.failed` before output is worth another account. Failures caused by the
@@ -313,6 +294,93 @@ pub fn failed_event(response_id: Option<&str>, code: &str, message: &str) -> Byt
     out.extend_from_slice(event.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
+}
+
+/// The Responses stream events the relay acts on; everything else is [`Event::Other`] output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// `response.created`, `response.in_progress`, `response.queued`: held back until real
+    /// output starts, so that failover is still possible.
+    Preamble,
+    /// `response.output_item.done`: needed to rebuild `output` when aggregating.
+    OutputItemDone,
+    Completed,
+    /// `response.incomplete`: terminal, carries usage.
+    Incomplete,
+    Failed,
+    /// A bare `error` event.
+    Error,
+    Other,
+}
+
+impl Event {
+    pub fn of(name: &[u8]) -> Self {
+        match name {
+            b"response.created" | b"response.in_progress" | b"response.queued" => Event::Preamble,
+            b"response.output_item.done" => Event::OutputItemDone,
+            b"response.completed" => Event::Completed,
+            b"response.incomplete" => Event::Incomplete,
+            b"response.failed" => Event::Failed,
+            b"error" => Event::Error,
+            _ => Event::Other,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Event::Completed | Event::Incomplete | Event::Failed | Event::Error
+        )
+    }
+}
+
+/// Watches a Responses stream.
+#[derive(Default)]
+pub struct Watch {
+    finished: bool,
+    failed: bool,
+    usage: TokenUsage,
+    response_id: Option<String>,
+}
+
+impl StreamWatch for Watch {
+    fn observe(&mut self, event: &SseEvent<'_>, output_started: bool) -> EventRole {
+        let kind = Event::of(event.name());
+        match kind {
+            Event::Preamble if !output_started => EventRole::Hold,
+            Event::Failed | Event::Error if !output_started => {
+                EventRole::FailBeforeOutput(read_terminal(&event.data()).0)
+            }
+            _ => {
+                if kind.is_terminal() {
+                    let (terminal, usage) = read_terminal(&event.data());
+                    self.finished = true;
+                    self.failed = matches!(kind, Event::Failed | Event::Error);
+                    self.usage = usage.unwrap_or_default();
+                    if terminal.response_id.is_some() {
+                        self.response_id = terminal.response_id;
+                    }
+                }
+                EventRole::Output
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn succeeded(&self) -> bool {
+        self.finished && !self.failed
+    }
+
+    fn usage(&self) -> TokenUsage {
+        self.usage
+    }
+
+    fn failure_event(&self, code: &str, message: &str) -> Bytes {
+        failed_event(self.response_id.as_deref(), code, message)
+    }
 }
 
 #[cfg(test)]

@@ -10,57 +10,24 @@ use std::borrow::Cow;
 use bytes::{Buf, BytesMut};
 use memchr::memmem;
 
-/// The event types the relay acts on; everything else is [`EventName::Other`] and is output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventName {
-    /// `response.created`, `response.in_progress`, `response.queued`: held back until real
-    /// output starts, so that failover is still possible.
-    Preamble,
-    /// `response.output_item.done`: needed to rebuild `output` when aggregating.
-    OutputItemDone,
-    /// `response.completed`
-    Completed,
-    /// `response.incomplete`: terminal, carries usage.
-    Incomplete,
-    /// `response.failed`
-    Failed,
-    /// A bare `error` event.
-    Error,
-    /// Any other event: semantic output.
-    Other,
-}
-
-impl EventName {
-    fn classify(name: &[u8]) -> Self {
-        match name {
-            b"response.created" | b"response.in_progress" | b"response.queued" => {
-                EventName::Preamble
-            }
-            b"response.output_item.done" => EventName::OutputItemDone,
-            b"response.completed" => EventName::Completed,
-            b"response.incomplete" => EventName::Incomplete,
-            b"response.failed" => EventName::Failed,
-            b"error" => EventName::Error,
-            _ => EventName::Other,
-        }
-    }
-
-    /// The stream's last event: it carries the usage or the failure.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            EventName::Completed | EventName::Incomplete | EventName::Failed | EventName::Error
-        )
-    }
-}
-
 /// One complete event, borrowed from the scanned bytes.
 pub struct SseEvent<'a> {
-    pub name: EventName,
+    name: &'a [u8],
     raw: &'a [u8],
 }
 
 impl<'a> SseEvent<'a> {
+    /// The event's type: its `event:` field, else the `"type"` of its JSON data (empty if
+    /// neither says).
+    pub fn name(&self) -> &'a [u8] {
+        self.name
+    }
+
+    /// The event's bytes without the blank line that ends it.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
     /// The `data:` payload; lines joined with `\n` (borrowed when there is one line, the norm).
     pub fn data(&self) -> Cow<'a, [u8]> {
         let mut lines = data_lines(self.raw);
@@ -116,10 +83,7 @@ fn scan(buf: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) -> usize {
     while let Some((end, next)) = boundary(&buf[start..]) {
         let raw = &buf[start..start + end];
         if let Some(name) = event_name(raw) {
-            on_event(SseEvent {
-                name: EventName::classify(name),
-                raw,
-            });
+            on_event(SseEvent { name, raw });
         }
         start += next;
     }
@@ -179,10 +143,13 @@ fn json_type(data: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
-    fn names(scanner: &mut SseScanner, chunk: &[u8]) -> Vec<(EventName, String)> {
+    fn names(scanner: &mut SseScanner, chunk: &[u8]) -> Vec<(String, String)> {
         let mut out = Vec::new();
         scanner.feed(chunk, |e| {
-            out.push((e.name, String::from_utf8(e.data().into_owned()).unwrap()))
+            out.push((
+                String::from_utf8(e.name().to_vec()).unwrap(),
+                String::from_utf8(e.data().into_owned()).unwrap(),
+            ))
         });
         out
     }
@@ -194,10 +161,14 @@ mod tests {
             let mut s = SseScanner::new();
             let mut got = names(&mut s, &stream[..cut]);
             got.extend(names(&mut s, &stream[cut..]));
-            let kinds: Vec<EventName> = got.iter().map(|(n, _)| *n).collect();
+            let kinds: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
             assert_eq!(
                 kinds,
-                vec![EventName::Preamble, EventName::Other, EventName::Completed],
+                vec![
+                    "response.created",
+                    "response.output_text.delta",
+                    "response.completed"
+                ],
                 "cut at {cut}"
             );
             assert_eq!(got[1].1, "{\"delta\":\"hi\"}");
@@ -212,7 +183,8 @@ mod tests {
             &mut s,
             b"data: {\"type\":\"response.failed\",\"response\":{\"type\":\"x\"}}\r\n\r\ndata: a\ndata: b\n\n",
         );
-        assert_eq!(got[0].0, EventName::Failed);
+        assert_eq!(got[0].0, "response.failed");
+        assert_eq!(got[1].0, "");
         assert_eq!(got[1].1, "a\nb");
     }
 }

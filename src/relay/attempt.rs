@@ -13,6 +13,7 @@ use crate::config::Secret;
 use crate::pool::quota::{self, QuotaSnapshot};
 use crate::pool::{Account, AccountEffect, AccountKind};
 use crate::protocol::responses::{self, BodyEdits};
+use crate::protocol::{anthropic, chat, Protocol};
 use crate::state::AppState;
 use crate::upstream::{self, tokens, SessionRewrite};
 
@@ -40,7 +41,7 @@ pub(super) async fn run(
 ) -> Result<Attempted, AttemptFailure> {
     // credential
     let (credential, generation) = tokens::fresh(state, account).await?;
-    match send(state, ctx, writer, account, &credential).await {
+    let result = match send(state, ctx, writer, account, &credential, None).await {
         Err(failure)
             if failure.status == Some(StatusCode::UNAUTHORIZED) && writer.can_fail_over() =>
         {
@@ -49,46 +50,52 @@ pub(super) async fn run(
                 Some(Err(refresh_failure)) => Err(refresh_failure),
                 Some(Ok((renewed, _))) => {
                     tracing::info!(request_id = %ctx.id, account = %account.spec.name, "upstream refused the token; retrying once with a refreshed one");
-                    send(state, ctx, writer, account, &renewed).await
+                    send(state, ctx, writer, account, &renewed, None).await
                 }
             }
+        }
+        other => other,
+    };
+    match result {
+        Err(failure) if is_foreign_thinking_signature(ctx, &failure) && writer.can_fail_over() => {
+            let Some(stripped) = anthropic::strip_thinking(&ctx.body) else {
+                return Err(failure);
+            };
+            tracing::warn!(
+                request_id = %ctx.id,
+                account = %account.spec.name,
+                "the upstream refused thinking blocks signed by another account; retrying once without them"
+            );
+            send(state, ctx, writer, account, &credential, Some(stripped)).await
         }
         other => other,
     }
 }
 
-/// Build → send → classify, with a given credential.
+/// A 400 about thinking-block signatures: the conversation moved here from another account.
+fn is_foreign_thinking_signature(ctx: &RequestContext, failure: &AttemptFailure) -> bool {
+    ctx.endpoint.protocol() == Protocol::Messages
+        && failure.status == Some(StatusCode::BAD_REQUEST)
+        && failure
+            .passthrough
+            .as_ref()
+            .is_some_and(|(_, body)| anthropic::is_foreign_signature_error(body))
+}
+
+/// Build → send → classify, with a given credential (and, for a retry, a given body).
 async fn send(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
     account: &Account,
     credential: &Secret,
+    body_override: Option<Bytes>,
 ) -> Result<Attempted, AttemptFailure> {
-    let spec = &account.spec;
-    let compact = ctx.endpoint == Endpoint::Compact;
-
     // build
-    let wants_stream = match spec.kind {
-        AccountKind::OAuth => !compact,
-        AccountKind::ApiKey => ctx.client_streams(),
-    };
-    let body = upstream_body(state, ctx, account)?;
-    let sessions = SessionRewrite {
-        ids: &state.sessions,
-        key_id: &ctx.key.id,
-    };
-    let headers = upstream::upstream_headers(
-        spec,
-        credential,
-        &ctx.client_headers,
-        wants_stream,
-        compact,
-        &sessions,
-    );
+    let (url, headers, body) = build(state, ctx, account, credential, body_override)?;
     let request = state
         .client_for(account)
-        .post(upstream::responses_url(spec, compact))
+        .post(url)
         .headers(headers)
         .body(body);
 
@@ -110,7 +117,12 @@ async fn send(
     if !status.is_success() {
         let headers = response.headers().clone();
         let body = writer.wait(read_error_body(response)).await;
-        return Err(AttemptFailure::from_status(status, &headers, body));
+        return Err(AttemptFailure::from_status(
+            status,
+            &headers,
+            body,
+            account.spec.platform,
+        ));
     }
     let quota = quota::from_headers(response.headers(), SystemTime::now());
     respond::answer(state, ctx, writer, response).await?;
@@ -121,36 +133,91 @@ async fn send(
     })
 }
 
-/// The body for this account: the Codex rules for sign-in accounts, the account's model name,
-/// and `prompt_cache_key` derived per API key. Untouched when nothing applies.
-fn upstream_body(
+/// The upstream request for this account: URL, headers and body by protocol and account kind.
+fn build(
     state: &AppState,
     ctx: &RequestContext,
     account: &Account,
-) -> Result<Bytes, AttemptFailure> {
-    let model = account.upstream_model(&ctx.inspected.model);
-    let cache_key = ctx
-        .inspected
-        .prompt_cache_key
-        .as_deref()
-        .map(|k| state.sessions.derive(&ctx.key.id, k));
-    let edits = BodyEdits {
-        codex: (account.spec.kind == AccountKind::OAuth)
-            .then_some(ctx.endpoint == Endpoint::Compact),
-        model: (model != ctx.inspected.model).then_some(model),
-        prompt_cache_key: cache_key.as_deref(),
+    credential: &Secret,
+    body_override: Option<Bytes>,
+) -> Result<(String, http::HeaderMap, Bytes), AttemptFailure> {
+    let spec = &account.spec;
+    let mapped = account.upstream_model(&ctx.inspected.model);
+    let model = (mapped != ctx.inspected.model).then_some(mapped);
+    let streams = ctx.client_streams();
+    let built = match ctx.endpoint.protocol() {
+        Protocol::Responses => {
+            let compact = ctx.endpoint == Endpoint::Compact;
+            let codex = spec.kind == AccountKind::OAuth;
+            // The Codex backend only streams (compact answers JSON).
+            let wants_stream = if codex { !compact } else { streams };
+            let cache_key = ctx
+                .inspected
+                .prompt_cache_key
+                .as_deref()
+                .map(|k| state.sessions.derive(&ctx.key.id, k));
+            let edits = BodyEdits {
+                codex: codex.then_some(compact),
+                model,
+                prompt_cache_key: cache_key.as_deref(),
+            };
+            let body = if edits.is_empty() {
+                Ok(ctx.body.clone())
+            } else {
+                responses::rewrite(&ctx.body, &edits)
+            };
+            let sessions = SessionRewrite {
+                ids: &state.sessions,
+                key_id: &ctx.key.id,
+            };
+            let headers = upstream::upstream_headers(
+                spec,
+                credential,
+                &ctx.client_headers,
+                wants_stream,
+                compact,
+                &sessions,
+            );
+            body.map(|b| (upstream::responses_url(spec, compact), headers, b))
+        }
+        Protocol::Chat => {
+            // Ask for the usage chunk; the client's stream will not show it unless it asked.
+            let request_usage = streams && !ctx.inspected.include_usage;
+            let body = if model.is_none() && !request_usage {
+                Ok(ctx.body.clone())
+            } else {
+                chat::rewrite(&ctx.body, model, request_usage)
+            };
+            let headers = upstream::chat_headers(credential, &ctx.client_headers, streams);
+            body.map(|b| (upstream::chat_url(spec), headers, b))
+        }
+        Protocol::Messages => {
+            let base = body_override.unwrap_or_else(|| ctx.body.clone());
+            let body = match model {
+                Some(m) => anthropic::rewrite_model(&base, m),
+                None => Ok(base),
+            };
+            let url = upstream::messages_url(
+                spec,
+                ctx.endpoint == Endpoint::CountTokens,
+                ctx.query.as_deref(),
+            );
+            let headers =
+                upstream::anthropic_headers(spec, credential, &ctx.client_headers, streams);
+            body.map(|b| (url, headers, b))
+        }
     };
-    if edits.is_empty() {
-        return Ok(ctx.body.clone());
-    }
-    responses::rewrite(&ctx.body, &edits).map_err(|message| {
+    built.map_err(|message| {
         let mut failure = AttemptFailure::bad_answer(message.clone());
         failure.retryable = false;
         failure.effect = AccountEffect::None;
-        failure.passthrough = Some((
+        let error = super::failure::ClientError::new(
             StatusCode::BAD_REQUEST,
-            crate::protocol::errors::openai_error_body(&message, "invalid_request_error", None),
-        ));
+            "invalid_request_error",
+            message,
+        )
+        .in_shape(ctx.endpoint.protocol().error_shape());
+        failure.passthrough = Some((StatusCode::BAD_REQUEST, error.json_body()));
         failure
     })
 }

@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::pool::cooldown::{rate_limit_reset, retry_after};
-use crate::pool::AccountEffect;
-use crate::protocol::responses::Terminal;
+use crate::pool::cooldown::{anthropic_reset, rate_limit_reset, retry_after};
+use crate::pool::{AccountEffect, Platform};
+use crate::protocol::errors::{anthropic_error_body, ErrorShape};
+use crate::protocol::Terminal;
 
 /// Low-cardinality kind, for logs, metrics and the status mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,13 +83,23 @@ impl AttemptFailure {
 
     /// A non-2xx answer. 401/402/403/429/529/5xx are the account's problem (fail over); any
     /// other status is the request's and goes back to the client unchanged.
-    pub fn from_status(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
+    pub fn from_status(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Bytes,
+        platform: Platform,
+    ) -> Self {
         let now = SystemTime::now();
         let effect = match (status.as_u16(), permanent_failure(&body)) {
             (401..=403, Some(reason)) => AccountEffect::Disable(reason),
             (s, _) => match s {
                 401 | 403 => AccountEffect::AuthFailed,
                 402 => AccountEffect::PaymentRequired,
+                429 if platform == Platform::Anthropic => match anthropic_reset(headers, now) {
+                    Some(reset) => AccountEffect::RateLimited(Some(reset)),
+                    // Without a reset header it is not the account's limit (a burst, say).
+                    None => AccountEffect::Transient,
+                },
                 429 => AccountEffect::RateLimited(rate_limit_reset(headers, now)),
                 529 => AccountEffect::Overloaded,
                 s if s >= 500 => AccountEffect::Transient,
@@ -164,7 +175,9 @@ impl AttemptFailure {
         let code = terminal.error_code.clone();
         let retryable = crate::protocol::responses::failure_is_retryable(code.as_deref());
         let effect = match code.as_deref() {
-            Some("rate_limit_exceeded" | "usage_limit_reached") => AccountEffect::RateLimited(None),
+            Some("rate_limit_exceeded" | "usage_limit_reached" | "rate_limit_error") => {
+                AccountEffect::RateLimited(None)
+            }
             _ if retryable => AccountEffect::Transient,
             _ => AccountEffect::None,
         };
@@ -240,6 +253,8 @@ pub struct ClientError {
     pub retry_after: Option<Duration>,
     /// A body to send instead of the rendered error (an upstream 4xx, given as it came).
     pub raw_body: Option<Bytes>,
+    /// The route's error shape.
+    pub shape: ErrorShape,
 }
 
 impl ClientError {
@@ -251,7 +266,13 @@ impl ClientError {
             code: None,
             retry_after: None,
             raw_body: None,
+            shape: ErrorShape::OpenAi,
         }
+    }
+
+    pub fn in_shape(mut self, shape: ErrorShape) -> Self {
+        self.shape = shape;
+        self
     }
 
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
@@ -357,13 +378,14 @@ impl ClientError {
     }
 
     pub fn json_body(&self) -> Bytes {
-        match &self.raw_body {
-            Some(body) => body.clone(),
-            None => crate::protocol::errors::openai_error_body(
+        match (&self.raw_body, self.shape) {
+            (Some(body), _) => body.clone(),
+            (None, ErrorShape::OpenAi) => crate::protocol::errors::openai_error_body(
                 &self.message,
                 self.kind,
                 self.code.as_deref(),
             ),
+            (None, ErrorShape::Anthropic) => anthropic_error_body(self.status, &self.message),
         }
     }
 

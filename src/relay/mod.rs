@@ -1,6 +1,6 @@
 //! The relay: the life of a request, phase by phase.
 //!
-//! [`handle_responses`] reads top to bottom as the phases of DESIGN.md:
+//! [`handle`] reads top to bottom as the phases of DESIGN.md:
 //!
 //! 1. **accept** — request id.
 //! 2. **authenticate** — the client's API key → its group and limits.
@@ -34,8 +34,8 @@ use tokio::time::Instant;
 
 use crate::http::auth::ApiKey;
 use crate::http::body::read_body;
-use crate::pool::{AccountId, Platform, Selection, StickyKey, Wanted};
-use crate::protocol::responses::{self, Inspected, TokenUsage};
+use crate::pool::{AccountId, AccountKind, Platform, Selection, StickyKey, Wanted};
+use crate::protocol::{Inspected, Protocol, TokenUsage};
 use crate::state::AppState;
 use crate::upstream::SESSION_HEADERS;
 use crate::usage::{AttemptRecord, UsageRecord};
@@ -43,11 +43,55 @@ use attempt::Attempted;
 use failure::{AttemptFailure, ClientError};
 use writer::{BodyMode, DownstreamWriter, WriterState};
 
-/// Which Responses endpoint was called.
+/// Which relayed endpoint was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `POST /v1/responses`
     Responses,
+    /// `POST /v1/responses/compact`
     Compact,
+    /// `POST /v1/chat/completions`
+    Chat,
+    /// `POST /v1/messages`
+    Messages,
+    /// `POST /v1/messages/count_tokens`
+    CountTokens,
+}
+
+impl Endpoint {
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Endpoint::Responses | Endpoint::Compact => Protocol::Responses,
+            Endpoint::Chat => Protocol::Chat,
+            Endpoint::Messages | Endpoint::CountTokens => Protocol::Messages,
+        }
+    }
+
+    /// The platform whose accounts serve this endpoint.
+    pub fn platform(self) -> Platform {
+        match self.protocol() {
+            Protocol::Responses | Protocol::Chat => Platform::OpenAi,
+            Protocol::Messages => Platform::Anthropic,
+        }
+    }
+
+    /// Whether the answer can be a stream at all.
+    fn can_stream(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Responses | Endpoint::Chat | Endpoint::Messages
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Responses => "responses",
+            Endpoint::Compact => "responses_compact",
+            Endpoint::Chat => "chat_completions",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
+        }
+    }
 }
 
 /// Everything one request carries through the phases.
@@ -57,6 +101,8 @@ pub struct RequestContext {
     pub endpoint: Endpoint,
     pub key: Arc<ApiKey>,
     pub client_headers: HeaderMap,
+    /// The client's query string (`beta=true` on Messages is forwarded).
+    pub query: Option<String>,
     pub body: Bytes,
     pub inspected: Inspected,
     /// The conversation's binding key (session header or `prompt_cache_key`, scoped by key).
@@ -72,18 +118,22 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// Whether the client asked for a stream. Compact answers are always plain JSON.
+    /// Whether the client asked for a stream. Compact and count_tokens answers are plain JSON.
     pub fn client_streams(&self) -> bool {
-        self.inspected.stream && self.endpoint == Endpoint::Responses
+        self.inspected.stream && self.endpoint.can_stream()
     }
 }
 
-/// The life of a `/responses` or `/responses/compact` request.
-pub async fn handle_responses(
+/// The life of a relayed request (`/responses`, `/responses/compact`, `/chat/completions`,
+/// `/messages`, `/messages/count_tokens`).
+pub async fn handle(
     state: Arc<AppState>,
     endpoint: Endpoint,
     request: http::Request<Body>,
 ) -> Response {
+    let shape = endpoint.protocol().error_shape();
+    let refuse = |error: ClientError| error.in_shape(shape).into_response();
+
     // 1. accept
     let id = new_request_id();
     let started = Instant::now();
@@ -92,19 +142,25 @@ pub async fn handle_responses(
     // 2. authenticate
     let key = match state.keys.authenticate(&parts.headers) {
         Ok(key) => key,
-        Err(error) => return error.into_response(),
+        Err(error) => return refuse(error),
     };
+    if key.platform != endpoint.platform() {
+        return refuse(wrong_platform(&key, endpoint));
+    }
 
     // 3. inspect
     let body = match read_body(body, &parts.headers, state.gateway.max_body_size).await {
         Ok(body) => body,
-        Err(error) => return error.into_response(),
+        Err(error) => return refuse(error),
     };
-    let inspected = match responses::inspect(&body) {
+    let inspected = match endpoint.protocol().inspect(&body) {
         Ok(inspected) => inspected,
         Err(message) => {
-            return ClientError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
-                .into_response()
+            return refuse(ClientError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                message,
+            ))
         }
     };
     let sticky = state
@@ -119,6 +175,7 @@ pub async fn handle_responses(
         endpoint,
         key,
         client_headers: parts.headers,
+        query: parts.uri.query().map(str::to_owned),
         body,
         inspected,
         sticky,
@@ -147,16 +204,35 @@ pub async fn handle_responses(
         .tasks
         .spawn(async move { relay(task_state, ctx, writer).await });
     head.await.unwrap_or_else(|_| {
-        ClientError::new(
+        refuse(ClientError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "the gateway failed while relaying this request",
-        )
-        .into_response()
+        ))
     })
 }
 
-/// The conversation a request belongs to: a session header, else `prompt_cache_key`.
+/// A key whose group is served by the other platform: 404, as if the route did not exist for it.
+fn wrong_platform(key: &ApiKey, endpoint: Endpoint) -> ClientError {
+    let hint = match key.platform {
+        Platform::OpenAi => "use /v1/responses or /v1/chat/completions",
+        Platform::Anthropic => "use /v1/messages",
+    };
+    ClientError::new(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        format!(
+            "this API key's group '{}' is served by {} accounts, which cannot serve {}; {hint}",
+            key.group,
+            key.platform.as_str(),
+            endpoint.as_str()
+        ),
+    )
+    .with_code("route_not_served_by_key_group")
+}
+
+/// The conversation a request belongs to: a session header, else `prompt_cache_key`, else
+/// Anthropic's `metadata.user_id`.
 fn conversation<'a>(headers: &'a HeaderMap, inspected: &'a Inspected) -> Option<&'a str> {
     SESSION_HEADERS
         .iter()
@@ -166,6 +242,7 @@ fn conversation<'a>(headers: &'a HeaderMap, inspected: &'a Inspected) -> Option<
             .prompt_cache_key
             .as_deref()
             .filter(|v| !v.is_empty()))
+        .or(inspected.user_id.as_deref())
 }
 
 /// Phases 4–7.
@@ -177,6 +254,7 @@ async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: Downst
     };
     if let Err(error) = outcome {
         // 6. respond, with the final failure
+        let error = error.in_shape(ctx.endpoint.protocol().error_shape());
         respond_error(&mut ctx, &mut writer, error).await;
     }
     ctx.key_slot = None;
@@ -239,7 +317,9 @@ async fn attempt_loop(
         }
         let wanted = Wanted {
             group: &ctx.key.group,
-            platform: Platform::OpenAi,
+            platform: ctx.endpoint.platform(),
+            // Sign-in (Codex) accounts serve only the Responses API.
+            kind: (ctx.endpoint == Endpoint::Chat).then_some(AccountKind::ApiKey),
             model: &ctx.inspected.model,
             tried: &tried,
             sticky: ctx.sticky.as_ref(),
@@ -247,6 +327,17 @@ async fn attempt_loop(
         let selection = writer.wait_in_queue(state.pool.acquire(&wanted)).await;
         let slot = match selection {
             Selection::Slot(slot) => slot,
+            Selection::NoAccount if ctx.endpoint == Endpoint::Chat => {
+                return Err(ClientError::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    format!(
+                        "no API-key account of group '{}' serves model '{}': Chat Completions needs an account of type apikey (ChatGPT sign-in accounts serve only the Responses API) (request {})",
+                        ctx.key.group, ctx.inspected.model, ctx.id
+                    ),
+                )
+                .with_code("no_chat_account"))
+            }
             Selection::NoAccount => {
                 return Err(ClientError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -429,7 +520,11 @@ async fn respond_error(
             );
             ctx.status = StatusCode::OK;
             let code = error.code.as_deref().unwrap_or("upstream_error");
-            let event = responses::failed_event(None, code, &error.message);
+            let event = ctx
+                .endpoint
+                .protocol()
+                .stream_watch(false)
+                .failure_event(code, &error.message);
             writer.write_output(HeaderMap::new(), event).await;
             writer.close();
         }
@@ -442,6 +537,7 @@ fn usage_record(ctx: &RequestContext, writer: &DownstreamWriter) -> UsageRecord 
         request_id: ctx.id.clone(),
         key: ctx.key.name.clone(),
         account: ctx.attempts.last().map(|a| a.account.clone()),
+        endpoint: ctx.endpoint.as_str(),
         model: ctx.inspected.model.clone(),
         stream: ctx.client_streams(),
         compact: ctx.endpoint == Endpoint::Compact,

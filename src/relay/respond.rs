@@ -12,8 +12,9 @@ use tokio::time::Instant;
 use super::failure::AttemptFailure;
 use super::writer::DownstreamWriter;
 use super::RequestContext;
-use crate::protocol::responses::{self, Aggregator, Terminal};
-use crate::protocol::sse::{EventName, SseScanner};
+use crate::protocol::responses::{self, Aggregator};
+use crate::protocol::sse::SseScanner;
+use crate::protocol::{EventRole, Protocol, StreamWatch, Terminal, TokenUsage};
 use crate::state::AppState;
 
 /// When the client is gone and no idle timeout is configured, the upstream is still read for
@@ -30,9 +31,19 @@ pub(super) async fn answer(
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let protocol = ctx.endpoint.protocol();
     match (ctx.client_streams(), is_sse) {
-        (true, true) => stream_through(state, ctx, writer, response).await,
-        (false, true) => aggregate(state, ctx, writer, response).await,
+        (true, true) => {
+            let drop_usage_chunk = protocol == Protocol::Chat && !ctx.inspected.include_usage;
+            let watch = protocol.stream_watch(drop_usage_chunk);
+            stream_through(state, ctx, writer, response, watch).await
+        }
+        (false, true) if protocol == Protocol::Responses => {
+            aggregate(state, ctx, writer, response).await
+        }
+        (false, true) => Err(AttemptFailure::bad_answer(
+            "the upstream answered a stream to a request for JSON",
+        )),
         (_, false) => json_through(state, ctx, writer, response).await,
     }
 }
@@ -78,20 +89,22 @@ fn idle_limit(state: &AppState, writer: &DownstreamWriter) -> Option<Duration> {
     }
 }
 
-/// Streams events to the client as they arrive. `response.created`/`in_progress` are held back
-/// until the first real event, so a `response.failed` before it still fails over.
+/// Streams events to the client as they arrive. Events the protocol holds back (preamble such as
+/// `response.created` or `message_start`) wait until the first real event, so a failure before
+/// it still fails over. Chunks go out as they came, unless the watcher drops events (then the
+/// kept events are re-framed).
 async fn stream_through(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
     mut response: reqwest::Response,
+    mut watch: Box<dyn StreamWatch>,
 ) -> Result<(), AttemptFailure> {
     let headers = client_headers(response.headers(), "text/event-stream");
+    let filters = watch.filters();
     let mut scanner = SseScanner::new();
     let mut held = BytesMut::new();
     let mut output_started = false;
-    let mut terminal: Option<Terminal> = None;
-    let mut response_id: Option<String> = None;
     loop {
         let idle = idle_limit(state, writer);
         let chunk = match writer.wait(next_chunk(&mut response, idle)).await {
@@ -105,35 +118,38 @@ async fn stream_through(
                 if !output_started {
                     return Err(failure);
                 }
-                end_stream_with_failure(ctx, writer, response_id.as_deref(), &failure).await;
+                end_stream_with_failure(ctx, writer, watch.as_ref(), &failure).await;
                 return Err(failure.after_output());
             }
         };
 
         let mut failed_early: Option<Terminal> = None;
         let mut starts_output = false;
+        let mut kept = if filters { Some(BytesMut::new()) } else { None };
         scanner.feed(&chunk, |event| {
-            let before_output = !output_started && !starts_output && failed_early.is_none();
-            match event.name {
-                EventName::Preamble if before_output => {}
-                EventName::Failed | EventName::Error if before_output => {
-                    failed_early = Some(responses::read_terminal(&event.data()));
-                }
-                name => {
-                    if before_output {
-                        starts_output = true;
-                    }
-                    if name.is_terminal() {
-                        let t = responses::read_terminal(&event.data());
-                        response_id = t.response_id.clone().or(response_id.take());
-                        terminal = Some(t);
-                    }
-                }
+            if failed_early.is_some() {
+                return;
+            }
+            match watch.observe(&event, output_started || starts_output) {
+                EventRole::Hold => {}
+                EventRole::Output => starts_output = true,
+                EventRole::FailBeforeOutput(t) => failed_early = Some(t),
+                EventRole::Drop => return,
+            }
+            if let Some(kept) = kept.as_mut() {
+                kept.extend_from_slice(event.raw());
+                kept.extend_from_slice(b"\n\n");
             }
         });
+        let chunk = match kept {
+            Some(kept) => kept.freeze(),
+            None => chunk,
+        };
 
         if output_started {
-            writer.write_output(HeaderMap::new(), chunk).await;
+            if !chunk.is_empty() {
+                writer.write_output(HeaderMap::new(), chunk).await;
+            }
         } else if let Some(t) = failed_early {
             held.extend_from_slice(&chunk);
             return Err(AttemptFailure::stream_failed(t, held.freeze()));
@@ -150,42 +166,41 @@ async fn stream_through(
         } else {
             held.extend_from_slice(&chunk);
         }
-        if terminal.is_some() && scanner.pending() == 0 {
+        if watch.finished() && scanner.pending() == 0 {
             // The terminal event is the last one that matters; do not wait for the upstream
             // to close its side.
             break;
         }
     }
 
-    match terminal {
-        Some(t) => {
-            ctx.tokens = t.usage.unwrap_or_default();
-            ctx.status = StatusCode::OK;
-            ctx.success = t.error_code.is_none() && t.error_message.is_none();
-            writer.close();
-            Ok(())
-        }
-        None if !output_started => Err(AttemptFailure::bad_answer(
-            "the upstream stream ended before any output",
-        )),
-        None => {
-            let failure =
-                AttemptFailure::bad_answer("the upstream stream ended before response.completed");
-            end_stream_with_failure(ctx, writer, response_id.as_deref(), &failure).await;
-            Err(failure.after_output())
-        }
+    if watch.finished() {
+        ctx.tokens = watch.usage();
+        ctx.status = StatusCode::OK;
+        ctx.success = watch.succeeded();
+        writer.close();
+        return Ok(());
     }
+    if !output_started {
+        return Err(AttemptFailure::bad_answer(
+            "the upstream stream ended before any output",
+        ));
+    }
+    ctx.tokens = watch.usage();
+    let failure = AttemptFailure::bad_answer("the upstream stream ended before its final event");
+    end_stream_with_failure(ctx, writer, watch.as_ref(), &failure).await;
+    Err(failure.after_output())
 }
 
-/// After output, a failure can only be told in-protocol: a `response.failed` event.
+/// After output, a failure can only be told in-protocol: `response.failed`, an Anthropic
+/// `error` event, or a Chat error chunk.
 async fn end_stream_with_failure(
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
-    response_id: Option<&str>,
+    watch: &dyn StreamWatch,
     failure: &AttemptFailure,
 ) {
     let message = format!("{} (request {})", failure.message, ctx.id);
-    let event = responses::failed_event(response_id, failure.kind.as_str(), &message);
+    let event = watch.failure_event(failure.kind.as_str(), &message);
     writer.write_output(HeaderMap::new(), event).await;
     writer.close();
     ctx.status = StatusCode::OK;
@@ -203,7 +218,7 @@ async fn aggregate(
     let limit = state.gateway.upstream_response_read_max_bytes;
     let mut scanner = SseScanner::new();
     let mut aggregator = Aggregator::default();
-    let mut terminal: Option<Terminal> = None;
+    let mut terminal: Option<(Terminal, Option<TokenUsage>)> = None;
     let mut failed: Option<Terminal> = None;
     let mut received = BytesMut::new();
     let mut read = 0usize;
@@ -221,16 +236,16 @@ async fn aggregate(
                 "the upstream answer exceeds gateway.upstream_response_read_max_bytes ({limit} bytes)"
             )));
         }
-        scanner.feed(&chunk, |event| match event.name {
-            EventName::OutputItemDone => aggregator.on_output_item_done(&event.data()),
-            EventName::Completed | EventName::Incomplete => {
+        scanner.feed(&chunk, |event| match responses::Event::of(event.name()) {
+            responses::Event::OutputItemDone => aggregator.on_output_item_done(&event.data()),
+            responses::Event::Completed | responses::Event::Incomplete => {
                 aggregator.on_terminal(&event.data());
                 terminal = Some(responses::read_terminal(&event.data()));
             }
-            EventName::Failed | EventName::Error => {
-                failed = Some(responses::read_terminal(&event.data()));
+            responses::Event::Failed | responses::Event::Error => {
+                failed = Some(responses::read_terminal(&event.data()).0);
             }
-            EventName::Preamble | EventName::Other => {}
+            responses::Event::Preamble | responses::Event::Other => {}
         });
         if let Some(t) = failed.take() {
             received.extend_from_slice(&chunk);
@@ -240,7 +255,7 @@ async fn aggregate(
             break;
         }
     }
-    let Some(t) = terminal else {
+    let Some((_, usage)) = terminal else {
         return Err(AttemptFailure::bad_answer(
             "the upstream stream ended before response.completed",
         ));
@@ -250,7 +265,7 @@ async fn aggregate(
             "the upstream's response.completed carried no response object",
         ));
     };
-    ctx.tokens = t.usage.unwrap_or_default();
+    ctx.tokens = usage.unwrap_or_default();
     ctx.first_output_at = Some(Instant::now());
     ctx.status = StatusCode::OK;
     ctx.success = true;
@@ -288,13 +303,11 @@ async fn json_through(
         }
     }
     let body = body.freeze();
-    ctx.tokens = responses::usage_of_json(&body)
-        .map_err(|e| {
-            AttemptFailure::bad_answer(format!(
-                "the upstream answered 2xx with a body that is not a JSON object: {e}"
-            ))
-        })?
-        .unwrap_or_default();
+    ctx.tokens = ctx.endpoint.protocol().usage_of_json(&body).map_err(|e| {
+        AttemptFailure::bad_answer(format!(
+            "the upstream answered 2xx with a body that is not a JSON object: {e}"
+        ))
+    })?;
     ctx.first_output_at = Some(Instant::now());
     ctx.status = StatusCode::OK;
     ctx.success = true;

@@ -110,6 +110,96 @@ pub fn upstream_headers(
     out
 }
 
+/// Headers of a Chat Completions request to an OpenAI-compatible API.
+pub fn chat_headers(credential: &Secret, client: &HeaderMap, wants_stream: bool) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(6);
+    out.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    out.insert(
+        ACCEPT,
+        HeaderValue::from_static(if wants_stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }),
+    );
+    if let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {}", credential.expose())) {
+        auth.set_sensitive(true);
+        out.insert(AUTHORIZATION, auth);
+    }
+    if let Some(ua) = client.get(USER_AGENT) {
+        out.insert(USER_AGENT, ua.clone());
+    }
+    out
+}
+
+/// Client headers an Anthropic upstream gets as they are (besides version and beta).
+const ANTHROPIC_FORWARDED: &[&str] = &["x-app", "anthropic-dangerous-direct-browser-access"];
+
+/// Headers of a Messages request: `x-api-key` (API-key accounts) or `Authorization: Bearer`
+/// with `oauth-2025-04-20` merged into `anthropic-beta` (sign-in accounts); `anthropic-version`
+/// added when missing; the client's beta tokens kept.
+pub fn anthropic_headers(
+    account: &AccountSpec,
+    credential: &Secret,
+    client: &HeaderMap,
+    wants_stream: bool,
+) -> HeaderMap {
+    use crate::protocol::anthropic::{DEFAULT_VERSION, OAUTH_BETA};
+    let mut out = HeaderMap::with_capacity(8);
+    out.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    out.insert(
+        ACCEPT,
+        HeaderValue::from_static(if wants_stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }),
+    );
+    let version = client
+        .get("anthropic-version")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(DEFAULT_VERSION));
+    out.insert(HeaderName::from_static("anthropic-version"), version);
+    let mut betas: Vec<String> = client
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let oauth = matches!(account.credential, AccountCredential::OAuth { .. });
+    if oauth && !betas.iter().any(|b| b == OAUTH_BETA) {
+        betas.push(OAUTH_BETA.to_owned());
+    }
+    if let Ok(v) = HeaderValue::from_str(&betas.join(",")) {
+        if !betas.is_empty() {
+            out.insert(HeaderName::from_static("anthropic-beta"), v);
+        }
+    }
+    let (name, value) = if oauth {
+        (AUTHORIZATION, format!("Bearer {}", credential.expose()))
+    } else {
+        (
+            HeaderName::from_static("x-api-key"),
+            credential.expose().to_owned(),
+        )
+    };
+    if let Ok(mut value) = HeaderValue::from_str(&value) {
+        value.set_sensitive(true);
+        out.insert(name, value);
+    }
+    if let Some(ua) = client.get(USER_AGENT) {
+        out.insert(USER_AGENT, ua.clone());
+    }
+    for name in ANTHROPIC_FORWARDED {
+        if let Some(v) = client.get(*name) {
+            out.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +256,43 @@ mod tests {
         assert_eq!(h[USER_AGENT], CODEX_USER_AGENT);
         assert_eq!(h["version"], DEFAULT_CODEX_VERSION);
         assert_eq!(h[ACCEPT], "text/event-stream");
+    }
+
+    #[test]
+    fn anthropic_headers_merge_betas_and_never_forward_client_keys() {
+        let mut account = oauth();
+        account.platform = crate::pool::Platform::Anthropic;
+        let mut client = HeaderMap::new();
+        client.insert("x-api-key", "client-key".parse().unwrap());
+        client.insert(AUTHORIZATION, "Bearer client".parse().unwrap());
+        client.insert(
+            "anthropic-beta",
+            "interleaved-thinking-2025-05-14, fine-grained-tool-streaming-2025-05-14"
+                .parse()
+                .unwrap(),
+        );
+        let h = anthropic_headers(&account, &Secret::new("tok"), &client, true);
+        assert_eq!(h[AUTHORIZATION], "Bearer tok");
+        assert!(h.get("x-api-key").is_none());
+        assert_eq!(h["anthropic-version"], "2023-06-01");
+        assert_eq!(
+            h["anthropic-beta"],
+            "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14,oauth-2025-04-20"
+        );
+        let key_account = AccountSpec {
+            credential: AccountCredential::ApiKey {
+                api_key: Secret::new("sk-ant"),
+            },
+            kind: crate::pool::AccountKind::ApiKey,
+            ..account
+        };
+        let h = anthropic_headers(
+            &key_account,
+            &Secret::new("sk-ant"),
+            &HeaderMap::new(),
+            false,
+        );
+        assert_eq!(h["x-api-key"], "sk-ant");
+        assert!(h.get(AUTHORIZATION).is_none() && h.get("anthropic-beta").is_none());
     }
 }

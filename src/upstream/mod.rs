@@ -7,8 +7,10 @@ pub mod session;
 pub mod tokens;
 mod url;
 
-pub use headers::{upstream_headers, SessionRewrite, SESSION_HEADERS};
-pub use url::responses_url;
+pub use headers::{
+    anthropic_headers, chat_headers, upstream_headers, SessionRewrite, SESSION_HEADERS,
+};
+pub use url::{chat_url, messages_url, responses_url};
 
 use std::time::Duration;
 

@@ -20,6 +20,40 @@ pub fn responses_url(account: &AccountSpec, compact: bool) -> String {
     url
 }
 
+/// The Chat Completions endpoint of an API-key account: a base ending in `/chat/completions` is
+/// used as is, one ending in `/v1` gets `/chat/completions`, any other gets
+/// `/v1/chat/completions` (so OpenRouter's `…/api/v1`, Ollama's `…:11434/v1` and a bare
+/// `https://api.deepseek.com` all work).
+pub fn chat_url(account: &AccountSpec) -> String {
+    let base = account.base_url.trim_end_matches('/');
+    if base.ends_with("/chat/completions") {
+        base.to_owned()
+    } else if base.ends_with("/v1") {
+        format!("{base}/chat/completions")
+    } else {
+        format!("{base}/v1/chat/completions")
+    }
+}
+
+/// The Messages endpoint of an Anthropic account (`count_tokens` appends its suffix), with the
+/// client's query (`beta=true`) forwarded.
+pub fn messages_url(account: &AccountSpec, count_tokens: bool, query: Option<&str>) -> String {
+    let base = account.base_url.trim_end_matches('/');
+    let mut url = if base.ends_with("/v1") {
+        format!("{base}/messages")
+    } else {
+        format!("{base}/v1/messages")
+    };
+    if count_tokens {
+        url.push_str("/count_tokens");
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +122,31 @@ mod tests {
         for (kind, base, compact, want) in cases {
             assert_eq!(responses_url(&account(kind, base), compact), want, "{base}");
         }
+    }
+
+    #[test]
+    fn chat_and_messages_url_rules() {
+        let chat = |base| chat_url(&account(AccountKind::ApiKey, base));
+        assert_eq!(
+            chat("https://openrouter.ai/api/v1"),
+            "https://openrouter.ai/api/v1/chat/completions"
+        );
+        assert_eq!(
+            chat("https://api.deepseek.com"),
+            "https://api.deepseek.com/v1/chat/completions"
+        );
+        assert_eq!(
+            chat("http://x/v1/chat/completions"),
+            "http://x/v1/chat/completions"
+        );
+        let a = account(AccountKind::ApiKey, "https://api.anthropic.com");
+        assert_eq!(
+            messages_url(&a, false, Some("beta=true")),
+            "https://api.anthropic.com/v1/messages?beta=true"
+        );
+        assert_eq!(
+            messages_url(&a, true, None),
+            "https://api.anthropic.com/v1/messages/count_tokens"
+        );
     }
 }

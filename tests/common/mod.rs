@@ -6,6 +6,11 @@
     unused_imports,
     reason = "each test binary uses a different part of the harness"
 )]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness: a failed set-up step should fail the test at once"
+)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};

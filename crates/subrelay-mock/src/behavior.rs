@@ -7,32 +7,42 @@
 
 use std::time::Duration;
 
-/// Number of `response.output_text.delta` events when [`Behavior::events`] is not set.
+/// Number of text delta events when [`Behavior::events`] is not set.
 pub const DEFAULT_EVENTS: usize = 3;
 
 /// Output text when [`Behavior::text_bytes`] is not set.
 pub const DEFAULT_TEXT: &str = "Hello from the subrelay mock upstream.";
 
-/// How the mock answers one request.
+/// How the mock answers one request, on any API route.
 ///
-/// The default is a successful answer: a stream of [`DEFAULT_EVENTS`] text deltas ending with
-/// `response.completed`, or the equivalent JSON object.
+/// The default is a successful answer: a stream of [`DEFAULT_EVENTS`] text deltas ending with the
+/// API's terminal event (`response.completed`, `message_stop`, `data: [DONE]`), or the equivalent
+/// JSON object. "Events" below are SSE events (Responses, Anthropic) or `data:` chunks (Chat
+/// Completions, `data: [DONE]` included).
 #[derive(Clone, Debug, Default)]
 pub struct Behavior {
-    /// Answer this status with an OpenAI-shaped error body
-    /// `{"error":{"message","type","code","param":null}}`. A 2xx status gives the normal answer.
+    /// Answer this status with an error body in the API's shape (OpenAI
+    /// `{"error":{"message","type","code","param":null}}`, Anthropic
+    /// `{"type":"error","error":{"type","message"}}`). A 2xx status gives the normal answer.
     pub status: Option<u16>,
     /// Extra response headers (`retry-after`, `x-codex-primary-used-percent`, ...), on any answer.
     pub headers: Vec<(String, String)>,
     /// Wait before sending the status line and headers (applies to errors too).
     pub delay_headers: Duration,
-    /// Number of `response.output_text.delta` events (default [`DEFAULT_EVENTS`]). The output
-    /// text is split across them, so zero events means an empty text.
+    /// Number of text delta events (`response.output_text.delta`, `content_block_delta`, chat
+    /// content chunks; default [`DEFAULT_EVENTS`]). The output text is split across them, so zero
+    /// events means an empty text.
     pub events: Option<usize>,
     /// Pause between stream events. When zero the whole stream leaves in one write.
     pub event_interval: Duration,
-    /// Stream: `response.created`, `response.in_progress`, then `response.failed` (error code
-    /// `server_error`) and end. JSON answers: a 500 `server_error` instead.
+    /// Fail before any output.
+    /// - Responses stream: `response.created`, `response.in_progress`, then `response.failed`
+    ///   (error code `server_error`) and end.
+    /// - Anthropic stream: `message_start`, `ping`, then `event: error` (`overloaded_error`) and
+    ///   end.
+    /// - Chat Completions, stream or not: a 500 before any chunk (that API has no in-stream
+    ///   failure event).
+    /// - Other JSON answers: a 500 (`server_error`, Anthropic `api_error`).
     pub fail_before_output: bool,
     /// Stream: close the connection abruptly after this many events, with no terminal event (the
     /// count is clamped so the terminal event is never sent). JSON answers: half of the body, then
@@ -49,17 +59,27 @@ pub struct Behavior {
     pub usage: Option<Usage>,
 }
 
-/// Token counts reported in `response.usage`.
+/// Token counts reported in an answer's usage.
+///
+/// | field | Responses | Anthropic Messages | Chat Completions |
+/// | --- | --- | --- | --- |
+/// | `input` | `input_tokens` | `input_tokens` | `prompt_tokens` |
+/// | `cached` | `input_tokens_details.cached_tokens` | `cache_read_input_tokens` | `prompt_tokens_details.cached_tokens` |
+/// | `cache_creation` | — | `cache_creation_input_tokens` | — |
+/// | `output` | `output_tokens` | `output_tokens` | `completion_tokens` |
+/// | `reasoning` | `output_tokens_details.reasoning_tokens` | — | `completion_tokens_details.reasoning_tokens` |
 #[derive(Clone, Copy, Debug)]
 pub struct Usage {
-    /// `input_tokens`.
+    /// Input (prompt) tokens.
     pub input: u64,
-    /// `input_tokens_details.cached_tokens`.
+    /// Input tokens read from the prompt cache.
     pub cached: u64,
-    /// `output_tokens`.
+    /// Output (completion) tokens.
     pub output: u64,
-    /// `output_tokens_details.reasoning_tokens`.
+    /// Output tokens spent on reasoning.
     pub reasoning: u64,
+    /// Input tokens written to the prompt cache (Anthropic only).
+    pub cache_creation: u64,
 }
 
 impl Default for Usage {
@@ -69,6 +89,7 @@ impl Default for Usage {
             cached: 3,
             output: 7,
             reasoning: 2,
+            cache_creation: 0,
         }
     }
 }

@@ -3,12 +3,16 @@
 //! Phases, in order:
 //! 1. route: control routes (`/__mock/...`) answer at once and are never recorded;
 //! 2. read the whole body;
-//! 3. count and record the request (before any delay, so tests see calls that still hang);
-//! 4. unknown paths get a 404; bodies that break the imitated upstream's rules get a 400
-//!    (these do not consume a scripted step);
+//! 3. token endpoints are recorded (not counted as API calls) and answered by the token desk;
+//!    every other request is counted and recorded (before any delay, so tests see calls that
+//!    still hang);
+//! 4. unknown paths get a 404; requests that break the imitated upstream's rules (body keys,
+//!    Anthropic's auth and version headers, thinking signatures) are refused in that API's error
+//!    shape (these do not consume a scripted step);
 //! 5. choose the behaviour: the credential's next scripted step, else the model-name options;
 //! 6. wait before the headers (`delay_headers`, `hang_before_headers`);
-//! 7. answer: scripted error, stream, JSON response or compaction, plus the extra headers.
+//! 7. answer: scripted error, or the route's answer (stream, JSON, compaction, token count),
+//!    plus the extra headers.
 
 use std::sync::Arc;
 
@@ -18,15 +22,49 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::answer::{self, Reply};
+use crate::answer;
+use crate::anthropic;
 use crate::behavior::Behavior;
 use crate::body::MockBody;
+use crate::chat;
+use crate::errors::{Dialect, Rejection};
 use crate::ledger::Ledger;
 use crate::model_options;
-use crate::request::{self, Ask, Route, Target};
+use crate::reply::Reply;
+use crate::request::{self, ResponsesRoute, Route, Target};
 
 /// Largest request body the mock reads; Codex conversations can be large.
 const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// What an accepted request asks for, per API.
+enum Ask {
+    Responses(ResponsesRoute, request::Ask),
+    Anthropic(anthropic::Ask),
+    Chat(chat::Ask),
+}
+
+impl Ask {
+    /// Checks the request against the rules of its route.
+    fn read(route: Route, headers: &HeaderMap, body: &[u8]) -> Result<Self, Rejection> {
+        match route {
+            Route::Responses(route) => {
+                request::read_body(route, body).map(|ask| Self::Responses(route, ask))
+            }
+            Route::Messages => anthropic::read(false, headers, body).map(Self::Anthropic),
+            Route::CountTokens => anthropic::read(true, headers, body).map(Self::Anthropic),
+            Route::ChatCompletions => chat::read(body).map(Self::Chat),
+        }
+    }
+
+    /// The `model` as sent, options included.
+    fn model(&self) -> &str {
+        match self {
+            Self::Responses(_, ask) => &ask.model,
+            Self::Anthropic(ask) => &ask.model,
+            Self::Chat(ask) => &ask.model,
+        }
+    }
+}
 
 /// Answers one request.
 pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> Response<MockBody> {
@@ -38,8 +76,9 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
             ledger.reset();
             return plain(StatusCode::NO_CONTENT, MockBody::empty());
         }
-        Target::Api(_) | Target::Unknown => {}
+        Target::Api(_) | Target::Token(_) | Target::Unknown => {}
     }
+    let dialect = target.dialect();
 
     // 2. Read the body.
     let (parts, body) = request.into_parts();
@@ -47,18 +86,17 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
             let message = format!("subrelay-mock could not read the request body: {err}");
-            let reply = answer::error(
-                StatusCode::BAD_REQUEST,
-                &message,
-                "invalid_request_error",
-                None,
-                None,
-            );
-            return respond(reply, &[], None);
+            let reply = dialect.reject(&Rejection::invalid(message, None, None));
+            return respond(reply, &[], None, dialect);
         }
     };
 
-    // 3. Count and record.
+    // 3. Token endpoints apart; count and record the rest.
+    if let Target::Token(issuer) = target {
+        ledger.note_token_request(&parts, &body);
+        let reply = ledger.tokens.answer(issuer, &parts.headers, &body).await;
+        return respond(Ok(reply), &[], None, dialect);
+    }
     let credential = request::credential(&parts.headers);
     ledger.arrive(&parts, &body, credential);
     let counted = Some(&ledger);
@@ -66,45 +104,31 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
     // 4. Refuse what the imitated upstream refuses.
     let Target::Api(route) = target else {
         let message = format!("Invalid URL ({} {})", parts.method, parts.uri.path());
-        let reply = answer::error(
-            StatusCode::NOT_FOUND,
-            &message,
-            "invalid_request_error",
-            Some("unknown_url"),
-            None,
-        );
-        return respond(reply, &[], counted);
+        let reply = dialect.reject(&Rejection {
+            status: StatusCode::NOT_FOUND,
+            ..Rejection::invalid(message, Some("unknown_url"), None)
+        });
+        return respond(reply, &[], counted, dialect);
     };
-    let ask = match request::read_body(route, &body) {
+    let ask = match Ask::read(route, &parts.headers, &body) {
         Ok(ask) => ask,
-        Err(rejection) => {
-            let reply = answer::error(
-                StatusCode::BAD_REQUEST,
-                &rejection.message,
-                "invalid_request_error",
-                Some(rejection.code),
-                rejection.param,
-            );
-            return respond(reply, &[], counted);
-        }
+        Err(rejection) => return respond(dialect.reject(&rejection), &[], counted, dialect),
     };
 
     // 5. Choose the behaviour.
-    let (model, options) = model_options::split_model(&ask.model);
+    let (model, options) = model_options::split_model(ask.model());
     let behavior = match ledger.next_step(credential) {
         Some(step) => step,
         None => match options.map(model_options::parse) {
             None => Behavior::default(),
             Some(Ok(behavior)) => behavior,
             Some(Err(err)) => {
-                let reply = answer::error(
-                    StatusCode::BAD_REQUEST,
-                    &err.to_string(),
-                    "invalid_request_error",
+                let reply = dialect.reject(&Rejection::invalid(
+                    err.to_string(),
                     Some("invalid_value"),
                     Some("model"),
-                );
-                return respond(reply, &[], counted);
+                ));
+                return respond(reply, &[], counted, dialect);
             }
         },
     };
@@ -118,43 +142,44 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
     }
 
     // 7. Answer.
-    let reply = compose(route, &ask, model, &behavior);
-    respond(reply, &behavior.headers, counted)
+    let reply = compose(&ask, model, credential, &behavior, dialect);
+    respond(reply, &behavior.headers, counted, dialect)
 }
 
-/// The answer a behaviour asks for on this route.
+/// The answer a behaviour asks for on this request's route.
 fn compose(
-    route: Route,
     ask: &Ask,
     model: &str,
+    credential: Option<&str>,
     behavior: &Behavior,
+    dialect: Dialect,
 ) -> Result<Reply, serde_json::Error> {
     if let Some(code) = behavior.status {
         match StatusCode::from_u16(code) {
             Ok(status) if status.is_success() => {}
-            Ok(status) if status.as_u16() >= 300 => return answer::scripted_error(status),
+            Ok(status) if status.as_u16() >= 300 => return dialect.scripted(status),
             _ => {
                 let message = format!(
                     "subrelay-mock: scripted status {code} cannot be answered (use 200..=999)"
                 );
-                return answer::error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &message,
-                    "server_error",
-                    Some("server_error"),
-                    None,
-                );
+                return dialect.reject(&Rejection::unscriptable(message));
             }
         }
     }
-    match route {
-        Route::CodexResponses | Route::ApiResponses if ask.stream => {
+    match ask {
+        Ask::Responses(ResponsesRoute::CodexResponses | ResponsesRoute::ApiResponses, ask)
+            if ask.stream =>
+        {
             answer::stream(model, ask.store, behavior)
         }
-        Route::CodexResponses | Route::ApiResponses => {
+        Ask::Responses(ResponsesRoute::CodexResponses | ResponsesRoute::ApiResponses, ask) => {
             answer::response_json(model, ask.store, behavior)
         }
-        Route::CodexCompact | Route::ApiCompact => answer::compaction(behavior),
+        Ask::Responses(ResponsesRoute::CodexCompact | ResponsesRoute::ApiCompact, _) => {
+            answer::compaction(behavior)
+        }
+        Ask::Anthropic(ask) => anthropic::answer(ask, model, credential, behavior),
+        Ask::Chat(ask) => chat::answer(ask, model, behavior),
     }
 }
 
@@ -164,6 +189,7 @@ fn respond(
     reply: Result<Reply, serde_json::Error>,
     extra: &[(String, String)],
     ledger: Option<&Arc<Ledger>>,
+    dialect: Dialect,
 ) -> Response<MockBody> {
     let reply = reply.unwrap_or_else(|_| Reply::unwritable());
     let stream = reply.content_type == "text/event-stream";
@@ -185,14 +211,8 @@ fn respond(
                 let message = format!(
                     "subrelay-mock: scripted header '{name}: {value}' is not a valid HTTP header"
                 );
-                let reply = answer::error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &message,
-                    "server_error",
-                    Some("server_error"),
-                    None,
-                );
-                return respond(reply, &[], ledger);
+                let reply = dialect.reject(&Rejection::unscriptable(message));
+                return respond(reply, &[], ledger, dialect);
             }
         }
     }
@@ -217,7 +237,7 @@ fn counts(ledger: &Ledger) -> Response<MockBody> {
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        Err(_) => respond(Ok(Reply::unwritable()), &[], None),
+        Err(_) => respond(Ok(Reply::unwritable()), &[], None, Dialect::OpenAi),
     }
 }
 

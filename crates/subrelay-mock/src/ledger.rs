@@ -4,7 +4,7 @@
 //! completed"), so it is updated at well-defined moments: a request is counted and recorded as
 //! soon as its body has been read, before any scripted delay, so a test can see a call that is
 //! still hanging; an answer counts as completed only when its final byte was handed to the
-//! connection.
+//! connection. Token-endpoint requests are recorded too but counted apart, in the token desk.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 
 use crate::behavior::Behavior;
+use crate::oauth::TokenDesk;
 
 /// One request as the mock received it.
 #[derive(Clone, Debug)]
@@ -38,6 +39,8 @@ pub(crate) struct Ledger {
     completed: AtomicUsize,
     /// Whether `requests()` keeps copies; long benchmark runs turn it off to stay flat in memory.
     keep_records: AtomicBool,
+    /// The token endpoints' own counts and tokens.
+    pub(crate) tokens: TokenDesk,
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +65,7 @@ impl Ledger {
             book: Mutex::new(Book::default()),
             completed: AtomicUsize::new(0),
             keep_records: AtomicBool::new(true),
+            tokens: TokenDesk::new(),
         }
     }
 
@@ -77,19 +81,7 @@ impl Ledger {
         body: &Bytes,
         credential: Option<&str>,
     ) {
-        let record = self
-            .keep_records
-            .load(Ordering::Relaxed)
-            .then(|| RecordedRequest {
-                method: request.method.clone(),
-                path: request.uri.path_and_query().map_or_else(
-                    || request.uri.path().to_owned(),
-                    |pq| pq.as_str().to_owned(),
-                ),
-                headers: request.headers.clone(),
-                body: body.clone(),
-                credential: credential.map(str::to_owned),
-            });
+        let record = self.record(request, body, credential);
         let mut book = self.book();
         book.total += 1;
         if let Some(credential) = credential {
@@ -103,6 +95,34 @@ impl Ledger {
         if let Some(record) = record {
             book.requests.push(record);
         }
+    }
+
+    /// Keeps a copy of a token-endpoint request (when records are kept) without counting it as
+    /// an API call; its credential is `None` (the refresh token travels in the body).
+    pub(crate) fn note_token_request(&self, request: &http::request::Parts, body: &Bytes) {
+        if let Some(record) = self.record(request, body, None) {
+            self.book().requests.push(record);
+        }
+    }
+
+    fn record(
+        &self,
+        request: &http::request::Parts,
+        body: &Bytes,
+        credential: Option<&str>,
+    ) -> Option<RecordedRequest> {
+        self.keep_records
+            .load(Ordering::Relaxed)
+            .then(|| RecordedRequest {
+                method: request.method.clone(),
+                path: request.uri.path_and_query().map_or_else(
+                    || request.uri.path().to_owned(),
+                    |pq| pq.as_str().to_owned(),
+                ),
+                headers: request.headers.clone(),
+                body: body.clone(),
+                credential: credential.map(str::to_owned),
+            })
     }
 
     /// Pops the next scripted step for this credential, if one is queued.
@@ -174,10 +194,12 @@ impl Ledger {
         self.keep_records.store(keep, Ordering::Relaxed);
     }
 
-    /// Clears counts, records and scripts.
+    /// Clears counts, records and scripts, and the token desk's calls and tokens.
     pub(crate) fn reset(&self) {
         let mut book = self.book();
         *book = Book::default();
         self.completed.store(0, Ordering::Relaxed);
+        drop(book);
+        self.tokens.reset();
     }
 }

@@ -24,14 +24,20 @@
 //! reply using the shapes in `wire`, `body` paces it, `ledger` counts and records.
 
 mod answer;
+mod anthropic;
 mod behavior;
 mod body;
+mod chat;
+mod errors;
 mod handle;
 mod ids;
 mod ledger;
 mod model_options;
+mod oauth;
+mod reply;
 mod request;
 mod server;
+mod sse;
 mod wire;
 
 pub use behavior::{Behavior, Usage, DEFAULT_EVENTS, DEFAULT_TEXT};

@@ -22,7 +22,8 @@ use crate::behavior::Behavior;
 use crate::handle::handle;
 use crate::ledger::{Ledger, RecordedRequest};
 
-/// A running fake upstream (Codex backend and OpenAI API) on a local port.
+/// A running fake upstream (Codex backend, OpenAI API, Anthropic API and their token endpoints)
+/// on a local port.
 ///
 /// Serving stops when it is dropped.
 #[derive(Debug)]
@@ -80,28 +81,34 @@ impl MockUpstream {
         self.ledger.script(credential, steps);
     }
 
-    /// Requests received with this credential (any route but the control ones).
+    /// Requests received with this credential (any route but the control ones and the token
+    /// endpoints).
     pub fn calls(&self, credential: &str) -> usize {
         self.ledger.calls(credential)
     }
 
-    /// All requests received (any route but the control ones).
+    /// All requests received (any route but the control ones and the token endpoints, which
+    /// [`token_calls`](Self::token_calls) counts).
     pub fn total_calls(&self) -> usize {
         self.ledger.total_calls()
     }
 
     /// Answers written to their end: a stream through its terminal event, or a whole JSON body
-    /// (error bodies included). Cut, hanging and abandoned answers never count.
+    /// (error bodies included). Cut, hanging and abandoned answers never count, nor do token
+    /// endpoint answers.
     pub fn completed(&self) -> usize {
         self.ledger.completed()
     }
 
-    /// Every recorded request, in arrival order.
+    /// Every recorded request, in arrival order (token endpoint requests included, with
+    /// `credential: None`).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.ledger.requests()
     }
 
-    /// Clears counts, records and scripts.
+    /// Clears counts, records and scripts, and the token endpoints' calls, issued tokens and
+    /// spent refresh tokens. The token lifetime and delay are kept, and new tokens never repeat
+    /// earlier ones.
     pub fn reset(&self) {
         self.ledger.reset();
     }
@@ -110,6 +117,32 @@ impl MockUpstream {
     /// turns this off so long benchmark runs do not grow in memory; counts are kept either way.
     pub fn keep_records(&self, keep: bool) {
         self.ledger.set_keep_records(keep);
+    }
+}
+
+// === token endpoints ===
+
+impl MockUpstream {
+    /// Refresh requests received on `POST /oauth/token` and `POST /v1/oauth/token`, whatever
+    /// their outcome (counted on arrival, before the token delay).
+    pub fn token_calls(&self) -> usize {
+        self.ledger.tokens.calls()
+    }
+
+    /// The `expires_in` (seconds) of tokens issued from now on (default 3600).
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.ledger.tokens.set_lifetime(secs);
+    }
+
+    /// How long token endpoints wait before answering (default zero). The outcome is decided on
+    /// arrival, so a held refresh has already spent its refresh token.
+    pub fn set_token_delay(&self, delay: Duration) {
+        self.ledger.tokens.set_delay(delay);
+    }
+
+    /// Access tokens issued by successful refreshes, in order (`at-1`, `at-2`, ...).
+    pub fn issued_access_tokens(&self) -> Vec<String> {
+        self.ledger.tokens.issued_access_tokens()
     }
 }
 

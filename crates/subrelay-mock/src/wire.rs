@@ -302,18 +302,3 @@ pub(crate) struct CompactionItem<'a> {
     pub kind: &'static str,
     pub encrypted_content: &'a str,
 }
-
-/// `{"error":{"message","type","code","param"}}`.
-#[derive(Serialize)]
-pub(crate) struct ErrorBody<'a> {
-    pub error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct ErrorDetail<'a> {
-    pub message: &'a str,
-    #[serde(rename = "type")]
-    pub kind: &'a str,
-    pub code: Option<&'a str>,
-    pub param: Option<&'a str>,
-}

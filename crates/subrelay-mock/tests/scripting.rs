@@ -31,6 +31,7 @@ async fn steps_are_popped_per_credential_then_the_model_decides() {
                     cached: 40,
                     output: 5,
                     reasoning: 1,
+                    ..Usage::default()
                 }),
                 ..Behavior::default()
             },

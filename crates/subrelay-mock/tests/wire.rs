@@ -161,7 +161,7 @@ async fn compact_answers_a_compaction_and_refuses_stream_or_store() {
 #[tokio::test]
 async fn unknown_paths_and_model_options_get_openai_errors() {
     let mock = MockUpstream::start().await;
-    let response = post(&mock.url(), "/v1/chat/completions", "tok", &json!({})).await;
+    let response = post(&mock.url(), "/v1/completions", "tok", &json!({})).await;
     assert_eq!(response.status(), 404);
     let error: Value = json_of(response).await;
     assert_eq!(error["error"]["type"], "invalid_request_error");

@@ -68,15 +68,16 @@ fn usage_from_json_and_terminal_events() {
         TokenUsage {
             input: 10,
             cached_input: 4,
+            cache_creation: 0,
             output: 6,
             reasoning: 2
         }
     );
     assert!(usage_of_json(b"not json").is_err());
-    let t = read_terminal(br#"{"type":"response.failed","response":{"id":"resp_1","error":{"code":"rate_limit_exceeded","message":"slow down"}}}"#);
+    let (t, _) = read_terminal(br#"{"type":"response.failed","response":{"id":"resp_1","error":{"code":"rate_limit_exceeded","message":"slow down"}}}"#);
     assert_eq!(t.response_id.as_deref(), Some("resp_1"));
     assert_eq!(t.error_code.as_deref(), Some("rate_limit_exceeded"));
-    let t = read_terminal(br#"{"type":"error","code":"server_error","message":"boom"}"#);
+    let (t, _) = read_terminal(br#"{"type":"error","code":"server_error","message":"boom"}"#);
     assert_eq!(t.error_message.as_deref(), Some("boom"));
 }
 

@@ -117,3 +117,70 @@ pub fn with(body: &Value, key: &str, value: Value) -> Value {
     body[key] = value;
     body
 }
+
+pub const MESSAGES: &str = "/v1/messages";
+pub const COUNT_TOKENS: &str = "/v1/messages/count_tokens";
+pub const CHAT: &str = "/v1/chat/completions";
+pub const OPENAI_TOKEN: &str = "/oauth/token";
+pub const ANTHROPIC_TOKEN: &str = "/v1/oauth/token";
+
+/// POSTs a JSON body with exactly these headers (besides `content-type`).
+pub async fn post_with(
+    base: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// The headers of an Anthropic API-key request.
+pub fn anthropic_key(key: &str) -> [(&str, &str); 2] {
+    [("x-api-key", key), ("anthropic-version", "2023-06-01")]
+}
+
+/// A Messages body.
+pub fn messages_body(model: &str, stream: bool) -> Value {
+    serde_json::json!({
+        "model": model,
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+    })
+}
+
+/// The event order of a successful Messages stream with `deltas` text deltas (no thinking).
+pub fn anthropic_order(deltas: usize) -> Vec<&'static str> {
+    let mut order = vec!["message_start", "ping", "content_block_start"];
+    order.extend(std::iter::repeat_n("content_block_delta", deltas));
+    order.extend(["content_block_stop", "message_delta", "message_stop"]);
+    order
+}
+
+/// A Chat Completions body.
+pub fn chat_body(model: &str) -> Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Parses a complete `data:`-only stream (Chat Completions): the JSON chunks before
+/// `data: [DONE]`, checking that `[DONE]` ends it and that no `event:` line appears.
+pub fn parse_chat_stream(text: &str) -> Vec<Value> {
+    let blocks: Vec<&str> = text.split_terminator("\n\n").collect();
+    assert!(text.ends_with("\n\n"), "ends on a boundary: {text:?}");
+    assert_eq!(blocks.last(), Some(&"data: [DONE]"), "{text:?}");
+    blocks[..blocks.len() - 1]
+        .iter()
+        .map(|block| {
+            assert!(!block.contains('\n'), "one line per chunk: {block:?}");
+            let data = block.strip_prefix("data: ").unwrap();
+            serde_json::from_str(data).unwrap()
+        })
+        .collect()
+}

@@ -1,0 +1,305 @@
+//! OpenAI Chat Completions, as any OpenAI-compatible server speaks it (OpenAI, OpenRouter,
+//! DeepSeek, vLLM, Ollama): `data:` chunks ending with `data: [DONE]`, usage only when
+//! `stream_options.include_usage` is set — which subrelay sets upstream so usage is always
+//! known, and hides from a client that did not ask for it.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use memchr::memmem;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::sse::SseEvent;
+use super::{EventRole, StreamWatch, Terminal, TokenUsage};
+
+/// The routing facts of a Chat Completions request.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for the usage chunk itself.
+    pub include_usage: bool,
+}
+
+pub fn inspect(body: &[u8]) -> Result<ChatRequest, String> {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        model: Option<Cow<'a, str>>,
+        #[serde(default)]
+        stream: Option<bool>,
+        #[serde(default)]
+        stream_options: Option<StreamOptions>,
+    }
+    #[derive(Deserialize)]
+    struct StreamOptions {
+        #[serde(default)]
+        include_usage: Option<bool>,
+    }
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err("the request body must be a JSON object".to_owned());
+    }
+    let probe: Probe<'_> = serde_json::from_slice(body)
+        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    let model = match probe.model {
+        Some(m) if !m.trim().is_empty() => m.into_owned(),
+        _ => return Err("`model` is required".to_owned()),
+    };
+    Ok(ChatRequest {
+        model,
+        stream: probe.stream.unwrap_or(false),
+        include_usage: probe
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+    })
+}
+
+/// Top-level edits: the account's model name, and `stream_options.include_usage: true` for a
+/// stream. Other values are copied byte for byte.
+pub fn rewrite(body: &[u8], model: Option<&str>, request_usage: bool) -> Result<Bytes, String> {
+    let mut fields: IndexMap<Cow<'_, str>, Cow<'_, RawValue>> =
+        serde_json::from_slice::<IndexMap<Cow<'_, str>, &RawValue>>(body)
+            .map_err(|e| format!("the request body is not valid JSON: {e}"))?
+            .into_iter()
+            .map(|(k, v)| (k, Cow::Borrowed(v)))
+            .collect();
+    let owned = |json: String| {
+        RawValue::from_string(json)
+            .map(Cow::Owned)
+            .map_err(|e| e.to_string())
+    };
+    if let Some(model) = model {
+        fields.insert(
+            Cow::Borrowed("model"),
+            owned(serde_json::to_string(model).unwrap_or_default())?,
+        );
+    }
+    if request_usage {
+        let mut options = fields
+            .get("stream_options")
+            .and_then(|raw| serde_json::from_str::<serde_json::Map<String, Value>>(raw.get()).ok())
+            .unwrap_or_default();
+        options.insert("include_usage".to_owned(), Value::Bool(true));
+        fields.insert(
+            Cow::Borrowed("stream_options"),
+            owned(Value::Object(options).to_string())?,
+        );
+    }
+    serde_json::to_vec(&fields)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for TokenUsage {
+    fn from(u: WireUsage) -> Self {
+        TokenUsage {
+            input: u.prompt_tokens,
+            cached_input: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            cache_creation: 0,
+            output: u.completion_tokens,
+            reasoning: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// The `usage` of a `chat.completion` answer.
+pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .map(|a| a.usage.map(Into::into))
+        .map_err(|e| e.to_string())
+}
+
+/// `data: {"error":{...}}`: what OpenAI-compatible servers send when a stream fails, and what
+/// the OpenAI SDKs raise as an error.
+pub fn error_chunk(code: &str, message: &str) -> Bytes {
+    let chunk = serde_json::json!({
+        "error": { "message": message, "type": "upstream_error", "code": code }
+    });
+    Bytes::from(format!("data: {chunk}\n\n"))
+}
+
+/// Watches a Chat Completions stream.
+pub struct Watch {
+    drop_usage_chunk: bool,
+    finished: bool,
+    failed: bool,
+    usage: TokenUsage,
+}
+
+impl Watch {
+    pub fn new(drop_usage_chunk: bool) -> Self {
+        Self {
+            drop_usage_chunk,
+            finished: false,
+            failed: false,
+            usage: TokenUsage::default(),
+        }
+    }
+}
+
+impl StreamWatch for Watch {
+    fn observe(&mut self, event: &SseEvent<'_>, output_started: bool) -> EventRole {
+        let data = event.data();
+        if data.trim_ascii() == b"[DONE]" {
+            self.finished = true;
+            return EventRole::Output;
+        }
+        // Only chunks that mention usage or an error are parsed; content chunks are not.
+        let mentions = |key: &[u8]| memmem::find(&data, key).is_some();
+        if mentions(b"\"error\"") {
+            #[derive(Deserialize)]
+            struct ErrorChunk {
+                error: Option<WireError>,
+            }
+            #[derive(Deserialize)]
+            struct WireError {
+                message: Option<String>,
+                code: Option<Value>,
+            }
+            if let Ok(ErrorChunk { error: Some(e) }) = serde_json::from_slice(&data) {
+                let terminal = Terminal {
+                    response_id: None,
+                    error_code: e.code.map(super::code_text),
+                    error_message: e.message,
+                };
+                if !output_started {
+                    return EventRole::FailBeforeOutput(terminal);
+                }
+                self.failed = true;
+                self.finished = true;
+                return EventRole::Output;
+            }
+        }
+        if mentions(b"\"usage\"") {
+            #[derive(Deserialize)]
+            struct UsageChunk {
+                #[serde(default)]
+                usage: Option<WireUsage>,
+                #[serde(default)]
+                choices: Vec<IgnoredAny>,
+            }
+            if let Ok(chunk) = serde_json::from_slice::<UsageChunk>(&data) {
+                if let Some(usage) = chunk.usage {
+                    self.usage = usage.into();
+                    if self.drop_usage_chunk && chunk.choices.is_empty() {
+                        return EventRole::Drop;
+                    }
+                }
+            }
+        }
+        EventRole::Output
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn succeeded(&self) -> bool {
+        self.finished && !self.failed
+    }
+
+    fn usage(&self) -> TokenUsage {
+        self.usage
+    }
+
+    fn filters(&self) -> bool {
+        self.drop_usage_chunk
+    }
+
+    fn failure_event(&self, code: &str, message: &str) -> Bytes {
+        error_chunk(code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::sse::SseScanner;
+
+    #[test]
+    fn inspect_and_rewrite() {
+        let r = inspect(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#)
+            .unwrap();
+        assert!(r.stream && r.include_usage);
+        let out = rewrite(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"foo":1}}"#, Some("up"), true).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "up");
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["foo"], 1);
+        assert!(std::str::from_utf8(&out)
+            .unwrap()
+            .contains(r#""messages":[{"role":"user","content":"x"}]"#));
+    }
+
+    #[test]
+    fn the_usage_chunk_is_read_and_dropped_when_the_client_did_not_ask() {
+        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":1}}}\n\ndata: [DONE]\n\n";
+        let mut watch = Watch::new(true);
+        let mut roles = Vec::new();
+        SseScanner::new().feed(stream, |e| roles.push(watch.observe(&e, true)));
+        assert!(matches!(
+            roles[..],
+            [EventRole::Output, EventRole::Drop, EventRole::Output]
+        ));
+        assert!(watch.succeeded());
+        assert_eq!(watch.usage().input, 5);
+        assert_eq!(watch.usage().cached_input, 1);
+        let mut keep = Watch::new(false);
+        let mut roles = Vec::new();
+        SseScanner::new().feed(stream, |e| roles.push(keep.observe(&e, true)));
+        assert!(matches!(roles[1], EventRole::Output));
+    }
+
+    #[test]
+    fn an_error_chunk_before_output_is_a_failure_of_the_attempt() {
+        let mut watch = Watch::new(false);
+        let mut roles = Vec::new();
+        SseScanner::new().feed(
+            b"data: {\"error\":{\"message\":\"overloaded\",\"code\":503}}\n\n",
+            |e| roles.push(watch.observe(&e, false)),
+        );
+        assert!(
+            matches!(&roles[0], EventRole::FailBeforeOutput(t) if t.error_code.as_deref() == Some("503"))
+        );
+    }
+}
