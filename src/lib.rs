@@ -2,18 +2,22 @@
 //!
 //! A request enters through [`http`] (routes, auth), lives in [`relay`] (its phases, the
 //! downstream writer, failover), reaches accounts chosen by [`pool`] through [`upstream`], is
-//! understood through [`protocol`] (wire facts, no I/O) and ends as a record in [`usage`].
+//! understood through [`protocol`] (wire facts, no I/O) and ends as a record in [`usage`],
+//! priced by [`pricing`] and kept by [`store`] with everything else that outlives a restart.
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod pool;
+pub mod pricing;
 pub mod protocol;
 pub mod relay;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod upstream;
 pub mod usage;

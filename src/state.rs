@@ -1,5 +1,5 @@
-//! What every request shares: settings, the pool, the keys, the upstream clients, the usage
-//! sink, and the tracker of relay tasks (so shutdown can wait for them).
+//! What every request shares: settings, the pool, the keys and their limits, the store, the
+//! upstream clients, the usage sink, and the tracker of relay tasks (so shutdown can wait for them).
 
 use std::sync::Arc;
 
@@ -8,8 +8,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{GatewayConfig, OAuthConfig, Secret};
 use crate::http::auth::KeyDirectory;
+use crate::limits::Limits;
 use crate::pool::data_dir::DataDir;
 use crate::pool::{Account, Pool};
+use crate::store::crypto::Sealer;
+use crate::store::Store;
 use crate::upstream::session::SessionIds;
 use crate::usage::UsageSink;
 
@@ -17,7 +20,14 @@ pub struct AppState {
     pub gateway: GatewayConfig,
     pub oauth: OAuthConfig,
     pub pool: Pool,
+    /// Every API key (config and admin-created); updated in place by the admin API.
     pub keys: KeyDirectory,
+    /// Per-key rpm and spending limits, checked after inspect.
+    pub limits: Arc<Limits>,
+    /// Groups, keys, accounts and usage that outlive a restart.
+    pub store: Arc<dyn Store>,
+    /// Seals account credentials before they reach the store.
+    pub sealer: Arc<Sealer>,
     /// One HTTP client (connection pool, proxy) per account, indexed by account id.
     pub clients: Vec<reqwest::Client>,
     pub usage: Arc<dyn UsageSink>,

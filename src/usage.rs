@@ -1,8 +1,9 @@
 //! Usage records: one per request that reached (or tried to reach) an upstream.
 //!
 //! The relay hands each record to a [`UsageSink`] off the request's critical path (after the
-//! answer is written). Today's sink writes a structured log line under the `usage` target; the
-//! store of a later issue implements the same trait.
+//! answer is written). [`LogUsageSink`] only writes a structured log line under the `usage`
+//! target; the server uses `store::usage_writer::StoreUsageSink`, which prices the record, logs
+//! the same line (with the cost) and stores it.
 
 use serde::Serialize;
 
@@ -50,18 +51,40 @@ pub struct LogUsageSink;
 
 impl UsageSink for LogUsageSink {
     fn record(&self, record: UsageRecord) {
-        let json = serde_json::to_string(&record).unwrap_or_default();
-        tracing::info!(
-            target: "usage",
-            request_id = %record.request_id,
-            key = %record.key,
-            account = record.account.as_deref().unwrap_or("-"),
-            model = %record.model,
-            status = record.status,
-            input_tokens = record.tokens.input,
-            output_tokens = record.tokens.output,
-            record = %json,
-            "usage"
-        );
+        log_record(&record, None);
     }
+}
+
+/// The record as it is logged: with its cost when it was priced.
+#[derive(Serialize)]
+struct Logged<'a> {
+    #[serde(flatten)]
+    record: &'a UsageRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_usd: Option<f64>,
+    /// False: the model has no price, the cost is recorded as 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priced: Option<bool>,
+}
+
+/// One `usage` log line; `cost` is `(usd, priced)` when the store's sink priced the record.
+pub fn log_record(record: &UsageRecord, cost: Option<(f64, bool)>) {
+    let logged = Logged {
+        record,
+        cost_usd: cost.map(|c| c.0),
+        priced: cost.map(|c| c.1),
+    };
+    let json = serde_json::to_string(&logged).unwrap_or_default();
+    tracing::info!(
+        target: "usage",
+        request_id = %record.request_id,
+        key = %record.key,
+        account = record.account.as_deref().unwrap_or("-"),
+        model = %record.model,
+        status = record.status,
+        input_tokens = record.tokens.input,
+        output_tokens = record.tokens.output,
+        record = %json,
+        "usage"
+    );
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub groups: std::collections::BTreeMap<String, crate::pool::Platform>,
     pub accounts: Vec<AccountSpec>,
     pub api_keys: Vec<ApiKeySpec>,
+    /// The shipped prices with the config's `prices:` applied.
+    pub prices: crate::pricing::PriceTable,
     /// Where the values came from, for the start-up log and `check-config`.
     pub origin: ConfigOrigin,
 }
@@ -85,6 +87,12 @@ impl Default for OAuthConfig {
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
+    /// `None`: the key in `data_dir/encryption.key` (generated on first start).
+    pub encryption_key: Option<Secret>,
+    /// How often queued usage rows are written to the store.
+    pub usage_batch_interval: Duration,
+    /// Usage rows kept in memory before they are only in the spool file.
+    pub usage_queue_capacity: usize,
 }
 
 #[derive(Debug, Clone, Default)]

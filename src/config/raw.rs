@@ -19,6 +19,9 @@ pub struct RawConfig {
     pub groups: Vec<RawGroup>,
     pub accounts: Vec<RawAccount>,
     pub api_keys: Vec<RawApiKey>,
+    /// Model → price per million tokens; added to (or replacing) the shipped defaults.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub prices: std::collections::BTreeMap<String, RawPrice>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -125,14 +128,33 @@ impl Default for RawOAuth {
 #[serde(default, deny_unknown_fields)]
 pub struct RawStorage {
     pub data_dir: String,
+    /// Absent = a key generated into the data directory.
+    pub encryption_key: Option<SecretRef>,
+    pub usage_batch_interval_ms: i64,
+    pub usage_queue_capacity: i64,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
             data_dir: "./data".to_owned(),
+            encryption_key: None,
+            usage_batch_interval_ms: 500,
+            usage_queue_capacity: 10_000,
         }
     }
+}
+
+/// USD per million tokens.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: f64,
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    pub output: f64,
+    #[serde(default)]
+    pub cache_creation: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

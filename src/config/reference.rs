@@ -158,13 +158,31 @@ pub const KEYS: &[KeyDoc] = &[
         path: "storage.data_dir",
         default: "./data",
         allowed: "a directory path (created if missing)",
-        description: "Where subrelay keeps state across restarts: rotated sign-in tokens (`tokens.json`, owner-only) and the secret that derives upstream session ids.",
+        description: "Where subrelay keeps state across restarts: the store (`subrelay.db`: groups, API keys, accounts, usage), the usage spool (`usage-spool/`), the generated encryption key (`encryption.key`), the key-hashing and session secrets, rotated sign-in tokens (`tokens.json`). Files are owner-only; back the directory up.",
+    },
+    KeyDoc {
+        path: "storage.encryption_key",
+        default: "",
+        allowed: "empty (a key generated into storage.data_dir/encryption.key) or 64 hex digits (inline, env:NAME or file:PATH)",
+        description: "AES-256-GCM key that encrypts upstream credentials in the store. Keep it with your backups: a store cannot be opened with another key (start-up stops with an error; nothing is re-encrypted or dropped).",
+    },
+    KeyDoc {
+        path: "storage.usage_batch_interval_ms",
+        default: "500",
+        allowed: "10–60000 milliseconds",
+        description: "How often recorded usage rows are written to the store in one transaction (sooner when 500 are waiting). Until then they are in the append-only spool file, which survives a crash.",
+    },
+    KeyDoc {
+        path: "storage.usage_queue_capacity",
+        default: "10000",
+        allowed: "100–1000000 rows",
+        description: "Usage rows kept in memory while the store is slow or unavailable; beyond this they wait only in the spool file (nothing is dropped).",
     },
     KeyDoc {
         path: "admin.token",
         default: "",
         allowed: "empty (admin API off) or a secret of at least 16 characters (inline, env:NAME or file:PATH)",
-        description: "Bearer token of the admin API (`/admin/api/…`, used by `subrelay accounts`). Without it the admin API is off.",
+        description: "Bearer token of the admin API (`/admin/api/…`, used by `subrelay accounts`, `subrelay keys`, `subrelay usage`). Without it the admin API is off.",
     },
     KeyDoc {
         path: "log.format",

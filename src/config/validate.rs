@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::raw::{
-    RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawOAuth, RawServer, RawStorage,
+    RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawOAuth, RawPrice, RawServer,
+    RawStorage,
 };
 use super::reference::{self, KeyDoc};
 use super::{
@@ -25,7 +26,15 @@ pub(super) fn config(
     let gateway = gateway(&raw.gateway).map_err(|e| e.with_origin(&from_env))?;
     let log = log(&raw.log).map_err(|e| e.with_origin(&from_env))?;
     let oauth = oauth(&raw.oauth).map_err(|e| e.with_origin(&from_env))?;
-    let storage = storage(&raw.storage).map_err(|e| e.with_origin(&from_env))?;
+    let mut storage = storage(&raw.storage).map_err(|e| e.with_origin(&from_env))?;
+    storage.encryption_key = raw
+        .storage
+        .encryption_key
+        .as_ref()
+        .map(|r| r.resolve(env))
+        .transpose()
+        .map_err(|msg| ConfigError(format!("storage.encryption_key: {msg}")))?;
+    let prices = prices(&raw.prices)?;
     let admin = admin(&raw.admin, env, &from_env)?;
     let accounts = accounts(&raw.accounts, env)?;
     let api_keys = api_keys(&raw.api_keys, env)?;
@@ -40,6 +49,7 @@ pub(super) fn config(
         admin,
         accounts,
         api_keys,
+        prices,
         origin,
     })
 }
@@ -241,7 +251,50 @@ fn storage(raw: &RawStorage) -> Result<StorageConfig, KeyError> {
     }
     Ok(StorageConfig {
         data_dir: raw.data_dir.clone().into(),
+        encryption_key: None,
+        usage_batch_interval: Duration::from_millis(in_range(
+            "storage.usage_batch_interval_ms",
+            raw.usage_batch_interval_ms,
+            10,
+            60_000,
+        )?),
+        usage_queue_capacity: usize::try_from(in_range(
+            "storage.usage_queue_capacity",
+            raw.usage_queue_capacity,
+            100,
+            1_000_000,
+        )?)
+        .unwrap_or(10_000),
     })
+}
+
+fn prices(raw: &BTreeMap<String, RawPrice>) -> Result<crate::pricing::PriceTable, ConfigError> {
+    let mut table = BTreeMap::new();
+    for (model, p) in raw {
+        let fields = [
+            ("input", Some(p.input)),
+            ("cached_input", p.cached_input),
+            ("output", Some(p.output)),
+            ("cache_creation", p.cache_creation),
+        ];
+        for (field, value) in fields {
+            if let Some(v) = value.filter(|v| !v.is_finite() || *v < 0.0) {
+                return Err(ConfigError(format!(
+                    "prices.{model}.{field} = {v}: must be a price in USD per million tokens, 0 or more"
+                )));
+            }
+        }
+        table.insert(
+            model.clone(),
+            crate::pricing::Price {
+                input: p.input,
+                cached_input: p.cached_input.unwrap_or(p.input),
+                output: p.output,
+                cache_creation: p.cache_creation.unwrap_or(0.0),
+            },
+        );
+    }
+    Ok(crate::pricing::PriceTable::with_overrides(table))
 }
 
 fn admin(

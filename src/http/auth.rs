@@ -1,22 +1,26 @@
-//! Downstream API keys: who may use the gateway, and which account group serves them.
+//! Downstream API keys: who may use the gateway, which account group serves them, and their
+//! limits.
 //!
-//! Keys are kept as SHA-256 digests. A presented key is hashed and looked up by digest, then
-//! the digests are compared in constant time, so neither the lookup nor the comparison tells an
-//! attacker how much of a guessed key was right.
+//! Keys are known only by their keyed hash (HMAC-SHA256 under a secret in the data directory,
+//! the same hash the store keeps). A presented key is hashed and looked up by digest, then the
+//! digests are compared in constant time, so neither the lookup nor the comparison tells an
+//! attacker how much of a guessed key was right. The directory is updated in place when the
+//! admin API creates, changes or deletes a key, so a new key works for the next request.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, StatusCode};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
 use crate::pool::Platform;
 use crate::relay::failure::ClientError;
+use crate::store::keys::{from_hex, KeyHasher};
+use crate::store::{now_secs, KeyRecord};
 
-/// A key as declared in the config (the store of a later issue provides the same).
+/// A key as declared in the config (synced into the store at start).
 #[derive(Debug, Clone)]
 pub struct ApiKeySpec {
     pub key: Secret,
@@ -27,52 +31,115 @@ pub struct ApiKeySpec {
     pub concurrency: u32,
 }
 
+/// What a key may do, checked before a request reaches an account (`crate::limits`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyLimits {
+    /// Unix seconds; the key is refused from then on.
+    pub expires_at: Option<i64>,
+    /// Requests per minute; 0 = unlimited.
+    pub rpm_limit: u32,
+    /// USD per UTC day / calendar month.
+    pub daily_spend_limit: Option<f64>,
+    pub monthly_spend_limit: Option<f64>,
+    /// `None` = every model.
+    pub allowed_models: Option<Vec<String>>,
+}
+
 /// An authenticated client's key: what the relay needs to know about it.
 #[derive(Debug)]
 pub struct ApiKey {
-    /// SHA-256 of the key: a stable identity that is not the key.
+    /// The keyed hash of the key: a stable identity that is not the key.
     pub id: [u8; 32],
     pub name: String,
     pub group: String,
     /// The platform of the key's group: which protocol the key reaches.
     pub platform: Platform,
     enabled: bool,
+    pub limits: KeyLimits,
+    concurrency: u32,
     /// The key's concurrency slots; `None` = unlimited.
     pub slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 pub struct KeyDirectory {
-    by_digest: HashMap<[u8; 32], (Arc<ApiKey>, [u8; 32])>,
+    hasher: KeyHasher,
+    inner: RwLock<Directory>,
+}
+
+#[derive(Default)]
+struct Directory {
+    by_digest: HashMap<[u8; 32], Arc<ApiKey>>,
+    /// The platform of each group; unknown groups are OpenAI.
+    groups: BTreeMap<String, Platform>,
 }
 
 impl KeyDirectory {
-    /// `groups`: the platform of each group (from the config); unknown groups are OpenAI.
-    pub fn new(specs: &[ApiKeySpec], groups: &BTreeMap<String, Platform>) -> Self {
-        let by_digest = specs
+    pub fn new(hasher: KeyHasher) -> Self {
+        Self {
+            hasher,
+            inner: RwLock::default(),
+        }
+    }
+
+    pub fn hasher(&self) -> &KeyHasher {
+        &self.hasher
+    }
+
+    /// Replaces every key and group (at start, from the store).
+    pub fn load(&self, keys: &[KeyRecord], groups: BTreeMap<String, Platform>) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.groups = groups;
+        inner.by_digest.clear();
+        for record in keys {
+            if let Some(key) = build(record, &inner.groups, None) {
+                inner.by_digest.insert(key.id, key);
+            }
+        }
+    }
+
+    /// Adds a key or replaces it (found by name); its requests in flight keep their slots.
+    pub fn upsert(&self, record: &KeyRecord) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let old = inner
+            .by_digest
             .iter()
-            .map(|spec| {
-                let digest = digest(spec.key.expose());
-                let key = Arc::new(ApiKey {
-                    id: digest,
-                    name: spec.name.clone(),
-                    group: spec.group.clone(),
-                    platform: groups.get(&spec.group).copied().unwrap_or(Platform::OpenAi),
-                    enabled: spec.enabled,
-                    slots: (spec.concurrency > 0)
-                        .then(|| Arc::new(tokio::sync::Semaphore::new(spec.concurrency as usize))),
-                });
-                (digest, (key, digest))
-            })
-            .collect();
-        Self { by_digest }
+            .find(|(_, k)| k.name == record.name)
+            .map(|(digest, key)| (*digest, Arc::clone(key)));
+        if let Some((digest, _)) = &old {
+            inner.by_digest.remove(digest);
+        }
+        if let Some(key) = build(record, &inner.groups, old.as_ref().map(|(_, k)| k.as_ref())) {
+            inner.by_digest.insert(key.id, key);
+        }
+    }
+
+    pub fn remove(&self, name: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.by_digest.retain(|_, k| k.name != name);
+    }
+
+    pub fn set_group(&self, name: &str, platform: Platform) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.groups.insert(name.to_owned(), platform);
+    }
+
+    pub fn remove_group(&self, name: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.groups.remove(name);
+    }
+
+    pub fn group_platform(&self, name: &str) -> Option<Platform> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.groups.get(name).copied()
     }
 
     pub fn len(&self) -> usize {
-        self.by_digest.len()
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.by_digest.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
+        self.len() == 0
     }
 
     /// The key presented as `Authorization: Bearer <key>` or `x-api-key: <key>`.
@@ -83,21 +150,59 @@ impl KeyDirectory {
                 "missing_api_key",
             )
         })?;
-        let wanted = digest(presented);
-        let found = self
-            .by_digest
-            .get(&wanted)
-            .filter(|(_, stored)| bool::from(stored.ct_eq(&wanted)));
+        let wanted = self.hasher.digest(presented);
+        let found = {
+            let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            inner
+                .by_digest
+                .get(&wanted)
+                .filter(|key| bool::from(key.id.ct_eq(&wanted)))
+                .map(Arc::clone)
+        };
         match found {
-            Some((key, _)) if key.enabled => Ok(Arc::clone(key)),
-            Some(_) => Err(unauthorized("this API key is disabled", "api_key_disabled")),
             None => Err(unauthorized("invalid API key", "invalid_api_key")),
+            Some(key) if !key.enabled => {
+                Err(unauthorized("this API key is disabled", "api_key_disabled"))
+            }
+            Some(key) if key.limits.expires_at.is_some_and(|t| t <= now_secs()) => Err(
+                unauthorized("this API key has expired", "api_key_expired"),
+            ),
+            Some(key) => Ok(key),
         }
     }
 }
 
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
+/// The runtime key of a stored one; `previous` lends its slots when the concurrency is unchanged.
+fn build(
+    record: &KeyRecord,
+    groups: &BTreeMap<String, Platform>,
+    previous: Option<&ApiKey>,
+) -> Option<Arc<ApiKey>> {
+    let id = from_hex(&record.key_hash)?;
+    let slots = match previous {
+        Some(old) if old.concurrency == record.concurrency => old.slots.clone(),
+        _ => (record.concurrency > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(record.concurrency as usize))),
+    };
+    Some(Arc::new(ApiKey {
+        id,
+        name: record.name.clone(),
+        group: record.group.clone(),
+        platform: groups
+            .get(&record.group)
+            .copied()
+            .unwrap_or(Platform::OpenAi),
+        enabled: record.enabled,
+        limits: KeyLimits {
+            expires_at: record.expires_at,
+            rpm_limit: record.rpm_limit,
+            daily_spend_limit: record.daily_spend_limit,
+            monthly_spend_limit: record.monthly_spend_limit,
+            allowed_models: record.allowed_models.clone(),
+        },
+        concurrency: record.concurrency,
+        slots,
+    }))
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -127,26 +232,36 @@ fn unauthorized(message: &str, code: &str) -> ClientError {
 mod tests {
     use super::*;
 
+    fn record(hasher: &KeyHasher, key: &str, name: &str, enabled: bool) -> KeyRecord {
+        KeyRecord {
+            name: name.into(),
+            key_hash: hasher.hex_digest(key),
+            prefix: String::new(),
+            suffix: String::new(),
+            group: "default".into(),
+            enabled,
+            expires_at: None,
+            concurrency: 0,
+            rpm_limit: 0,
+            daily_spend_limit: None,
+            monthly_spend_limit: None,
+            allowed_models: None,
+            source: crate::store::Source::Config,
+            created_at: 0,
+        }
+    }
+
     fn directory() -> KeyDirectory {
-        KeyDirectory::new(
+        let hasher = KeyHasher::new([9; 32]);
+        let keys = KeyDirectory::new(hasher.clone());
+        keys.load(
             &[
-                ApiKeySpec {
-                    key: Secret::new("sk-alice"),
-                    name: "alice".into(),
-                    group: "default".into(),
-                    enabled: true,
-                    concurrency: 0,
-                },
-                ApiKeySpec {
-                    key: Secret::new("sk-off"),
-                    name: "off".into(),
-                    group: "default".into(),
-                    enabled: false,
-                    concurrency: 0,
-                },
+                record(&hasher, "sk-alice", "alice", true),
+                record(&hasher, "sk-off", "off", false),
             ],
-            &BTreeMap::new(),
-        )
+            BTreeMap::new(),
+        );
+        keys
     }
 
     fn headers(name: &str, value: &str) -> HeaderMap {
@@ -189,5 +304,24 @@ mod tests {
             .authenticate(&headers("x-api-key", "sk-off"))
             .unwrap_err();
         assert_eq!(err.code.as_deref(), Some("api_key_disabled"));
+    }
+
+    #[test]
+    fn keys_added_changed_and_removed_at_runtime_take_effect_at_once() {
+        let keys = directory();
+        let hasher = keys.hasher().clone();
+        let mut bob = record(&hasher, "sk-bob", "bob", true);
+        keys.upsert(&bob);
+        assert_eq!(
+            keys.authenticate(&headers("x-api-key", "sk-bob")).unwrap().name,
+            "bob"
+        );
+        bob.expires_at = Some(1);
+        keys.upsert(&bob);
+        let err = keys.authenticate(&headers("x-api-key", "sk-bob")).unwrap_err();
+        assert_eq!(err.code.as_deref(), Some("api_key_expired"));
+        keys.remove("bob");
+        let err = keys.authenticate(&headers("x-api-key", "sk-bob")).unwrap_err();
+        assert_eq!(err.code.as_deref(), Some("invalid_api_key"));
     }
 }

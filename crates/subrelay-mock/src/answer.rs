@@ -231,17 +231,7 @@ fn completed_response<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-
-    async fn frames(reply: Reply) -> Vec<Bytes> {
-        use http_body_util::BodyExt;
-        let mut body = reply.body;
-        let mut chunks = Vec::new();
-        while let Some(frame) = body.frame().await {
-            chunks.push(frame.unwrap().into_data().unwrap());
-        }
-        chunks
-    }
+    use crate::reply::frames;
 
     #[tokio::test]
     async fn ready_events_leave_in_one_write_and_paced_ones_one_by_one() {

@@ -192,3 +192,24 @@ fn stream(
 fn emit(sse: &mut SseWriter, event: StreamEvent<'_>) -> Result<(), serde_json::Error> {
     sse.event(event.name(), &event)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reply::frames;
+
+    #[tokio::test]
+    async fn ready_events_leave_in_one_write_and_paced_ones_one_by_one() {
+        let together = stream("m", None, &Behavior::default()).unwrap();
+        assert_eq!(frames(together).await.len(), 1);
+        let paced = Behavior {
+            event_interval: std::time::Duration::from_millis(1),
+            ..Behavior::default()
+        };
+        let chunks = frames(stream("m", Some("sig:k"), &paced).unwrap()).await;
+        assert_eq!(chunks.len(), 13, "9 events plus 4 of the thinking block");
+        assert!(chunks
+            .iter()
+            .all(|c| c.starts_with(b"event: ") && c.ends_with(b"\n\n")));
+    }
+}

@@ -237,6 +237,22 @@ impl<'a> ChunkHead<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reply::frames;
+
+    #[tokio::test]
+    async fn ready_chunks_leave_in_one_write_and_paced_ones_one_by_one() {
+        let together = stream("c", 1, "m", true, &Behavior::default()).unwrap();
+        assert_eq!(frames(together).await.len(), 1);
+        let paced = Behavior {
+            event_interval: std::time::Duration::from_millis(1),
+            ..Behavior::default()
+        };
+        let chunks = frames(stream("c", 1, "m", false, &paced).unwrap()).await;
+        assert_eq!(chunks.len(), 6, "role, 3 content, finish, [DONE]");
+        assert!(chunks
+            .iter()
+            .all(|c| c.starts_with(b"data: ") && c.ends_with(b"\n\n")));
+    }
 
     #[test]
     fn stream_options_need_stream() {

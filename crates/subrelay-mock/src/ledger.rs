@@ -27,7 +27,8 @@ pub struct RecordedRequest {
     pub headers: HeaderMap,
     /// The raw body bytes, as received (not decompressed).
     pub body: Bytes,
-    /// The token of `Authorization: Bearer <token>`, else `x-api-key`.
+    /// The token of `Authorization: Bearer <token>`, else `x-api-key`; `None` on the token
+    /// endpoints (the refresh token travels in the body).
     pub credential: Option<String>,
 }
 

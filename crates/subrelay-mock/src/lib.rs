@@ -1,27 +1,47 @@
 //! A scripted fake upstream for subrelay: it stands in for the Codex backend
-//! (`https://chatgpt.com/backend-api/codex`) and the OpenAI API (`https://api.openai.com/v1`)
-//! in end-to-end tests, the README demo and benchmarks.
+//! (`https://chatgpt.com/backend-api/codex`), the OpenAI API (`https://api.openai.com/v1`), the
+//! Anthropic API (`https://api.anthropic.com`) and both providers' token endpoints in end-to-end
+//! tests, the README demo and benchmarks.
 //!
-//! Why it exists: failover, keepalive and stream handling can only be tested against an upstream
-//! that misbehaves on demand (slow headers, streams cut or hanging mid-way, rate-limit answers
-//! with their headers) and that counts what it received. It follows the wire facts of
-//! `shared/PROTOCOLS.md`, including the Codex backend's body rules, so tests also prove that the
-//! gateway normalises what it forwards.
+//! Why it exists: failover, keepalive, stream handling and token refresh can only be tested
+//! against an upstream that misbehaves on demand (slow headers, streams cut or hanging mid-way,
+//! rate-limit answers with their headers, refresh tokens that rotate and can be spent) and that
+//! counts what it received. It follows the wire facts of `shared/PROTOCOLS.md`, including each
+//! upstream's request rules, so tests also prove that the gateway normalises what it forwards.
 //!
 //! Two ways to drive it:
 //! - in-process ([`MockUpstream::start`]) where a test queues [`Behavior`]s per credential with
 //!   [`MockUpstream::script`] and asserts on [`MockUpstream::calls`] and friends;
 //! - as the `subrelay-mock` binary, where the behaviour comes from options in the model name
-//!   (`gpt-5.1-codex+delay_ms=200+events=20+interval_ms=5`) and counts are read from
-//!   `GET /__mock/calls`.
+//!   (`gpt-5.1-codex+delay_ms=200+events=20+interval_ms=5`, on every API route) and counts are
+//!   read from `GET /__mock/calls`.
 //!
-//! Routes: `POST /backend-api/codex/responses` (streams only), `POST
-//! /backend-api/codex/responses/compact`, `POST /v1/responses` (stream or JSON), `POST
-//! /v1/responses/compact`, `GET /__mock/calls`, `POST /__mock/reset`; anything else is a 404.
+//! Routes (anything else is a 404 in OpenAI's error shape):
 //!
-//! Layout: `server` listens, `handle` walks one request through its phases, `request` reads and
-//! checks it, `model_options` turns a model name into a [`Behavior`], `answer` serializes the
-//! reply using the shapes in `wire`, `body` paces it, `ledger` counts and records.
+//! | route | imitates | answers |
+//! | --- | --- | --- |
+//! | `POST /backend-api/codex/responses` | Codex backend | stream only; needs `stream:true`, `store:false`, `instructions` |
+//! | `POST /backend-api/codex/responses/compact` | Codex backend | JSON compaction; refuses `stream`/`store` |
+//! | `POST /v1/responses` | OpenAI Responses | stream or JSON |
+//! | `POST /v1/responses/compact` | OpenAI Responses | JSON compaction |
+//! | `POST /v1/chat/completions` | OpenAI Chat Completions | `data:` chunks ending `data: [DONE]` (usage chunk only with `stream_options.include_usage`), or JSON |
+//! | `POST /v1/messages` (any query, e.g. `?beta=true`) | Anthropic Messages | SSE stream or JSON; `x-api-key`, or Bearer + `anthropic-beta: oauth-2025-04-20`; `anthropic-version` required; thinking blocks signed `sig:<credential>` and checked |
+//! | `POST /v1/messages/count_tokens` | Anthropic | `{"input_tokens": N}`; same header rules |
+//! | `POST /oauth/token` | `auth.openai.com` | refresh-token grant, JSON or form; rotates refresh tokens |
+//! | `POST /v1/oauth/token` | `console.anthropic.com` | refresh-token grant, JSON; rotates refresh tokens |
+//! | `GET /__mock/calls`, `POST /__mock/reset` | — | counts as JSON; reset |
+//!
+//! API routes count in [`MockUpstream::calls`] / [`MockUpstream::total_calls`]; token endpoints
+//! count apart in [`MockUpstream::token_calls`]. Everything but the control routes is in
+//! [`MockUpstream::requests`].
+//!
+//! Layout: `server` listens, `handle` walks one request through its phases, `request` routes and
+//! reads credentials (and checks Responses bodies), `model_options` turns a model name into a
+//! [`Behavior`]. One module per API builds its answers: `answer` (+ shapes in `wire`) for
+//! Responses, `anthropic` (+ `anthropic::request`, `anthropic::wire`), `chat` (+ `chat::wire`),
+//! `oauth` for the token endpoints. They share `reply` (reply type, JSON and output text), `sse`
+//! (event streams, cuts and hangs), `errors` (each API's error shape) and `body` (pacing); `ledger`
+//! counts and records.
 
 mod answer;
 mod anthropic;

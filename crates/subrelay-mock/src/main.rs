@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use subrelay_mock::MockUpstream;
 
-/// Scripted fake Codex backend / OpenAI API for subrelay tests, demos and benchmarks.
+/// Scripted fake Codex backend / OpenAI API / Anthropic API for subrelay tests, demos and
+/// benchmarks.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {

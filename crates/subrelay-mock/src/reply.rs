@@ -106,6 +106,18 @@ pub(crate) fn split_even(text: &str, parts: usize) -> impl Iterator<Item = &str>
     (0..parts).map(move |i| &text[boundary(i)..boundary(i + 1)])
 }
 
+/// The body chunks of a reply, as written (unit tests of the answer builders).
+#[cfg(test)]
+pub(crate) async fn frames(reply: Reply) -> Vec<Bytes> {
+    use http_body_util::BodyExt;
+    let mut body = reply.body;
+    let mut chunks = Vec::new();
+    while let Some(frame) = body.frame().await {
+        chunks.push(frame.unwrap().into_data().unwrap());
+    }
+    chunks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

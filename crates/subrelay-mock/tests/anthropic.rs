@@ -8,6 +8,9 @@ use serde_json::{json, Value};
 use subrelay_mock::{Behavior, MockUpstream, Usage, DEFAULT_TEXT};
 use support::*;
 
+/// Request headers, as name and value.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 #[tokio::test]
 async fn auth_and_version_rules_are_the_real_api_ones() {
     let mock = MockUpstream::start().await;
@@ -24,7 +27,7 @@ async fn auth_and_version_rules_are_the_real_api_ones() {
     let version = ("anthropic-version", "2023-06-01");
     let bearer = ("authorization", "Bearer oauth-tok");
 
-    let cases: [(&[(&str, &str)], u16, &str); 4] = [
+    let cases: [(Headers<'_>, u16, &str); 4] = [
         (&[version], 401, "x-api-key header is required"),
         (
             &[bearer, version],
@@ -32,7 +35,11 @@ async fn auth_and_version_rules_are_the_real_api_ones() {
             "OAuth authentication is currently not supported.",
         ),
         (
-            &[bearer, version, ("anthropic-beta", "prompt-caching-2024-07-31")],
+            &[
+                bearer,
+                version,
+                ("anthropic-beta", "prompt-caching-2024-07-31"),
+            ],
             401,
             "OAuth authentication is currently not supported.",
         ),
@@ -58,13 +65,13 @@ async fn auth_and_version_rules_are_the_real_api_ones() {
     }
     assert_eq!(mock.calls("oauth-tok"), 3, "refused requests are counted");
 
-    let beta = ("anthropic-beta", "prompt-caching-2024-07-31, oauth-2025-04-20");
+    let beta = (
+        "anthropic-beta",
+        "prompt-caching-2024-07-31, oauth-2025-04-20",
+    );
     let accepted = post_with(&url, MESSAGES, &[bearer, version, beta], &body).await;
     assert_eq!(accepted.status(), 529, "the scripted step was still queued");
-    assert_eq!(
-        json_of(accepted).await["error"]["type"],
-        "overloaded_error"
-    );
+    assert_eq!(json_of(accepted).await["error"]["type"], "overloaded_error");
     let ok = post_with(&url, MESSAGES, &[bearer, version, beta], &body).await;
     assert_eq!(ok.status(), 200);
     let ok = post_with(&url, MESSAGES, &anthropic_key("sk-ant-k"), &body).await;
@@ -88,7 +95,13 @@ async fn json_message_carries_the_usage_and_the_query_is_recorded() {
         }],
     );
     let body = messages_body("claude-opus-4+events=2", false);
-    let response = post_with(&mock.url(), "/v1/messages?beta=true", &anthropic_key("k"), &body).await;
+    let response = post_with(
+        &mock.url(),
+        "/v1/messages?beta=true",
+        &anthropic_key("k"),
+        &body,
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     let message = json_of(response).await;
@@ -168,7 +181,8 @@ async fn failures_are_anthropic_shaped() {
     let url = mock.url();
     let key = anthropic_key("k");
 
-    let events = read_sse(post_with(&url, MESSAGES, &key, &messages_body("m+fail", true)).await).await;
+    let events =
+        read_sse(post_with(&url, MESSAGES, &key, &messages_body("m+fail", true)).await).await;
     assert_eq!(names(&events), ["message_start", "ping", "error"]);
     assert_eq!(
         events[2].data,
@@ -271,11 +285,16 @@ async fn thinking_blocks_are_signed_for_the_credential_and_checked() {
 #[tokio::test]
 async fn count_tokens_answers_the_input_tokens() {
     let mock = MockUpstream::start().await;
-    let body = json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]});
+    let body =
+        json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]});
     let response = post_with(&mock.url(), COUNT_TOKENS, &anthropic_key("k"), &body).await;
     assert_eq!(response.status(), 200);
     assert_eq!(json_of(response).await, json!({"input_tokens": 11}));
     let response = post_with(&mock.url(), COUNT_TOKENS, &[("x-api-key", "k")], &body).await;
-    assert_eq!(response.status(), 400, "the version header is required here too");
+    assert_eq!(
+        response.status(),
+        400,
+        "the version header is required here too"
+    );
     assert_eq!(mock.calls("k"), 2);
 }

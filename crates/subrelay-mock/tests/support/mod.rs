@@ -184,3 +184,10 @@ pub fn parse_chat_stream(text: &str) -> Vec<Value> {
         })
         .collect()
 }
+
+/// Reads a whole Chat Completions stream answer and parses it.
+pub async fn read_chat_stream(response: reqwest::Response) -> Vec<Value> {
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    parse_chat_stream(&response.text().await.unwrap())
+}

@@ -1,0 +1,248 @@
+//! Per-key limits checked before a request reaches an account: allowed models, spending per UTC
+//! day and calendar month, requests per minute. (Disabled and expired keys are refused earlier,
+//! by authentication.)
+//!
+//! Everything here is in memory so the check costs no database round trip: spending is seeded
+//! from the store at start and grows as the usage sink prices each record; the rpm window is a
+//! per-key list of the last minute's admissions. Counts are per process (a shared store across
+//! instances is a later issue).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::time::Instant;
+
+use crate::http::auth::ApiKey;
+use crate::relay::failure::ClientError;
+use crate::store::now_ms;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Default)]
+pub struct Limits {
+    /// Admission times of the last minute, per key name.
+    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    spend: Mutex<HashMap<String, Spend>>,
+}
+
+/// A key's spending in the current UTC day and month.
+#[derive(Default, Clone, Copy)]
+struct Spend {
+    day: i64,
+    day_usd: f64,
+    month: i64,
+    month_usd: f64,
+}
+
+impl Spend {
+    /// Forgets totals of a day or month that ended.
+    fn roll(&mut self, now_ms: i64) {
+        let (day, month) = (day_of(now_ms), month_of(now_ms));
+        if self.day != day {
+            self.day = day;
+            self.day_usd = 0.0;
+        }
+        if self.month != month {
+            self.month = month;
+            self.month_usd = 0.0;
+        }
+    }
+}
+
+impl Limits {
+    /// Seeds spending from the store: totals per key since the month began and the day began.
+    pub fn seeded(month: Vec<(String, f64)>, day: Vec<(String, f64)>) -> Self {
+        let now = now_ms();
+        let mut spend: HashMap<String, Spend> = HashMap::new();
+        for (key, usd) in month {
+            let entry = spend.entry(key).or_default();
+            entry.roll(now);
+            entry.month_usd = usd;
+        }
+        for (key, usd) in day {
+            let entry = spend.entry(key).or_default();
+            entry.roll(now);
+            entry.day_usd = usd;
+        }
+        Self {
+            windows: Mutex::default(),
+            spend: Mutex::new(spend),
+        }
+    }
+
+    /// Counts a priced request against its key.
+    pub fn add_spend(&self, key: &str, usd: f64) {
+        if usd <= 0.0 {
+            return;
+        }
+        let now = now_ms();
+        let mut spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = spend.entry(key.to_owned()).or_default();
+        entry.roll(now);
+        entry.day_usd += usd;
+        entry.month_usd += usd;
+    }
+
+    /// Whether this key may send this request now. Counts it against the rpm window when it may.
+    pub fn check(&self, key: &ApiKey, model: &str) -> Result<(), ClientError> {
+        let limits = &key.limits;
+        if let Some(allowed) = &limits.allowed_models {
+            if !allowed.iter().any(|m| m == model) {
+                return Err(ClientError::new(
+                    StatusCode::FORBIDDEN,
+                    "permission_error",
+                    format!(
+                        "this API key may not use model {model:?}; allowed: {}",
+                        allowed.join(", ")
+                    ),
+                )
+                .with_code("model_not_allowed"));
+            }
+        }
+        self.check_spend(key)?;
+        self.admit_rpm(key)
+    }
+
+    fn check_spend(&self, key: &ApiKey) -> Result<(), ClientError> {
+        let (daily, monthly) = (key.limits.daily_spend_limit, key.limits.monthly_spend_limit);
+        if daily.is_none() && monthly.is_none() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = spend.get(&key.name).copied().unwrap_or_default();
+        current.roll(now);
+        spend.insert(key.name.clone(), current);
+        drop(spend);
+        if let Some(limit) = daily.filter(|l| current.day_usd >= *l) {
+            let reset = (day_of(now) + 1) * DAY_MS;
+            return Err(over_spend(
+                "daily",
+                limit,
+                current.day_usd,
+                "00:00 UTC",
+                reset - now,
+            ));
+        }
+        if let Some(limit) = monthly.filter(|l| current.month_usd >= *l) {
+            let reset = month_start_ms(month_of(now) + 1);
+            return Err(over_spend(
+                "monthly",
+                limit,
+                current.month_usd,
+                "the first day of next month (UTC)",
+                reset - now,
+            ));
+        }
+        Ok(())
+    }
+
+    fn admit_rpm(&self, key: &ApiKey) -> Result<(), ClientError> {
+        let limit = key.limits.rpm_limit;
+        if limit == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let window = windows.entry(key.name.clone()).or_default();
+        while window.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
+            window.pop_front();
+        }
+        if window.len() >= limit as usize {
+            let oldest = window.front().copied().unwrap_or(now);
+            let wait = MINUTE.saturating_sub(now.duration_since(oldest));
+            return Err(ClientError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "this API key reached its rate limit of {limit} requests per minute; retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+            )
+            .with_code("key_rpm_limit")
+            .with_retry_after(Some(wait.max(Duration::from_secs(1)))));
+        }
+        window.push_back(now);
+        Ok(())
+    }
+}
+
+fn over_spend(which: &str, limit: f64, spent: f64, resets: &str, wait_ms: i64) -> ClientError {
+    let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0).max(1000));
+    ClientError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        format!(
+            "this API key reached its {which} spending limit of ${limit:.2} (spent ${spent:.4}); it resets at {resets}"
+        ),
+    )
+    .with_code(format!("key_{which}_spend_limit"))
+    .with_retry_after(Some(wait))
+}
+
+fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
+/// Months since year 0 (`year * 12 + month - 1`) of a unix time in ms.
+fn month_of(ms: i64) -> i64 {
+    let (year, month, _) = civil_from_days(day_of(ms));
+    year * 12 + i64::from(month) - 1
+}
+
+fn month_start_ms(month_index: i64) -> i64 {
+    let (year, month) = (month_index.div_euclid(12), month_index.rem_euclid(12) + 1);
+    days_from_civil(year, month, 1) * DAY_MS
+}
+
+/// Unix ms of the start of the current UTC day and month, for seeding spending.
+pub fn period_starts(now: i64) -> (i64, i64) {
+    (day_of(now) * DAY_MS, month_start_ms(month_of(now)))
+}
+
+/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 → (year, month, day).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        u32::try_from(month).unwrap_or(1),
+        u32::try_from(day).unwrap_or(1),
+    )
+}
+
+/// The inverse: (year, month 1–12, day) → days since 1970-01-01.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_arithmetic_matches_known_dates() {
+        // 2024-02-29 is day 19782; 2026-11-26 is day 20418.
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(days_from_civil(2026, 11, 26), 20_418);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        let dec = days_from_civil(2025, 12, 31) * DAY_MS;
+        assert_eq!(month_start_ms(month_of(dec) + 1), days_from_civil(2026, 1, 1) * DAY_MS);
+    }
+}

@@ -1,0 +1,238 @@
+//! The store: groups, API keys, accounts and usage that outlive a restart.
+//!
+//! [`Store`] is the interface; [`sqlite::SqliteStore`] (a file in `storage.data_dir`) is the
+//! embedded default, and a PostgreSQL backend of a later issue implements the same trait with its
+//! own SQL and migrations. The trait speaks in plain values (unix times, names, sealed bytes), so
+//! nothing in it depends on one engine. Secrets never reach it in the clear: API keys arrive as
+//! keyed hashes ([`keys`]) and account credentials sealed by [`crypto::Sealer`].
+
+pub mod accounts;
+pub mod crypto;
+pub mod keys;
+pub mod sqlite;
+pub mod sync;
+pub mod usage_writer;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+/// What went wrong in the store, worded for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where a row came from. Config rows are rewritten from the file at every start, so the admin
+/// API refuses to edit them (the edit would silently vanish at the next restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Config,
+    Admin,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        if text == "config" {
+            Source::Config
+        } else {
+            Source::Admin
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRecord {
+    pub name: String,
+    /// `openai` or `anthropic`.
+    pub platform: String,
+    pub source: Source,
+    pub created_at: i64,
+}
+
+/// An API key as stored: its keyed hash, never the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub name: String,
+    /// Hex HMAC-SHA256 of the key under the data dir's `key_hash.key` secret.
+    pub key_hash: String,
+    /// A few leading and trailing characters, so a person can tell keys apart in a listing.
+    pub prefix: String,
+    pub suffix: String,
+    pub group: String,
+    pub enabled: bool,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    /// Requests in flight at once; 0 = unlimited.
+    pub concurrency: u32,
+    /// Requests per minute; 0 = unlimited.
+    pub rpm_limit: u32,
+    /// USD per UTC day / calendar month.
+    pub daily_spend_limit: Option<f64>,
+    pub monthly_spend_limit: Option<f64>,
+    /// `None` = every model.
+    pub allowed_models: Option<Vec<String>>,
+    pub source: Source,
+    pub created_at: i64,
+}
+
+/// An account as stored. `credentials` is sealed (see [`accounts`]); the store never sees it open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountRecord {
+    pub name: String,
+    pub platform: String,
+    pub kind: String,
+    pub base_url: String,
+    pub chatgpt_account_id: Option<String>,
+    /// Unix seconds the access token expires.
+    pub expires_at: Option<i64>,
+    pub priority: i32,
+    pub concurrency: u32,
+    pub groups: Vec<String>,
+    pub enabled: bool,
+    pub models: Option<Vec<String>>,
+    pub model_map: std::collections::BTreeMap<String, String>,
+    pub credentials: Vec<u8>,
+    pub source: Source,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One request's usage, as stored. `request_id` makes a second write of the same row a no-op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UsageRow {
+    pub request_id: String,
+    /// Unix milliseconds the record was taken.
+    pub at_ms: i64,
+    pub key: String,
+    pub account: Option<String>,
+    pub endpoint: String,
+    pub model: String,
+    pub stream: bool,
+    pub status: u16,
+    pub success: bool,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub cache_creation_tokens: i64,
+    pub output_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_usd: f64,
+    /// False when the model has no price: tokens are recorded, the cost is 0.
+    pub priced: bool,
+    pub duration_ms: i64,
+    pub ttft_ms: Option<i64>,
+    /// Accounts tried.
+    pub attempts: i32,
+    pub client_disconnected: bool,
+}
+
+/// Which usage rows a query looks at. Times are unix milliseconds, `from` inclusive, `to`
+/// exclusive.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub key: Option<String>,
+    pub account: Option<String>,
+    pub model: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct UsageTotals {
+    /// The day (`YYYY-MM-DD`, UTC) or the key name.
+    pub bucket: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
+/// How usage totals are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalsBy {
+    Day,
+    Key,
+}
+
+/// The persistence interface. Every backend keeps its own SQL and migrations; callers see only
+/// these operations. Writes of a row that already exists fail with [`StoreError::Conflict`],
+/// except usage, whose inserts are idempotent by request id.
+pub trait Store: Send + Sync {
+    // === meta ===
+    fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>>;
+    fn set_meta(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<()>>;
+
+    // === groups ===
+    fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>>;
+    fn upsert_group(&self, group: &GroupRecord) -> BoxFuture<'_, StoreResult<()>>;
+    fn delete_group(&self, name: &str) -> BoxFuture<'_, StoreResult<()>>;
+
+    // === API keys ===
+    fn list_keys(&self) -> BoxFuture<'_, StoreResult<Vec<KeyRecord>>>;
+    fn insert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>>;
+    /// Replaces the row of `key.name` (every field but the hash and the creation time).
+    fn update_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>>;
+    /// Inserts or replaces by name, hash included (config keys at start-up).
+    fn upsert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>>;
+    fn delete_key(&self, name: &str) -> BoxFuture<'_, StoreResult<()>>;
+
+    // === accounts ===
+    fn list_accounts(&self) -> BoxFuture<'_, StoreResult<Vec<AccountRecord>>>;
+    fn insert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>>;
+    fn upsert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>>;
+    fn delete_account(&self, name: &str) -> BoxFuture<'_, StoreResult<()>>;
+
+    // === usage ===
+    /// Inserts the rows in one transaction; rows whose request id is already stored are
+    /// skipped. Returns how many were new.
+    fn insert_usage(&self, rows: &[UsageRow]) -> BoxFuture<'_, StoreResult<u64>>;
+    /// Newest first.
+    fn list_usage(
+        &self,
+        filter: &UsageFilter,
+        limit: u32,
+        offset: u64,
+    ) -> BoxFuture<'_, StoreResult<Vec<UsageRow>>>;
+    fn count_usage(&self, filter: &UsageFilter) -> BoxFuture<'_, StoreResult<u64>>;
+    fn usage_totals(
+        &self,
+        filter: &UsageFilter,
+        by: TotalsBy,
+    ) -> BoxFuture<'_, StoreResult<Vec<UsageTotals>>>;
+    /// Cost per key name since a time (unix ms), for the spending limits at start-up.
+    fn spend_since(&self, from_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(String, f64)>>>;
+
+    /// Waits for pending writes and closes the connections.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,535 @@
+//! The embedded backend: one SQLite file (`subrelay.db`) in `storage.data_dir`.
+//!
+//! WAL journal (readers never wait for the usage writer), `synchronous=NORMAL` (a committed
+//! batch survives a process crash; the usage spool covers the rest), migrations embedded from
+//! `migrations/sqlite/` and applied at open. Queries are built at run time, so building needs no
+//! database.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use futures_util::future::BoxFuture;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::{
+    AccountRecord, GroupRecord, KeyRecord, Source, Store, StoreError, StoreResult, TotalsBy,
+    UsageFilter, UsageRow, UsageTotals,
+};
+
+pub const FILE_NAME: &str = "subrelay.db";
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/subrelay.db` and applies the migrations.
+    pub async fn open(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(FILE_NAME);
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| e.to_string())?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| format!("cannot migrate the store {}: {e}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(Self { pool })
+    }
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(inner) if inner.is_unique_violation() => {
+            StoreError::Conflict(inner.message().to_owned())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+fn affected(rows: u64, what: &str) -> StoreResult<()> {
+    if rows == 0 {
+        Err(StoreError::NotFound(what.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+fn json_list(list: &Option<Vec<String>>) -> Option<String> {
+    list.as_ref()
+        .map(|l| serde_json::to_string(l).unwrap_or_default())
+}
+
+fn parse_list(text: Option<String>) -> Option<Vec<String>> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, sqlx::Error> {
+    Ok(KeyRecord {
+        name: row.try_get("name")?,
+        key_hash: row.try_get("key_hash")?,
+        prefix: row.try_get("prefix")?,
+        suffix: row.try_get("suffix")?,
+        group: row.try_get("group_name")?,
+        enabled: row.try_get("enabled")?,
+        expires_at: row.try_get("expires_at")?,
+        concurrency: u32::try_from(row.try_get::<i64, _>("concurrency")?).unwrap_or(0),
+        rpm_limit: u32::try_from(row.try_get::<i64, _>("rpm_limit")?).unwrap_or(0),
+        daily_spend_limit: row.try_get("daily_spend_limit")?,
+        monthly_spend_limit: row.try_get("monthly_spend_limit")?,
+        allowed_models: parse_list(row.try_get("allowed_models")?),
+        source: Source::parse(row.try_get::<&str, _>("source")?),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AccountRecord, sqlx::Error> {
+    Ok(AccountRecord {
+        name: row.try_get("name")?,
+        platform: row.try_get("platform")?,
+        kind: row.try_get("kind")?,
+        base_url: row.try_get("base_url")?,
+        chatgpt_account_id: row.try_get("chatgpt_account_id")?,
+        expires_at: row.try_get("expires_at")?,
+        priority: i32::try_from(row.try_get::<i64, _>("priority")?).unwrap_or(0),
+        concurrency: u32::try_from(row.try_get::<i64, _>("concurrency")?).unwrap_or(0),
+        groups: parse_list(Some(row.try_get("groups")?)).unwrap_or_default(),
+        enabled: row.try_get("enabled")?,
+        models: parse_list(row.try_get("models")?),
+        model_map: serde_json::from_str(row.try_get::<&str, _>("model_map")?).unwrap_or_default(),
+        credentials: row.try_get("credentials")?,
+        source: Source::parse(row.try_get::<&str, _>("source")?),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn usage_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UsageRow, sqlx::Error> {
+    Ok(UsageRow {
+        request_id: row.try_get("request_id")?,
+        at_ms: row.try_get("at_ms")?,
+        key: row.try_get("key_name")?,
+        account: row.try_get("account")?,
+        endpoint: row.try_get("endpoint")?,
+        model: row.try_get("model")?,
+        stream: row.try_get("stream")?,
+        status: u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(0),
+        success: row.try_get("success")?,
+        input_tokens: row.try_get("input_tokens")?,
+        cached_input_tokens: row.try_get("cached_input_tokens")?,
+        cache_creation_tokens: row.try_get("cache_creation_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        reasoning_tokens: row.try_get("reasoning_tokens")?,
+        cost_usd: row.try_get("cost_usd")?,
+        priced: row.try_get("priced")?,
+        duration_ms: row.try_get("duration_ms")?,
+        ttft_ms: row.try_get("ttft_ms")?,
+        attempts: row.try_get("attempts")?,
+        client_disconnected: row.try_get("client_disconnected")?,
+    })
+}
+
+/// Appends ` WHERE …` for the filter.
+fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &UsageFilter) {
+    query.push(" WHERE 1=1");
+    if let Some(key) = &filter.key {
+        query.push(" AND key_name = ").push_bind(key.clone());
+    }
+    if let Some(account) = &filter.account {
+        query.push(" AND account = ").push_bind(account.clone());
+    }
+    if let Some(model) = &filter.model {
+        query.push(" AND model = ").push_bind(model.clone());
+    }
+    if let Some(from) = filter.from_ms {
+        query.push(" AND at_ms >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to_ms {
+        query.push(" AND at_ms < ").push_bind(to);
+    }
+}
+
+const KEY_COLUMNS: &str = "name, key_hash, prefix, suffix, group_name, enabled, expires_at, concurrency, rpm_limit, daily_spend_limit, monthly_spend_limit, allowed_models, source, created_at";
+const ACCOUNT_COLUMNS: &str = "name, platform, kind, base_url, chatgpt_account_id, expires_at, priority, concurrency, groups, enabled, models, model_map, credentials, source, created_at, updated_at";
+
+impl SqliteStore {
+    async fn write_key(&self, key: &KeyRecord, upsert: bool) -> StoreResult<()> {
+        let conflict = if upsert {
+            " ON CONFLICT(name) DO UPDATE SET key_hash = excluded.key_hash, prefix = excluded.prefix, suffix = excluded.suffix, group_name = excluded.group_name, enabled = excluded.enabled, expires_at = excluded.expires_at, concurrency = excluded.concurrency, rpm_limit = excluded.rpm_limit, daily_spend_limit = excluded.daily_spend_limit, monthly_spend_limit = excluded.monthly_spend_limit, allowed_models = excluded.allowed_models, source = excluded.source"
+        } else {
+            ""
+        };
+        sqlx::query(&format!(
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict}"
+        ))
+        .bind(&key.name)
+        .bind(&key.key_hash)
+        .bind(&key.prefix)
+        .bind(&key.suffix)
+        .bind(&key.group)
+        .bind(key.enabled)
+        .bind(key.expires_at)
+        .bind(i64::from(key.concurrency))
+        .bind(i64::from(key.rpm_limit))
+        .bind(key.daily_spend_limit)
+        .bind(key.monthly_spend_limit)
+        .bind(json_list(&key.allowed_models))
+        .bind(key.source.as_str())
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn write_account(&self, a: &AccountRecord, upsert: bool) -> StoreResult<()> {
+        let conflict = if upsert {
+            " ON CONFLICT(name) DO UPDATE SET platform = excluded.platform, kind = excluded.kind, base_url = excluded.base_url, chatgpt_account_id = excluded.chatgpt_account_id, expires_at = excluded.expires_at, priority = excluded.priority, concurrency = excluded.concurrency, groups = excluded.groups, enabled = excluded.enabled, models = excluded.models, model_map = excluded.model_map, credentials = excluded.credentials, source = excluded.source, updated_at = excluded.updated_at"
+        } else {
+            ""
+        };
+        sqlx::query(&format!(
+            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict}"
+        ))
+        .bind(&a.name)
+        .bind(&a.platform)
+        .bind(&a.kind)
+        .bind(&a.base_url)
+        .bind(&a.chatgpt_account_id)
+        .bind(a.expires_at)
+        .bind(i64::from(a.priority))
+        .bind(i64::from(a.concurrency))
+        .bind(serde_json::to_string(&a.groups).unwrap_or_default())
+        .bind(a.enabled)
+        .bind(json_list(&a.models))
+        .bind(serde_json::to_string(&a.model_map).unwrap_or_default())
+        .bind(&a.credentials)
+        .bind(a.source.as_str())
+        .bind(a.created_at)
+        .bind(a.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let row = sqlx::query("SELECT value FROM meta WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            row.map(|r| r.try_get::<Vec<u8>, _>("value"))
+                .transpose()
+                .map_err(db)
+        })
+    }
+
+    fn set_meta(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT name, platform, source, created_at FROM groups ORDER BY name",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(GroupRecord {
+                        name: r.try_get("name")?,
+                        platform: r.try_get("platform")?,
+                        source: Source::parse(r.try_get::<&str, _>("source")?),
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn upsert_group(&self, group: &GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let group = group.clone();
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO groups (name, platform, source, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET platform = excluded.platform, source = excluded.source",
+            )
+            .bind(&group.name)
+            .bind(&group.platform)
+            .bind(group.source.as_str())
+            .bind(group.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn delete_group(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM groups WHERE name = ?")
+                .bind(&name)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            affected(done.rows_affected(), &name)
+        })
+    }
+
+    fn list_keys(&self) -> BoxFuture<'_, StoreResult<Vec<KeyRecord>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name"
+            ))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            rows.iter()
+                .map(key_from_row)
+                .collect::<Result<_, _>>()
+                .map_err(db)
+        })
+    }
+
+    fn insert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let key = key.clone();
+        Box::pin(async move { self.write_key(&key, false).await })
+    }
+
+    fn update_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let key = key.clone();
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE api_keys SET group_name = ?, enabled = ?, expires_at = ?, concurrency = ?, rpm_limit = ?, daily_spend_limit = ?, monthly_spend_limit = ?, allowed_models = ?, source = ? WHERE name = ?",
+            )
+            .bind(&key.group)
+            .bind(key.enabled)
+            .bind(key.expires_at)
+            .bind(i64::from(key.concurrency))
+            .bind(i64::from(key.rpm_limit))
+            .bind(key.daily_spend_limit)
+            .bind(key.monthly_spend_limit)
+            .bind(json_list(&key.allowed_models))
+            .bind(key.source.as_str())
+            .bind(&key.name)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            affected(done.rows_affected(), &key.name)
+        })
+    }
+
+    fn upsert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let key = key.clone();
+        Box::pin(async move { self.write_key(&key, true).await })
+    }
+
+    fn delete_key(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM api_keys WHERE name = ?")
+                .bind(&name)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            affected(done.rows_affected(), &name)
+        })
+    }
+
+    fn list_accounts(&self) -> BoxFuture<'_, StoreResult<Vec<AccountRecord>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY priority, name"
+            ))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            rows.iter()
+                .map(account_from_row)
+                .collect::<Result<_, _>>()
+                .map_err(db)
+        })
+    }
+
+    fn insert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let account = account.clone();
+        Box::pin(async move { self.write_account(&account, false).await })
+    }
+
+    fn upsert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let account = account.clone();
+        Box::pin(async move { self.write_account(&account, true).await })
+    }
+
+    fn delete_account(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM accounts WHERE name = ?")
+                .bind(&name)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            affected(done.rows_affected(), &name)
+        })
+    }
+
+    fn insert_usage(&self, rows: &[UsageRow]) -> BoxFuture<'_, StoreResult<u64>> {
+        let rows = rows.to_vec();
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            let mut new = 0;
+            for r in &rows {
+                let done = sqlx::query(
+                    "INSERT INTO usage (request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(request_id) DO NOTHING",
+                )
+                .bind(&r.request_id)
+                .bind(r.at_ms)
+                .bind(&r.key)
+                .bind(&r.account)
+                .bind(&r.endpoint)
+                .bind(&r.model)
+                .bind(r.stream)
+                .bind(i64::from(r.status))
+                .bind(r.success)
+                .bind(r.input_tokens)
+                .bind(r.cached_input_tokens)
+                .bind(r.cache_creation_tokens)
+                .bind(r.output_tokens)
+                .bind(r.reasoning_tokens)
+                .bind(r.cost_usd)
+                .bind(r.priced)
+                .bind(r.duration_ms)
+                .bind(r.ttft_ms)
+                .bind(r.attempts)
+                .bind(r.client_disconnected)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                new += done.rows_affected();
+            }
+            tx.commit().await.map_err(db)?;
+            Ok(new)
+        })
+    }
+
+    fn list_usage(
+        &self,
+        filter: &UsageFilter,
+        limit: u32,
+        offset: u64,
+    ) -> BoxFuture<'_, StoreResult<Vec<UsageRow>>> {
+        let filter = filter.clone();
+        Box::pin(async move {
+            let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM usage");
+            push_filter(&mut query, &filter);
+            query
+                .push(" ORDER BY at_ms DESC, request_id LIMIT ")
+                .push_bind(i64::from(limit))
+                .push(" OFFSET ")
+                .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+            let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
+            rows.iter()
+                .map(usage_from_row)
+                .collect::<Result<_, _>>()
+                .map_err(db)
+        })
+    }
+
+    fn count_usage(&self, filter: &UsageFilter) -> BoxFuture<'_, StoreResult<u64>> {
+        let filter = filter.clone();
+        Box::pin(async move {
+            let mut query = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) AS n FROM usage");
+            push_filter(&mut query, &filter);
+            let row = query.build().fetch_one(&self.pool).await.map_err(db)?;
+            let n: i64 = row.try_get("n").map_err(db)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn usage_totals(
+        &self,
+        filter: &UsageFilter,
+        by: TotalsBy,
+    ) -> BoxFuture<'_, StoreResult<Vec<UsageTotals>>> {
+        let filter = filter.clone();
+        Box::pin(async move {
+            let bucket = match by {
+                TotalsBy::Day => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
+                TotalsBy::Key => "key_name",
+            };
+            let mut query = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {bucket} AS bucket, COUNT(*) AS requests, COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(cached_input_tokens), 0) AS cached_input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost_usd), 0.0) AS cost_usd FROM usage"
+            ));
+            push_filter(&mut query, &filter);
+            query.push(" GROUP BY bucket ORDER BY bucket");
+            let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(UsageTotals {
+                        bucket: r.try_get("bucket")?,
+                        requests: r.try_get("requests")?,
+                        input_tokens: r.try_get("input_tokens")?,
+                        cached_input_tokens: r.try_get("cached_input_tokens")?,
+                        output_tokens: r.try_get("output_tokens")?,
+                        cost_usd: r.try_get("cost_usd")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn spend_since(&self, from_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(String, f64)>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT key_name, COALESCE(SUM(cost_usd), 0.0) AS cost FROM usage WHERE at_ms >= ? GROUP BY key_name",
+            )
+            .bind(from_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("key_name")?, r.try_get("cost")?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.pool.close().await })
+    }
+}

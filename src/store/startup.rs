@@ -1,0 +1,84 @@
+//! Opening the store at start, in the order that keeps every promise: open and migrate, check the
+//! encryption key (a wrong key stops here, before anything is written), write the config's rows,
+//! replay the usage spool a previous run left, then seed the spending limits from what is stored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::crypto::{KeyOrigin, Sealer};
+use super::keys::{KeyHasher, HASH_SECRET_FILE};
+use super::sqlite::SqliteStore;
+use super::usage_writer::{replay, StoreUsageSink};
+use super::{now_ms, sync, Store};
+use crate::config::Config;
+use crate::limits::{period_starts, Limits};
+use crate::pool::data_dir::DataDir;
+use crate::pool::Platform;
+
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub sealer: Arc<Sealer>,
+    pub hasher: KeyHasher,
+    pub limits: Arc<Limits>,
+    pub sink: Arc<StoreUsageSink>,
+}
+
+pub async fn open(config: &Config, data_dir: &DataDir) -> Result<Opened, String> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir.path()).await?);
+    let (sealer, origin) = Sealer::from_config(config.storage.encryption_key.as_ref(), data_dir)?;
+    sealer.verify(store.as_ref()).await?;
+    announce_key(&origin);
+    let hasher = KeyHasher::new(data_dir.secret(HASH_SECRET_FILE)?);
+    sync::config_into_store(config, store.as_ref(), &hasher, &sealer).await?;
+
+    let replayed = replay(data_dir.path(), store.as_ref()).await?;
+    if replayed > 0 {
+        tracing::info!("{replayed} usage row(s) recovered from the spool of the previous run");
+    }
+    let (day_start, month_start) = period_starts(now_ms());
+    let fail = |e: super::StoreError| format!("cannot read spending from the store: {e}");
+    let limits = Arc::new(Limits::seeded(
+        store.spend_since(month_start).await.map_err(fail)?,
+        store.spend_since(day_start).await.map_err(fail)?,
+    ));
+    let sink = Arc::new(StoreUsageSink::new(
+        data_dir.path(),
+        Arc::new(config.prices.clone()),
+        Arc::clone(&limits),
+        config.storage.usage_queue_capacity,
+    )?);
+    Ok(Opened {
+        store,
+        sealer: Arc::new(sealer),
+        hasher,
+        limits,
+        sink,
+    })
+}
+
+/// Every group the store knows, with its platform.
+pub async fn groups(store: &dyn Store) -> Result<BTreeMap<String, Platform>, String> {
+    Ok(store
+        .list_groups()
+        .await
+        .map_err(|e| format!("cannot read groups from the store: {e}"))?
+        .into_iter()
+        .filter_map(|g| Some((g.name, super::accounts::parse_platform(&g.platform)?)))
+        .collect())
+}
+
+fn announce_key(origin: &KeyOrigin) {
+    match origin {
+        KeyOrigin::Config => {
+            tracing::info!("stored credentials are encrypted with storage.encryption_key");
+        }
+        KeyOrigin::ExistingFile(path) => tracing::info!(
+            "stored credentials are encrypted with the key in {} (keep a copy of it with your backups)",
+            path.display()
+        ),
+        KeyOrigin::GeneratedFile(path) => tracing::warn!(
+            "generated the encryption key for stored credentials in {}: back it up now; without it a restored database cannot be read (or set storage.encryption_key to its content)",
+            path.display()
+        ),
+    }
+}

@@ -1,0 +1,102 @@
+//! At start, the config file's groups, keys and accounts are written into the store marked
+//! `source=config`; config rows the file no longer declares are removed, so the file stays the
+//! truth for what it declares and the admin API owns the rest.
+
+use std::collections::HashSet;
+
+use super::crypto::Sealer;
+use super::keys::{hint, KeyHasher};
+use super::{accounts, now_secs, GroupRecord, KeyRecord, Source, Store};
+use crate::config::Config;
+
+pub async fn config_into_store(
+    config: &Config,
+    store: &dyn Store,
+    hasher: &KeyHasher,
+    sealer: &Sealer,
+) -> Result<(), String> {
+    let fail = |e: super::StoreError| format!("cannot write the config into the store: {e}");
+    let now = now_secs();
+
+    let mut names = HashSet::new();
+    for (name, platform) in &config.groups {
+        names.insert(name.clone());
+        store
+            .upsert_group(&GroupRecord {
+                name: name.clone(),
+                platform: platform.as_str().to_owned(),
+                source: Source::Config,
+                created_at: now,
+            })
+            .await
+            .map_err(fail)?;
+    }
+    for stale in store.list_groups().await.map_err(fail)? {
+        if stale.source == Source::Config && !names.contains(&stale.name) {
+            store.delete_group(&stale.name).await.map_err(fail)?;
+        }
+    }
+
+    let existing_keys = store.list_keys().await.map_err(fail)?;
+    let mut names = HashSet::new();
+    for spec in &config.api_keys {
+        names.insert(spec.name.clone());
+        let hash = hasher.hex_digest(spec.key.expose());
+        // A runtime key with the same secret under another name would authenticate twice.
+        if let Some(clash) = existing_keys
+            .iter()
+            .find(|k| k.key_hash == hash && k.name != spec.name && k.source == Source::Admin)
+        {
+            return Err(format!(
+                "api_keys: the key named {:?} in the config is the same key as {:?}, created through the admin API; delete one of them",
+                spec.name, clash.name
+            ));
+        }
+        let (prefix, suffix) = hint(spec.key.expose());
+        let created_at = existing_keys
+            .iter()
+            .find(|k| k.name == spec.name)
+            .map_or(now, |k| k.created_at);
+        store
+            .upsert_key(&KeyRecord {
+                name: spec.name.clone(),
+                key_hash: hash,
+                prefix,
+                suffix,
+                group: spec.group.clone(),
+                enabled: spec.enabled,
+                expires_at: None,
+                concurrency: spec.concurrency,
+                rpm_limit: 0,
+                daily_spend_limit: None,
+                monthly_spend_limit: None,
+                allowed_models: None,
+                source: Source::Config,
+                created_at,
+            })
+            .await
+            .map_err(fail)?;
+    }
+    for stale in existing_keys {
+        if stale.source == Source::Config && !names.contains(&stale.name) {
+            store.delete_key(&stale.name).await.map_err(fail)?;
+        }
+    }
+
+    let existing_accounts = store.list_accounts().await.map_err(fail)?;
+    let mut names = HashSet::new();
+    for spec in &config.accounts {
+        names.insert(spec.name.clone());
+        let mut record = accounts::to_record(spec, Source::Config, sealer)?;
+        if let Some(old) = existing_accounts.iter().find(|a| a.name == spec.name) {
+            record.created_at = old.created_at;
+        }
+        store.upsert_account(&record).await.map_err(fail)?;
+    }
+    for stale in existing_accounts {
+        if stale.source == Source::Config && !names.contains(&stale.name) {
+            store.delete_account(&stale.name).await.map_err(fail)?;
+        }
+    }
+    Ok(())
+}

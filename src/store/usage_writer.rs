@@ -1,0 +1,328 @@
+//! Usage rows that are never lost, written off the request path.
+//!
+//! [`StoreUsageSink::record`] prices the record, logs it (the `usage` log line stays), appends
+//! it as one JSON line to the spool segment `usage-spool/current.jsonl` in the data directory and
+//! keeps it in a bounded in-memory batch. The line is in the file (one `write`) before the call
+//! returns, so a process that is killed loses nothing it recorded. [`UsageWriter`] wakes every
+//! `storage.usage_batch_interval_ms` (or when a batch is full), seals the segment (rename), writes
+//! its rows in one transaction and deletes the sealed file. If the database fails, sealed
+//! segments wait on disk and are retried; rows past `storage.usage_queue_capacity` are not kept in
+//! memory and are read back from their segment. At start, [`replay`] writes every segment a
+//! previous run left behind. Rows are keyed by request id, so a segment written twice (a crash
+//! between commit and delete) adds nothing.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{now_ms, Store, UsageRow};
+use crate::limits::Limits;
+use crate::pricing::PriceTable;
+use crate::usage::{log_record, UsageRecord, UsageSink};
+
+const SPOOL_DIR: &str = "usage-spool";
+const CURRENT: &str = "current.jsonl";
+/// Rows per transaction.
+const BATCH: usize = 500;
+
+/// A sealed segment: its file, and its rows when they are still in memory.
+struct Sealed {
+    path: PathBuf,
+    rows: Option<Vec<UsageRow>>,
+}
+
+struct Spool {
+    dir: PathBuf,
+    file: Option<File>,
+    pending: Vec<UsageRow>,
+    /// Rows appended to the current segment since it was opened.
+    appended: usize,
+    /// Some rows of the current segment are only in the file.
+    overflowed: bool,
+    sealed_count: u64,
+}
+
+pub struct StoreUsageSink {
+    prices: Arc<PriceTable>,
+    limits: Arc<Limits>,
+    spool: Mutex<Spool>,
+    capacity: usize,
+    wake: Notify,
+}
+
+impl StoreUsageSink {
+    pub fn new(
+        data_dir: &Path,
+        prices: Arc<PriceTable>,
+        limits: Arc<Limits>,
+        capacity: usize,
+    ) -> Result<Self, String> {
+        let dir = spool_dir(data_dir)?;
+        Ok(Self {
+            prices,
+            limits,
+            spool: Mutex::new(Spool {
+                dir,
+                file: None,
+                pending: Vec::new(),
+                appended: 0,
+                overflowed: false,
+                sealed_count: 0,
+            }),
+            capacity,
+            wake: Notify::new(),
+        })
+    }
+
+    fn row(&self, record: &UsageRecord) -> UsageRow {
+        let anthropic = matches!(record.endpoint, "messages" | "count_tokens");
+        let cost = self.prices.cost(&record.model, &record.tokens, !anthropic);
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        UsageRow {
+            request_id: record.request_id.clone(),
+            at_ms: now_ms(),
+            key: record.key.clone(),
+            account: record.account.clone(),
+            endpoint: record.endpoint.to_owned(),
+            model: record.model.clone(),
+            stream: record.stream,
+            status: record.status,
+            success: record.success,
+            input_tokens: count(record.tokens.input),
+            cached_input_tokens: count(record.tokens.cached_input),
+            cache_creation_tokens: count(record.tokens.cache_creation),
+            output_tokens: count(record.tokens.output),
+            reasoning_tokens: count(record.tokens.reasoning),
+            cost_usd: cost.usd,
+            priced: cost.priced,
+            duration_ms: count(record.duration_ms),
+            ttft_ms: record.ttft_ms.map(count),
+            attempts: i32::try_from(record.attempts.len()).unwrap_or(i32::MAX),
+            client_disconnected: record.client_disconnected,
+        }
+    }
+
+    /// Appends the row to the current segment; the bytes are handed to the kernel before this
+    /// returns.
+    fn spool(&self, row: UsageRow) {
+        let mut line = serde_json::to_vec(&row).unwrap_or_default();
+        line.push(b'\n');
+        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        if spool.file.is_none() {
+            let path = spool.dir.join(CURRENT);
+            match open_append(&path) {
+                Ok(file) => spool.file = Some(file),
+                Err(e) => tracing::error!("cannot open the usage spool {}: {e}", path.display()),
+            }
+        }
+        if let Some(file) = spool.file.as_mut() {
+            if let Err(e) = file.write_all(&line) {
+                tracing::error!(request_id = %row.request_id, "cannot append to the usage spool: {e}");
+            }
+        }
+        spool.appended += 1;
+        if spool.pending.len() < self.capacity {
+            spool.pending.push(row);
+        } else {
+            spool.overflowed = true;
+        }
+        let full = spool.appended >= BATCH;
+        drop(spool);
+        if full {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Closes the current segment under a new name and hands over its rows.
+    fn seal(&self) -> Option<Sealed> {
+        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        if spool.appended == 0 {
+            return None;
+        }
+        spool.sealed_count += 1;
+        let path = spool
+            .dir
+            .join(format!("sealed-{:013}-{:06}.jsonl", now_ms(), spool.sealed_count));
+        let current = spool.dir.join(CURRENT);
+        let renamed = std::fs::rename(&current, &path);
+        let no_file = matches!(&renamed, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if no_file && !spool.overflowed {
+            // The segment could not be opened: the rows are only in memory; write them anyway.
+        } else if let Err(e) = renamed {
+            // Keep everything as it is; the next flush tries again.
+            tracing::error!("cannot seal the usage spool {}: {e}", current.display());
+            return None;
+        }
+        spool.file = None;
+        let rows = std::mem::take(&mut spool.pending);
+        let overflowed = std::mem::replace(&mut spool.overflowed, false);
+        spool.appended = 0;
+        Some(Sealed {
+            path,
+            rows: (!overflowed).then_some(rows),
+        })
+    }
+}
+
+impl UsageSink for StoreUsageSink {
+    fn record(&self, record: UsageRecord) {
+        let row = self.row(&record);
+        self.limits.add_spend(&row.key, row.cost_usd);
+        self.spool(row.clone());
+        log_record(&record, Some((row.cost_usd, row.priced)));
+    }
+}
+
+/// The background task that moves spooled rows into the store.
+pub struct UsageWriter {
+    sink: Arc<StoreUsageSink>,
+    store: Arc<dyn Store>,
+    interval: Duration,
+    backlog: VecDeque<Sealed>,
+}
+
+impl UsageWriter {
+    pub fn new(sink: Arc<StoreUsageSink>, store: Arc<dyn Store>, interval: Duration) -> Self {
+        Self {
+            sink,
+            store,
+            interval,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    /// Runs until `stop` is cancelled, then writes everything recorded so far (the caller
+    /// cancels only after the relay tasks drained).
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(self.interval) => false,
+                () = self.sink.wake.notified() => false,
+                () = stop.cancelled() => true,
+            };
+            self.flush().await;
+            if stopping {
+                break;
+            }
+        }
+        // Last chance: a briefly unavailable database gets a few retries before we exit.
+        for _ in 0..5 {
+            if self.backlog.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.flush().await;
+        }
+        if !self.backlog.is_empty() {
+            tracing::warn!(
+                segments = self.backlog.len(),
+                "usage rows stay in storage.data_dir/usage-spool and are written at the next start"
+            );
+        }
+    }
+
+    async fn flush(&mut self) {
+        if let Some(sealed) = self.sink.seal() {
+            self.backlog.push_back(sealed);
+        }
+        while let Some(front) = self.backlog.front_mut() {
+            match write_segment(self.store.as_ref(), &front.path, front.rows.take()).await {
+                Ok(()) => {
+                    self.backlog.pop_front();
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot write usage rows to the store ({e}); they wait in {} and are retried",
+                        front.path.display()
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes one segment (rows from memory, else from its file) and deletes its file.
+async fn write_segment(
+    store: &dyn Store,
+    path: &Path,
+    rows: Option<Vec<UsageRow>>,
+) -> Result<(), String> {
+    let rows = match rows {
+        Some(rows) => rows,
+        None => read_segment(path)?,
+    };
+    for chunk in rows.chunks(BATCH) {
+        store.insert_usage(chunk).await.map_err(|e| e.to_string())?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot delete {}: {e}", path.display())),
+    }
+}
+
+fn read_segment(path: &Path) -> Result<Vec<UsageRow>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<UsageRow>(line) {
+            Ok(row) => rows.push(row),
+            // Only a torn last line (power loss mid-write) can be damaged.
+            Err(e) => tracing::warn!("skipping a damaged usage spool line in {}: {e}", path.display()),
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes every segment a previous run left in the spool. Returns the rows that were new.
+pub async fn replay(data_dir: &Path, store: &dyn Store) -> Result<u64, String> {
+    let dir = spool_dir(data_dir)?;
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    // Sealed segments are named by time; the unsealed one is the newest.
+    segments.sort_by_key(|p| p.file_name().is_some_and(|n| n == CURRENT));
+    let mut new = 0;
+    for path in segments {
+        let rows = read_segment(&path)?;
+        for chunk in rows.chunks(BATCH) {
+            new += store
+                .insert_usage(chunk)
+                .await
+                .map_err(|e| format!("cannot replay {}: {e}", path.display()))?;
+        }
+        std::fs::remove_file(&path)
+            .map_err(|e| format!("cannot delete {}: {e}", path.display()))?;
+    }
+    Ok(new)
+}
+
+fn spool_dir(data_dir: &Path) -> Result<PathBuf, String> {
+    let dir = data_dir.join(SPOOL_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
