@@ -148,7 +148,10 @@ impl Limits {
         let now = Instant::now();
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let window = windows.entry(key.name.clone()).or_default();
-        while window.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= MINUTE)
+        {
             window.pop_front();
         }
         if window.len() >= limit as usize {
@@ -243,6 +246,9 @@ mod tests {
         assert_eq!(days_from_civil(2026, 11, 26), 20_418);
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         let dec = days_from_civil(2025, 12, 31) * DAY_MS;
-        assert_eq!(month_start_ms(month_of(dec) + 1), days_from_civil(2026, 1, 1) * DAY_MS);
+        assert_eq!(
+            month_start_ms(month_of(dec) + 1),
+            days_from_civil(2026, 1, 1) * DAY_MS
+        );
     }
 }

@@ -156,13 +156,19 @@ mod tests {
             &tokens(1_000_000, 1_000_000, 1_000_000, 1_000_000),
             false,
         );
-        assert!((cost.usd - (3.0 + 0.3 + 3.75 + 15.0)).abs() < 1e-9, "{cost:?}");
+        assert!(
+            (cost.usd - (3.0 + 0.3 + 3.75 + 15.0)).abs() < 1e-9,
+            "{cost:?}"
+        );
     }
 
     #[test]
     fn the_longest_prefix_wins_and_unknown_models_cost_nothing() {
         let table = PriceTable::default();
-        assert_eq!(table.price("gpt-5-mini-2025-08-07"), table.price("gpt-5-mini"));
+        assert_eq!(
+            table.price("gpt-5-mini-2025-08-07"),
+            table.price("gpt-5-mini")
+        );
         assert_eq!(
             table.cost("my-local-model", &tokens(10, 0, 0, 10), true),
             Cost {

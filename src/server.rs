@@ -10,15 +10,22 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::http::auth::KeyDirectory;
 use crate::pool::data_dir::DataDir;
-use crate::pool::{AccountSource, ConfigAccounts, Pool, PoolPolicy};
+use crate::pool::{AccountSource, Pool, PoolPolicy};
 use crate::state::AppState;
+use crate::store::accounts::StoreAccounts;
+use crate::store::usage_writer::UsageWriter;
 use crate::upstream::session::SessionIds;
-use crate::usage::LogUsageSink;
 
 /// Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests for up to
 /// `server.shutdown_timeout`. Errors are start-up failures, worded for the operator.
 pub async fn serve(config: Config) -> Result<(), String> {
-    let source = ConfigAccounts(config.accounts.clone());
+    let data_dir = DataDir::open(&config.storage.data_dir)?;
+    let opened = crate::store::startup::open(&config, &data_dir).await?;
+    // The config's accounts are in the store now, next to those added through the admin API.
+    let source = StoreAccounts {
+        store: Arc::clone(&opened.store),
+        sealer: Arc::clone(&opened.sealer),
+    };
     let accounts = source
         .load()
         .await
@@ -30,15 +37,26 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 .map_err(|e| format!("cannot build the HTTP client of account {}: {e}", a.name))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let data_dir = DataDir::open(&config.storage.data_dir)?;
     let sessions = SessionIds::new(data_dir.secret("session.key")?);
+    let keys = KeyDirectory::new(opened.hasher.clone());
+    keys.load(
+        &opened
+            .store
+            .list_keys()
+            .await
+            .map_err(|e| format!("cannot read API keys from the store: {e}"))?,
+        crate::store::startup::groups(opened.store.as_ref()).await?,
+    );
     let state = Arc::new(AppState {
         gateway: config.gateway.clone(),
         oauth: config.oauth.clone(),
         pool: Pool::new(accounts, PoolPolicy::from(&config.gateway)),
-        keys: KeyDirectory::new(&config.api_keys, &config.groups),
+        keys,
+        limits: Arc::clone(&opened.limits),
+        store: Arc::clone(&opened.store),
+        sealer: Arc::clone(&opened.sealer),
         clients,
-        usage: Arc::new(LogUsageSink),
+        usage: opened.sink.clone(),
         data_dir,
         sessions,
         admin_token: config.admin.token.clone(),
@@ -74,6 +92,16 @@ pub async fn serve(config: Config) -> Result<(), String> {
         Arc::clone(&state),
         state.shutdown.clone(),
     ));
+    // Stopped only after the relay tasks drained, so their usage rows are written too.
+    let stop_usage = CancellationToken::new();
+    let usage_writer = tokio::spawn(
+        UsageWriter::new(
+            Arc::clone(&opened.sink),
+            Arc::clone(&opened.store),
+            config.storage.usage_batch_interval,
+        )
+        .run(stop_usage.clone()),
+    );
 
     shutdown_signal().await;
     let grace = config.server.shutdown_timeout;
@@ -98,6 +126,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
             "server.shutdown_timeout reached; exiting with requests still running"
         ),
     }
+    stop_usage.cancel();
+    let _ = usage_writer.await;
+    state.store.close().await;
     Ok(())
 }
 
@@ -127,16 +158,27 @@ fn announce(config: &Config, state: &AppState, addr: SocketAddr) {
     }
     if state.keys.is_empty() {
         tracing::warn!(
-            "no API keys: add one under `api_keys:` (for example `- key: env:MY_SUBRELAY_KEY`); until then every request is refused with 401"
+            "no API keys: add one under `api_keys:` (for example `- key: env:MY_SUBRELAY_KEY`) or with `subrelay keys create NAME`; until then every request is refused with 401"
         );
     } else {
         tracing::info!("{} API key(s) accepted", state.keys.len());
     }
+    tracing::info!(
+        "store: {} (usage spool: {})",
+        state
+            .data_dir
+            .path()
+            .join(crate::store::sqlite::FILE_NAME)
+            .display(),
+        state.data_dir.path().join("usage-spool").display()
+    );
     match &state.admin_token {
         Some(_) => tracing::info!(
-            "admin API on http://{addr}/admin/api/ (`subrelay accounts` shows the pool)"
+            "admin API on http://{addr}/admin/api/ (OpenAPI: /admin/api/openapi.json; `subrelay accounts`, `subrelay keys`, `subrelay usage`)"
         ),
-        None => tracing::info!("admin API off: set admin.token to use `subrelay accounts`"),
+        None => tracing::info!(
+            "admin API off: set admin.token to manage keys and usage (`subrelay keys`, `subrelay usage`, `subrelay accounts`)"
+        ),
     }
     tracing::info!(
         "point clients at http://{addr}/v1 (OpenAI SDKs: base_url; Codex CLI: a model provider with wire_api = \"responses\")"

@@ -45,7 +45,10 @@ fn signin_config(mock: &MockUpstream, accounts: &[(&str, &str, &str, i64)], extr
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -59,18 +62,39 @@ fn saved_tokens(gw: &Gateway) -> Value {
 async fn tokens_are_refreshed_ahead_of_expiry_and_saved_before_use() {
     let mock = MockUpstream::start().await;
     // Expires in 10 min; refresh_ahead is 30 min by default: due at start.
-    let gw = Gateway::start(&signin_config(&mock, &[("codex", "access-0", "rt-seed", 600)], ""));
+    let gw = Gateway::start(&signin_config(
+        &mock,
+        &[("codex", "access-0", "rt-seed", 600)],
+        "",
+    ));
     wait_until("the background refresh", || mock.token_calls() == 1).await;
     let issued = mock.issued_access_tokens();
     wait_until("the saved tokens", || {
-        gw.data_dir.as_ref().unwrap().path().join("tokens.json").exists()
+        gw.data_dir
+            .as_ref()
+            .unwrap()
+            .path()
+            .join("tokens.json")
+            .exists()
     })
     .await;
     let saved = saved_tokens(&gw);
-    assert_eq!(saved["accounts"]["codex"]["access_token"], issued[0].as_str());
+    assert_eq!(
+        saved["accounts"]["codex"]["access_token"],
+        issued[0].as_str()
+    );
     assert_ne!(saved["accounts"]["codex"]["refresh_token"], "rt-seed");
-    assert_eq!(post(&gw, "/v1/responses", &body("gpt-5.1-codex", false)).await.status(), 200);
-    let used = mock.requests().into_iter().find(|r| r.path.ends_with("/responses")).unwrap();
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5.1-codex", false))
+            .await
+            .status(),
+        200
+    );
+    let used = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/responses"))
+        .unwrap();
     assert_eq!(used.credential.as_deref(), Some(issued[0].as_str()));
 }
 
@@ -87,7 +111,14 @@ async fn fifty_requests_on_an_expired_token_share_one_refresh() {
     for _ in 0..50 {
         let url = gw.responses_url();
         requests.push(tokio::spawn(async move {
-            client().post(url).bearer_auth(KEY).json(&body("gpt-5.1-codex", false)).send().await.unwrap().status()
+            client()
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&body("gpt-5.1-codex", false))
+                .send()
+                .await
+                .unwrap()
+                .status()
         }));
     }
     for r in requests {
@@ -110,21 +141,46 @@ async fn a_restart_uses_the_saved_tokens_not_the_spent_refresh_token() {
     let yaml = signin_config(
         &mock,
         &[("codex", "expired-access", "rt-seed", -60)],
-        &format!("  refresh_ahead: 0\nstorage:\n  data_dir: {}\n", data.path().display()),
+        &format!(
+            "  refresh_ahead: 0\nstorage:\n  data_dir: {}\n",
+            data.path().display()
+        ),
     )
     .replace("\n\napi_keys", "\napi_keys");
     let first = Gateway::start(&yaml);
-    assert_eq!(post(&first, "/v1/responses", &body("gpt-5.1-codex", false)).await.status(), 200);
+    assert_eq!(
+        post(&first, "/v1/responses", &body("gpt-5.1-codex", false))
+            .await
+            .status(),
+        200
+    );
     assert_eq!(mock.token_calls(), 1);
     drop(first);
 
     // The config still says rt-seed, which the mock now treats as spent (invalid_grant).
     let second = Gateway::start(&yaml);
     second.wait_for_log("use tokens saved in").await;
-    assert_eq!(post(&second, "/v1/responses", &body("gpt-5.1-codex", false)).await.status(), 200);
-    assert_eq!(mock.token_calls(), 1, "no second refresh: the saved token is still fresh");
-    let last = mock.requests().into_iter().filter(|r| r.path.ends_with("/responses")).last().unwrap();
-    assert_eq!(last.credential.as_deref(), Some(mock.issued_access_tokens()[0].as_str()));
+    assert_eq!(
+        post(&second, "/v1/responses", &body("gpt-5.1-codex", false))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        mock.token_calls(),
+        1,
+        "no second refresh: the saved token is still fresh"
+    );
+    let last = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/responses"))
+        .last()
+        .unwrap();
+    assert_eq!(
+        last.credential.as_deref(),
+        Some(mock.issued_access_tokens()[0].as_str())
+    );
 }
 
 #[tokio::test]
@@ -139,13 +195,25 @@ async fn a_401_refreshes_and_retries_the_same_account_once() {
     );
     let gw = Gateway::start(&signin_config(
         &mock,
-        &[("codex", "stale-access", "rt-seed", 86400), ("spare", "spare-access", "rt-spare", 86400)],
+        &[
+            ("codex", "stale-access", "rt-seed", 86400),
+            ("spare", "spare-access", "rt-spare", 86400),
+        ],
         "  refresh_ahead: 0\n",
     ));
-    assert_eq!(post(&gw, "/v1/responses", &body("gpt-5.1-codex", false)).await.status(), 200);
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5.1-codex", false))
+            .await
+            .status(),
+        200
+    );
     assert_eq!(mock.token_calls(), 1);
     assert_eq!(mock.calls("stale-access"), 1);
-    assert_eq!(mock.calls(&mock.issued_access_tokens()[0]), 1, "the retry used the new token");
+    assert_eq!(
+        mock.calls(&mock.issued_access_tokens()[0]),
+        1,
+        "the retry used the new token"
+    );
     assert_eq!(mock.calls("spare-access"), 0, "no failover was needed");
 }
 
@@ -154,10 +222,18 @@ async fn a_refused_refresh_token_disables_the_account_with_the_reason() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&signin_config(
         &mock,
-        &[("codex", "expired-access", "revoked-refresh", -60), ("spare", "spare-access", "rt-spare", 86400)],
+        &[
+            ("codex", "expired-access", "revoked-refresh", -60),
+            ("spare", "spare-access", "rt-spare", 86400),
+        ],
         "  refresh_ahead: 0\n",
     ));
-    assert_eq!(post(&gw, "/v1/responses", &body("gpt-5.1-codex", false)).await.status(), 200);
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5.1-codex", false))
+            .await
+            .status(),
+        200
+    );
     assert_eq!(mock.calls("spare-access"), 1, "the request failed over");
     let v: Value = client()
         .get(format!("{}/admin/api/accounts", gw.url))
@@ -170,6 +246,15 @@ async fn a_refused_refresh_token_disables_the_account_with_the_reason() {
         .unwrap();
     let codex = &v["accounts"][0];
     assert_eq!(codex["state"], "disabled", "{codex}");
-    assert!(codex["disabled_reason"].as_str().unwrap().contains("invalid_grant"), "{codex}");
-    assert!(!v.to_string().contains("revoked-refresh"), "no token in the admin API");
+    assert!(
+        codex["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{codex}"
+    );
+    assert!(
+        !v.to_string().contains("revoked-refresh"),
+        "no token in the admin API"
+    );
 }

@@ -164,9 +164,9 @@ impl KeyDirectory {
             Some(key) if !key.enabled => {
                 Err(unauthorized("this API key is disabled", "api_key_disabled"))
             }
-            Some(key) if key.limits.expires_at.is_some_and(|t| t <= now_secs()) => Err(
-                unauthorized("this API key has expired", "api_key_expired"),
-            ),
+            Some(key) if key.limits.expires_at.is_some_and(|t| t <= now_secs()) => {
+                Err(unauthorized("this API key has expired", "api_key_expired"))
+            }
             Some(key) => Ok(key),
         }
     }
@@ -313,15 +313,21 @@ mod tests {
         let mut bob = record(&hasher, "sk-bob", "bob", true);
         keys.upsert(&bob);
         assert_eq!(
-            keys.authenticate(&headers("x-api-key", "sk-bob")).unwrap().name,
+            keys.authenticate(&headers("x-api-key", "sk-bob"))
+                .unwrap()
+                .name,
             "bob"
         );
         bob.expires_at = Some(1);
         keys.upsert(&bob);
-        let err = keys.authenticate(&headers("x-api-key", "sk-bob")).unwrap_err();
+        let err = keys
+            .authenticate(&headers("x-api-key", "sk-bob"))
+            .unwrap_err();
         assert_eq!(err.code.as_deref(), Some("api_key_expired"));
         keys.remove("bob");
-        let err = keys.authenticate(&headers("x-api-key", "sk-bob")).unwrap_err();
+        let err = keys
+            .authenticate(&headers("x-api-key", "sk-bob"))
+            .unwrap_err();
         assert_eq!(err.code.as_deref(), Some("invalid_api_key"));
     }
 }

@@ -159,10 +159,7 @@ impl AccountSource for StoreAccounts {
                 .list_accounts()
                 .await
                 .map_err(|e| e.to_string())?;
-            records
-                .iter()
-                .map(|r| to_spec(r, &self.sealer))
-                .collect()
+            records.iter().map(|r| to_spec(r, &self.sealer)).collect()
         })
     }
 }

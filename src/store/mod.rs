@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod crypto;
 pub mod keys;
 pub mod sqlite;
+pub mod startup;
 pub mod sync;
 pub mod usage_writer;
 

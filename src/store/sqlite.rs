@@ -261,12 +261,11 @@ impl Store for SqliteStore {
 
     fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT name, platform, source, created_at FROM groups ORDER BY name",
-            )
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+            let rows =
+                sqlx::query("SELECT name, platform, source, created_at FROM groups ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
             rows.iter()
                 .map(|r| {
                     Ok(GroupRecord {
@@ -312,12 +311,10 @@ impl Store for SqliteStore {
 
     fn list_keys(&self) -> BoxFuture<'_, StoreResult<Vec<KeyRecord>>> {
         Box::pin(async move {
-            let rows = sqlx::query(&format!(
-                "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name"
-            ))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+            let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
             rows.iter()
                 .map(key_from_row)
                 .collect::<Result<_, _>>()

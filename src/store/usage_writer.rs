@@ -146,9 +146,11 @@ impl StoreUsageSink {
             return None;
         }
         spool.sealed_count += 1;
-        let path = spool
-            .dir
-            .join(format!("sealed-{:013}-{:06}.jsonl", now_ms(), spool.sealed_count));
+        let path = spool.dir.join(format!(
+            "sealed-{:013}-{:06}.jsonl",
+            now_ms(),
+            spool.sealed_count
+        ));
         let current = spool.dir.join(CURRENT);
         let renamed = std::fs::rename(&current, &path);
         let no_file = matches!(&renamed, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
@@ -279,7 +281,10 @@ fn read_segment(path: &Path) -> Result<Vec<UsageRow>, String> {
         match serde_json::from_str::<UsageRow>(line) {
             Ok(row) => rows.push(row),
             // Only a torn last line (power loss mid-write) can be damaged.
-            Err(e) => tracing::warn!("skipping a damaged usage spool line in {}: {e}", path.display()),
+            Err(e) => tracing::warn!(
+                "skipping a damaged usage spool line in {}: {e}",
+                path.display()
+            ),
         }
     }
     Ok(rows)
