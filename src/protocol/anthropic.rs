@@ -6,11 +6,10 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::body::TopLevel;
 use super::sse::SseEvent;
 use super::{EventRole, StreamWatch, Terminal, TokenUsage};
 
@@ -43,17 +42,9 @@ pub fn inspect(body: &[u8]) -> Result<MessagesRequest, String> {
         #[serde(default)]
         user_id: Option<String>,
     }
-    if !body.trim_ascii_start().starts_with(b"{") {
-        return Err("the request body must be a JSON object".to_owned());
-    }
-    let probe: Probe<'_> = serde_json::from_slice(body)
-        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
-    let model = match probe.model {
-        Some(m) if !m.trim().is_empty() => m.into_owned(),
-        _ => return Err("model: Field required".to_owned()),
-    };
+    let probe: Probe<'_> = super::body::probe(body)?;
     Ok(MessagesRequest {
-        model,
+        model: super::body::required_model(probe.model, "model: Field required")?,
         stream: probe.stream.unwrap_or(false),
         user_id: probe
             .metadata
@@ -64,18 +55,9 @@ pub fn inspect(body: &[u8]) -> Result<MessagesRequest, String> {
 
 /// The account's model name, a top-level edit; everything else is copied byte for byte.
 pub fn rewrite_model(body: &[u8], model: &str) -> Result<Bytes, String> {
-    let mut fields: IndexMap<Cow<'_, str>, Cow<'_, RawValue>> =
-        serde_json::from_slice::<IndexMap<Cow<'_, str>, &RawValue>>(body)
-            .map_err(|e| format!("the request body is not valid JSON: {e}"))?
-            .into_iter()
-            .map(|(k, v)| (k, Cow::Borrowed(v)))
-            .collect();
-    let raw = RawValue::from_string(serde_json::to_string(model).unwrap_or_default())
-        .map_err(|e| e.to_string())?;
-    fields.insert(Cow::Borrowed("model"), Cow::Owned(raw));
-    serde_json::to_vec(&fields)
-        .map(Bytes::from)
-        .map_err(|e| e.to_string())
+    let mut fields = TopLevel::parse(body)?;
+    fields.set_str("model", model)?;
+    fields.to_bytes()
 }
 
 /// Whether a 400 is the upstream refusing thinking blocks another account signed.

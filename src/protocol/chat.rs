@@ -6,13 +6,12 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use memchr::memmem;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::body::TopLevel;
 use super::sse::SseEvent;
 use super::{EventRole, StreamWatch, Terminal, TokenUsage};
 
@@ -40,17 +39,9 @@ pub fn inspect(body: &[u8]) -> Result<ChatRequest, String> {
         #[serde(default)]
         include_usage: Option<bool>,
     }
-    if !body.trim_ascii_start().starts_with(b"{") {
-        return Err("the request body must be a JSON object".to_owned());
-    }
-    let probe: Probe<'_> = serde_json::from_slice(body)
-        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
-    let model = match probe.model {
-        Some(m) if !m.trim().is_empty() => m.into_owned(),
-        _ => return Err("`model` is required".to_owned()),
-    };
+    let probe: Probe<'_> = super::body::probe(body)?;
     Ok(ChatRequest {
-        model,
+        model: super::body::required_model(probe.model, "`model` is required")?,
         stream: probe.stream.unwrap_or(false),
         include_usage: probe
             .stream_options
@@ -62,22 +53,9 @@ pub fn inspect(body: &[u8]) -> Result<ChatRequest, String> {
 /// Top-level edits: the account's model name, and `stream_options.include_usage: true` for a
 /// stream. Other values are copied byte for byte.
 pub fn rewrite(body: &[u8], model: Option<&str>, request_usage: bool) -> Result<Bytes, String> {
-    let mut fields: IndexMap<Cow<'_, str>, Cow<'_, RawValue>> =
-        serde_json::from_slice::<IndexMap<Cow<'_, str>, &RawValue>>(body)
-            .map_err(|e| format!("the request body is not valid JSON: {e}"))?
-            .into_iter()
-            .map(|(k, v)| (k, Cow::Borrowed(v)))
-            .collect();
-    let owned = |json: String| {
-        RawValue::from_string(json)
-            .map(Cow::Owned)
-            .map_err(|e| e.to_string())
-    };
+    let mut fields = TopLevel::parse(body)?;
     if let Some(model) = model {
-        fields.insert(
-            Cow::Borrowed("model"),
-            owned(serde_json::to_string(model).unwrap_or_default())?,
-        );
+        fields.set_str("model", model)?;
     }
     if request_usage {
         let mut options = fields
@@ -85,14 +63,9 @@ pub fn rewrite(body: &[u8], model: Option<&str>, request_usage: bool) -> Result<
             .and_then(|raw| serde_json::from_str::<serde_json::Map<String, Value>>(raw.get()).ok())
             .unwrap_or_default();
         options.insert("include_usage".to_owned(), Value::Bool(true));
-        fields.insert(
-            Cow::Borrowed("stream_options"),
-            owned(Value::Object(options).to_string())?,
-        );
+        fields.set_json("stream_options", Value::Object(options).to_string())?;
     }
-    serde_json::to_vec(&fields)
-        .map(Bytes::from)
-        .map_err(|e| e.to_string())
+    fields.to_bytes()
 }
 
 #[derive(Deserialize)]

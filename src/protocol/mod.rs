@@ -6,6 +6,7 @@
 //! body edits, `usage_of_json`, a [`StreamWatch`] for its streams, and its in-stream failure.
 
 pub mod anthropic;
+pub mod body;
 pub mod chat;
 pub mod errors;
 pub mod responses;

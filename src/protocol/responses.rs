@@ -6,11 +6,10 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::body::TopLevel;
 use super::sse::SseEvent;
 use super::{EventRole, StreamWatch, Terminal, TokenUsage};
 
@@ -33,17 +32,9 @@ pub fn inspect(body: &[u8]) -> Result<Inspected, String> {
         #[serde(borrow, default)]
         prompt_cache_key: Option<Cow<'a, str>>,
     }
-    if !body.trim_ascii_start().starts_with(b"{") {
-        return Err("the request body must be a JSON object".to_owned());
-    }
-    let probe: Probe<'_> = serde_json::from_slice(body)
-        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
-    let model = match probe.model {
-        Some(m) if !m.trim().is_empty() => m.into_owned(),
-        _ => return Err("`model` is required".to_owned()),
-    };
+    let probe: Probe<'_> = super::body::probe(body)?;
     Ok(Inspected {
-        model,
+        model: super::body::required_model(probe.model, "`model` is required")?,
         stream: probe.stream.unwrap_or(false),
         prompt_cache_key: probe.prompt_cache_key.map(Cow::into_owned),
     })
@@ -75,53 +66,41 @@ impl BodyEdits<'_> {
 
 /// Applies `edits` to a JSON object body.
 pub fn rewrite(body: &[u8], edits: &BodyEdits<'_>) -> Result<Bytes, String> {
-    let mut fields: IndexMap<Cow<'_, str>, Cow<'_, RawValue>> =
-        serde_json::from_slice::<IndexMap<Cow<'_, str>, &RawValue>>(body)
-            .map_err(|e| format!("the request body is not valid JSON: {e}"))?
-            .into_iter()
-            .map(|(k, v)| (k, Cow::Borrowed(v)))
-            .collect();
-    let owned = |json: String| -> Result<Cow<'static, RawValue>, String> {
-        RawValue::from_string(json)
-            .map(Cow::Owned)
-            .map_err(|e| e.to_string())
-    };
-    let string = |text: &str| owned(serde_json::to_string(text).unwrap_or_default());
+    let mut fields = TopLevel::parse(body)?;
     if let Some(model) = edits.model {
-        fields.insert(Cow::Borrowed("model"), string(model)?);
+        fields.set_str("model", model)?;
     }
     if let Some(key) = edits.prompt_cache_key {
-        fields.insert(Cow::Borrowed("prompt_cache_key"), string(key)?);
+        fields.set_str("prompt_cache_key", key)?;
     }
     if let Some(compact) = edits.codex {
         if compact {
-            fields.shift_remove("store");
-            fields.shift_remove("stream");
+            fields.remove("store");
+            fields.remove("stream");
         } else {
-            fields.insert(Cow::Borrowed("store"), owned("false".into())?);
-            fields.insert(Cow::Borrowed("stream"), owned("true".into())?);
+            fields.set_json("store", "false".into())?;
+            fields.set_json("stream", "true".into())?;
         }
-        let wrapped = match fields.get("input") {
-            Some(input) if input.get().starts_with('"') => Some(owned(format!(
-                r#"[{{"type":"message","role":"user","content":{}}}]"#,
-                input.get()
-            ))?),
-            _ => None,
-        };
+        let wrapped = fields
+            .get("input")
+            .filter(|input| input.get().starts_with('"'))
+            .map(|input| {
+                format!(
+                    r#"[{{"type":"message","role":"user","content":{}}}]"#,
+                    input.get()
+                )
+            });
         if let Some(wrapped) = wrapped {
-            fields.insert(Cow::Borrowed("input"), wrapped);
+            fields.set_json("input", wrapped)?;
         }
-        let needs_instructions = match fields.get("instructions") {
-            None => true,
-            Some(v) => matches!(v.get().trim(), "null" | "\"\""),
-        };
+        let needs_instructions = fields
+            .get("instructions")
+            .is_none_or(|v| matches!(v.get().trim(), "null" | "\"\""));
         if needs_instructions {
-            fields.insert(Cow::Borrowed("instructions"), string(DEFAULT_INSTRUCTIONS)?);
+            fields.set_str("instructions", DEFAULT_INSTRUCTIONS)?;
         }
     }
-    serde_json::to_vec(&fields)
-        .map(Bytes::from)
-        .map_err(|e| e.to_string())
+    fields.to_bytes()
 }
 
 #[derive(Deserialize)]

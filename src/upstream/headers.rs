@@ -34,15 +34,8 @@ const CODEX_USER_AGENT: &str = "codex_cli_rs/0.171.0 (subrelay)";
 /// `version` for compact requests when the client sent none.
 const DEFAULT_CODEX_VERSION: &str = "0.171.0";
 
-/// The headers of an upstream Responses request.
-pub fn upstream_headers(
-    account: &AccountSpec,
-    credential: &Secret,
-    client: &HeaderMap,
-    wants_stream: bool,
-    compact: bool,
-    sessions: &SessionRewrite<'_>,
-) -> HeaderMap {
+/// A JSON request that asks for a stream or for JSON.
+fn json_request(wants_stream: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(12);
     out.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     out.insert(
@@ -53,10 +46,32 @@ pub fn upstream_headers(
             "application/json"
         }),
     );
-    if let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {}", credential.expose())) {
-        auth.set_sensitive(true);
-        out.insert(AUTHORIZATION, auth);
+    out
+}
+
+/// A credential header, marked sensitive so that no `Debug` output of the request shows it.
+fn insert_secret(out: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(mut value) = HeaderValue::from_str(value) {
+        value.set_sensitive(true);
+        out.insert(name, value);
     }
+}
+
+/// The headers of an upstream Responses request.
+pub fn upstream_headers(
+    account: &AccountSpec,
+    credential: &Secret,
+    client: &HeaderMap,
+    wants_stream: bool,
+    compact: bool,
+    sessions: &SessionRewrite<'_>,
+) -> HeaderMap {
+    let mut out = json_request(wants_stream);
+    insert_secret(
+        &mut out,
+        AUTHORIZATION,
+        &format!("Bearer {}", credential.expose()),
+    );
     for name in FORWARDED {
         if let Some(v) = client.get(*name) {
             out.insert(HeaderName::from_static(name), v.clone());
@@ -112,20 +127,12 @@ pub fn upstream_headers(
 
 /// Headers of a Chat Completions request to an OpenAI-compatible API.
 pub fn chat_headers(credential: &Secret, client: &HeaderMap, wants_stream: bool) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(6);
-    out.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    out.insert(
-        ACCEPT,
-        HeaderValue::from_static(if wants_stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        }),
+    let mut out = json_request(wants_stream);
+    insert_secret(
+        &mut out,
+        AUTHORIZATION,
+        &format!("Bearer {}", credential.expose()),
     );
-    if let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {}", credential.expose())) {
-        auth.set_sensitive(true);
-        out.insert(AUTHORIZATION, auth);
-    }
     if let Some(ua) = client.get(USER_AGENT) {
         out.insert(USER_AGENT, ua.clone());
     }
@@ -145,16 +152,7 @@ pub fn anthropic_headers(
     wants_stream: bool,
 ) -> HeaderMap {
     use crate::protocol::anthropic::{DEFAULT_VERSION, OAUTH_BETA};
-    let mut out = HeaderMap::with_capacity(8);
-    out.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    out.insert(
-        ACCEPT,
-        HeaderValue::from_static(if wants_stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        }),
-    );
+    let mut out = json_request(wants_stream);
     let version = client
         .get("anthropic-version")
         .cloned()
