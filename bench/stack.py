@@ -135,13 +135,17 @@ def api_keys(count=N_API_KEYS):
     return [f"sk-bench-{i:04d}-{salt}" for i in range(count)]
 
 
-def subrelay_config(mock_port, keys):
-    """A realistic configuration: 1,000 keys, 20 accounts, log level info, usage records on,
-    the default keepalive settings, plus the compact keepalive scenario (6) needs."""
+def subrelay_config(mock_port, keys, data_dir):
+    """A realistic configuration: 1,000 keys, 20 accounts, log level info, usage records on
+    (log line and store), the default keepalive settings, plus the compact keepalive scenario
+    (6) needs. The store lives in the run's temporary directory, fresh for each start."""
     lines = [
         "server:",
         "  host: 127.0.0.1",
         "  port: 0",
+        "storage:",
+        f"  data_dir: {data_dir}",
+        f"  encryption_key: {secrets.token_hex(32)}",
         "gateway:",
         "  openai_compact_nonstream_keepalive_interval: 5",
         "log:",
@@ -217,7 +221,8 @@ class Stack:
         release = self.repo / "target" / "release"
         try:
             mock_log = self.tmp / f"{self.label}-mock.log"
-            mock = Process("mock", [str(release / "subrelay-mock"), "--port", "0"], mock_log)
+            mock = Process("mock", [str(release / "subrelay-mock"), "--port", "0"], mock_log,
+                           cwd=self.tmp)
             self.procs["mock"] = mock
             found = wait_for_line(
                 mock_log, r"subrelay-mock listening on http://127\.0\.0\.1:(\d+)", mock.proc,
@@ -232,17 +237,18 @@ class Stack:
             conf.write_text(nginx_config(nginx_dir, nginx_port, mock.port, fds))
             nginx_log = nginx_dir / "stdout.log"
             nginx = Process("nginx", [nginx_binary(), "-p", str(nginx_dir), "-c", str(conf)],
-                            nginx_log)
+                            nginx_log, cwd=self.tmp)
             self.procs["nginx"] = nginx
             wait_for_port(nginx_port, nginx.proc, "nginx", nginx_dir / "nginx-error.log")
             nginx.port = nginx_port
 
             cfg = self.tmp / f"{self.label}-subrelay.yaml"
-            cfg.write_text(subrelay_config(mock.port, self.keys))
+            data_dir = self.tmp / f"{self.label}-data"
+            cfg.write_text(subrelay_config(mock.port, self.keys, data_dir))
             relay_log = self.tmp / f"{self.label}-subrelay.log"
             relay = Process("subrelay",
                             [str(release / "subrelay"), "serve", "--config", str(cfg)],
-                            relay_log)
+                            relay_log, cwd=self.tmp)
             self.procs["subrelay"] = relay
             found = wait_for_line(relay_log, r"listening on http://127\.0\.0\.1:(\d+)",
                                   relay.proc, "subrelay")
