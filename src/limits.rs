@@ -241,9 +241,9 @@ mod tests {
 
     #[test]
     fn calendar_arithmetic_matches_known_dates() {
-        // 2024-02-29 is day 19782; 2026-11-26 is day 20418.
+        // 2024-02-29 is day 19782; 2026-11-26 is day 20783.
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(days_from_civil(2026, 11, 26), 20_418);
+        assert_eq!(days_from_civil(2026, 11, 26), 20_783);
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         let dec = days_from_civil(2025, 12, 31) * DAY_MS;
         assert_eq!(

@@ -70,7 +70,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
             state.data_dir.path().display()
         );
     }
+    let (saved_states, restored) = crate::store::account_state::restore(&state).await?;
+    if restored > 0 {
+        tracing::info!(
+            "{restored} account(s) keep the state they had before the restart (disabled, rate-limited until its reset, quota)"
+        );
+    }
 
+    let stop_signal = shutdown_signal();
     let wanted = format!("{}:{}", config.server.host, config.server.port);
     let listener = tokio::net::TcpListener::bind(&wanted)
         .await
@@ -102,8 +109,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
         )
         .run(stop_usage.clone()),
     );
+    let stop_state = CancellationToken::new();
+    let state_keeper = tokio::spawn(crate::store::account_state::keep(
+        Arc::clone(&state),
+        saved_states,
+        stop_state.clone(),
+    ));
 
-    shutdown_signal().await;
+    stop_signal.await;
     let grace = config.server.shutdown_timeout;
     tracing::info!(
         in_flight = state.tasks.len(),
@@ -126,6 +139,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
             "server.shutdown_timeout reached; exiting with requests still running"
         ),
     }
+    stop_state.cancel();
+    let _ = state_keeper.await;
     stop_usage.cancel();
     let _ = usage_writer.await;
     state.store.close().await;
@@ -185,23 +200,30 @@ fn announce(config: &Config, state: &AppState, addr: SocketAddr) {
     );
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT or SIGTERM. SIGTERM's handler is installed when this is called (not when the future is
+/// first polled), so a signal that arrives right after the start-up banner still shuts down
+/// gracefully instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let terminate = async move {
+            match terminate {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = terminate => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
 }

@@ -1,37 +1,93 @@
-//! The admin API under `/admin/api/`: the pool's state and the actions on it. Protected by
-//! `admin.token` (Bearer); without a token configured it is off. `subrelay accounts` is a
-//! client of this API.
+//! The admin API under `/admin/api/`: the pool's live state, and the store's groups, keys,
+//! accounts and usage. Protected by `admin.token` (Bearer); without a token configured it is
+//! off (404 everywhere). `subrelay accounts`, `subrelay keys` and `subrelay usage` are clients.
+//!
+//! Every error is the JSON shape `{"error":{"message","type","code"}}`, extractor rejections
+//! included ([`AdminJson`], [`AdminQuery`]). The OpenAPI document is generated from these
+//! handlers ([`openapi`]) and served at `/admin/api/openapi.json`.
+
+mod accounts;
+mod groups;
+mod keys;
+pub mod openapi;
+mod pool;
+mod usage;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
+use http::request::Parts;
 use http::{HeaderMap, StatusCode};
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::relay::failure::ClientError;
 use crate::state::AppState;
+use crate::store::{Source, StoreError};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/admin/api/accounts", get(list_accounts))
-        .route("/admin/api/accounts/{name}/reset", post(reset_account))
-        .route("/admin/api/accounts/{name}/refresh", post(refresh_account))
+        .route("/admin/api/openapi.json", get(openapi::serve))
+        .route(
+            "/admin/api/accounts",
+            get(pool::list_accounts).post(accounts::create),
+        )
+        .route(
+            "/admin/api/accounts/{name}",
+            get(accounts::get)
+                .patch(accounts::update)
+                .delete(accounts::delete),
+        )
+        .route(
+            "/admin/api/accounts/{name}/reset",
+            post(pool::reset_account),
+        )
+        .route(
+            "/admin/api/accounts/{name}/refresh",
+            post(pool::refresh_account),
+        )
+        .route("/admin/api/groups", get(groups::list).post(groups::create))
+        .route(
+            "/admin/api/groups/{name}",
+            axum::routing::delete(groups::delete),
+        )
+        .route("/admin/api/keys", get(keys::list).post(keys::create))
+        .route(
+            "/admin/api/keys/{name}",
+            get(keys::get).patch(keys::update).delete(keys::delete),
+        )
+        .route("/admin/api/keys/{name}/disable", post(keys::disable))
+        .route("/admin/api/usage", get(usage::list))
+        .route("/admin/api/usage/totals", get(usage::totals))
 }
 
-/// Checks the admin token; the comparison takes the same time whatever the guess.
+/// Proof that the request carried the admin token. Taking it as a handler argument is the
+/// whole authorization; the comparison takes the same time whatever the guess.
+pub struct Admin;
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        authorize(state, &parts.headers)
+            .map(|()| Admin)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ClientError> {
+    admin_on(state)?;
     let Some(expected) = &state.admin_token else {
-        return Err(ClientError::new(
-            StatusCode::NOT_FOUND,
-            "not_found_error",
-            "the admin API is off: set admin.token in the config to turn it on",
-        )
-        .with_code("admin_api_off"));
+        return Err(admin_off());
     };
     let given = headers
         .get(http::header::AUTHORIZATION)
@@ -52,66 +108,140 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ClientError> {
     }
 }
 
-async fn list_accounts(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = authorize(&state, &headers) {
-        return e.into_response();
+fn admin_on(state: &AppState) -> Result<(), ClientError> {
+    if state.admin_token.is_some() {
+        Ok(())
+    } else {
+        Err(admin_off())
     }
-    let accounts: Vec<_> = state.pool.accounts().iter().map(|a| a.view()).collect();
-    Json(json!({ "accounts": accounts })).into_response()
 }
 
-fn unknown_account(name: &str) -> Response {
+fn admin_off() -> ClientError {
     ClientError::new(
         StatusCode::NOT_FOUND,
         "not_found_error",
-        format!("no account named {name:?}"),
+        "the admin API is off: set admin.token in the config to turn it on",
     )
-    .with_code("unknown_account")
-    .into_response()
+    .with_code("admin_api_off")
 }
 
-/// Clears a cooldown or a runtime disable.
-async fn reset_account(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(e) = authorize(&state, &headers) {
-        return e.into_response();
-    }
-    let Some(account) = state.pool.find(&name) else {
-        return unknown_account(&name);
-    };
-    account.reset();
-    tracing::info!(account = %name, "account reset by the admin API");
-    Json(json!({ "account": account.view() })).into_response()
-}
+/// A JSON body whose rejection (bad JSON, wrong field types) is a 400 in the admin error shape.
+pub struct AdminJson<T>(pub T);
 
-/// Refreshes a sign-in account's token now.
-async fn refresh_account(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(e) = authorize(&state, &headers) {
-        return e.into_response();
-    }
-    let Some(account) = state.pool.find(&name) else {
-        return unknown_account(&name);
-    };
-    if !account.credentials.can_refresh() {
-        return ClientError::new(
-            StatusCode::CONFLICT,
-            "invalid_request_error",
-            format!("account {name:?} has no refresh token"),
-        )
-        .into_response();
-    }
-    match crate::upstream::tokens::refresh_account(&state, account, None).await {
-        Ok(_) => Json(json!({ "account": account.view() })).into_response(),
-        Err(failure) => {
-            ClientError::new(StatusCode::BAD_GATEWAY, "upstream_error", failure.message)
-                .into_response()
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJson<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(bad_request(json_problem(&rejection)).into_response()),
         }
+    }
+}
+
+fn json_problem(rejection: &JsonRejection) -> String {
+    format!("invalid JSON body: {}", rejection.body_text())
+}
+
+/// Query parameters whose rejection is a 400 in the admin error shape.
+pub struct AdminQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for AdminQuery<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(bad_request(query_problem(&rejection)).into_response()),
+        }
+    }
+}
+
+fn query_problem(rejection: &QueryRejection) -> String {
+    format!("invalid query: {}", rejection.body_text())
+}
+
+/// The error body of every admin answer that is not a success (for the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: Option<String>,
+    pub param: Option<String>,
+}
+
+pub fn bad_request(message: impl Into<String>) -> ClientError {
+    ClientError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+        .with_code("invalid_request")
+}
+
+pub fn not_found(what: &str, name: &str) -> ClientError {
+    ClientError::new(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        format!("no {what} named {name:?}"),
+    )
+    .with_code(format!("unknown_{what}"))
+}
+
+pub fn conflict(message: impl Into<String>) -> ClientError {
+    ClientError::new(StatusCode::CONFLICT, "conflict_error", message).with_code("conflict")
+}
+
+/// Config rows are rewritten from the file at every start: an edit here would vanish.
+pub fn refuse_config_row(what: &str, name: &str, source: Source) -> Result<(), ClientError> {
+    if source == Source::Config {
+        return Err(ClientError::new(
+            StatusCode::CONFLICT,
+            "conflict_error",
+            format!(
+                "{what} {name:?} is declared in the config file; change it there and restart (the store rewrites config entries at every start)"
+            ),
+        )
+        .with_code("declared_in_config"));
+    }
+    Ok(())
+}
+
+pub fn store_error(error: StoreError) -> ClientError {
+    match error {
+        StoreError::NotFound(name) => ClientError::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            format!("not found: {name}"),
+        )
+        .with_code("not_found"),
+        StoreError::Conflict(what) => conflict(format!("already exists ({what})")),
+        StoreError::Database(e) => {
+            tracing::error!("admin API: store error: {e}");
+            ClientError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "the store is unavailable; try again",
+            )
+            .with_code("store_unavailable")
+        }
+    }
+}
+
+/// A name for a group, key or account: printable, no slash (it is a path segment), 1–64 chars.
+pub fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad_request(format!(
+            "{what} name {name:?}: use 1–64 letters, digits, '-', '_', '.' or '@'"
+        )))
     }
 }

@@ -1,6 +1,9 @@
-//! The command line: `serve`, `check-config`, `accounts`, `--version`, `--help`.
+//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `--version`, `--help`.
 
 mod accounts;
+mod admin_client;
+mod keys;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,9 +54,75 @@ enum Command {
         #[command(subcommand)]
         action: Option<AccountsAction>,
     },
+    /// List, create or disable API keys on the running server (needs admin.token).
+    Keys {
+        #[arg(long, short, env = "SUBRELAY_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// The server's address; by default server.host and server.port of the config.
+        #[arg(long, global = true)]
+        url: Option<String>,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<KeysAction>,
+    },
+    /// Usage of the running server: totals per key and per day, and the latest requests.
+    Usage {
+        #[arg(long, short, env = "SUBRELAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// The server's address; by default server.host and server.port of the config.
+        #[arg(long)]
+        url: Option<String>,
+        /// How far back, e.g. 24h, 7d, 30m.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// Only this key (its name).
+        #[arg(long)]
+        key: Option<String>,
+        /// How many of the latest requests to list.
+        #[arg(long, default_value_t = 20)]
+        last: u32,
+        /// Print the admin API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the reference table of every config key (the table in docs/CONFIG.md).
     #[command(hide = true)]
     ConfigReference,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// List every key (this is also the default).
+    List,
+    /// Create a key and print it (the only time it is shown).
+    Create {
+        name: String,
+        /// The account group that serves the key (default: `default`).
+        #[arg(long)]
+        group: Option<String>,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Spending limit in USD per UTC day.
+        #[arg(long)]
+        daily_spend: Option<f64>,
+        /// Spending limit in USD per calendar month.
+        #[arg(long)]
+        monthly_spend: Option<f64>,
+        /// A model the key may use (repeat for more; default: every model).
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// How long the key is valid, e.g. 30d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// Requests of this key in flight at once.
+        #[arg(long)]
+        concurrency: Option<u32>,
+    },
+    /// Disable a key: its requests get 401 from now on.
+    Disable { name: String },
 }
 
 #[derive(Subcommand)]
@@ -85,6 +154,64 @@ pub fn run() -> ExitCode {
                 Some(AccountsAction::Refresh { name }) => accounts::Action::Refresh(name),
             };
             accounts::run(&config, url, action)
+        }
+        Command::Keys {
+            config,
+            url,
+            json,
+            action,
+        } => {
+            let config = match load(config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let action = match action {
+                None | Some(KeysAction::List) => keys::Action::List { json },
+                Some(KeysAction::Create {
+                    name,
+                    group,
+                    rpm,
+                    daily_spend,
+                    monthly_spend,
+                    models,
+                    expires_in,
+                    concurrency,
+                }) => keys::Action::Create(keys::NewKey {
+                    name,
+                    group,
+                    rpm,
+                    daily_spend,
+                    monthly_spend,
+                    models,
+                    expires_in,
+                    concurrency,
+                }),
+                Some(KeysAction::Disable { name }) => keys::Action::Disable(name),
+            };
+            keys::run(&config, url, action)
+        }
+        Command::Usage {
+            config,
+            url,
+            since,
+            key,
+            last,
+            json,
+        } => {
+            let config = match load(config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            usage::run(
+                &config,
+                url,
+                &usage::Query {
+                    since,
+                    key,
+                    last,
+                    json,
+                },
+            )
         }
         Command::ConfigReference => {
             print!("{}", config::reference::markdown_table());

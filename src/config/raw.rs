@@ -224,6 +224,20 @@ pub struct RawApiKey {
     /// Requests of this key in flight at once; 0 = unlimited.
     #[serde(default)]
     pub concurrency: i64,
+    /// Unix seconds or an RFC 3339 time after which the key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<serde_yaml::Value>,
+    /// Requests per minute; 0 = unlimited.
+    #[serde(default)]
+    pub rpm_limit: i64,
+    /// USD per UTC day / calendar month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_spend_limit: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_spend_limit: Option<f64>,
+    /// Absent = every model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_models: Option<Vec<String>>,
 }
 
 fn default_groups() -> Vec<String> {

@@ -307,3 +307,61 @@ fn unreadable_or_malformed_files_are_explained() {
         .to_string();
     assert!(err.contains("the top level must be a mapping"), "{err}");
 }
+
+#[test]
+fn api_key_limits_prices_and_storage_keys_are_read_and_checked() {
+    let config = load_text(
+        "api_keys:\n  - key: sk-limited-key\n    expires_at: 2030-01-01T00:00:00Z\n    rpm_limit: 30\n    daily_spend_limit: 2.5\n    allowed_models: [gpt-5]\nprices:\n  local-model: {input: 1, output: 2}\nstorage:\n  encryption_key: env:ENC\n  usage_batch_interval_ms: 250\n",
+        &MapEnv::from([("ENC", "ab".repeat(32).as_str())]),
+    )
+    .unwrap();
+    let limits = &config.api_keys[0].limits;
+    assert_eq!(limits.expires_at, Some(1_893_456_000));
+    assert_eq!(limits.rpm_limit, 30);
+    assert_eq!(limits.daily_spend_limit, Some(2.5));
+    assert_eq!(
+        limits.allowed_models.as_deref(),
+        Some(&["gpt-5".to_owned()][..])
+    );
+    let price = config.prices.price("local-model").unwrap();
+    assert_eq!(
+        (price.input, price.cached_input, price.output),
+        (1.0, 1.0, 2.0)
+    );
+    assert!(config.prices.price("gpt-5").is_some(), "defaults stay");
+    assert_eq!(
+        config.storage.encryption_key.as_ref().unwrap().expose(),
+        "ab".repeat(32)
+    );
+    assert_eq!(
+        config.storage.usage_batch_interval,
+        Duration::from_millis(250)
+    );
+
+    for (yaml, wanted) in [
+        (
+            "api_keys:\n  - {key: k, rpm_limit: -1}\n",
+            "api_keys[0].rpm_limit",
+        ),
+        (
+            "api_keys:\n  - {key: k, daily_spend_limit: -2}\n",
+            "api_keys[0].daily_spend_limit",
+        ),
+        (
+            "api_keys:\n  - {key: k, allowed_models: []}\n",
+            "api_keys[0].allowed_models",
+        ),
+        ("prices:\n  m: {input: -1, output: 1}\n", "prices.m.input"),
+        (
+            "storage:\n  usage_queue_capacity: 5\n",
+            "storage.usage_queue_capacity = 5",
+        ),
+        (
+            "storage:\n  encryption_key: abc\n",
+            "storage.encryption_key = <redacted>: must be",
+        ),
+    ] {
+        let err = load_text(yaml, &MapEnv::default()).unwrap_err().to_string();
+        assert!(err.contains(wanted), "{yaml}: {err}");
+    }
+}

@@ -34,6 +34,16 @@ pub(super) fn config(
         .map(|r| r.resolve(env))
         .transpose()
         .map_err(|msg| ConfigError(format!("storage.encryption_key: {msg}")))?;
+    if let Some(secret) = &storage.encryption_key {
+        let text = secret.expose();
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ConfigError(out_of_range(
+                key("storage.encryption_key"),
+                "<redacted>",
+                &from_env,
+            )));
+        }
+    }
     let prices = prices(&raw.prices)?;
     let admin = admin(&raw.admin, env, &from_env)?;
     let accounts = accounts(&raw.accounts, env)?;
@@ -572,12 +582,51 @@ fn api_keys(raw: &[RawApiKey], env: &dyn Environment) -> Result<Vec<ApiKeySpec>,
                     "api_keys[{i}].concurrency: must be 0 (unlimited) or a positive number"
                 ))
             })?;
+            let fail =
+                |field: &str, msg: String| ConfigError(format!("api_keys[{i}].{field}: {msg}"));
+            let expires_at = k
+                .expires_at
+                .as_ref()
+                .map(|v| parse_time(v).map_err(|m| fail("expires_at", m)))
+                .transpose()?
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let rpm_limit = u32::try_from(k.rpm_limit).map_err(|_| {
+                fail(
+                    "rpm_limit",
+                    "must be 0 (unlimited) or a positive number".to_owned(),
+                )
+            })?;
+            for (field, limit) in [
+                ("daily_spend_limit", k.daily_spend_limit),
+                ("monthly_spend_limit", k.monthly_spend_limit),
+            ] {
+                if limit.is_some_and(|l| !l.is_finite() || l < 0.0) {
+                    return Err(fail(field, "must be a USD amount of 0 or more".to_owned()));
+                }
+            }
+            if k.allowed_models
+                .as_ref()
+                .is_some_and(|m| m.is_empty() || m.iter().any(|n| n.trim().is_empty()))
+            {
+                return Err(fail(
+                    "allowed_models",
+                    "list model names, or leave it out for every model".to_owned(),
+                ));
+            }
             Ok(ApiKeySpec {
                 name: k.name.clone().unwrap_or_else(|| format!("key-{}", i + 1)),
                 key,
                 group: k.group.clone(),
                 enabled: k.enabled,
                 concurrency,
+                limits: crate::http::auth::KeyLimits {
+                    expires_at,
+                    rpm_limit,
+                    daily_spend_limit: k.daily_spend_limit,
+                    monthly_spend_limit: k.monthly_spend_limit,
+                    allowed_models: k.allowed_models.clone(),
+                },
             })
         })
         .collect()

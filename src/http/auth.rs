@@ -29,6 +29,7 @@ pub struct ApiKeySpec {
     pub enabled: bool,
     /// Requests in flight at once; 0 = unlimited.
     pub concurrency: u32,
+    pub limits: KeyLimits,
 }
 
 /// What a key may do, checked before a request reaches an account (`crate::limits`).

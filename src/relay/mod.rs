@@ -163,6 +163,9 @@ pub async fn handle(
             ))
         }
     };
+    if let Err(error) = state.limits.check(&key, &inspected.model) {
+        return refuse(error);
+    }
     let sticky = state
         .pool
         .policy

@@ -6,6 +6,7 @@
 //! nothing in it depends on one engine. Secrets never reach it in the clear: API keys arrive as
 //! keyed hashes ([`keys`]) and account credentials sealed by [`crypto::Sealer`].
 
+pub mod account_state;
 pub mod accounts;
 pub mod crypto;
 pub mod keys;
@@ -199,6 +200,10 @@ pub trait Store: Send + Sync {
     fn insert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>>;
     fn upsert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>>;
     fn delete_account(&self, name: &str) -> BoxFuture<'_, StoreResult<()>>;
+    /// An account's runtime state (JSON, see [`account_state`]), replacing the previous one.
+    fn save_account_state(&self, name: &str, state: &str) -> BoxFuture<'_, StoreResult<()>>;
+    /// Every saved runtime state, by account name.
+    fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>>;
 
     // === usage ===
     /// Inserts the rows in one transaction; rows whose request id is already stored are

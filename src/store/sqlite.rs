@@ -395,12 +395,46 @@ impl Store for SqliteStore {
     fn delete_account(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
         let name = name.to_owned();
         Box::pin(async move {
+            sqlx::query("DELETE FROM account_state WHERE name = ?")
+                .bind(&name)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
             let done = sqlx::query("DELETE FROM accounts WHERE name = ?")
                 .bind(&name)
                 .execute(&self.pool)
                 .await
                 .map_err(db)?;
             affected(done.rows_affected(), &name)
+        })
+    }
+
+    fn save_account_state(&self, name: &str, state: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let (name, state) = (name.to_owned(), state.to_owned());
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO account_state (name, state, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(state)
+            .bind(super::now_secs())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT name, state FROM account_state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("name")?, r.try_get("state")?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
         })
     }
 

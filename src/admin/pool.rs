@@ -1,0 +1,103 @@
+//! The pool's live state and the actions on one account: list, reset, refresh.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::StatusCode;
+use serde::Serialize;
+use serde_json::json;
+
+use super::accounts::{stored_view, StoredAccount};
+use super::{not_found, store_error, Admin, ErrorBody};
+use crate::relay::failure::ClientError;
+use crate::state::AppState;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AccountList {
+    /// The pool's accounts as they run now: state, cooldown (until when, why), in flight,
+    /// token expiry, last error, quota.
+    #[schema(value_type = Vec<Object>)]
+    pub accounts: Vec<serde_json::Value>,
+    /// Every stored account (config and admin-created); admin-created ones join the pool at
+    /// the next start.
+    pub stored: Vec<StoredAccount>,
+}
+
+/// The pool's live state, and the stored accounts.
+#[utoipa::path(get, path = "/admin/api/accounts", tag = "accounts",
+    responses(
+        (status = 200, description = "The pool and the stored accounts", body = AccountList),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "The admin API is off", body = ErrorBody),
+    ))]
+pub async fn list_accounts(_: Admin, State(state): State<Arc<AppState>>) -> Response {
+    let accounts = state
+        .pool
+        .accounts()
+        .iter()
+        .map(|a| serde_json::to_value(a.view()).unwrap_or_default())
+        .collect();
+    let stored = match state.store.list_accounts().await {
+        Ok(records) => records.iter().map(stored_view).collect(),
+        Err(e) => return store_error(e).into_response(),
+    };
+    Json(AccountList { accounts, stored }).into_response()
+}
+
+/// Clears a cooldown or a runtime disable.
+#[utoipa::path(post, path = "/admin/api/accounts/{name}/reset", tag = "accounts",
+    params(("name" = String, Path, description = "Account name")),
+    responses(
+        (status = 200, description = "The account's state after the reset", body = Object),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such account in the pool, or the admin API is off", body = ErrorBody),
+    ))]
+pub async fn reset_account(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    let Some(account) = state.pool.find(&name) else {
+        return not_found("account", &name).into_response();
+    };
+    account.reset();
+    tracing::info!(account = %name, "account reset by the admin API");
+    Json(json!({ "account": account.view() })).into_response()
+}
+
+/// Refreshes a sign-in account's token now.
+#[utoipa::path(post, path = "/admin/api/accounts/{name}/refresh", tag = "accounts",
+    params(("name" = String, Path, description = "Account name")),
+    responses(
+        (status = 200, description = "The account's state after the refresh", body = Object),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such account in the pool, or the admin API is off", body = ErrorBody),
+        (status = 409, description = "The account has no refresh token", body = ErrorBody),
+        (status = 502, description = "The token endpoint refused the refresh", body = ErrorBody),
+    ))]
+pub async fn refresh_account(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    let Some(account) = state.pool.find(&name) else {
+        return not_found("account", &name).into_response();
+    };
+    if !account.credentials.can_refresh() {
+        return ClientError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            format!("account {name:?} has no refresh token"),
+        )
+        .into_response();
+    }
+    match crate::upstream::tokens::refresh_account(&state, account, None).await {
+        Ok(_) => Json(json!({ "account": account.view() })).into_response(),
+        Err(failure) => {
+            ClientError::new(StatusCode::BAD_GATEWAY, "upstream_error", failure.message)
+                .into_response()
+        }
+    }
+}

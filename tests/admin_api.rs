@@ -1,0 +1,344 @@
+//! The admin API's groups, keys and usage end to end, its error shape, its OpenAPI document, and
+//! the `subrelay keys` / `subrelay usage` commands on top of it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
+mod admin_common;
+mod common;
+
+use std::process::Command;
+
+use admin_common::*;
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn groups_and_keys_are_managed_at_runtime() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+
+    let (status, group) = admin(
+        &gw,
+        "POST",
+        "/admin/api/groups",
+        Some(json!({"name": "team", "platform": "anthropic"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{group}");
+    assert_eq!(group["source"], "admin");
+    let (status, _) = admin(
+        &gw,
+        "POST",
+        "/admin/api/groups",
+        Some(json!({"name": "team", "platform": "openai"})),
+    )
+    .await;
+    assert_eq!(status, 409);
+
+    let (status, created) = admin(
+        &gw,
+        "POST",
+        "/admin/api/keys",
+        Some(json!({"name": "alice", "group": "team", "rpm_limit": 10})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let raw = created["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(created["key"]["prefix"].as_str().unwrap(), &raw[..8]);
+
+    // Listings never hold the key again.
+    let (_, list) = admin(&gw, "GET", "/admin/api/keys", None).await;
+    assert!(!list.to_string().contains(&raw));
+    let names: Vec<&str> = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "tester"]);
+
+    // The group is in use; a key cannot name a group that does not exist.
+    let (status, _) = admin(&gw, "DELETE", "/admin/api/groups/team", None).await;
+    assert_eq!(status, 409);
+    let (status, answer) = admin(
+        &gw,
+        "POST",
+        "/admin/api/keys",
+        Some(json!({"name": "bob", "group": "nowhere"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["error"]["code"], "invalid_request");
+
+    let (status, updated) = admin(
+        &gw,
+        "PATCH",
+        "/admin/api/keys/alice",
+        Some(json!({"daily_spend_limit": 2.5, "rpm_limit": 0})),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["daily_spend_limit"], 2.5);
+    assert_eq!(updated["rpm_limit"], 0);
+
+    // The key reaches Anthropic routes (its group's platform) and stops when deleted.
+    let message = json!({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]});
+    let response = send_as(&gw, &raw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(
+        response.status(),
+        404,
+        "an anthropic key on an OpenAI route"
+    );
+    let (status, _) = admin(&gw, "DELETE", "/admin/api/keys/alice", None).await;
+    assert_eq!(status, 204);
+    let response = send_as(&gw, &raw, "/v1/messages", &message).await;
+    assert_eq!(response.status(), 401);
+    let (status, _) = admin(&gw, "DELETE", "/admin/api/groups/team", None).await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
+async fn errors_are_json_in_one_shape_and_the_token_is_required() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (client().get(format!("{}/admin/api/keys", gw.url)), 401),
+        (
+            client()
+                .post(format!("{}/admin/api/keys", gw.url))
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+        ),
+        (
+            client()
+                .post(format!("{}/admin/api/keys", gw.url))
+                .bearer_auth(ADMIN)
+                .json(&json!({"name": "x", "rpm_limit": -1})),
+            400,
+        ),
+        (
+            client()
+                .post(format!("{}/admin/api/keys", gw.url))
+                .bearer_auth(ADMIN)
+                .json(&json!({"name": "has/slash"})),
+            400,
+        ),
+        (
+            client()
+                .get(format!("{}/admin/api/usage?limit=0", gw.url))
+                .bearer_auth(ADMIN),
+            400,
+        ),
+        (
+            client()
+                .get(format!("{}/admin/api/usage?from=yesterday", gw.url))
+                .bearer_auth(ADMIN),
+            400,
+        ),
+        (
+            client()
+                .get(format!("{}/admin/api/keys/nobody", gw.url))
+                .bearer_auth(ADMIN),
+            404,
+        ),
+    ];
+    for (request, status) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "status {status}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"]["message"].is_string(), "{body}");
+        assert!(body["error"]["type"].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn usage_is_filtered_paginated_and_totalled() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+    let other = create_key(&gw, json!({"name": "other"})).await;
+    for _ in 0..3 {
+        assert_eq!(
+            post(&gw, "/v1/responses", &body("gpt-5", false))
+                .await
+                .status(),
+            200
+        );
+    }
+    let response = send_as(&gw, &other, "/v1/responses", &body("my-own-model", true)).await;
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    wait_for_stored_usage(&gw, 4).await;
+
+    let (_, page) = admin(&gw, "GET", "/admin/api/usage?key=tester&limit=2", None).await;
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["rows"].as_array().unwrap().len(), 2);
+    let (_, rest) = admin(
+        &gw,
+        "GET",
+        "/admin/api/usage?key=tester&limit=2&offset=2",
+        None,
+    )
+    .await;
+    assert_eq!(rest["rows"].as_array().unwrap().len(), 1);
+    let first: Vec<&Value> = page["rows"].as_array().unwrap().iter().collect();
+    assert_ne!(first[0]["request_id"], rest["rows"][0]["request_id"]);
+
+    // An unpriced model is recorded with its tokens, cost 0, and says so.
+    let (_, mine) = admin(&gw, "GET", "/admin/api/usage?model=my-own-model", None).await;
+    let row = &mine["rows"][0];
+    assert_eq!(
+        (row["key"].as_str(), row["priced"].as_bool()),
+        (Some("other"), Some(false))
+    );
+    assert_eq!(row["cost_usd"], 0.0);
+    assert!(row["input_tokens"].as_i64().unwrap() > 0);
+
+    let (_, account) = admin(&gw, "GET", "/admin/api/usage?account=up", None).await;
+    assert_eq!(account["total"], 4);
+    let future = subrelay::store::now_secs() + 3600;
+    let (_, none) = admin(&gw, "GET", &format!("/admin/api/usage?from={future}"), None).await;
+    assert_eq!(none["total"], 0);
+
+    let (_, by_key) = admin(&gw, "GET", "/admin/api/usage/totals?by=key", None).await;
+    let totals = by_key["totals"].as_array().unwrap();
+    assert_eq!(totals.len(), 2);
+    assert_eq!(
+        (totals[1]["bucket"].as_str(), totals[1]["requests"].as_i64()),
+        (Some("tester"), Some(3))
+    );
+    assert!(totals[1]["cost_usd"].as_f64().unwrap() > 0.0);
+    let (_, by_day) = admin(&gw, "GET", "/admin/api/usage/totals", None).await;
+    assert_eq!(by_day["by"], "day");
+    assert_eq!(by_day["totals"][0]["requests"], 4);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+    let doc: Value = client()
+        .get(format!("{}/admin/api/openapi.json", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/admin/api/accounts",
+        "/admin/api/accounts/{name}",
+        "/admin/api/accounts/{name}/reset",
+        "/admin/api/groups",
+        "/admin/api/keys",
+        "/admin/api/keys/{name}",
+        "/admin/api/keys/{name}/disable",
+        "/admin/api/usage",
+        "/admin/api/usage/totals",
+    ] {
+        assert!(paths.contains_key(path), "{path} is missing");
+    }
+    assert!(doc["components"]["schemas"]["CreatedKey"].is_object());
+    assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
+}
+
+fn cli(gw: &Gateway, config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_subrelay"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--url")
+        .arg(&gw.url)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_keys_and_usage_commands_print_tables() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), format!("admin:\n  token: {ADMIN}\n")).unwrap();
+
+    let (ok, out, err) = cli(
+        &gw,
+        config.path(),
+        &[
+            "keys",
+            "create",
+            "carol",
+            "--rpm",
+            "30",
+            "--daily-spend",
+            "5",
+            "--model",
+            "gpt-5",
+        ],
+    );
+    assert!(ok, "{err}");
+    let raw = out
+        .split_whitespace()
+        .find(|w| w.starts_with("sk-sr-"))
+        .unwrap()
+        .to_owned();
+    assert!(out.contains("only time the key is shown"), "{out}");
+
+    let (ok, out, _) = cli(&gw, config.path(), &["keys", "list"]);
+    assert!(ok);
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.starts_with("NAME") && header.contains("SPENDING"),
+        "{out}"
+    );
+    let carol = out.lines().find(|l| l.starts_with("carol")).unwrap();
+    assert!(
+        carol.contains("30/min") && carol.contains("5$/day") && carol.contains("gpt-5"),
+        "{carol}"
+    );
+    assert!(!out.contains(&raw));
+
+    let response = send_as(&gw, &raw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(response.status(), 200);
+    wait_for_stored_usage(&gw, 1).await;
+    let (ok, out, err) = cli(
+        &gw,
+        config.path(),
+        &["usage", "--since", "1h", "--key", "carol"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("usage in the last 1h"), "{out}");
+    let key_line = out.lines().find(|l| l.starts_with("carol")).unwrap();
+    assert!(key_line.split_whitespace().nth(1) == Some("1"), "{out}");
+    assert!(
+        out.contains("gpt-5") && out.contains("latest requests (1 of 1)"),
+        "{out}"
+    );
+
+    let (ok, out, _) = cli(&gw, config.path(), &["keys", "disable", "carol"]);
+    assert!(ok && out.contains("disabled"), "{out}");
+    let response = send_as(&gw, &raw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(response.status(), 401);
+    let (ok, _, err) = cli(&gw, config.path(), &["keys", "disable", "tester"]);
+    assert!(!ok && err.contains("config file"), "{err}");
+}
