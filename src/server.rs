@@ -92,8 +92,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
         let _ = tcp.set_nodelay(true);
     });
     let stop_accepting = CancellationToken::new();
-    let server = axum::serve(listener, crate::http::app(Arc::clone(&state)))
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    // One make-service for all connections: the router is not rebuilt per connection.
+    let app = crate::http::app(Arc::clone(&state)).into_make_service();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     let refresher = tokio::spawn(crate::upstream::tokens::refresh_ahead(
         Arc::clone(&state),

@@ -67,15 +67,20 @@ struct Logged<'a> {
     priced: Option<bool>,
 }
 
-/// One `usage` log line; `cost` is `(usd, priced)` when the store's sink priced the record.
+/// One `usage` log line at debug level; `cost` is `(usd, priced)` when the store's sink priced
+/// the record. Debug, because the store keeps every record and a formatted line per request is a
+/// cost the hot path should not pay by default (`log.level: info,usage=debug` turns it on).
 pub fn log_record(record: &UsageRecord, cost: Option<(f64, bool)>) {
+    if !tracing::enabled!(target: "usage", tracing::Level::DEBUG) {
+        return;
+    }
     let logged = Logged {
         record,
         cost_usd: cost.map(|c| c.0),
         priced: cost.map(|c| c.1),
     };
     let json = serde_json::to_string(&logged).unwrap_or_default();
-    tracing::info!(
+    tracing::debug!(
         target: "usage",
         request_id = %record.request_id,
         key = %record.key,

@@ -194,7 +194,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "log.level",
         default: "info",
         allowed: "a level (trace, debug, info, warn, error) or a tracing filter such as `info,subrelay=debug`",
-        description: "Which log lines are written. Usage records are logged at info under the `usage` target.",
+        description: "Which log lines are written. Usage records go to the store; `info,usage=debug` also logs each one as a JSON line under the `usage` target.",
     },
 ];
 

@@ -44,7 +44,7 @@ pub async fn read_body(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     match encoding.as_deref() {
-        None | Some("" | "identity") => Ok(raw),
+        None | Some("" | "identity") => Ok(detach(raw)),
         Some("gzip" | "x-gzip") => decode(flate2::read::GzDecoder::new(&raw[..]), limit, "gzip"),
         Some("zstd") => {
             let decoder = ruzstd::decoding::StreamingDecoder::new(&raw[..])
@@ -56,6 +56,18 @@ pub async fn read_body(
             "invalid_request_error",
             format!("unsupported Content-Encoding {other:?}: send identity, gzip or zstd"),
         )),
+    }
+}
+
+/// Below this size a body is copied out of the connection's read buffer, which it would
+/// otherwise pin (about 8 KiB) for as long as the request lives, streams included.
+const COPY_BELOW: usize = 64 * 1024;
+
+fn detach(body: Bytes) -> Bytes {
+    if body.len() < COPY_BELOW {
+        Bytes::copy_from_slice(&body)
+    } else {
+        body
     }
 }
 

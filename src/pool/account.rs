@@ -78,7 +78,16 @@ impl Account {
     }
 
     pub fn availability(&self, now: Instant) -> Availability {
+        self.snapshot(now).0
+    }
+
+    /// Availability and last use, under one lock.
+    pub(super) fn snapshot(&self, now: Instant) -> (Availability, Option<Instant>) {
         let health = self.health();
+        (Self::available(&health, now), health.last_used)
+    }
+
+    fn available(health: &Health, now: Instant) -> Availability {
         if let Some(reason) = &health.disabled {
             return Availability::Disabled(reason.clone());
         }
@@ -113,10 +122,6 @@ impl Account {
             0 => 0.0,
             limit => f64::from(self.in_flight()) / f64::from(limit),
         }
-    }
-
-    pub(super) fn last_used(&self) -> Option<Instant> {
-        self.health().last_used
     }
 
     pub(super) fn touch(&self, now: Instant) {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::seq::SliceRandom;
+use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -185,72 +185,117 @@ impl Pool {
     /// Picks the next account for a request without waiting.
     pub fn select(&self, wanted: &Wanted<'_>) -> Selection {
         let now = Instant::now();
-        let eligible: Vec<&Arc<Account>> = self
-            .members(wanted.group, wanted.platform)
-            .filter(|a| wanted.kind.is_none_or(|k| a.spec.kind == k))
-            .filter(|a| a.serves_model(wanted.model))
-            .collect();
-        if eligible.is_empty() {
-            return Selection::NoAccount;
-        }
-
-        // The conversation's own account first, while it can serve.
-        if let Some(key) = wanted.sticky {
-            if let Some(bound) = self.sticky.get(key, now) {
-                let usable = eligible.iter().find(|a| {
-                    a.id == bound
-                        && !wanted.tried.contains(&a.id)
-                        && matches!(a.availability(now), Availability::Ready)
-                });
-                match usable.and_then(|a| a.try_acquire()) {
-                    Some(slot) => {
-                        slot.account().touch(now);
-                        return Selection::Slot(slot);
-                    }
-                    // Failed, cooling, disabled or full: the binding moves to whichever
-                    // account serves this request.
-                    None => self.sticky.release(key),
-                }
-            }
-        }
-
-        let untried: Vec<&Arc<Account>> = eligible
-            .into_iter()
-            .filter(|a| !wanted.tried.contains(&a.id))
-            .collect();
-        if untried.is_empty() {
-            return Selection::Exhausted;
-        }
+        let mut any_eligible = false;
         let mut earliest: Option<Duration> = None;
-        let mut ready: Vec<(&Arc<Account>, Option<Instant>)> = Vec::with_capacity(untried.len());
-        for account in untried {
-            match account.availability(now) {
-                Availability::Ready => ready.push((account, account.last_used())),
+        // One pass over the accounts, one health lock each; no sort (this runs per request).
+        let mut ready: Vec<(&Arc<Account>, Order)> = Vec::with_capacity(self.accounts.len());
+        for account in self.members(wanted.group, wanted.platform) {
+            if wanted.kind.is_some_and(|k| account.spec.kind != k)
+                || !account.serves_model(wanted.model)
+            {
+                continue;
+            }
+            any_eligible = true;
+            let (availability, last_used) = account.snapshot(now);
+            let bound = wanted
+                .sticky
+                .is_some_and(|key| self.sticky.get(key, now) == Some(account.id));
+            if wanted.tried.contains(&account.id) {
+                if bound {
+                    // It failed for this request: the binding moves to whoever serves it.
+                    wanted.sticky.inspect(|key| self.sticky.release(key));
+                }
+                continue;
+            }
+            if bound && availability != Availability::Ready {
+                // Cooling or disabled: the binding moves to whoever serves this request.
+                wanted.sticky.inspect(|key| self.sticky.release(key));
+            }
+            match availability {
+                Availability::Ready => ready.push((
+                    account,
+                    Order {
+                        bound,
+                        priority: account.spec.priority,
+                        load: account.load(),
+                        last_used,
+                    },
+                )),
                 Availability::Cooling { left, .. } => {
                     earliest = Some(earliest.map_or(left, |e| e.min(left)));
                 }
                 Availability::Disabled(_) => {}
             }
         }
-        if ready.is_empty() {
-            return Selection::AllCooling { earliest };
+        if !any_eligible {
+            return Selection::NoAccount;
         }
-        // Shuffle first: the sort is stable, so equal accounts keep a random order.
-        ready.shuffle(&mut rand::thread_rng());
-        ready.sort_by(|(a, a_used), (b, b_used)| {
-            a.spec
-                .priority
-                .cmp(&b.spec.priority)
-                .then(a.load().total_cmp(&b.load()))
-                .then(a_used.cmp(b_used))
-        });
-        for (account, _) in ready {
+        if ready.is_empty() {
+            return if earliest.is_none() && self.all_tried(wanted) {
+                Selection::Exhausted
+            } else {
+                Selection::AllCooling { earliest }
+            };
+        }
+        let mut rng = rand::thread_rng();
+        while !ready.is_empty() {
+            // The best by order; among equals a uniformly random one (reservoir sampling).
+            let mut best = 0;
+            let mut ties = 1u32;
+            for i in 1..ready.len() {
+                match ready[i].1.cmp(&ready[best].1) {
+                    std::cmp::Ordering::Less => {
+                        best = i;
+                        ties = 1;
+                    }
+                    std::cmp::Ordering::Equal => {
+                        ties += 1;
+                        if rng.gen_range(0..ties) == 0 {
+                            best = i;
+                        }
+                    }
+                    std::cmp::Ordering::Greater => {}
+                }
+            }
+            let (account, order) = ready.swap_remove(best);
             if let Some(slot) = account.try_acquire() {
                 account.touch(now);
                 return Selection::Slot(slot);
             }
+            if order.bound {
+                // Full: the binding moves to whichever account serves this request.
+                wanted.sticky.inspect(|key| self.sticky.release(key));
+            }
         }
         Selection::AllBusy { queue_full: false }
+    }
+
+    /// Whether every eligible account was tried by this request.
+    fn all_tried(&self, wanted: &Wanted<'_>) -> bool {
+        self.members(wanted.group, wanted.platform)
+            .filter(|a| wanted.kind.is_none_or(|k| a.spec.kind == k))
+            .filter(|a| a.serves_model(wanted.model))
+            .all(|a| wanted.tried.contains(&a.id))
+    }
+}
+
+/// Selection order: the sticky binding, then lowest priority, lowest load, least recently used.
+#[derive(Debug, Clone, Copy)]
+struct Order {
+    bound: bool,
+    priority: i32,
+    load: f64,
+    last_used: Option<Instant>,
+}
+
+impl Order {
+    fn cmp(&self, other: &Order) -> std::cmp::Ordering {
+        other
+            .bound
+            .cmp(&self.bound)
+            .then(self.priority.cmp(&other.priority))
+            .then(self.load.total_cmp(&other.load))
+            .then(self.last_used.cmp(&other.last_used))
     }
 }
 

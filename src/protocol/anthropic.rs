@@ -121,20 +121,11 @@ impl WireUsage {
 
 /// The `usage` of a `message` answer (input, cache creation, cache read, output).
 pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
-    #[derive(Deserialize)]
-    struct Answer {
-        #[serde(default)]
-        usage: Option<WireUsage>,
-    }
-    serde_json::from_slice::<Answer>(body)
-        .map(|a| {
-            a.usage.map(|u| {
-                let mut usage = TokenUsage::default();
-                u.merge_into(&mut usage);
-                usage
-            })
-        })
-        .map_err(|e| e.to_string())
+    Ok(super::body::top_level_usage::<WireUsage>(body)?.map(|u| {
+        let mut usage = TokenUsage::default();
+        u.merge_into(&mut usage);
+        usage
+    }))
 }
 
 /// `event: error` with an Anthropic error object.

@@ -68,3 +68,54 @@ impl<'a> TopLevel<'a> {
             .map_err(|e| e.to_string())
     }
 }
+
+/// The `usage` object of a JSON answer, found by scanning instead of parsing the whole answer
+/// (which can be megabytes of output the relay only forwards).
+///
+/// The last `"usage"` key wins: providers put the top-level `usage` after `output`/`content`, and
+/// inside JSON strings a quote is escaped, so `"usage":` cannot match text. An answer that is not
+/// a JSON object is an error; one without usage is `Ok(None)`.
+pub fn top_level_usage<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, String> {
+    let body = body.trim_ascii();
+    if !(body.starts_with(b"{") && body.ends_with(b"}")) {
+        return Err("expected a JSON object".to_owned());
+    }
+    let Some(start) = last_value_of(body, b"\"usage\"") else {
+        return Ok(None);
+    };
+    let mut de = serde_json::Deserializer::from_slice(&body[start..]);
+    Ok(Option::<T>::deserialize(&mut de).ok().flatten())
+}
+
+/// Where the value of the last `key` (a quoted JSON key) starts.
+fn last_value_of(body: &[u8], key: &[u8]) -> Option<usize> {
+    let mut end = body.len();
+    while let Some(at) = memchr::memmem::rfind(&body[..end], key) {
+        let rest = &body[at + key.len()..];
+        let value = rest.trim_ascii_start();
+        if let Some(value) = value.strip_prefix(b":") {
+            return Some(body.len() - value.len());
+        }
+        end = at;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct U {
+        n: u64,
+    }
+
+    #[test]
+    fn usage_is_found_without_parsing_the_rest() {
+        let body = br#"{"output":[{"text":"say \"usage\": {\"n\":9}","tools":{"usage":{"n":5}}}],"usage" : {"n":3},"user":null}"#;
+        assert_eq!(top_level_usage::<U>(body).unwrap(), Some(U { n: 3 }));
+        assert_eq!(top_level_usage::<U>(br#"{"id":"x"}"#).unwrap(), None);
+        assert_eq!(top_level_usage::<U>(br#"{"usage":null}"#).unwrap(), None);
+        assert!(top_level_usage::<U>(b"not json").is_err());
+    }
+}

@@ -112,14 +112,7 @@ impl From<WireUsage> for TokenUsage {
 
 /// The `usage` of a `chat.completion` answer.
 pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
-    #[derive(Deserialize)]
-    struct Answer {
-        #[serde(default)]
-        usage: Option<WireUsage>,
-    }
-    serde_json::from_slice::<Answer>(body)
-        .map(|a| a.usage.map(Into::into))
-        .map_err(|e| e.to_string())
+    super::body::top_level_usage::<WireUsage>(body).map(|u| u.map(Into::into))
 }
 
 /// `data: {"error":{...}}`: what OpenAI-compatible servers send when a stream fails, and what

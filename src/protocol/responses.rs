@@ -141,14 +141,7 @@ impl From<WireUsage> for TokenUsage {
 
 /// The `usage` of a JSON answer (`response` object or compaction result).
 pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
-    #[derive(Deserialize)]
-    struct Answer {
-        #[serde(default)]
-        usage: Option<WireUsage>,
-    }
-    serde_json::from_slice::<Answer>(body)
-        .map(|a| a.usage.map(Into::into))
-        .map_err(|e| e.to_string())
+    super::body::top_level_usage::<WireUsage>(body).map(|u| u.map(Into::into))
 }
 
 /// Reads a terminal event's data (`response.completed`/`incomplete`/`failed` or `error`).

@@ -177,7 +177,7 @@ pub async fn handle(
         started,
         endpoint,
         key,
-        client_headers: parts.headers,
+        client_headers: crate::upstream::keep_used(&parts.headers),
         query: parts.uri.query().map(str::to_owned),
         body,
         inspected,

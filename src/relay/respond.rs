@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
@@ -55,11 +56,16 @@ fn client_headers(upstream: &HeaderMap, content_type: &'static str) -> HeaderMap
     for (name, value) in upstream {
         let n = name.as_str();
         if n.starts_with("x-codex-") || n.starts_with("x-ratelimit-") {
-            out.append(name.clone(), value.clone());
+            out.append(name.clone(), detached(value));
         }
     }
     out.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     out
+}
+
+/// A copy that does not share the connection's read buffer.
+fn detached(value: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
 }
 
 enum ReadError {
@@ -67,16 +73,25 @@ enum ReadError {
     Transport(reqwest::Error),
 }
 
+/// The upstream body as a stream of chunks. Taking the body out of the `reqwest::Response` drops
+/// its head, whose header bytes would otherwise pin a read buffer for the stream's whole life.
+type UpstreamBody = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+fn body_of(response: reqwest::Response) -> UpstreamBody {
+    Box::pin(response.bytes_stream())
+}
+
 async fn next_chunk(
-    response: &mut reqwest::Response,
+    body: &mut UpstreamBody,
     idle: Option<Duration>,
 ) -> Result<Option<Bytes>, ReadError> {
+    let next = async { body.next().await.transpose() };
     match idle {
-        Some(limit) => match tokio::time::timeout(limit, response.chunk()).await {
+        Some(limit) => match tokio::time::timeout(limit, next).await {
             Err(_) => Err(ReadError::Idle(limit)),
             Ok(read) => read.map_err(ReadError::Transport),
         },
-        None => response.chunk().await.map_err(ReadError::Transport),
+        None => next.await.map_err(ReadError::Transport),
     }
 }
 
@@ -97,17 +112,18 @@ async fn stream_through(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     mut watch: Box<dyn StreamWatch>,
 ) -> Result<(), AttemptFailure> {
     let headers = client_headers(response.headers(), "text/event-stream");
+    let mut body = body_of(response);
     let filters = watch.filters();
     let mut scanner = SseScanner::new();
     let mut held = BytesMut::new();
     let mut output_started = false;
     loop {
         let idle = idle_limit(state, writer);
-        let chunk = match writer.wait(next_chunk(&mut response, idle)).await {
+        let chunk = match writer.wait(next_chunk(&mut body, idle)).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => {
@@ -212,9 +228,10 @@ async fn aggregate(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
-    mut response: reqwest::Response,
+    response: reqwest::Response,
 ) -> Result<(), AttemptFailure> {
     let headers = client_headers(response.headers(), "application/json");
+    let mut body = body_of(response);
     let limit = state.gateway.upstream_response_read_max_bytes;
     let mut scanner = SseScanner::new();
     let mut aggregator = Aggregator::default();
@@ -224,7 +241,7 @@ async fn aggregate(
     let mut read = 0usize;
     loop {
         let idle = idle_limit(state, writer);
-        let chunk = match writer.wait(next_chunk(&mut response, idle)).await {
+        let chunk = match writer.wait(next_chunk(&mut body, idle)).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(ReadError::Idle(after)) => return Err(AttemptFailure::stalled(after)),
@@ -278,31 +295,32 @@ async fn json_through(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
-    mut response: reqwest::Response,
+    response: reqwest::Response,
 ) -> Result<(), AttemptFailure> {
     let mut headers = client_headers(response.headers(), "application/json");
     if let Some(ct) = response.headers().get(CONTENT_TYPE) {
-        headers.insert(CONTENT_TYPE, ct.clone());
+        headers.insert(CONTENT_TYPE, detached(ct));
     }
+    let mut body = body_of(response);
     let limit = state.gateway.upstream_response_read_max_bytes;
-    let mut body = BytesMut::new();
+    let mut collected = BytesMut::new();
     loop {
         let idle = idle_limit(state, writer);
-        match writer.wait(next_chunk(&mut response, idle)).await {
+        match writer.wait(next_chunk(&mut body, idle)).await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
+                if collected.len() + chunk.len() > limit {
                     return Err(AttemptFailure::bad_answer(format!(
                         "the upstream answer exceeds gateway.upstream_response_read_max_bytes ({limit} bytes)"
                     )));
                 }
-                body.extend_from_slice(&chunk);
+                collected.extend_from_slice(&chunk);
             }
             Ok(None) => break,
             Err(ReadError::Idle(after)) => return Err(AttemptFailure::stalled(after)),
             Err(ReadError::Transport(e)) => return Err(AttemptFailure::transport(&e)),
         }
     }
-    let body = body.freeze();
+    let body = collected.freeze();
     ctx.tokens = ctx.endpoint.protocol().usage_of_json(&body).map_err(|e| {
         AttemptFailure::bad_answer(format!(
             "the upstream answered 2xx with a body that is not a JSON object: {e}"

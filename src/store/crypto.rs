@@ -100,6 +100,22 @@ impl Sealer {
             .map_err(|_| "a credential does not decrypt with this key".to_owned())
     }
 
+    /// The name of the check value in the store's `meta` table.
+    pub const CHECK_NAME: &'static str = CHECK_NAME;
+
+    /// Whether `sealed` (the stored check value) opens with this key.
+    pub fn check(&self, sealed: &[u8]) -> Result<(), String> {
+        match self.open(CHECK_NAME, sealed) {
+            Ok(plain) if plain == CHECK_PLAINTEXT => Ok(()),
+            _ => Err(
+                "the encryption key does not match the one this store was written with: \
+                 set storage.encryption_key (or restore storage.data_dir/encryption.key) to the \
+                 original key; nothing was changed"
+                    .to_owned(),
+            ),
+        }
+    }
+
     /// Checks this key against the store (first start: records the check value).
     pub async fn verify(&self, store: &dyn Store) -> Result<(), String> {
         let stored = store
@@ -107,15 +123,7 @@ impl Sealer {
             .await
             .map_err(|e| format!("cannot read the store: {e}"))?;
         match stored {
-            Some(sealed) => match self.open(CHECK_NAME, &sealed) {
-                Ok(plain) if plain == CHECK_PLAINTEXT => Ok(()),
-                _ => Err(
-                    "the encryption key does not match the one this store was written with: \
-                     set storage.encryption_key (or restore storage.data_dir/encryption.key) to the \
-                     original key; nothing was changed"
-                        .to_owned(),
-                ),
-            },
+            Some(sealed) => self.check(&sealed),
             None => {
                 let sealed = self.seal(CHECK_NAME, CHECK_PLAINTEXT)?;
                 store

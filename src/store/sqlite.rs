@@ -25,6 +25,36 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/subrelay.db` and applies the migrations.
+    /// Reads one `meta` value through a read-only connection, without creating, migrating or
+    /// checkpointing anything: a start that is about to be refused must leave the file as it was.
+    /// `None` when there is no store yet.
+    pub async fn peek_meta(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, String> {
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| e.to_string())?
+            .filename(&path)
+            .read_only(true);
+        let mut conn = sqlx::ConnectOptions::connect(&options)
+            .await
+            .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
+        let row = sqlx::query("SELECT value FROM meta WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut conn)
+            .await;
+        let _ = sqlx::Connection::close(conn).await;
+        match row {
+            Ok(row) => row
+                .map(|r| r.try_get::<Vec<u8>, _>("value"))
+                .transpose()
+                .map_err(|e| e.to_string()),
+            // A store created but never migrated has no meta table yet.
+            Err(_) => Ok(None),
+        }
+    }
+
     pub async fn open(dir: &Path) -> Result<Self, String> {
         let path = dir.join(FILE_NAME);
         let options = SqliteConnectOptions::from_str("sqlite://")
@@ -164,6 +194,8 @@ fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &UsageFilter) {
     }
 }
 
+/// Usage rows per INSERT: 20 columns each stays far below SQLite's 32,766 bound parameters.
+const USAGE_ROWS_PER_STATEMENT: usize = 200;
 const KEY_COLUMNS: &str = "name, key_hash, prefix, suffix, group_name, enabled, expires_at, concurrency, rpm_limit, daily_spend_limit, monthly_spend_limit, allowed_models, source, created_at";
 const ACCOUNT_COLUMNS: &str = "name, platform, kind, base_url, chatgpt_account_id, expires_at, priority, concurrency, groups, enabled, models, model_map, credentials, source, created_at, updated_at";
 
@@ -443,33 +475,36 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(db)?;
             let mut new = 0;
-            for r in &rows {
-                let done = sqlx::query(
-                    "INSERT INTO usage (request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(request_id) DO NOTHING",
-                )
-                .bind(&r.request_id)
-                .bind(r.at_ms)
-                .bind(&r.key)
-                .bind(&r.account)
-                .bind(&r.endpoint)
-                .bind(&r.model)
-                .bind(r.stream)
-                .bind(i64::from(r.status))
-                .bind(r.success)
-                .bind(r.input_tokens)
-                .bind(r.cached_input_tokens)
-                .bind(r.cache_creation_tokens)
-                .bind(r.output_tokens)
-                .bind(r.reasoning_tokens)
-                .bind(r.cost_usd)
-                .bind(r.priced)
-                .bind(r.duration_ms)
-                .bind(r.ttft_ms)
-                .bind(r.attempts)
-                .bind(r.client_disconnected)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            // Many rows per statement: each statement is a round trip to sqlx's SQLite worker
+            // thread, and one per row cost more than the insert itself.
+            for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO usage (request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected) ",
+                );
+                insert.push_values(chunk, |mut row, r| {
+                    row.push_bind(&r.request_id)
+                        .push_bind(r.at_ms)
+                        .push_bind(&r.key)
+                        .push_bind(&r.account)
+                        .push_bind(&r.endpoint)
+                        .push_bind(&r.model)
+                        .push_bind(r.stream)
+                        .push_bind(i64::from(r.status))
+                        .push_bind(r.success)
+                        .push_bind(r.input_tokens)
+                        .push_bind(r.cached_input_tokens)
+                        .push_bind(r.cache_creation_tokens)
+                        .push_bind(r.output_tokens)
+                        .push_bind(r.reasoning_tokens)
+                        .push_bind(r.cost_usd)
+                        .push_bind(r.priced)
+                        .push_bind(r.duration_ms)
+                        .push_bind(r.ttft_ms)
+                        .push_bind(r.attempts)
+                        .push_bind(r.client_disconnected);
+                });
+                insert.push(" ON CONFLICT(request_id) DO NOTHING");
+                let done = insert.build().execute(&mut *tx).await.map_err(db)?;
                 new += done.rows_affected();
             }
             tx.commit().await.map_err(db)?;

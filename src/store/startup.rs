@@ -24,8 +24,13 @@ pub struct Opened {
 }
 
 pub async fn open(config: &Config, data_dir: &DataDir) -> Result<Opened, String> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir.path()).await?);
     let (sealer, origin) = Sealer::from_config(config.storage.encryption_key.as_ref(), data_dir)?;
+    // A wrong key is refused before the store is opened for writing (not even a migration or a
+    // WAL checkpoint touches the file).
+    if let Some(sealed) = SqliteStore::peek_meta(data_dir.path(), Sealer::CHECK_NAME).await? {
+        sealer.check(&sealed)?;
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir.path()).await?);
     sealer.verify(store.as_ref()).await?;
     announce_key(&origin);
     let hasher = KeyHasher::new(data_dir.secret(HASH_SECRET_FILE)?);

@@ -34,6 +34,34 @@ const CODEX_USER_AGENT: &str = "codex_cli_rs/0.171.0 (subrelay)";
 /// `version` for compact requests when the client sent none.
 const DEFAULT_CODEX_VERSION: &str = "0.171.0";
 
+/// Every client header some upstream rule reads, and nothing else.
+const USED_BY_RULES: &[&str] = &[
+    "user-agent",
+    "originator",
+    "version",
+    "anthropic-version",
+    "anthropic-beta",
+];
+
+/// The client headers the upstream rules use, copied out of the connection's read buffer (which
+/// a kept header would pin for as long as a stream lasts). Credentials are not among them.
+pub fn keep_used(client: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    let names = USED_BY_RULES
+        .iter()
+        .chain(FORWARDED)
+        .chain(SESSION_HEADERS)
+        .chain(ANTHROPIC_FORWARDED);
+    for name in names {
+        for value in client.get_all(*name) {
+            if let Ok(copy) = HeaderValue::from_bytes(value.as_bytes()) {
+                kept.append(HeaderName::from_static(name), copy);
+            }
+        }
+    }
+    kept
+}
+
 /// A JSON request that asks for a stream or for JSON.
 fn json_request(wants_stream: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(12);

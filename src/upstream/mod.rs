@@ -8,7 +8,7 @@ pub mod tokens;
 mod url;
 
 pub use headers::{
-    anthropic_headers, chat_headers, upstream_headers, SessionRewrite, SESSION_HEADERS,
+    anthropic_headers, chat_headers, keep_used, upstream_headers, SessionRewrite, SESSION_HEADERS,
 };
 pub use url::{chat_url, messages_url, responses_url};
 

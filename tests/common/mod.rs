@@ -93,8 +93,9 @@ impl Gateway {
 
     pub fn start_with_env(config_yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let mut file = tempfile::NamedTempFile::new().unwrap();
-        let mut yaml =
-            format!("server:\n  port: 0\nlog:\n  format: json\n  level: info\n{config_yaml}");
+        let mut yaml = format!(
+            "server:\n  port: 0\nlog:\n  format: json\n  level: info,usage=debug\n{config_yaml}"
+        );
         let data_dir = (!config_yaml.contains("storage:")).then(|| tempfile::tempdir().unwrap());
         if let Some(dir) = &data_dir {
             yaml.push_str(&format!(
