@@ -30,10 +30,11 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .load()
         .await
         .map_err(|e| format!("cannot load accounts: {e}"))?;
-    let clients = accounts
-        .iter()
+    let accounts = accounts
+        .into_iter()
         .map(|a| {
             crate::upstream::client(a.proxy.as_ref())
+                .map(|client| (a.clone(), client))
                 .map_err(|e| format!("cannot build the HTTP client of account {}: {e}", a.name))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -55,7 +56,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
         limits: Arc::clone(&opened.limits),
         store: Arc::clone(&opened.store),
         sealer: Arc::clone(&opened.sealer),
-        clients,
         usage: opened.sink.clone(),
         data_dir,
         sessions,

@@ -28,8 +28,6 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Seals account credentials before they reach the store.
     pub sealer: Arc<Sealer>,
-    /// One HTTP client (connection pool, proxy) per account, indexed by account id.
-    pub clients: Vec<reqwest::Client>,
     pub usage: Arc<dyn UsageSink>,
     pub data_dir: DataDir,
     pub sessions: SessionIds,
@@ -42,7 +40,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn client_for(&self, account: &Account) -> &reqwest::Client {
-        &self.clients[account.id]
+    pub fn client_for<'a>(&self, account: &'a Account) -> &'a reqwest::Client {
+        &account.client
     }
 }

@@ -342,3 +342,64 @@ async fn the_keys_and_usage_commands_print_tables() {
     let (ok, _, err) = cli(&gw, config.path(), &["keys", "disable", "tester"]);
     assert!(!ok && err.contains("config file"), "{err}");
 }
+
+#[tokio::test]
+async fn accounts_added_changed_and_deleted_at_runtime_serve_without_a_restart() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        UPSTREAM_TOKEN,
+        vec![Behavior {
+            status: Some(500),
+            ..Default::default()
+        }],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+    let (status, answer) = admin(
+        &gw,
+        "POST",
+        "/admin/api/accounts",
+        Some(json!({
+            "name": "runtime",
+            "platform": "openai",
+            "type": "apikey",
+            "base_url": format!("{}/v1", mock.url()),
+            "api_key": "sk-runtime-account-key",
+            "priority": 5,
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    assert!(
+        answer["applies"].as_str().unwrap().starts_with("now"),
+        "{answer}"
+    );
+    // The config account fails once; the new account takes over without a restart.
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(mock.calls("sk-runtime-account-key"), 1);
+
+    // Disabled at runtime: never selected again (the config account still rests after its
+    // 500, so nothing can serve).
+    let (status, _) = admin(
+        &gw,
+        "PATCH",
+        "/admin/api/accounts/runtime",
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let response = post(&gw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(mock.calls("sk-runtime-account-key"), 1);
+
+    // Deleted: gone from the pool's state as well.
+    let (status, _) = admin(&gw, "DELETE", "/admin/api/accounts/runtime", None).await;
+    assert_eq!(status, 204);
+    let (_, pool) = admin(&gw, "GET", "/admin/api/accounts", None).await;
+    assert!(!pool.to_string().contains("\"runtime\""), "{pool}");
+}

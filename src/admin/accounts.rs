@@ -1,7 +1,8 @@
 //! Stored accounts: create, get, update, delete. Credentials are write-only: they are sealed
 //! before they reach the store and never appear in an answer. Config accounts are refused
-//! (edit the file). The pool is built at start, so a stored change reaches it at the next start;
-//! the live pool's state and actions are in [`super::pool`].
+//! (edit the file). A stored change is applied to the live pool at once (the next request sees
+//! it; requests already on the account finish on it); the live pool's state and actions are in
+//! [`super::pool`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -146,7 +147,15 @@ pub struct AccountChange {
     pub applies: String,
 }
 
-const APPLIES: &str = "at the next start of subrelay (the pool is built at start)";
+const APPLIES: &str = "now: the next request sees the change";
+
+/// Puts a stored account into the live pool (replacing the one of the same name).
+fn go_live(state: &AppState, spec: AccountSpec) -> Result<(), ClientError> {
+    let client = crate::upstream::client(spec.proxy.as_ref())
+        .map_err(|e| bad_request(&format!("proxy: cannot build a client through it: {e}")))?;
+    state.pool.upsert(spec, client);
+    Ok(())
+}
 
 async fn find(state: &AppState, name: &str) -> Result<AccountRecord, ClientError> {
     state
@@ -261,7 +270,7 @@ fn sealed(spec: &AccountSpec, state: &AppState) -> Result<AccountRecord, ClientE
     })
 }
 
-/// Stores a new account (it joins the pool at the next start).
+/// Stores a new account; it joins the live pool at once.
 #[utoipa::path(post, path = "/admin/api/accounts", tag = "accounts", request_body = CreateAccount,
     responses(
         (status = 201, description = "Stored", body = AccountChange),
@@ -290,6 +299,7 @@ pub async fn create(
                 other => store_error(other),
             })?;
         tracing::info!(account = %record.name, "account stored by the admin API");
+        go_live(&state, spec)?;
         Ok::<_, ClientError>(record)
     }
     .await;
@@ -360,6 +370,7 @@ pub async fn update(
             .await
             .map_err(store_error)?;
         tracing::info!(account = %name, "account changed by the admin API");
+        go_live(&state, spec)?;
         Ok::<_, ClientError>(updated)
     }
     .await;
@@ -428,7 +439,7 @@ fn apply(spec: &mut AccountSpec, body: UpdateAccount) -> Result<(), ClientError>
     Ok(())
 }
 
-/// Deletes a stored account (it leaves the pool at the next start).
+/// Deletes a stored account; it leaves the live pool at once.
 #[utoipa::path(delete, path = "/admin/api/accounts/{name}", tag = "accounts",
     params(("name" = String, Path, description = "Account name")),
     responses(
@@ -451,6 +462,7 @@ pub async fn delete(
             .await
             .map_err(store_error)?;
         tracing::info!(account = %name, "account deleted by the admin API");
+        state.pool.remove(&name);
         Ok::<_, ClientError>(())
     }
     .await;

@@ -93,7 +93,7 @@ pub async fn refresh_account(
         )
         .into_response();
     }
-    match crate::upstream::tokens::refresh_account(&state, account, None).await {
+    match crate::upstream::tokens::refresh_account(&state, &account, None).await {
         Ok(_) => Json(json!({ "account": account.view() })).into_response(),
         Err(failure) => {
             ClientError::new(StatusCode::BAD_GATEWAY, "upstream_error", failure.message)

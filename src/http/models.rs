@@ -64,7 +64,8 @@ pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap)
         }
     };
     let mut models = BTreeSet::new();
-    for account in state.pool.members(&key.group, key.platform) {
+    let accounts = state.pool.accounts();
+    for account in crate::pool::Pool::members(&accounts, &key.group, key.platform) {
         let defaults = match (account.spec.platform, account.spec.kind) {
             (Platform::Anthropic, _) => CLAUDE_MODELS,
             (Platform::OpenAi, AccountKind::OAuth) => CODEX_MODELS,

@@ -17,6 +17,8 @@ pub struct Account {
     pub id: AccountId,
     pub spec: AccountSpec,
     pub credentials: Credentials,
+    /// This account's HTTP client: its own connection pool, through its own proxy.
+    pub client: reqwest::Client,
     in_flight: AtomicU32,
     health: Mutex<Health>,
     slot_freed: Arc<Notify>,
@@ -45,10 +47,16 @@ pub enum Availability {
 }
 
 impl Account {
-    pub(super) fn new(id: AccountId, spec: AccountSpec, slot_freed: Arc<Notify>) -> Self {
+    pub(super) fn new(
+        id: AccountId,
+        spec: AccountSpec,
+        client: reqwest::Client,
+        slot_freed: Arc<Notify>,
+    ) -> Self {
         Self {
             id,
             credentials: Credentials::new(&spec.credential),
+            client,
             spec,
             in_flight: AtomicU32::new(0),
             health: Mutex::new(Health::default()),

@@ -20,7 +20,7 @@ mod spec;
 pub mod sticky;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rand::Rng;
@@ -71,7 +71,11 @@ impl From<&crate::config::GatewayConfig> for PoolPolicy {
 }
 
 pub struct Pool {
-    accounts: Vec<Arc<Account>>,
+    /// The accounts now. Replaced as a whole when an account is added, changed or removed at
+    /// run time; a request works on the snapshot it took, and in-flight requests keep the
+    /// `Arc<Account>` they hold, so a removal never pulls an account from under them.
+    accounts: RwLock<Arc<Vec<Arc<Account>>>>,
+    next_id: AtomicUsize,
     pub policy: PoolPolicy,
     pub sticky: StickyTable,
     /// Notified whenever a slot is given back, so queued requests look again.
@@ -109,15 +113,19 @@ pub enum Selection {
 }
 
 impl Pool {
-    pub fn new(specs: Vec<AccountSpec>, policy: PoolPolicy) -> Self {
+    /// `accounts`: each account with the HTTP client (connection pool, proxy) it talks through.
+    pub fn new(accounts: Vec<(AccountSpec, reqwest::Client)>, policy: PoolPolicy) -> Self {
         let slot_freed = Arc::new(Notify::new());
-        let accounts = specs
+        let accounts: Vec<Arc<Account>> = accounts
             .into_iter()
             .enumerate()
-            .map(|(id, spec)| Arc::new(Account::new(id, spec, Arc::clone(&slot_freed))))
+            .map(|(id, (spec, client))| {
+                Arc::new(Account::new(id, spec, client, Arc::clone(&slot_freed)))
+            })
             .collect();
         Self {
-            accounts,
+            next_id: AtomicUsize::new(accounts.len()),
+            accounts: RwLock::new(Arc::new(accounts)),
             sticky: StickyTable::default(),
             policy,
             slot_freed,
@@ -125,21 +133,60 @@ impl Pool {
         }
     }
 
-    pub fn accounts(&self) -> &[Arc<Account>] {
-        &self.accounts
+    /// The accounts now (a snapshot).
+    pub fn accounts(&self) -> Arc<Vec<Arc<Account>>> {
+        Arc::clone(&self.accounts.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn find(&self, name: &str) -> Option<&Arc<Account>> {
-        self.accounts.iter().find(|a| a.spec.name == name)
+    pub fn find(&self, name: &str) -> Option<Arc<Account>> {
+        self.accounts()
+            .iter()
+            .find(|a| a.spec.name == name)
+            .cloned()
     }
 
-    /// Enabled (in config) accounts of `group` on `platform`, whatever their health.
+    /// Adds an account, or replaces the one of the same name (which keeps its id, so sticky
+    /// bindings stay, and starts with fresh health and tokens). Takes effect for the next
+    /// selection.
+    pub fn upsert(&self, spec: AccountSpec, client: reqwest::Client) {
+        let mut guard = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<Arc<Account>> = guard.as_ref().clone();
+        let id = next
+            .iter()
+            .find(|a| a.spec.name == spec.name)
+            .map_or_else(|| self.next_id.fetch_add(1, Ordering::AcqRel), |a| a.id);
+        let account = Arc::new(Account::new(id, spec, client, Arc::clone(&self.slot_freed)));
+        match next.iter().position(|a| a.id == id) {
+            Some(at) => next[at] = account,
+            None => next.push(account),
+        }
+        *guard = Arc::new(next);
+        drop(guard);
+        // A waiting request may be able to use the new account.
+        self.slot_freed.notify_waiters();
+    }
+
+    /// Removes an account from selection; requests using it finish normally.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut guard = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+        let before = guard.len();
+        let next: Vec<Arc<Account>> = guard
+            .iter()
+            .filter(|a| a.spec.name != name)
+            .cloned()
+            .collect();
+        let removed = next.len() != before;
+        *guard = Arc::new(next);
+        removed
+    }
+
+    /// Enabled accounts of `group` on `platform` in a snapshot, whatever their health.
     pub fn members<'a>(
-        &'a self,
+        accounts: &'a [Arc<Account>],
         group: &'a str,
         platform: Platform,
     ) -> impl Iterator<Item = &'a Arc<Account>> + 'a {
-        self.accounts.iter().filter(move |a| {
+        accounts.iter().filter(move |a| {
             a.spec.enabled
                 && a.spec.platform == platform
                 && a.spec.groups.iter().any(|g| g == group)
@@ -185,11 +232,12 @@ impl Pool {
     /// Picks the next account for a request without waiting.
     pub fn select(&self, wanted: &Wanted<'_>) -> Selection {
         let now = Instant::now();
+        let accounts = self.accounts();
         let mut any_eligible = false;
         let mut earliest: Option<Duration> = None;
         // One pass over the accounts, one health lock each; no sort (this runs per request).
-        let mut ready: Vec<(&Arc<Account>, Order)> = Vec::with_capacity(self.accounts.len());
-        for account in self.members(wanted.group, wanted.platform) {
+        let mut ready: Vec<(&Arc<Account>, Order)> = Vec::with_capacity(accounts.len());
+        for account in Self::members(&accounts, wanted.group, wanted.platform) {
             if wanted.kind.is_some_and(|k| account.spec.kind != k)
                 || !account.serves_model(wanted.model)
             {
@@ -231,7 +279,7 @@ impl Pool {
             return Selection::NoAccount;
         }
         if ready.is_empty() {
-            return if earliest.is_none() && self.all_tried(wanted) {
+            return if earliest.is_none() && Self::all_tried(&accounts, wanted) {
                 Selection::Exhausted
             } else {
                 Selection::AllCooling { earliest }
@@ -271,8 +319,8 @@ impl Pool {
     }
 
     /// Whether every eligible account was tried by this request.
-    fn all_tried(&self, wanted: &Wanted<'_>) -> bool {
-        self.members(wanted.group, wanted.platform)
+    fn all_tried(accounts: &[Arc<Account>], wanted: &Wanted<'_>) -> bool {
+        Self::members(accounts, wanted.group, wanted.platform)
             .filter(|a| wanted.kind.is_none_or(|k| a.spec.kind == k))
             .filter(|a| a.serves_model(wanted.model))
             .all(|a| wanted.tried.contains(&a.id))

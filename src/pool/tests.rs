@@ -24,8 +24,15 @@ fn spec(name: &str, priority: i32, concurrency: u32) -> AccountSpec {
     }
 }
 
+fn with_clients(specs: Vec<AccountSpec>) -> Vec<(AccountSpec, reqwest::Client)> {
+    specs
+        .into_iter()
+        .map(|s| (s, reqwest::Client::new()))
+        .collect()
+}
+
 fn pool(specs: Vec<AccountSpec>) -> Pool {
-    Pool::new(specs, PoolPolicy::default())
+    Pool::new(with_clients(specs), PoolPolicy::default())
 }
 
 fn wanted<'a>(tried: &'a [AccountId], sticky: Option<&'a StickyKey>) -> Wanted<'a> {
@@ -153,7 +160,7 @@ async fn a_full_queue_refuses_at_once() {
         queue_max_waiting: 1,
         ..PoolPolicy::default()
     };
-    let p = Arc::new(Pool::new(vec![spec("a", 0, 1)], policy));
+    let p = Arc::new(Pool::new(with_clients(vec![spec("a", 0, 1)]), policy));
     let _held = pick(&p, &[]).unwrap();
     let first = {
         let p = Arc::clone(&p);
@@ -209,7 +216,7 @@ async fn cooldowns_are_capped_by_max_cooldown() {
         },
         ..PoolPolicy::default()
     };
-    let p = Pool::new(vec![spec("a", 0, 0)], policy);
+    let p = Pool::new(with_clients(vec![spec("a", 0, 0)]), policy);
     let a = p.find("a").unwrap();
     // A weekly window reset (7 d) would lock the account away; the cap brings it back in 1 h.
     a.apply(
@@ -338,4 +345,28 @@ async fn a_slow_bound_account_loses_the_binding_after_n_strikes() {
     assert!(!table.note_ttft(&key, 3, true, 3));
     assert!(table.note_ttft(&key, 3, true, 3));
     assert_eq!(table.get(&key, tokio::time::Instant::now()), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn accounts_join_change_and_leave_at_runtime() {
+    let p = pool(vec![spec("a", 0, 0)]);
+    let a = id(&p, "a");
+    p.upsert(spec("b", 1, 0), reqwest::Client::new());
+    assert_eq!(name(&pick(&p, &[a]).unwrap()), "b");
+    // Replacing keeps the id (sticky bindings stay) and takes the new settings.
+    let b = id(&p, "b");
+    let mut changed = spec("b", 1, 0);
+    changed.enabled = false;
+    p.upsert(changed, reqwest::Client::new());
+    assert_eq!(id(&p, "b"), b);
+    assert!(matches!(
+        p.select(&wanted(&[a], None)),
+        Selection::Exhausted
+    ));
+    // A request that holds the removed account keeps it until it is done.
+    let held = pick(&p, &[]).unwrap();
+    assert!(p.remove("a"));
+    assert_eq!(held.account().spec.name, "a");
+    assert!(p.find("a").is_none());
+    assert_eq!(p.accounts().len(), 1);
 }

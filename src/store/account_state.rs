@@ -57,7 +57,7 @@ pub async fn save(
     state: &AppState,
     mut last: HashMap<String, PersistedState>,
 ) -> HashMap<String, PersistedState> {
-    for account in state.pool.accounts() {
+    for account in state.pool.accounts().iter() {
         let now = observe(state, account);
         if last.get(&account.spec.name) == Some(&now) {
             continue;
@@ -96,10 +96,10 @@ pub async fn restore(state: &AppState) -> Result<(HashMap<String, PersistedState
         ) else {
             continue;
         };
-        if persisted.credential != observe(state, account).credential {
+        if persisted.credential != observe(state, &account).credential {
             continue;
         }
-        if apply(state, account, &persisted) {
+        if apply(state, &account, &persisted) {
             restored += 1;
         }
         known.insert(name, persisted);

@@ -116,7 +116,7 @@ pub async fn refresh_ahead(state: Arc<AppState>, shutdown: CancellationToken) {
         return;
     };
     loop {
-        for account in state.pool.accounts() {
+        for account in state.pool.accounts().iter() {
             let snapshot = account.credentials.snapshot();
             if account.spec.enabled
                 && snapshot.refresh.is_some()
@@ -137,7 +137,7 @@ pub async fn refresh_ahead(state: Arc<AppState>, shutdown: CancellationToken) {
 pub fn restore(state: &AppState) -> Result<usize, String> {
     let persisted = state.data_dir.load_tokens()?;
     let mut restored = 0;
-    for account in state.pool.accounts() {
+    for account in state.pool.accounts().iter() {
         let (Some(seed), Some(saved)) = (
             account.credentials.seed(),
             persisted.get(&account.spec.name),
