@@ -63,11 +63,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
     });
-    let restored = crate::upstream::tokens::restore(&state)?;
+    let restored = crate::upstream::tokens::restore(&state).await?;
     if restored > 0 {
         tracing::info!(
-            "{restored} sign-in account(s) use tokens saved in {}",
-            state.data_dir.path().display()
+            "{restored} sign-in account(s) use tokens saved in the store (rotated since the config was written)"
         );
     }
     let (saved_states, restored) = crate::store::account_state::restore(&state).await?;

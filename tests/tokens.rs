@@ -53,9 +53,22 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn saved_tokens(gw: &Gateway) -> Value {
-    let path = gw.data_dir.as_ref().unwrap().path().join("tokens.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+/// Every file of the data directory, concatenated (the database, its WAL, the key files).
+fn data_dir_bytes(gw: &Gateway) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(gw.data_dir.as_ref().unwrap().path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            all.extend(std::fs::read(path).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -69,21 +82,17 @@ async fn tokens_are_refreshed_ahead_of_expiry_and_saved_before_use() {
     ));
     wait_until("the background refresh", || mock.token_calls() == 1).await;
     let issued = mock.issued_access_tokens();
-    wait_until("the saved tokens", || {
-        gw.data_dir
-            .as_ref()
-            .unwrap()
-            .path()
-            .join("tokens.json")
-            .exists()
-    })
-    .await;
-    let saved = saved_tokens(&gw);
-    assert_eq!(
-        saved["accounts"]["codex"]["access_token"],
-        issued[0].as_str()
+    // Saved (the restart test proves it) and sealed: the issued tokens never appear in clear on
+    // disk.
+    let files = data_dir_bytes(&gw);
+    assert!(
+        !contains(&files, &issued[0]),
+        "the access token is encrypted at rest"
     );
-    assert_ne!(saved["accounts"]["codex"]["refresh_token"], "rt-seed");
+    assert!(
+        !contains(&files, "rt-1"),
+        "the rotated refresh token is encrypted at rest"
+    );
     assert_eq!(
         post(&gw, "/v1/responses", &body("gpt-5.1-codex", false))
             .await

@@ -152,7 +152,7 @@ const APPLIES: &str = "now: the next request sees the change";
 /// Puts a stored account into the live pool (replacing the one of the same name).
 fn go_live(state: &AppState, spec: AccountSpec) -> Result<(), ClientError> {
     let client = crate::upstream::client(spec.proxy.as_ref())
-        .map_err(|e| bad_request(&format!("proxy: cannot build a client through it: {e}")))?;
+        .map_err(|e| bad_request(format!("proxy: cannot build a client through it: {e}")))?;
     state.pool.upsert(spec, client);
     Ok(())
 }

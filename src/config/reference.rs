@@ -158,7 +158,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "storage.data_dir",
         default: "./data",
         allowed: "a directory path (created if missing)",
-        description: "Where subrelay keeps state across restarts: the store (`subrelay.db`: groups, API keys, accounts, usage), the usage spool (`usage-spool/`), the generated encryption key (`encryption.key`), the key-hashing and session secrets, rotated sign-in tokens (`tokens.json`). Files are owner-only; back the directory up.",
+        description: "Where subrelay keeps state across restarts: the store (`subrelay.db`: groups, API keys, accounts, rotated sign-in tokens, usage), the usage spool (`usage-spool/`), the generated encryption key (`encryption.key`), the key-hashing and session secrets. Files are owner-only; back the directory up.",
     },
     KeyDoc {
         path: "storage.encryption_key",

@@ -1,12 +1,11 @@
-//! State kept across restarts in `storage.data_dir`: rotated sign-in tokens (`tokens.json`) and
-//! the secret that derives upstream session ids (`session.key`). Files are owner-only and
-//! replaced atomically (write a temporary file, sync, rename), so a crash leaves either the old
-//! or the new content, never half of one.
+//! The data directory (`storage.data_dir`) and the small secrets kept in it (`session.key`, which
+//! derives upstream session ids; the store's key-hash secret). Files are owner-only and written
+//! atomically (write a temporary file, sync, rename), so a crash leaves either the old or the new
+//! content, never half of one. Also the shape of the sign-in tokens a refresh issued, which the
+//! store keeps sealed.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -51,15 +50,8 @@ impl PersistedTokens {
     }
 }
 
-#[derive(Default, Serialize, Deserialize)]
-struct TokenFile {
-    accounts: BTreeMap<String, PersistedTokens>,
-}
-
 pub struct DataDir {
     root: PathBuf,
-    /// Serialises read-modify-write of `tokens.json` between accounts refreshing at once.
-    tokens_lock: Mutex<()>,
 }
 
 impl DataDir {
@@ -74,43 +66,11 @@ impl DataDir {
         }
         Ok(Self {
             root: root.to_path_buf(),
-            tokens_lock: Mutex::new(()),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.root
-    }
-
-    fn tokens_path(&self) -> PathBuf {
-        self.root.join("tokens.json")
-    }
-
-    /// Every persisted token chain, by account name.
-    pub fn load_tokens(&self) -> Result<BTreeMap<String, PersistedTokens>, String> {
-        let path = self.tokens_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<TokenFile>(&bytes)
-                .map(|f| f.accounts)
-                .map_err(|e| {
-                    format!(
-                        "{} is damaged ({e}); move it away to start fresh",
-                        path.display()
-                    )
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-        }
-    }
-
-    /// Stores one account's tokens; returns only once they are durably on disk.
-    pub fn save_tokens(&self, account: &str, tokens: PersistedTokens) -> Result<(), String> {
-        let _guard = self.tokens_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut accounts = self.load_tokens().unwrap_or_default();
-        accounts.insert(account.to_owned(), tokens);
-        let bytes = serde_json::to_vec_pretty(&TokenFile { accounts })
-            .map_err(|e| format!("cannot encode tokens: {e}"))?;
-        write_atomically(&self.tokens_path(), &bytes)
     }
 
     /// A 32-byte secret stored in `name`, created on first use.
@@ -169,33 +129,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_survive_a_reopen_and_files_are_owner_only() {
+    fn secrets_survive_a_reopen_and_are_owner_only() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path()).unwrap();
-        let tokens = PersistedTokens::new(
-            "seed",
-            &Secret::new("access-2"),
-            Some(&Secret::new("refresh-2")),
-            Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)),
-        );
-        data.save_tokens("codex", tokens).unwrap();
-        let again = DataDir::open(dir.path()).unwrap().load_tokens().unwrap();
-        assert_eq!(again["codex"].refresh_token.as_deref(), Some("refresh-2"));
-        assert_eq!(again["codex"].expires_at, Some(2_000_000_000));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("tokens.json"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
         let s1 = data.secret("session.key").unwrap();
         let s2 = DataDir::open(dir.path())
             .unwrap()
             .secret("session.key")
             .unwrap();
         assert_eq!(s1, s2);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("session.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 }

@@ -176,6 +176,9 @@ pub enum TotalsBy {
 /// The persistence interface. Every backend keeps its own SQL and migrations; callers see only
 /// these operations. Writes of a row that already exists fail with [`StoreError::Conflict`],
 /// except usage, whose inserts are idempotent by request id.
+/// An account's name and its sealed sign-in tokens.
+pub type SealedTokens = (String, Vec<u8>);
+
 pub trait Store: Send + Sync {
     // === meta ===
     fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>>;
@@ -204,6 +207,10 @@ pub trait Store: Send + Sync {
     fn save_account_state(&self, name: &str, state: &str) -> BoxFuture<'_, StoreResult<()>>;
     /// Every saved runtime state, by account name.
     fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>>;
+    /// An account's latest sign-in tokens, sealed, replacing the previous ones.
+    fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>>;
+    /// Every account's saved tokens (sealed), by account name.
+    fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<SealedTokens>>>;
 
     // === usage ===
     /// Inserts the rows in one transaction; rows whose request id is already stored are

@@ -457,6 +457,35 @@ impl Store for SqliteStore {
         })
     }
 
+    fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
+        let (name, sealed) = (name.to_owned(), sealed.to_vec());
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO account_tokens (name, sealed, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(sealed)
+            .bind(super::now_secs())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<super::SealedTokens>>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT name, sealed FROM account_tokens")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("name")?, r.try_get("sealed")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
     fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT name, state FROM account_state")

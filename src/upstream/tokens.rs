@@ -76,7 +76,7 @@ pub async fn refresh_account(
                     Some(&next_refresh),
                     issued.expires_at,
                 );
-                if let Err(e) = state.data_dir.save_tokens(&account.spec.name, persisted) {
+                if let Err(e) = save(state, &account.spec.name, &persisted).await {
                     // The old refresh token is spent either way; keep the account working and
                     // say loudly that a restart would lose it.
                     tracing::error!(account = %account.spec.name, "rotated tokens could not be saved: {e}; a restart will need a new sign-in");
@@ -133,25 +133,50 @@ pub async fn refresh_ahead(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
-/// Replaces config tokens by the persisted descendants of the same chain, at start.
-pub fn restore(state: &AppState) -> Result<usize, String> {
-    let persisted = state.data_dir.load_tokens()?;
+/// The store's name (and sealing context) of an account's saved tokens.
+fn context(account: &str) -> String {
+    format!("tokens:{account}")
+}
+
+/// Seals the tokens with the store's key and writes them; returns once they are stored.
+async fn save(state: &AppState, account: &str, tokens: &PersistedTokens) -> Result<(), String> {
+    let plain = serde_json::to_vec(tokens).map_err(|e| e.to_string())?;
+    let sealed = state.sealer.seal(&context(account), &plain)?;
+    state
+        .store
+        .save_tokens(account, &sealed)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Replaces config tokens by the saved descendants of the same chain, at start.
+pub async fn restore(state: &AppState) -> Result<usize, String> {
+    let saved = state
+        .store
+        .saved_tokens()
+        .await
+        .map_err(|e| format!("cannot read saved sign-in tokens: {e}"))?;
     let mut restored = 0;
-    for account in state.pool.accounts().iter() {
-        let (Some(seed), Some(saved)) = (
-            account.credentials.seed(),
-            persisted.get(&account.spec.name),
-        ) else {
+    for (name, sealed) in saved {
+        let Some(account) = state.pool.find(&name) else {
             continue;
         };
-        if saved.seed != seed {
-            tracing::info!(account = %account.spec.name, "the config declares a new refresh token; the saved token chain is ignored");
+        let Some(seed) = account.credentials.seed() else {
+            continue;
+        };
+        let tokens: PersistedTokens = state
+            .sealer
+            .open(&context(&name), &sealed)
+            .and_then(|plain| serde_json::from_slice(&plain).map_err(|e| e.to_string()))
+            .map_err(|e| format!("the saved tokens of account {name} cannot be read: {e}"))?;
+        if tokens.seed != seed {
+            tracing::info!(account = %name, "the config declares a new refresh token; the saved token chain is ignored");
             continue;
         }
         account.credentials.install(
-            Secret::new(saved.access_token.clone()),
-            saved.refresh_token.clone().map(Secret::new),
-            saved.expires_at(),
+            Secret::new(tokens.access_token.clone()),
+            tokens.refresh_token.clone().map(Secret::new),
+            tokens.expires_at(),
         );
         restored += 1;
     }
