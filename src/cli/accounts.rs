@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use super::admin_client;
 use crate::config::Config;
 use crate::pool::AccountView;
 
@@ -13,29 +14,6 @@ pub enum Action {
 }
 
 pub fn run(config: &Config, url: Option<String>, action: Action) -> ExitCode {
-    let Some(token) = &config.admin.token else {
-        eprintln!("subrelay: the admin API is off; set admin.token in the config (the server must use the same value)");
-        return ExitCode::from(2);
-    };
-    let base = url.unwrap_or_else(|| {
-        let host = match config.server.host.as_str() {
-            "0.0.0.0" => "127.0.0.1",
-            "::" => "[::1]",
-            other => other,
-        };
-        format!("http://{host}:{}", config.server.port)
-    });
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("subrelay: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let client = reqwest::Client::new();
     let (method, path) = match &action {
         Action::List { .. } => (reqwest::Method::GET, "/admin/api/accounts".to_owned()),
         Action::Reset(name) => (
@@ -47,32 +25,7 @@ pub fn run(config: &Config, url: Option<String>, action: Action) -> ExitCode {
             format!("/admin/api/accounts/{name}/refresh"),
         ),
     };
-    let answer = runtime.block_on(async {
-        let response = client
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(token.expose())
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot reach subrelay at {base}: {e} (is it running? --url sets the address)"
-                )
-            })?;
-        let status = response.status();
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .map_err(|e| format!("unreadable answer from {base}: {e}"))?;
-        if !status.is_success() {
-            let message = body["error"]["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_owned();
-            return Err(format!("{status}: {message}"));
-        }
-        Ok(body)
-    });
-    let body = match answer {
+    let body = match admin_client::call(config, url, method, &path, None) {
         Ok(body) => body,
         Err(message) => {
             eprintln!("subrelay: {message}");
@@ -80,10 +33,12 @@ pub fn run(config: &Config, url: Option<String>, action: Action) -> ExitCode {
         }
     };
     match action {
-        Action::List { json: true } => println!(
-            "{}",
-            serde_json::to_string_pretty(&body).unwrap_or_default()
-        ),
+        Action::List { json: true } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            )
+        }
         Action::List { json: false } => {
             let accounts: Vec<AccountView> =
                 serde_json::from_value(body["accounts"].clone()).unwrap_or_default();
@@ -144,25 +99,5 @@ pub fn table(accounts: &[AccountView]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(text.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(&header.map(str::to_owned));
-    for row in &rows {
-        line(row);
-    }
-    out
+    admin_client::table(header, &rows)
 }
