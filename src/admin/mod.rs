@@ -7,6 +7,7 @@
 //! handlers ([`openapi`]) and served at `/admin/api/openapi.json`.
 
 mod accounts;
+pub mod dashboard;
 mod groups;
 mod keys;
 pub mod openapi;
@@ -65,10 +66,13 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/api/keys/{name}/disable", post(keys::disable))
         .route("/admin/api/usage", get(usage::list))
         .route("/admin/api/usage/totals", get(usage::totals))
+        .merge(dashboard::routes())
 }
 
-/// Proof that the request carried the admin token. Taking it as a handler argument is the
-/// whole authorization; the comparison takes the same time whatever the guess.
+/// Proof that the request carried the admin token, or (without an `Authorization` header) a
+/// live dashboard session and, for a state-changing method, its CSRF token from this origin.
+/// Taking it as a handler argument is the whole authorization; the comparison takes the same
+/// time whatever the guess.
 pub struct Admin;
 
 impl FromRequestParts<Arc<AppState>> for Admin {
@@ -78,6 +82,12 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        if !parts.headers.contains_key(http::header::AUTHORIZATION) {
+            admin_on(state).map_err(IntoResponse::into_response)?;
+            if let Some(outcome) = dashboard::authorize_session(&parts.method, &parts.headers) {
+                return outcome.map(|()| Admin).map_err(IntoResponse::into_response);
+            }
+        }
         authorize(state, &parts.headers)
             .map(|()| Admin)
             .map_err(IntoResponse::into_response)

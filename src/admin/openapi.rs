@@ -9,6 +9,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::dashboard::{settings, signin};
 use super::{accounts, admin_on, groups, keys, pool, usage};
 use crate::state::AppState;
 
@@ -16,7 +17,7 @@ use crate::state::AppState;
 #[openapi(
     info(
         title = "subrelay admin API",
-        description = "Groups, API keys, accounts and usage of a subrelay gateway. Every call needs `Authorization: Bearer <admin.token>`; errors are `{\"error\":{\"message\",\"type\",\"code\"}}`."
+        description = "Groups, API keys, accounts and usage of a subrelay gateway. Every call needs `Authorization: Bearer <admin.token>` (the dashboard at `/admin/` sends its session cookie instead, with `X-CSRF-Token` on state-changing calls); errors are `{\"error\":{\"message\",\"type\",\"code\"}}`."
     ),
     paths(
         pool::list_accounts,
@@ -26,6 +27,8 @@ use crate::state::AppState;
         accounts::get,
         accounts::update,
         accounts::delete,
+        signin::start,
+        signin::finish,
         groups::list,
         groups::create,
         groups::delete,
@@ -37,6 +40,7 @@ use crate::state::AppState;
         keys::delete,
         usage::list,
         usage::totals,
+        settings::get,
     ),
     modifiers(&AdminToken),
     security(("admin_token" = []))

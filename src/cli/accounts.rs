@@ -58,6 +58,57 @@ pub fn run(config: &Config, url: Option<String>, action: Action) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `subrelay accounts login`: the sign-in flow of the dashboard, at the terminal. `finish`
+/// holds the account fields (name, base URL, groups, priority).
+pub fn login(
+    config: &Config,
+    url: Option<String>,
+    platform: &str,
+    mut finish: serde_json::Value,
+) -> ExitCode {
+    let started = match admin_client::call(
+        config,
+        url.clone(),
+        reqwest::Method::POST,
+        "/admin/api/oauth/start",
+        Some(serde_json::json!({ "platform": platform })),
+    ) {
+        Ok(body) => body,
+        Err(message) => {
+            eprintln!("subrelay: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("Open this link, sign in, then paste the address it leads to (or the code):");
+    println!("{}", started["authorize_url"].as_str().unwrap_or_default());
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
+        eprintln!("subrelay: no address or code given; nothing was created");
+        return ExitCode::FAILURE;
+    }
+    finish["flow"] = started["flow"].clone();
+    finish["callback"] = line.trim().into();
+    match admin_client::call(
+        config,
+        url,
+        reqwest::Method::POST,
+        "/admin/api/oauth/finish",
+        Some(finish),
+    ) {
+        Ok(body) => {
+            println!(
+                "account {} signed in and added to the pool",
+                body["account"]["name"].as_str().unwrap_or("?")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("subrelay: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The accounts as an aligned text table.
 pub fn table(accounts: &[AccountView]) -> String {
     let header = [

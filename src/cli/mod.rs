@@ -131,6 +131,26 @@ enum AccountsAction {
     Reset { name: String },
     /// Refresh a sign-in account's token now.
     Refresh { name: String },
+    /// Sign a ChatGPT (openai) or Claude (anthropic) account in: prints the provider's link
+    /// (OAuth authorization code with PKCE), reads back the address it led to (or the code),
+    /// and creates the account on the running server.
+    Login {
+        /// `openai` or `anthropic`.
+        #[arg(value_parser = ["openai", "anthropic"])]
+        platform: String,
+        /// The new account's name.
+        #[arg(long)]
+        name: String,
+        /// The account's upstream base URL (default: the platform's).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Groups, comma-separated (default: default).
+        #[arg(long, value_delimiter = ',')]
+        groups: Option<Vec<String>>,
+        /// Lower is tried first (default 0).
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i32>,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -152,6 +172,25 @@ pub fn run() -> ExitCode {
                 None => accounts::Action::List { json },
                 Some(AccountsAction::Reset { name }) => accounts::Action::Reset(name),
                 Some(AccountsAction::Refresh { name }) => accounts::Action::Refresh(name),
+                Some(AccountsAction::Login {
+                    platform,
+                    name,
+                    base_url,
+                    groups,
+                    priority,
+                }) => {
+                    let mut finish = serde_json::json!({ "name": name });
+                    if let Some(v) = base_url {
+                        finish["base_url"] = v.into();
+                    }
+                    if let Some(v) = groups {
+                        finish["groups"] = v.into();
+                    }
+                    if let Some(v) = priority {
+                        finish["priority"] = v.into();
+                    }
+                    return accounts::login(&config, url, &platform, finish);
+                }
             };
             accounts::run(&config, url, action)
         }
@@ -233,6 +272,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     crate::telemetry::init(&config.log);
+    crate::admin::dashboard::settings::remember(config.origin.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

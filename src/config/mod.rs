@@ -75,6 +75,12 @@ pub struct OAuthConfig {
     pub anthropic_client_id: String,
     /// `None`: refresh only when a token is expired or rejected.
     pub refresh_ahead: Option<Duration>,
+    /// Where the dashboard and `accounts login` send people to sign an account in.
+    pub openai_authorize_url: String,
+    /// The redirect URI registered for the client id; the user pastes back where it led.
+    pub openai_redirect_uri: String,
+    pub anthropic_authorize_url: String,
+    pub anthropic_redirect_uri: String,
 }
 
 impl Default for OAuthConfig {

@@ -110,6 +110,10 @@ pub struct RawOAuth {
     pub anthropic_token_url: String,
     pub anthropic_client_id: String,
     pub refresh_ahead: i64,
+    pub openai_authorize_url: String,
+    pub openai_redirect_uri: String,
+    pub anthropic_authorize_url: String,
+    pub anthropic_redirect_uri: String,
 }
 
 impl Default for RawOAuth {
@@ -120,6 +124,10 @@ impl Default for RawOAuth {
             anthropic_token_url: "https://console.anthropic.com/v1/oauth/token".to_owned(),
             anthropic_client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e".to_owned(),
             refresh_ahead: 1800,
+            openai_authorize_url: "https://auth.openai.com/oauth/authorize".to_owned(),
+            openai_redirect_uri: "http://localhost:1455/auth/callback".to_owned(),
+            anthropic_authorize_url: "https://claude.ai/oauth/authorize".to_owned(),
+            anthropic_redirect_uri: "https://console.anthropic.com/oauth/code/callback".to_owned(),
         }
     }
 }

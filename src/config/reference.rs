@@ -155,6 +155,30 @@ pub const KEYS: &[KeyDoc] = &[
         description: "Sign-in tokens are refreshed in the background this long before they expire.",
     },
     KeyDoc {
+        path: "oauth.openai_authorize_url",
+        default: "https://auth.openai.com/oauth/authorize",
+        allowed: "an http:// or https:// URL",
+        description: "Authorization endpoint the dashboard links to when signing a ChatGPT (Codex) account in (authorization code with PKCE).",
+    },
+    KeyDoc {
+        path: "oauth.openai_redirect_uri",
+        default: "http://localhost:1455/auth/callback",
+        allowed: "an http:// or https:// URL",
+        description: "Redirect URI of the OpenAI sign-in; the user pastes back the URL it led to (or its code).",
+    },
+    KeyDoc {
+        path: "oauth.anthropic_authorize_url",
+        default: "https://claude.ai/oauth/authorize",
+        allowed: "an http:// or https:// URL",
+        description: "Authorization endpoint the dashboard links to when signing a Claude account in (authorization code with PKCE).",
+    },
+    KeyDoc {
+        path: "oauth.anthropic_redirect_uri",
+        default: "https://console.anthropic.com/oauth/code/callback",
+        allowed: "an http:// or https:// URL",
+        description: "Redirect URI of the Anthropic sign-in; the user pastes back the URL it led to (or the code it shows).",
+    },
+    KeyDoc {
         path: "storage.data_dir",
         default: "./data",
         allowed: "a directory path (created if missing)",

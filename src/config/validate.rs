@@ -249,6 +249,13 @@ pub(super) fn oauth(raw: &RawOAuth) -> Result<OAuthConfig, KeyError> {
         anthropic_token_url: url("oauth.anthropic_token_url", &raw.anthropic_token_url)?,
         anthropic_client_id: non_empty("oauth.anthropic_client_id", &raw.anthropic_client_id)?,
         refresh_ahead: seconds_or_off("oauth.refresh_ahead", raw.refresh_ahead, 60, 86400)?,
+        openai_authorize_url: url("oauth.openai_authorize_url", &raw.openai_authorize_url)?,
+        openai_redirect_uri: url("oauth.openai_redirect_uri", &raw.openai_redirect_uri)?,
+        anthropic_authorize_url: url(
+            "oauth.anthropic_authorize_url",
+            &raw.anthropic_authorize_url,
+        )?,
+        anthropic_redirect_uri: url("oauth.anthropic_redirect_uri", &raw.anthropic_redirect_uri)?,
     })
 }
 

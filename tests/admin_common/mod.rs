@@ -63,8 +63,10 @@ pub async fn wait_for_stored_usage(gw: &Gateway, n: u64) -> Vec<Value> {
     loop {
         let (status, page) = admin(gw, "GET", "/admin/api/usage?limit=1000", None).await;
         assert_eq!(status, 200, "{page}");
-        if page["total"].as_u64() == Some(n) {
-            return page["rows"].as_array().unwrap().clone();
+        // `total` and `rows` come from two queries: wait until both show the rows.
+        let rows = page["rows"].as_array().cloned().unwrap_or_default();
+        if page["total"].as_u64() == Some(n) && rows.len() as u64 == n {
+            return rows;
         }
         assert!(
             std::time::Instant::now() < deadline,

@@ -76,6 +76,18 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
             ledger.reset();
             return plain(StatusCode::NO_CONTENT, MockBody::empty());
         }
+        Target::Authorize => {
+            let query = request.uri().query().unwrap_or_default();
+            let (reply, location) = match ledger.tokens.authorize(query) {
+                Ok(answer) => answer,
+                Err(_) => (Reply::unwritable(), None),
+            };
+            let extra: Vec<(String, String)> = location
+                .map(|l| ("location".to_owned(), l))
+                .into_iter()
+                .collect();
+            return respond(Ok(reply), &extra, None, target.dialect());
+        }
         Target::Api(_) | Target::Token(_) | Target::Unknown => {}
     }
     let dialect = target.dialect();

@@ -27,8 +27,9 @@
 //! | `POST /v1/chat/completions` | OpenAI Chat Completions | `data:` chunks ending `data: [DONE]` (usage chunk only with `stream_options.include_usage`), or JSON |
 //! | `POST /v1/messages` (any query, e.g. `?beta=true`) | Anthropic Messages | SSE stream or JSON; `x-api-key`, or Bearer + `anthropic-beta: oauth-2025-04-20`; `anthropic-version` required; thinking blocks signed `sig:<credential>` and checked |
 //! | `POST /v1/messages/count_tokens` | Anthropic | `{"input_tokens": N}`; same header rules |
-//! | `POST /oauth/token` | `auth.openai.com` | refresh-token grant, JSON or form; rotates refresh tokens |
-//! | `POST /v1/oauth/token` | `console.anthropic.com` | refresh-token grant, JSON; rotates refresh tokens |
+//! | `GET /oauth/authorize` | `auth.openai.com`, `claude.ai` | sign-in page: PKCE (S256) required; signs in at once and redirects (302) to `redirect_uri?code=…&state=…` |
+//! | `POST /oauth/token` | `auth.openai.com` | refresh-token and authorization-code (PKCE-checked, single-use) grants, JSON or form; rotates refresh tokens |
+//! | `POST /v1/oauth/token` | `console.anthropic.com` | refresh-token and authorization-code grants, JSON; rotates refresh tokens |
 //! | `GET /__mock/calls`, `POST /__mock/reset` | — | counts as JSON; reset |
 //!
 //! API routes count in [`MockUpstream::calls`] / [`MockUpstream::total_calls`]; token endpoints

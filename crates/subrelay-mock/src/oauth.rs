@@ -1,5 +1,15 @@
-//! Token endpoints: the refresh-token grant of `auth.openai.com/oauth/token` and
-//! `console.anthropic.com/v1/oauth/token`.
+//! Token endpoints: the refresh-token and authorization-code grants of
+//! `auth.openai.com/oauth/token` and `console.anthropic.com/v1/oauth/token`, and the sign-in page
+//! `GET /oauth/authorize` that hands out codes.
+//!
+//! Sign-in (authorization code with PKCE, RFC 7636): `GET /oauth/authorize` with
+//! `response_type=code`, `client_id`, an http(s) `redirect_uri`, `code_challenge` and
+//! `code_challenge_method=S256` signs the user in at once and redirects (302) to
+//! `redirect_uri?code=...&state=...`. The `authorization_code` grant then needs that `code`
+//! (once), the same `client_id` and `redirect_uri`, and a `code_verifier` whose base64url
+//! SHA-256 is the challenge; anything else is `invalid_grant`. A bad authorize request is a 400
+//! `invalid_request`. Issued tokens are those of a refresh, and the `id_token` carries the
+//! ChatGPT account id (`https://api.openai.com/auth`.`chatgpt_account_id`) as the real one does.
 //!
 //! Why it exists: sign-in accounts hold short-lived access tokens, and the gateway must refresh
 //! them once per account (single-flight), store the rotated refresh token, and give up on an
@@ -17,7 +27,7 @@
 //! Token requests are recorded with the others but counted apart ([`TokenDesk::calls`]), so the
 //! API call counts of failover tests keep their meaning.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -25,6 +35,7 @@ use std::time::Duration;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::ids;
 use crate::reply::{to_json, Reply};
@@ -53,6 +64,16 @@ struct TokenBook {
     lifetime_secs: u64,
     /// Wait before answering.
     delay: Duration,
+    /// Authorization codes handed out by `/oauth/authorize` and not yet exchanged.
+    codes: HashMap<String, PendingCode>,
+}
+
+/// What an authorization code was issued for.
+#[derive(Debug)]
+struct PendingCode {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
 }
 
 /// The fields of a refresh-token grant.
@@ -64,6 +85,12 @@ struct Grant {
     refresh_token: Option<String>,
     #[serde(default)]
     client_id: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    code_verifier: Option<String>,
+    #[serde(default)]
+    redirect_uri: Option<String>,
 }
 
 /// A successful refresh.
@@ -93,6 +120,7 @@ impl TokenDesk {
                 issued_access: Vec::new(),
                 lifetime_secs: DEFAULT_LIFETIME_SECS,
                 delay: Duration::ZERO,
+                codes: HashMap::new(),
             }),
             next: AtomicU64::new(1),
         }
@@ -125,6 +153,60 @@ impl TokenDesk {
         book.calls = 0;
         book.spent.clear();
         book.issued_access.clear();
+        book.codes.clear();
+    }
+
+    /// `GET /oauth/authorize`: the user "signs in" at once. The 302's `Location`, or a 400.
+    pub(crate) fn authorize(
+        &self,
+        query: &str,
+    ) -> Result<(Reply, Option<String>), serde_json::Error> {
+        let pairs = match parse_pairs(query.as_bytes()) {
+            Ok(pairs) => pairs,
+            Err(description) => return Ok((refuse("invalid_request", Some(&description))?, None)),
+        };
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let problem = if get("response_type").as_deref() != Some("code") {
+            Some("response_type must be code")
+        } else if get("client_id").is_none() {
+            Some("Missing required parameter: client_id")
+        } else if !get("redirect_uri")
+            .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"))
+        {
+            Some("redirect_uri must be an http(s) URL")
+        } else if get("code_challenge").is_none() {
+            Some("Missing required parameter: code_challenge (PKCE is required)")
+        } else if get("code_challenge_method").as_deref() != Some("S256") {
+            Some("code_challenge_method must be S256")
+        } else {
+            None
+        };
+        if let Some(description) = problem {
+            return Ok((refuse("invalid_request", Some(description))?, None));
+        }
+        let redirect_uri = get("redirect_uri").unwrap_or_default();
+        let code = format!("code-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        self.book().codes.insert(
+            code.clone(),
+            PendingCode {
+                client_id: get("client_id").unwrap_or_default(),
+                redirect_uri: redirect_uri.clone(),
+                challenge: get("code_challenge").unwrap_or_default(),
+            },
+        );
+        let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+        let mut location = format!("{redirect_uri}{separator}code={}", percent_encode(&code));
+        if let Some(state) = get("state") {
+            location.push_str(&format!("&state={}", percent_encode(&state)));
+        }
+        let reply = Reply::json(StatusCode::FOUND, bytes::Bytes::from_static(b"{}"));
+        Ok((reply, Some(location)))
     }
 
     /// Answers one refresh request. The outcome is decided (and the presented token spent) on
@@ -150,6 +232,16 @@ impl TokenDesk {
             Ok(grant) => grant,
             Err(description) => return (refuse("invalid_request", Some(&description)), delay),
         };
+        if grant.grant_type.as_deref() == Some("authorization_code") {
+            let outcome = redeem(&mut book, &grant);
+            return match outcome {
+                Ok(client_id) => {
+                    let reply = self.issue(book, &client_id);
+                    (reply, delay)
+                }
+                Err(description) => (refuse("invalid_grant", Some(description)), delay),
+            };
+        }
         if grant.grant_type.as_deref() != Some("refresh_token") {
             return (refuse("unsupported_grant_type", None), delay);
         }
@@ -182,6 +274,15 @@ impl TokenDesk {
             );
             return (reply, delay);
         }
+        (self.issue(book, &client_id), delay)
+    }
+
+    /// New tokens (access, refresh, id), recorded as issued.
+    fn issue(
+        &self,
+        mut book: MutexGuard<'_, TokenBook>,
+        client_id: &str,
+    ) -> Result<Reply, serde_json::Error> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let access_token = format!("at-{n}");
         let refresh_token = format!("rt-{n}");
@@ -189,7 +290,7 @@ impl TokenDesk {
         let lifetime = book.lifetime_secs;
         drop(book);
 
-        let id_token = id_token(&client_id, &access_token, lifetime);
+        let id_token = id_token(client_id, &access_token, lifetime);
         let issued = Issued {
             access_token: &access_token,
             refresh_token: &refresh_token,
@@ -197,9 +298,40 @@ impl TokenDesk {
             expires_in: lifetime,
             token_type: "Bearer",
         };
-        let reply = to_json(&issued, 512).map(|bytes| Reply::json(StatusCode::OK, bytes));
-        (reply, delay)
+        to_json(&issued, 512).map(|bytes| Reply::json(StatusCode::OK, bytes))
     }
+}
+
+/// Spends an authorization code after checking the PKCE verifier; the client id on success.
+fn redeem(book: &mut TokenBook, grant: &Grant) -> Result<String, &'static str> {
+    let code = grant.code.as_deref().unwrap_or_default();
+    let Some(pending) = book.codes.remove(code) else {
+        return Err("Unknown, expired or already used authorization code");
+    };
+    if grant.client_id.as_deref() != Some(pending.client_id.as_str()) {
+        return Err("client_id does not match the authorization request");
+    }
+    if grant.redirect_uri.as_deref() != Some(pending.redirect_uri.as_str()) {
+        return Err("redirect_uri does not match the authorization request");
+    }
+    let verifier = grant.code_verifier.as_deref().unwrap_or_default();
+    if verifier.is_empty() || base64url(&Sha256::digest(verifier.as_bytes())) != pending.challenge {
+        return Err("PKCE verification failed: code_verifier does not match code_challenge");
+    }
+    Ok(pending.client_id)
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn refuse(error: &'static str, description: Option<&str>) -> Result<Reply, serde_json::Error> {
@@ -230,21 +362,32 @@ fn read_grant(issuer: Issuer, headers: &HeaderMap, body: &[u8]) -> Result<Grant,
 /// Reads the grant fields from an `application/x-www-form-urlencoded` body.
 fn read_form(body: &[u8]) -> Result<Grant, String> {
     let mut grant = Grant::default();
-    for pair in body.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
-        let (key, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(at) => (&pair[..at], &pair[at + 1..]),
-            None => (pair, &b""[..]),
-        };
-        let (key, value) = (percent_decode(key)?, percent_decode(value)?);
+    for (key, value) in parse_pairs(body)? {
         let slot = match key.as_str() {
             "grant_type" => &mut grant.grant_type,
             "refresh_token" => &mut grant.refresh_token,
             "client_id" => &mut grant.client_id,
+            "code" => &mut grant.code,
+            "code_verifier" => &mut grant.code_verifier,
+            "redirect_uri" => &mut grant.redirect_uri,
             _ => continue,
         };
         *slot = Some(value);
     }
     Ok(grant)
+}
+
+/// The decoded `key=value` pairs of a form body or a query string.
+fn parse_pairs(text: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for pair in text.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        pairs.push((percent_decode(key)?, percent_decode(value)?));
+    }
+    Ok(pairs)
 }
 
 /// Decodes one form component (`+` is a space, `%XX` a byte).
@@ -280,6 +423,7 @@ fn id_token(client_id: &str, access_token: &str, lifetime: u64) -> String {
         "sub": format!("user-{access_token}"),
         "iat": now,
         "exp": now.saturating_add(lifetime),
+        "https://api.openai.com/auth": { "chatgpt_account_id": format!("acct-{access_token}") },
     });
     format!(
         "{}.{}.",

@@ -65,6 +65,8 @@ pub(crate) enum Target {
     Api(Route),
     /// A token endpoint: recorded, counted apart from API calls.
     Token(Issuer),
+    /// `GET /oauth/authorize`: the sign-in page, which redirects with a code at once.
+    Authorize,
     /// `GET /__mock/calls`.
     Counts,
     /// `POST /__mock/reset`.
@@ -89,6 +91,7 @@ impl Target {
             (&Method::POST, "/v1/chat/completions") => Self::Api(Route::ChatCompletions),
             (&Method::POST, "/oauth/token") => Self::Token(Issuer::OpenAi),
             (&Method::POST, "/v1/oauth/token") => Self::Token(Issuer::Anthropic),
+            (&Method::GET, "/oauth/authorize") => Self::Authorize,
             (&Method::GET, "/__mock/calls") => Self::Counts,
             (&Method::POST, "/__mock/reset") => Self::Reset,
             _ => Self::Unknown,
@@ -103,7 +106,9 @@ impl Target {
     pub(crate) fn dialect(self) -> Dialect {
         match self {
             Self::Api(route) => route.dialect(),
-            Self::Token(_) | Self::Counts | Self::Reset | Self::Unknown => Dialect::OpenAi,
+            Self::Token(_) | Self::Authorize | Self::Counts | Self::Reset | Self::Unknown => {
+                Dialect::OpenAi
+            }
         }
     }
 }

@@ -149,3 +149,159 @@ async fn delay_holds_the_answer_but_the_first_refresh_wins_on_arrival() {
     assert_eq!(status, 200);
     assert!(!before.contains(&again["access_token"].as_str().unwrap().to_owned()));
 }
+
+/// Unpadded base64url, for the PKCE challenge.
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// `GET /oauth/authorize` without following the redirect: the status and the `Location`.
+#[allow(
+    clippy::unwrap_used,
+    reason = "test helper: a failed step fails the test"
+)]
+async fn authorize(mock: &MockUpstream, query: &str) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/oauth/authorize?{query}", mock.url()))
+        .send()
+        .await
+        .unwrap();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (response.status().as_u16(), location)
+}
+
+#[allow(
+    clippy::unwrap_used,
+    reason = "test helper: a failed step fails the test"
+)]
+fn code_of(location: &str) -> String {
+    let query = location.split_once('?').unwrap().1;
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("code="))
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn authorization_code_with_pkce() {
+    use sha2::Digest;
+    let mock = MockUpstream::start().await;
+    let verifier = "a-verifier-of-enough-entropy-0123456789-abcdefghijklmnop";
+    let challenge = b64url(&sha2::Sha256::digest(verifier.as_bytes()));
+    let redirect = "http://localhost:1455/auth/callback";
+    let query = format!(
+        "response_type=code&client_id=app_test&redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256&state=st%2F1&scope=openid",
+        "http%3A%2F%2Flocalhost%3A1455%2Fauth%2Fcallback"
+    );
+    let (status, location) = authorize(&mock, &query).await;
+    assert_eq!(status, 302);
+    assert!(
+        location.starts_with(&format!("{redirect}?code=code-")),
+        "{location}"
+    );
+    assert!(location.ends_with("&state=st%2F1"), "{location}");
+    let code = code_of(&location);
+
+    let exchange = |code: &str, verifier: &str, redirect: &str| {
+        json!({
+            "grant_type": "authorization_code",
+            "client_id": "app_test",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": redirect,
+        })
+    };
+    // A wrong verifier is refused and spends the code (as a real server may).
+    let (status, location2) = authorize(&mock, &query).await;
+    assert_eq!(status, 302);
+    let code2 = code_of(&location2);
+    let response = post_with(
+        &mock.url(),
+        OPENAI_TOKEN,
+        &[],
+        &exchange(&code2, "not-the-verifier", redirect),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let error = json_of(response).await;
+    assert_eq!(error["error"], "invalid_grant");
+    assert!(error["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("PKCE"));
+    // Another redirect URI is refused.
+    let response = post_with(
+        &mock.url(),
+        ANTHROPIC_TOKEN,
+        &[],
+        &exchange(&code, verifier, "http://elsewhere/"),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+
+    // Refused attempts spend their codes; a fresh code with the right verifier works, once.
+    let (_, location3) = authorize(&mock, &query).await;
+    let code3 = code_of(&location3);
+    let response = post_with(
+        &mock.url(),
+        ANTHROPIC_TOKEN,
+        &[],
+        &exchange(&code3, verifier, redirect),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let tokens = json_of(response).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert!(tokens["refresh_token"].as_str().unwrap().starts_with("rt-"));
+    let claims = tokens["id_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    assert!(!claims.is_empty());
+    assert_eq!(mock.issued_access_tokens(), [access.to_owned()]);
+    let again = post_with(
+        &mock.url(),
+        ANTHROPIC_TOKEN,
+        &[],
+        &exchange(&code3, verifier, redirect),
+    )
+    .await;
+    assert_eq!(again.status(), 400, "a code works once");
+
+    // Without PKCE there is no code.
+    let (status, _) = authorize(
+        &mock,
+        "response_type=code&client_id=app_test&redirect_uri=http%3A%2F%2Fx%2F",
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = authorize(
+        &mock,
+        &format!("response_type=code&client_id=c&redirect_uri=http%3A%2F%2Fx%2F&code_challenge={challenge}&code_challenge_method=plain"),
+    )
+    .await;
+    assert_eq!(status, 400);
+}

@@ -1,0 +1,750 @@
+// subrelay dashboard: plain JavaScript over the admin API (/admin/api/...), authenticated by
+// the session cookie; every state-changing call carries the session's CSRF token. Pages are
+// built with DOM calls (never innerHTML from data) and show times in the browser's time zone.
+"use strict";
+
+const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+const view = document.getElementById("view");
+const flash = document.getElementById("flash");
+
+// ---------- helpers ----------
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "class") node.className = v;
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function notify(message, isError) {
+  flash.textContent = message;
+  flash.className = isError ? "error" : "";
+  flash.hidden = false;
+}
+
+class ApiError extends Error {}
+
+async function api(method, path, body) {
+  const headers = {};
+  if (method !== "GET") headers["x-csrf-token"] = CSRF;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  if (response.status === 401) {
+    window.location.assign("/admin/login");
+    throw new ApiError("signed out");
+  }
+  const text = await response.text();
+  const value = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    const message = value && value.error ? value.error.message : response.statusText;
+    throw new ApiError(message);
+  }
+  return value;
+}
+
+/** Runs an action, reports its outcome, and redraws the page. */
+async function act(what, fn) {
+  try {
+    await fn();
+    notify(what);
+  } catch (e) {
+    notify(e.message, true);
+  }
+  await route();
+}
+
+const localTime = (value) => (value ? new Date(value).toLocaleString() : "—");
+const num = (n) => Number(n || 0).toLocaleString();
+const usd = (n) => "$" + Number(n || 0).toFixed(4);
+const pct = (part, whole) => (whole ? ((100 * part) / whole).toFixed(1) + "%" : "—");
+const nowSecs = () => Math.floor(Date.now() / 1000);
+const secsOf = (input) => (input ? Math.floor(new Date(input).getTime() / 1000) : undefined);
+
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== undefined && v !== null && v !== "") q.set(k, v);
+  }
+  return q.toString();
+}
+
+/** A bar chart as SVG: `points` is [{label, value}]. */
+function barChart(title, points, format) {
+  const width = 300;
+  const height = 110;
+  const max = Math.max(0, ...points.map((p) => p.value)) || 1;
+  const step = width / Math.max(1, points.length);
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height + 14}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", title);
+  points.forEach((p, i) => {
+    const h = (p.value / max) * height;
+    const rect = document.createElementNS(svg.namespaceURI, "rect");
+    rect.setAttribute("x", String(i * step + 1));
+    rect.setAttribute("y", String(height - h));
+    rect.setAttribute("width", String(Math.max(1, step - 2)));
+    rect.setAttribute("height", String(h));
+    const tip = document.createElementNS(svg.namespaceURI, "title");
+    tip.textContent = `${p.label}: ${format(p.value)}`;
+    rect.append(tip);
+    svg.append(rect);
+    if (points.length <= 8 || i % Math.ceil(points.length / 6) === 0) {
+      const label = document.createElementNS(svg.namespaceURI, "text");
+      label.setAttribute("x", String(i * step + 1));
+      label.setAttribute("y", String(height + 11));
+      label.textContent = p.label;
+      svg.append(label);
+    }
+  });
+  return el("div", { class: "card chart" }, el("div", { class: "label" }, `${title} (max ${format(max)})`), svg);
+}
+
+function card(label, value, id) {
+  return el("div", { class: "card" }, el("div", { class: "label" }, label), el("div", { class: "value", id }, value));
+}
+
+/** Up to `cap` usage rows matching `params`, newest first, and the full count. */
+async function usageRows(params, cap) {
+  const rows = [];
+  let total = 0;
+  for (let offset = 0; offset < cap; offset += 1000) {
+    const page = await api("GET", "/admin/api/usage?" + query({ ...params, limit: 1000, offset }));
+    total = page.total;
+    rows.push(...page.rows);
+    if (rows.length >= total || page.rows.length === 0) break;
+  }
+  return { rows, total };
+}
+
+function summarize(rows) {
+  const ok = rows.filter((r) => r.success).length;
+  const tokens = rows.reduce((s, r) => s + r.input_tokens + r.output_tokens, 0);
+  const cost = rows.reduce((s, r) => s + r.cost_usd, 0);
+  return { ok, tokens, cost };
+}
+
+/** Per-bucket sums of `rows` over `count` buckets of `size` ms ending now. */
+function buckets(rows, count, size, labelOf) {
+  const end = Date.now();
+  const start = end - count * size;
+  const out = Array.from({ length: count }, (_, i) => ({
+    label: labelOf(new Date(start + i * size)),
+    requests: 0,
+    tokens: 0,
+    cost: 0,
+    ok: 0,
+  }));
+  for (const r of rows) {
+    const i = Math.floor((r.at_ms - start) / size);
+    if (i < 0 || i >= count) continue;
+    out[i].requests += 1;
+    out[i].ok += r.success ? 1 : 0;
+    out[i].tokens += r.input_tokens + r.output_tokens;
+    out[i].cost += r.cost_usd;
+  }
+  return out;
+}
+
+// ---------- Overview ----------
+
+async function overview() {
+  const HOUR = 3600 * 1000;
+  const [pool, day, week] = await Promise.all([
+    api("GET", "/admin/api/accounts"),
+    usageRows({ from: nowSecs() - 86400 }, 20000),
+    usageRows({ from: nowSecs() - 7 * 86400 }, 50000),
+  ]);
+  const accounts = pool.accounts;
+  const inFlight = accounts.reduce((s, a) => s + a.in_flight, 0);
+  const usable = accounts.filter((a) => a.state === "available" || a.state === "busy");
+  const cooling = accounts.filter((a) => a.state === "cooling");
+  const disabled = accounts.filter((a) => a.state === "disabled");
+  const d = summarize(day.rows);
+  const w = summarize(week.rows);
+  const partial = (set) => (set.rows.length < set.total ? ` (of the newest ${set.rows.length})` : "");
+  const hourly = buckets(day.rows, 24, HOUR, (t) => t.getHours() + "h");
+  const daily = buckets(week.rows, 7, 24 * HOUR, (t) => t.toLocaleDateString(undefined, { weekday: "short" }));
+  const problems = cooling.concat(disabled);
+  return [
+    el("h1", {}, "Overview"),
+    el("h2", {}, "Accounts"),
+    el(
+      "div",
+      { class: "health", id: "health" },
+      card("Usable", String(usable.length), "health-usable"),
+      card("Cooling", String(cooling.length), "health-cooling"),
+      card("Disabled", String(disabled.length), "health-disabled"),
+      card("In flight now", String(inFlight), "ov-inflight"),
+    ),
+    problems.length
+      ? el(
+          "ul",
+          { id: "problems" },
+          problems.map((a) =>
+            el(
+              "li",
+              {},
+              el("a", { href: "#accounts" }, a.name),
+              ` — ${a.state}: ${a.cooldown_reason || a.disabled_reason || a.last_error || "no reason given"}`,
+              a.cooldown_until ? ` (until ${localTime(a.cooldown_until)})` : "",
+            ),
+          ),
+        )
+      : el("p", { class: "muted" }, "Every account is healthy."),
+    el("h2", {}, "Last 24 hours"),
+    el(
+      "div",
+      { class: "cards" },
+      card("Requests", num(day.total), "ov-requests-24h"),
+      card("Success rate" + partial(day), pct(d.ok, day.rows.length), "ov-success-24h"),
+      card("Tokens" + partial(day), num(d.tokens), "ov-tokens-24h"),
+      card("Cost" + partial(day), usd(d.cost), "ov-cost-24h"),
+    ),
+    el(
+      "div",
+      { class: "charts" },
+      barChart("Requests per hour", hourly.map((b) => ({ label: b.label, value: b.requests })), num),
+      barChart("Tokens per hour", hourly.map((b) => ({ label: b.label, value: b.tokens })), num),
+      barChart("Cost per hour", hourly.map((b) => ({ label: b.label, value: b.cost })), usd),
+      barChart(
+        "Success rate per hour (%)",
+        hourly.map((b) => ({ label: b.label, value: b.requests ? (100 * b.ok) / b.requests : 0 })),
+        (v) => v.toFixed(0) + "%",
+      ),
+    ),
+    el("h2", {}, "Last 7 days"),
+    el(
+      "div",
+      { class: "cards" },
+      card("Requests", num(week.total), "ov-requests-7d"),
+      card("Success rate" + partial(week), pct(w.ok, week.rows.length), "ov-success-7d"),
+      card("Tokens" + partial(week), num(w.tokens), "ov-tokens-7d"),
+      card("Cost" + partial(week), usd(w.cost), "ov-cost-7d"),
+    ),
+    el(
+      "div",
+      { class: "charts" },
+      barChart("Requests per day", daily.map((b) => ({ label: b.label, value: b.requests })), num),
+      barChart("Tokens per day", daily.map((b) => ({ label: b.label, value: b.tokens })), num),
+      barChart("Cost per day", daily.map((b) => ({ label: b.label, value: b.cost })), usd),
+      barChart(
+        "Success rate per day (%)",
+        daily.map((b) => ({ label: b.label, value: b.requests ? (100 * b.ok) / b.requests : 0 })),
+        (v) => v.toFixed(0) + "%",
+      ),
+    ),
+  ];
+}
+
+// ---------- Accounts ----------
+
+function quotaBar(label, window) {
+  if (!window) return null;
+  const used = Math.max(0, Math.min(100, window.used_percent));
+  return el(
+    "div",
+    { title: window.resets_at ? `resets ${localTime(window.resets_at)}` : "" },
+    `${label} `,
+    el("span", { class: "bar" }, el("span", { style: `width:${used}%` })),
+    ` ${used.toFixed(0)}%`,
+  );
+}
+
+async function accounts() {
+  const data = await api("GET", "/admin/api/accounts");
+  const stored = new Map(data.stored.map((s) => [s.name, s]));
+  const path = (name, rest) => "/admin/api/accounts/" + encodeURIComponent(name) + (rest || "");
+  const rows = data.accounts.map((a) => {
+    const s = stored.get(a.name);
+    const fromConfig = !s || s.source === "config";
+    const why = a.cooldown_reason || a.disabled_reason;
+    return el(
+      "tr",
+      { "data-account": a.name },
+      el("td", {}, a.name, el("div", { class: "muted" }, `${a.platform} · ${a.type}`)),
+      el("td", {}, el("span", { class: "state " + a.state }, a.state), why ? el("div", { class: "reason" }, why) : null),
+      el("td", {}, localTime(a.cooldown_until)),
+      el("td", {}, `${a.in_flight} / ${a.concurrency || "∞"}`),
+      el("td", {}, a.quota ? [quotaBar("5 h", a.quota.primary), quotaBar("7 d", a.quota.secondary)] : "—"),
+      el("td", {}, localTime(a.token_expires_at)),
+      el("td", { class: "wrap" }, a.last_error || "—"),
+      el("td", {}, (a.groups || []).join(", ")),
+      el(
+        "td",
+        { class: "actions" },
+        el("button", { type: "button", "data-action": "reset", onclick: () => act(`${a.name}: reset`, () => api("POST", path(a.name, "/reset"))) }, "Reset"),
+        a.type === "oauth"
+          ? el("button", { type: "button", "data-action": "refresh", onclick: () => act(`${a.name}: token refreshed`, () => api("POST", path(a.name, "/refresh"))) }, "Refresh token")
+          : null,
+        fromConfig
+          ? el("span", { class: "muted" }, "from the config file")
+          : [
+              el(
+                "button",
+                { type: "button", "data-action": "toggle", onclick: () => act(`${a.name}: ${s.enabled ? "disabled" : "enabled"}`, () => api("PATCH", path(a.name), { enabled: !s.enabled })) },
+                s.enabled ? "Disable" : "Enable",
+              ),
+              el("button", { type: "button", "data-action": "edit", onclick: () => editAccount(a, s) }, "Edit"),
+              el(
+                "button",
+                {
+                  type: "button",
+                  class: "danger",
+                  "data-action": "delete",
+                  onclick: () => {
+                    if (window.confirm(`Delete account ${a.name}? Its credentials are gone for good.`)) {
+                      act(`${a.name}: deleted`, () => api("DELETE", path(a.name)));
+                    }
+                  },
+                },
+                "Delete",
+              ),
+            ],
+      ),
+    );
+  });
+  const form = el(
+    "form",
+    { class: "inline", id: "add-account" },
+    el("div", {}, el("label", { for: "acc-name" }, "Name"), el("input", { id: "acc-name", required: true })),
+    el(
+      "div",
+      {},
+      el("label", { for: "acc-platform" }, "Platform"),
+      el("select", { id: "acc-platform" }, el("option", { value: "openai" }, "openai"), el("option", { value: "anthropic" }, "anthropic")),
+    ),
+    el("div", {}, el("label", { for: "acc-base" }, "Base URL (optional)"), el("input", { id: "acc-base", type: "url" })),
+    el("div", {}, el("label", { for: "acc-key" }, "API key (write-only)"), el("input", { id: "acc-key", type: "password", autocomplete: "off", required: true })),
+    el("div", {}, el("label", { for: "acc-groups" }, "Groups (comma-separated)"), el("input", { id: "acc-groups" })),
+    el("div", {}, el("label", { for: "acc-conc" }, "Concurrency (0 = unlimited)"), el("input", { id: "acc-conc", type: "number", min: "0" })),
+    el("button", { type: "submit", class: "primary" }, "Add account"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = (id) => document.getElementById(id).value.trim();
+    const body = { name: value("acc-name"), platform: value("acc-platform"), type: "apikey", api_key: value("acc-key") };
+    if (value("acc-base")) body.base_url = value("acc-base");
+    if (value("acc-groups")) body.groups = value("acc-groups").split(",").map((g) => g.trim()).filter(Boolean);
+    if (value("acc-conc")) body.concurrency = Number(value("acc-conc"));
+    document.getElementById("acc-key").value = "";
+    act(`account ${body.name} added`, () => api("POST", "/admin/api/accounts", body));
+  });
+  return [
+    el("h1", {}, "Accounts"),
+    el(
+      "div",
+      { class: "scroll" },
+      el(
+        "table",
+        { id: "accounts-table" },
+        el("thead", {}, el("tr", {}, ["Account", "State", "Cooling until", "In flight", "Quota", "Token expires", "Last error", "Groups", "Actions"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, rows),
+      ),
+    ),
+    el("h2", {}, "Add an API-key account"),
+    form,
+    el("p", {}, "Or ", el("a", { href: "#signin" }, "sign a ChatGPT or Claude account in"), " (OAuth)."),
+  ];
+}
+
+function editAccount(a, s) {
+  const concurrency = window.prompt(`Concurrency limit for ${a.name} (0 = unlimited)`, String(s.concurrency));
+  if (concurrency === null) return;
+  const groups = window.prompt(`Groups of ${a.name} (comma-separated)`, s.groups.join(", "));
+  if (groups === null) return;
+  act(`${a.name}: saved`, () =>
+    api("PATCH", "/admin/api/accounts/" + encodeURIComponent(a.name), {
+      concurrency: Number(concurrency),
+      groups: groups.split(",").map((g) => g.trim()).filter(Boolean),
+    }),
+  );
+}
+
+// ---------- Sign an account in ----------
+
+let signIn = null;
+
+async function signin() {
+  const value = (id) => document.getElementById(id).value.trim();
+  const start = el(
+    "form",
+    { class: "inline", id: "signin-start" },
+    el(
+      "div",
+      {},
+      el("label", { for: "si-platform" }, "Provider"),
+      el("select", { id: "si-platform" }, el("option", { value: "openai" }, "OpenAI (ChatGPT / Codex)"), el("option", { value: "anthropic" }, "Anthropic (Claude)")),
+    ),
+    el("div", {}, el("label", { for: "si-name" }, "Account name"), el("input", { id: "si-name", required: true })),
+    el("div", {}, el("label", { for: "si-base" }, "Base URL (optional)"), el("input", { id: "si-base", type: "url" })),
+    el("div", {}, el("label", { for: "si-groups" }, "Groups (comma-separated)"), el("input", { id: "si-groups" })),
+    el("div", {}, el("label", { for: "si-priority" }, "Priority (lower is tried first)"), el("input", { id: "si-priority", type: "number" })),
+    el("button", { type: "submit", class: "primary" }, "Start sign-in"),
+  );
+  start.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const platform = value("si-platform");
+      const started = await api("POST", "/admin/api/oauth/start", { platform });
+      signIn = {
+        flow: started.flow,
+        url: started.authorize_url,
+        name: value("si-name"),
+        base_url: value("si-base") || undefined,
+        groups: value("si-groups") ? value("si-groups").split(",").map((g) => g.trim()).filter(Boolean) : undefined,
+        priority: value("si-priority") ? Number(value("si-priority")) : undefined,
+      };
+      route();
+    } catch (e) {
+      notify(e.message, true);
+    }
+  });
+  if (!signIn) {
+    return [
+      el("h1", {}, "Sign an account in"),
+      el("p", {}, "Starts an OAuth sign-in (authorization code with PKCE). You sign in at the provider, then paste back the address it led to."),
+      start,
+    ];
+  }
+  const flow = signIn;
+  const finish = el(
+    "form",
+    { class: "inline", id: "signin-finish" },
+    el("div", {}, el("label", { for: "si-callback" }, "The address you were sent to (or the code)"), el("input", { id: "si-callback", required: true, autocomplete: "off" })),
+    el("button", { type: "submit", class: "primary" }, "Finish sign-in"),
+  );
+  finish.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const body = { flow: flow.flow, callback: value("si-callback"), name: flow.name };
+    for (const k of ["base_url", "groups", "priority"]) if (flow[k] !== undefined) body[k] = flow[k];
+    signIn = null;
+    api("POST", "/admin/api/oauth/finish", body).then(
+      () => {
+        notify(`account ${flow.name} signed in`);
+        window.location.hash = "#accounts";
+      },
+      (e) => {
+        notify(e.message, true);
+        route();
+      },
+    );
+  });
+  const cancel = el("button", { type: "button", onclick: () => { signIn = null; route(); } }, "Cancel");
+  return [
+    el("h1", {}, "Sign an account in"),
+    el("p", {}, "1. Open the provider's page and sign in:"),
+    el("p", {}, el("a", { href: flow.url, target: "_blank", rel: "noopener noreferrer", id: "authorize-link" }, "Open the sign-in page")),
+    el("p", {}, "2. Copy the address of the page it leads to (it may fail to load; the address is what counts) and paste it here:"),
+    finish,
+    el("p", {}, cancel),
+  ];
+}
+
+// ---------- Keys ----------
+
+let createdKey = null;
+
+async function keys() {
+  const monthStart = new Date();
+  monthStart.setDate(1);
+  monthStart.setHours(0, 0, 0, 0);
+  const [list, month] = await Promise.all([
+    api("GET", "/admin/api/keys"),
+    api("GET", "/admin/api/usage/totals?" + query({ by: "key", from: Math.floor(monthStart.getTime() / 1000) })),
+  ]);
+  const byKey = new Map(month.totals.map((t) => [t.bucket, t]));
+  const path = (name, rest) => "/admin/api/keys/" + encodeURIComponent(name) + (rest || "");
+  const rows = list.keys.map((k) => {
+    const used = byKey.get(k.name);
+    const expired = k.expires_at && k.expires_at * 1000 < Date.now();
+    const state = !k.enabled ? "disabled" : expired ? "expired" : "enabled";
+    return el(
+      "tr",
+      { "data-key": k.name },
+      el("td", {}, k.name),
+      el("td", {}, el("code", {}, `${k.prefix}…${k.suffix}`)),
+      el("td", {}, k.group),
+      el("td", {}, el("span", { class: "state " + (state === "enabled" ? "enabled" : "disabled") }, state)),
+      el("td", {}, k.expires_at ? localTime(k.expires_at * 1000) : "never"),
+      el("td", {}, num(used ? used.requests : 0)),
+      el("td", {}, usd(used ? used.cost_usd : 0)),
+      el("td", {}, `${k.concurrency || "∞"} / ${k.rpm_limit || "∞"} rpm`, k.monthly_spend_limit ? ` / $${k.monthly_spend_limit} a month` : ""),
+      el(
+        "td",
+        { class: "actions" },
+        k.source === "config"
+          ? el("span", { class: "muted" }, "from the config file")
+          : [
+              k.enabled
+                ? el("button", { type: "button", "data-action": "disable", onclick: () => act(`key ${k.name} disabled`, () => api("POST", path(k.name, "/disable"))) }, "Disable")
+                : el("button", { type: "button", "data-action": "enable", onclick: () => act(`key ${k.name} enabled`, () => api("PATCH", path(k.name), { enabled: true })) }, "Enable"),
+              el(
+                "button",
+                {
+                  type: "button",
+                  class: "danger",
+                  "data-action": "delete",
+                  onclick: () => {
+                    if (window.confirm(`Delete key ${k.name}? Clients using it are refused at once.`)) {
+                      act(`key ${k.name} deleted`, () => api("DELETE", path(k.name)));
+                    }
+                  },
+                },
+                "Delete",
+              ),
+            ],
+      ),
+    );
+  });
+  const form = el(
+    "form",
+    { class: "inline", id: "create-key" },
+    el("div", {}, el("label", { for: "key-name" }, "Name"), el("input", { id: "key-name", required: true })),
+    el("div", {}, el("label", { for: "key-group" }, "Group"), el("input", { id: "key-group", placeholder: "default" })),
+    el("div", {}, el("label", { for: "key-conc" }, "Concurrency (0 = unlimited)"), el("input", { id: "key-conc", type: "number", min: "0" })),
+    el("div", {}, el("label", { for: "key-rpm" }, "Requests a minute (0 = unlimited)"), el("input", { id: "key-rpm", type: "number", min: "0" })),
+    el("div", {}, el("label", { for: "key-monthly" }, "Monthly spend limit (USD)"), el("input", { id: "key-monthly", type: "number", min: "0", step: "0.01" })),
+    el("div", {}, el("label", { for: "key-expires" }, "Expires (local time)"), el("input", { id: "key-expires", type: "datetime-local" })),
+    el("button", { type: "submit", class: "primary" }, "Create key"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = (id) => document.getElementById(id).value.trim();
+    const body = { name: value("key-name") };
+    if (value("key-group")) body.group = value("key-group");
+    if (value("key-conc")) body.concurrency = Number(value("key-conc"));
+    if (value("key-rpm")) body.rpm_limit = Number(value("key-rpm"));
+    if (value("key-monthly")) body.monthly_spend_limit = Number(value("key-monthly"));
+    if (value("key-expires")) body.expires_at = secsOf(value("key-expires"));
+    act(`key ${body.name} created`, async () => {
+      const created = await api("POST", "/admin/api/keys", body);
+      createdKey = { name: created.key.name, secret: created.api_key };
+    });
+  });
+  // The new key is shown on this one rendering only, then forgotten.
+  const shown = createdKey;
+  createdKey = null;
+  return [
+    el("h1", {}, "Keys"),
+    shown ? newKeyBox(shown) : null,
+    el(
+      "div",
+      { class: "scroll" },
+      el(
+        "table",
+        { id: "keys-table" },
+        el("thead", {}, el("tr", {}, ["Name", "Key", "Group", "State", "Expires", "Requests this month", "Cost this month", "Limits", "Actions"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, rows),
+      ),
+    ),
+    el("h2", {}, "Create a key"),
+    form,
+  ];
+}
+
+function newKeyBox(created) {
+  const secret = el("div", { class: "secret", id: "new-key" }, created.secret);
+  const copy = el("button", { type: "button", id: "copy-key" }, "Copy");
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(created.secret);
+    } catch (_) {
+      // No clipboard API outside a secure context: select the text for a manual copy.
+      const range = document.createRange();
+      range.selectNodeContents(secret);
+      window.getSelection().removeAllRanges();
+      window.getSelection().addRange(range);
+      document.execCommand("copy");
+    }
+    copy.textContent = "Copied";
+  });
+  return el(
+    "div",
+    { class: "card" },
+    el("p", {}, `The key ${created.name}. It is shown this once: copy it now.`),
+    secret,
+    el("p", {}, copy),
+  );
+}
+
+// ---------- Usage ----------
+
+const PAGE = 50;
+const usageState = { filter: {}, offset: 0 };
+
+async function usage() {
+  const f = usageState.filter;
+  const [page, perDay] = await Promise.all([
+    api("GET", "/admin/api/usage?" + query({ ...f, limit: PAGE, offset: usageState.offset })),
+    api("GET", "/admin/api/usage/totals?" + query({ ...f, by: "day" })),
+  ]);
+  const input = (id, label, type, value) =>
+    el("div", {}, el("label", { for: id }, label), el("input", { id, type: type || "text", value: value || "" }));
+  const localInput = (secs) => {
+    if (!secs) return "";
+    const t = new Date(secs * 1000);
+    t.setMinutes(t.getMinutes() - t.getTimezoneOffset());
+    return t.toISOString().slice(0, 16);
+  };
+  const form = el(
+    "form",
+    { class: "inline", id: "usage-filter" },
+    input("f-key", "Key", "text", f.key),
+    input("f-account", "Account", "text", f.account),
+    input("f-model", "Model", "text", f.model),
+    input("f-from", "From (local time)", "datetime-local", localInput(f.from)),
+    input("f-to", "To (local time)", "datetime-local", localInput(f.to)),
+    el("button", { type: "submit", class: "primary" }, "Filter"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = (id) => document.getElementById(id).value.trim();
+    usageState.filter = {
+      key: value("f-key") || undefined,
+      account: value("f-account") || undefined,
+      model: value("f-model") || undefined,
+      from: secsOf(value("f-from")),
+      to: secsOf(value("f-to")),
+    };
+    usageState.offset = 0;
+    route();
+  });
+  const rows = page.rows.map((r) =>
+    el(
+      "tr",
+      { "data-request": r.request_id },
+      el("td", {}, localTime(r.at_ms)),
+      el("td", {}, r.key),
+      el("td", {}, r.account || "—"),
+      el("td", {}, r.model),
+      el("td", {}, `${r.status} ${r.success ? "ok" : "failed"}`),
+      el("td", {}, num(r.input_tokens)),
+      el("td", {}, num(r.output_tokens)),
+      el("td", {}, r.priced ? usd(r.cost_usd) : "unpriced"),
+      el("td", {}, `${r.duration_ms} ms`),
+    ),
+  );
+  const last = Math.min(page.total, usageState.offset + page.rows.length);
+  const pager = el(
+    "div",
+    { class: "pager" },
+    el(
+      "button",
+      { type: "button", id: "prev-page", disabled: usageState.offset === 0, onclick: () => { usageState.offset = Math.max(0, usageState.offset - PAGE); route(); } },
+      "← Newer",
+    ),
+    el("span", { id: "usage-count" }, page.total ? `${usageState.offset + 1}–${last} of ${page.total}` : "no rows"),
+    el(
+      "button",
+      { type: "button", id: "next-page", disabled: last >= page.total, onclick: () => { usageState.offset += PAGE; route(); } },
+      "Older →",
+    ),
+    el("button", { type: "button", id: "export-csv", onclick: () => exportCsv(f) }, "Export CSV"),
+  );
+  return [
+    el("h1", {}, "Usage"),
+    form,
+    el("div", { class: "charts" }, barChart("Requests per day (UTC)", perDay.totals.map((t) => ({ label: t.bucket.slice(5), value: t.requests })), num)),
+    pager,
+    el(
+      "div",
+      { class: "scroll" },
+      el(
+        "table",
+        { id: "usage-table" },
+        el("thead", {}, el("tr", {}, ["Time", "Key", "Account", "Model", "Status", "Input tokens", "Output tokens", "Cost", "Duration"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, rows),
+      ),
+    ),
+  ];
+}
+
+const CSV_COLUMNS = ["request_id", "at_ms", "key", "account", "endpoint", "model", "stream", "status", "success", "input_tokens", "cached_input_tokens", "cache_creation_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "priced", "duration_ms", "ttft_ms", "attempts", "client_disconnected"];
+
+function csvCell(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+async function exportCsv(filter) {
+  try {
+    const { rows } = await usageRows(filter, Number.MAX_SAFE_INTEGER);
+    const lines = [["time", ...CSV_COLUMNS].join(",")];
+    for (const r of rows) {
+      lines.push([new Date(r.at_ms).toISOString(), ...CSV_COLUMNS.map((c) => r[c])].map(csvCell).join(","));
+    }
+    const blob = new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" });
+    const link = el("a", { href: URL.createObjectURL(blob), download: "subrelay-usage.csv", id: "csv-link" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    notify(`exported ${rows.length} rows`);
+  } catch (e) {
+    notify(e.message, true);
+  }
+}
+
+// ---------- Settings ----------
+
+async function settings() {
+  const s = await api("GET", "/admin/api/settings");
+  return [
+    el("h1", {}, "Settings"),
+    el("p", {}, "Config file: ", el("code", { id: "config-file" }, s.file || "none (defaults and the environment)")),
+    el("h2", {}, "From the environment"),
+    s.from_env.length
+      ? el("ul", { id: "from-env" }, s.from_env.map((e) => el("li", {}, el("code", {}, e.key), " ← ", el("code", {}, e.variable))))
+      : el("p", { class: "muted", id: "from-env" }, "No value came from the environment."),
+    el("h2", {}, "Effective configuration (secrets redacted)"),
+    el("pre", { class: "scroll", id: "effective-config" }, s.effective_yaml),
+    el("p", { class: "muted" }, "Change the file (or the environment) and restart subrelay to change these."),
+  ];
+}
+
+// ---------- routing ----------
+
+const PAGES = { overview, accounts, signin, keys, usage, settings };
+
+async function route() {
+  const name = (window.location.hash || "#overview").slice(1);
+  const render = PAGES[name] || overview;
+  for (const link of document.querySelectorAll("header nav a")) {
+    link.classList.toggle("current", link.id === "nav-" + name);
+  }
+  try {
+    const nodes = await render();
+    view.replaceChildren(...nodes.flat().filter(Boolean));
+    view.setAttribute("data-page", name);
+  } catch (e) {
+    if (!(e instanceof ApiError && e.message === "signed out")) {
+      view.replaceChildren(el("p", { class: "error" }, e.message));
+    }
+  }
+}
+
+document.getElementById("signout").addEventListener("click", async () => {
+  await fetch("/admin/logout", { method: "POST", headers: { "x-csrf-token": CSRF }, credentials: "same-origin" });
+  window.location.assign("/admin/login");
+});
+// A message stays until the user moves on through the menu.
+for (const link of document.querySelectorAll("header nav a")) {
+  link.addEventListener("click", () => {
+    flash.hidden = true;
+  });
+}
+window.addEventListener("hashchange", () => route());
+route();
