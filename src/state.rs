@@ -35,6 +35,8 @@ pub struct AppState {
     pub admin_token: Option<Secret>,
     /// Every relay task; shutdown closes it and waits for the in-flight ones to drain.
     pub tasks: TaskTracker,
+    /// Signed-in dashboard sessions.
+    pub dashboard_sessions: crate::admin::dashboard::Sessions,
     /// Cancelled at shutdown; background loops stop on it.
     pub shutdown: CancellationToken,
 }

@@ -84,7 +84,11 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     ) -> Result<Self, Self::Rejection> {
         if !parts.headers.contains_key(http::header::AUTHORIZATION) {
             admin_on(state).map_err(IntoResponse::into_response)?;
-            if let Some(outcome) = dashboard::authorize_session(&parts.method, &parts.headers) {
+            if let Some(outcome) = dashboard::authorize_session(
+                &state.dashboard_sessions,
+                &parts.method,
+                &parts.headers,
+            ) {
                 return outcome.map(|()| Admin).map_err(IntoResponse::into_response);
             }
         }

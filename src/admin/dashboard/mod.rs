@@ -9,7 +9,7 @@
 //! origin. Sessions live in memory: a restart signs everyone out.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -47,14 +47,44 @@ struct Session {
     expires: Instant,
 }
 
-/// Sessions by the SHA-256 of their id (the id itself is kept only by the browser).
-static SESSIONS: LazyLock<Mutex<HashMap<[u8; 32], Session>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The dashboard's sessions, by the SHA-256 of their id (the id itself is kept only by the
+/// browser). Part of the shared state, so every test server has its own.
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<[u8; 32], Session>>);
 
-fn sessions() -> std::sync::MutexGuard<'static, HashMap<[u8; 32], Session>> {
-    SESSIONS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Sessions {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The live session's CSRF token, if the request carries a session cookie that has not
+    /// expired or been signed out.
+    fn live(&self, headers: &HeaderMap) -> Option<String> {
+        let id = session_id(headers)?;
+        let mut map = self.map();
+        let now = Instant::now();
+        map.retain(|_, s| s.expires > now);
+        map.get(&digest(&id)).map(|s| s.csrf.clone())
+    }
+
+    /// Opens a session and returns its id (for the cookie).
+    fn open(&self) -> String {
+        let id = random_hex();
+        self.map().insert(
+            digest(&id),
+            Session {
+                csrf: random_hex(),
+                expires: Instant::now() + SESSION_TTL,
+            },
+        );
+        id
+    }
+
+    fn close(&self, id: &str) {
+        self.map().remove(&digest(id));
+    }
 }
 
 fn random_hex() -> String {
@@ -76,16 +106,6 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE_NAME)
         .map(|(_, value)| value.to_owned())
-}
-
-/// The live session's CSRF token, if the request carries a session cookie that has not
-/// expired or been signed out.
-fn live_session(headers: &HeaderMap) -> Option<String> {
-    let id = session_id(headers)?;
-    let mut map = sessions();
-    let now = Instant::now();
-    map.retain(|_, s| s.expires > now);
-    map.get(&digest(&id)).map(|s| s.csrf.clone())
 }
 
 /// Whether a browser request comes from this origin. A request without `Origin` and without
@@ -124,11 +144,12 @@ fn forbidden(message: &str) -> ClientError {
 /// Authorization by the dashboard session, for the [`Admin`](super::Admin) extractor:
 /// `None` when the request carries no session cookie (the caller then asks for the token).
 pub(super) fn authorize_session(
+    sessions: &Sessions,
     method: &Method,
     headers: &HeaderMap,
 ) -> Option<Result<(), ClientError>> {
     session_id(headers)?;
-    let Some(csrf) = live_session(headers) else {
+    let Some(csrf) = sessions.live(headers) else {
         return Some(Err(ClientError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
@@ -213,7 +234,7 @@ async fn shell(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respon
     if let Err(e) = admin_on(&state) {
         return e.into_response();
     }
-    match live_session(&headers) {
+    match state.dashboard_sessions.live(&headers) {
         Some(csrf) => page(SHELL_HTML.replace("{{csrf}}", &csrf)),
         None => sign_in_redirect(),
     }
@@ -223,7 +244,7 @@ async fn app_js(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     if let Err(e) = admin_on(&state) {
         return e.into_response();
     }
-    if live_session(&headers).is_none() {
+    if state.dashboard_sessions.live(&headers).is_none() {
         return (StatusCode::UNAUTHORIZED, "sign in first\n").into_response();
     }
     asset("text/javascript; charset=utf-8", APP_JS)
@@ -247,7 +268,7 @@ async fn login_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
     if let Err(e) = admin_on(&state) {
         return e.into_response();
     }
-    if live_session(&headers).is_some() {
+    if state.dashboard_sessions.live(&headers).is_some() {
         return Redirect::to("/admin/").into_response();
     }
     page(LOGIN_HTML.to_owned())
@@ -285,14 +306,7 @@ async fn login(
         .with_code("invalid_admin_token")
         .into_response();
     }
-    let id = random_hex();
-    sessions().insert(
-        digest(&id),
-        Session {
-            csrf: random_hex(),
-            expires: Instant::now() + SESSION_TTL,
-        },
-    );
+    let id = state.dashboard_sessions.open();
     let cookie = format!(
         "{COOKIE_NAME}={id}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{}",
         SESSION_TTL.as_secs(),
@@ -317,13 +331,13 @@ async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     let Some(id) = session_id(&headers) else {
         return sign_in_redirect();
     };
-    let Some(csrf) = live_session(&headers) else {
+    let Some(csrf) = state.dashboard_sessions.live(&headers) else {
         return sign_in_redirect();
     };
     if let Err(e) = check_csrf(&csrf, &headers) {
         return e.into_response();
     }
-    sessions().remove(&digest(&id));
+    state.dashboard_sessions.close(&id);
     let cookie = format!(
         "{COOKIE_NAME}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0{}",
         if secure(&headers) { "; Secure" } else { "" }
@@ -365,8 +379,9 @@ mod tests {
 
     #[test]
     fn a_session_needs_the_csrf_token_to_change_state() {
+        let sessions = Sessions::default();
         let id = random_hex();
-        sessions().insert(
+        sessions.map().insert(
             digest(&id),
             Session {
                 csrf: "c5rf".into(),
@@ -376,27 +391,27 @@ mod tests {
         let cookie = format!("other=1; {COOKIE_NAME}={id}");
         let get = headers(&[("cookie", &cookie)]);
         assert!(matches!(
-            authorize_session(&Method::GET, &get),
+            authorize_session(&sessions, &Method::GET, &get),
             Some(Ok(()))
         ));
         assert!(matches!(
-            authorize_session(&Method::POST, &get),
+            authorize_session(&sessions, &Method::POST, &get),
             Some(Err(_))
         ));
         let post = headers(&[("cookie", &cookie), ("x-csrf-token", "c5rf")]);
         assert!(matches!(
-            authorize_session(&Method::POST, &post),
+            authorize_session(&sessions, &Method::POST, &post),
             Some(Ok(()))
         ));
         let wrong = headers(&[("cookie", &cookie), ("x-csrf-token", "c5rg")]);
         assert!(matches!(
-            authorize_session(&Method::DELETE, &wrong),
+            authorize_session(&sessions, &Method::DELETE, &wrong),
             Some(Err(_))
         ));
-        assert!(authorize_session(&Method::GET, &HeaderMap::new()).is_none());
+        assert!(authorize_session(&sessions, &Method::GET, &HeaderMap::new()).is_none());
         let stale = headers(&[("cookie", &format!("{COOKIE_NAME}=nope"))]);
         assert!(matches!(
-            authorize_session(&Method::GET, &stale),
+            authorize_session(&sessions, &Method::GET, &stale),
             Some(Err(_))
         ));
     }
