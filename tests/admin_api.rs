@@ -403,3 +403,44 @@ async fn accounts_added_changed_and_deleted_at_runtime_serve_without_a_restart()
     let (_, pool) = admin(&gw, "GET", "/admin/api/accounts", None).await;
     assert!(!pool.to_string().contains("\"runtime\""), "{pool}");
 }
+
+#[tokio::test]
+async fn usage_can_be_filtered_by_status() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        UPSTREAM_TOKEN,
+        vec![Behavior {
+            status: Some(400),
+            ..Default::default()
+        }],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    wait_for_stored_usage(&gw, 2).await;
+    let count = |query: &'static str| {
+        let gw = &gw;
+        async move {
+            let (status, page) = admin(gw, "GET", &format!("/admin/api/usage?{query}"), None).await;
+            assert_eq!(status, 200, "{page}");
+            page["total"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(count("status=ok").await, 1);
+    assert_eq!(count("status=failed").await, 1);
+    assert_eq!(count("status=400").await, 1);
+    assert_eq!(count("status=429").await, 0);
+    let (status, answer) = admin(&gw, "GET", "/admin/api/usage?status=teapot", None).await;
+    assert_eq!(status, 400, "{answer}");
+}

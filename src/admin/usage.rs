@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{bad_request, store_error, Admin, AdminQuery, ErrorBody};
 use crate::relay::failure::ClientError;
 use crate::state::AppState;
-use crate::store::{TotalsBy, UsageFilter, UsageRow, UsageTotals};
+use crate::store::{StatusFilter, TotalsBy, UsageFilter, UsageRow, UsageTotals};
 
 const MAX_LIMIT: u32 = 1000;
 
@@ -27,6 +27,8 @@ pub struct UsageQuery {
     pub from: Option<i64>,
     /// Unix seconds, exclusive.
     pub to: Option<i64>,
+    /// `ok`, `failed`, or the status code the client got (e.g. `429`).
+    pub status: Option<String>,
     /// Rows per page, 1–1000 (default 100).
     pub limit: Option<u32>,
     /// Rows to skip (default 0).
@@ -45,6 +47,8 @@ pub struct TotalsQuery {
     pub from: Option<i64>,
     /// Unix seconds, exclusive.
     pub to: Option<i64>,
+    /// `ok`, `failed`, or the status code the client got (e.g. `429`).
+    pub status: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -69,14 +73,19 @@ fn filter(
     model: Option<String>,
     from: Option<i64>,
     to: Option<i64>,
-) -> UsageFilter {
-    UsageFilter {
+    status: Option<String>,
+) -> Result<UsageFilter, ClientError> {
+    Ok(UsageFilter {
         key,
         account,
         model,
         from_ms: from.map(|s| s.saturating_mul(1000)),
         to_ms: to.map(|s| s.saturating_mul(1000)),
-    }
+        status: status
+            .map(|s| s.parse::<StatusFilter>())
+            .transpose()
+            .map_err(bad_request)?,
+    })
 }
 
 /// Usage rows, newest first.
@@ -98,7 +107,7 @@ pub async fn list(
             return Err(bad_request("limit: must be 1–1000"));
         }
         let offset = q.offset.unwrap_or(0);
-        let filter = filter(q.key, q.account, q.model, q.from, q.to);
+        let filter = filter(q.key, q.account, q.model, q.from, q.to, q.status)?;
         let rows = state
             .store
             .list_usage(&filter, limit, offset)
@@ -142,7 +151,7 @@ pub async fn totals(
             "key" => (TotalsBy::Key, "key"),
             _ => return Err(bad_request("by: must be day or key")),
         };
-        let filter = filter(q.key, q.account, q.model, q.from, q.to);
+        let filter = filter(q.key, q.account, q.model, q.from, q.to, q.status)?;
         let totals = state
             .store
             .usage_totals(&filter, by)

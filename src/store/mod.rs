@@ -153,6 +153,32 @@ pub struct UsageFilter {
     pub model: Option<String>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
+    pub status: Option<StatusFilter>,
+}
+
+/// Rows by outcome: a status code the client got, or success / failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Code(u16),
+    Success(bool),
+}
+
+impl std::str::FromStr for StatusFilter {
+    type Err = String;
+
+    /// `ok`, `failed`, or a status code such as `429`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "ok" => Ok(StatusFilter::Success(true)),
+            "failed" => Ok(StatusFilter::Success(false)),
+            code => code
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .map(StatusFilter::Code)
+                .ok_or_else(|| "status: must be ok, failed or a status code (100–599)".to_owned()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]

@@ -192,6 +192,15 @@ fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &UsageFilter) {
     if let Some(to) = filter.to_ms {
         query.push(" AND at_ms < ").push_bind(to);
     }
+    match filter.status {
+        Some(super::StatusFilter::Code(code)) => {
+            query.push(" AND status = ").push_bind(i64::from(code));
+        }
+        Some(super::StatusFilter::Success(ok)) => {
+            query.push(" AND success = ").push_bind(ok);
+        }
+        None => {}
+    }
 }
 
 /// Usage rows per INSERT: 20 columns each stays far below SQLite's 32,766 bound parameters.

@@ -606,6 +606,7 @@ async function usage() {
     input("f-key", "Key", "text", f.key),
     input("f-account", "Account", "text", f.account),
     input("f-model", "Model", "text", f.model),
+    input("f-status", "Status (ok, failed or a code)", "text", f.status),
     input("f-from", "From (local time)", "datetime-local", localInput(f.from)),
     input("f-to", "To (local time)", "datetime-local", localInput(f.to)),
     el("button", { type: "submit", class: "primary" }, "Filter"),
@@ -617,6 +618,7 @@ async function usage() {
       key: value("f-key") || undefined,
       account: value("f-account") || undefined,
       model: value("f-model") || undefined,
+      status: value("f-status") || undefined,
       from: secsOf(value("f-from")),
       to: secsOf(value("f-to")),
     };
