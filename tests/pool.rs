@@ -58,6 +58,30 @@ async fn post_with(
     request.send().await.unwrap()
 }
 
+/// Starts a non-stream request in the background and returns once the upstream has it (so it
+/// holds its slots); the handle gives its status.
+async fn in_flight(
+    gw: &Gateway,
+    mock: &MockUpstream,
+) -> tokio::task::JoinHandle<reqwest::StatusCode> {
+    let before = mock.total_calls();
+    let url = gw.responses_url();
+    let request = tokio::spawn(async move {
+        client()
+            .post(url)
+            .bearer_auth(KEY)
+            .json(&body("gpt-5", false))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    while mock.total_calls() == before {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    request
+}
+
 fn status(code: u16) -> Behavior {
     Behavior {
         status: Some(code),
@@ -176,23 +200,7 @@ async fn a_busy_pool_queues_then_answers_429_saying_so() {
         mock.url()
     );
     let gw = Gateway::start(&yaml);
-    let slow = tokio::spawn({
-        let url = gw.responses_url();
-        async move {
-            client()
-                .post(url)
-                .bearer_auth(KEY)
-                .json(&body("gpt-5", false))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    // Wait until the slow request holds the slot.
-    while mock.total_calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let slow = in_flight(&gw, &mock).await;
     let response = post(&gw, "/v1/responses", &body("gpt-5", false)).await;
     assert_eq!(response.status(), 429);
     assert!(response.headers().contains_key("retry-after"));
@@ -222,22 +230,7 @@ async fn a_queued_request_gets_the_slot_when_it_frees() {
         mock.url()
     ));
     let gw = Gateway::start(&yaml);
-    let first = tokio::spawn({
-        let url = gw.responses_url();
-        async move {
-            client()
-                .post(url)
-                .bearer_auth(KEY)
-                .json(&body("gpt-5", false))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    while mock.total_calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let first = in_flight(&gw, &mock).await;
     let second = post(&gw, "/v1/responses", &body("gpt-5", true)).await;
     assert_eq!(second.status(), 200);
     assert_eq!(
@@ -266,22 +259,7 @@ async fn per_key_concurrency_is_enforced() {
         mock.url()
     );
     let gw = Gateway::start(&yaml);
-    let first = tokio::spawn({
-        let url = gw.responses_url();
-        async move {
-            client()
-                .post(url)
-                .bearer_auth(KEY)
-                .json(&body("gpt-5", false))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    while mock.total_calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let first = in_flight(&gw, &mock).await;
     let response = post(&gw, "/v1/responses", &body("gpt-5", false)).await;
     assert_eq!(response.status(), 429);
     let v: Value = response.json().await.unwrap();
@@ -517,22 +495,7 @@ async fn a_streaming_client_waiting_in_the_queue_gets_keepalive_comments() {
         mock.url()
     );
     let gw = Gateway::start(&yaml);
-    let first = tokio::spawn({
-        let url = gw.responses_url();
-        async move {
-            client()
-                .post(url)
-                .bearer_auth(KEY)
-                .json(&body("gpt-5", false))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    while mock.total_calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let first = in_flight(&gw, &mock).await;
     let queued = post(&gw, "/v1/responses", &body("gpt-5", true)).await;
     assert_eq!(queued.status(), 200);
     let text = queued.text().await.unwrap();
