@@ -237,6 +237,8 @@ impl Pool {
         let mut earliest: Option<Duration> = None;
         // One pass over the accounts, one health lock each; no sort (this runs per request).
         let mut ready: Vec<(&Arc<Account>, Order)> = Vec::with_capacity(accounts.len());
+        // The conversation's account, looked up once (one lock), not once per candidate.
+        let bound_id = wanted.sticky.and_then(|key| self.sticky.get(key, now));
         for account in Self::members(&accounts, wanted.group, wanted.platform) {
             if wanted.kind.is_some_and(|k| account.spec.kind != k)
                 || !account.serves_model(wanted.model)
@@ -245,9 +247,7 @@ impl Pool {
             }
             any_eligible = true;
             let (availability, last_used) = account.snapshot(now);
-            let bound = wanted
-                .sticky
-                .is_some_and(|key| self.sticky.get(key, now) == Some(account.id));
+            let bound = bound_id == Some(account.id);
             if wanted.tried.contains(&account.id) {
                 if bound {
                     // It failed for this request: the binding moves to whoever serves it.

@@ -176,8 +176,9 @@ impl UsageSink for StoreUsageSink {
     fn record(&self, record: UsageRecord) {
         let row = self.row(&record);
         self.limits.add_spend(&row.key, row.cost_usd);
-        self.spool(row.clone());
-        log_record(&record, Some((row.cost_usd, row.priced)));
+        let cost = (row.cost_usd, row.priced);
+        self.spool(row);
+        log_record(&record, Some(cost));
     }
 }
 
