@@ -273,7 +273,9 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     };
     crate::telemetry::init(&config.log);
     crate::admin::dashboard::settings::remember(config.origin.clone());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Single-threaded: the main runtime is worker 0 (src/server/workers.rs); `server.workers`
+    // adds threads with runtimes of their own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub host: String,
     pub port: u16,
     pub shutdown_timeout: Duration,
+    /// Event-loop threads, each with its own listening socket (`SO_REUSEPORT`); at least 1.
+    pub workers: usize,
 }
 
 /// Gateway behaviour. `None` means "off" for the settings whose 0 switches them off.

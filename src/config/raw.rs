@@ -30,6 +30,7 @@ pub struct RawServer {
     pub host: String,
     pub port: i64,
     pub shutdown_timeout: i64,
+    pub workers: i64,
 }
 
 impl Default for RawServer {
@@ -38,6 +39,7 @@ impl Default for RawServer {
             host: "127.0.0.1".to_owned(),
             port: 8080,
             shutdown_timeout: 30,
+            workers: 1,
         }
     }
 }

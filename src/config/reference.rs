@@ -35,6 +35,12 @@ pub const KEYS: &[KeyDoc] = &[
         description: "On SIGTERM/SIGINT, how long in-flight requests may take to finish before the process exits.",
     },
     KeyDoc {
+        path: "server.workers",
+        default: "1",
+        allowed: "0–256 (0 = one per CPU core)",
+        description: "Event-loop threads. Each is single-threaded with its own listening socket (SO_REUSEPORT), so a request never hops between threads; one relays well over 10,000 requests/s, raise it only when one core is not enough.",
+    },
+    KeyDoc {
         path: "gateway.response_header_timeout",
         default: "600",
         allowed: "1–3600 seconds",

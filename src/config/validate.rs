@@ -138,6 +138,10 @@ fn server(raw: &RawServer) -> Result<ServerConfig, KeyError> {
         port: u16::try_from(in_range("server.port", raw.port, 0, 65535)?)
             .unwrap_or_else(|_| unreachable!("checked range")),
         shutdown_timeout: seconds("server.shutdown_timeout", raw.shutdown_timeout, 1, 3600)?,
+        workers: match in_range("server.workers", raw.workers, 0, 256)? {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => usize::try_from(n).unwrap_or_else(|_| unreachable!("checked range")),
+        },
     })
 }
 

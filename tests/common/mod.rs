@@ -176,6 +176,10 @@ impl Gateway {
         format!("{}/v1/responses", self.url)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn sigterm(&self) {
         let _ = Command::new("kill")
             .arg("-TERM")

@@ -1,9 +1,10 @@
 //! `subrelay serve`: build the state, listen, and shut down gracefully.
 
+mod workers;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -78,25 +79,30 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
 
     let stop_signal = shutdown_signal();
-    let wanted = format!("{}:{}", config.server.host, config.server.port);
-    let listener = tokio::net::TcpListener::bind(&wanted)
-        .await
-        .map_err(|e| format!("cannot listen on {wanted}: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
-    announce(&config, &state, addr);
+    let listeners = workers::bind(
+        &config.server.host,
+        config.server.port,
+        config.server.workers,
+    )
+    .await?;
+    let addr = listeners.addr;
+    let (first, others) = listeners.split();
 
-    let listener = listener.tap_io(|tcp| {
-        // Every SSE event should leave at once, not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-    });
     let stop_accepting = CancellationToken::new();
     // One make-service for all connections: the router is not rebuilt per connection.
     let app = crate::http::app(Arc::clone(&state)).into_make_service();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    let mut extra_workers = Vec::with_capacity(others.len());
+    for (i, listener) in others.into_iter().enumerate() {
+        extra_workers.push(workers::spawn(
+            i + 1,
+            listener,
+            app.clone(),
+            stop_accepting.clone(),
+            state.tasks.clone(),
+        )?);
+    }
+    announce(&config, &state, addr);
+    let server = tokio::spawn(workers::accept(first, app, stop_accepting.clone()));
     let refresher = tokio::spawn(crate::upstream::tokens::refresh_ahead(
         Arc::clone(&state),
         state.shutdown.clone(),
@@ -131,6 +137,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     state.tasks.close();
     let drained = tokio::time::timeout(grace, async {
         let _ = server.await;
+        for worker in &mut extra_workers {
+            let _ = (&mut worker.stopped).await;
+        }
         state.tasks.wait().await;
     })
     .await;
@@ -146,14 +155,22 @@ pub async fn serve(config: Config) -> Result<(), String> {
     stop_usage.cancel();
     let _ = usage_writer.await;
     state.store.close().await;
+    if drained.is_ok() {
+        // Their relay tasks are done, so the threads are ending.
+        for worker in extra_workers {
+            worker.join();
+        }
+    }
     Ok(())
 }
 
 /// The first lines a user reads: where we listen, and what to do next.
 fn announce(config: &Config, state: &AppState, addr: SocketAddr) {
     tracing::info!(
-        "subrelay {} listening on http://{addr}",
-        env!("CARGO_PKG_VERSION")
+        "subrelay {} listening on http://{addr} ({} worker thread{})",
+        env!("CARGO_PKG_VERSION"),
+        config.server.workers,
+        if config.server.workers == 1 { "" } else { "s" }
     );
     match &config.origin.file {
         Some(file) => tracing::info!("config: {}", file.display()),

@@ -1,0 +1,110 @@
+//! `server.workers`: several single-threaded event loops share the port (SO_REUSEPORT); every
+//! one serves requests, and a graceful stop drains the streams open on all of them.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use subrelay_mock::{Behavior, MockUpstream};
+
+/// Names of the gateway's threads, from /proc.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn three_workers_share_the_port_and_drain_on_sigterm() {
+    let mock = MockUpstream::start().await;
+    let streams = 12;
+    mock.script(
+        "tok-a",
+        (0..streams)
+            .map(|_| Behavior {
+                events: Some(6),
+                event_interval: Duration::from_millis(150),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    let mut gw = Gateway::start_with_env(
+        &config(&mock, &[apikey("a", "tok-a")], ""),
+        &[("SERVER_WORKERS", "3")],
+    );
+    gw.wait_for_log("(3 worker threads)").await;
+    let names = thread_names(gw.pid());
+    for worker in ["subrelay-w1", "subrelay-w2"] {
+        assert!(names.iter().any(|n| n == worker), "{worker} in {names:?}");
+    }
+
+    // Each stream on a connection of its own, so the kernel spreads them over the workers.
+    let mut open = Vec::new();
+    for _ in 0..streams {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let mut response = client
+            .post(gw.responses_url())
+            .bearer_auth(KEY)
+            .json(&body("gpt-5", true))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.chunk().await.unwrap();
+        open.push(response);
+    }
+    gw.sigterm();
+    for response in open {
+        let text = response.text().await.unwrap();
+        assert_eq!(
+            event_types(&text).last().map(String::as_str),
+            Some("response.completed"),
+            "every open stream ends normally: {text}"
+        );
+    }
+    assert!(gw.wait_exit().success());
+    assert_eq!(gw.usage_records().len(), streams);
+    // After the stop nothing listens any more, on any worker's socket.
+    assert!(reqwest::get(format!("{}/healthz", gw.url)).await.is_err());
+}
+
+#[tokio::test]
+async fn workers_zero_means_one_per_core_and_out_of_range_is_refused() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start_with_env(
+        &config(&mock, &[apikey("a", "tok-a")], ""),
+        &[("SERVER_WORKERS", "0")],
+    );
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let plural = if cores == 1 { "" } else { "s" };
+    gw.wait_for_log(&format!("({cores} worker thread{plural})"))
+        .await;
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_subrelay"))
+        .arg("check-config")
+        .env("SERVER_WORKERS", "257")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("server.workers"), "{stderr}");
+    assert!(stderr.contains("0–256"), "{stderr}");
+}
