@@ -19,6 +19,7 @@ pub struct Account {
     pub credentials: Credentials,
     /// This account's HTTP client: its own connection pool, through its own proxy.
     pub client: reqwest::Client,
+    pub endpoints: crate::upstream::Endpoints,
     in_flight: AtomicU32,
     health: Mutex<Health>,
     slot_freed: Arc<Notify>,
@@ -57,6 +58,7 @@ impl Account {
             id,
             credentials: Credentials::new(&spec.credential),
             client,
+            endpoints: crate::upstream::Endpoints::of(&spec),
             spec,
             in_flight: AtomicU32::new(0),
             health: Mutex::new(Health::default()),

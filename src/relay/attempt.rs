@@ -93,11 +93,13 @@ async fn send(
 ) -> Result<Attempted, AttemptFailure> {
     // build
     let (url, headers, body) = build(state, ctx, account, credential, body_override)?;
-    let request = state
-        .client_for(account)
-        .post(url)
-        .headers(headers)
-        .body(body);
+    let client = state.client_for(account);
+    let request = match url {
+        Ok(url) => client.post(url),
+        Err(text) => client.post(text),
+    }
+    .headers(headers)
+    .body(body);
 
     // send — the wait is real from here on, so keepalive may start
     let since_send = Instant::now();
@@ -140,7 +142,7 @@ fn build(
     account: &Account,
     credential: &Secret,
     body_override: Option<Bytes>,
-) -> Result<(String, http::HeaderMap, Bytes), AttemptFailure> {
+) -> Result<(upstream::Target, http::HeaderMap, Bytes), AttemptFailure> {
     let spec = &account.spec;
     let mapped = account.upstream_model(&ctx.inspected.model);
     let model = (mapped != ctx.inspected.model).then_some(mapped);
@@ -178,7 +180,7 @@ fn build(
                 compact,
                 &sessions,
             );
-            body.map(|b| (upstream::responses_url(spec, compact), headers, b))
+            body.map(|b| (account.endpoints.responses(spec, compact), headers, b))
         }
         Protocol::Chat => {
             // Ask for the usage chunk; the client's stream will not show it unless it asked.
@@ -189,7 +191,7 @@ fn build(
                 chat::rewrite(&ctx.body, model, request_usage)
             };
             let headers = upstream::chat_headers(credential, &ctx.client_headers, streams);
-            body.map(|b| (upstream::chat_url(spec), headers, b))
+            body.map(|b| (account.endpoints.chat(spec), headers, b))
         }
         Protocol::Messages => {
             let base = body_override.unwrap_or_else(|| ctx.body.clone());
@@ -197,7 +199,7 @@ fn build(
                 Some(m) => anthropic::rewrite_model(&base, m),
                 None => Ok(base),
             };
-            let url = upstream::messages_url(
+            let url = account.endpoints.messages(
                 spec,
                 ctx.endpoint == Endpoint::CountTokens,
                 ctx.query.as_deref(),
