@@ -122,6 +122,14 @@ impl RequestContext {
     pub fn client_streams(&self) -> bool {
         self.inspected.stream && self.endpoint.can_stream()
     }
+
+    /// Frees the request's body and headers once output has started: from then on no other
+    /// account may be tried, so the request is never built again, and a stream can stay open
+    /// for minutes holding a body that is often hundreds of KiB (a whole conversation).
+    pub fn release_request(&mut self) {
+        self.body = Bytes::new();
+        self.client_headers = HeaderMap::new();
+    }
 }
 
 /// The life of a relayed request (`/responses`, `/responses/compact`, `/chat/completions`,

@@ -115,7 +115,8 @@ async fn stream_through(
     response: reqwest::Response,
     mut watch: Box<dyn StreamWatch>,
 ) -> Result<(), AttemptFailure> {
-    let headers = client_headers(response.headers(), "text/event-stream");
+    // Taken (not cloned) by the first write, so the map is not kept for the stream's life.
+    let mut headers = client_headers(response.headers(), "text/event-stream");
     let mut body = body_of(response);
     let filters = watch.filters();
     let mut scanner = SseScanner::new();
@@ -172,13 +173,18 @@ async fn stream_through(
         } else if starts_output {
             output_started = true;
             ctx.first_output_at = Some(Instant::now());
+            ctx.release_request();
             let bytes = if held.is_empty() {
                 chunk
             } else {
                 held.extend_from_slice(&chunk);
-                held.split().freeze()
+                // `take`, not `split`: a split-off `Bytes` shares its allocation with what stays
+                // behind, so the preamble's buffer would live as long as `held`, i.e. the stream.
+                std::mem::take(&mut held).freeze()
             };
-            writer.write_output(headers.clone(), bytes).await;
+            writer
+                .write_output(std::mem::take(&mut headers), bytes)
+                .await;
         } else {
             held.extend_from_slice(&chunk);
         }
