@@ -64,7 +64,12 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // SQLite's default page cache is 2 MB per connection, and the pool's connections
+            // take turns writing usage batches, so under load each fills its own. The file's
+            // pages stay in the OS page cache anyway; 512 KiB each keeps the index pages a batch
+            // appends to without holding the whole recent table per connection.
+            .pragma("cache_size", "-512");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
