@@ -247,6 +247,12 @@ impl DownstreamWriter {
                     .headers_mut()
                     .insert(REQUEST_ID, self.request_id.clone());
                 self.send_head(response);
+                self.close();
+                // Let the connection's task write the answer before this task goes on to the
+                // bookkeeping (account state, sticky binding, usage record): on a single-threaded
+                // runtime it would otherwise wait for all of it.
+                tokio::task::yield_now().await;
+                return;
             }
             WriterState::Committed | WriterState::Output => self.push(body).await,
             WriterState::Closed => {}
