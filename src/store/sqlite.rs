@@ -71,7 +71,7 @@ impl SqliteStore {
             // appends to without holding the whole recent table per connection.
             .pragma("cache_size", "-512");
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(2)
             .connect_with(options)
             .await
             .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
@@ -547,7 +547,16 @@ impl Store for SqliteStore {
                         .push_bind(r.client_disconnected);
                 });
                 insert.push(" ON CONFLICT(request_id) DO NOTHING");
-                let done = insert.build().execute(&mut *tx).await.map_err(db)?;
+                // Only the full-size statement is kept prepared: each shorter remainder has a
+                // text of its own, and caching them filled every connection's statement cache
+                // with large programs (memory grew by megabytes a minute under load).
+                let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
+                let done = insert
+                    .build()
+                    .persistent(full)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
                 new += done.rows_affected();
             }
             tx.commit().await.map_err(db)?;
@@ -640,5 +649,67 @@ impl Store for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.pool.close().await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use sqlx::Connection;
+
+    use super::*;
+
+    fn row(id: usize) -> UsageRow {
+        UsageRow {
+            request_id: format!("req_{id:020}"),
+            at_ms: 1,
+            key: "k".into(),
+            account: None,
+            endpoint: "responses".into(),
+            model: "m".into(),
+            stream: false,
+            status: 200,
+            success: true,
+            input_tokens: 1,
+            cached_input_tokens: 0,
+            cache_creation_tokens: 0,
+            output_tokens: 1,
+            reasoning_tokens: 0,
+            cost_usd: 0.0,
+            priced: false,
+            duration_ms: 1,
+            ttft_ms: None,
+            attempts: 1,
+            client_disconnected: false,
+        }
+    }
+
+    async fn cached_statements(store: &SqliteStore) -> usize {
+        // Holding every pooled connection at once sees all their caches.
+        let mut held = Vec::new();
+        while let Some(conn) = store.pool.try_acquire() {
+            held.push(conn);
+        }
+        let mut total = 0;
+        for conn in &mut held {
+            total += conn.cached_statements_size();
+        }
+        total
+    }
+
+    #[tokio::test]
+    async fn batches_of_every_size_keep_few_prepared_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let before = cached_statements(&store).await;
+        let mut next = 0;
+        for size in (1..=40).chain([USAGE_ROWS_PER_STATEMENT + 7]) {
+            let rows: Vec<UsageRow> = (next..next + size).map(row).collect();
+            next += size;
+            assert_eq!(store.insert_usage(&rows).await.unwrap(), size as u64);
+        }
+        let grown = cached_statements(&store).await - before;
+        assert!(grown <= 5, "{grown} statements stayed prepared");
     }
 }
