@@ -42,9 +42,22 @@ async fn three_workers_share_the_port_and_drain_on_sigterm() {
         &[("SERVER_WORKERS", "3")],
     );
     gw.wait_for_log("(3 worker threads)").await;
-    let names = thread_names(gw.pid());
-    for worker in ["subrelay-w1", "subrelay-w2"] {
-        assert!(names.iter().any(|n| n == worker), "{worker} in {names:?}");
+    // A thread names itself once it runs, which may be just after the banner.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let names = thread_names(gw.pid());
+        let missing: Vec<_> = ["subrelay-w1", "subrelay-w2"]
+            .into_iter()
+            .filter(|w| !names.iter().any(|n| n == w))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing:?} not among {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     // Each stream on a connection of its own, so the kernel spreads them over the workers.
