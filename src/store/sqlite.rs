@@ -69,7 +69,11 @@ impl SqliteStore {
             // take turns writing usage batches, so under load each fills its own. The file's
             // pages stay in the OS page cache anyway; 512 KiB each keeps the index pages a batch
             // appends to without holding the whole recent table per connection.
-            .pragma("cache_size", "-512");
+            .pragma("cache_size", "-512")
+            // A usage batch is several insert statements in one transaction, each with a
+            // statement journal; kept in memory (a few pages each) they no longer spill to temp
+            // files: a third fewer writes and most reads of the usage writer (strace).
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options)
