@@ -238,7 +238,7 @@ impl DownstreamWriter {
     /// they are (with a `Content-Length`); after a commit the status stays 200 and the body
     /// follows the keepalive bytes.
     pub async fn finish(&mut self, status: StatusCode, headers: HeaderMap, body: Bytes) {
-        match self.state {
+        let whole_answer_handed_over = match self.state {
             WriterState::Pending => {
                 let mut response = Response::new(Body::from(body));
                 *response.status_mut() = status;
@@ -247,17 +247,21 @@ impl DownstreamWriter {
                     .headers_mut()
                     .insert(REQUEST_ID, self.request_id.clone());
                 self.send_head(response);
-                self.close();
-                // Let the connection's task write the answer before this task goes on to the
-                // bookkeeping (account state, sticky binding, usage record): on a single-threaded
-                // runtime it would otherwise wait for all of it.
-                tokio::task::yield_now().await;
-                return;
+                true
             }
-            WriterState::Committed | WriterState::Output => self.push(body).await,
-            WriterState::Closed => {}
-        }
+            WriterState::Committed | WriterState::Output => {
+                self.push(body).await;
+                false
+            }
+            WriterState::Closed => false,
+        };
         self.close();
+        if whole_answer_handed_over {
+            // Let the connection's task write the answer before this task goes on to the
+            // bookkeeping (account state, sticky binding, usage record): on a single-threaded
+            // runtime it would otherwise wait for all of it.
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Ends the answer; dropping the channel ends the chunked body cleanly.

@@ -29,8 +29,8 @@ use crate::usage::{log_record, UsageRecord, UsageSink};
 const SPOOL_DIR: &str = "usage-spool";
 const CURRENT: &str = "current.jsonl";
 /// Rows per transaction, and the segment size that wakes the writer early. Large on purpose:
-/// each transaction rewrites every index page its rows touch (one per API key in the
-/// `(key_name, at_ms)` index), so the cost per row falls with the batch.
+/// each transaction pays a commit and rewrites the last page of every index it appends to, so
+/// the cost per row falls with the batch.
 const BATCH: usize = 4096;
 
 /// A sealed segment: its file, and its rows when they are still in memory.

@@ -10,7 +10,7 @@ mod url;
 pub use headers::{
     anthropic_headers, chat_headers, keep_used, upstream_headers, SessionRewrite, SESSION_HEADERS,
 };
-pub use url::{chat_url, messages_url, responses_url, Endpoints, Target};
+pub use url::{Endpoints, Target};
 
 use std::time::Duration;
 

@@ -64,7 +64,7 @@ impl Endpoints {
 ///
 /// Sign-in accounts: `{base}/responses`. API-key accounts: a base ending in `/responses` is used
 /// as is, a base ending in `/v1` gets `/responses`, any other base gets `/v1/responses`.
-pub fn responses_url(account: &AccountSpec, compact: bool) -> String {
+fn responses_url(account: &AccountSpec, compact: bool) -> String {
     let base = account.base_url.trim_end_matches('/');
     let mut url = match account.kind {
         AccountKind::OAuth => format!("{base}/responses"),
@@ -82,7 +82,7 @@ pub fn responses_url(account: &AccountSpec, compact: bool) -> String {
 /// used as is, one ending in `/v1` gets `/chat/completions`, any other gets
 /// `/v1/chat/completions` (so OpenRouter's `…/api/v1`, Ollama's `…:11434/v1` and a bare
 /// `https://api.deepseek.com` all work).
-pub fn chat_url(account: &AccountSpec) -> String {
+fn chat_url(account: &AccountSpec) -> String {
     let base = account.base_url.trim_end_matches('/');
     if base.ends_with("/chat/completions") {
         base.to_owned()
@@ -95,7 +95,7 @@ pub fn chat_url(account: &AccountSpec) -> String {
 
 /// The Messages endpoint of an Anthropic account (`count_tokens` appends its suffix), with the
 /// client's query (`beta=true`) forwarded.
-pub fn messages_url(account: &AccountSpec, count_tokens: bool, query: Option<&str>) -> String {
+fn messages_url(account: &AccountSpec, count_tokens: bool, query: Option<&str>) -> String {
     let base = account.base_url.trim_end_matches('/');
     let mut url = if base.ends_with("/v1") {
         format!("{base}/messages")
