@@ -47,15 +47,18 @@ const USED_BY_RULES: &[&str] = &[
 /// a kept header would pin for as long as a stream lasts). Credentials are not among them.
 pub fn keep_used(client: &HeaderMap) -> HeaderMap {
     let mut kept = HeaderMap::new();
-    let names = USED_BY_RULES
-        .iter()
-        .chain(FORWARDED)
-        .chain(SESSION_HEADERS)
-        .chain(ANTHROPIC_FORWARDED);
-    for name in names {
-        for value in client.get_all(*name) {
+    // One pass over the client's few headers: looking each of the ~20 names up parsed every
+    // name again on every request (2% of the relay's CPU).
+    for (name, value) in client {
+        let used = USED_BY_RULES
+            .iter()
+            .chain(FORWARDED)
+            .chain(SESSION_HEADERS)
+            .chain(ANTHROPIC_FORWARDED)
+            .any(|n| *n == name.as_str());
+        if used {
             if let Ok(copy) = HeaderValue::from_bytes(value.as_bytes()) {
-                kept.append(HeaderName::from_static(name), copy);
+                kept.append(name.clone(), copy);
             }
         }
     }
