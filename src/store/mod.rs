@@ -241,7 +241,7 @@ pub trait Store: Send + Sync {
     // === usage ===
     /// Inserts the rows in one transaction; rows whose request id is already stored are
     /// skipped. Returns how many were new.
-    fn insert_usage(&self, rows: &[UsageRow]) -> BoxFuture<'_, StoreResult<u64>>;
+    fn insert_usage<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, StoreResult<u64>>;
     /// Newest first.
     fn list_usage(
         &self,

@@ -517,8 +517,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn insert_usage(&self, rows: &[UsageRow]) -> BoxFuture<'_, StoreResult<u64>> {
-        let rows = rows.to_vec();
+    fn insert_usage<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, StoreResult<u64>> {
+        // Borrowed for the whole insert: a copy of a 4,096-row batch was 20,000 allocations.
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(db)?;
             let mut new = 0;
@@ -528,7 +528,7 @@ impl Store for SqliteStore {
                 let mut insert = QueryBuilder::<Sqlite>::new(
                     "INSERT INTO usage (request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected) ",
                 );
-                insert.push_values(chunk, |mut row, r| {
+                insert.push_values(chunk.iter(), |mut row, r| {
                     row.push_bind(&r.request_id)
                         .push_bind(r.at_ms)
                         .push_bind(&r.key)
@@ -715,5 +715,48 @@ mod tests {
         }
         let grown = cached_statements(&store).await - before;
         assert!(grown <= 5, "{grown} statements stayed prepared");
+    }
+    #[tokio::test]
+    async fn usage_rows_come_back_exactly_as_written_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let costs = [
+            0.1 + 0.2,
+            1e-7,
+            12.345_678_901_234_567,
+            0.000_123,
+            3.0,
+            f64::MIN_POSITIVE,
+        ];
+        let rows: Vec<UsageRow> = (0..costs.len())
+            .map(|i| {
+                let mut r = row(i);
+                r.cost_usd = costs[i];
+                r.priced = i % 2 == 0;
+                r.stream = i % 3 == 0;
+                r.success = i != 4;
+                r.status = if i == 4 { 529 } else { 200 };
+                r.account = (i % 2 == 1).then(|| format!("acct-\"{i}\"-é"));
+                r.ttft_ms = (i > 2).then_some(i64::MAX - i as i64);
+                r.input_tokens = i64::MAX;
+                r.key = format!("key\n{i}");
+                r.client_disconnected = i == 5;
+                r
+            })
+            .collect();
+        assert_eq!(store.insert_usage(&rows).await.unwrap(), rows.len() as u64);
+        assert_eq!(
+            store.insert_usage(&rows).await.unwrap(),
+            0,
+            "same ids again"
+        );
+        let mut back = store
+            .list_usage(&UsageFilter::default(), 100, 0)
+            .await
+            .unwrap();
+        back.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+        let mut want = rows.clone();
+        want.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+        assert_eq!(back, want);
     }
 }
