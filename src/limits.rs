@@ -80,7 +80,11 @@ impl Limits {
         }
         let now = now_ms();
         let mut spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = spend.entry(key.to_owned()).or_default();
+        // The key is almost always there already: look it up before copying its name.
+        let entry = match spend.get_mut(key) {
+            Some(entry) => entry,
+            None => spend.entry(key.to_owned()).or_default(),
+        };
         entry.roll(now);
         entry.day_usd += usd;
         entry.month_usd += usd;

@@ -270,7 +270,7 @@ async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: Downst
     }
     ctx.key_slot = None;
     // 7. record
-    state.usage.record(usage_record(&ctx, &writer));
+    state.usage.record(usage_record(&mut ctx, &writer));
 }
 
 /// Takes the key's concurrency slot, waiting up to `gateway.queue_wait_timeout`.
@@ -543,13 +543,15 @@ async fn respond_error(
     }
 }
 
-fn usage_record(ctx: &RequestContext, writer: &DownstreamWriter) -> UsageRecord {
+/// The request's record; takes what the finished request no longer needs instead of copying it.
+fn usage_record(ctx: &mut RequestContext, writer: &DownstreamWriter) -> UsageRecord {
+    let attempts = std::mem::take(&mut ctx.attempts);
     UsageRecord {
-        request_id: ctx.id.clone(),
+        request_id: std::mem::take(&mut ctx.id),
         key: ctx.key.name.clone(),
-        account: ctx.attempts.last().map(|a| a.account.clone()),
+        account: attempts.last().map(|a| a.account.clone()),
         endpoint: ctx.endpoint.as_str(),
-        model: ctx.inspected.model.clone(),
+        model: std::mem::take(&mut ctx.inspected.model),
         stream: ctx.client_streams(),
         compact: ctx.endpoint == Endpoint::Compact,
         status: ctx.status.as_u16(),
@@ -557,7 +559,7 @@ fn usage_record(ctx: &RequestContext, writer: &DownstreamWriter) -> UsageRecord 
         tokens: ctx.tokens,
         duration_ms: millis(ctx.started.elapsed()),
         ttft_ms: ctx.first_output_at.map(|t| millis(t - ctx.started)),
-        attempts: ctx.attempts.clone(),
+        attempts,
         client_disconnected: writer.client_gone(),
     }
 }

@@ -529,12 +529,13 @@ impl Store for SqliteStore {
                     "INSERT INTO usage (request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected) ",
                 );
                 insert.push_values(chunk.iter(), |mut row, r| {
-                    row.push_bind(&r.request_id)
+                    // `&str`, not `&String`: sqlx copies a bound `String` (five allocations a row).
+                    row.push_bind(r.request_id.as_str())
                         .push_bind(r.at_ms)
-                        .push_bind(&r.key)
-                        .push_bind(&r.account)
-                        .push_bind(&r.endpoint)
-                        .push_bind(&r.model)
+                        .push_bind(r.key.as_str())
+                        .push_bind(r.account.as_deref())
+                        .push_bind(r.endpoint.as_str())
+                        .push_bind(r.model.as_str())
                         .push_bind(r.stream)
                         .push_bind(i64::from(r.status))
                         .push_bind(r.success)

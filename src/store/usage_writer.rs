@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Store, UsageRow};
 use crate::limits::Limits;
-use crate::pricing::PriceTable;
+use crate::pricing::{Cost, PriceTable};
 use crate::usage::{log_record, UsageRecord, UsageSink};
 
 const SPOOL_DIR: &str = "usage-spool";
@@ -91,17 +91,16 @@ impl StoreUsageSink {
         })
     }
 
-    fn row(&self, record: &UsageRecord) -> UsageRow {
-        let anthropic = matches!(record.endpoint, "messages" | "count_tokens");
-        let cost = self.prices.cost(&record.model, &record.tokens, !anthropic);
+    /// The stored row, made of the record's own strings.
+    fn row(record: UsageRecord, cost: Cost) -> UsageRow {
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         UsageRow {
-            request_id: record.request_id.clone(),
+            request_id: record.request_id,
             at_ms: now_ms(),
-            key: record.key.clone(),
-            account: record.account.clone(),
+            key: record.key,
+            account: record.account,
             endpoint: record.endpoint.to_owned(),
-            model: record.model.clone(),
+            model: record.model,
             stream: record.stream,
             status: record.status,
             success: record.success,
@@ -190,11 +189,11 @@ impl StoreUsageSink {
 
 impl UsageSink for StoreUsageSink {
     fn record(&self, record: UsageRecord) {
-        let row = self.row(&record);
-        self.limits.add_spend(&row.key, row.cost_usd);
-        let cost = (row.cost_usd, row.priced);
-        self.spool(row);
-        log_record(&record, Some(cost));
+        let anthropic = matches!(record.endpoint, "messages" | "count_tokens");
+        let cost = self.prices.cost(&record.model, &record.tokens, !anthropic);
+        log_record(&record, Some((cost.usd, cost.priced)));
+        self.limits.add_spend(&record.key, cost.usd);
+        self.spool(Self::row(record, cost));
     }
 }
 
