@@ -17,8 +17,11 @@ pub struct Account {
     pub id: AccountId,
     pub spec: AccountSpec,
     pub credentials: Credentials,
-    /// This account's HTTP client: its own connection pool, through its own proxy.
+    /// This account's HTTP client: its own connection pool, through its own proxy. Token
+    /// refreshes use it.
     pub client: reqwest::Client,
+    /// Sends the relayed requests: directly, or through `client` when a proxy is involved.
+    pub sender: crate::upstream::Sender,
     pub endpoints: crate::upstream::Endpoints,
     in_flight: AtomicU32,
     health: Mutex<Health>,
@@ -57,6 +60,7 @@ impl Account {
         Self {
             id,
             credentials: Credentials::new(&spec.credential),
+            sender: crate::upstream::Sender::new(spec.proxy.as_ref(), &client),
             client,
             endpoints: crate::upstream::Endpoints::of(&spec),
             spec,

@@ -92,24 +92,28 @@ async fn send(
     body_override: Option<Bytes>,
 ) -> Result<Attempted, AttemptFailure> {
     // build
-    let (url, headers, body) = build(state, ctx, account, credential, body_override)?;
-    let client = state.client_for(account);
-    let request = match url {
-        Ok(url) => client.post(url),
-        Err(text) => client.post(text),
-    }
-    .headers(headers)
-    .body(body);
+    let (target, headers, body) = build(state, ctx, account, credential, body_override)?;
+    let uri = match target {
+        Ok(uri) => uri,
+        // Only an account whose base URL does not parse gets here; it fails like a dead host.
+        Err(text) => {
+            return Err(AttemptFailure::transport(&upstream::SendError::bad_url(
+                &text,
+            )))
+        }
+    };
+    let mut request = http::Request::new(body);
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
 
     // send — the wait is real from here on, so keepalive may start
     let since_send = Instant::now();
     let limit = state.gateway.response_header_timeout;
-    let response = match writer
-        .wait(tokio::time::timeout(limit, request.send()))
-        .await
-    {
+    let send = account.sender.send(request);
+    let response = match writer.wait(tokio::time::timeout(limit, send)).await {
         Err(_) => return Err(AttemptFailure::header_timeout(limit)),
-        Ok(Err(e)) if e.is_connect() => return Err(AttemptFailure::connect(&e)),
+        Ok(Err(e)) if e.connect => return Err(AttemptFailure::connect(&e)),
         Ok(Err(e)) => return Err(AttemptFailure::transport(&e)),
         Ok(Ok(response)) => response,
     };
@@ -225,10 +229,11 @@ fn build(
 }
 
 /// Reads at most [`ERROR_BODY_LIMIT`] bytes of an error answer, giving up after a while.
-async fn read_error_body(mut response: reqwest::Response) -> Bytes {
+async fn read_error_body(response: upstream::Response) -> Bytes {
+    let mut upstream_body = response.into_body();
     let mut body = BytesMut::new();
     let read = async {
-        while let Ok(Some(chunk)) = response.chunk().await {
+        while let Some(Ok(chunk)) = upstream_body.chunk().await {
             let room = ERROR_BODY_LIMIT - body.len();
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if body.len() >= ERROR_BODY_LIMIT {

@@ -13,6 +13,7 @@ use crate::pool::cooldown::{anthropic_reset, rate_limit_reset, retry_after};
 use crate::pool::{AccountEffect, Platform};
 use crate::protocol::errors::{anthropic_error_body, ErrorShape};
 use crate::protocol::Terminal;
+use crate::upstream::SendError;
 
 /// Low-cardinality kind, for logs, metrics and the status mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,19 +125,19 @@ impl AttemptFailure {
         failure
     }
 
-    pub fn connect(err: &reqwest::Error) -> Self {
+    pub fn connect(err: &SendError) -> Self {
         Self::new(
             FailureKind::Connect,
             AccountEffect::Transient,
-            format!("cannot connect upstream: {}", error_chain(err)),
+            format!("cannot connect upstream: {}", err.message),
         )
     }
 
-    pub fn transport(err: &reqwest::Error) -> Self {
+    pub fn transport(err: &SendError) -> Self {
         Self::new(
             FailureKind::Transport,
             AccountEffect::Transient,
-            format!("upstream connection failed: {}", error_chain(err)),
+            format!("upstream connection failed: {}", err.message),
         )
     }
 
@@ -229,18 +230,6 @@ fn summary(body: &Bytes) -> String {
         ": {}",
         text.split_whitespace().collect::<Vec<_>>().join(" ")
     )
-}
-
-/// `reqwest` hides the useful cause (connection refused, reset) in its source chain.
-fn error_chain(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// What the client is told, in the OpenAI error shape.

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
@@ -17,6 +16,7 @@ use crate::protocol::responses::{self, Aggregator};
 use crate::protocol::sse::SseScanner;
 use crate::protocol::{EventRole, Protocol, StreamWatch, Terminal, TokenUsage};
 use crate::state::AppState;
+use crate::upstream::{self, SendError};
 
 /// When the client is gone and no idle timeout is configured, the upstream is still read for
 /// usage, but not forever.
@@ -26,7 +26,7 @@ pub(super) async fn answer(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
-    response: reqwest::Response,
+    response: upstream::Response,
 ) -> Result<(), AttemptFailure> {
     let is_sse = response
         .headers()
@@ -70,22 +70,20 @@ fn detached(value: &HeaderValue) -> HeaderValue {
 
 enum ReadError {
     Idle(Duration),
-    Transport(reqwest::Error),
+    Transport(SendError),
 }
 
-/// The upstream body as a stream of chunks. Taking the body out of the `reqwest::Response` drops
-/// its head, whose header bytes would otherwise pin a read buffer for the stream's whole life.
-type UpstreamBody = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-fn body_of(response: reqwest::Response) -> UpstreamBody {
-    Box::pin(response.bytes_stream())
+/// Taking the body out of the response drops its head, whose header bytes would otherwise pin a
+/// read buffer for the stream's whole life.
+fn body_of(response: upstream::Response) -> upstream::Body {
+    response.into_body()
 }
 
 async fn next_chunk(
-    body: &mut UpstreamBody,
+    body: &mut upstream::Body,
     idle: Option<Duration>,
 ) -> Result<Option<Bytes>, ReadError> {
-    let next = async { body.next().await.transpose() };
+    let next = async { body.chunk().await.transpose() };
     match idle {
         Some(limit) => match tokio::time::timeout(limit, next).await {
             Err(_) => Err(ReadError::Idle(limit)),
@@ -112,7 +110,7 @@ async fn stream_through(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
-    response: reqwest::Response,
+    response: upstream::Response,
     mut watch: Box<dyn StreamWatch>,
 ) -> Result<(), AttemptFailure> {
     // Taken (not cloned) by the first write, so the map is not kept for the stream's life.
@@ -234,7 +232,7 @@ async fn aggregate(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
-    response: reqwest::Response,
+    response: upstream::Response,
 ) -> Result<(), AttemptFailure> {
     let headers = client_headers(response.headers(), "application/json");
     let mut body = body_of(response);
@@ -301,7 +299,7 @@ async fn json_through(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
-    response: reqwest::Response,
+    response: upstream::Response,
 ) -> Result<(), AttemptFailure> {
     let mut headers = client_headers(response.headers(), "application/json");
     if let Some(ct) = response.headers().get(CONTENT_TYPE) {

@@ -3,6 +3,7 @@
 
 mod headers;
 pub mod refresh;
+mod send;
 pub mod session;
 pub mod tokens;
 mod url;
@@ -10,6 +11,7 @@ mod url;
 pub use headers::{
     anthropic_headers, chat_headers, keep_used, upstream_headers, SessionRewrite, SESSION_HEADERS,
 };
+pub use send::{Body, Response, SendError, Sender};
 pub use url::{Endpoints, Target};
 
 use std::time::Duration;

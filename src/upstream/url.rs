@@ -1,5 +1,6 @@
 //! Where a request goes, per account kind.
 
+use http::Uri;
 use reqwest::Url;
 
 use crate::pool::{AccountKind, AccountSpec};
@@ -9,25 +10,30 @@ use crate::pool::{AccountKind, AccountSpec};
 /// requests then carry the text and fail at send time, as they always did.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
-    responses: Option<Url>,
-    compact: Option<Url>,
-    chat: Option<Url>,
-    messages: Option<Url>,
-    count_tokens: Option<Url>,
+    responses: Option<Uri>,
+    compact: Option<Uri>,
+    chat: Option<Uri>,
+    messages: Option<Uri>,
+    count_tokens: Option<Uri>,
 }
 
-/// Where an attempt sends: the parsed URL, or the text of one that does not parse.
-pub type Target = Result<Url, String>;
+/// Where an attempt sends: the parsed URI, or the text of one that does not parse.
+pub type Target = Result<Uri, String>;
+
+/// Parsed as a URL first, so that what `http::Uri` does not take (an international host name,
+/// a space in the path) is normalised the way a browser would (punycode, percent escapes).
+fn parse(text: &str) -> Option<Uri> {
+    Url::parse(text).ok()?.as_str().parse().ok()
+}
 
 impl Endpoints {
     pub fn of(spec: &AccountSpec) -> Self {
-        let parse = |text: String| Url::parse(&text).ok();
         Self {
-            responses: parse(responses_url(spec, false)),
-            compact: parse(responses_url(spec, true)),
-            chat: parse(chat_url(spec)),
-            messages: parse(messages_url(spec, false, None)),
-            count_tokens: parse(messages_url(spec, true, None)),
+            responses: parse(&responses_url(spec, false)),
+            compact: parse(&responses_url(spec, true)),
+            chat: parse(&chat_url(spec)),
+            messages: parse(&messages_url(spec, false, None)),
+            count_tokens: parse(&messages_url(spec, true, None)),
         }
     }
 
@@ -50,12 +56,15 @@ impl Endpoints {
         } else {
             &self.messages
         };
-        match cached.clone() {
-            Some(mut url) => {
-                url.set_query(query.filter(|q| !q.is_empty()));
-                Ok(url)
-            }
-            None => Err(messages_url(spec, count_tokens, query)),
+        let query = query.filter(|q| !q.is_empty());
+        match (cached, query) {
+            (Some(uri), None) => Ok(uri.clone()),
+            // Claude Code sends `?beta=true` on every request: try the plain join first.
+            (Some(uri), Some(q)) => format!("{uri}?{q}").parse().or_else(|_| {
+                let text = messages_url(spec, count_tokens, Some(q));
+                parse(&text).ok_or(text)
+            }),
+            (None, _) => Err(messages_url(spec, count_tokens, query)),
         }
     }
 }
@@ -213,7 +222,7 @@ mod tests {
         let a = account(AccountKind::ApiKey, "https://api.anthropic.com/");
         let e = Endpoints::of(&a);
         let text = |t: Target| {
-            t.map(String::from)
+            t.map(|u| u.to_string())
                 .unwrap_or_else(|e| format!("unparsed {e}"))
         };
         assert_eq!(
@@ -226,6 +235,16 @@ mod tests {
         );
         assert_eq!(text(e.responses(&a, true)), responses_url(&a, true));
         assert_eq!(text(e.chat(&a)), chat_url(&a));
+        assert_eq!(
+            text(e.messages(&a, false, Some("beta=true&x=a b"))),
+            "https://api.anthropic.com/v1/messages?beta=true&x=a%20b",
+            "a query http::Uri refuses is escaped the URL way"
+        );
+        let idn = account(AccountKind::ApiKey, "https://bücher.example/v1");
+        assert_eq!(
+            text(Endpoints::of(&idn).chat(&idn)),
+            "https://xn--bcher-kva.example/v1/chat/completions"
+        );
 
         let broken = account(AccountKind::ApiKey, "http://exa mple.com");
         let e = Endpoints::of(&broken);
