@@ -1,5 +1,6 @@
 //! `subrelay serve`: build the state, listen, and shut down gracefully.
 
+mod connections;
 mod workers;
 
 use std::net::SocketAddr;
@@ -90,7 +91,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
 
     let stop_accepting = CancellationToken::new();
     // One make-service for all connections: the router is not rebuilt per connection.
-    let app = crate::http::app(Arc::clone(&state)).into_make_service();
+    let app = crate::http::app(Arc::clone(&state));
     let mut extra_workers = Vec::with_capacity(others.len());
     for (i, listener) in others.into_iter().enumerate() {
         extra_workers.push(workers::spawn(

@@ -13,8 +13,6 @@
 
 use std::net::SocketAddr;
 
-use axum::routing::IntoMakeService;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
@@ -71,27 +69,10 @@ impl Listeners {
 
 /// Serves `app` on `listener` in the current runtime until `stop`, then until every open
 /// connection has finished.
-pub async fn accept(
-    listener: std::net::TcpListener,
-    app: IntoMakeService<Router>,
-    stop: CancellationToken,
-) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!("cannot accept connections: {e}");
-            return;
-        }
-    };
-    let listener = listener.tap_io(|tcp| {
-        // Every SSE event should leave at once, not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-    });
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        tracing::error!("the server stopped: {e}");
+pub async fn accept(listener: std::net::TcpListener, app: Router, stop: CancellationToken) {
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => super::connections::serve(listener, app, stop).await,
+        Err(e) => tracing::error!("cannot accept connections: {e}"),
     }
 }
 
@@ -112,7 +93,7 @@ impl Worker {
 pub fn spawn(
     index: usize,
     listener: std::net::TcpListener,
-    app: IntoMakeService<Router>,
+    app: Router,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) -> Result<Worker, String> {
