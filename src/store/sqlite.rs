@@ -214,6 +214,21 @@ fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &UsageFilter) {
 
 /// Usage rows per INSERT: 20 columns each stays far below SQLite's 32,766 bound parameters.
 const USAGE_ROWS_PER_STATEMENT: usize = 200;
+const USAGE_COLUMNS: &str = "request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected";
+/// The text of the full-size insert, made once: sqlx's query builder formatted 4,000
+/// placeholders on every batch (2% of the instructions per request).
+static FULL_USAGE_INSERT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| usage_insert_sql(USAGE_ROWS_PER_STATEMENT));
+
+/// `INSERT INTO usage (…) VALUES (?, …), … ON CONFLICT(request_id) DO NOTHING` for `rows` rows.
+fn usage_insert_sql(rows: usize) -> String {
+    let columns = USAGE_COLUMNS.split(", ").count();
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    format!(
+        "INSERT INTO usage ({USAGE_COLUMNS}) VALUES {} ON CONFLICT(request_id) DO NOTHING",
+        vec![row; rows].join(", ")
+    )
+}
 const KEY_COLUMNS: &str = "name, key_hash, prefix, suffix, group_name, enabled, expires_at, concurrency, rpm_limit, daily_spend_limit, monthly_spend_limit, allowed_models, source, created_at";
 const ACCOUNT_COLUMNS: &str = "name, platform, kind, base_url, chatgpt_account_id, expires_at, priority, concurrency, groups, enabled, models, model_map, credentials, source, created_at, updated_at";
 
@@ -525,39 +540,44 @@ impl Store for SqliteStore {
             // Many rows per statement: each statement is a round trip to sqlx's SQLite worker
             // thread, and one per row cost more than the insert itself.
             for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT) {
-                let mut insert = QueryBuilder::<Sqlite>::new(
-                    "INSERT INTO usage (request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected) ",
-                );
-                insert.push_values(chunk.iter(), |mut row, r| {
-                    // `&str`, not `&String`: sqlx copies a bound `String` (five allocations a row).
-                    row.push_bind(r.request_id.as_str())
-                        .push_bind(r.at_ms)
-                        .push_bind(r.key.as_str())
-                        .push_bind(r.account.as_deref())
-                        .push_bind(r.endpoint.as_str())
-                        .push_bind(r.model.as_str())
-                        .push_bind(r.stream)
-                        .push_bind(i64::from(r.status))
-                        .push_bind(r.success)
-                        .push_bind(r.input_tokens)
-                        .push_bind(r.cached_input_tokens)
-                        .push_bind(r.cache_creation_tokens)
-                        .push_bind(r.output_tokens)
-                        .push_bind(r.reasoning_tokens)
-                        .push_bind(r.cost_usd)
-                        .push_bind(r.priced)
-                        .push_bind(r.duration_ms)
-                        .push_bind(r.ttft_ms)
-                        .push_bind(r.attempts)
-                        .push_bind(r.client_disconnected);
-                });
-                insert.push(" ON CONFLICT(request_id) DO NOTHING");
-                // Only the full-size statement is kept prepared: each shorter remainder has a
-                // text of its own, and caching them filled every connection's statement cache
-                // with large programs (memory grew by megabytes a minute under load).
+                // Only the full-size statement is kept prepared (and its text made once): each
+                // shorter remainder has a text of its own, and caching them filled every
+                // connection's statement cache with large programs (memory grew by megabytes a
+                // minute under load).
                 let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
+                let remainder_sql;
+                let sql: &str = if full {
+                    &FULL_USAGE_INSERT
+                } else {
+                    remainder_sql = usage_insert_sql(chunk.len());
+                    &remainder_sql
+                };
+                let mut insert = sqlx::query(sql);
+                for r in chunk {
+                    // `&str`, not `&String`: sqlx copies a bound `String` (five allocations a row).
+                    insert = insert
+                        .bind(r.request_id.as_str())
+                        .bind(r.at_ms)
+                        .bind(r.key.as_str())
+                        .bind(r.account.as_deref())
+                        .bind(r.endpoint.as_str())
+                        .bind(r.model.as_str())
+                        .bind(r.stream)
+                        .bind(i64::from(r.status))
+                        .bind(r.success)
+                        .bind(r.input_tokens)
+                        .bind(r.cached_input_tokens)
+                        .bind(r.cache_creation_tokens)
+                        .bind(r.output_tokens)
+                        .bind(r.reasoning_tokens)
+                        .bind(r.cost_usd)
+                        .bind(r.priced)
+                        .bind(r.duration_ms)
+                        .bind(r.ttft_ms)
+                        .bind(r.attempts)
+                        .bind(r.client_disconnected);
+                }
                 let done = insert
-                    .build()
                     .persistent(full)
                     .execute(&mut *tx)
                     .await
