@@ -200,7 +200,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "storage.usage_batch_interval_ms",
         default: "500",
         allowed: "10–60000 milliseconds",
-        description: "How often recorded usage rows are written to the store in one transaction (sooner when 500 are waiting). Until then they are in the append-only spool file, which survives a crash.",
+        description: "How often recorded usage rows are written to the store in one transaction (sooner when 4,096 are waiting). Until then they are in the append-only spool file, which survives a crash.",
     },
     KeyDoc {
         path: "storage.usage_queue_capacity",
