@@ -210,6 +210,9 @@ pub async fn handle(
         (BodyMode::Json, state.gateway.nonstream_keepalive_interval)
     };
     let (writer, head) = DownstreamWriter::new(mode, keepalive, &ctx.id);
+    // The request head's header values share hyper's read buffer; held until the answer's head,
+    // they made hyper take a second buffer for its read-ahead on every connection.
+    drop(parts);
     let task_state = Arc::clone(&state);
     // Boxed: the relay future is ~5 KiB, and spawning moves a future through several layers
     // by value (and tokio rewrites the whole task slot when it finishes); a pointer makes each
