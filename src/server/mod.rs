@@ -90,7 +90,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let (first, others) = listeners.split();
 
     let stop_accepting = CancellationToken::new();
-    // One make-service for all connections: the router is not rebuilt per connection.
+    // One router for all connections and workers: each connection gets a clone (shared
+    // routes), it is never rebuilt.
     let app = crate::http::app(Arc::clone(&state));
     let mut extra_workers = Vec::with_capacity(others.len());
     for (i, listener) in others.into_iter().enumerate() {
