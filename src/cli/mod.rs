@@ -2,6 +2,7 @@
 
 mod accounts;
 mod admin_client;
+mod completions;
 mod keys;
 mod usage;
 
@@ -90,6 +91,11 @@ enum Command {
     /// Print the reference table of every config key (the table in docs/CONFIG.md).
     #[command(hide = true)]
     ConfigReference,
+    /// Print a shell completion script, e.g. `subrelay completions bash > /etc/bash_completion.d/subrelay`.
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -256,6 +262,7 @@ pub fn run() -> ExitCode {
             print!("{}", config::reference::markdown_table());
             ExitCode::SUCCESS
         }
+        Command::Completions { shell } => completions::run(shell),
     }
 }
 
