@@ -199,7 +199,12 @@ async fn expired_disabled_and_unknown_model_keys_are_refused_in_both_shapes() {
         )
         .await;
         assert_eq!(status, 200);
+        let calls = mock.total_calls();
         let ok = send_as(&gw, &narrow, route.path, &route.body("some-other-model")).await;
-        assert_ne!(ok.status(), 403);
+        assert_eq!(ok.status(), 200, "{}", ok.text().await.unwrap());
+        assert_eq!(mock.total_calls(), calls + 1, "the account served it");
+        let served = mock.requests().into_iter().last().unwrap();
+        let sent: Value = serde_json::from_slice(&served.body).unwrap();
+        assert_eq!(sent["model"], "some-other-model");
     }
 }
