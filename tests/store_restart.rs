@@ -253,12 +253,22 @@ async fn a_disable_and_a_rate_limit_outlive_a_restart_until_the_credential_chang
             ..Default::default()
         }],
     );
-    assert_ne!(
-        post(&gw, "/v1/responses", &body("gpt-5", false))
-            .await
-            .status(),
-        200
+    // The only account left answers 401: the client gets a 502 in the OpenAI shape that says
+    // the credentials were refused (the client's own key is fine).
+    let refused = post(&gw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(refused.status(), 502);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "upstream_error", "{error}");
+    assert_eq!(error["error"]["code"], "upstream_status_401", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected the credentials"),
+        "{error}"
     );
+    // Once for the failover of the first request, once for this one (the first account rests).
+    assert_eq!(mock.calls("sk-second-token"), 2);
     let before = pool_states(&gw).await;
     assert_eq!(before[0].1, "cooling");
     assert_eq!(before[0].2, "rate_limited");
