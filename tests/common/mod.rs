@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod http_proxy;
 pub mod nginx;
 pub mod socks;
 

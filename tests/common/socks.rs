@@ -1,8 +1,9 @@
 //! A minimal SOCKS5 proxy on loopback (no auth, CONNECT only) that counts the connections it
-//! carried, to prove an account's traffic went through its own proxy.
+//! carried, to prove an account's traffic went through its own proxy. Hosts under `.invalid` are
+//! connected to 127.0.0.1 (see `http_proxy::route`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -10,6 +11,9 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Socks5 {
     pub url: String,
     carried: Arc<AtomicUsize>,
+    /// Per connection carried: the host name the client asked for (`socks5h`: the proxy
+    /// resolves), or `None` for an address (`socks5`: the client resolved it).
+    names: Arc<Mutex<Vec<Option<String>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -19,19 +23,31 @@ impl Socks5 {
         let url = format!("socks5://{}", listener.local_addr().unwrap());
         let carried = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&carried);
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let asked = Arc::clone(&names);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let count = Arc::clone(&count);
+                let (count, asked) = (Arc::clone(&count), Arc::clone(&asked));
                 tokio::spawn(async move {
-                    let _ = relay(client, count).await;
+                    let _ = relay(client, count, asked).await;
                 });
             }
         });
-        Socks5 { url, carried, task }
+        Socks5 {
+            url,
+            carried,
+            names,
+            task,
+        }
     }
 
     pub fn connections(&self) -> usize {
         self.carried.load(Ordering::SeqCst)
+    }
+
+    /// What each carried connection asked for: a host name, or `None` for an address.
+    pub fn names(&self) -> Vec<Option<String>> {
+        self.names.lock().unwrap().clone()
     }
 }
 
@@ -41,7 +57,11 @@ impl Drop for Socks5 {
     }
 }
 
-async fn relay(mut client: TcpStream, count: Arc<AtomicUsize>) -> std::io::Result<()> {
+async fn relay(
+    mut client: TcpStream,
+    count: Arc<AtomicUsize>,
+    names: Arc<Mutex<Vec<Option<String>>>>,
+) -> std::io::Result<()> {
     // greeting: VER, NMETHODS, METHODS
     let mut head = [0u8; 2];
     client.read_exact(&mut head).await?;
@@ -68,8 +88,10 @@ async fn relay(mut client: TcpStream, count: Arc<AtomicUsize>) -> std::io::Resul
     };
     let mut port = [0u8; 2];
     client.read_exact(&mut port).await?;
-    let mut upstream = TcpStream::connect((host.as_str(), u16::from_be_bytes(port))).await?;
+    let mut upstream =
+        TcpStream::connect((super::http_proxy::route(&host), u16::from_be_bytes(port))).await?;
     count.fetch_add(1, Ordering::SeqCst);
+    names.lock().unwrap().push((req[3] == 3).then_some(host));
     client.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
     Ok(())
