@@ -17,7 +17,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::http_proxy::{HttpProxy, TlsProbe};
+use common::http_proxy::{HttpProxy, TlsProxy};
 use common::socks::Socks5;
 use common::*;
 use serde_json::Value;
@@ -115,42 +115,89 @@ async fn socks5h_lets_the_proxy_resolve_the_name_and_socks5_does_not() {
     assert_eq!(local.connections(), 0);
 }
 
-/// What was proven of `https://` proxies: the gateway opens TLS to the proxy (a ClientHello
-/// naming the proxy's host), and a proxy it cannot complete TLS with fails the account; nothing
-/// goes around it. The gateway trusts only the public (webpki) roots and has no setting for
-/// another, so a test cannot stand up an `https://` proxy it accepts: a relayed request through
-/// one is not shown here.
+/// Waits (up to 20 s) until the proxy recorded `n` connections.
+async fn wait_for_visits(proxy: &TlsProxy, n: usize) -> Vec<common::http_proxy::TlsVisit> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let visits = proxy.visits();
+        if visits.len() >= n {
+            return visits;
+        }
+        assert!(std::time::Instant::now() < deadline, "{visits:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What is proven of `https://` proxies: the gateway opens TLS to the proxy (a ClientHello
+/// naming the proxy's host), checks the proxy's certificate, refuses one no public root signed,
+/// and then fails the account; nothing goes around the proxy. The gateway trusts only the public
+/// (webpki) roots and has no setting for another, so a test cannot stand up an `https://` proxy
+/// it accepts: a request relayed through one is not shown here.
 #[tokio::test]
-async fn an_https_proxy_gets_tls_and_a_failed_handshake_is_not_bypassed() {
+async fn an_https_proxy_gets_tls_its_certificate_is_checked_and_never_bypassed() {
     let mock = MockUpstream::start().await;
-    let probe = TlsProbe::start().await;
+    let proxy = TlsProxy::start().await;
     let direct = format!(
         "  - {{name: direct, platform: openai, type: apikey, api_key: tok-direct, base_url: '{}/v1', priority: 1}}\n",
         mock.url()
     );
-    let gw = Gateway::start(&yaml(&mock, "tok-https", Some(&probe.url), &direct));
+    let gw = Gateway::start(&yaml(&mock, "tok-https", Some(&proxy.url), &direct));
     assert_eq!(status(&gw).await, 200);
     assert_eq!(mock.calls("tok-https"), 0, "the proxy is never bypassed");
     assert_eq!(mock.calls("tok-direct"), 1, "the next account served");
-    let first = probe.first_bytes();
-    assert!(!first.is_empty(), "the proxy was not contacted");
-    let hello = &first[0];
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(
+        records[0]["attempts"][0]["outcome"], "connect_error",
+        "{records:?}"
+    );
+
+    // The proxy records a visit when its side of the handshake ends, which may be just after
+    // the gateway answered.
+    let visits = wait_for_visits(&proxy, 1).await;
+    assert!(
+        visits.iter().all(|v| v.handshake.is_err()),
+        "no handshake completed: {visits:?}"
+    );
+    let hello = &visits[0].first_bytes;
     // A TLS handshake record (0x16, version 3.x) carrying a ClientHello (type 1)...
     assert!(
         hello.len() > 6 && hello[0] == 0x16 && hello[1] == 3 && hello[5] == 1,
         "not a ClientHello: {:?}",
         &hello[..hello.len().min(16)]
     );
-    // ... whose server name is the proxy's host, not the upstream's.
+    // ... whose server name is the proxy's, not the upstream's...
     assert!(hello.windows(9).any(|w| w == b"localhost"));
     assert!(!hello
         .windows(HIDDEN_HOST.len())
         .any(|w| w == HIDDEN_HOST.as_bytes()));
-    let records = gw.wait_for_usage(1).await;
-    assert_eq!(
-        records[0]["attempts"][0]["outcome"], "connect_error",
-        "{records:?}"
+    // ... and the gateway ended the handshake because it does not trust the certificate.
+    let error = visits[0].handshake.clone().unwrap_err();
+    assert!(
+        error.contains("alert") && error.contains("UnknownCA"),
+        "{error}"
     );
+
+    // Control: a client that trusts the certificate completes the handshake with this proxy.
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(proxy.certificate.clone()).unwrap();
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let port = proxy.url.rsplit(':').next().unwrap();
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let after = wait_for_visits(&proxy, visits.len() + 1).await;
+    assert!(after[visits.len()].handshake.is_ok(), "{after:?}");
 }
 
 // === a token refresh through the proxy ===

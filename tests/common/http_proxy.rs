@@ -1,8 +1,8 @@
 //! Proxies on loopback for the per-account proxy tests, each counting what it carried:
 //! - [`HttpProxy`]: an HTTP proxy, both kinds a client uses: `CONNECT host:port` tunnels and
 //!   absolute-form requests (`POST http://host:port/path`), forwarded as they are;
-//! - [`TlsProbe`]: stands where an `https://` proxy would, records the first bytes a client
-//!   sends (a TLS ClientHello, if the client speaks TLS to the proxy) and hangs up.
+//! - [`TlsProxy`]: a TLS endpoint where an `https://` proxy would be, with a certificate no
+//!   public root signed; it records each ClientHello and how the handshake ended.
 //!
 //! Like [`super::socks::Socks5`], the HTTP proxy resolves names itself and maps every host under
 //! `.invalid` (a name that never resolves, RFC 6761) to 127.0.0.1: an upstream named
@@ -124,49 +124,86 @@ async fn serve(
     Ok(())
 }
 
-/// A listener that records the first bytes of every connection and closes it.
-pub struct TlsProbe {
-    /// `https://localhost:port`: a name, so a TLS client sends it as SNI.
+/// What a [`TlsProxy`] saw of one connection.
+#[derive(Clone, Debug)]
+pub struct TlsVisit {
+    /// The first bytes the client sent (its ClientHello, if it speaks TLS).
+    pub first_bytes: Vec<u8>,
+    /// The handshake: `Ok` if it completed, else the server's error (for a client that refused
+    /// the certificate, the alert it sent).
+    pub handshake: Result<(), String>,
+}
+
+/// A TLS endpoint where an `https://` proxy would be, with a self-signed certificate for
+/// `localhost` made at start (rcgen). It records each connection's ClientHello and handshake
+/// outcome, and carries nothing.
+pub struct TlsProxy {
+    /// `https://localhost:port`: a name, so a TLS client sends it as SNI and checks the
+    /// certificate against it.
     pub url: String,
-    first_bytes: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// The certificate, for a client that chooses to trust it.
+    pub certificate: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    visits: Arc<Mutex<Vec<TlsVisit>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl TlsProbe {
-    pub async fn start() -> TlsProbe {
+impl TlsProxy {
+    pub async fn start() -> TlsProxy {
+        use tokio_rustls::rustls;
+        let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let certificate = issued.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(issued.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate.clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
             "https://localhost:{}",
             listener.local_addr().unwrap().port()
         );
-        let first_bytes = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&first_bytes);
+        let visits = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&visits);
         let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let seen = Arc::clone(&seen);
+            while let Ok((client, _)) = listener.accept().await {
+                let (seen, acceptor) = (Arc::clone(&seen), acceptor.clone());
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    if let Ok(n) = client.read(&mut buf).await {
-                        buf.truncate(n);
-                        seen.lock().unwrap().push(buf);
-                    }
+                    let mut first_bytes = vec![0u8; 4096];
+                    let n = client.peek(&mut first_bytes).await.unwrap_or(0);
+                    first_bytes.truncate(n);
+                    let handshake = acceptor
+                        .accept(client)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string());
+                    seen.lock().unwrap().push(TlsVisit {
+                        first_bytes,
+                        handshake,
+                    });
                 });
             }
         });
-        TlsProbe {
+        TlsProxy {
             url,
-            first_bytes,
+            certificate,
+            visits,
             task,
         }
     }
 
-    /// The first bytes of each connection.
-    pub fn first_bytes(&self) -> Vec<Vec<u8>> {
-        self.first_bytes.lock().unwrap().clone()
+    /// The connections so far, in order of their handshake's end.
+    pub fn visits(&self) -> Vec<TlsVisit> {
+        self.visits.lock().unwrap().clone()
     }
 }
 
-impl Drop for TlsProbe {
+impl Drop for TlsProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
