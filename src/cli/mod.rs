@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `--version`, `--help`.
+//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `completions`,
+//! `--version`, `--help`.
 
 mod accounts;
 mod admin_client;
