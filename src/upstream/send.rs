@@ -213,9 +213,11 @@ mod tests {
     }
 
     /// An `https://` upstream gets a TLS handshake offering HTTP/2 and HTTP/1.1, never plain
-    /// HTTP, and a server whose certificate no public root signed is refused as a connect error.
+    /// HTTP, and a server that closes the connection during the handshake is a connect error
+    /// (failover). This does not test certificate verification: the server here sends no
+    /// certificate at all, so the handshake ends on EOF.
     #[tokio::test]
-    async fn https_upstreams_get_tls_with_alpn() {
+    async fn https_upstreams_get_tls_with_alpn_and_a_broken_handshake_is_a_connect_error() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
