@@ -43,13 +43,14 @@ fn accepted_per_worker(gw: &Gateway) -> std::collections::BTreeMap<String, usize
 async fn three_workers_share_the_port_all_serve_and_drain_on_sigterm() {
     let mock = MockUpstream::start().await;
     let streams = 120;
-    // Long enough (30 events, 200 ms apart) that every stream is still open at the SIGTERM.
+    // Long enough (40 events, 250 ms apart: 10 s) that every stream is still open at the
+    // SIGTERM even on a slow machine; the test checks that none had finished.
     mock.script(
         "tok-a",
         (0..streams)
             .map(|_| Behavior {
-                events: Some(30),
-                event_interval: Duration::from_millis(200),
+                events: Some(40),
+                event_interval: Duration::from_millis(250),
                 ..Default::default()
             })
             .collect(),
