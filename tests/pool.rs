@@ -100,7 +100,7 @@ fn equal_pair(mock: &MockUpstream, extra_keys: &str) -> String {
 #[tokio::test]
 async fn a_conversation_sticks_to_one_account_and_moves_when_it_fails() {
     let mock = MockUpstream::start().await;
-    let gw = Gateway::start(&equal_pair(&mock, ""));
+    let gw = Gateway::start(&with_admin(equal_pair(&mock, "")));
     let conv = [("session_id", "conversation-1")];
     for _ in 0..8 {
         let r = post_with(&gw, KEY, &conv, &body("gpt-5", false)).await;
@@ -111,10 +111,10 @@ async fn a_conversation_sticks_to_one_account_and_moves_when_it_fails() {
         a == 8 || b == 8,
         "one account served the whole conversation: a={a} b={b}"
     );
-    let (bound, other) = if a == 8 {
-        ("tok-a", "tok-b")
+    let (bound, bound_name, other) = if a == 8 {
+        ("tok-a", "a", "tok-b")
     } else {
-        ("tok-b", "tok-a")
+        ("tok-b", "b", "tok-a")
     };
 
     // The bound account fails: the request fails over, and the binding moves with it.
@@ -125,6 +125,17 @@ async fn a_conversation_sticks_to_one_account_and_moves_when_it_fails() {
             .status(),
         200
     );
+    assert_eq!((mock.calls(bound), mock.calls(other)), (9, 1));
+    // The failed account heals at once; it is now the least recently used of two equals, so a
+    // request without a binding would go to it. The conversation stays where it moved.
+    let reset = client()
+        .post(format!("{}/admin/api/accounts/{bound_name}/reset", gw.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(reset.status().is_success(), "{}", reset.status());
+    assert_eq!(account(&gw, bound_name).await["state"], "available");
     for _ in 0..3 {
         assert_eq!(
             post_with(&gw, KEY, &conv, &body("gpt-5", false))
@@ -134,10 +145,94 @@ async fn a_conversation_sticks_to_one_account_and_moves_when_it_fails() {
         );
     }
     assert_eq!(
-        mock.calls(other),
-        4,
-        "the conversation moved to the other account"
+        (mock.calls(bound), mock.calls(other)),
+        (9, 4),
+        "the conversation stayed on the account it moved to"
     );
+    // Control: without the binding the healed account is chosen (least recently used).
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        mock.calls(bound),
+        10,
+        "an unbound request goes to the healed account"
+    );
+}
+
+/// Sends six requests of one conversation (as `headers` and `body` say) and returns how the two
+/// equal accounts split them.
+async fn split_of(headers: &[(&str, &str)], request: &Value) -> (usize, usize) {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&equal_pair(&mock, ""));
+    for _ in 0..6 {
+        assert_eq!(post_with(&gw, KEY, headers, request).await.status(), 200);
+    }
+    (mock.calls("tok-a"), mock.calls("tok-b"))
+}
+
+#[tokio::test]
+async fn every_session_header_and_prompt_cache_key_alone_bind_a_conversation() {
+    // Control: without a conversation, two equal accounts take turns (least recently used).
+    assert_eq!(split_of(&[], &body("gpt-5", false)).await, (3, 3));
+    for header in ["session_id", "session-id", "conversation_id", "thread-id"] {
+        let (a, b) = split_of(&[(header, "conversation-7")], &body("gpt-5", false)).await;
+        assert!(
+            (a, b) == (6, 0) || (a, b) == (0, 6),
+            "{header}: one account served the conversation: a={a} b={b}"
+        );
+    }
+    let mut request = body("gpt-5", false);
+    request["prompt_cache_key"] = Value::String("conversation-7".into());
+    let (a, b) = split_of(&[], &request).await;
+    assert!(
+        (a, b) == (6, 0) || (a, b) == (0, 6),
+        "prompt_cache_key alone: a={a} b={b}"
+    );
+}
+
+#[tokio::test]
+async fn a_bound_account_slow_to_first_token_loses_the_conversation() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&equal_pair(&mock, "").replace(
+        "api_keys:",
+        "gateway:\n  sticky_slow_ttft_ms: 400\n  sticky_slow_strikes: 2\napi_keys:",
+    ));
+    let conv = [("session_id", "slow-conversation")];
+    let send = || async {
+        let r = post_with(&gw, KEY, &conv, &body("gpt-5", true)).await;
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert_eq!(
+            event_types(&text).last().map(String::as_str),
+            Some("response.completed")
+        );
+    };
+    send().await;
+    let (bound, other) = if mock.calls("tok-a") == 1 {
+        ("tok-a", "tok-b")
+    } else {
+        ("tok-b", "tok-a")
+    };
+    // Two slow first tokens in a row (each at least 1 s against a 400 ms limit): the
+    // conversation stays for the first, and is released after the second.
+    let slow = || Behavior {
+        delay_headers: Duration::from_millis(1000),
+        ..Default::default()
+    };
+    mock.script(bound, vec![slow(), slow()]);
+    send().await;
+    send().await;
+    assert_eq!((mock.calls(bound), mock.calls(other)), (3, 0));
+    gw.wait_for_log("sticky binding released").await;
+    // Released: the next request goes to the other account, and the conversation stays there.
+    for _ in 0..3 {
+        send().await;
+    }
+    assert_eq!((mock.calls(bound), mock.calls(other)), (3, 3));
 }
 
 #[tokio::test]
@@ -149,41 +244,41 @@ async fn prompt_cache_key_is_a_conversation_too_and_ids_sent_upstream_are_per_ke
     ));
     let mut request = body("gpt-5", false);
     request["prompt_cache_key"] = Value::String("shared-value".into());
-    let conv = [("session_id", "shared-value")];
-    assert_eq!(post_with(&gw, KEY, &conv, &request).await.status(), 200);
+    // Only prompt_cache_key: no session header at all (stickiness by it alone is proven by
+    // `every_session_header_and_prompt_cache_key_alone_bind_a_conversation`).
+    assert_eq!(post_with(&gw, KEY, &[], &request).await.status(), 200);
     assert_eq!(
-        post_with(&gw, "sk-second-key", &conv, &request)
+        post_with(&gw, "sk-second-key", &[], &request)
             .await
             .status(),
         200
     );
-    let sent = mock.requests();
-    let ids: Vec<String> = sent
-        .iter()
-        .map(|r| r.headers["session_id"].to_str().unwrap().to_owned())
-        .collect();
-    let keys: Vec<String> = sent
-        .iter()
-        .map(|r| {
-            serde_json::from_slice::<Value>(&r.body).unwrap()["prompt_cache_key"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let sent_key = |i: usize| -> String {
+        let sent = mock.requests();
+        assert!(
+            SESSION_HEADER_NAMES
+                .iter()
+                .all(|h| !sent[i].headers.contains_key(*h)),
+            "no session header was sent, none is made up"
+        );
+        serde_json::from_slice::<Value>(&sent[i].body).unwrap()["prompt_cache_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (first, second) = (sent_key(0), sent_key(1));
     assert_ne!(
-        ids[0], ids[1],
-        "two API keys never share an upstream session id"
+        first, second,
+        "two API keys never share an upstream cache key"
     );
-    assert_ne!(keys[0], keys[1]);
-    assert!(ids.iter().chain(&keys).all(|v| !v.contains("shared-value")));
+    assert!(!first.contains("shared-value") && !second.contains("shared-value"));
     // Stable for one key: the upstream's prompt cache keeps working.
-    assert_eq!(post_with(&gw, KEY, &conv, &request).await.status(), 200);
-    assert_eq!(
-        mock.requests()[2].headers["session_id"].to_str().unwrap(),
-        ids[0]
-    );
+    assert_eq!(post_with(&gw, KEY, &[], &request).await.status(), 200);
+    assert_eq!(sent_key(2), first);
 }
+
+const SESSION_HEADER_NAMES: [&str; 4] =
+    ["session_id", "session-id", "conversation_id", "thread-id"];
 
 #[tokio::test]
 async fn a_busy_pool_queues_then_answers_429_saying_so() {
@@ -290,10 +385,35 @@ async fn slots_come_back_after_failures_and_disconnects() {
         u = mock.url()
     ));
     let gw = Gateway::start(&yaml);
+    // a answers 500 (its slot back, failover), b's stream is dropped by the client.
     let mut stream = post(&gw, "/v1/responses", &body("gpt-5", true)).await;
     stream.chunk().await.unwrap();
     drop(stream);
-    gw.wait_for_usage(1).await;
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(records[0]["attempts"][0]["status"], 500, "{records:?}");
+    assert_eq!(records[0]["client_disconnected"], true, "{records:?}");
+    for a in accounts(&gw).await {
+        assert_eq!(a["in_flight"], 0, "{a}");
+    }
+    // a heals, then answers its scripted 429: that slot comes back too.
+    let reset = client()
+        .post(format!("{}/admin/api/accounts/a/reset", gw.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(reset.status().is_success());
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    let records = gw.wait_for_usage(2).await;
+    assert_eq!(records[1]["attempts"][0]["account"], "a", "{records:?}");
+    assert_eq!(records[1]["attempts"][0]["status"], 429, "{records:?}");
+    assert_eq!(records[1]["attempts"][1]["account"], "b", "{records:?}");
+    assert_eq!(mock.calls("tok-a"), 2);
     for a in accounts(&gw).await {
         assert_eq!(a["in_flight"], 0, "{a}");
     }
@@ -505,4 +625,112 @@ async fn a_streaming_client_waiting_in_the_queue_gets_keepalive_comments() {
         Some("response.completed")
     );
     assert_eq!(first.await.unwrap(), 200);
+}
+
+/// How long the account still cools, from the admin API.
+fn cooling_left(account: &Value) -> Duration {
+    let until = humantime::parse_rfc3339(account["cooldown_until"].as_str().unwrap()).unwrap();
+    until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn each_failure_cools_its_account_for_its_duration() {
+    let mock = MockUpstream::start().await;
+    let mut expired = status(401);
+    // A 401 that is not a revoked key (which disables instead).
+    expired.error_code = Some("token_expired".into());
+    mock.script("tok-a", vec![expired]);
+    mock.script("tok-b", vec![status(403)]);
+    mock.script("tok-c", vec![status(402)]);
+    mock.script("tok-d", vec![status(500)]);
+    let gw = Gateway::start(&with_admin(config(
+        &mock,
+        &[
+            apikey("a", "tok-a"),
+            apikey("b", "tok-b"),
+            apikey("c", "tok-c"),
+            apikey("d", "tok-d"),
+            apikey("e", "tok-e"),
+        ],
+        "",
+    )));
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        mock.calls("tok-e"),
+        1,
+        "four failures, then the fifth answered"
+    );
+    // (name, reason, duration): the admin view shows the time left, rounded to seconds; the
+    // lower bounds only allow for the time this test took since the failure.
+    for (name, reason, secs) in [
+        ("a", "auth_failed", 600),
+        ("b", "auth_failed", 600),
+        ("c", "payment_required", 3600),
+        ("d", "upstream_error", 10),
+    ] {
+        let view = account(&gw, name).await;
+        assert_eq!(view["state"], "cooling", "{view}");
+        assert_eq!(view["cooldown_reason"], reason, "{view}");
+        let left = cooling_left(&view);
+        assert!(
+            left <= Duration::from_secs(secs + 1) && left > Duration::from_secs(secs / 2),
+            "{name}: {reason} cools for {secs} s, {left:?} left"
+        );
+    }
+    assert_eq!(account(&gw, "e").await["state"], "available");
+}
+
+#[tokio::test]
+async fn a_deactivated_workspace_disables_the_account_with_the_reason() {
+    let mock = MockUpstream::start().await;
+    let mut deactivated = status(402);
+    deactivated.error_code = Some("deactivated_workspace".into());
+    mock.script("tok-a", vec![deactivated]);
+    // Control: the same 402 without that code is billing, which only cools.
+    mock.script("tok-b", vec![status(402)]);
+    let gw = Gateway::start(&with_admin(config(
+        &mock,
+        &[
+            oauth("a", "tok-a"),
+            oauth("b", "tok-b"),
+            oauth("c", "tok-c"),
+        ],
+        "",
+    )));
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(mock.calls("tok-c"), 1);
+    let a = account(&gw, "a").await;
+    assert_eq!(a["state"], "disabled", "{a}");
+    assert!(
+        a["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("workspace or organisation is deactivated"),
+        "{a}"
+    );
+    let b = account(&gw, "b").await;
+    assert_eq!(b["state"], "cooling", "{b}");
+    assert_eq!(b["cooldown_reason"], "payment_required", "{b}");
+    // Disabled stays disabled: later requests never reach it.
+    for _ in 0..3 {
+        assert_eq!(
+            post(&gw, "/v1/responses", &body("gpt-5", false))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(mock.calls("tok-a"), 1);
 }

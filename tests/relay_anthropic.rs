@@ -377,3 +377,34 @@ async fn the_non_stream_keepalive_applies_to_messages_too() {
     let v: Value = serde_json::from_str(text.trim_start()).unwrap();
     assert_eq!(v["type"], "message");
 }
+
+#[tokio::test]
+async fn every_claude_account_timing_out_is_a_504_in_the_anthropic_shape() {
+    let mock = MockUpstream::start().await;
+    let hang = || {
+        vec![Behavior {
+            hang_before_headers: true,
+            ..Default::default()
+        }]
+    };
+    mock.script("sk-ant-a", hang());
+    mock.script("sk-ant-b", hang());
+    let gw = Gateway::start(&claude_config(
+        &mock,
+        &[("a", "sk-ant-a"), ("b", "sk-ant-b")],
+        "  response_header_timeout: 1\n",
+    ));
+    let response = send(&gw, "/v1/messages", &message(false), &[]).await;
+    assert_eq!(response.status(), 504);
+    let v: Value = response.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "timeout_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer in time"),
+        "{v}"
+    );
+    assert_eq!((mock.calls("sk-ant-a"), mock.calls("sk-ant-b")), (1, 1));
+}

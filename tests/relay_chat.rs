@@ -129,3 +129,37 @@ async fn the_official_openai_sdk_chat_works_through_subrelay() {
     let base = format!("{}/v1", gw.url);
     run_python("openai", "sdk_chat.py", &[&base, KEY]).await;
 }
+
+#[tokio::test]
+async fn a_chat_stream_that_breaks_after_output_ends_with_its_error_chunk() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-compat",
+        vec![Behavior {
+            events: Some(6),
+            cut_after: Some(3),
+            ..Default::default()
+        }],
+    );
+    let gw = Gateway::start(&config(
+        &mock,
+        &[apikey("compat", "tok-compat"), apikey("spare", "tok-spare")],
+        "",
+    ));
+    let response = post(&gw, "/v1/chat/completions", &chat(true)).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let lines = data_lines(&text);
+    let (last, before) = lines.split_last().unwrap();
+    assert!(
+        before.iter().any(|l| l.contains("\"content\"")),
+        "output went out first: {text}"
+    );
+    assert!(!lines.iter().any(|l| l == "[DONE]"), "{text}");
+    let error: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(error["error"]["type"], "upstream_error", "{text}");
+    assert!(error["error"]["code"].is_string(), "{text}");
+    assert!(error["error"]["message"].is_string(), "{text}");
+    // Output had started: no second account.
+    assert_eq!(mock.calls("tok-spare"), 0);
+}

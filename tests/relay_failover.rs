@@ -14,6 +14,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
+const ADMIN: &str = "admin-token-for-tests-0123";
+
 fn status(code: u16) -> Behavior {
     Behavior {
         status: Some(code),
@@ -254,10 +256,13 @@ async fn a_silent_stream_after_output_ends_with_response_failed_after_the_idle_t
             ..Default::default()
         }],
     );
-    let gw = Gateway::start(&config(
-        &mock,
-        &[apikey("a", "tok-a")],
-        "  stream_data_interval_timeout: 30\n  stream_keepalive_interval: 5\n",
+    let gw = Gateway::start(&format!(
+        "admin:\n  token: {ADMIN}\n{}",
+        config(
+            &mock,
+            &[apikey("a", "tok-a")],
+            "  stream_data_interval_timeout: 30\n  stream_keepalive_interval: 5\n",
+        )
     ));
     let response = post(&gw, "/v1/responses", &body("gpt-5", true)).await;
     let text = response.text().await.unwrap();
@@ -272,4 +277,93 @@ async fn a_silent_stream_after_output_ends_with_response_failed_after_the_idle_t
         "idle comments kept the connection alive: {text}"
     );
     assert!(text.contains("stream_stalled"), "{text}");
+    // A stall rests the account for 30 s (the lower bound allows for this test's own time).
+    let v: Value = client()
+        .get(format!("{}/admin/api/accounts", gw.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a = &v["accounts"][0];
+    assert_eq!(a["cooldown_reason"], "stalled", "{a}");
+    let until = humantime::parse_rfc3339(a["cooldown_until"].as_str().unwrap()).unwrap();
+    let left = until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        left <= Duration::from_secs(31) && left > Duration::from_secs(15),
+        "a stall cools for 30 s: {left:?} left"
+    );
+}
+
+#[tokio::test]
+async fn every_account_timing_out_is_a_504_in_the_openai_shape() {
+    let mock = MockUpstream::start().await;
+    let hang = || {
+        vec![Behavior {
+            hang_before_headers: true,
+            ..Default::default()
+        }]
+    };
+    mock.script("tok-a", hang());
+    mock.script("tok-b", hang());
+    let gw = Gateway::start(&config(
+        &mock,
+        &[apikey("a", "tok-a"), apikey("b", "tok-b")],
+        "  response_header_timeout: 1\n",
+    ));
+    let response = post(&gw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(response.status(), 504);
+    let v: Value = response.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "timeout_error", "{v}");
+    assert_eq!(v["error"]["code"], "header_timeout", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer in time"),
+        "{v}"
+    );
+    assert_eq!((mock.calls("tok-a"), mock.calls("tok-b")), (1, 1));
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(records[0]["status"], 504);
+    for attempt in records[0]["attempts"].as_array().unwrap() {
+        assert_eq!(attempt["outcome"], "header_timeout", "{records:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_whose_every_account_fails_after_a_keepalive_ends_with_response_failed() {
+    let mock = MockUpstream::start().await;
+    // a fails only after a keepalive went out (the stream is committed with 200); b fails too.
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            status: Some(500),
+            delay_headers: Duration::from_secs(6),
+            ..Default::default()
+        }],
+    );
+    mock.script("tok-b", vec![status(503)]);
+    let gw = Gateway::start(&config(
+        &mock,
+        &[apikey("a", "tok-a"), apikey("b", "tok-b")],
+        "  stream_keepalive_interval: 5\n",
+    ));
+    let response = post(&gw, "/v1/responses", &body("gpt-5", true)).await;
+    assert_eq!(response.status(), 200, "committed by the keepalive");
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with(": keepalive\n\n"), "{text:?}");
+    let types = event_types(&text);
+    assert_eq!(types, ["response.failed"], "{text}");
+    assert!(
+        text.contains("upstream_status_503"),
+        "the last failure: {text}"
+    );
+    assert_eq!((mock.calls("tok-a"), mock.calls("tok-b")), (1, 1));
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(records[0]["success"], false);
 }

@@ -53,26 +53,47 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Every file of the data directory, concatenated (the database, its WAL, the key files).
-fn data_dir_bytes(gw: &Gateway) -> Vec<u8> {
+/// Every file under `dir`, recursively, concatenated (the database, its WAL, the key files).
+fn files_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut all = Vec::new();
-    for entry in std::fs::read_dir(gw.data_dir.as_ref().unwrap().path()).unwrap() {
+    for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.is_file() {
+        if path.is_dir() {
+            all.extend(files_bytes(&path));
+        } else if path.is_file() {
             all.extend(std::fs::read(path).unwrap());
         }
     }
     all
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The sealed tokens row of `account`, read from the store's database while the gateway runs.
+async fn sealed_row(data_dir: &std::path::Path, account: &str) -> Option<Vec<u8>> {
+    let db = std::fs::read_dir(data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "db"))
+        .expect("the store's database file");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&db)
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let row: Option<(Vec<u8>,)> =
+        sqlx::query_as("SELECT sealed FROM account_tokens WHERE name = ?")
+            .bind(account)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    row.map(|(sealed,)| sealed)
 }
 
 #[tokio::test]
-async fn tokens_are_refreshed_ahead_of_expiry_and_saved_before_use() {
+async fn tokens_are_refreshed_ahead_of_expiry_and_encrypted_at_rest() {
     let mock = MockUpstream::start().await;
     // Expires in 10 min; refresh_ahead is 30 min by default: due at start.
     let gw = Gateway::start(&signin_config(
@@ -80,19 +101,36 @@ async fn tokens_are_refreshed_ahead_of_expiry_and_saved_before_use() {
         &[("codex", "access-0", "rt-seed", 600)],
         "",
     ));
-    wait_until("the background refresh", || mock.token_calls() == 1).await;
+    // Logged once the new tokens are stored and installed.
+    gw.wait_for_log("sign-in token refreshed").await;
+    assert_eq!(mock.token_calls(), 1);
     let issued = mock.issued_access_tokens();
-    // Saved (the restart test proves it) and sealed: the issued tokens never appear in clear on
-    // disk.
-    let files = data_dir_bytes(&gw);
+    assert_eq!(issued, ["at-1"]);
+    let dir = gw.data_dir.as_ref().unwrap().path();
+    let sealed = sealed_row(dir, "codex")
+        .await
+        .expect("the refreshed tokens are stored");
+    let files = files_bytes(dir);
+    // Positive control: the scan sees the stored row (the sealed bytes are in the files).
     assert!(
-        !contains(&files, &issued[0]),
-        "the access token is encrypted at rest"
+        contains(&files, &sealed),
+        "the scan reads what the store wrote"
     );
-    assert!(
-        !contains(&files, "rt-1"),
-        "the rotated refresh token is encrypted at rest"
-    );
+    // Second control: the same scan finds a token written in the clear.
+    let control = tempfile::tempdir().unwrap();
+    std::fs::write(
+        control.path().join("plain.json"),
+        b"{\"refresh_token\":\"rt-1\"}",
+    )
+    .unwrap();
+    assert!(contains(&files_bytes(control.path()), b"rt-1"));
+    for secret in [issued[0].as_str(), "rt-1", "rt-seed", "access-0"] {
+        assert!(
+            !contains(&files, secret.as_bytes()),
+            "{secret} is not stored in the clear"
+        );
+    }
+    assert!(!contains(&sealed, b"rt-1") && !contains(&sealed, b"at-1"));
     assert_eq!(
         post(&gw, "/v1/responses", &body("gpt-5.1-codex", false))
             .await
@@ -105,6 +143,80 @@ async fn tokens_are_refreshed_ahead_of_expiry_and_saved_before_use() {
         .find(|r| r.path.ends_with("/responses"))
         .unwrap();
     assert_eq!(used.credential.as_deref(), Some(issued[0].as_str()));
+}
+
+#[tokio::test]
+async fn rotated_tokens_are_saved_before_the_new_access_token_is_used() {
+    let mock = MockUpstream::start().await;
+    // The first use of the new token never answers (the gateway is killed while it waits);
+    // its next use is refused, which makes the gateway refresh again.
+    mock.script(
+        "at-1",
+        vec![
+            Behavior {
+                hang_before_headers: true,
+                ..Default::default()
+            },
+            Behavior {
+                status: Some(401),
+                error_code: Some("token_expired".into()),
+                ..Default::default()
+            },
+        ],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let yaml = signin_config(
+        &mock,
+        &[("codex", "expired-access", "rt-seed", -60)],
+        &format!(
+            "  refresh_ahead: 0\nstorage:\n  data_dir: {}\n",
+            data.path().display()
+        ),
+    )
+    .replace("\n\napi_keys", "\napi_keys");
+    let first = Gateway::start(&yaml);
+    let url = first.responses_url();
+    let pending = tokio::spawn(async move {
+        client()
+            .post(url)
+            .bearer_auth(KEY)
+            .json(&body("gpt-5.1-codex", false))
+            .send()
+            .await
+    });
+    // The refresh spent rt-seed and issued at-1/rt-1; at-1 is now in use upstream.
+    wait_until("the new access token upstream", || mock.calls("at-1") == 1).await;
+    // kill -9 while the upstream call is open: nothing after it ran.
+    drop(first);
+    assert!(pending.await.unwrap().is_err(), "the gateway was killed");
+
+    // rt-seed is spent: only rt-1, if it was stored before at-1 was used, keeps the account.
+    let second = Gateway::start(&yaml);
+    second.wait_for_log("use tokens saved in").await;
+    assert_eq!(
+        post(&second, "/v1/responses", &body("gpt-5.1-codex", false))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(mock.token_calls(), 2);
+    let refreshes: Vec<Value> = mock
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/oauth/token"))
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(refreshes[0]["refresh_token"], "rt-seed");
+    assert_eq!(
+        refreshes[1]["refresh_token"], "rt-1",
+        "the restart refreshed with the rotated token it had saved"
+    );
+    assert_eq!(
+        mock.calls("at-1"),
+        2,
+        "the saved access token was used first"
+    );
+    assert_eq!(mock.calls("at-2"), 1);
 }
 
 #[tokio::test]

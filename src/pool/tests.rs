@@ -370,3 +370,79 @@ async fn accounts_join_change_and_leave_at_runtime() {
     assert!(p.find("a").is_none());
     assert_eq!(p.accounts().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_failure_rests_the_account_for_its_own_duration() {
+    let cases = [
+        (
+            AccountEffect::AuthFailed,
+            CooldownReason::AuthFailed,
+            Duration::from_secs(10 * 60),
+        ),
+        (
+            AccountEffect::PaymentRequired,
+            CooldownReason::PaymentRequired,
+            Duration::from_secs(60 * 60),
+        ),
+        (
+            AccountEffect::Transient,
+            CooldownReason::Transient,
+            Duration::from_secs(10),
+        ),
+        (
+            AccountEffect::Stalled,
+            CooldownReason::Stalled,
+            Duration::from_secs(30),
+        ),
+        (
+            AccountEffect::RateLimited(None),
+            CooldownReason::RateLimited,
+            Duration::from_secs(60),
+        ),
+    ];
+    for (effect, reason, duration) in cases {
+        let p = pool(vec![spec("a", 0, 0)]);
+        let a = p.find("a").unwrap();
+        a.apply(&effect, "failed", &p.policy.cooldowns);
+        match a.availability(tokio::time::Instant::now()) {
+            Availability::Cooling { reason: got, left } => {
+                assert_eq!((got, left), (reason, duration), "{effect:?}");
+            }
+            _ => panic!("{effect:?}: expected a cooldown"),
+        }
+        tokio::time::advance(duration - Duration::from_secs(1)).await;
+        assert!(pick(&p, &[]).is_none(), "{effect:?}: still cooling");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            pick(&p, &[]).is_some(),
+            "{effect:?}: healed after {duration:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_binding_used_again_lives_its_ttl_from_the_last_use() {
+    let table = StickyTable::default();
+    let used = StickyKey::new(b"k", "used");
+    let idle = StickyKey::new(b"k", "idle");
+    let ttl = Duration::from_secs(60);
+    table.bind(used, 1, ttl);
+    table.bind(idle, 1, ttl);
+    tokio::time::advance(Duration::from_secs(40)).await;
+    // A success on the bound account binds again (`keep_sticky`), which refreshes the TTL.
+    table.bind(used, 1, ttl);
+    tokio::time::advance(Duration::from_secs(40)).await;
+    let now = tokio::time::Instant::now();
+    assert_eq!(
+        table.get(&used, now),
+        Some(1),
+        "refreshed at 40 s: alive at 80 s"
+    );
+    assert_eq!(
+        table.get(&idle, now),
+        None,
+        "control: not refreshed, gone at 80 s"
+    );
+    tokio::time::advance(Duration::from_secs(21)).await;
+    assert_eq!(table.get(&used, tokio::time::Instant::now()), None);
+}

@@ -198,18 +198,16 @@ impl AttemptFailure {
     }
 }
 
-/// Error codes that no cooldown heals: the account is disabled with the reason instead.
+/// Error codes that no cooldown heals: the account is disabled with the reason instead. The
+/// code is OpenAI's `error.code`, or `detail.code` as the ChatGPT (Codex) backend writes it
+/// (`{"detail":{"code":"deactivated_workspace"}}` with a 402).
 fn permanent_failure(body: &[u8]) -> Option<&'static str> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        error: Option<Inner>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Inner {
-        code: Option<serde_json::Value>,
-    }
-    let code = serde_json::from_slice::<Body>(body).ok()?.error?.code?;
-    match code.as_str()? {
+    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let code = body
+        .pointer("/error/code")
+        .and_then(serde_json::Value::as_str)
+        .or_else(|| body.pointer("/detail/code")?.as_str())?;
+    match code {
         "invalid_api_key" => Some("the upstream refused the API key (invalid_api_key)"),
         "token_revoked" => Some("the upstream says the token was revoked (token_revoked)"),
         "account_deactivated" | "user_deactivated" => Some("the upstream account is deactivated"),
@@ -399,5 +397,48 @@ impl axum::response::IntoResponse for ClientError {
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers();
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn effect(status: u16, body: &'static str) -> AccountEffect {
+        AttemptFailure::from_status(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            Bytes::from_static(body.as_bytes()),
+            Platform::OpenAi,
+        )
+        .effect
+    }
+
+    #[test]
+    fn a_deactivated_workspace_disables_in_either_error_shape() {
+        let disabled =
+            AccountEffect::Disable("the upstream workspace or organisation is deactivated");
+        assert_eq!(
+            effect(402, r#"{"detail":{"code":"deactivated_workspace"}}"#),
+            disabled
+        );
+        assert_eq!(
+            effect(
+                402,
+                r#"{"error":{"message":"m","type":"t","code":"deactivated_workspace"}}"#
+            ),
+            disabled
+        );
+        // Controls: billing without that code cools; a plain-string detail is no code at all.
+        assert_eq!(
+            effect(402, r#"{"detail":{"code":"billing_hard_limit"}}"#),
+            AccountEffect::PaymentRequired
+        );
+        assert_eq!(
+            effect(401, r#"{"detail":"Unauthorized"}"#),
+            AccountEffect::AuthFailed
+        );
     }
 }

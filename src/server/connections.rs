@@ -30,6 +30,12 @@ pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) 
         };
         match accepted {
             Ok((tcp, _peer)) => {
+                // Which worker took it (its thread: `main` or `subrelay-wN`); off unless
+                // `log.level` enables debug for this module.
+                tracing::debug!(
+                    worker = std::thread::current().name().unwrap_or("unnamed"),
+                    "connection accepted"
+                );
                 connections.spawn(serve_connection(tcp, app.clone(), stop.clone()));
             }
             Err(e) if is_connection_error(&e) => {}

@@ -213,9 +213,11 @@ mod tests {
     }
 
     /// An `https://` upstream gets a TLS handshake offering HTTP/2 and HTTP/1.1, never plain
-    /// HTTP, and a server whose certificate no public root signed is refused as a connect error.
+    /// HTTP, and a server that closes the connection during the handshake is a connect error
+    /// (failover). This does not test certificate verification: the server here sends no
+    /// certificate at all, so the handshake ends on EOF.
     #[tokio::test]
-    async fn https_upstreams_get_tls_with_alpn() {
+    async fn https_upstreams_get_tls_with_alpn_and_a_broken_handshake_is_a_connect_error() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
@@ -237,5 +239,114 @@ mod tests {
         let has = |needle: &[u8]| hello.windows(needle.len()).any(|w| w == needle);
         assert!(has(b"\x02h2"), "ALPN offers h2");
         assert!(has(b"\x08http/1.1"), "ALPN offers http/1.1");
+    }
+
+    /// A self-signed certificate for 127.0.0.1 and its key, made with openssl for this test only:
+    /// no root signed it, which is the point. Not a secret of anything.
+    const SELF_SIGNED_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBrDCCAVGgAwIBAgIUcdU8QDVcYhSz32P/WN1pZoTYgZQwCgYIKoZIzj0EAwIw
+ITEfMB0GA1UEAwwWc3VicmVsYXkgdGVzdCB1cHN0cmVhbTAgFw0yNjEyMDEwMDA2
+NDVaGA8yMTI2MTEwNzAwMDY0NVowITEfMB0GA1UEAwwWc3VicmVsYXkgdGVzdCB1
+cHN0cmVhbTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABCUXJzES9+oi3AFIv/EH
+nX5lheZOQedgUe2GO13zduU5FUEjux3bRqlOxVm+SZtH3ahG35plBSPiPyHbMHqV
+utqjZTBjMAwGA1UdEwEB/wQCMAAwDgYDVR0PAQH/BAQDAgeAMBMGA1UdJQQMMAoG
+CCsGAQUFBwMBMA8GA1UdEQQIMAaHBH8AAAEwHQYDVR0OBBYEFCq0g08mvTiO7tnR
+svdJ56RLpvCxMAoGCCqGSM49BAMCA0kAMEYCIQCywomRQH37UWT9+83hr4EU+bpp
+WsfkoLlcIhIxBHMPgQIhAIJOy7sA3QeT1N8jSmU1bca59q8OE+xT1uAuj+oT4ucd
+-----END CERTIFICATE-----";
+    const SELF_SIGNED_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPP6tVq/7CgivlCsV
+WZ8nc2eYt0JfkZXP5+O/34JwkIyhRANCAAQlFycxEvfqItwBSL/xB51+ZYXmTkHn
+YFHthjtd83blORVBI7sd20apTsVZvkmbR92oRt+aZQUj4j8h2zB6lbra
+-----END PRIVATE KEY-----";
+
+    fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// A TLS handshake with a server whose certificate no public root signed: the client refuses
+    /// the certificate (the server receives the `unknown_ca` alert) and the send is a connect
+    /// error. Control: a client that trusts this certificate completes the handshake with the
+    /// same server.
+    #[tokio::test]
+    async fn an_upstream_certificate_no_public_root_signed_is_refused() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let cert = CertificateDer::from_pem_slice(SELF_SIGNED_CERT.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(SELF_SIGNED_KEY.as_bytes()).unwrap();
+        let server_config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(ring())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.clone()], key)
+                .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Two handshakes, each to its end: the gateway's client, then the trusting control.
+        let server = std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            for _ in 0..2 {
+                let (mut tcp, _) = listener.accept().unwrap();
+                let mut tls = rustls::ServerConnection::new(Arc::clone(&server_config)).unwrap();
+                let outcome = loop {
+                    match tls.complete_io(&mut tcp) {
+                        Ok(_) if tls.is_handshaking() => {}
+                        Ok(_) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            outcomes
+        });
+
+        let sender = Sender::Direct(direct_client().unwrap());
+        let request = http::Request::post(format!("https://127.0.0.1:{port}/v1/responses"))
+            .body(Bytes::from_static(b"{}"))
+            .unwrap();
+        let err = sender.send(request).await.err().unwrap();
+        assert!(err.connect, "{}", err.message);
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let trusting = Arc::new(
+            rustls::ClientConfig::builder_with_provider(ring())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let control = std::thread::spawn(move || {
+            let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = rustls::ClientConnection::new(trusting, name).unwrap();
+            while tls.is_handshaking() {
+                tls.complete_io(&mut tcp).unwrap();
+            }
+        });
+        control.join().unwrap();
+
+        let outcomes = server.join().unwrap();
+        let refused = outcomes[0].as_ref().unwrap_err();
+        let alert = refused
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        assert!(
+            matches!(
+                alert,
+                Some(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::UnknownCA
+                ))
+            ),
+            "the client refused the certificate, not the connection: {refused:?}"
+        );
+        assert!(
+            outcomes[1].is_ok(),
+            "control: {:?}",
+            outcomes[1].as_ref().err()
+        );
     }
 }

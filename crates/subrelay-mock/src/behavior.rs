@@ -25,6 +25,9 @@ pub struct Behavior {
     /// `{"error":{"message","type","code","param":null}}`, Anthropic
     /// `{"type":"error","error":{"type","message"}}`). A 2xx status gives the normal answer.
     pub status: Option<u16>,
+    /// With a scripted error `status`: the OpenAI `error.code` to send instead of the status's
+    /// usual one (`deactivated_workspace`, `token_expired`, ...). Ignored by Anthropic routes.
+    pub error_code: Option<String>,
     /// Extra response headers (`retry-after`, `x-codex-primary-used-percent`, ...), on any answer.
     pub headers: Vec<(String, String)>,
     /// Wait before sending the status line and headers (applies to errors too).

@@ -83,7 +83,12 @@ impl Dialect {
     }
 
     /// The error answer for a scripted status, typed the way the real API types it.
-    pub(crate) fn scripted(self, status: StatusCode) -> Result<Reply, serde_json::Error> {
+    /// `code_override` replaces OpenAI's `error.code` (Anthropic has none).
+    pub(crate) fn scripted(
+        self,
+        status: StatusCode,
+        code_override: Option<&str>,
+    ) -> Result<Reply, serde_json::Error> {
         let code = status.as_u16();
         let (kind, error_code, text) = match self {
             Self::OpenAi => openai_status(code),
@@ -92,6 +97,21 @@ impl Dialect {
                 (kind, None, text)
             }
         };
+        if let (Self::OpenAi, Some(error_code)) = (self, code_override) {
+            let message = format!("{text} (subrelay-mock: scripted status {code})");
+            let bytes = to_json(
+                &OpenAiError {
+                    error: OpenAiDetail {
+                        message: &message,
+                        kind,
+                        code: Some(error_code),
+                        param: None,
+                    },
+                },
+                192 + message.len(),
+            )?;
+            return Ok(Reply::json(status, bytes));
+        }
         self.reject(&Rejection {
             status,
             kind,

@@ -169,7 +169,9 @@ fn compose(
     if let Some(code) = behavior.status {
         match StatusCode::from_u16(code) {
             Ok(status) if status.is_success() => {}
-            Ok(status) if status.as_u16() >= 300 => return dialect.scripted(status),
+            Ok(status) if status.as_u16() >= 300 => {
+                return dialect.scripted(status, behavior.error_code.as_deref())
+            }
             _ => {
                 let message = format!(
                     "subrelay-mock: scripted status {code} cannot be answered (use 200..=999)"

@@ -316,3 +316,31 @@ async fn dropping_the_mock_ends_hanging_answers() {
         "no more data after the drop: {rest:?}"
     );
 }
+
+#[tokio::test]
+async fn a_scripted_status_can_carry_another_error_code() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "a",
+        vec![
+            Behavior {
+                status: Some(402),
+                error_code: Some("deactivated_workspace".into()),
+                ..Behavior::default()
+            },
+            Behavior {
+                status: Some(402),
+                ..Behavior::default()
+            },
+        ],
+    );
+    let body = codex_body("gpt-5.1-codex");
+    let first = post(&mock.url(), CODEX, "a", &body).await;
+    assert_eq!(first.status(), 402);
+    let error = json_of(first).await;
+    assert_eq!(error["error"]["code"], "deactivated_workspace");
+    assert!(error["error"]["message"].is_string());
+    // Control: without it, the status's usual code (none for a 402).
+    let second = json_of(post(&mock.url(), CODEX, "a", &body).await).await;
+    assert_eq!(second["error"]["code"], Value::Null);
+}
