@@ -311,3 +311,52 @@ async fn without_an_admin_token_there_is_no_dashboard() {
         assert_eq!(r.status(), 404, "{path}");
     }
 }
+
+/// A dashboard session ends on the server after `admin.session_ttl` (here 10 s, the minimum),
+/// whatever cookie the browser still sends; a session opened later still works.
+#[tokio::test]
+async fn a_session_expires_on_the_server_after_its_lifetime() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with_env(
+        &store_config(&mock, dir.path(), ""),
+        &[("ADMIN_SESSION_TTL", "10")],
+    );
+    let keys = |cookie: String| {
+        let url = format!("{}/admin/api/keys", gw.url);
+        async move {
+            no_redirects()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let (set_cookie, old) = sign_in(&gw, &[]).await;
+    assert!(
+        set_cookie.split("; ").any(|a| a == "Max-Age=10"),
+        "{set_cookie}"
+    );
+    // Positive control: the session works while it lives.
+    assert_eq!(keys(old.clone()).await.status(), 200);
+
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let (_, fresh) = sign_in(&gw, &[]).await;
+    let expired = keys(old.clone()).await;
+    assert_eq!(expired.status(), 401);
+    let body: serde_json::Value = expired.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "session_expired", "{body}");
+    let shell = no_redirects()
+        .get(format!("{}/admin/", gw.url))
+        .header("cookie", &old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        shell.status(),
+        303,
+        "the expired session is sent to sign-in"
+    );
+    assert_eq!(keys(fresh).await.status(), 200, "a fresh session works");
+}
