@@ -360,3 +360,77 @@ async fn a_session_expires_on_the_server_after_its_lifetime() {
     );
     assert_eq!(keys(fresh).await.status(), 200, "a fresh session works");
 }
+
+/// Every resource the sign-in page and the dashboard link (stylesheet, scripts, the SVG
+/// favicon) answers 200 with its type: nothing a page asks for is a 404.
+#[tokio::test]
+async fn every_linked_resource_is_served_with_the_favicon() {
+    let (_mock, gw, _dir) = start().await;
+    let (_, cookie) = sign_in(&gw, &[]).await;
+    let client = no_redirects();
+    let login = client
+        .get(format!("{}/admin/login", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, shell) = csrf_of(&gw, &cookie).await;
+    let mut linked = Vec::new();
+    for html in [&login, &shell] {
+        assert!(
+            html.contains(r#"<link rel="icon" href="/admin/favicon.svg" type="image/svg+xml">"#),
+            "{html}"
+        );
+        for attr in [r#"href=""#, r#"src=""#] {
+            for (at, _) in html.match_indices(attr) {
+                let link: String = html[at + attr.len()..]
+                    .chars()
+                    .take_while(|c| *c != '"')
+                    .collect();
+                if !link.starts_with('#') {
+                    linked.push(link);
+                }
+            }
+        }
+    }
+    linked.sort();
+    linked.dedup();
+    assert_eq!(
+        linked,
+        [
+            "/admin/assets/app.css",
+            "/admin/assets/app.js",
+            "/admin/assets/login.js",
+            "/admin/favicon.svg",
+        ],
+        "the pages link these (a new link is checked here too)"
+    );
+    for link in &linked {
+        let response = client
+            .get(format!("{}{link}", gw.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{link}");
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let want = match link.rsplit('.').next().unwrap() {
+            "css" => "text/css",
+            "js" => "text/javascript",
+            _ => "image/svg+xml",
+        };
+        assert!(kind.starts_with(want), "{link}: {kind}");
+        let body = response.text().await.unwrap();
+        if want == "image/svg+xml" {
+            assert!(
+                body.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+                "{body}"
+            );
+        }
+    }
+}

@@ -42,6 +42,7 @@ const SHELL_HTML: &str = include_str!("assets/app.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const LOGIN_JS: &str = include_str!("assets/login.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
 
 struct Session {
     csrf: String,
@@ -204,6 +205,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/assets/login.js", get(login_js))
         .route("/admin/assets/app.css", get(app_css))
         .route("/admin/assets/app.js", get(app_js))
+        .route("/admin/favicon.svg", get(favicon))
         .route("/admin/api/oauth/start", post(signin::start))
         .route("/admin/api/oauth/finish", post(signin::finish))
         .route("/admin/api/settings", get(settings::get))
@@ -279,6 +281,13 @@ async fn app_css(State(state): State<Arc<AppState>>) -> Response {
         return e.into_response();
     }
     asset("text/css; charset=utf-8", APP_CSS)
+}
+
+async fn favicon(State(state): State<Arc<AppState>>) -> Response {
+    if let Err(e) = admin_on(&state) {
+        return e.into_response();
+    }
+    asset("image/svg+xml", FAVICON_SVG)
 }
 
 async fn login_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
