@@ -224,8 +224,12 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.find("#signin")
     assert driver.current_url == base + "/admin/login", driver.current_url
     # It says where the admin token comes from, and its favicon is served.
-    help_text = page.find("#token-help").text
-    assert "admin.token" in help_text and "ADMIN_TOKEN" in help_text, help_text
+    page.text_eq(
+        "#token-help",
+        "The admin token is the value of admin.token in subrelay's configuration: set in the"
+        " config file (for example admin: {token: env:ADMIN_TOKEN}) or by the server's"
+        " ADMIN_TOKEN environment variable. It is not a client API key.",
+    )
     status, kind, icon = fetch(base + "/admin/favicon.svg")
     assert (status, kind) == (200, "image/svg+xml") and icon.startswith(b"<svg"), (status, kind)
     page.find("#token").send_keys("wrong-token")
@@ -313,7 +317,8 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     assert count >= 2 and outside == [], (count, outside)
     page.find('tr[data-key="colleague"] button[data-action="disable"]').click()
     page.text_eq('tr[data-key="colleague"] .state', "disabled")
-    assert relay(base, secret) == 401
+    status = relay(base, secret)
+    assert status == 401, status
 
     # Accounts: the cooling account with its reason and quota, then reset.
     page.open("accounts")
