@@ -311,8 +311,21 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.text_eq(colleague + '[data-limit="spend"]', "$5.00 a day · $50.00 a month")
     page.text_eq(colleague + '[data-limit="models"]', "models: gpt-5, gpt-5-mini")
     page.text_eq('tr[data-key="tester"] [data-limit="models"]', "every model")
-    # At 1280 px the table fits: its Actions are in view, not scrolled away.
+    # At 1280 px the table fits, with a long name and many limits in it: its Actions are in
+    # view, not scrolled away.
     assert driver.execute_script("return window.innerWidth") == 1280
+    wide = {
+        "name": "build-agents-of-the-platform-team-in-eu-west",
+        "rpm_limit": 600,
+        "daily_spend_limit": 20,
+        "monthly_spend_limit": 400,
+        "allowed_models": ["gpt-5", "gpt-5-mini", "gpt-5.1-codex", "claude-sonnet-4-5"],
+        "expires_at": int(time.time()) + 90 * 86400,
+    }
+    assert admin_call(base, admin_token, "POST", "/admin/api/keys", wide) == 201
+    driver.execute_script("window.location.hash = '#none'")
+    page.open("keys")
+    page.find(f'tr[data-key="{wide["name"]}"]')
     count, outside = page.actions_in_view("keys-table")
     assert count >= 2 and outside == [], (count, outside)
     page.find('tr[data-key="colleague"] button[data-action="disable"]').click()
