@@ -152,7 +152,7 @@ function barChart(title, points, format, kind) {
       shape("text", { x: left + i * step + 1, y: bottom + 13 }, p.label);
     }
   });
-  return el("div", { class: "card chart" }, el("div", { class: "label" }, `${title} (max ${format(max)})`), svg);
+  return el("div", { class: "card chart", "data-max": String(max) }, el("div", { class: "label" }, `${title} (max ${format(max)})`), svg);
 }
 
 function card(label, value, id) {
