@@ -3,9 +3,12 @@
 //! tests/python/dashboard_browser.py: sign in, create a key and read it once, a request with it
 //! on Usage (filtered, in the browser's time zone, exported as CSV) and in the Overview numbers,
 //! disable it and see the next request refused, a cooling account with its reason reset, an
-//! account signed in by OAuth (code + PKCE against the fake upstream) serving a request, a
-//! phone-sized screen, Settings (redacted, with what came from the environment), the Overview
-//! screenshot, sign out.
+//! account signed in by OAuth (code + PKCE against the fake upstream), its token refreshed from
+//! the dashboard and serving a request, an account added, edited and deleted, every key limit
+//! shown, the Accounts and Keys Actions in view at 1280 px, the last error's message with its
+//! details on demand, charts with y-axis labels, a phone-sized screen, Settings (redacted, with
+//! what came from the environment), the Overview screenshot, no resource that failed to load
+//! (the favicon), sign out.
 //!
 //! `SUBRELAY_UPDATE_SCREENSHOT=1` copies the screenshot to docs/overview.png (the README's).
 
@@ -106,6 +109,17 @@ async fn the_dashboard_in_a_real_browser() {
     else {
         return;
     };
+    // Two tokens were issued: the sign-in's (code grant) and the one from the dashboard's
+    // "Refresh token"; the refreshed one served the request the script then sent through the
+    // signed-in account, the replaced one none.
+    let issued = mock.issued_access_tokens();
+    assert_eq!(issued.len(), 2, "sign-in, then one refresh: {issued:?}");
+    assert_eq!(
+        mock.calls(&issued[0]),
+        0,
+        "the replaced token served nothing"
+    );
+    assert_eq!(mock.calls(&issued[1]), 1, "the refreshed token served");
     let png = std::fs::read(&shot).unwrap();
     assert!(
         png.starts_with(b"\x89PNG\r\n\x1a\n"),

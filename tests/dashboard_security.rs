@@ -311,3 +311,126 @@ async fn without_an_admin_token_there_is_no_dashboard() {
         assert_eq!(r.status(), 404, "{path}");
     }
 }
+
+/// A dashboard session ends on the server after `admin.session_ttl` (here 10 s, the minimum),
+/// whatever cookie the browser still sends; a session opened later still works.
+#[tokio::test]
+async fn a_session_expires_on_the_server_after_its_lifetime() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with_env(
+        &store_config(&mock, dir.path(), ""),
+        &[("ADMIN_SESSION_TTL", "10")],
+    );
+    let keys = |cookie: String| {
+        let url = format!("{}/admin/api/keys", gw.url);
+        async move {
+            no_redirects()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let (set_cookie, old) = sign_in(&gw, &[]).await;
+    assert!(
+        set_cookie.split("; ").any(|a| a == "Max-Age=10"),
+        "{set_cookie}"
+    );
+    // Positive control: the session works while it lives.
+    assert_eq!(keys(old.clone()).await.status(), 200);
+
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let (_, fresh) = sign_in(&gw, &[]).await;
+    let expired = keys(old.clone()).await;
+    assert_eq!(expired.status(), 401);
+    let body: serde_json::Value = expired.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "session_expired", "{body}");
+    let shell = no_redirects()
+        .get(format!("{}/admin/", gw.url))
+        .header("cookie", &old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        shell.status(),
+        303,
+        "the expired session is sent to sign-in"
+    );
+    assert_eq!(keys(fresh).await.status(), 200, "a fresh session works");
+}
+
+/// Every resource the sign-in page and the dashboard link (stylesheet, scripts, the SVG
+/// favicon) answers 200 with its type: nothing a page asks for is a 404.
+#[tokio::test]
+async fn every_linked_resource_is_served_with_the_favicon() {
+    let (_mock, gw, _dir) = start().await;
+    let (_, cookie) = sign_in(&gw, &[]).await;
+    let client = no_redirects();
+    let login = client
+        .get(format!("{}/admin/login", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, shell) = csrf_of(&gw, &cookie).await;
+    let mut linked = Vec::new();
+    for html in [&login, &shell] {
+        assert!(
+            html.contains(r#"<link rel="icon" href="/admin/favicon.svg" type="image/svg+xml">"#),
+            "{html}"
+        );
+        for attr in [r#"href=""#, r#"src=""#] {
+            for (at, _) in html.match_indices(attr) {
+                let link: String = html[at + attr.len()..]
+                    .chars()
+                    .take_while(|c| *c != '"')
+                    .collect();
+                if !link.starts_with('#') {
+                    linked.push(link);
+                }
+            }
+        }
+    }
+    linked.sort();
+    linked.dedup();
+    assert_eq!(
+        linked,
+        [
+            "/admin/assets/app.css",
+            "/admin/assets/app.js",
+            "/admin/assets/login.js",
+            "/admin/favicon.svg",
+        ],
+        "the pages link these (a new link is checked here too)"
+    );
+    for link in &linked {
+        let response = client
+            .get(format!("{}{link}", gw.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{link}");
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let want = match link.rsplit('.').next().unwrap() {
+            "css" => "text/css",
+            "js" => "text/javascript",
+            _ => "image/svg+xml",
+        };
+        assert!(kind.starts_with(want), "{link}: {kind}");
+        let body = response.text().await.unwrap();
+        if want == "image/svg+xml" {
+            assert!(
+                body.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+                "{body}"
+            );
+        }
+    }
+}

@@ -103,10 +103,21 @@ pub struct StorageConfig {
     pub usage_queue_capacity: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// `None`: the admin API is off.
     pub token: Option<Secret>,
+    /// How long a dashboard session lasts after sign-in (`admin.session_ttl`).
+    pub session_ttl: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            session_ttl: crate::admin::dashboard::SESSION_TTL,
+        }
+    }
 }
 
 impl Default for GatewayConfig {

@@ -167,11 +167,22 @@ pub struct RawPrice {
     pub cache_creation: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawAdmin {
     /// Absent = the admin API is off.
     pub token: Option<SecretRef>,
+    /// Seconds a dashboard session lasts after sign-in.
+    pub session_ttl: i64,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            token: None,
+            session_ttl: 43_200,
+        }
+    }
 }
 
 /// An account group (pool) and the platform that serves it.

@@ -215,6 +215,12 @@ pub const KEYS: &[KeyDoc] = &[
         description: "Bearer token of the admin API (`/admin/api/…`, used by `subrelay accounts`, `subrelay keys`, `subrelay usage`). Without it the admin API is off.",
     },
     KeyDoc {
+        path: "admin.session_ttl",
+        default: "43200",
+        allowed: "10–2592000 seconds",
+        description: "How long a dashboard session lasts after sign-in (12 hours by default); the server refuses the session cookie after that, and the browser is sent back to sign-in.",
+    },
+    KeyDoc {
         path: "log.format",
         default: "pretty",
         allowed: "pretty or json",

@@ -365,3 +365,25 @@ fn api_key_limits_prices_and_storage_keys_are_read_and_checked() {
         assert!(err.contains(wanted), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn admin_session_ttl_is_read_and_bounded() {
+    let default = load(None, &MapEnv::default()).unwrap();
+    assert_eq!(default.admin.session_ttl, Duration::from_secs(12 * 3600));
+    let set = load_text("admin:\n  session_ttl: 600\n", &MapEnv::default()).unwrap();
+    assert_eq!(set.admin.session_ttl, Duration::from_secs(600));
+    let from_env = load(None, &MapEnv::from([("ADMIN_SESSION_TTL", "3600")])).unwrap();
+    assert_eq!(from_env.admin.session_ttl, Duration::from_secs(3600));
+    for given in ["9", "2592001", "-1"] {
+        let err = load_text(
+            &format!("admin:\n  session_ttl: {given}\n"),
+            &MapEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            format!("admin.session_ttl = {given}: must be 10–2592000 seconds")
+        );
+    }
+}

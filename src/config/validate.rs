@@ -323,8 +323,13 @@ fn admin(
     env: &dyn Environment,
     from_env: &[&'static str],
 ) -> Result<AdminConfig, ConfigError> {
+    let session_ttl = seconds("admin.session_ttl", raw.session_ttl, 10, 2_592_000)
+        .map_err(|e| e.with_origin(from_env))?;
     let Some(reference) = &raw.token else {
-        return Ok(AdminConfig::default());
+        return Ok(AdminConfig {
+            token: None,
+            session_ttl,
+        });
     };
     let token = reference
         .resolve(env)
@@ -336,7 +341,10 @@ fn admin(
             from_env,
         )));
     }
-    Ok(AdminConfig { token: Some(token) })
+    Ok(AdminConfig {
+        token: Some(token),
+        session_ttl,
+    })
 }
 
 fn log(raw: &RawLog) -> Result<LogConfig, KeyError> {

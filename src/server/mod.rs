@@ -64,7 +64,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         admin_token: config.admin.token.clone(),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
-        dashboard_sessions: Default::default(),
+        dashboard_sessions: crate::admin::dashboard::Sessions::new(config.admin.session_ttl),
     });
     let restored = crate::upstream::tokens::restore(&state).await?;
     if restored > 0 {

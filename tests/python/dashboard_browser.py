@@ -21,6 +21,7 @@ import zoneinfo
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.alert import Alert
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -52,6 +53,33 @@ def admin_get(base, token, path):
         return json.load(response)
 
 
+def admin_call(base, token, method, path, body):
+    request = urllib.request.Request(
+        base + path,
+        method=method,
+        data=json.dumps(body).encode(),
+        headers={"authorization": "Bearer " + token, "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status
+
+
+def tick_value(text):
+    """A y-axis label or a chart's "max" as a number: `$0.0001`, `75%`, `1,234`, `1.2K`."""
+    text = text.replace("$", "").replace("%", "").replace(",", "")
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(text[-1:], 1)
+    return float(text.rstrip("KMB")) * scale
+
+
+def fetch(url):
+    """GET `url` without credentials: (status, content type, body)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.headers.get("content-type"), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("content-type"), error.read()
+
+
 def browser(downloads):
     options = webdriver.ChromeOptions()
     options.binary_location = os.environ.get("SUBRELAY_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -70,6 +98,8 @@ def browser(downloads):
         "--user-data-dir=" + os.path.join(downloads, "profile"),
     ):
         options.add_argument(flag)
+    # The console and network log, to see every resource a page failed to load.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     options.add_experimental_option(
         "prefs",
         {"download.default_directory": downloads, "download.prompt_for_download": False},
@@ -125,6 +155,49 @@ class Page:
         for secret in self.secrets:
             assert secret not in html, f"a page shows a credential ({secret[:6]}...)"
 
+    def failed_loads(self):
+        """Resources from the gateway the browser failed to load since the last call, as
+        (url, message): the console's network errors (a 404 favicon is one)."""
+        found = []
+        for entry in self.driver.get_log("browser"):
+            message = entry["message"]
+            if entry.get("source") == "network" and message.startswith(self.base + "/"):
+                found.append((message.split(" ", 1)[0], message))
+        return found
+
+    def actions_in_view(self, table):
+        """At the current width, every Actions button of `table` lies inside the window and
+        inside the table's card (not scrolled away in it): (buttons, the ones that do not)."""
+        return self.driver.execute_script(
+            """
+            const buttons = document.querySelectorAll(arguments[0] + " td.actions button");
+            const outside = [];
+            for (const b of buttons) {
+              const r = b.getBoundingClientRect();
+              const card = b.closest(".scroll").getBoundingClientRect();
+              if (r.width === 0 || r.left < 0 || r.right > window.innerWidth
+                  || r.left < card.left || r.right > card.right) {
+                outside.push(b.closest("tr").textContent.slice(0, 30) + " / " + b.textContent
+                  + ": " + Math.round(r.left) + "-" + Math.round(r.right));
+              }
+            }
+            return [buttons.length, outside];
+            """,
+            "#" + table,
+        )
+
+    def charts(self):
+        """Every chart on the page: (its label, its y-axis tick labels, its largest value)."""
+        return self.driver.execute_script(
+            """
+            return [...document.querySelectorAll(".chart")].map((c) => [
+              c.querySelector(".label").textContent,
+              [...c.querySelectorAll("text.y-tick")].map((t) => t.textContent),
+              Number(c.dataset.max),
+            ]);
+            """
+        )
+
     def fits_a_phone(self):
         overflow = self.driver.execute_script(
             "return document.documentElement.scrollWidth - window.innerWidth"
@@ -151,6 +224,15 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     driver.get(base + "/admin/")
     page.find("#signin")
     assert driver.current_url == base + "/admin/login", driver.current_url
+    # It says where the admin token comes from, and its favicon is served.
+    page.text_eq(
+        "#token-help",
+        "The admin token is the value of admin.token in subrelay's configuration: set in the"
+        " config file (for example admin: {token: env:ADMIN_TOKEN}) or by the server's"
+        " ADMIN_TOKEN environment variable. It is not a client API key.",
+    )
+    status, kind, icon = fetch(base + "/admin/favicon.svg")
+    assert (status, kind) == (200, "image/svg+xml") and icon.startswith(b"<svg"), (status, kind)
     page.find("#token").send_keys("wrong-token")
     page.find("#signin-button").click()
     page.text_is("#signin-error", "wrong admin token")
@@ -176,6 +258,9 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.open("keys")
     page.find("#key-name").send_keys("colleague")
     page.find("#key-rpm").send_keys("100")
+    page.find("#key-daily").send_keys("5")
+    page.find("#key-monthly").send_keys("50")
+    page.find("#key-models").send_keys("gpt-5, gpt-5-mini")
     page.find("#create-key button[type=submit]").click()
     secret = page.find("#new-key").text.strip()
     assert secret.startswith("sk-"), secret
@@ -221,10 +306,33 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.text_is('tr[data-key="colleague"]', "colleague")
     cells = page.find('tr[data-key="colleague"]').find_elements(By.TAG_NAME, "td")
     assert cells[5].text == "1", [c.text for c in cells]
+    # Every limit is shown: concurrency and rate, daily and monthly spend, models.
+    colleague = 'tr[data-key="colleague"] '
+    page.text_eq(colleague + '[data-limit="rate"]', "∞ at once · 100 a minute")
+    page.text_eq(colleague + '[data-limit="spend"]', "$5.00 a day · $50.00 a month")
+    page.text_eq(colleague + '[data-limit="models"]', "models: gpt-5, gpt-5-mini")
+    page.text_eq('tr[data-key="tester"] [data-limit="models"]', "every model")
+    # At 1280 px the table fits, with a long name and many limits in it: its Actions are in
+    # view, not scrolled away.
+    assert driver.execute_script("return window.innerWidth") == 1280
+    wide = {
+        "name": "build-agents-of-the-platform-team-in-eu-west",
+        "rpm_limit": 600,
+        "daily_spend_limit": 20,
+        "monthly_spend_limit": 400,
+        "allowed_models": ["gpt-5", "gpt-5-mini", "gpt-5.1-codex", "claude-sonnet-4-5"],
+        "expires_at": int(time.time()) + 90 * 86400,
+    }
+    assert admin_call(base, admin_token, "POST", "/admin/api/keys", wide) == 201
+    driver.execute_script("window.location.hash = '#none'")
+    page.open("keys")
+    page.find(f'tr[data-key="{wide["name"]}"]')
+    count, outside = page.actions_in_view("keys-table")
+    assert count >= 2 and outside == [], (count, outside)
     page.find('tr[data-key="colleague"] button[data-action="disable"]').click()
     page.text_eq('tr[data-key="colleague"] .state', "disabled")
     status = relay(base, secret)
-    assert status in (401, 403), status
+    assert status == 401, status
 
     # Accounts: the cooling account with its reason and quota, then reset.
     page.open("accounts")
@@ -232,6 +340,17 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.text_eq(tired + " .state", "cooling")
     page.text_is(tired, "rate_limited")
     page.text_is(tired, "5 h")
+    # Its last error: the upstream's message, the recorded text only on demand.
+    pool = admin_get(base, admin_token, "/admin/api/accounts")["accounts"]
+    raw = next(a for a in pool if a["name"] == "tired")["last_error"]
+    at = raw.index("{")
+    message = raw[:at].rstrip(": ") + ": " + json.loads(raw[at:])["error"]["message"]
+    page.text_eq(tired + " .last-error .message", message)
+    raw_box = page.find(tired + " .last-error details pre.raw")
+    assert not raw_box.is_displayed(), "the raw error waits for a click"
+    page.find(tired + " .last-error details summary").click()
+    page.wait.until(lambda d: raw_box.is_displayed())
+    assert raw_box.text == raw, (raw_box.text, raw)
     page.find(tired + ' button[data-action="reset"]').click()
     page.text_eq(tired + " .state", "available")
     page.text_is("#flash", "tired: reset")
@@ -258,6 +377,9 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.text_eq('tr[data-account="signed"] .state', "available")
     page.text_is("#flash", "account signed signed in")
     page.no_secret()
+    # Its token refreshed from the dashboard (the test then sees the new token serve).
+    page.find('tr[data-account="signed"] button[data-action="refresh"]').click()
+    page.text_is("#flash", "signed: token refreshed")
     assert relay(base, client_key) == 200
     for _ in range(80):
         rows = admin_get(base, admin_token, "/admin/api/usage?limit=1")["rows"]
@@ -266,6 +388,51 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
         time.sleep(0.25)
     else:
         raise AssertionError(f"the signed-in account served no request: {rows}")
+
+    # Accounts: one added through the form, edited, then deleted; the table keeps its
+    # Actions in view at 1280 px with a long name in it.
+    admin_call(base, admin_token, "POST", "/admin/api/groups", {"name": "backup", "platform": "openai"})
+    added = "backup-api-key-account-with-a-long-name-for-the-table"
+    added_secret = "sk-upstream-added-in-the-dashboard-0123456789"
+    page.secrets.append(added_secret)
+    row = f'tr[data-account="{added}"]'
+    page.open("accounts")
+    page.find("#acc-name").send_keys(added)
+    page.find("#acc-base").send_keys(mock + "/v1")
+    page.find("#acc-key").send_keys(added_secret)
+    page.find("#add-account button[type=submit]").click()
+    page.text_is("#flash", f"account {added} added")
+    page.find(row)
+
+    def stored(name):
+        return next(
+            (a for a in admin_get(base, admin_token, "/admin/api/accounts")["stored"] if a["name"] == name),
+            None,
+        )
+
+    assert stored(added)["concurrency"] == 0, stored(added)
+    count, outside = page.actions_in_view("accounts-table")
+    assert count >= 8 and outside == [], (count, outside)
+    page.find(row + ' button[data-action="edit"]').click()
+    prompt = page.wait.until(EC.alert_is_present())
+    prompt.send_keys("7")
+    prompt.accept()
+    prompt = page.wait.until(EC.alert_is_present())
+    prompt.send_keys("default, backup")
+    prompt.accept()
+    page.text_is("#flash", f"{added}: saved")
+    page.text_is(row, "0 / 7")
+    saved = stored(added)
+    assert (saved["concurrency"], saved["groups"]) == (7, ["default", "backup"]), saved
+    page.find(row + ' button[data-action="delete"]').click()
+    page.wait.until(EC.alert_is_present()).dismiss()
+    assert stored(added) is not None, "a dismissed confirmation deletes nothing"
+    page.find(row + ' button[data-action="delete"]').click()
+    page.wait.until(EC.alert_is_present()).accept()
+    page.text_is("#flash", f"{added}: deleted")
+    page.wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))
+    pool = admin_get(base, admin_token, "/admin/api/accounts")
+    assert stored(added) is None and added not in [a["name"] for a in pool["accounts"]], pool
 
     # Settings: the effective configuration, redacted, and what came from the environment.
     page.open("settings")
@@ -286,6 +453,20 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.open("overview")
     page.text_eq("#ov-requests-24h", "4")
     assert driver.save_screenshot(screenshot), "no screenshot"
+    # Every chart has a labelled y axis: from 0 in even steps up to at least its largest value.
+    charts = page.charts()
+    assert len(charts) == 8, charts
+    for label, ticks, largest in charts:
+        values = [tick_value(t) for t in ticks]
+        steps = {round(b - a, 9) for a, b in zip(values, values[1:])}
+        assert len(values) >= 2 and values[0] == 0 and len(steps) == 1 and min(steps) > 0, (label, ticks)
+        assert values[-1] >= largest * (1 - 1e-9), (label, ticks, largest)
+    assert all(largest > 0 for _, _, largest in charts), charts
+
+    # No page asked the gateway for something it could not load (a favicon, a script...); the
+    # one expected failure is the wrong token's 401 at sign-in.
+    failed = [f for f in page.failed_loads() if not (f[0] == base + "/admin/login" and " 401 " in f[1])]
+    assert failed == [], failed
 
     # Sign out: back to sign-in, and the API refuses the old session.
     page.find("#signout").click()

@@ -2,7 +2,8 @@
 //! calls the same admin API as the CLI. All assets are compiled into the binary.
 //!
 //! Sign-in trades the admin token for a session: a random id in an HttpOnly, SameSite=Strict
-//! cookie (Secure behind TLS) that expires after [`SESSION_TTL`] and ends at sign-out. The
+//! cookie (Secure behind TLS) that expires after `admin.session_ttl` (default [`SESSION_TTL`])
+//! on the server and in the browser, and ends at sign-out. The
 //! [`Admin`](super::Admin) extractor accepts that cookie instead of the Bearer token; a
 //! state-changing request must also carry the session's CSRF token in `X-CSRF-Token` and,
 //! when the browser says where it comes from (`Origin`, `Sec-Fetch-Site`), come from this
@@ -30,7 +31,7 @@ use super::{admin_on, AdminJson};
 use crate::relay::failure::ClientError;
 use crate::state::AppState;
 
-/// How long a session lasts after sign-in.
+/// How long a session lasts after sign-in unless `admin.session_ttl` says otherwise.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 const COOKIE_NAME: &str = "subrelay_session";
 /// No inline script or style, no framing, nothing loaded from elsewhere.
@@ -41,6 +42,7 @@ const SHELL_HTML: &str = include_str!("assets/app.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const LOGIN_JS: &str = include_str!("assets/login.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
 
 struct Session {
     csrf: String,
@@ -48,13 +50,29 @@ struct Session {
 }
 
 /// The dashboard's sessions, by the SHA-256 of their id (the id itself is kept only by the
-/// browser). Part of the shared state, so every test server has its own.
-#[derive(Default)]
-pub struct Sessions(Mutex<HashMap<[u8; 32], Session>>);
+/// browser), and how long each lasts. Part of the shared state, so every test server has its own.
+pub struct Sessions {
+    map: Mutex<HashMap<[u8; 32], Session>>,
+    ttl: Duration,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new(SESSION_TTL)
+    }
+}
 
 impl Sessions {
+    /// No sessions yet; each one opened lasts `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            map: Mutex::default(),
+            ttl,
+        }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
-        self.0
+        self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -76,7 +94,7 @@ impl Sessions {
             digest(&id),
             Session {
                 csrf: random_hex(),
-                expires: Instant::now() + SESSION_TTL,
+                expires: Instant::now() + self.ttl,
             },
         );
         id
@@ -187,6 +205,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/assets/login.js", get(login_js))
         .route("/admin/assets/app.css", get(app_css))
         .route("/admin/assets/app.js", get(app_js))
+        .route("/admin/favicon.svg", get(favicon))
         .route("/admin/api/oauth/start", post(signin::start))
         .route("/admin/api/oauth/finish", post(signin::finish))
         .route("/admin/api/settings", get(settings::get))
@@ -264,6 +283,13 @@ async fn app_css(State(state): State<Arc<AppState>>) -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
 }
 
+async fn favicon(State(state): State<Arc<AppState>>) -> Response {
+    if let Err(e) = admin_on(&state) {
+        return e.into_response();
+    }
+    asset("image/svg+xml", FAVICON_SVG)
+}
+
 async fn login_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(e) = admin_on(&state) {
         return e.into_response();
@@ -309,7 +335,7 @@ async fn login(
     let id = state.dashboard_sessions.open();
     let cookie = format!(
         "{COOKIE_NAME}={id}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_TTL.as_secs(),
+        state.dashboard_sessions.ttl.as_secs(),
         if secure(&headers) { "; Secure" } else { "" }
     );
     tracing::info!("dashboard: signed in");

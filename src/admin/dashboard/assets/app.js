@@ -81,36 +81,78 @@ function query(params) {
   return q.toString();
 }
 
-/** A bar chart as SVG: `points` is [{label, value}]. */
-function barChart(title, points, format) {
-  const width = 300;
-  const height = 110;
-  const max = Math.max(0, ...points.map((p) => p.value)) || 1;
-  const step = width / Math.max(1, points.length);
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${height + 14}`);
+/** Round tick steps for values up to `max`: about four steps of 1, 2, 2.5 or 5 × 10^n
+ * (whole numbers for counts, 25% steps for percentages). */
+function yScale(max, kind) {
+  if (kind === "pct") return { top: 100, step: 25 };
+  if (!(max > 0)) return kind === "count" ? { top: 1, step: 1 } : { top: 1, step: 0.25 };
+  const raw = max / 4;
+  const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
+  const n = raw / magnitude;
+  let step = (n <= 1 ? 1 : n <= 2 ? 2 : n <= 2.5 ? 2.5 : n <= 5 ? 5 : 10) * magnitude;
+  if (kind === "count") step = Math.max(1, Math.ceil(step));
+  return { top: step * Math.ceil(max / step - 1e-9), step };
+}
+
+/** Decimals that show `step` (and its multiples) exactly. */
+function decimalsOf(step) {
+  for (let d = 0; d < 10; d += 1) {
+    const scaled = step * Math.pow(10, d);
+    if (Math.abs(scaled - Math.round(scaled)) < 1e-6) return d;
+  }
+  return 10;
+}
+
+const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+
+function tickLabel(value, step, kind) {
+  if (kind === "pct") return value.toFixed(0) + "%";
+  if (kind === "usd") return "$" + String(Number(value.toFixed(decimalsOf(step))));
+  return compact.format(value);
+}
+
+/** A bar chart as SVG with a labelled y axis: `points` is [{label, value}]; `kind` is
+ * `count`, `usd` or `pct` (how the axis is scaled and labelled). */
+function barChart(title, points, format, kind) {
+  const left = 58;
+  const width = 330;
+  const top = 8;
+  const height = 116;
+  const bottom = top + height;
+  const max = Math.max(0, ...points.map((p) => p.value));
+  const scale = yScale(max, kind);
+  const step = (width - left) / Math.max(1, points.length);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${bottom + 16}`);
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", title);
+  const shape = (tag, attrs, text) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    if (text !== undefined) node.textContent = text;
+    svg.append(node);
+    return node;
+  };
+  const ticks = Math.round(scale.top / scale.step);
+  for (let t = 0; t <= ticks; t += 1) {
+    const v = t * scale.step;
+    const y = bottom - (t / ticks) * height;
+    shape("line", { class: t === 0 ? "axis" : "grid", x1: left - 3, x2: width, y1: y, y2: y });
+    shape("text", { class: "y-tick", x: left - 6, y: y + 3, "text-anchor": "end" }, tickLabel(v, scale.step, kind));
+  }
+  shape("line", { class: "axis", x1: left, x2: left, y1: top, y2: bottom });
   points.forEach((p, i) => {
-    const h = (p.value / max) * height;
-    const rect = document.createElementNS(svg.namespaceURI, "rect");
-    rect.setAttribute("x", String(i * step + 1));
-    rect.setAttribute("y", String(height - h));
-    rect.setAttribute("width", String(Math.max(1, step - 2)));
-    rect.setAttribute("height", String(h));
-    const tip = document.createElementNS(svg.namespaceURI, "title");
+    const h = (p.value / scale.top) * height;
+    const rect = shape("rect", { x: left + i * step + 1, y: bottom - h, width: Math.max(1, step - 2), height: h });
+    const tip = document.createElementNS(ns, "title");
     tip.textContent = `${p.label}: ${format(p.value)}`;
     rect.append(tip);
-    svg.append(rect);
     if (points.length <= 8 || i % Math.ceil(points.length / 6) === 0) {
-      const label = document.createElementNS(svg.namespaceURI, "text");
-      label.setAttribute("x", String(i * step + 1));
-      label.setAttribute("y", String(height + 11));
-      label.textContent = p.label;
-      svg.append(label);
+      shape("text", { x: left + i * step + 1, y: bottom + 13 }, p.label);
     }
   });
-  return el("div", { class: "card chart" }, el("div", { class: "label" }, `${title} (max ${format(max)})`), svg);
+  return el("div", { class: "card chart", "data-max": String(max) }, el("div", { class: "label" }, `${title} (max ${format(max)})`), svg);
 }
 
 function card(label, value, id) {
@@ -199,7 +241,7 @@ async function overview() {
               "li",
               {},
               el("a", { href: "#accounts" }, a.name),
-              ` — ${a.state}: ${a.cooldown_reason || a.disabled_reason || a.last_error || "no reason given"}`,
+              ` — ${a.state}: ${a.cooldown_reason || a.disabled_reason || (a.last_error && errorMessage(a.last_error)) || "no reason given"}`,
               a.cooldown_until ? ` (until ${localTime(a.cooldown_until)})` : "",
             ),
           ),
@@ -217,13 +259,14 @@ async function overview() {
     el(
       "div",
       { class: "charts" },
-      barChart("Requests per hour", hourly.map((b) => ({ label: b.label, value: b.requests })), num),
-      barChart("Tokens per hour", hourly.map((b) => ({ label: b.label, value: b.tokens })), num),
-      barChart("Cost per hour", hourly.map((b) => ({ label: b.label, value: b.cost })), usd),
+      barChart("Requests per hour", hourly.map((b) => ({ label: b.label, value: b.requests })), num, "count"),
+      barChart("Tokens per hour", hourly.map((b) => ({ label: b.label, value: b.tokens })), num, "count"),
+      barChart("Cost per hour", hourly.map((b) => ({ label: b.label, value: b.cost })), usd, "usd"),
       barChart(
         "Success rate per hour (%)",
         hourly.map((b) => ({ label: b.label, value: b.requests ? (100 * b.ok) / b.requests : 0 })),
         (v) => v.toFixed(0) + "%",
+        "pct",
       ),
     ),
     el("h2", {}, "Last 7 days"),
@@ -238,19 +281,74 @@ async function overview() {
     el(
       "div",
       { class: "charts" },
-      barChart("Requests per day", daily.map((b) => ({ label: b.label, value: b.requests })), num),
-      barChart("Tokens per day", daily.map((b) => ({ label: b.label, value: b.tokens })), num),
-      barChart("Cost per day", daily.map((b) => ({ label: b.label, value: b.cost })), usd),
+      barChart("Requests per day", daily.map((b) => ({ label: b.label, value: b.requests })), num, "count"),
+      barChart("Tokens per day", daily.map((b) => ({ label: b.label, value: b.tokens })), num, "count"),
+      barChart("Cost per day", daily.map((b) => ({ label: b.label, value: b.cost })), usd, "usd"),
       barChart(
         "Success rate per day (%)",
         daily.map((b) => ({ label: b.label, value: b.requests ? (100 * b.ok) / b.requests : 0 })),
         (v) => v.toFixed(0) + "%",
+        "pct",
       ),
     ),
   ];
 }
 
 // ---------- Accounts ----------
+
+/** The message inside an error body in the shapes the upstreams use: OpenAI and Codex
+ * `{"error":{"message"}}`, Anthropic `{"type":"error","error":{"message"}}`, OAuth
+ * `{"error","error_description"}`, and `{"detail"}`. */
+function messageOf(value) {
+  if (!value || typeof value !== "object") return null;
+  const { error, detail } = value;
+  if (typeof error === "string") return value.error_description ? `${error}: ${value.error_description}` : error;
+  if (error && typeof error === "object") return error.message || error.code || error.type || null;
+  if (typeof detail === "string") return detail;
+  if (detail && typeof detail === "object") return detail.message || detail.code || null;
+  return typeof value.message === "string" ? value.message : null;
+}
+
+/** An account's last error for people: "upstream answered 429 …: <message>" instead of the
+ * JSON body it quotes. The gateway keeps only the body's first bytes, so a cut-off body is
+ * searched for its message by hand. */
+function errorMessage(text) {
+  const at = text.indexOf("{");
+  if (at < 0) return text;
+  const prefix = text.slice(0, at).replace(/[\s:]+$/, "");
+  const body = text.slice(at);
+  let message = null;
+  try {
+    message = messageOf(JSON.parse(body));
+  } catch (_) {
+    const found = body.match(/"(?:message|detail|error_description)"\s*:\s*"((?:[^"\\]|\\.)*)("?)/);
+    if (found) {
+      try {
+        message = JSON.parse(`"${found[1]}"`);
+      } catch (_) {
+        message = found[1];
+      }
+      if (!found[2]) message += "…";
+    }
+  }
+  if (!message) return text;
+  return prefix ? `${prefix}: ${message}` : message;
+}
+
+/** The last error's message, with the text as the gateway recorded it on demand. */
+function lastError(text) {
+  if (!text) return "—";
+  const message = errorMessage(text);
+  return el(
+    "div",
+    { class: "last-error" },
+    el("span", { class: "message" }, message),
+    message === text ? null : el("details", {}, el("summary", {}, "Details"), el("pre", { class: "raw" }, text)),
+  );
+}
+
+/** Text cut to its cell's width, whole in a tooltip. */
+const clip = (text) => el("span", { class: "clip", title: text }, text);
 
 function quotaBar(label, window) {
   if (!window) return null;
@@ -275,14 +373,14 @@ async function accounts() {
     return el(
       "tr",
       { "data-account": a.name },
-      el("td", {}, a.name, el("div", { class: "muted" }, `${a.platform} · ${a.type}`)),
+      el("td", {}, clip(a.name), el("div", { class: "muted" }, `${a.platform} · ${a.type}`)),
       el("td", {}, el("span", { class: "state " + a.state }, a.state), why ? el("div", { class: "reason" }, why) : null),
       el("td", {}, localTime(a.cooldown_until)),
-      el("td", {}, `${a.in_flight} / ${a.concurrency || "∞"}`),
-      el("td", {}, a.quota ? [quotaBar("5 h", a.quota.primary), quotaBar("7 d", a.quota.secondary)] : "—"),
+      el("td", { class: "nowrap" }, `${a.in_flight} / ${a.concurrency || "∞"}`),
+      el("td", { class: "nowrap" }, a.quota ? [quotaBar("5 h", a.quota.primary), quotaBar("7 d", a.quota.secondary)] : "—"),
       el("td", {}, localTime(a.token_expires_at)),
-      el("td", { class: "wrap" }, a.last_error || "—"),
-      el("td", {}, (a.groups || []).join(", ")),
+      el("td", { class: "error-cell" }, lastError(a.last_error)),
+      el("td", {}, clip((a.groups || []).join(", "))),
       el(
         "td",
         { class: "actions" },
@@ -350,7 +448,7 @@ async function accounts() {
       { class: "scroll" },
       el(
         "table",
-        { id: "accounts-table" },
+        { id: "accounts-table", class: "fit" },
         el("thead", {}, el("tr", {}, ["Account", "State", "Cooling until", "In flight", "Quota", "Token expires", "Last error", "Groups", "Actions"].map((h) => el("th", {}, h)))),
         el("tbody", {}, rows),
       ),
@@ -456,6 +554,20 @@ async function signin() {
 
 // ---------- Keys ----------
 
+const money = (n) => "$" + Number(n).toFixed(2);
+
+/** Every limit of a key, one kind a line: concurrency and rate, spend, models. */
+function keyLimits(k) {
+  const spend = [];
+  if (k.daily_spend_limit !== null && k.daily_spend_limit !== undefined) spend.push(`${money(k.daily_spend_limit)} a day`);
+  if (k.monthly_spend_limit !== null && k.monthly_spend_limit !== undefined) spend.push(`${money(k.monthly_spend_limit)} a month`);
+  return [
+    el("div", { "data-limit": "rate" }, `${k.concurrency || "∞"} at once · ${k.rpm_limit || "∞"} a minute`),
+    el("div", { "data-limit": "spend" }, spend.length ? spend.join(" · ") : "no spending limit"),
+    el("div", { "data-limit": "models" }, k.allowed_models ? "models: " + k.allowed_models.join(", ") : "every model"),
+  ];
+}
+
 let createdKey = null;
 
 async function keys() {
@@ -475,14 +587,14 @@ async function keys() {
     return el(
       "tr",
       { "data-key": k.name },
-      el("td", {}, k.name),
-      el("td", {}, el("code", {}, `${k.prefix}…${k.suffix}`)),
-      el("td", {}, k.group),
+      el("td", {}, clip(k.name)),
+      el("td", { class: "nowrap" }, el("code", {}, `${k.prefix}…${k.suffix}`)),
+      el("td", {}, clip(k.group)),
       el("td", {}, el("span", { class: "state " + (state === "enabled" ? "enabled" : "disabled") }, state)),
       el("td", {}, k.expires_at ? localTime(k.expires_at * 1000) : "never"),
       el("td", {}, num(used ? used.requests : 0)),
       el("td", {}, usd(used ? used.cost_usd : 0)),
-      el("td", {}, `${k.concurrency || "∞"} / ${k.rpm_limit || "∞"} rpm`, k.monthly_spend_limit ? ` / $${k.monthly_spend_limit} a month` : ""),
+      el("td", { class: "limits" }, keyLimits(k)),
       el(
         "td",
         { class: "actions" },
@@ -517,7 +629,9 @@ async function keys() {
     el("div", {}, el("label", { for: "key-group" }, "Group"), el("input", { id: "key-group", placeholder: "default" })),
     el("div", {}, el("label", { for: "key-conc" }, "Concurrency (0 = unlimited)"), el("input", { id: "key-conc", type: "number", min: "0" })),
     el("div", {}, el("label", { for: "key-rpm" }, "Requests a minute (0 = unlimited)"), el("input", { id: "key-rpm", type: "number", min: "0" })),
+    el("div", {}, el("label", { for: "key-daily" }, "Daily spend limit (USD)"), el("input", { id: "key-daily", type: "number", min: "0", step: "0.01" })),
     el("div", {}, el("label", { for: "key-monthly" }, "Monthly spend limit (USD)"), el("input", { id: "key-monthly", type: "number", min: "0", step: "0.01" })),
+    el("div", {}, el("label", { for: "key-models" }, "Allowed models (comma-separated; empty = every model)"), el("input", { id: "key-models" })),
     el("div", {}, el("label", { for: "key-expires" }, "Expires (local time)"), el("input", { id: "key-expires", type: "datetime-local" })),
     el("button", { type: "submit", class: "primary" }, "Create key"),
   );
@@ -528,7 +642,9 @@ async function keys() {
     if (value("key-group")) body.group = value("key-group");
     if (value("key-conc")) body.concurrency = Number(value("key-conc"));
     if (value("key-rpm")) body.rpm_limit = Number(value("key-rpm"));
+    if (value("key-daily")) body.daily_spend_limit = Number(value("key-daily"));
     if (value("key-monthly")) body.monthly_spend_limit = Number(value("key-monthly"));
+    if (value("key-models")) body.allowed_models = value("key-models").split(",").map((m) => m.trim()).filter(Boolean);
     if (value("key-expires")) body.expires_at = secsOf(value("key-expires"));
     act(`key ${body.name} created`, async () => {
       const created = await api("POST", "/admin/api/keys", body);
@@ -546,7 +662,7 @@ async function keys() {
       { class: "scroll" },
       el(
         "table",
-        { id: "keys-table" },
+        { id: "keys-table", class: "fit" },
         el("thead", {}, el("tr", {}, ["Name", "Key", "Group", "State", "Expires", "Requests this month", "Cost this month", "Limits", "Actions"].map((h) => el("th", {}, h)))),
         el("tbody", {}, rows),
       ),
@@ -660,7 +776,7 @@ async function usage() {
   return [
     el("h1", {}, "Usage"),
     form,
-    el("div", { class: "charts" }, barChart("Requests per day (UTC)", perDay.totals.map((t) => ({ label: t.bucket.slice(5), value: t.requests })), num)),
+    el("div", { class: "charts" }, barChart("Requests per day (UTC)", perDay.totals.map((t) => ({ label: t.bucket.slice(5), value: t.requests })), num, "count")),
     pager,
     el(
       "div",
