@@ -155,6 +155,10 @@ pub async fn handle(
     if key.platform != endpoint.platform() {
         return refuse(wrong_platform(&key, endpoint));
     }
+    // Before any upstream attempt: a request whose usage cannot be kept is not served.
+    if !state.usage.accepting() {
+        return refuse(usage_not_recordable(&id));
+    }
 
     // 3. inspect
     let body = match read_body(body, &parts.headers, state.gateway.max_body_size).await {
@@ -244,6 +248,19 @@ fn wrong_platform(key: &ApiKey, endpoint: Endpoint) -> ClientError {
         ),
     )
     .with_code("route_not_served_by_key_group")
+}
+
+/// The storage can take no more usage records (SECURITY.md, "Usage records when storage fails").
+fn usage_not_recordable(request_id: &str) -> ClientError {
+    ClientError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        format!(
+            "usage cannot be recorded: the gateway's storage is full or failing, so it serves no new request until it can record them again; retry later (request {request_id})"
+        ),
+    )
+    .with_code("usage_not_recordable")
+    .with_retry_after(Some(Duration::from_secs(5)))
 }
 
 /// The conversation a request belongs to: a session header, else `prompt_cache_key`, else
