@@ -127,6 +127,31 @@ pub struct TokenUsage {
     pub reasoning: u64,
 }
 
+impl TokenUsage {
+    /// The most tokens of one kind recorded for one request: far above any real context window
+    /// or answer, and low enough that summing a billion rows cannot overflow an `i64`.
+    pub const MAX_PER_REQUEST: u64 = 1_000_000_000;
+
+    /// Caps every count at [`Self::MAX_PER_REQUEST`]; true when one was above it (an upstream
+    /// reporting nonsense).
+    pub fn clamp(&mut self) -> bool {
+        let mut clamped = false;
+        for n in [
+            &mut self.input,
+            &mut self.cached_input,
+            &mut self.cache_creation,
+            &mut self.output,
+            &mut self.reasoning,
+        ] {
+            if *n > Self::MAX_PER_REQUEST {
+                *n = Self::MAX_PER_REQUEST;
+                clamped = true;
+            }
+        }
+        clamped
+    }
+}
+
 /// What one event of an upstream stream means for the relay.
 #[derive(Debug)]
 pub enum EventRole {

@@ -567,6 +567,17 @@ async fn respond_error(
 /// The request's record; takes what the finished request no longer needs instead of copying it.
 fn usage_record(ctx: &mut RequestContext, writer: &DownstreamWriter) -> UsageRecord {
     let attempts = std::mem::take(&mut ctx.attempts);
+    let reported = ctx.tokens;
+    if ctx.tokens.clamp() {
+        tracing::warn!(
+            request_id = %ctx.id,
+            account = attempts.last().map_or("-", |a| a.account.as_str()),
+            ?reported,
+            "the upstream reported more than {} tokens of one kind for one request; recorded as {}",
+            TokenUsage::MAX_PER_REQUEST,
+            TokenUsage::MAX_PER_REQUEST
+        );
+    }
     UsageRecord {
         request_id: std::mem::take(&mut ctx.id),
         key: ctx.key.name.clone(),
