@@ -57,6 +57,19 @@ impl SqliteStore {
 
     pub async fn open(dir: &Path) -> Result<Self, String> {
         let path = dir.join(FILE_NAME);
+        // Created owner-only before SQLite opens it: SQLite gives the `-wal` and `-shm` files it
+        // creates the database file's permissions.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create the store {}: {e}", path.display()))?;
+        }
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| e.to_string())?
             .filename(&path)
@@ -86,7 +99,16 @@ impl SqliteStore {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            // Also files an earlier version left wider.
+            for suffix in ["", "-wal", "-shm"] {
+                let file = dir.join(format!("{FILE_NAME}{suffix}"));
+                if file.exists() {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| {
+                            format!("cannot restrict {} to its owner: {e}", file.display())
+                        })?;
+                }
+            }
         }
         Ok(Self { pool })
     }
@@ -813,6 +835,20 @@ mod tests {
             assert_eq!(totals[0].requests, 3);
             assert_eq!(totals[0].input_tokens, i64::MAX, "saturated");
             assert_eq!(totals[0].output_tokens, 15, "small sums stay exact");
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_its_wal_and_shm_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        store.insert_usage(&[row(1)]).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("{FILE_NAME}{suffix}"));
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
         }
     }
 }
