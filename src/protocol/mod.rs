@@ -125,6 +125,36 @@ pub struct TokenUsage {
     pub cache_creation: u64,
     pub output: u64,
     pub reasoning: u64,
+    /// The upstream sent a `usage` object that could not be read (wrong types): its counts are
+    /// recorded as 0, and the record says so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unparsed: bool,
+}
+
+/// A `usage` object as the upstream sent it: read, or present but not readable (a count that is
+/// a string, a negative number…). `null` or no `usage` at all is `Option::None` around it.
+pub enum Reported<T> {
+    Read(T),
+    Unparsed,
+}
+
+impl<'de, T: serde::de::DeserializeOwned> serde::Deserialize<'de> for Reported<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(serde_json::from_value(value).map_or(Reported::Unparsed, Reported::Read))
+    }
+}
+
+impl<T: Into<TokenUsage>> Reported<T> {
+    pub fn into_usage(self) -> TokenUsage {
+        match self {
+            Reported::Read(usage) => usage.into(),
+            Reported::Unparsed => TokenUsage {
+                unparsed: true,
+                ..TokenUsage::default()
+            },
+        }
+    }
 }
 
 impl TokenUsage {

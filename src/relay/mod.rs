@@ -567,6 +567,14 @@ async fn respond_error(
 /// The request's record; takes what the finished request no longer needs instead of copying it.
 fn usage_record(ctx: &mut RequestContext, writer: &DownstreamWriter) -> UsageRecord {
     let attempts = std::mem::take(&mut ctx.attempts);
+    if ctx.tokens.unparsed {
+        tracing::warn!(
+            request_id = %ctx.id,
+            key = %ctx.key.name,
+            account = attempts.last().map_or("-", |a| a.account.as_str()),
+            "the upstream's usage object could not be read (wrong types); the request is recorded with 0 tokens and marked unparsed"
+        );
+    }
     let reported = ctx.tokens;
     if ctx.tokens.clamp() {
         tracing::warn!(
