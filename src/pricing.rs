@@ -136,6 +136,7 @@ mod tests {
             cache_creation: creation,
             output,
             reasoning: 0,
+            unparsed: false,
         }
     }
 

@@ -44,6 +44,13 @@ pub struct AttemptRecord {
 
 pub trait UsageSink: Send + Sync {
     fn record(&self, record: UsageRecord);
+
+    /// Whether a new request's record can be kept. False while the storage can take no more
+    /// (the spool cannot be written and the in-memory queue is full): the relay then refuses new
+    /// requests at admission instead of serving them unrecorded.
+    fn accepting(&self) -> bool {
+        true
+    }
 }
 
 /// Writes each record as one `usage` log line with the record as JSON in `record`.

@@ -150,7 +150,7 @@ impl Default for RawStorage {
             data_dir: "./data".to_owned(),
             encryption_key: None,
             usage_batch_interval_ms: 500,
-            usage_queue_capacity: 10_000,
+            usage_queue_capacity: 100_000,
         }
     }
 }

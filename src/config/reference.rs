@@ -204,9 +204,9 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         path: "storage.usage_queue_capacity",
-        default: "10000",
+        default: "100000",
         allowed: "100–1000000 rows",
-        description: "Usage rows kept in memory while the store is slow or unavailable; beyond this they wait only in the spool file (nothing is dropped).",
+        description: "Usage rows kept in memory while the usage spool cannot be written (a full disk, a read-only file system); a row leaves memory only once it is in the spool. While the spool fails and this many rows wait, new requests are refused with 503 (\"usage cannot be recorded\") instead of being served unrecorded. About 0.5 KiB per row.",
     },
     KeyDoc {
         path: "admin.token",

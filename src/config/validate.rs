@@ -285,7 +285,7 @@ fn storage(raw: &RawStorage) -> Result<StorageConfig, KeyError> {
             100,
             1_000_000,
         )?)
-        .unwrap_or(10_000),
+        .unwrap_or(100_000),
     })
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::body::TopLevel;
 use super::sse::SseEvent;
-use super::{EventRole, StreamWatch, Terminal, TokenUsage};
+use super::{EventRole, Reported, StreamWatch, Terminal, TokenUsage};
 
 /// `anthropic-version` sent when the client sent none.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
@@ -101,6 +101,14 @@ struct WireUsage {
     output_tokens: Option<u64>,
 }
 
+/// Later figures replace earlier ones; an unreadable `usage` marks the record unparsed.
+fn merge(reported: Reported<WireUsage>, usage: &mut TokenUsage) {
+    match reported {
+        Reported::Read(u) => u.merge_into(usage),
+        Reported::Unparsed => usage.unparsed = true,
+    }
+}
+
 impl WireUsage {
     /// Later figures (message_delta) replace earlier ones (message_start) where given.
     fn merge_into(self, usage: &mut TokenUsage) {
@@ -121,11 +129,13 @@ impl WireUsage {
 
 /// The `usage` of a `message` answer (input, cache creation, cache read, output).
 pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
-    Ok(super::body::top_level_usage::<WireUsage>(body)?.map(|u| {
-        let mut usage = TokenUsage::default();
-        u.merge_into(&mut usage);
-        usage
-    }))
+    Ok(
+        super::body::top_level_usage::<Reported<WireUsage>>(body)?.map(|u| {
+            let mut usage = TokenUsage::default();
+            merge(u, &mut usage);
+            usage
+        }),
+    )
 }
 
 /// `event: error` with an Anthropic error object.
@@ -177,13 +187,13 @@ impl StreamWatch for Watch {
                 }
                 #[derive(Deserialize)]
                 struct Message {
-                    usage: Option<WireUsage>,
+                    usage: Option<Reported<WireUsage>>,
                 }
                 if let Ok(Start {
                     message: Some(Message { usage: Some(u) }),
                 }) = serde_json::from_slice(&event.data())
                 {
-                    u.merge_into(&mut self.usage);
+                    merge(u, &mut self.usage);
                 }
                 if output_started {
                     EventRole::Output
@@ -204,10 +214,10 @@ impl StreamWatch for Watch {
             b"message_delta" => {
                 #[derive(Deserialize)]
                 struct Delta {
-                    usage: Option<WireUsage>,
+                    usage: Option<Reported<WireUsage>>,
                 }
                 if let Ok(Delta { usage: Some(u) }) = serde_json::from_slice(&event.data()) {
-                    u.merge_into(&mut self.usage);
+                    merge(u, &mut self.usage);
                 }
                 EventRole::Output
             }
@@ -245,6 +255,18 @@ impl StreamWatch for Watch {
 mod tests {
     use super::*;
     use crate::protocol::sse::SseScanner;
+
+    #[test]
+    fn a_usage_object_of_the_wrong_types_is_unparsed() {
+        let usage = usage_of_json(br#"{"type":"message","usage":{"input_tokens":{"n":1}}}"#)
+            .unwrap()
+            .unwrap();
+        assert!(usage.unparsed);
+        let fine = usage_of_json(br#"{"type":"message","usage":{"input_tokens":3}}"#)
+            .unwrap()
+            .unwrap();
+        assert!(!fine.unparsed && fine.input == 3);
+    }
 
     #[test]
     fn stream_roles_and_usage() {
@@ -285,7 +307,8 @@ mod tests {
                 cached_input: 5,
                 cache_creation: 4,
                 output: 12,
-                reasoning: 0
+                reasoning: 0,
+                unparsed: false,
             }
         );
     }

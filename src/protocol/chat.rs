@@ -106,13 +106,15 @@ impl From<WireUsage> for TokenUsage {
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
+            unparsed: false,
         }
     }
 }
 
 /// The `usage` of a `chat.completion` answer.
 pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
-    super::body::top_level_usage::<WireUsage>(body).map(|u| u.map(Into::into))
+    super::body::top_level_usage::<super::Reported<WireUsage>>(body)
+        .map(|u| u.map(super::Reported::into_usage))
 }
 
 /// `data: {"error":{...}}`: what OpenAI-compatible servers send when a stream fails, and what
@@ -180,13 +182,13 @@ impl StreamWatch for Watch {
             #[derive(Deserialize)]
             struct UsageChunk {
                 #[serde(default)]
-                usage: Option<WireUsage>,
+                usage: Option<super::Reported<WireUsage>>,
                 #[serde(default)]
                 choices: Vec<IgnoredAny>,
             }
             if let Ok(chunk) = serde_json::from_slice::<UsageChunk>(&data) {
                 if let Some(usage) = chunk.usage {
-                    self.usage = usage.into();
+                    self.usage = usage.into_usage();
                     if self.drop_usage_chunk && chunk.choices.is_empty() {
                         return EventRole::Drop;
                     }
@@ -221,6 +223,19 @@ impl StreamWatch for Watch {
 mod tests {
     use super::*;
     use crate::protocol::sse::SseScanner;
+
+    #[test]
+    fn a_usage_object_of_the_wrong_types_is_unparsed() {
+        let usage = usage_of_json(br#"{"choices":[],"usage":{"prompt_tokens":"5"}}"#)
+            .unwrap()
+            .unwrap();
+        assert!(usage.unparsed);
+        let fine =
+            usage_of_json(br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#)
+                .unwrap()
+                .unwrap();
+        assert!(!fine.unparsed);
+    }
 
     #[test]
     fn inspect_and_rewrite() {

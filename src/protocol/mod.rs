@@ -125,6 +125,61 @@ pub struct TokenUsage {
     pub cache_creation: u64,
     pub output: u64,
     pub reasoning: u64,
+    /// The upstream sent a `usage` object that could not be read (wrong types): its counts are
+    /// recorded as 0, and the record says so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unparsed: bool,
+}
+
+/// A `usage` object as the upstream sent it: read, or present but not readable (a count that is
+/// a string, a negative number…). `null` or no `usage` at all is `Option::None` around it.
+pub enum Reported<T> {
+    Read(T),
+    Unparsed,
+}
+
+impl<'de, T: serde::de::DeserializeOwned> serde::Deserialize<'de> for Reported<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(serde_json::from_value(value).map_or(Reported::Unparsed, Reported::Read))
+    }
+}
+
+impl<T: Into<TokenUsage>> Reported<T> {
+    pub fn into_usage(self) -> TokenUsage {
+        match self {
+            Reported::Read(usage) => usage.into(),
+            Reported::Unparsed => TokenUsage {
+                unparsed: true,
+                ..TokenUsage::default()
+            },
+        }
+    }
+}
+
+impl TokenUsage {
+    /// The most tokens of one kind recorded for one request: far above any real context window
+    /// or answer, and low enough that summing a billion rows cannot overflow an `i64`.
+    pub const MAX_PER_REQUEST: u64 = 1_000_000_000;
+
+    /// Caps every count at [`Self::MAX_PER_REQUEST`]; true when one was above it (an upstream
+    /// reporting nonsense).
+    pub fn clamp(&mut self) -> bool {
+        let mut clamped = false;
+        for n in [
+            &mut self.input,
+            &mut self.cached_input,
+            &mut self.cache_creation,
+            &mut self.output,
+            &mut self.reasoning,
+        ] {
+            if *n > Self::MAX_PER_REQUEST {
+                *n = Self::MAX_PER_REQUEST;
+                clamped = true;
+            }
+        }
+        clamped
+    }
 }
 
 /// What one event of an upstream stream means for the relay.

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::body::TopLevel;
 use super::sse::SseEvent;
-use super::{EventRole, StreamWatch, Terminal, TokenUsage};
+use super::{EventRole, Reported, StreamWatch, Terminal, TokenUsage};
 
 /// The routing facts of a request, read without building the whole body.
 #[derive(Debug, Clone)]
@@ -135,13 +135,14 @@ impl From<WireUsage> for TokenUsage {
             cache_creation: 0,
             output: u.output_tokens,
             reasoning: u.output_tokens_details.map_or(0, |d| d.reasoning_tokens),
+            unparsed: false,
         }
     }
 }
 
 /// The `usage` of a JSON answer (`response` object or compaction result).
 pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
-    super::body::top_level_usage::<WireUsage>(body).map(|u| u.map(Into::into))
+    super::body::top_level_usage::<Reported<WireUsage>>(body).map(|u| u.map(Reported::into_usage))
 }
 
 /// Reads a terminal event's data (`response.completed`/`incomplete`/`failed` or `error`).
@@ -156,7 +157,7 @@ pub fn read_terminal(data: &[u8]) -> (Terminal, Option<TokenUsage>) {
     #[derive(Deserialize)]
     struct EventResponse {
         id: Option<String>,
-        usage: Option<WireUsage>,
+        usage: Option<Reported<WireUsage>>,
         error: Option<WireError>,
     }
     #[derive(Deserialize)]
@@ -168,7 +169,7 @@ pub fn read_terminal(data: &[u8]) -> (Terminal, Option<TokenUsage>) {
         return (Terminal::default(), None);
     };
     let (response_id, usage, response_error) = match event.response {
-        Some(r) => (r.id, r.usage.map(Into::into), r.error),
+        Some(r) => (r.id, r.usage.map(Reported::into_usage), r.error),
         None => (None, None, None),
     };
     let error = response_error.or(event.error);

@@ -155,6 +155,10 @@ pub async fn handle(
     if key.platform != endpoint.platform() {
         return refuse(wrong_platform(&key, endpoint));
     }
+    // Before any upstream attempt: a request whose usage cannot be kept is not served.
+    if !state.usage.accepting() {
+        return refuse(usage_not_recordable(&id));
+    }
 
     // 3. inspect
     let body = match read_body(body, &parts.headers, state.gateway.max_body_size).await {
@@ -244,6 +248,19 @@ fn wrong_platform(key: &ApiKey, endpoint: Endpoint) -> ClientError {
         ),
     )
     .with_code("route_not_served_by_key_group")
+}
+
+/// The storage can take no more usage records (SECURITY.md, "Usage records when storage fails").
+fn usage_not_recordable(request_id: &str) -> ClientError {
+    ClientError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        format!(
+            "usage cannot be recorded: the gateway's storage is full or failing, so it serves no new request until it can record them again; retry later (request {request_id})"
+        ),
+    )
+    .with_code("usage_not_recordable")
+    .with_retry_after(Some(Duration::from_secs(5)))
 }
 
 /// The conversation a request belongs to: a session header, else `prompt_cache_key`, else
@@ -550,6 +567,25 @@ async fn respond_error(
 /// The request's record; takes what the finished request no longer needs instead of copying it.
 fn usage_record(ctx: &mut RequestContext, writer: &DownstreamWriter) -> UsageRecord {
     let attempts = std::mem::take(&mut ctx.attempts);
+    if ctx.tokens.unparsed {
+        tracing::warn!(
+            request_id = %ctx.id,
+            key = %ctx.key.name,
+            account = attempts.last().map_or("-", |a| a.account.as_str()),
+            "the upstream's usage object could not be read (wrong types); the request is recorded with 0 tokens and marked unparsed"
+        );
+    }
+    let reported = ctx.tokens;
+    if ctx.tokens.clamp() {
+        tracing::warn!(
+            request_id = %ctx.id,
+            account = attempts.last().map_or("-", |a| a.account.as_str()),
+            ?reported,
+            "the upstream reported more than {} tokens of one kind for one request; recorded as {}",
+            TokenUsage::MAX_PER_REQUEST,
+            TokenUsage::MAX_PER_REQUEST
+        );
+    }
     UsageRecord {
         request_id: std::mem::take(&mut ctx.id),
         key: ctx.key.name.clone(),

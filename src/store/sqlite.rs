@@ -57,6 +57,19 @@ impl SqliteStore {
 
     pub async fn open(dir: &Path) -> Result<Self, String> {
         let path = dir.join(FILE_NAME);
+        // Created owner-only before SQLite opens it: SQLite gives the `-wal` and `-shm` files it
+        // creates the database file's permissions.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create the store {}: {e}", path.display()))?;
+        }
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| e.to_string())?
             .filename(&path)
@@ -86,10 +99,26 @@ impl SqliteStore {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            // Also files an earlier version left wider.
+            for suffix in ["", "-wal", "-shm"] {
+                let file = dir.join(format!("{FILE_NAME}{suffix}"));
+                if file.exists() {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| {
+                            format!("cannot restrict {} to its owner: {e}", file.display())
+                        })?;
+                }
+            }
         }
         Ok(Self { pool })
     }
+}
+
+/// A sum of token counts that cannot overflow: `SUM` of integers fails with "integer overflow"
+/// past `i64::MAX` (and made the totals fail for good once a row held a huge count); `TOTAL`
+/// adds as a float, and a float cast to an integer saturates at `i64::MAX`.
+fn saturating_sum(column: &str) -> String {
+    format!("CAST(TOTAL({column}) AS INTEGER)")
 }
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -635,7 +664,10 @@ impl Store for SqliteStore {
                 TotalsBy::Key => "key_name",
             };
             let mut query = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT {bucket} AS bucket, COUNT(*) AS requests, COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(cached_input_tokens), 0) AS cached_input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost_usd), 0.0) AS cost_usd FROM usage"
+                "SELECT {bucket} AS bucket, COUNT(*) AS requests, {} AS input_tokens, {} AS cached_input_tokens, {} AS output_tokens, TOTAL(cost_usd) AS cost_usd FROM usage",
+                saturating_sum("input_tokens"),
+                saturating_sum("cached_input_tokens"),
+                saturating_sum("output_tokens")
             ));
             push_filter(&mut query, &filter);
             query.push(" GROUP BY bucket ORDER BY bucket");
@@ -779,5 +811,44 @@ mod tests {
         let mut want = rows.clone();
         want.sort_by(|a, b| a.request_id.cmp(&b.request_id));
         assert_eq!(back, want);
+    }
+
+    #[tokio::test]
+    async fn usage_totals_saturate_instead_of_overflowing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let rows: Vec<UsageRow> = (0..3)
+            .map(|i| {
+                let mut r = row(i);
+                r.input_tokens = i64::MAX;
+                r.output_tokens = 5;
+                r
+            })
+            .collect();
+        store.insert_usage(&rows).await.unwrap();
+        for by in [TotalsBy::Day, TotalsBy::Key] {
+            let totals = store
+                .usage_totals(&UsageFilter::default(), by)
+                .await
+                .unwrap();
+            assert_eq!(totals.len(), 1);
+            assert_eq!(totals[0].requests, 3);
+            assert_eq!(totals[0].input_tokens, i64::MAX, "saturated");
+            assert_eq!(totals[0].output_tokens, 15, "small sums stay exact");
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_its_wal_and_shm_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        store.insert_usage(&[row(1)]).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("{FILE_NAME}{suffix}"));
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
     }
 }

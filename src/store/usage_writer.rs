@@ -1,26 +1,39 @@
 //! Usage rows that are never lost, written off the request path.
 //!
-//! [`StoreUsageSink::record`] prices the record, logs it (the `usage` log line stays), appends
-//! it as one JSON line to the spool segment `usage-spool/current.jsonl` in the data directory and
-//! keeps it in a bounded in-memory batch. The lines recorded in one turn of the event loop go to
-//! the file in one `write` as soon as that turn ends (the spool appender, part of
-//! [`UsageWriter::run`]), so a process that is killed loses nothing recorded before its last
-//! turn; a `write` per record was 4% of the relay's CPU. [`UsageWriter`] wakes every
-//! `storage.usage_batch_interval_ms` (or when a batch is full), seals the segment (rename), writes
-//! its rows in one transaction and deletes the sealed file. If the database fails, sealed
-//! segments wait on disk and are retried; rows past `storage.usage_queue_capacity` are not kept in
-//! memory and are read back from their segment. At start, [`replay`] writes every segment a
-//! previous run left behind. Rows are keyed by request id, so a segment written twice (a crash
-//! between commit and delete) adds nothing.
+//! [`StoreUsageSink::record`] prices the record, logs it (the `usage` log line stays) and puts
+//! its row in an in-memory queue. The rows recorded in one turn of the event loop go to the
+//! spool segment `usage-spool/current.jsonl` in the data directory, one JSON line each, in one
+//! `write` as soon as that turn ends (the spool appender, part of [`UsageWriter::run`]), so a
+//! process that is killed loses nothing recorded before its last turn; a `write` per record was
+//! 4% of the relay's CPU.
+//!
+//! A row leaves the queue only once its whole line is in the file. When the spool cannot be
+//! written (a full disk, a read-only file system), the rows wait in the queue and the append is
+//! retried with backoff; a write torn by a full disk is cut back to its last whole line. The
+//! queue holds `storage.usage_queue_capacity` rows: while the spool fails and the queue is full,
+//! [`UsageSink::accepting`] is false and the relay refuses new requests (503) instead of serving
+//! them unrecorded.
+//!
+//! [`UsageWriter`] wakes every `storage.usage_batch_interval_ms` (or when a segment holds a full
+//! batch), seals the segment (rename), writes its rows in one transaction and deletes the sealed
+//! file. If the database fails, sealed segments wait on disk and are retried with backoff (only
+//! the oldest keeps its rows in memory; the others are read back from their file). At start,
+//! [`replay`] writes every segment a previous run left behind. Rows are keyed by request id, so a
+//! segment written twice (a crash between commit and delete) adds nothing.
+//!
+//! A failing spool or store is logged once when it starts failing and once when it works again,
+//! not once per row or batch.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Store, UsageRow};
@@ -32,26 +45,83 @@ const SPOOL_DIR: &str = "usage-spool";
 const CURRENT: &str = "current.jsonl";
 /// Rows per transaction, and the segment size that wakes the writer early. Large on purpose:
 /// each transaction pays a commit and rewrites the last page of every index it appends to, so
-/// the cost per row falls with the batch.
+/// the cost per row falls with the batch. Also the most rows encoded for one `write`.
 const BATCH: usize = 4096;
+/// Rows of the current segment kept in memory for its batch; the rest are read back from the
+/// file when the segment is stored.
+const PENDING_MAX: usize = 2 * BATCH;
+/// The first delay before a failed spool append or store write is tried again; it doubles with
+/// each failure in a row, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long a stopping gateway keeps retrying a failing spool before it gives up the rows that
+/// are still only in memory.
+const STOP_RETRY_BUDGET: Duration = Duration::from_secs(5);
+
+/// Delays between the tries of a failing write: `first`, doubling with each failure in a row,
+/// never more than `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    /// The delay before the next try, after one more failure.
+    pub fn failed(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// A try worked: the next failure starts again at `first`.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
 
 /// A sealed segment: its file, and its rows when they are still in memory.
 struct Sealed {
     path: PathBuf,
     rows: Option<Vec<UsageRow>>,
+    /// The file holds every row (false only when the segment file vanished under us and the
+    /// rows are in memory alone).
+    in_file: bool,
 }
 
 struct Spool {
     dir: PathBuf,
     file: Option<File>,
-    /// JSON lines recorded since the appender last ran, not yet in the file.
-    unwritten: Vec<u8>,
+    /// Length of the open segment file: where a torn write is cut back to.
+    file_len: u64,
+    /// The file ends with part of a line that could not be cut back: the next write starts with
+    /// a newline, so that part is a damaged line of its own (skipped when read back; its row is
+    /// written again in full).
+    torn: bool,
+    /// Rows recorded whose lines are not in the file yet: in memory only.
+    queue: VecDeque<UsageRow>,
+    /// The lines of one `write`, reused.
+    scratch: Vec<u8>,
+    /// Rows of the current segment (in the file), kept for its batch.
     pending: Vec<UsageRow>,
     /// Rows appended to the current segment since it was opened.
     appended: usize,
     /// Some rows of the current segment are only in the file.
     overflowed: bool,
     sealed_count: u64,
+    /// The last append failed.
+    failing: bool,
+    /// The last seal failed.
+    seal_failing: bool,
 }
 
 pub struct StoreUsageSink {
@@ -61,8 +131,10 @@ pub struct StoreUsageSink {
     capacity: usize,
     /// Wakes the writer early: a batch is full.
     wake: Notify,
-    /// Wakes the appender: the first unwritten line of a turn was recorded.
+    /// Wakes the appender: the first row of a turn was queued.
     unwritten: Notify,
+    /// New requests are refused: the spool cannot be written and the queue is full.
+    refusing: AtomicBool,
 }
 
 impl StoreUsageSink {
@@ -79,15 +151,21 @@ impl StoreUsageSink {
             spool: Mutex::new(Spool {
                 dir,
                 file: None,
-                unwritten: Vec::new(),
+                file_len: 0,
+                torn: false,
+                queue: VecDeque::new(),
+                scratch: Vec::new(),
                 pending: Vec::new(),
                 appended: 0,
                 overflowed: false,
                 sealed_count: 0,
+                failing: false,
+                seal_failing: false,
             }),
             capacity,
             wake: Notify::new(),
             unwritten: Notify::new(),
+            refusing: AtomicBool::new(false),
         })
     }
 
@@ -118,48 +196,91 @@ impl StoreUsageSink {
         }
     }
 
-    /// Queues the row's line for the current segment and keeps the row for the next batch. The
-    /// appender hands the queued lines to the kernel once the current turn of the event loop ends.
-    fn spool(&self, row: UsageRow) {
-        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
-        let first = spool.unwritten.is_empty();
-        let start = spool.unwritten.len();
-        match serde_json::to_writer(&mut spool.unwritten, &row) {
-            Ok(()) => spool.unwritten.push(b'\n'),
-            Err(e) => {
-                spool.unwritten.truncate(start);
-                tracing::error!(request_id = %row.request_id, "cannot encode a usage row: {e}");
-            }
-        }
-        spool.appended += 1;
-        if spool.pending.len() < self.capacity {
-            spool.pending.push(row);
-        } else {
-            spool.overflowed = true;
-        }
-        let full = spool.appended >= BATCH;
+    fn lock(&self) -> std::sync::MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues the row for the current segment. The appender hands the queued rows to the kernel
+    /// once the current turn of the event loop ends.
+    fn enqueue(&self, row: UsageRow) {
+        let mut spool = self.lock();
+        let first = spool.queue.is_empty();
+        spool.queue.push_back(row);
+        let refusing = spool.failing && spool.queue.len() >= self.capacity;
         drop(spool);
+        if refusing {
+            self.set_refusing(true);
+        }
         if first {
             self.unwritten.notify_one();
         }
-        if full {
-            self.wake.notify_one();
-        }
     }
 
-    /// Appends the queued lines to the current segment in one `write`.
-    fn append_unwritten(&self) {
-        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
-        append_unwritten(&mut spool);
+    /// Whether the last append to the spool failed.
+    fn spool_failing(&self) -> bool {
+        self.lock().failing
+    }
+
+    /// Rows still only in memory.
+    fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Appends the queued rows to the current segment. True when none is left in memory. A
+    /// change between failing and working is logged once.
+    fn append_queued(&self) -> bool {
+        let mut spool = self.lock();
+        let result = spool.append();
+        let queued = spool.queue.len();
+        match (&result, spool.failing) {
+            (Ok(()), true) => {
+                spool.failing = false;
+                tracing::warn!(
+                    "the usage spool {} can be written again; the usage rows that waited in memory are in it",
+                    spool.dir.display()
+                );
+            }
+            (Err(e), false) => {
+                spool.failing = true;
+                tracing::error!(
+                    queued,
+                    "cannot write usage rows to the usage spool {} (disk full?): {e}; they wait in memory (at most storage.usage_queue_capacity = {} before new requests are refused with 503) and the write is retried; this is logged again only when it works again",
+                    spool.dir.display(),
+                    self.capacity
+                );
+            }
+            _ => {}
+        }
+        let refusing = spool.failing && queued >= self.capacity;
+        let wake = spool.appended >= BATCH;
+        drop(spool);
+        self.set_refusing(refusing);
+        if wake {
+            self.wake.notify_one();
+        }
+        result.is_ok()
+    }
+
+    fn set_refusing(&self, refusing: bool) {
+        if self.refusing.swap(refusing, Ordering::Relaxed) == refusing {
+            return;
+        }
+        if refusing {
+            tracing::error!(
+                "usage cannot be recorded: the usage spool cannot be written and storage.usage_queue_capacity = {} rows wait in memory; new requests are refused with 503 until the spool can be written again",
+                self.capacity
+            );
+        } else {
+            tracing::warn!("usage can be recorded again: new requests are served");
+        }
     }
 
     /// Closes the current segment under a new name and hands over its rows.
     fn seal(&self) -> Option<Sealed> {
-        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut spool = self.lock();
         if spool.appended == 0 {
             return None;
         }
-        append_unwritten(&mut spool);
         spool.sealed_count += 1;
         let path = spool.dir.join(format!(
             "sealed-{:013}-{:06}.jsonl",
@@ -169,22 +290,140 @@ impl StoreUsageSink {
         let current = spool.dir.join(CURRENT);
         let renamed = std::fs::rename(&current, &path);
         let no_file = matches!(&renamed, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-        if no_file && !spool.overflowed {
-            // The segment could not be opened: the rows are only in memory; write them anyway.
+        let in_file = if no_file && !spool.overflowed {
+            // The segment vanished: its rows are only in memory; write them anyway.
+            false
         } else if let Err(e) = renamed {
             // Keep everything as it is; the next flush tries again.
-            tracing::error!("cannot seal the usage spool {}: {e}", current.display());
+            if !std::mem::replace(&mut spool.seal_failing, true) {
+                tracing::error!(
+                    "cannot seal the usage spool {}: {e}; retried at every batch, logged again only when it works",
+                    current.display()
+                );
+            }
             return None;
+        } else {
+            true
+        };
+        if std::mem::replace(&mut spool.seal_failing, false) {
+            tracing::warn!("the usage spool can be sealed again");
         }
         spool.file = None;
+        spool.file_len = 0;
+        spool.torn = false;
         let rows = std::mem::take(&mut spool.pending);
         let overflowed = std::mem::replace(&mut spool.overflowed, false);
         spool.appended = 0;
         Some(Sealed {
             path,
             rows: (!overflowed).then_some(rows),
+            in_file,
         })
     }
+}
+
+impl Spool {
+    /// Writes the queued rows to the current segment, up to a batch per `write`; a row leaves
+    /// the queue only once its whole line is in the file.
+    fn append(&mut self) -> std::io::Result<()> {
+        while !self.queue.is_empty() {
+            self.append_some()?;
+        }
+        // A burst can leave a large buffer behind; do not keep it for the quiet that follows.
+        if self.scratch.capacity() > 1 << 16 {
+            self.scratch = Vec::with_capacity(1 << 12);
+        }
+        Ok(())
+    }
+
+    fn append_some(&mut self) -> std::io::Result<()> {
+        if self.file.is_none() {
+            let file = open_append(&self.dir.join(CURRENT))?;
+            self.file_len = file.metadata()?.len();
+            self.torn = false;
+            self.file = Some(file);
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        if self.torn {
+            buf.push(b'\n');
+        }
+        let prefix = buf.len();
+        let mut batch = Vec::with_capacity(self.queue.len().min(BATCH));
+        while batch.len() < BATCH {
+            let Some(row) = self.queue.pop_front() else {
+                break;
+            };
+            let start = buf.len();
+            match serde_json::to_writer(&mut buf, &row) {
+                Ok(()) => {
+                    buf.push(b'\n');
+                    batch.push(row);
+                }
+                Err(e) => {
+                    buf.truncate(start);
+                    tracing::error!(request_id = %row.request_id, "cannot encode a usage row: {e}");
+                }
+            }
+        }
+        let (written, result) = match self.file.as_mut() {
+            Some(file) => write_some(file, &buf),
+            None => (0, Ok(())),
+        };
+        // Whole lines in the file, and where the last one ends.
+        let lines = buf
+            .get(prefix.min(written)..written)
+            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
+        let whole = buf
+            .get(..written)
+            .and_then(|b| b.iter().rposition(|&c| c == b'\n'))
+            .map_or(0, |at| at + 1);
+        if written > whole {
+            // A torn line: cut it off, or else make it a damaged line of its own.
+            let cut = self.file_len + whole as u64;
+            let cut_back = self.file.as_ref().is_some_and(|f| f.set_len(cut).is_ok());
+            if cut_back {
+                self.file_len = cut;
+                self.torn = false;
+            } else {
+                self.file_len += written as u64;
+                self.torn = true;
+            }
+        } else {
+            self.file_len += written as u64;
+            self.torn = self.torn && written < prefix;
+        }
+        self.scratch = buf;
+        let mut rows = batch.into_iter();
+        for row in rows.by_ref().take(lines) {
+            self.appended += 1;
+            if self.pending.len() < PENDING_MAX {
+                self.pending.push(row);
+            } else {
+                self.overflowed = true;
+            }
+        }
+        // The rest go back to the front of the queue, in order.
+        for row in rows.rev() {
+            self.queue.push_front(row);
+        }
+        result
+    }
+}
+
+/// Writes as much of `buf` as the file takes: how many bytes went in, and the error that stopped
+/// it.
+fn write_some(file: &mut File, buf: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.write(&buf[done..]) {
+            Ok(0) => return (done, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
 }
 
 impl UsageSink for StoreUsageSink {
@@ -193,16 +432,23 @@ impl UsageSink for StoreUsageSink {
         let cost = self.prices.cost(&record.model, &record.tokens, !anthropic);
         log_record(&record, Some((cost.usd, cost.priced)));
         self.limits.add_spend(&record.key, cost.usd);
-        self.spool(Self::row(record, cost));
+        self.enqueue(Self::row(record, cost));
+    }
+
+    fn accepting(&self) -> bool {
+        !self.refusing.load(Ordering::Relaxed)
     }
 }
 
-/// The background task that moves spooled rows into the store.
+/// The background task that moves queued rows into the spool and spooled rows into the store.
 pub struct UsageWriter {
     sink: Arc<StoreUsageSink>,
     store: Arc<dyn Store>,
     interval: Duration,
     backlog: VecDeque<Sealed>,
+    backoff: Backoff,
+    /// The store failed: when to try it again.
+    retry_at: Option<Instant>,
 }
 
 impl UsageWriter {
@@ -212,46 +458,27 @@ impl UsageWriter {
             store,
             interval,
             backlog: VecDeque::new(),
+            backoff: Backoff::new(RETRY_FIRST, RETRY_MAX),
+            retry_at: None,
         }
     }
 
     /// Runs until `stop` is cancelled, then writes everything recorded so far (the caller
     /// cancels only after the relay tasks drained).
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(mut self, stop: CancellationToken) {
         let sink = Arc::clone(&self.sink);
-        let appender = async {
-            loop {
-                tokio::select! {
-                    () = sink.unwritten.notified() => sink.append_unwritten(),
-                    () = stop.cancelled() => break,
-                }
-            }
-        };
         // The appender keeps running while a batch is being stored.
-        tokio::join!(appender, self.write_batches(&stop));
-        // Anything recorded after both stopped (nothing should be) goes to the file too.
-        sink.append_unwritten();
-    }
-
-    async fn write_batches(mut self, stop: &CancellationToken) {
-        loop {
-            let stopping = tokio::select! {
-                () = tokio::time::sleep(self.interval) => false,
-                () = self.sink.wake.notified() => false,
-                () = stop.cancelled() => true,
-            };
-            self.flush().await;
-            if stopping {
-                break;
-            }
-        }
+        tokio::join!(append_loop(&sink, &stop), self.write_loop(&stop));
+        // Every queued row to the spool (retried for a while if it fails), then to the store.
+        append_before_exit(&sink).await;
+        self.flush(true).await;
         // Last chance: a briefly unavailable database gets a few retries before we exit.
         for _ in 0..5 {
             if self.backlog.is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            self.flush().await;
+            self.flush(true).await;
         }
         if !self.backlog.is_empty() {
             tracing::warn!(
@@ -261,24 +488,95 @@ impl UsageWriter {
         }
     }
 
-    async fn flush(&mut self) {
-        if let Some(sealed) = self.sink.seal() {
+    async fn write_loop(&mut self, stop: &CancellationToken) {
+        loop {
+            let next = self
+                .retry_at
+                .unwrap_or_else(|| Instant::now() + self.interval);
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = self.sink.wake.notified() => {}
+                () = stop.cancelled() => return,
+            }
+            self.flush(false).await;
+        }
+    }
+
+    /// Seals the current segment and writes the backlog, oldest first; while the store is
+    /// failing, only when its retry is due (unless `now`).
+    async fn flush(&mut self, now: bool) {
+        if let Some(mut sealed) = self.sink.seal() {
+            if !self.backlog.is_empty() && sealed.in_file {
+                // Only the oldest waiting segment keeps its rows in memory.
+                sealed.rows = None;
+            }
             self.backlog.push_back(sealed);
         }
-        while let Some(front) = self.backlog.front_mut() {
-            match write_segment(self.store.as_ref(), &front.path, front.rows.take()).await {
+        if !now && self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        while let Some(front) = self.backlog.front() {
+            match write_segment(self.store.as_ref(), &front.path, front.rows.as_deref()).await {
                 Ok(()) => {
                     self.backlog.pop_front();
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        "cannot write usage rows to the store ({e}); they wait in {} and are retried",
-                        front.path.display()
-                    );
+                    if self.retry_at.is_none() {
+                        tracing::error!(
+                            "cannot write usage rows to the store ({e}); they wait in {} and are retried; this is logged again only when it works again",
+                            front.path.display()
+                        );
+                    }
+                    self.retry_at = Some(Instant::now() + self.backoff.failed());
                     return;
                 }
             }
         }
+        if self.retry_at.take().is_some() {
+            tracing::warn!("the store accepts usage rows again; the spooled ones are written");
+        }
+        self.backoff.reset();
+    }
+}
+
+/// Appends what the relay recorded as soon as each turn of the event loop ends; while the spool
+/// fails, retries with backoff.
+async fn append_loop(sink: &StoreUsageSink, stop: &CancellationToken) {
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    loop {
+        if sink.spool_failing() {
+            tokio::select! {
+                () = tokio::time::sleep(backoff.failed()) => {}
+                () = stop.cancelled() => return,
+            }
+        } else {
+            tokio::select! {
+                () = sink.unwritten.notified() => {}
+                () = stop.cancelled() => return,
+            }
+        }
+        if sink.append_queued() {
+            backoff.reset();
+        }
+    }
+}
+
+/// At the stop: appends every queued row, retrying a failing spool for up to
+/// [`STOP_RETRY_BUDGET`]; what still cannot be written is lost, and said so.
+async fn append_before_exit(sink: &StoreUsageSink) {
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    let mut waited = Duration::ZERO;
+    while !sink.append_queued() {
+        if waited >= STOP_RETRY_BUDGET {
+            tracing::error!(
+                lost = sink.queued(),
+                "the usage spool still cannot be written at exit: the usage rows that waited in memory are lost"
+            );
+            return;
+        }
+        let delay = backoff.failed();
+        tokio::time::sleep(delay).await;
+        waited += delay;
     }
 }
 
@@ -286,11 +584,15 @@ impl UsageWriter {
 async fn write_segment(
     store: &dyn Store,
     path: &Path,
-    rows: Option<Vec<UsageRow>>,
+    rows: Option<&[UsageRow]>,
 ) -> Result<(), String> {
+    let read;
     let rows = match rows {
         Some(rows) => rows,
-        None => read_segment(path)?,
+        None => {
+            read = read_segment(path)?;
+            &read[..]
+        }
     };
     for chunk in rows.chunks(BATCH) {
         store.insert_usage(chunk).await.map_err(|e| e.to_string())?;
@@ -312,7 +614,8 @@ fn read_segment(path: &Path) -> Result<Vec<UsageRow>, String> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         match serde_json::from_str::<UsageRow>(line) {
             Ok(row) => rows.push(row),
-            // Only a torn last line (power loss mid-write) can be damaged.
+            // A torn line (power loss mid-write, or a full disk whose partial line could not be
+            // cut back; that row follows in full).
             Err(e) => tracing::warn!(
                 "skipping a damaged usage spool line in {}: {e}",
                 path.display()
@@ -347,35 +650,26 @@ pub async fn replay(data_dir: &Path, store: &dyn Store) -> Result<u64, String> {
     Ok(new)
 }
 
-/// Hands the queued lines to the kernel. A line that cannot be written is still in the batch in
-/// memory (unless the batch overflowed), so only a crash before the batch is stored loses it.
-fn append_unwritten(spool: &mut Spool) {
-    if spool.unwritten.is_empty() {
-        return;
-    }
-    if spool.file.is_none() {
-        let path = spool.dir.join(CURRENT);
-        match open_append(&path) {
-            Ok(file) => spool.file = Some(file),
-            Err(e) => tracing::error!("cannot open the usage spool {}: {e}", path.display()),
-        }
-    }
-    if let Some(file) = spool.file.as_mut() {
-        if let Err(e) = file.write_all(&spool.unwritten) {
-            let lines = spool.unwritten.iter().filter(|&&b| b == b'\n').count();
-            tracing::error!("cannot append {lines} usage rows to the usage spool: {e}");
-        }
-    }
-    spool.unwritten.clear();
-    // A burst can leave a large buffer behind; do not keep it for the quiet that follows.
-    if spool.unwritten.capacity() > 1 << 16 {
-        spool.unwritten.shrink_to(1 << 12);
-    }
-}
-
+/// `usage-spool/` in the data directory, owner-only (0700) like the database.
 fn spool_dir(data_dir: &Path) -> Result<PathBuf, String> {
     let dir = data_dir.join(SPOOL_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder
+            .create(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // A spool made by an earlier version may be wider.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot restrict {} to its owner: {e}", dir.display()))?;
+    }
+    #[cfg(not(unix))]
+    builder
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     Ok(dir)
 }
 
@@ -389,3 +683,7 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     }
     options.open(path)
 }
+
+#[cfg(test)]
+#[path = "usage_writer/tests.rs"]
+mod tests;

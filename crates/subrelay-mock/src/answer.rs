@@ -207,7 +207,7 @@ pub(crate) fn compaction(behavior: &Behavior) -> Result<Reply, serde_json::Error
                 encrypted_content: &blob,
             },
         ),
-        usage: UsageWire::from(behavior.usage_or_default()),
+        usage: UsageWire::of(behavior),
     };
     let bytes = to_json(&compaction, 512 + text.len())?;
     Ok(json_reply(bytes, behavior))
@@ -224,7 +224,7 @@ fn completed_response<'a>(
     let mut response = ResponseObject::new(id, created_at, model, store);
     response.status = "completed";
     response.output = items;
-    response.usage = Some(UsageWire::from(behavior.usage_or_default()));
+    response.usage = Some(UsageWire::of(behavior));
     response
 }
 

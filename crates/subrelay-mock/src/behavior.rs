@@ -60,6 +60,9 @@ pub struct Behavior {
     pub text_bytes: Option<usize>,
     /// Token usage reported in the answer; default [`Usage::default`].
     pub usage: Option<Usage>,
+    /// Responses answers: a `usage` object with a wrong type (`"input_tokens":"lots"`), as a
+    /// broken or hostile upstream might send.
+    pub garbage_usage: bool,
 }
 
 /// Token counts reported in an answer's usage.

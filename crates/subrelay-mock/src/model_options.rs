@@ -13,7 +13,8 @@ use crate::behavior::Behavior;
 
 /// The options this parser knows, listed in error messages.
 const KNOWN: &str = "status=N, retry_after=S, delay_ms=N, events=N, interval_ms=N, fail, cut=N, \
-                     hang=N, hang_headers, text_bytes=N";
+                     hang=N, hang_headers, text_bytes=N, tokens=N, \
+                     garbage_usage";
 
 /// A model option that could not be understood; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,18 @@ pub(crate) fn parse(options: &str) -> Result<Behavior, OptionError> {
             "hang" => behavior.hang_after = Some(number(key, value)?),
             "hang_headers" => behavior.hang_before_headers = flag(key, value)?,
             "text_bytes" => behavior.text_bytes = Some(number(key, value)?),
+            "garbage_usage" => behavior.garbage_usage = flag(key, value)?,
+            // Every token count of the answer's usage (up to u64::MAX: a hostile upstream).
+            "tokens" => {
+                let n: u64 = number(key, value)?;
+                behavior.usage = Some(crate::behavior::Usage {
+                    input: n,
+                    cached: n,
+                    output: n,
+                    reasoning: n,
+                    cache_creation: n,
+                });
+            }
             _ => {
                 return Err(OptionError(format!(
                     "unknown model option '{option}' (known: {KNOWN})"
@@ -118,6 +131,9 @@ mod tests {
         assert_eq!(b.hang_after, Some(4));
         assert!(b.hang_before_headers);
         assert_eq!(b.text_bytes, Some(100));
+        assert!(parse("garbage_usage").unwrap().garbage_usage);
+        let huge = parse("tokens=18446744073709551615").unwrap().usage.unwrap();
+        assert_eq!((huge.input, huge.output), (u64::MAX, u64::MAX));
     }
 
     #[test]

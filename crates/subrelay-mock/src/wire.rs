@@ -143,11 +143,30 @@ impl<'a> OutputText<'a> {
 /// `response.usage`.
 #[derive(Serialize)]
 pub(crate) struct UsageWire {
-    pub input_tokens: u64,
+    pub input_tokens: TokenCount,
     pub input_tokens_details: InputDetails,
     pub output_tokens: u64,
     pub output_tokens_details: OutputDetails,
     pub total_tokens: u64,
+}
+
+/// A token count, or the wrong type where a count belongs (`Behavior::garbage_usage`).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum TokenCount {
+    Count(u64),
+    Garbage(&'static str),
+}
+
+impl UsageWire {
+    /// The usage a Responses answer reports under this behaviour.
+    pub(crate) fn of(behavior: &crate::behavior::Behavior) -> Self {
+        let mut wire = Self::from(behavior.usage_or_default());
+        if behavior.garbage_usage {
+            wire.input_tokens = TokenCount::Garbage("lots");
+        }
+        wire
+    }
 }
 
 #[derive(Serialize)]
@@ -165,7 +184,7 @@ pub(crate) struct OutputDetails {
 impl From<Usage> for UsageWire {
     fn from(usage: Usage) -> Self {
         Self {
-            input_tokens: usage.input,
+            input_tokens: TokenCount::Count(usage.input),
             input_tokens_details: InputDetails {
                 cached_tokens: usage.cached,
                 cache_write_tokens: 0,

@@ -70,7 +70,8 @@ fn usage_from_json_and_terminal_events() {
             cached_input: 4,
             cache_creation: 0,
             output: 6,
-            reasoning: 2
+            reasoning: 2,
+            unparsed: false,
         }
     );
     assert!(usage_of_json(b"not json").is_err());
@@ -109,4 +110,29 @@ fn failed_event_is_a_valid_sse_event() {
         serde_json::from_str(text["event: response.failed\ndata: ".len()..].trim()).unwrap();
     assert_eq!(data["response"]["id"], "resp_9");
     assert_eq!(data["response"]["error"]["code"], "stream_stalled");
+}
+
+#[test]
+fn a_usage_object_of_the_wrong_types_is_unparsed_not_zero() {
+    let usage = usage_of_json(br#"{"id":"r","usage":{"input_tokens":"lots","output_tokens":6}}"#)
+        .unwrap()
+        .unwrap();
+    assert!(usage.unparsed);
+    assert_eq!(usage.input + usage.output, 0);
+    // In a terminal event the rest of the event is still read.
+    let (t, usage) = read_terminal(
+        br#"{"type":"response.completed","response":{"id":"resp_9","usage":{"input_tokens":-1}}}"#,
+    );
+    assert_eq!(t.response_id.as_deref(), Some("resp_9"));
+    assert!(usage.unwrap().unparsed);
+    // No usage, or null, is not garbage.
+    assert!(usage_of_json(br#"{"id":"r","usage":null}"#)
+        .unwrap()
+        .is_none());
+    let (_, usage) = read_terminal(br#"{"type":"response.completed","response":{"id":"r"}}"#);
+    assert!(usage.is_none());
+    let fine = usage_of_json(br#"{"usage":{"input_tokens":1}}"#)
+        .unwrap()
+        .unwrap();
+    assert!(!fine.unparsed);
 }
