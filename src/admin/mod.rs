@@ -244,18 +244,24 @@ pub fn store_error(error: StoreError) -> ClientError {
     }
 }
 
+/// What a name for a group, key or account may be (said in errors, here and in the config).
+pub const NAME_RULE: &str = "use 1–64 letters, digits, '-', '_', '.' or '@'";
+
 /// A name for a group, key or account: printable, no slash (it is a path segment), 1–64 chars.
-pub fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
-    let ok = !name.is_empty()
+/// The config's names pass the same check ([`crate::config`]).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.chars().count() <= 64
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+}
+
+/// [`valid_name`], as the admin API's 400.
+pub fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
+    if valid_name(name) {
         Ok(())
     } else {
-        Err(bad_request(format!(
-            "{what} name {name:?}: use 1–64 letters, digits, '-', '_', '.' or '@'"
-        )))
+        Err(bad_request(format!("{what} name {name:?}: {NAME_RULE}")))
     }
 }

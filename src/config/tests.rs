@@ -365,3 +365,39 @@ fn api_key_limits_prices_and_storage_keys_are_read_and_checked() {
         assert!(err.contains(wanted), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn config_names_pass_the_admin_api_name_check() {
+    let rule = crate::admin::NAME_RULE;
+    for (yaml, wanted) in [
+        (
+            "accounts:\n  - {name: 'a/b', platform: openai, type: apikey, api_key: k}\n",
+            format!("accounts[0].name: \"a/b\": {rule}"),
+        ),
+        (
+            "accounts:\n  - {name: a, platform: openai, type: apikey, api_key: k, groups: ['team one']}\n",
+            format!("accounts[0].groups: \"team one\": {rule}"),
+        ),
+        (
+            "groups:\n  - {name: '', platform: openai}\n",
+            format!("groups[0].name: \"\": {rule}"),
+        ),
+        (
+            "api_keys:\n  - {key: k, name: '=HYPERLINK(1)'}\n",
+            format!("api_keys[0].name: \"=HYPERLINK(1)\": {rule}"),
+        ),
+        (
+            "api_keys:\n  - {key: k, group: 'x?y'}\n",
+            format!("api_keys[0].group: \"x?y\": {rule}"),
+        ),
+    ] {
+        let err = load_text(yaml, &MapEnv::default()).unwrap_err().to_string();
+        assert_eq!(err, wanted, "{yaml}");
+    }
+    // Positive control: the same shapes with valid names load.
+    load_text(
+        "groups:\n  - {name: team.one, platform: openai}\naccounts:\n  - {name: a-b_c@d, platform: openai, type: apikey, api_key: k, groups: [team.one]}\napi_keys:\n  - {key: k, name: alice, group: team.one}\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+}

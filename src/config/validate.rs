@@ -369,9 +369,7 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
         .map(|(i, account)| {
             let at = |field: &str| format!("accounts[{i}].{field}");
             let fail = |field: &str, msg: String| ConfigError(format!("{}: {msg}", at(field)));
-            if account.name.trim().is_empty() {
-                return Err(fail("name", "must not be empty".to_owned()));
-            }
+            name_ok(&account.name).map_err(|m| fail("name", m))?;
             if !names.insert(account.name.clone()) {
                 return Err(fail(
                     "name",
@@ -453,6 +451,9 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
             if account.groups.is_empty() {
                 return Err(fail("groups", "must name at least one group".to_owned()));
             }
+            for group in &account.groups {
+                name_ok(group).map_err(|m| fail("groups", m))?;
+            }
             let proxy = match &account.proxy {
                 None => None,
                 Some(reference) => {
@@ -487,6 +488,16 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
         .collect()
 }
 
+/// The admin API's name rule ([`crate::admin::valid_name`]): a config name that breaks it could
+/// not be managed there (it is a path segment) and would be refused if typed into the dashboard.
+fn name_ok(name: &str) -> Result<(), String> {
+    if crate::admin::valid_name(name) {
+        Ok(())
+    } else {
+        Err(format!("{name:?}: {}", crate::admin::NAME_RULE))
+    }
+}
+
 fn parse_platform(name: &str) -> Result<Platform, String> {
     match name {
         "openai" => Ok(Platform::OpenAi),
@@ -506,9 +517,7 @@ fn groups(
 ) -> Result<BTreeMap<String, Platform>, ConfigError> {
     let mut declared = BTreeMap::new();
     for (i, group) in raw.iter().enumerate() {
-        if group.name.trim().is_empty() {
-            return Err(ConfigError(format!("groups[{i}].name: must not be empty")));
-        }
+        name_ok(&group.name).map_err(|m| ConfigError(format!("groups[{i}].name: {m}")))?;
         let platform = parse_platform(&group.platform)
             .map_err(|m| ConfigError(format!("groups[{i}].platform: {m}")))?;
         if declared.insert(group.name.clone(), platform).is_some() {
@@ -583,10 +592,9 @@ fn api_keys(raw: &[RawApiKey], env: &dyn Environment) -> Result<Vec<ApiKeySpec>,
                     "api_keys[{i}].key: the same key is listed twice"
                 )));
             }
-            if k.group.trim().is_empty() {
-                return Err(ConfigError(format!(
-                    "api_keys[{i}].group: must not be empty"
-                )));
+            name_ok(&k.group).map_err(|m| ConfigError(format!("api_keys[{i}].group: {m}")))?;
+            if let Some(name) = &k.name {
+                name_ok(name).map_err(|m| ConfigError(format!("api_keys[{i}].name: {m}")))?;
             }
             let concurrency = u32::try_from(k.concurrency).map_err(|_| {
                 ConfigError(format!(

@@ -106,5 +106,7 @@ async fn method_not_allowed(request: Request) -> Response {
             request.uri().path()
         ),
     )
+    .with_code("method_not_allowed")
+    .in_shape(shape_of(request.uri().path()))
     .into_response()
 }
