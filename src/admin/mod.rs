@@ -12,8 +12,10 @@ mod groups;
 mod keys;
 pub mod openapi;
 mod pool;
+pub mod throttle;
 mod usage;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -92,27 +94,37 @@ impl FromRequestParts<Arc<AppState>> for Admin {
                 return outcome.map(|()| Admin).map_err(IntoResponse::into_response);
             }
         }
-        authorize(state, &parts.headers)
+        let client = state.clients.client_of(&parts.extensions, &parts.headers);
+        authorize(state, &parts.headers, client)
             .map(|()| Admin)
             .map_err(IntoResponse::into_response)
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ClientError> {
+fn authorize(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<(), ClientError> {
     admin_on(state)?;
     let Some(expected) = &state.admin_token else {
         return Err(admin_off());
     };
-    let given = headers
-        .get(http::header::AUTHORIZATION)
+    let throttle = &state.clients.admin_failures;
+    let presented = headers.get(http::header::AUTHORIZATION);
+    if presented.is_some() {
+        throttle::gate(throttle, client)?;
+    }
+    let given = presented
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     let same =
         Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(expected.expose().as_bytes()));
     if bool::from(same) {
+        throttle.succeeded(client);
         Ok(())
     } else {
+        // A request without any token is not a guess (a browser, a forgotten flag).
+        if presented.is_some() {
+            throttle::record_failure(throttle, client, "admin API token");
+        }
         Err(ClientError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",

@@ -142,7 +142,41 @@ fn server(raw: &RawServer) -> Result<ServerConfig, KeyError> {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => usize::try_from(n).unwrap_or_else(|_| unreachable!("checked range")),
         },
+        header_read_timeout: seconds(
+            "server.header_read_timeout",
+            raw.header_read_timeout,
+            1,
+            3600,
+        )?,
+        idle_timeout: seconds("server.idle_timeout", raw.idle_timeout, 1, 86400)?,
+        body_read_timeout: seconds("server.body_read_timeout", raw.body_read_timeout, 1, 3600)?,
+        max_connections: match in_range(
+            "server.max_connections",
+            raw.max_connections,
+            0,
+            1_000_000,
+        )? {
+            0 => None,
+            n => Some(usize::try_from(n).unwrap_or_else(|_| unreachable!("checked range"))),
+        },
+        trusted_proxies: trusted_proxies(raw.trusted_proxies.as_deref().unwrap_or_default())?,
     })
+}
+
+/// `10.0.0.0/8, 127.0.0.1 ::1`: CIDRs, or bare addresses (one host).
+fn trusted_proxies(text: &str) -> Result<Vec<ipnet::IpNet>, KeyError> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<ipnet::IpNet>()
+                .or_else(|_| part.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| KeyError {
+                    key: key("server.trusted_proxies"),
+                    given: format!("{text:?} ({part:?} is not an IP address or CIDR)"),
+                })
+        })
+        .collect()
 }
 
 pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {

@@ -4,7 +4,10 @@
 
 pub mod auth;
 pub mod body;
+pub mod client_addr;
 mod models;
+
+pub use client_addr::PeerAddr;
 
 use std::sync::Arc;
 

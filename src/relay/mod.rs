@@ -157,7 +157,14 @@ pub async fn handle(
     }
 
     // 3. inspect
-    let body = match read_body(body, &parts.headers, state.gateway.max_body_size).await {
+    let body = match read_body(
+        body,
+        &parts.headers,
+        state.gateway.max_body_size,
+        state.clients.body_read_timeout,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(error) => return refuse(error),
     };

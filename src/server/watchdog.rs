@@ -1,0 +1,227 @@
+//! Per-connection timers: how long a client may take to send a request head, and how long a
+//! kept-alive connection may sit between requests.
+//!
+//! hyper's own header-read timeout starts whenever it waits for a head, so it would also be the
+//! idle timeout; these two need different lengths. A connection is in one of three phases:
+//!
+//! - `HEAD`: waiting for a request head to be complete (from the connection's start, or from
+//!   the first byte after the previous response) → `server.header_read_timeout`;
+//! - `BUSY`: a request is being served and its response sent (a stream may take hours; its body
+//!   upload has its own `server.body_read_timeout`) → no timer;
+//! - `IDLE`: the last response is sent, no byte of the next request yet → `server.idle_timeout`.
+//!
+//! [`Watched`] sees the bytes read (`IDLE` → `HEAD`), [`Activity::begin`] the request handed to
+//! the router (→ `BUSY`), and dropping its [`InFlight`] (with the response body, once hyper has
+//! written it) ends it (→ `IDLE`).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+const HEAD: u8 = 0;
+const BUSY: u8 = 1;
+const IDLE: u8 = 2;
+
+/// Which timer ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    HeaderRead,
+    Idle,
+}
+
+/// The phase of one connection, shared by its socket wrapper, its service and its watchdog.
+pub struct Activity {
+    phase: AtomicU8,
+    in_flight: AtomicUsize,
+    changed: Notify,
+}
+
+impl Activity {
+    /// A new connection waits for its first request head.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            phase: AtomicU8::new(HEAD),
+            in_flight: AtomicUsize::new(0),
+            changed: Notify::new(),
+        })
+    }
+
+    fn set(&self, phase: u8) {
+        if self.phase.swap(phase, Ordering::AcqRel) != phase {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Bytes arrived: between requests, that starts the next head.
+    fn bytes_read(&self) {
+        if self
+            .phase
+            .compare_exchange(IDLE, HEAD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request head was read and goes to the router; the connection is busy until the
+    /// returned guard is dropped (with the response body).
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.set(BUSY);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Resolves when the current phase's timer runs out; never while a request is in flight.
+    pub async fn expired(&self, header_read: Duration, idle: Duration) -> Expired {
+        loop {
+            let (limit, what) = match self.phase.load(Ordering::Acquire) {
+                HEAD => (Some(header_read), Expired::HeaderRead),
+                IDLE => (Some(idle), Expired::Idle),
+                _ => (None, Expired::Idle),
+            };
+            match limit {
+                // A change stored as a permit while we were not waiting wakes us at once.
+                None => self.changed.notified().await,
+                Some(limit) => {
+                    tokio::select! {
+                        () = self.changed.notified() => {}
+                        () = tokio::time::sleep(limit) => return what,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request being served; dropped when hyper is done with its response body.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.set(IDLE);
+        }
+    }
+}
+
+/// The client socket, telling [`Activity`] when bytes arrive. Writes pass straight through.
+pub struct Watched<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Watched<T> {
+    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: Duration = Duration::from_secs(30);
+    const IDLE_LIMIT: Duration = Duration::from_secs(120);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_has_the_header_read_timeout() {
+        let activity = Activity::new();
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            activity.expired(HEADER, IDLE_LIMIT).await,
+            Expired::HeaderRead
+        );
+        assert_eq!(started.elapsed(), HEADER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_is_never_timed_out_and_idle_follows_it() {
+        let activity = Activity::new();
+        let request = activity.begin();
+        let watchdog = tokio::spawn({
+            let activity = Arc::clone(&activity);
+            async move {
+                let expired = activity.expired(HEADER, IDLE_LIMIT).await;
+                (expired, tokio::time::Instant::now())
+            }
+        });
+        // A response streaming for an hour: no timer runs.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!watchdog.is_finished());
+        let done = tokio::time::Instant::now();
+        drop(request);
+        let (expired, at) = watchdog.await.unwrap();
+        assert_eq!(expired, Expired::Idle);
+        assert_eq!(at - done, IDLE_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_byte_after_a_response_starts_the_header_timer() {
+        let activity = Activity::new();
+        drop(activity.begin());
+        let watchdog = tokio::spawn({
+            let activity = Arc::clone(&activity);
+            async move {
+                let expired = activity.expired(HEADER, IDLE_LIMIT).await;
+                (expired, tokio::time::Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        let first_byte = tokio::time::Instant::now();
+        activity.bytes_read();
+        let (expired, at) = watchdog.await.unwrap();
+        assert_eq!(expired, Expired::HeaderRead);
+        assert_eq!(at - first_byte, HEADER);
+    }
+}
