@@ -549,7 +549,10 @@ async fn a_wrong_method_on_messages_answers_in_the_anthropic_shape() {
     assert_eq!(body["type"], "error", "{body}");
     // What the Anthropic API itself answers for a wrong method.
     assert_eq!(body["error"]["type"], "not_found_error", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("GET is not allowed"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("GET is not allowed"));
     // Positive control: the same on an OpenAI route is in the OpenAI shape.
     let answer = client()
         .get(format!("{}/v1/responses", gw.url))
@@ -560,4 +563,50 @@ async fn a_wrong_method_on_messages_answers_in_the_anthropic_shape() {
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
     assert!(body.get("type").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_a_json_error_body() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&plain(&mock));
+    let many_headers: String = (0..150).map(|i| format!("X-{i}: a\r\n")).collect();
+    let cases = [
+        (
+            b"NOT HTTP AT ALL\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)).into_bytes(),
+            414,
+            "uri_too_long",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let mut tcp = TcpStream::connect(addr(&gw)).await.unwrap();
+        let answer = exchange(&mut tcp, &request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        let (closed, _) = closed_by_server(&mut tcp).await;
+        assert!(closed, "the connection closes after {status}");
+    }
+    // Positive control: an ordinary error answer on the same server is untouched.
+    let mut tcp = TcpStream::connect(addr(&gw)).await.unwrap();
+    let answer = exchange(&mut tcp, b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("unknown_route"), "{answer}");
 }

@@ -2,6 +2,7 @@
 
 mod connections;
 mod files;
+mod hyper_errors;
 mod watchdog;
 mod workers;
 

@@ -110,15 +110,56 @@ impl Drop for InFlight {
     }
 }
 
-/// The client socket, telling [`Activity`] when bytes arrive. Writes pass straight through.
+/// The client socket, telling [`Activity`] when bytes arrive. Writes pass straight through,
+/// except hyper's own empty-bodied 400/414/431, which get a JSON body ([`super::hyper_errors`]).
 pub struct Watched<T> {
     inner: T,
     activity: Arc<Activity>,
+    /// Our answer in place of hyper's automatic one, and how much of it is written.
+    replacement: Option<(Vec<u8>, usize)>,
 }
 
 impl<T> Watched<T> {
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            replacement: None,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Watched<T> {
+    /// Writes what is left of the replacement answer, if any.
+    fn write_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.replacement {
+            if *written >= bytes.len() {
+                self.replacement = None;
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// When `head` is hyper's automatic error answer (never while a request is served), takes
+    /// it as written and starts writing ours instead.
+    fn replace(&mut self, cx: &mut Context<'_>, head: &[u8]) -> Option<Poll<io::Result<usize>>> {
+        if self.activity.phase.load(Ordering::Acquire) == BUSY {
+            return None;
+        }
+        let status = super::hyper_errors::automatic_error(head)?;
+        self.replacement = Some((super::hyper_errors::json_answer(status), 0));
+        // What is not written yet goes out on the flush hyper does next.
+        Some(match self.write_replacement(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(head.len())),
+        })
     }
 }
 
@@ -137,33 +178,68 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     }
 }
 
+/// hyper's automatic answers are about 120 bytes; anything longer is not one.
+const LONGEST_AUTOMATIC_ANSWER: usize = 160;
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Poll::Ready(Err(e)) = this.write_replacement(cx) {
+            return Poll::Ready(Err(e));
+        }
+        if this.replacement.is_some() {
+            return Poll::Pending;
+        }
+        if let Some(done) = this.replace(cx, buf) {
+            return done;
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Poll::Ready(Err(e)) = this.write_replacement(cx) {
+            return Poll::Ready(Err(e));
+        }
+        if this.replacement.is_some() {
+            return Poll::Pending;
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let starts_like_a_head = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .is_some_and(|b| b.starts_with(b"H"));
+        if starts_like_a_head && total <= LONGEST_AUTOMATIC_ANSWER {
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            if let Some(done) = this.replace(cx, &joined) {
+                return done;
+            }
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.write_replacement(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.write_replacement(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
