@@ -360,8 +360,9 @@ async fn compression_bombs_get_413_in_the_route_shape() {
 #[tokio::test]
 async fn a_bomb_being_inflated_does_not_hold_up_other_requests() {
     let mock = MockUpstream::start().await;
-    // 256 MiB of output to make before the 413: long enough to serve many requests meanwhile.
-    let gw = Gateway::start_with_env(&plain(&mock), &[("GATEWAY_MAX_BODY_SIZE", "268435456")]);
+    // 64 MiB of output to make before the 413: long enough to serve many requests meanwhile
+    // (435 on the machine this was written on; 4 with the inflation on the event loop).
+    let gw = Gateway::start_with_env(&plain(&mock), &[("GATEWAY_MAX_BODY_SIZE", "67108864")]);
     let mut probe = TcpStream::connect(addr(&gw)).await.unwrap();
     assert!(exchange(&mut probe, HEALTHZ)
         .await
@@ -389,8 +390,9 @@ async fn a_bomb_being_inflated_does_not_hold_up_other_requests() {
         answered += 1;
     }
     assert_eq!(bomb.await.unwrap(), 413);
+    eprintln!("{answered} health checks answered while the bomb was inflated");
     assert!(
-        answered >= 20,
+        answered >= 50,
         "only {answered} health checks were answered while the bomb was inflated"
     );
 }
