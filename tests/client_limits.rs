@@ -201,6 +201,22 @@ async fn a_body_uploaded_too_slowly_gets_408_in_the_route_shape() {
 }
 
 #[tokio::test]
+async fn a_slow_body_is_cut_off_on_the_admin_routes_too() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with_env(
+        &store_config(&mock, dir.path(), ""),
+        &[("SERVER_BODY_READ_TIMEOUT", "1")],
+    );
+    // The dashboard's sign-in reads its body before any token is checked.
+    let mut tcp = TcpStream::connect(addr(&gw)).await.unwrap();
+    let head = "POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"token\":";
+    let answer = exchange(&mut tcp, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("server.body_read_timeout"), "{answer}");
+}
+
+#[tokio::test]
 async fn connections_beyond_max_connections_are_refused_and_the_rest_served() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start_with_env(&plain(&mock), &[("SERVER_MAX_CONNECTIONS", "3")]);

@@ -56,7 +56,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "server.body_read_timeout",
         default: "60",
         allowed: "1–3600 seconds",
-        description: "How long reading one request body may take in all, from the first to the last byte; a slower upload gets 408 in the route's error shape.",
+        description: "How long a request body may take to arrive in all, counted from its head (not between chunks); a slower upload gets 408 in the route's error shape (400 on the admin API).",
     },
     KeyDoc {
         path: "server.max_connections",

@@ -5,7 +5,6 @@
 
 use std::io::Read;
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -21,14 +20,14 @@ use crate::relay::failure::ClientError;
 static INFLATING: LazyLock<Semaphore> =
     LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)));
 
-/// Reads the body within `read_timeout` (in all, first byte to last) and at most `limit`
-/// bytes, before and after decompression. A compressed body is inflated on a blocking thread,
-/// so a bomb costs that thread at most `limit` bytes and never stalls the event loop.
+/// Reads at most `limit` bytes, before and after decompression. A compressed body is inflated
+/// on a blocking thread, so a bomb costs that thread at most `limit` bytes and never stalls the
+/// event loop. A body that does not arrive within `server.body_read_timeout` ([`BodyReadTimeout`]
+/// in the error's chain) is a 408.
 pub async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
-    read_timeout: Duration,
 ) -> Result<Bytes, ClientError> {
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -37,13 +36,14 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    let collected = tokio::time::timeout(read_timeout, Limited::new(body, limit).collect())
+    let raw = Limited::new(body, limit)
+        .collect()
         .await
-        .map_err(|_| too_slow(read_timeout))?;
-    let raw = collected
         .map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
                 too_large(limit)
+            } else if let Some(message) = timed_out(e.as_ref()) {
+                too_slow(message)
             } else {
                 ClientError::new(
                     StatusCode::BAD_REQUEST,
@@ -152,14 +152,24 @@ fn too_large(limit: usize) -> ClientError {
     .with_code("request_too_large")
 }
 
-fn too_slow(timeout: Duration) -> ClientError {
+/// The error a request body gives when `server.body_read_timeout` is up (the server's body
+/// timer makes it); answered with 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body took longer than server.body_read_timeout ({} s) to arrive", .0.as_secs())]
+pub struct BodyReadTimeout(pub std::time::Duration);
+
+/// The [`BodyReadTimeout`] somewhere in `error`'s chain (axum wraps body errors).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    std::iter::successors(Some(error), |e| e.source())
+        .find(|e| e.is::<BodyReadTimeout>())
+        .map(ToString::to_string)
+}
+
+fn too_slow(message: String) -> ClientError {
     ClientError::new(
         StatusCode::REQUEST_TIMEOUT,
         "invalid_request_error",
-        format!(
-            "the request body took longer than server.body_read_timeout ({} s) to arrive",
-            timeout.as_secs()
-        ),
+        message,
     )
     .with_code("request_timeout")
 }

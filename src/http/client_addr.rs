@@ -10,10 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 use http::HeaderMap;
 use ipnet::IpNet;
 
-/// What the server holds against clients beyond the connection limits: how long a body may
-/// take, whose `X-Forwarded-For` to believe, and the failed admin authentications.
+/// What the server holds about clients beyond the connection limits: whose `X-Forwarded-For`
+/// to believe, and the failed admin authentications.
 pub struct ClientLimits {
-    pub body_read_timeout: std::time::Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub admin_failures: crate::admin::throttle::Throttle,
 }

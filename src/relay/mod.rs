@@ -157,14 +157,7 @@ pub async fn handle(
     }
 
     // 3. inspect
-    let body = match read_body(
-        body,
-        &parts.headers,
-        state.gateway.max_body_size,
-        state.clients.body_read_timeout,
-    )
-    .await
-    {
+    let body = match read_body(body, &parts.headers, state.gateway.max_body_size).await {
         Ok(body) => body,
         Err(error) => return refuse(error),
     };

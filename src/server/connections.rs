@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::body_timer::TimedBody;
 use super::watchdog::{Activity, Expired, Watched};
 use crate::http::PeerAddr;
 
@@ -40,6 +41,7 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 pub struct ConnectionPolicy {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub body_read_timeout: Duration,
     /// `server.max_connections`, for the log.
     cap: usize,
     slots: Arc<Semaphore>,
@@ -47,10 +49,16 @@ pub struct ConnectionPolicy {
 }
 
 impl ConnectionPolicy {
-    pub fn new(header_read_timeout: Duration, idle_timeout: Duration, cap: usize) -> Arc<Self> {
+    pub fn new(
+        header_read_timeout: Duration,
+        idle_timeout: Duration,
+        body_read_timeout: Duration,
+        cap: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             header_read_timeout,
             idle_timeout,
+            body_read_timeout,
             cap,
             slots: Arc::new(Semaphore::new(cap.min(Semaphore::MAX_PERMITS))),
             refusals: Refusals::default(),
@@ -149,9 +157,11 @@ async fn serve_connection(
     let activity = Activity::new();
     let io = TokioIo::new(Watched::new(tcp, Arc::clone(&activity)));
     let router = TowerToHyperService::new(app);
+    let body_read_timeout = policy.body_read_timeout;
     let service = {
         let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            let mut request = request.map(|body| TimedBody::new(body, body_read_timeout));
             request.extensions_mut().insert(PeerAddr(peer));
             let in_flight = activity.begin();
             let call = hyper::service::Service::call(&router, request);

@@ -1,5 +1,6 @@
 //! `subrelay serve`: build the state, listen, and shut down gracefully.
 
+mod body_timer;
 mod connections;
 mod files;
 mod hyper_errors;
@@ -28,6 +29,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let connection_policy = connections::ConnectionPolicy::new(
         config.server.header_read_timeout,
         config.server.idle_timeout,
+        config.server.body_read_timeout,
         files::connection_cap(config.server.max_connections, open_files),
     );
     let data_dir = DataDir::open(&config.storage.data_dir)?;
@@ -75,7 +77,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
         shutdown: CancellationToken::new(),
         dashboard_sessions: Default::default(),
         clients: crate::http::client_addr::ClientLimits {
-            body_read_timeout: config.server.body_read_timeout,
             trusted_proxies: config.server.trusted_proxies.clone(),
             admin_failures: Default::default(),
         },
