@@ -250,6 +250,33 @@ mod tests {
     const HEADER: Duration = Duration::from_secs(30);
     const IDLE_LIMIT: Duration = Duration::from_secs(120);
 
+    const HYPER_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 00:03:08 GMT\r\n\r\n";
+
+    async fn written_through(activity: Arc<Activity>, bytes: &[u8]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let mut watched = Watched::new(ours, activity);
+        watched.write_all(bytes).await.unwrap();
+        watched.shutdown().await.unwrap();
+        drop(watched);
+        let mut got = Vec::new();
+        theirs.read_to_end(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn hypers_automatic_answer_is_replaced_but_never_a_served_requests() {
+        let waiting = Activity::new();
+        let got = written_through(waiting, HYPER_431).await;
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+        assert!(text.contains("\"code\":\"headers_too_large\""), "{text}");
+        // The same bytes while a request is served are that request's: passed on untouched.
+        let serving = Activity::new();
+        let _request = serving.begin();
+        assert_eq!(written_through(serving, HYPER_431).await, HYPER_431);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_new_connection_has_the_header_read_timeout() {
         let activity = Activity::new();
