@@ -37,6 +37,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Signed-in dashboard sessions.
     pub dashboard_sessions: crate::admin::dashboard::Sessions,
+    /// Body read time, trusted proxies, failed admin authentications.
+    pub clients: crate::http::client_addr::ClientLimits,
     /// Cancelled at shutdown; background loops stop on it.
     pub shutdown: CancellationToken,
 }

@@ -1,7 +1,8 @@
 //! The dashboard end to end in a real headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, installed by .ci/run), driven over WebDriver by
 //! tests/python/dashboard_browser.py: sign in, create a key and read it once, a request with it
-//! on Usage (filtered, in the browser's time zone, exported as CSV) and in the Overview numbers,
+//! on Usage (filtered, in the browser's time zone, exported as CSV with its formula-like model
+//! name neutralised) and in the Overview numbers,
 //! disable it and see the next request refused, a cooling account with its reason reset, an
 //! account signed in by OAuth (code + PKCE against the fake upstream), its token refreshed from
 //! the dashboard and serving a request, an account added, edited and deleted, every key limit

@@ -12,8 +12,10 @@ mod groups;
 mod keys;
 pub mod openapi;
 mod pool;
+pub mod throttle;
 mod usage;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -92,27 +94,37 @@ impl FromRequestParts<Arc<AppState>> for Admin {
                 return outcome.map(|()| Admin).map_err(IntoResponse::into_response);
             }
         }
-        authorize(state, &parts.headers)
+        let client = state.clients.client_of(&parts.extensions, &parts.headers);
+        authorize(state, &parts.headers, client)
             .map(|()| Admin)
             .map_err(IntoResponse::into_response)
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ClientError> {
+fn authorize(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<(), ClientError> {
     admin_on(state)?;
     let Some(expected) = &state.admin_token else {
         return Err(admin_off());
     };
-    let given = headers
-        .get(http::header::AUTHORIZATION)
+    let throttle = &state.clients.admin_failures;
+    let presented = headers.get(http::header::AUTHORIZATION);
+    if presented.is_some() {
+        throttle::gate(throttle, client)?;
+    }
+    let given = presented
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     let same =
         Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(expected.expose().as_bytes()));
     if bool::from(same) {
+        throttle.succeeded(client);
         Ok(())
     } else {
+        // A request without any token is not a guess (a browser, a forgotten flag).
+        if presented.is_some() {
+            throttle::record_failure(throttle, client, "admin API token");
+        }
         Err(ClientError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
@@ -244,18 +256,24 @@ pub fn store_error(error: StoreError) -> ClientError {
     }
 }
 
+/// What a name for a group, key or account may be (said in errors, here and in the config).
+pub const NAME_RULE: &str = "use 1–64 letters, digits, '-', '_', '.' or '@'";
+
 /// A name for a group, key or account: printable, no slash (it is a path segment), 1–64 chars.
-pub fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
-    let ok = !name.is_empty()
+/// The config's names pass the same check ([`crate::config`]).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.chars().count() <= 64
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+}
+
+/// [`valid_name`], as the admin API's 400.
+pub fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
+    if valid_name(name) {
         Ok(())
     } else {
-        Err(bad_request(format!(
-            "{what} name {name:?}: use 1–64 letters, digits, '-', '_', '.' or '@'"
-        )))
+        Err(bad_request(format!("{what} name {name:?}: {NAME_RULE}")))
     }
 }

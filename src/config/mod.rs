@@ -46,6 +46,17 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Event-loop threads, each with its own listening socket (`SO_REUSEPORT`); at least 1.
     pub workers: usize,
+    /// The request head must arrive within this (from the connection's start or the next
+    /// request's first byte).
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection between requests is closed after this.
+    pub idle_timeout: Duration,
+    /// One request body must be read within this, in all.
+    pub body_read_timeout: Duration,
+    /// Client connections at once; `None`: derived from the file limit at start.
+    pub max_connections: Option<usize>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Gateway behaviour. `None` means "off" for the settings whose 0 switches them off.

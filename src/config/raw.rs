@@ -31,6 +31,14 @@ pub struct RawServer {
     pub port: i64,
     pub shutdown_timeout: i64,
     pub workers: i64,
+    pub header_read_timeout: i64,
+    pub idle_timeout: i64,
+    pub body_read_timeout: i64,
+    /// 0 = derived from the file limit.
+    pub max_connections: i64,
+    /// IPs and CIDRs, comma- or space-separated, whose `X-Forwarded-For` is believed; absent:
+    /// none.
+    pub trusted_proxies: Option<String>,
 }
 
 impl Default for RawServer {
@@ -40,6 +48,11 @@ impl Default for RawServer {
             port: 8080,
             shutdown_timeout: 30,
             workers: 1,
+            header_read_timeout: 30,
+            idle_timeout: 120,
+            body_read_timeout: 60,
+            max_connections: 0,
+            trusted_proxies: None,
         }
     }
 }

@@ -41,6 +41,36 @@ pub const KEYS: &[KeyDoc] = &[
         description: "Event-loop threads. Each is single-threaded with its own listening socket (SO_REUSEPORT), so a request never hops between threads; one relays well over 10,000 requests/s, raise it only when one core is not enough.",
     },
     KeyDoc {
+        path: "server.header_read_timeout",
+        default: "30",
+        allowed: "1–3600 seconds",
+        description: "How long a client may take to send a request's head (request line and headers), counted from the connection's start or, on a kept-alive connection, from the first byte of the next request. Slower clients are disconnected without an answer.",
+    },
+    KeyDoc {
+        path: "server.idle_timeout",
+        default: "120",
+        allowed: "1–86400 seconds",
+        description: "A kept-alive connection with no request in flight is closed after this long without a new request. A response being sent (a stream) is never idle.",
+    },
+    KeyDoc {
+        path: "server.body_read_timeout",
+        default: "60",
+        allowed: "1–3600 seconds",
+        description: "How long a request body may take to arrive in all, counted from its head (not between chunks); a slower upload gets 408 in the route's error shape (400 on the admin API).",
+    },
+    KeyDoc {
+        path: "server.max_connections",
+        default: "0",
+        allowed: "0 (derived from the file limit) or 1–1000000",
+        description: "Client connections open at once, over all workers. Beyond it a new connection is closed at once without an answer (one log line per 10 s with the count); connections already open go on. 0 = 40% of the open-file limit (after it is raised to the hard limit at start), leaving the rest for upstream connections and the store.",
+    },
+    KeyDoc {
+        path: "server.trusted_proxies",
+        default: "",
+        allowed: "empty or IP addresses and CIDRs, separated by commas or spaces",
+        description: "Proxies in front of subrelay (nginx, a load balancer) whose `X-Forwarded-For` is believed: the client address is its rightmost hop that is not a trusted proxy. From any other peer the header is ignored and the peer's address is the client's. Used to throttle failed admin sign-ins per client.",
+    },
+    KeyDoc {
         path: "gateway.response_header_timeout",
         default: "600",
         allowed: "1–3600 seconds",

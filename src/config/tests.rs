@@ -387,3 +387,75 @@ fn admin_session_ttl_is_read_and_bounded() {
         );
     }
 }
+
+#[test]
+fn config_names_pass_the_admin_api_name_check() {
+    let rule = crate::admin::NAME_RULE;
+    for (yaml, wanted) in [
+        (
+            "accounts:\n  - {name: 'a/b', platform: openai, type: apikey, api_key: k}\n",
+            format!("accounts[0].name: \"a/b\": {rule}"),
+        ),
+        (
+            "accounts:\n  - {name: a, platform: openai, type: apikey, api_key: k, groups: ['team one']}\n",
+            format!("accounts[0].groups: \"team one\": {rule}"),
+        ),
+        (
+            "groups:\n  - {name: '', platform: openai}\n",
+            format!("groups[0].name: \"\": {rule}"),
+        ),
+        (
+            "api_keys:\n  - {key: k, name: '=HYPERLINK(1)'}\n",
+            format!("api_keys[0].name: \"=HYPERLINK(1)\": {rule}"),
+        ),
+        (
+            "api_keys:\n  - {key: k, group: 'x?y'}\n",
+            format!("api_keys[0].group: \"x?y\": {rule}"),
+        ),
+    ] {
+        let err = load_text(yaml, &MapEnv::default()).unwrap_err().to_string();
+        assert_eq!(err, wanted, "{yaml}");
+    }
+    // Positive control: the same shapes with valid names load.
+    load_text(
+        "groups:\n  - {name: team.one, platform: openai}\naccounts:\n  - {name: a-b_c@d, platform: openai, type: apikey, api_key: k, groups: [team.one]}\napi_keys:\n  - {key: k, name: alice, group: team.one}\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn client_limits_are_read_and_checked() {
+    let config = load_text(
+        "server:\n  header_read_timeout: 1\n  idle_timeout: 2\n  body_read_timeout: 3\n  max_connections: 4\n  trusted_proxies: '10.0.0.0/8, 127.0.0.1 ::1'\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(1));
+    assert_eq!(config.server.idle_timeout, Duration::from_secs(2));
+    assert_eq!(config.server.body_read_timeout, Duration::from_secs(3));
+    assert_eq!(config.server.max_connections, Some(4));
+    let nets: Vec<String> = config
+        .server
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+    let defaults = load_text("", &MapEnv::default()).unwrap();
+    assert_eq!(defaults.server.max_connections, None);
+    assert!(defaults.server.trusted_proxies.is_empty());
+    let env = MapEnv::from([("SERVER_TRUSTED_PROXIES", "192.168.0.0/16")]);
+    assert_eq!(load_text("", &env).unwrap().server.trusted_proxies.len(), 1);
+    for (yaml, wanted) in [
+        ("server:\n  header_read_timeout: 0\n", "server.header_read_timeout = 0: must be 1–3600 seconds"),
+        ("server:\n  max_connections: -1\n", "server.max_connections = -1: must be 0 (derived from the file limit) or 1–1000000"),
+        (
+            "server:\n  trusted_proxies: '10.0.0.0/8, nginx'\n",
+            "server.trusted_proxies = \"10.0.0.0/8, nginx\" (\"nginx\" is not an IP address or CIDR): must be",
+        ),
+    ] {
+        let err = load_text(yaml, &MapEnv::default()).unwrap_err().to_string();
+        assert!(err.starts_with(wanted), "{yaml}: {err}");
+    }
+}

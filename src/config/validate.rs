@@ -142,7 +142,41 @@ fn server(raw: &RawServer) -> Result<ServerConfig, KeyError> {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => usize::try_from(n).unwrap_or_else(|_| unreachable!("checked range")),
         },
+        header_read_timeout: seconds(
+            "server.header_read_timeout",
+            raw.header_read_timeout,
+            1,
+            3600,
+        )?,
+        idle_timeout: seconds("server.idle_timeout", raw.idle_timeout, 1, 86400)?,
+        body_read_timeout: seconds("server.body_read_timeout", raw.body_read_timeout, 1, 3600)?,
+        max_connections: match in_range(
+            "server.max_connections",
+            raw.max_connections,
+            0,
+            1_000_000,
+        )? {
+            0 => None,
+            n => Some(usize::try_from(n).unwrap_or_else(|_| unreachable!("checked range"))),
+        },
+        trusted_proxies: trusted_proxies(raw.trusted_proxies.as_deref().unwrap_or_default())?,
     })
+}
+
+/// `10.0.0.0/8, 127.0.0.1 ::1`: CIDRs, or bare addresses (one host).
+fn trusted_proxies(text: &str) -> Result<Vec<ipnet::IpNet>, KeyError> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<ipnet::IpNet>()
+                .or_else(|_| part.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| KeyError {
+                    key: key("server.trusted_proxies"),
+                    given: format!("{text:?} ({part:?} is not an IP address or CIDR)"),
+                })
+        })
+        .collect()
 }
 
 pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {
@@ -377,9 +411,7 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
         .map(|(i, account)| {
             let at = |field: &str| format!("accounts[{i}].{field}");
             let fail = |field: &str, msg: String| ConfigError(format!("{}: {msg}", at(field)));
-            if account.name.trim().is_empty() {
-                return Err(fail("name", "must not be empty".to_owned()));
-            }
+            name_ok(&account.name).map_err(|m| fail("name", m))?;
             if !names.insert(account.name.clone()) {
                 return Err(fail(
                     "name",
@@ -461,6 +493,9 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
             if account.groups.is_empty() {
                 return Err(fail("groups", "must name at least one group".to_owned()));
             }
+            for group in &account.groups {
+                name_ok(group).map_err(|m| fail("groups", m))?;
+            }
             let proxy = match &account.proxy {
                 None => None,
                 Some(reference) => {
@@ -495,6 +530,16 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
         .collect()
 }
 
+/// The admin API's name rule ([`crate::admin::valid_name`]): a config name that breaks it could
+/// not be managed there (it is a path segment) and would be refused if typed into the dashboard.
+fn name_ok(name: &str) -> Result<(), String> {
+    if crate::admin::valid_name(name) {
+        Ok(())
+    } else {
+        Err(format!("{name:?}: {}", crate::admin::NAME_RULE))
+    }
+}
+
 fn parse_platform(name: &str) -> Result<Platform, String> {
     match name {
         "openai" => Ok(Platform::OpenAi),
@@ -514,9 +559,7 @@ fn groups(
 ) -> Result<BTreeMap<String, Platform>, ConfigError> {
     let mut declared = BTreeMap::new();
     for (i, group) in raw.iter().enumerate() {
-        if group.name.trim().is_empty() {
-            return Err(ConfigError(format!("groups[{i}].name: must not be empty")));
-        }
+        name_ok(&group.name).map_err(|m| ConfigError(format!("groups[{i}].name: {m}")))?;
         let platform = parse_platform(&group.platform)
             .map_err(|m| ConfigError(format!("groups[{i}].platform: {m}")))?;
         if declared.insert(group.name.clone(), platform).is_some() {
@@ -591,10 +634,9 @@ fn api_keys(raw: &[RawApiKey], env: &dyn Environment) -> Result<Vec<ApiKeySpec>,
                     "api_keys[{i}].key: the same key is listed twice"
                 )));
             }
-            if k.group.trim().is_empty() {
-                return Err(ConfigError(format!(
-                    "api_keys[{i}].group: must not be empty"
-                )));
+            name_ok(&k.group).map_err(|m| ConfigError(format!("api_keys[{i}].group: {m}")))?;
+            if let Some(name) = &k.name {
+                name_ok(name).map_err(|m| ConfigError(format!("api_keys[{i}].name: {m}")))?;
             }
             let concurrency = u32::try_from(k.concurrency).map_err(|_| {
                 ConfigError(format!(

@@ -4,7 +4,10 @@
 
 pub mod auth;
 pub mod body;
+pub mod client_addr;
 mod models;
+
+pub use client_addr::PeerAddr;
 
 use std::sync::Arc;
 
@@ -106,5 +109,7 @@ async fn method_not_allowed(request: Request) -> Response {
             request.uri().path()
         ),
     )
+    .with_code("method_not_allowed")
+    .in_shape(shape_of(request.uri().path()))
     .into_response()
 }

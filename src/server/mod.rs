@@ -1,6 +1,10 @@
 //! `subrelay serve`: build the state, listen, and shut down gracefully.
 
+mod body_timer;
 mod connections;
+mod files;
+mod hyper_errors;
+mod watchdog;
 mod workers;
 
 use std::net::SocketAddr;
@@ -21,6 +25,13 @@ use crate::upstream::session::SessionIds;
 /// Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests for up to
 /// `server.shutdown_timeout`. Errors are start-up failures, worded for the operator.
 pub async fn serve(config: Config) -> Result<(), String> {
+    let open_files = files::raise_open_file_limit();
+    let connection_policy = connections::ConnectionPolicy::new(
+        config.server.header_read_timeout,
+        config.server.idle_timeout,
+        config.server.body_read_timeout,
+        files::connection_cap(config.server.max_connections, open_files),
+    );
     let data_dir = DataDir::open(&config.storage.data_dir)?;
     let opened = crate::store::startup::open(&config, &data_dir).await?;
     // The config's accounts are in the store now, next to those added through the admin API.
@@ -65,6 +76,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         dashboard_sessions: crate::admin::dashboard::Sessions::new(config.admin.session_ttl),
+        clients: crate::http::client_addr::ClientLimits {
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            admin_failures: Default::default(),
+        },
     });
     let restored = crate::upstream::tokens::restore(&state).await?;
     if restored > 0 {
@@ -100,11 +115,17 @@ pub async fn serve(config: Config) -> Result<(), String> {
             listener,
             app.clone(),
             stop_accepting.clone(),
+            Arc::clone(&connection_policy),
             state.tasks.clone(),
         )?);
     }
     announce(&config, &state, addr);
-    let server = tokio::spawn(workers::accept(first, app, stop_accepting.clone()));
+    let server = tokio::spawn(workers::accept(
+        first,
+        app,
+        stop_accepting.clone(),
+        connection_policy,
+    ));
     let refresher = tokio::spawn(crate::upstream::tokens::refresh_ahead(
         Arc::clone(&state),
         state.shutdown.clone(),

@@ -12,12 +12,15 @@
 //! relay task has finished, because the tasks it spawned can only make progress on its thread.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use super::connections::ConnectionPolicy;
 
 /// Sockets bound and listening, one per worker, all on `addr`.
 pub struct Listeners {
@@ -69,9 +72,14 @@ impl Listeners {
 
 /// Serves `app` on `listener` in the current runtime until `stop`, then until every open
 /// connection has finished.
-pub async fn accept(listener: std::net::TcpListener, app: Router, stop: CancellationToken) {
+pub async fn accept(
+    listener: std::net::TcpListener,
+    app: Router,
+    stop: CancellationToken,
+    policy: Arc<ConnectionPolicy>,
+) {
     match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => super::connections::serve(listener, app, stop).await,
+        Ok(listener) => super::connections::serve(listener, app, stop, policy).await,
         Err(e) => tracing::error!("cannot accept connections: {e}"),
     }
 }
@@ -95,6 +103,7 @@ pub fn spawn(
     listener: std::net::TcpListener,
     app: Router,
     stop: CancellationToken,
+    policy: Arc<ConnectionPolicy>,
     tasks: TaskTracker,
 ) -> Result<Worker, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -106,7 +115,7 @@ pub fn spawn(
         .name(format!("subrelay-w{index}"))
         .spawn(move || {
             runtime.block_on(async move {
-                accept(listener, app, stop).await;
+                accept(listener, app, stop, policy).await;
                 let _ = done.send(());
                 // Relay tasks spawned here run only while this runtime is driven.
                 tasks.wait().await;

@@ -8,7 +8,9 @@ cooldown.
 Exits non-zero with a message on the first thing that is not as a user expects.
 """
 
+import csv as csv_module
 import datetime
+import io
 import json
 import os
 import pathlib
@@ -30,10 +32,13 @@ from selenium.webdriver.support.ui import WebDriverWait
 BROWSER_TZ = "Pacific/Kiritimati"
 
 
-def relay(base, key):
+FORMULA_MODEL = '=HYPERLINK("https://example.invalid/?leak","open")'
+
+
+def relay(base, key, model="gpt-5"):
     """A Responses request with `key`; the HTTP status."""
     body = json.dumps(
-        {"model": "gpt-5", "input": "hi", "instructions": "be brief", "stream": False}
+        {"model": model, "input": "hi", "instructions": "be brief", "stream": False}
     ).encode()
     request = urllib.request.Request(
         base + "/v1/responses",
@@ -273,8 +278,9 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     assert secret not in driver.page_source, "the key is shown only once"
     page.secrets.append(secret)
 
-    # A request with the new key through subrelay to the fake upstream.
-    assert relay(base, secret) == 200
+    # A request with the new key through subrelay to the fake upstream, its model a spreadsheet
+    # formula (any API key can choose the model name it sends).
+    assert relay(base, secret, FORMULA_MODEL) == 200
 
     # Usage: the request appears, filtered by key, in the browser's time zone; CSV export.
     page.rerender("usage", "#usage-table tbody", "colleague")
@@ -296,6 +302,11 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     lines = csv.strip().splitlines()
     assert lines[0].startswith("time,request_id,at_ms,key,"), lines[0]
     assert len(lines) == 2 and ",colleague," in lines[1], csv
+    # The formula is exported as text: prefixed with ' (OWASP), never as a live formula.
+    header, row = list(csv_module.reader(io.StringIO(csv)))
+    model = row[header.index("model")]
+    assert model == "'" + FORMULA_MODEL, model
+    assert not any(cell.startswith(("=", "+", "@")) for cell in row), row
 
     # Overview counts the new request too.
     page.rerender("overview", "#ov-requests-24h", "3", exact=True)

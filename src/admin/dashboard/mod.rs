@@ -308,6 +308,7 @@ struct SignIn {
 
 async fn login(
     State(state): State<Arc<AppState>>,
+    extensions: http::Extensions,
     headers: HeaderMap,
     AdminJson(form): AdminJson<SignIn>,
 ) -> Response {
@@ -320,10 +321,15 @@ async fn login(
     let Some(expected) = &state.admin_token else {
         return super::admin_off().into_response();
     };
+    let client = state.clients.client_of(&extensions, &headers);
+    let throttle = &state.clients.admin_failures;
+    if let Err(e) = super::throttle::gate(throttle, client) {
+        return e.into_response();
+    }
     let same =
         Sha256::digest(form.token.as_bytes()).ct_eq(&Sha256::digest(expected.expose().as_bytes()));
     if !bool::from(same) {
-        tracing::warn!("dashboard: sign-in with a wrong admin token");
+        super::throttle::record_failure(throttle, client, "dashboard sign-in");
         return ClientError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
@@ -332,6 +338,7 @@ async fn login(
         .with_code("invalid_admin_token")
         .into_response();
     }
+    throttle.succeeded(client);
     let id = state.dashboard_sessions.open();
     let cookie = format!(
         "{COOKIE_NAME}={id}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{}",

@@ -793,8 +793,11 @@ async function usage() {
 
 const CSV_COLUMNS = ["request_id", "at_ms", "key", "account", "endpoint", "model", "stream", "status", "success", "input_tokens", "cached_input_tokens", "cache_creation_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "priced", "duration_ms", "ttft_ms", "attempts", "client_disconnected"];
 
+// A text cell starting with = + - @ tab or CR would be a live formula in a spreadsheet (a model
+// name `=HYPERLINK(...)` from any API key): prefixed with ' as OWASP advises. Numbers stay.
 function csvCell(value) {
-  const text = value === null || value === undefined ? "" : String(value);
+  let text = value === null || value === undefined ? "" : String(value);
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;
   return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
