@@ -82,8 +82,13 @@ impl Dialect {
         Ok(Reply::json(rejection.status, bytes))
     }
 
-    /// The error answer for a scripted status, typed the way the real API types it.
-    pub(crate) fn scripted(self, status: StatusCode) -> Result<Reply, serde_json::Error> {
+    /// The error answer for a scripted status, typed the way the real API types it; `echo` is
+    /// appended to the message (a hostile upstream quoting the request's credential).
+    pub(crate) fn scripted(
+        self,
+        status: StatusCode,
+        echo: Option<&str>,
+    ) -> Result<Reply, serde_json::Error> {
         let code = status.as_u16();
         let (kind, error_code, text) = match self {
             Self::OpenAi => openai_status(code),
@@ -95,7 +100,12 @@ impl Dialect {
         self.reject(&Rejection {
             status,
             kind,
-            message: format!("{text} (subrelay-mock: scripted status {code})"),
+            message: match echo {
+                None => format!("{text} (subrelay-mock: scripted status {code})"),
+                Some(echo) => {
+                    format!("{text} You sent: {echo} (subrelay-mock: scripted status {code})")
+                }
+            },
             code: error_code,
             param: None,
         })
