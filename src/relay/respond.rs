@@ -101,12 +101,19 @@ impl Orphan {
         state: &AppState,
         writer: &mut DownstreamWriter,
         body: &mut upstream::Body,
+        request_id: &str,
     ) -> Result<Option<Bytes>, ReadError> {
         let idle = idle_limit(state, writer);
         if !writer.client_gone() {
             return writer.wait(next_chunk(body, idle)).await;
         }
-        let since = *self.since.get_or_insert_with(Instant::now);
+        let since = *self.since.get_or_insert_with(|| {
+            tracing::info!(
+                request_id,
+                "the client went away; reading the upstream on for its usage (within gateway.orphan_read_timeout and gateway.orphan_read_max_bytes)"
+            );
+            Instant::now()
+        });
         let deadline = since + state.gateway.orphan_read_timeout;
         let read = tokio::select! {
             read = tokio::time::timeout_at(deadline, next_chunk(body, idle)) => read,
@@ -185,7 +192,7 @@ async fn stream_through(
     // events, so an in-protocol failure written after them is an event of its own.
     let mut unsent = BytesMut::new();
     loop {
-        let chunk = match orphan.next(state, writer, &mut body).await {
+        let chunk = match orphan.next(state, writer, &mut body, &ctx.id).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => {
@@ -349,7 +356,7 @@ async fn aggregate(
     let mut read = 0usize;
     let mut orphan = Orphan::default();
     loop {
-        let chunk = match orphan.next(state, writer, &mut body).await {
+        let chunk = match orphan.next(state, writer, &mut body, &ctx.id).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => return Err(error.into_failure()),
@@ -416,7 +423,7 @@ async fn json_through(
     let mut collected = BytesMut::new();
     let mut orphan = Orphan::default();
     loop {
-        match orphan.next(state, writer, &mut body).await {
+        match orphan.next(state, writer, &mut body, &ctx.id).await {
             Ok(Some(chunk)) => {
                 if collected.len() + chunk.len() > limit {
                     return Err(AttemptFailure::bad_answer(format!(
