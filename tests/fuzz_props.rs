@@ -30,12 +30,14 @@ fn config() -> ProptestConfig {
 
 // === the SSE scanner ===
 
-/// Every event the scanner reports (name, raw bytes, data), and what it kept pending.
-fn scan_in_chunks(stream: &[u8], cuts: &[usize]) -> (Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>, usize, u64) {
+/// One reported event: name, raw bytes, data.
+type Event = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// Every event the scanner reports, the bytes it kept pending and the bytes it examined.
+fn scan_in_chunks(stream: &[u8], cuts: &[usize]) -> (Vec<Event>, usize, u64) {
     let mut scanner = SseScanner::new();
     let mut events = Vec::new();
     let mut at = 0;
-    let mut max_pending = 0;
     let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
     bounds.sort_unstable();
     bounds.push(stream.len());
@@ -44,11 +46,9 @@ fn scan_in_chunks(stream: &[u8], cuts: &[usize]) -> (Vec<(Vec<u8>, Vec<u8>, Vec<
             events.push((e.name().to_vec(), e.raw().to_vec(), e.data().into_owned()))
         });
         at = end;
-        max_pending = max_pending.max(scanner.pending());
         // Memory is bounded by the unfinished event: never more than the bytes fed so far.
         assert!(scanner.pending() <= end);
     }
-    let _ = max_pending;
     (events, scanner.pending(), scanner.examined())
 }
 
