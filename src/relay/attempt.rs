@@ -138,7 +138,9 @@ async fn send(
         ));
     }
     let quota = quota::from_headers(response.headers(), SystemTime::now());
-    respond::answer(state, ctx, writer, response).await?;
+    respond::answer(state, ctx, writer, response)
+        .await
+        .map_err(|failure| redact_failure(failure, credential.expose()))?;
     Ok(Attempted {
         status: status.as_u16(),
         quota,
@@ -257,6 +259,18 @@ pub(super) fn redact(body: Bytes, secret: &str) -> Bytes {
     out.freeze()
 }
 
+/// A stream's failure before output may quote the credential too (in its `response.failed`
+/// message): kept from the log line and from the failure stream a client may be given.
+fn redact_failure(mut failure: AttemptFailure, secret: &str) -> AttemptFailure {
+    if let Some(events) = failure.failed_stream.take() {
+        failure.failed_stream = Some(redact(events, secret));
+    }
+    if secret.len() >= MIN_REDACTED_LEN && failure.message.contains(secret) {
+        failure.message = failure.message.replace(secret, "[redacted]");
+    }
+    failure
+}
+
 /// Reads at most [`ERROR_BODY_LIMIT`] bytes of an error answer, giving up after a while.
 async fn read_error_body(response: upstream::Response) -> Bytes {
     let mut upstream_body = response.into_body();
@@ -290,5 +304,27 @@ mod tests {
             untouched,
             "too short to redact"
         );
+    }
+
+    #[test]
+    fn a_failed_stream_is_redacted_in_its_events_and_its_message() {
+        let terminal = crate::protocol::Terminal {
+            error_message: Some("bad key sk-secret-1".to_owned()),
+            ..Default::default()
+        };
+        let events =
+            Bytes::from_static(b"event: response.failed\ndata: {\"m\":\"sk-secret-1\"}\n\n");
+        let failure = redact_failure(
+            AttemptFailure::stream_failed(terminal, events),
+            "sk-secret-1",
+        );
+        assert!(
+            !failure.message.contains("sk-secret-1"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.message.contains("[redacted]"));
+        let events = failure.failed_stream.unwrap();
+        assert!(memchr::memmem::find(&events, b"sk-secret-1").is_none());
     }
 }
