@@ -77,6 +77,12 @@ pub struct GatewayConfig {
     pub queue_max_waiting: usize,
     pub overload_cooldown: Duration,
     pub max_cooldown: Duration,
+    /// Largest upstream SSE event, and largest preamble held back before output.
+    pub max_event_bytes: usize,
+    /// After the client left, how long the upstream is still read for usage.
+    pub orphan_read_timeout: Duration,
+    /// After the client left, how many more bytes of the upstream are read for usage.
+    pub orphan_read_max_bytes: usize,
 }
 
 /// Sign-in token refresh.

@@ -77,6 +77,9 @@ pub struct RawGateway {
     pub queue_max_waiting: i64,
     pub overload_cooldown: i64,
     pub max_cooldown: i64,
+    pub max_event_bytes: i64,
+    pub orphan_read_timeout: i64,
+    pub orphan_read_max_bytes: i64,
 }
 
 impl Default for RawGateway {
@@ -97,6 +100,9 @@ impl Default for RawGateway {
             queue_max_waiting: 100,
             overload_cooldown: 600,
             max_cooldown: 6 * 3600,
+            max_event_bytes: 16 * 1024 * 1024,
+            orphan_read_timeout: 600,
+            orphan_read_max_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -161,6 +161,24 @@ pub const KEYS: &[KeyDoc] = &[
         description: "The longest any single failure can cool an account, whatever the upstream's reset headers say.",
     },
     KeyDoc {
+        path: "gateway.max_event_bytes",
+        default: "16777216",
+        allowed: "1024–1073741824 bytes",
+        description: "Largest single event of an upstream stream, and largest preamble (events before the first output) held back. Beyond it the attempt fails over when the client has seen no output, else the stream ends in-protocol (`response.failed`, an Anthropic `error` event, a Chat error chunk).",
+    },
+    KeyDoc {
+        path: "gateway.orphan_read_timeout",
+        default: "600",
+        allowed: "1–86400 seconds",
+        description: "After the client went away, how long the upstream answer is still read to learn its usage; then the attempt is given up, the usage known so far is recorded and the account's slot freed.",
+    },
+    KeyDoc {
+        path: "gateway.orphan_read_max_bytes",
+        default: "67108864",
+        allowed: "1024–4294967296 bytes",
+        description: "After the client went away, how many more bytes of the upstream answer are read to learn its usage; then the same as `gateway.orphan_read_timeout`.",
+    },
+    KeyDoc {
         path: "oauth.openai_token_url",
         default: "https://auth.openai.com/oauth/token",
         allowed: "an http:// or https:// URL",

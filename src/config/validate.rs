@@ -255,6 +255,24 @@ pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {
         )? as usize,
         overload_cooldown: seconds("gateway.overload_cooldown", raw.overload_cooldown, 1, 86400)?,
         max_cooldown: seconds("gateway.max_cooldown", raw.max_cooldown, 60, 604_800)?,
+        max_event_bytes: in_range(
+            "gateway.max_event_bytes",
+            raw.max_event_bytes,
+            1024,
+            1 << 30,
+        )? as usize,
+        orphan_read_timeout: seconds(
+            "gateway.orphan_read_timeout",
+            raw.orphan_read_timeout,
+            1,
+            86_400,
+        )?,
+        orphan_read_max_bytes: in_range(
+            "gateway.orphan_read_max_bytes",
+            raw.orphan_read_max_bytes,
+            1024,
+            GIB4,
+        )? as usize,
     })
 }
 

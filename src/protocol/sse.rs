@@ -51,6 +51,12 @@ impl<'a> SseEvent<'a> {
 #[derive(Default)]
 pub struct SseScanner {
     carry: BytesMut,
+    /// How much of `carry` has been searched for a boundary already. The search resumes there
+    /// (less the two bytes a boundary cut by the chunk's end may have begun with), so a long
+    /// event costs one pass over its bytes, not one pass per chunk.
+    searched: usize,
+    /// Bytes the boundary search has looked at, in all.
+    examined: u64,
 }
 
 impl SseScanner {
@@ -62,43 +68,72 @@ impl SseScanner {
     /// events (keepalives) are skipped.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
         if self.carry.is_empty() {
-            let used = scan(chunk, &mut on_event);
+            let used = scan(chunk, 0, &mut self.examined, &mut on_event);
             self.carry.extend_from_slice(&chunk[used..]);
         } else {
+            let resume = self.searched.saturating_sub(2);
             self.carry.extend_from_slice(chunk);
-            let used = scan(&self.carry, &mut on_event);
+            let used = scan(&self.carry, resume, &mut self.examined, &mut on_event);
             self.carry.advance(used);
         }
+        // Everything left has been searched: it holds no complete boundary.
+        self.searched = self.carry.len();
     }
 
     /// Bytes of an unfinished event waiting for the rest.
     pub fn pending(&self) -> usize {
         self.carry.len()
     }
+
+    /// Bytes the boundary search has examined since the scanner was made: about the bytes fed,
+    /// whatever the chunking (the scan is linear).
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
 }
 
 /// Calls `on_event` for each complete event in `buf`; returns how many bytes were consumed.
-fn scan(buf: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) -> usize {
+/// `resume`: no boundary starts before this offset (it was searched already).
+fn scan(
+    buf: &[u8],
+    resume: usize,
+    examined: &mut u64,
+    on_event: &mut impl FnMut(SseEvent<'_>),
+) -> usize {
     let mut start = 0;
-    while let Some((end, next)) = boundary(&buf[start..]) {
-        let raw = &buf[start..start + end];
+    let mut from = resume;
+    while let Some((end, next)) = boundary(buf, from, examined) {
+        let raw = &buf[start..end];
         if let Some(name) = event_name(raw) {
             on_event(SseEvent { name, raw });
         }
-        start += next;
+        start = next;
+        from = next;
     }
     start
 }
 
-/// The end of the first event in `buf` and where the next one starts: a blank line, written as
-/// `\n\n` or `\r\n\r\n` (or a mix).
-fn boundary(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = memmem::find(buf, b"\n\n").map(|i| (i, i + 2));
-    let crlf = memmem::find(buf, b"\n\r\n").map(|i| (i, i + 3));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+/// The first event end in `buf` at or after `from`, and where the next event starts: a blank
+/// line, written as `\n\n` or `\r\n\r\n` (or a mix). One pass: each byte is looked at once.
+fn boundary(buf: &[u8], from: usize, examined: &mut u64) -> Option<(usize, usize)> {
+    let rest = buf.get(from..)?;
+    for at in memchr::memchr_iter(b'\n', rest) {
+        let i = from + at;
+        let after = &buf[i + 1..];
+        let next = if after.starts_with(b"\n") {
+            Some(i + 2)
+        } else if after.starts_with(b"\r\n") {
+            Some(i + 3)
+        } else {
+            None
+        };
+        if let Some(next) = next {
+            *examined += (i + 1 - from) as u64;
+            return Some((i, next));
+        }
     }
+    *examined += rest.len() as u64;
+    None
 }
 
 fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -186,5 +221,44 @@ mod tests {
         assert_eq!(got[0].0, "response.failed");
         assert_eq!(got[1].0, "");
         assert_eq!(got[1].1, "a\nb");
+    }
+
+    /// One 8 MiB line fed in 4 KiB chunks is searched about once, not once per chunk (which
+    /// was 8 MiB²/8 KiB ≈ 8 GiB of searching: the quadratic scan of issue 13).
+    #[test]
+    fn scanning_a_long_line_in_small_chunks_is_linear() {
+        let mut s = SseScanner::new();
+        let mut fed = 0u64;
+        let head = b"event: response.created\ndata: {}\n\ndata: ";
+        s.feed(head, |_| {});
+        fed += head.len() as u64;
+        let piece = vec![b'x'; 4096];
+        for _ in 0..2048 {
+            s.feed(&piece, |_| {});
+            fed += piece.len() as u64;
+        }
+        let mut names = 0;
+        s.feed(b"\r\n\r\n", |_| names += 1);
+        fed += 4;
+        assert_eq!(names, 1);
+        assert_eq!(s.pending(), 0);
+        assert!(
+            s.examined() <= fed + 2 * 2050,
+            "examined {} bytes for {fed} fed",
+            s.examined()
+        );
+        assert!(s.examined() >= fed - 8, "the counter counts");
+    }
+
+    /// Many small events in one chunk: each is found by one pass too.
+    #[test]
+    fn scanning_many_events_in_one_chunk_is_linear() {
+        let event = b"event: response.output_text.delta\ndata: {\"delta\":\"hi\"}\n\n";
+        let chunk: Vec<u8> = event.repeat(20_000);
+        let mut s = SseScanner::new();
+        let mut count = 0;
+        s.feed(&chunk, |_| count += 1);
+        assert_eq!(count, 20_000);
+        assert!(s.examined() <= chunk.len() as u64, "{}", s.examined());
     }
 }

@@ -113,6 +113,7 @@ async fn send(
     let send = account.sender.send(request);
     let response = match writer.wait(tokio::time::timeout(limit, send)).await {
         Err(_) => return Err(AttemptFailure::header_timeout(limit)),
+        Ok(Err(e)) if e.local => return Err(AttemptFailure::local_resources(&e)),
         Ok(Err(e)) if e.connect => return Err(AttemptFailure::connect(&e)),
         Ok(Err(e)) => return Err(AttemptFailure::transport(&e)),
         Ok(Ok(response)) => response,
@@ -120,9 +121,15 @@ async fn send(
 
     // classify
     let status = response.status();
+    if !(status.is_success() || status.is_client_error() || status.is_server_error()) {
+        return Err(AttemptFailure::not_an_answer(status));
+    }
     if !status.is_success() {
         let headers = response.headers().clone();
         let body = writer.wait(read_error_body(response)).await;
+        // Some upstreams quote the credential they were sent; it must reach neither the
+        // client nor the log.
+        let body = redact(body, credential.expose());
         return Err(AttemptFailure::from_status(
             status,
             &headers,
@@ -131,7 +138,9 @@ async fn send(
         ));
     }
     let quota = quota::from_headers(response.headers(), SystemTime::now());
-    respond::answer(state, ctx, writer, response).await?;
+    respond::answer(state, ctx, writer, response)
+        .await
+        .map_err(|failure| redact_failure(failure, credential.expose()))?;
     Ok(Attempted {
         status: status.as_u16(),
         quota,
@@ -228,6 +237,40 @@ fn build(
     })
 }
 
+/// Shortest credential that is redacted from error bodies: a shorter one would match ordinary
+/// words (real credentials are dozens of characters).
+const MIN_REDACTED_LEN: usize = 4;
+const REDACTED: &[u8] = b"[redacted]";
+
+/// `body` with every occurrence of `secret` replaced by `[redacted]`.
+pub(super) fn redact(body: Bytes, secret: &str) -> Bytes {
+    let secret = secret.as_bytes();
+    if secret.len() < MIN_REDACTED_LEN || memchr::memmem::find(&body, secret).is_none() {
+        return body;
+    }
+    let mut out = BytesMut::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = memchr::memmem::find(rest, secret) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(REDACTED);
+        rest = &rest[at + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    out.freeze()
+}
+
+/// A stream's failure before output may quote the credential too (in its `response.failed`
+/// message): kept from the log line and from the failure stream a client may be given.
+fn redact_failure(mut failure: AttemptFailure, secret: &str) -> AttemptFailure {
+    if let Some(events) = failure.failed_stream.take() {
+        failure.failed_stream = Some(redact(events, secret));
+    }
+    if secret.len() >= MIN_REDACTED_LEN && failure.message.contains(secret) {
+        failure.message = failure.message.replace(secret, "[redacted]");
+    }
+    failure
+}
+
 /// Reads at most [`ERROR_BODY_LIMIT`] bytes of an error answer, giving up after a while.
 async fn read_error_body(response: upstream::Response) -> Bytes {
     let mut upstream_body = response.into_body();
@@ -243,4 +286,45 @@ async fn read_error_body(response: upstream::Response) -> Bytes {
     };
     let _ = tokio::time::timeout(ERROR_BODY_TIMEOUT, read).await;
     body.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_replaces_every_copy_of_the_secret() {
+        let body = Bytes::from_static(b"{\"m\":\"Bearer sk-secret-1 and sk-secret-1\"}");
+        let out = redact(body, "sk-secret-1");
+        assert_eq!(&out[..], b"{\"m\":\"Bearer [redacted] and [redacted]\"}");
+        let untouched = Bytes::from_static(b"no secret here");
+        assert_eq!(redact(untouched.clone(), "sk-secret-1"), untouched);
+        assert_eq!(
+            redact(untouched.clone(), "no"),
+            untouched,
+            "too short to redact"
+        );
+    }
+
+    #[test]
+    fn a_failed_stream_is_redacted_in_its_events_and_its_message() {
+        let terminal = crate::protocol::Terminal {
+            error_message: Some("bad key sk-secret-1".to_owned()),
+            ..Default::default()
+        };
+        let events =
+            Bytes::from_static(b"event: response.failed\ndata: {\"m\":\"sk-secret-1\"}\n\n");
+        let failure = redact_failure(
+            AttemptFailure::stream_failed(terminal, events),
+            "sk-secret-1",
+        );
+        assert!(
+            !failure.message.contains("sk-secret-1"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.message.contains("[redacted]"));
+        let events = failure.failed_stream.unwrap();
+        assert!(memchr::memmem::find(&events, b"sk-secret-1").is_none());
+    }
 }

@@ -32,6 +32,12 @@ pub enum FailureKind {
     StreamFailed,
     /// An answer subrelay cannot use: too large, or a stream without a terminal event.
     BadAnswer,
+    /// The client went away and the read for its usage hit a bound
+    /// (`gateway.orphan_read_timeout`, `gateway.orphan_read_max_bytes`) or shutdown began.
+    Abandoned,
+    /// The gateway itself ran out of a local resource (file descriptors, memory for sockets,
+    /// local ports) while connecting: not the account's fault.
+    LocalResources,
 }
 
 impl FailureKind {
@@ -44,6 +50,8 @@ impl FailureKind {
             FailureKind::Stalled => "stream_stalled",
             FailureKind::StreamFailed => "response_failed",
             FailureKind::BadAnswer => "bad_upstream_answer",
+            FailureKind::Abandoned => "orphan_read_limit",
+            FailureKind::LocalResources => "gateway_out_of_resources",
         }
     }
 }
@@ -133,6 +141,41 @@ impl AttemptFailure {
         )
     }
 
+    /// Connecting failed for want of a local resource (EMFILE and the like): the account keeps
+    /// its state, and no other account is tried (it would fail the same way).
+    pub fn local_resources(err: &SendError) -> Self {
+        let mut failure = Self::new(
+            FailureKind::LocalResources,
+            AccountEffect::None,
+            format!("the gateway is out of local resources: {}", err.message),
+        );
+        failure.retryable = false;
+        failure
+    }
+
+    /// An upstream status that is neither an answer nor an error (1xx, 3xx): the attempt failed
+    /// like a broken connection, and the next account is tried.
+    pub fn not_an_answer(status: StatusCode) -> Self {
+        let mut failure = Self::new(
+            FailureKind::Transport,
+            AccountEffect::Transient,
+            format!("upstream answered {status}, which is neither 2xx, 4xx nor 5xx"),
+        );
+        failure.status = Some(status);
+        failure
+    }
+
+    /// The client is gone and reading on for its usage hit `why` (a bound, or shutdown).
+    pub fn abandoned(why: &str) -> Self {
+        let mut failure = Self::new(
+            FailureKind::Abandoned,
+            AccountEffect::None,
+            format!("the client went away and the upstream was read for usage until {why}"),
+        );
+        failure.retryable = false;
+        failure
+    }
+
     pub fn transport(err: &SendError) -> Self {
         Self::new(
             FailureKind::Transport,
@@ -216,6 +259,11 @@ fn permanent_failure(body: &[u8]) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Whether an upstream body is one JSON value (what may be passed to the client as JSON).
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 /// The first bytes of an error body, on one line, for the log.
@@ -344,6 +392,17 @@ impl ClientError {
                 "upstream_error",
                 format!("unusable upstream answer on {tried_text}: {}", failure.message),
             ),
+            // Nobody reads this answer (the client left); it is recorded all the same.
+            FailureKind::Abandoned => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "the client went away before the upstream answer ended".to_owned(),
+            ),
+            FailureKind::LocalResources => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "the gateway is out of local resources (open files or sockets) and cannot reach an upstream now; retry shortly".to_owned(),
+            ),
         };
         let code = match (failure.kind, &failure.code) {
             (FailureKind::StreamFailed, Some(code)) => code.clone(),
@@ -359,7 +418,19 @@ impl ClientError {
             );
         if let Some((status, body)) = &failure.passthrough {
             error.status = *status;
-            error.raw_body = Some(body.clone());
+            if is_json(body) {
+                error.raw_body = Some(body.clone());
+            } else {
+                // Not JSON (an HTML page from a proxy, say): told in the route's error shape
+                // instead of being labelled application/json as it is.
+                error.kind = "invalid_request_error";
+                error.code = Some(format!("upstream_status_{}", status.as_u16()));
+                error.message = format!(
+                    "the upstream refused the request (status {}){} (request {request_id})",
+                    status.as_u16(),
+                    summary(body)
+                );
+            }
         }
         error
     }

@@ -71,6 +71,72 @@ fn detached(value: &HeaderValue) -> HeaderValue {
 enum ReadError {
     Idle(Duration),
     Transport(SendError),
+    /// The client is gone and a bound on reading for it was hit (or the gateway is stopping).
+    Orphan(&'static str),
+}
+
+impl ReadError {
+    fn into_failure(self) -> AttemptFailure {
+        match self {
+            ReadError::Idle(after) => AttemptFailure::stalled(after),
+            ReadError::Transport(e) => AttemptFailure::transport(&e),
+            ReadError::Orphan(why) => AttemptFailure::abandoned(why),
+        }
+    }
+}
+
+/// Bounds on reading an upstream for a client that went away: the upstream is read on only to
+/// learn the usage, for at most `gateway.orphan_read_timeout` and
+/// `gateway.orphan_read_max_bytes` after the client left, and not past the start of shutdown.
+#[derive(Default)]
+struct Orphan {
+    since: Option<Instant>,
+    bytes: usize,
+}
+
+impl Orphan {
+    /// Reads the next chunk, within the orphan bounds once the client is gone.
+    async fn next(
+        &mut self,
+        state: &AppState,
+        writer: &mut DownstreamWriter,
+        body: &mut upstream::Body,
+        request_id: &str,
+    ) -> Result<Option<Bytes>, ReadError> {
+        let idle = idle_limit(state, writer);
+        if !writer.client_gone() {
+            return writer.wait(next_chunk(body, idle)).await;
+        }
+        let since = *self.since.get_or_insert_with(|| {
+            tracing::info!(
+                request_id,
+                "the client went away; reading the upstream on for its usage (within gateway.orphan_read_timeout and gateway.orphan_read_max_bytes)"
+            );
+            Instant::now()
+        });
+        let deadline = since + state.gateway.orphan_read_timeout;
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(deadline, next_chunk(body, idle)) => read,
+            () = state.shutdown.cancelled() => {
+                return Err(ReadError::Orphan("the gateway is shutting down"));
+            }
+        };
+        let chunk = read.map_err(|_| ReadError::Orphan("gateway.orphan_read_timeout"))??;
+        if let Some(chunk) = &chunk {
+            self.bytes += chunk.len();
+            if self.bytes > state.gateway.orphan_read_max_bytes {
+                return Err(ReadError::Orphan("gateway.orphan_read_max_bytes"));
+            }
+        }
+        Ok(chunk)
+    }
+}
+
+/// The stream's unfinished event or held-back preamble is larger than `gateway.max_event_bytes`.
+fn oversized(what: &str, limit: usize) -> AttemptFailure {
+    AttemptFailure::bad_answer(format!(
+        "the upstream stream's {what} exceeds gateway.max_event_bytes ({limit} bytes)"
+    ))
 }
 
 /// Taking the body out of the response drops its head, whose header bytes would otherwise pin a
@@ -120,16 +186,18 @@ async fn stream_through(
     let mut scanner = SseScanner::new();
     let mut held = BytesMut::new();
     let mut output_started = false;
+    let mut orphan = Orphan::default();
+    let max_event = state.gateway.max_event_bytes;
+    // The start of an event still arriving, not yet written: the client only ever gets whole
+    // events, so an in-protocol failure written after them is an event of its own.
+    let mut unsent = BytesMut::new();
     loop {
-        let idle = idle_limit(state, writer);
-        let chunk = match writer.wait(next_chunk(&mut body, idle)).await {
+        let chunk = match orphan.next(state, writer, &mut body, &ctx.id).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => {
-                let failure = match error {
-                    ReadError::Idle(after) => AttemptFailure::stalled(after),
-                    ReadError::Transport(e) => AttemptFailure::transport(&e),
-                };
+                let failure = error.into_failure();
+                ctx.tokens = watch.usage();
                 if !output_started {
                     return Err(failure);
                 }
@@ -160,10 +228,33 @@ async fn stream_through(
             Some(kept) => kept.freeze(),
             None => chunk,
         };
+        let too_large = if scanner.pending() > max_event {
+            Some(oversized("unfinished event", max_event))
+        } else if !output_started && !starts_output && held.len() + chunk.len() > max_event {
+            Some(oversized("preamble (events before any output)", max_event))
+        } else {
+            None
+        };
+        // Kept events are whole; passed-through chunks may end inside an event.
+        let pending = if filters { 0 } else { scanner.pending() };
+        if let Some(failure) = too_large {
+            ctx.tokens = watch.usage();
+            if !output_started {
+                return Err(failure);
+            }
+            // The whole events before the oversized one still go out, in order.
+            let whole = whole_events(&mut unsent, chunk, pending);
+            if !whole.is_empty() {
+                writer.write_output(HeaderMap::new(), whole).await;
+            }
+            end_stream_with_failure(ctx, writer, watch.as_ref(), &failure).await;
+            return Err(failure.after_output());
+        }
 
         if output_started {
-            if !chunk.is_empty() {
-                writer.write_output(HeaderMap::new(), chunk).await;
+            let whole = whole_events(&mut unsent, chunk, pending);
+            if !whole.is_empty() {
+                writer.write_output(HeaderMap::new(), whole).await;
             }
         } else if let Some(t) = failed_early {
             held.extend_from_slice(&chunk);
@@ -180,8 +271,9 @@ async fn stream_through(
                 // behind, so the preamble's buffer would live as long as `held`, i.e. the stream.
                 std::mem::take(&mut held).freeze()
             };
+            let whole = whole_events(&mut unsent, bytes, pending);
             writer
-                .write_output(std::mem::take(&mut headers), bytes)
+                .write_output(std::mem::take(&mut headers), whole)
                 .await;
         } else {
             held.extend_from_slice(&chunk);
@@ -209,6 +301,25 @@ async fn stream_through(
     let failure = AttemptFailure::bad_answer("the upstream stream ended before its final event");
     end_stream_with_failure(ctx, writer, watch.as_ref(), &failure).await;
     Err(failure.after_output())
+}
+
+/// The part of `bytes` (which follows `unsent`) that ends on an event boundary, given that the
+/// last `pending` bytes are an event still arriving; those wait in `unsent` (a copy, like the
+/// scanner's, made only for an event cut across reads).
+fn whole_events(unsent: &mut BytesMut, bytes: Bytes, pending: usize) -> Bytes {
+    if unsent.is_empty() {
+        let whole = bytes.len().saturating_sub(pending);
+        if whole < bytes.len() {
+            unsent.extend_from_slice(&bytes[whole..]);
+        }
+        return bytes.slice(..whole);
+    }
+    unsent.extend_from_slice(&bytes);
+    let whole = unsent.len().saturating_sub(pending);
+    let mut all = std::mem::take(unsent);
+    let tail = all.split_off(whole);
+    unsent.extend_from_slice(&tail);
+    all.freeze()
 }
 
 /// After output, a failure can only be told in-protocol: `response.failed`, an Anthropic
@@ -243,13 +354,12 @@ async fn aggregate(
     let mut failed: Option<Terminal> = None;
     let mut received = BytesMut::new();
     let mut read = 0usize;
+    let mut orphan = Orphan::default();
     loop {
-        let idle = idle_limit(state, writer);
-        let chunk = match writer.wait(next_chunk(&mut body, idle)).await {
+        let chunk = match orphan.next(state, writer, &mut body, &ctx.id).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
-            Err(ReadError::Idle(after)) => return Err(AttemptFailure::stalled(after)),
-            Err(ReadError::Transport(e)) => return Err(AttemptFailure::transport(&e)),
+            Err(error) => return Err(error.into_failure()),
         };
         read += chunk.len();
         if read > limit {
@@ -268,6 +378,9 @@ async fn aggregate(
             }
             responses::Event::Preamble | responses::Event::Other => {}
         });
+        if scanner.pending() > state.gateway.max_event_bytes {
+            return Err(oversized("unfinished event", state.gateway.max_event_bytes));
+        }
         if let Some(t) = failed.take() {
             received.extend_from_slice(&chunk);
             return Err(AttemptFailure::stream_failed(t, received.freeze()));
@@ -308,9 +421,9 @@ async fn json_through(
     let mut body = body_of(response);
     let limit = state.gateway.upstream_response_read_max_bytes;
     let mut collected = BytesMut::new();
+    let mut orphan = Orphan::default();
     loop {
-        let idle = idle_limit(state, writer);
-        match writer.wait(next_chunk(&mut body, idle)).await {
+        match orphan.next(state, writer, &mut body, &ctx.id).await {
             Ok(Some(chunk)) => {
                 if collected.len() + chunk.len() > limit {
                     return Err(AttemptFailure::bad_answer(format!(
@@ -320,8 +433,7 @@ async fn json_through(
                 collected.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(ReadError::Idle(after)) => return Err(AttemptFailure::stalled(after)),
-            Err(ReadError::Transport(e)) => return Err(AttemptFailure::transport(&e)),
+            Err(error) => return Err(error.into_failure()),
         }
     }
     let body = collected.freeze();

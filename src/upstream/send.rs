@@ -63,6 +63,9 @@ pub enum Body {
 pub struct SendError {
     /// The connection could not be made (refused, timed out, TLS handshake failed).
     pub connect: bool,
+    /// It failed for want of a local resource (open files, socket buffers, local ports): the
+    /// gateway's trouble, not the upstream's.
+    pub local: bool,
     /// The error and all its causes, which is where the useful part is (`Connection refused`).
     pub message: String,
 }
@@ -128,15 +131,21 @@ impl Body {
 }
 
 impl SendError {
-    fn new(connect: bool, err: &dyn std::error::Error) -> Self {
+    fn new(connect: bool, err: &(dyn std::error::Error + 'static)) -> Self {
         let mut message = err.to_string();
+        let mut local = is_local_exhaustion(err);
         let mut source = err.source();
         while let Some(cause) = source {
             message.push_str(": ");
             message.push_str(&cause.to_string());
+            local |= is_local_exhaustion(cause);
             source = cause.source();
         }
-        Self { connect, message }
+        Self {
+            connect,
+            local,
+            message,
+        }
     }
 
     /// A target URL that does not parse (an account's base URL the admin API let through).
@@ -150,9 +159,44 @@ impl SendError {
         };
         Self {
             connect: false,
+            local: false,
             message: format!("invalid upstream URL {url}: {why}"),
         }
     }
+}
+
+/// An I/O error that says this process or machine ran out of something: open files (EMFILE,
+/// ENFILE), socket buffers or memory (ENOBUFS, ENOMEM), local ports (EADDRNOTAVAIL).
+fn is_local_exhaustion(err: &(dyn std::error::Error + 'static)) -> bool {
+    let Some(io) = err.downcast_ref::<std::io::Error>() else {
+        return false;
+    };
+    matches!(
+        io.raw_os_error(),
+        Some(
+            libc_errno::EMFILE
+                | libc_errno::ENFILE
+                | libc_errno::ENOBUFS
+                | libc_errno::ENOMEM
+                | libc_errno::EADDRNOTAVAIL
+        )
+    )
+}
+
+/// The errno values of [`is_local_exhaustion`] (Linux numbering, which the BSDs and macOS share
+/// for all but the last two).
+mod libc_errno {
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
+    #[cfg(target_os = "linux")]
+    pub const ENOBUFS: i32 = 105;
+    #[cfg(target_os = "linux")]
+    pub const EADDRNOTAVAIL: i32 = 99;
+    #[cfg(not(target_os = "linux"))]
+    pub const ENOBUFS: i32 = 55;
+    #[cfg(not(target_os = "linux"))]
+    pub const EADDRNOTAVAIL: i32 = 49;
 }
 
 /// One TLS configuration for all accounts (each copy of the root store was ~30 KB).
@@ -201,6 +245,30 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     use super::*;
+
+    /// Running out of file descriptors while connecting is told apart from an upstream that
+    /// refuses, through the error's chain of causes.
+    #[test]
+    fn local_exhaustion_is_found_in_the_cause_chain() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let emfile = Outer(std::io::Error::from_raw_os_error(24));
+        let e = SendError::new(true, &emfile);
+        assert!(e.local && e.connect, "{}", e.message);
+        let refused = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let e = SendError::new(true, &refused);
+        assert!(!e.local && e.connect, "{}", e.message);
+    }
 
     #[test]
     fn a_proxy_sends_through_reqwest() {

@@ -63,6 +63,25 @@ pub struct Behavior {
     /// Responses answers: a `usage` object with a wrong type (`"input_tokens":"lots"`), as a
     /// broken or hostile upstream might send.
     pub garbage_usage: bool,
+
+    // --- hostile modes: an upstream that attacks the gateway (streams only unless said) ---
+    /// One `data:` line of this many bytes (`x` repeated) with no newline until its end, sent in
+    /// 64 KiB chunks after [`Behavior::hostile_at`] events; then the rest of the stream.
+    pub huge_line: Option<usize>,
+    /// Before any output: the stream's first event repeated until this many bytes went (whole
+    /// events, so at least this many), then the rest of the stream.
+    pub preamble_bytes: Option<usize>,
+    /// Never end: every event but the terminal one, then the last of them again and again
+    /// forever, [`Behavior::event_interval`] apart (at least 1 ms).
+    pub endless: bool,
+    /// Where [`Behavior::huge_line`] goes: after this many events (default 1, i.e. before any
+    /// output; a number past the preamble puts it after output).
+    pub hostile_at: Option<usize>,
+    /// Error answers (a scripted `status`) quote the request's `Authorization` and `x-api-key`
+    /// headers in their message, as some upstreams do.
+    pub echo_credential: bool,
+    /// Error answers (a scripted `status`) are an HTML page (`text/html`), not JSON.
+    pub text_error: bool,
 }
 
 /// Token counts reported in an answer's usage.

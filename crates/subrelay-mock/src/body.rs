@@ -37,9 +37,30 @@ pub(crate) enum Ending {
     Hang,
 }
 
+/// One piece of a body: a prepared chunk, or a chunk repeated (the hostile modes: a line of many
+/// megabytes, a long preamble, a stream without end) so that its bytes are never all in memory.
+#[derive(Clone, Debug)]
+pub(crate) enum Segment {
+    Once(Bytes),
+    /// `piece` again and again: `left` bytes in all (the last copy cut short), or forever.
+    Repeat {
+        piece: Bytes,
+        left: Option<usize>,
+    },
+}
+
+impl Segment {
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Once(bytes) => bytes.is_empty(),
+            Self::Repeat { piece, left } => piece.is_empty() || *left == Some(0),
+        }
+    }
+}
+
 /// A body made of prepared chunks.
 pub(crate) struct MockBody {
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Segment>,
     interval: Duration,
     pause: Option<Pin<Box<Sleep>>>,
     ending: Ending,
@@ -62,8 +83,17 @@ enum CutState {
 impl MockBody {
     /// A body written as the given chunks, `interval` apart, then ended as `ending`.
     pub(crate) fn chunks(chunks: Vec<Bytes>, interval: Duration, ending: Ending) -> Self {
+        Self::segments(
+            chunks.into_iter().map(Segment::Once).collect(),
+            interval,
+            ending,
+        )
+    }
+
+    /// A body written as the given segments, one chunk at a time, `interval` apart.
+    pub(crate) fn segments(segments: Vec<Segment>, interval: Duration, ending: Ending) -> Self {
         Self {
-            chunks: chunks.into(),
+            chunks: segments.into_iter().filter(|s| !s.is_empty()).collect(),
             interval,
             pause: None,
             ending,
@@ -91,6 +121,30 @@ impl MockBody {
         self
     }
 
+    /// The next chunk to write, taken from the front segment.
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        match self.chunks.front_mut()? {
+            Segment::Once(_) => match self.chunks.pop_front() {
+                Some(Segment::Once(bytes)) => Some(bytes),
+                _ => None,
+            },
+            Segment::Repeat { piece, left } => {
+                let chunk = match left {
+                    None => piece.clone(),
+                    Some(left) => {
+                        let take = (*left).min(piece.len());
+                        *left -= take;
+                        piece.slice(..take)
+                    }
+                };
+                if *left == Some(0) {
+                    self.chunks.pop_front();
+                }
+                Some(chunk)
+            }
+        }
+    }
+
     fn announce_complete(&mut self) {
         if let Some(ledger) = self.ledger.take() {
             ledger.finish();
@@ -113,7 +167,7 @@ impl Body for MockBody {
             }
             this.pause = None;
         }
-        if let Some(chunk) = this.chunks.pop_front() {
+        if let Some(chunk) = this.next_chunk() {
             if !this.chunks.is_empty() {
                 if !this.interval.is_zero() {
                     this.pause = Some(Box::pin(tokio::time::sleep(this.interval)));
@@ -157,7 +211,14 @@ impl Body for MockBody {
 
     fn size_hint(&self) -> SizeHint {
         if self.known_length && self.ending == Ending::Complete {
-            let len: usize = self.chunks.iter().map(Bytes::len).sum();
+            let len: usize = self
+                .chunks
+                .iter()
+                .map(|segment| match segment {
+                    Segment::Once(bytes) => bytes.len(),
+                    Segment::Repeat { left, .. } => left.unwrap_or(0),
+                })
+                .sum();
             SizeHint::with_exact(len as u64)
         } else {
             SizeHint::default()
@@ -194,6 +255,41 @@ mod tests {
         assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"a"));
         assert!(body.frame().await.unwrap().is_err());
         assert_eq!(ledger.completed(), 0);
+    }
+
+    #[tokio::test]
+    async fn repeated_segments_are_cut_to_their_size() {
+        let body = MockBody::segments(
+            vec![
+                Segment::Once(Bytes::from_static(b"<")),
+                Segment::Repeat {
+                    piece: Bytes::from_static(b"abc"),
+                    left: Some(7),
+                },
+                Segment::Once(Bytes::from_static(b">")),
+            ],
+            Duration::ZERO,
+            Ending::Complete,
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"<abcabca>");
+    }
+
+    #[tokio::test]
+    async fn endless_segment_never_ends() {
+        let mut body = MockBody::segments(
+            vec![Segment::Repeat {
+                piece: Bytes::from_static(b"x"),
+                left: None,
+            }],
+            Duration::ZERO,
+            Ending::Complete,
+        );
+        for _ in 0..10_000 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"x"));
+        }
+        assert!(!body.is_end_stream());
     }
 
     #[tokio::test]

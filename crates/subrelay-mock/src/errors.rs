@@ -83,11 +83,13 @@ impl Dialect {
     }
 
     /// The error answer for a scripted status, typed the way the real API types it.
-    /// `code_override` replaces OpenAI's `error.code` (Anthropic has none).
+    /// `code_override` replaces OpenAI's `error.code` (Anthropic has none); `echo` is appended to
+    /// the message (a hostile upstream quoting the request's credential).
     pub(crate) fn scripted(
         self,
         status: StatusCode,
         code_override: Option<&str>,
+        echo: Option<&str>,
     ) -> Result<Reply, serde_json::Error> {
         let code = status.as_u16();
         let (kind, error_code, text) = match self {
@@ -97,8 +99,13 @@ impl Dialect {
                 (kind, None, text)
             }
         };
+        let message = match echo {
+            None => format!("{text} (subrelay-mock: scripted status {code})"),
+            Some(echo) => {
+                format!("{text} You sent: {echo} (subrelay-mock: scripted status {code})")
+            }
+        };
         if let (Self::OpenAi, Some(error_code)) = (self, code_override) {
-            let message = format!("{text} (subrelay-mock: scripted status {code})");
             let bytes = to_json(
                 &OpenAiError {
                     error: OpenAiDetail {
@@ -115,7 +122,7 @@ impl Dialect {
         self.reject(&Rejection {
             status,
             kind,
-            message: format!("{text} (subrelay-mock: scripted status {code})"),
+            message,
             code: error_code,
             param: None,
         })

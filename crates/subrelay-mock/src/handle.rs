@@ -154,7 +154,7 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
     }
 
     // 7. Answer.
-    let reply = compose(&ask, model, credential, &behavior, dialect);
+    let reply = compose(&ask, model, credential, &behavior, dialect, &parts.headers);
     respond(reply, &behavior.headers, counted, dialect)
 }
 
@@ -165,16 +165,25 @@ fn compose(
     credential: Option<&str>,
     behavior: &Behavior,
     dialect: Dialect,
+    headers: &HeaderMap,
 ) -> Result<Reply, serde_json::Error> {
     if let Some(code) = behavior.status {
         match StatusCode::from_u16(code) {
             Ok(status) if status.is_success() => {}
+            // hyper writes a 101 without a body (and no other 1xx at all).
+            Ok(StatusCode::SWITCHING_PROTOCOLS) => {
+                return Ok(Reply {
+                    status: StatusCode::SWITCHING_PROTOCOLS,
+                    content_type: "text/plain",
+                    body: MockBody::empty(),
+                })
+            }
             Ok(status) if status.as_u16() >= 300 => {
-                return dialect.scripted(status, behavior.error_code.as_deref())
+                return scripted_error(status, behavior, dialect, headers)
             }
             _ => {
                 let message = format!(
-                    "subrelay-mock: scripted status {code} cannot be answered (use 200..=999)"
+                    "subrelay-mock: scripted status {code} cannot be answered (use 101 or 200..=999)"
                 );
                 return dialect.reject(&Rejection::unscriptable(message));
             }
@@ -195,6 +204,38 @@ fn compose(
         Ask::Anthropic(ask) => anthropic::answer(ask, model, credential, behavior),
         Ask::Chat(ask) => chat::answer(ask, model, behavior),
     }
+}
+
+/// A scripted error status: in the API's error shape, or (hostile) an HTML page; either may
+/// quote the request's credential headers.
+fn scripted_error(
+    status: StatusCode,
+    behavior: &Behavior,
+    dialect: Dialect,
+    headers: &HeaderMap,
+) -> Result<Reply, serde_json::Error> {
+    let echo = behavior.echo_credential.then(|| {
+        ["authorization", "x-api-key"]
+            .iter()
+            .filter_map(|name| {
+                let value = headers.get(*name)?.to_str().ok()?;
+                Some(format!("{name}: {value}"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    if behavior.text_error {
+        let page = format!(
+            "<html><head><title>{status}</title></head><body><h1>{status}</h1><p>{}</p></body></html>",
+            echo.as_deref().unwrap_or("subrelay-mock: scripted HTML error page")
+        );
+        return Ok(Reply {
+            status,
+            content_type: "text/html",
+            body: MockBody::full(Bytes::from(page)),
+        });
+    }
+    dialect.scripted(status, behavior.error_code.as_deref(), echo.as_deref())
 }
 
 /// Turns a reply into a response with its extra headers (which replace defaults of the same

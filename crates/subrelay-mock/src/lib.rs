@@ -32,6 +32,17 @@
 //! | `POST /v1/oauth/token` | `console.anthropic.com` | refresh-token and authorization-code grants, JSON; rotates refresh tokens |
 //! | `GET /__mock/calls`, `POST /__mock/reset` | — | counts as JSON; reset |
 //!
+//! Hostile modes (an upstream that attacks the gateway; [`Behavior`] fields, or model options):
+//!
+//! | option | field | what the mock does |
+//! | --- | --- | --- |
+//! | `huge_line=N` | `huge_line` | a stream with one `data:` line of N bytes and no newline until its end (64 KiB chunks, generated as sent), after `at=K` events (default 1: before any output) |
+//! | `preamble_bytes=N` | `preamble_bytes` | a stream whose first event is repeated until N bytes went, before any output |
+//! | `endless` | `endless` | a stream that never ends: every event but the terminal one, then the last of them forever, `interval_ms` apart (at least 1 ms) |
+//! | `status=101`, `status=302`, ... | `status` | any status 101 or 300–999; hyper writes a 101 without a body, 3xx come with a JSON error body |
+//! | `echo_auth` | `echo_credential` | an error answer quotes the request's `Authorization` / `x-api-key` headers in its message |
+//! | `text_error` | `text_error` | an error answer is an HTML page (`text/html`), not JSON |
+//!
 //! API routes count in [`MockUpstream::calls`] / [`MockUpstream::total_calls`]; token endpoints
 //! count apart in [`MockUpstream::token_calls`]. Everything but the control routes is in
 //! [`MockUpstream::requests`].

@@ -13,8 +13,8 @@ use crate::behavior::Behavior;
 
 /// The options this parser knows, listed in error messages.
 const KNOWN: &str = "status=N, retry_after=S, delay_ms=N, events=N, interval_ms=N, fail, cut=N, \
-                     hang=N, hang_headers, text_bytes=N, tokens=N, \
-                     garbage_usage";
+                     hang=N, hang_headers, text_bytes=N, tokens=N, garbage_usage, huge_line=N, \
+                     preamble_bytes=N, endless, at=N, echo_auth, text_error";
 
 /// A model option that could not be understood; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,12 @@ pub(crate) fn parse(options: &str) -> Result<Behavior, OptionError> {
                     cache_creation: n,
                 });
             }
+            "huge_line" => behavior.huge_line = Some(number(key, value)?),
+            "preamble_bytes" => behavior.preamble_bytes = Some(number(key, value)?),
+            "endless" => behavior.endless = flag(key, value)?,
+            "at" => behavior.hostile_at = Some(number(key, value)?),
+            "echo_auth" => behavior.echo_credential = flag(key, value)?,
+            "text_error" => behavior.text_error = flag(key, value)?,
             _ => {
                 return Err(OptionError(format!(
                     "unknown model option '{option}' (known: {KNOWN})"
@@ -134,6 +140,16 @@ mod tests {
         assert!(parse("garbage_usage").unwrap().garbage_usage);
         let huge = parse("tokens=18446744073709551615").unwrap().usage.unwrap();
         assert_eq!((huge.input, huge.output), (u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn reads_the_hostile_options() {
+        let b =
+            parse("huge_line=1048576+at=4+preamble_bytes=9+endless+echo_auth+text_error").unwrap();
+        assert_eq!(b.huge_line, Some(1 << 20));
+        assert_eq!(b.hostile_at, Some(4));
+        assert_eq!(b.preamble_bytes, Some(9));
+        assert!(b.endless && b.echo_credential && b.text_error);
     }
 
     #[test]

@@ -6,12 +6,17 @@
 //! `data: [DONE]`), and a cut or hang never lets it through, so a client can always tell a
 //! broken stream from a finished one.
 
+use std::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use http::StatusCode;
 use serde::Serialize;
 
 use crate::behavior::Behavior;
-use crate::body::{Ending, MockBody};
+use crate::body::{Ending, MockBody, Segment};
+
+/// Size of the chunks the hostile modes write (a huge line, a long preamble).
+const HOSTILE_PIECE: usize = 64 * 1024;
 use crate::reply::Reply;
 
 /// Writes server-sent events into one buffer and remembers where each ends.
@@ -65,15 +70,97 @@ impl SseWriter {
     pub(crate) fn into_reply(self, behavior: &Behavior) -> Reply {
         let (sent, ending) = stop_point(behavior, self.ends.len());
         let separate = !behavior.event_interval.is_zero();
-        Reply {
-            status: StatusCode::OK,
-            content_type: "text/event-stream",
-            body: MockBody::chunks(
+        let hostile =
+            behavior.huge_line.is_some() || behavior.preamble_bytes.is_some() || behavior.endless;
+        let body = if hostile {
+            let interval = if behavior.endless {
+                behavior.event_interval.max(Duration::from_millis(1))
+            } else {
+                behavior.event_interval
+            };
+            MockBody::segments(self.into_hostile(behavior, sent), interval, ending)
+        } else {
+            MockBody::chunks(
                 self.into_chunks(sent, separate),
                 behavior.event_interval,
                 ending,
-            ),
+            )
+        };
+        Reply {
+            status: StatusCode::OK,
+            content_type: "text/event-stream",
+            body,
         }
+    }
+
+    /// The first `sent` events with the hostile modes' segments put in: a long preamble after
+    /// the first event, a huge line after `hostile_at` events, and (endless) the last event
+    /// before the terminal one repeated forever instead of the terminal event.
+    fn into_hostile(self, behavior: &Behavior, sent: usize) -> Vec<Segment> {
+        let Self { buf, ends } = self;
+        let all = buf.freeze();
+        let sent = if behavior.endless {
+            sent.min(ends.len().saturating_sub(1))
+        } else {
+            sent
+        };
+        let end_of = |i: usize| match i.min(sent) {
+            0 => 0,
+            i => ends[i - 1],
+        };
+        let event = |i: usize| all.slice(end_of(i)..end_of(i + 1));
+        // (events before it, segments), in stream order
+        let mut inserts: Vec<(usize, Vec<Segment>)> = Vec::new();
+        if let Some(bytes) = behavior.preamble_bytes.filter(|_| sent > 0) {
+            let first = event(0);
+            let copies = (HOSTILE_PIECE / first.len().max(1)).max(1);
+            let piece = Bytes::from(first.repeat(copies));
+            let left = bytes.div_ceil(piece.len()) * piece.len();
+            inserts.push((
+                1,
+                vec![Segment::Repeat {
+                    piece,
+                    left: Some(left),
+                }],
+            ));
+        }
+        if let Some(bytes) = behavior.huge_line {
+            let at = behavior.hostile_at.unwrap_or(1).min(sent);
+            inserts.push((
+                at,
+                vec![
+                    Segment::Once(Bytes::from_static(b"data: ")),
+                    Segment::Repeat {
+                        piece: Bytes::from(vec![b'x'; HOSTILE_PIECE]),
+                        left: Some(bytes),
+                    },
+                    Segment::Once(Bytes::from_static(b"\n\n")),
+                ],
+            ));
+        }
+        if behavior.endless && sent > 0 {
+            inserts.push((
+                sent,
+                vec![Segment::Repeat {
+                    piece: event(sent - 1),
+                    left: None,
+                }],
+            ));
+        }
+        inserts.sort_by_key(|(at, _)| *at);
+        let mut segments = Vec::new();
+        let mut done = 0;
+        for (at, mut insert) in inserts {
+            if at > done {
+                segments.push(Segment::Once(all.slice(end_of(done)..end_of(at))));
+                done = at;
+            }
+            segments.append(&mut insert);
+        }
+        if sent > done {
+            segments.push(Segment::Once(all.slice(end_of(done)..end_of(sent))));
+        }
+        segments
     }
 
     /// The first `count` events, as one chunk or one chunk per event.
@@ -127,6 +214,68 @@ mod tests {
         assert_eq!(stop_point(&b(Some(40), None), 10), (9, Ending::Cut));
         assert_eq!(stop_point(&b(Some(5), Some(3)), 10), (3, Ending::Hang));
         assert_eq!(stop_point(&b(Some(3), Some(3)), 10), (3, Ending::Cut));
+    }
+
+    async fn written(body: MockBody, limit: usize) -> Vec<u8> {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(frame) = body.frame().await else {
+                break;
+            };
+            out.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        out
+    }
+
+    fn three_events() -> SseWriter {
+        let mut sse = SseWriter::with_capacity(3, 64);
+        sse.event("a", &1).unwrap();
+        sse.event("b", &2).unwrap();
+        sse.event("end", &3).unwrap();
+        sse
+    }
+
+    #[tokio::test]
+    async fn a_huge_line_goes_after_the_chosen_event() {
+        let b = Behavior {
+            huge_line: Some(100_000),
+            hostile_at: Some(2),
+            ..Behavior::default()
+        };
+        let out = written(three_events().into_reply(&b).body, usize::MAX).await;
+        let text = String::from_utf8(out).unwrap();
+        let line = format!("data: {}\n\n", "x".repeat(100_000));
+        let expected =
+            format!("event: a\ndata: 1\n\nevent: b\ndata: 2\n\n{line}event: end\ndata: 3\n\n");
+        assert_eq!(text, expected);
+    }
+
+    #[tokio::test]
+    async fn a_long_preamble_repeats_the_first_event() {
+        let b = Behavior {
+            preamble_bytes: Some(1000),
+            ..Behavior::default()
+        };
+        let out = written(three_events().into_reply(&b).body, usize::MAX).await;
+        let text = String::from_utf8(out).unwrap();
+        let copies = text.matches("event: a\n").count();
+        assert!(copies * 17 >= 1001, "{copies} copies");
+        assert!(text.ends_with("event: b\ndata: 2\n\nevent: end\ndata: 3\n\n"));
+    }
+
+    #[tokio::test]
+    async fn an_endless_stream_repeats_without_its_terminal_event() {
+        let b = Behavior {
+            endless: true,
+            ..Behavior::default()
+        };
+        let out = written(three_events().into_reply(&b).body, 10_000).await;
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.len() >= 10_000);
+        assert!(text.matches("event: b\n").count() > 100);
+        assert!(!text.contains("event: end"));
     }
 
     #[test]
