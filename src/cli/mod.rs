@@ -288,7 +288,8 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     match runtime.block_on(crate::server::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            tracing::error!("{message}");
+            // Once, on stderr: a terminal shows stdout and stderr together, so logging it too
+            // printed it twice.
             eprintln!("subrelay: {message}");
             ExitCode::FAILURE
         }

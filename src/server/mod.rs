@@ -21,6 +21,14 @@ use crate::upstream::session::SessionIds;
 /// Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests for up to
 /// `server.shutdown_timeout`. Errors are start-up failures, worded for the operator.
 pub async fn serve(config: Config) -> Result<(), String> {
+    // Listen first: a start that cannot get its port (in use) stops before the data directory is
+    // created or locked. Connections wait in the backlog until the accept loop runs.
+    let listeners = workers::bind(
+        &config.server.host,
+        config.server.port,
+        config.server.workers,
+    )
+    .await?;
     let data_dir = DataDir::open(&config.storage.data_dir)?;
     let opened = crate::store::startup::open(&config, &data_dir).await?;
     // The config's accounts are in the store now, next to those added through the admin API.
@@ -80,12 +88,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
 
     let stop_signal = shutdown_signal();
-    let listeners = workers::bind(
-        &config.server.host,
-        config.server.port,
-        config.server.workers,
-    )
-    .await?;
     let addr = listeners.addr;
     let (first, others) = listeners.split();
 
@@ -193,8 +195,22 @@ fn announce(config: &Config, state: &AppState, addr: SocketAddr) {
         tracing::info!("{accounts} upstream account(s) in the pool");
     }
     if state.keys.is_empty() {
+        let admin_env = crate::config::env_name("admin.token");
+        let or_cli = match (&state.admin_token, &config.origin.file) {
+            (Some(_), Some(file)) => format!(
+                "or with `subrelay keys create NAME --config {}`",
+                file.display()
+            ),
+            (Some(_), None) => {
+                format!("or with `{admin_env}=<the admin token> subrelay keys create NAME`")
+            }
+            // The CLI needs the admin API, which is off: say how to turn it on first.
+            (None, _) => format!(
+                "or set admin.token (for example `admin: {{token: env:{admin_env}}}`) and restart to create keys with `subrelay keys create NAME` or the dashboard"
+            ),
+        };
         tracing::warn!(
-            "no API keys: add one under `api_keys:` (for example `- key: env:MY_SUBRELAY_KEY`) or with `subrelay keys create NAME`; until then every request is refused with 401"
+            "no API keys: add one under `api_keys:` (for example `- key: env:MY_SUBRELAY_KEY`) {or_cli}; until then every request is refused with 401"
         );
     } else {
         tracing::info!("{} API key(s) accepted", state.keys.len());
@@ -209,11 +225,15 @@ fn announce(config: &Config, state: &AppState, addr: SocketAddr) {
         state.data_dir.path().join("usage-spool").display()
     );
     match &state.admin_token {
-        Some(_) => tracing::info!(
-            "admin API on http://{addr}/admin/api/ (OpenAPI: /admin/api/openapi.json; `subrelay accounts`, `subrelay keys`, `subrelay usage`)"
-        ),
+        Some(_) => {
+            tracing::info!("dashboard on http://{addr}/admin/ (sign in with admin.token)");
+            tracing::info!(
+                "admin API on http://{addr}/admin/api/ (OpenAPI: /admin/api/openapi.json; `subrelay accounts`, `subrelay keys`, `subrelay usage` with --config of this server)"
+            );
+        }
         None => tracing::info!(
-            "admin API off: set admin.token to manage keys and usage (`subrelay keys`, `subrelay usage`, `subrelay accounts`)"
+            "admin API and dashboard off: set admin.token (for example `admin: {{token: env:{}}}`) and restart to manage keys, accounts and usage (`subrelay keys`, `subrelay accounts`, `subrelay usage`, http://{addr}/admin/)",
+            crate::config::env_name("admin.token")
         ),
     }
     tracing::info!(
