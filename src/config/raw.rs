@@ -93,6 +93,7 @@ impl Default for RawGateway {
 pub struct RawLog {
     pub format: String,
     pub level: String,
+    pub access: bool,
 }
 
 impl Default for RawLog {
@@ -100,6 +101,7 @@ impl Default for RawLog {
         Self {
             format: "pretty".to_owned(),
             level: "info".to_owned(),
+            access: true,
         }
     }
 }

@@ -226,6 +226,12 @@ pub const KEYS: &[KeyDoc] = &[
         allowed: "a level (trace, debug, info, warn, error, off) or a tracing filter whose every directive ends in one, such as `info,subrelay=debug`",
         description: "Which log lines are written. Usage records go to the store; `info,usage=debug` also logs each one as a JSON line under the `usage` target.",
     },
+    KeyDoc {
+        path: "log.access",
+        default: "true",
+        allowed: "true or false",
+        description: "One access line per request, relayed or refused (401, 404, 413...), admin API and dashboard included, under the target `access` at level info: `request_id route method status key account model duration_ms bytes` (`key` is the key's name, never the key; `-` for what the request did not get to; no query strings). With `log.level: warn`, keep them with `warn,access=info`.",
+    },
 ];
 
 pub fn find(path: &str) -> Option<&'static KeyDoc> {

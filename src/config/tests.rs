@@ -370,7 +370,13 @@ fn api_key_limits_prices_and_storage_keys_are_read_and_checked() {
 
 #[test]
 fn log_level_accepts_levels_and_filters_and_refuses_other_words() {
-    for good in ["info", "DEBUG", "off", "info,subrelay=debug", "warn,usage=debug"] {
+    for good in [
+        "info",
+        "DEBUG",
+        "off",
+        "info,subrelay=debug",
+        "warn,usage=debug",
+    ] {
         let config = load(None, &MapEnv::from([("LOG_LEVEL", good)]));
         assert!(config.is_ok(), "{good}: {:?}", config.err());
     }
@@ -379,7 +385,9 @@ fn log_level_accepts_levels_and_filters_and_refuses_other_words() {
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with(&format!("log.level = {bad:?}: must be a level (trace, debug, info, warn, error, off)")),
+            err.starts_with(&format!(
+                "log.level = {bad:?}: must be a level (trace, debug, info, warn, error, off)"
+            )),
             "{bad}: {err}"
         );
     }
@@ -400,7 +408,10 @@ fn a_relative_data_dir_is_next_to_the_config_file() {
     // An absolute path is kept; without a file, and from the environment, the working directory.
     std::fs::write(&file, "storage:\n  data_dir: /srv/subrelay\n").unwrap();
     let config = load(Some(&file), &MapEnv::default()).unwrap();
-    assert_eq!(config.storage.data_dir, std::path::Path::new("/srv/subrelay"));
+    assert_eq!(
+        config.storage.data_dir,
+        std::path::Path::new("/srv/subrelay")
+    );
     let config = load(None, &MapEnv::default()).unwrap();
     assert_eq!(config.storage.data_dir, std::path::Path::new("./data"));
     let config = load(Some(&file), &MapEnv::from([("STORAGE_DATA_DIR", "rel")])).unwrap();

@@ -382,6 +382,7 @@ fn log(raw: &RawLog) -> Result<LogConfig, KeyError> {
     Ok(LogConfig {
         format,
         level: raw.level.clone(),
+        access: raw.access,
     })
 }
 
@@ -392,10 +393,12 @@ fn is_log_filter(text: &str) -> bool {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     let is_level = |word: &str| LEVELS.iter().any(|l| word.trim().eq_ignore_ascii_case(l));
     !text.trim().is_empty()
-        && text.split(',').all(|directive| match directive.rsplit_once('=') {
-            Some((target, level)) => !target.trim().is_empty() && is_level(level),
-            None => is_level(directive),
-        })
+        && text
+            .split(',')
+            .all(|directive| match directive.rsplit_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && is_level(level),
+                None => is_level(directive),
+            })
         && tracing_subscriber::EnvFilter::try_new(text).is_ok()
 }
 

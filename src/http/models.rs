@@ -112,7 +112,10 @@ mod tests {
             .copied()
             .filter(|m| table.price(m).is_none())
             .collect();
-        assert!(unpriced.is_empty(), "advertised without a price: {unpriced:?}");
+        assert!(
+            unpriced.is_empty(),
+            "advertised without a price: {unpriced:?}"
+        );
         // Positive control: the check does see a model without a price.
         assert!(table.price("gpt-9-unreleased").is_none());
     }

@@ -121,12 +121,7 @@ fn lock(root: &Path) -> Result<std::fs::File, String> {
                     path.display()
                 ));
             }
-            Err(e) => {
-                return Err(format!(
-                    "cannot lock {}: {e}",
-                    path.display()
-                ))
-            }
+            Err(e) => return Err(format!("cannot lock {}: {e}", path.display())),
         }
     }
     Ok(file)
@@ -203,6 +198,9 @@ mod tests {
             "{err}"
         );
         drop(first);
-        assert!(DataDir::open(dir.path()).is_ok(), "the lock outlived its holder");
+        assert!(
+            DataDir::open(dir.path()).is_ok(),
+            "the lock outlived its holder"
+        );
     }
 }

@@ -70,6 +70,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         data_dir,
         sessions,
         admin_token: config.admin.token.clone(),
+        access_log: config.log.access,
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         dashboard_sessions: Default::default(),
