@@ -484,3 +484,16 @@ fn no_colour_codes_when_stdout_is_not_a_terminal() {
     let on_terminal = text_with(&lines, "listening on");
     assert!(on_terminal.contains('\u{1b}'), "{on_terminal:?}");
 }
+
+// === --help ===
+
+#[test]
+fn help_names_every_protocol_not_only_responses() {
+    let out = subrelay().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains("OpenAI Responses, Chat Completions and Anthropic Messages"),
+        "{help}"
+    );
+}
