@@ -39,6 +39,29 @@ fn write(path: &std::path::Path, text: &str) {
         .unwrap();
 }
 
+/// Runs a `serve` that is expected to stop on its own; one that is still running after 30 s (a
+/// start that did not refuse) is killed and fails the test instead of hanging it.
+fn output_of_a_start_that_stops(command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the start did not stop: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// The output lines so far once one contains `needle` (`spawn_and_wait` returns as soon as it saw
 /// the address, possibly before that line was stored).
 fn text_with(lines: &std::sync::Mutex<Vec<String>>, needle: &str) -> String {
@@ -333,11 +356,7 @@ fn a_second_instance_on_the_same_data_dir_stops_at_once_with_a_clear_message() {
     let first = Gateway::start(&yaml);
     let file = tempfile::NamedTempFile::new().unwrap();
     write(file.path(), &format!("server:\n  port: 0\n{yaml}"));
-    let out = subrelay()
-        .args(["serve", "--config"])
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let out = output_of_a_start_that_stops(subrelay().args(["serve", "--config"]).arg(file.path()));
     assert!(!out.status.success(), "{out:?}");
     let text = format!(
         "{}{}",
@@ -377,11 +396,7 @@ fn a_start_that_cannot_listen_says_so_once_and_creates_no_data_dir() {
             data.display()
         ),
     );
-    let out = subrelay()
-        .args(["serve", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = output_of_a_start_that_stops(subrelay().args(["serve", "--config"]).arg(&file));
     assert!(!out.status.success(), "{out:?}");
     let text = format!(
         "{}{}",
@@ -415,12 +430,12 @@ fn an_unknown_log_level_stops_with_exit_2_naming_key_value_and_levels() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("subrelay.yaml");
     write(&file, "log:\n  level: verbose\n");
-    let out = subrelay()
-        .args(["serve", "--config"])
-        .arg(&file)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = output_of_a_start_that_stops(
+        subrelay()
+            .args(["serve", "--config"])
+            .arg(&file)
+            .current_dir(dir.path()),
+    );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
