@@ -207,7 +207,7 @@ pub async fn handle(
         .and_then(|_| conversation(&parts.headers, &inspected))
         .map(|session| StickyKey::new(&key.id, session));
     let ctx = RequestContext {
-        id: id.clone(),
+        id,
         route,
         started,
         endpoint,
