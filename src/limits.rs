@@ -26,6 +26,9 @@ pub struct Limits {
     /// Admission times of the last minute, per key name.
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
     spend: Mutex<HashMap<String, Spend>>,
+    /// To refuse a model without a price to a key with a spending limit: its requests would cost
+    /// 0 and never reach the limit.
+    prices: std::sync::Arc<crate::pricing::PriceTable>,
 }
 
 /// A key's spending in the current UTC day and month.
@@ -70,7 +73,14 @@ impl Limits {
         Self {
             windows: Mutex::default(),
             spend: Mutex::new(spend),
+            prices: Default::default(),
         }
+    }
+
+    /// The price table spending is counted with (the shipped prices and the config's `prices:`).
+    pub fn with_prices(mut self, prices: std::sync::Arc<crate::pricing::PriceTable>) -> Self {
+        self.prices = prices;
+        self
     }
 
     /// Counts a priced request against its key.
@@ -105,6 +115,18 @@ impl Limits {
                 )
                 .with_code("model_not_allowed"));
             }
+        }
+        let spend_limited =
+            limits.daily_spend_limit.is_some() || limits.monthly_spend_limit.is_some();
+        if spend_limited && self.prices.price(model).is_none() {
+            return Err(ClientError::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                format!(
+                    "this API key has a spending limit, and model {model:?} has no price, so its cost could not be counted against the limit; use a priced model, or give it a price under `prices:` in the config (USD per million tokens, see docs/CONFIG.md)"
+                ),
+            )
+            .with_code("model_unpriced"));
         }
         self.check_spend(key)?;
         self.admit_rpm(key)

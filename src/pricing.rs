@@ -3,7 +3,8 @@
 //!
 //! A model is priced by its exact name, else by the longest listed name it starts with followed
 //! by `-` (so dated snapshots like `claude-sonnet-4-5-20250929` use `claude-sonnet-4-5`). A
-//! model with no price costs 0 and its usage row says `priced: false`, so gaps are visible.
+//! model with no price costs 0 and its usage row says `priced: false`, so gaps are visible; a key
+//! with a spending limit is refused such a model (src/limits.rs), or the limit would never apply.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,18 @@ pub struct Price {
 }
 
 /// (model, input, cached input, output, cache creation), USD per million tokens.
+///
+/// Every model `GET /v1/models` advertises (src/http/models.rs) must be priced here, by name or
+/// family prefix (a test checks it): an unpriced model costs 0 and is refused to keys with a
+/// spending limit. The GPT-5.2/5.4/5.5 rows are OpenAI's published standard-tier API prices as
+/// reproduced in third-party price tables (November 2026; not read from openai.com here): check
+/// them against the provider's price page when they change, and override with `prices:`.
 const DEFAULTS: &[(&str, f64, f64, f64, f64)] = &[
+    ("gpt-5.5", 5.0, 0.5, 30.0, 0.0),
+    ("gpt-5.4", 2.5, 0.25, 15.0, 0.0),
+    ("gpt-5.4-mini", 0.75, 0.075, 4.5, 0.0),
+    ("gpt-5.2", 1.75, 0.175, 14.0, 0.0),
+    // `gpt-5.1-codex-max` is priced as its family, `gpt-5.1-codex` (OpenAI lists the same price).
     ("gpt-5", 1.25, 0.125, 10.0, 0.0),
     ("gpt-5-mini", 0.25, 0.025, 2.0, 0.0),
     ("gpt-5-nano", 0.05, 0.005, 0.4, 0.0),

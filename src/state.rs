@@ -33,6 +33,8 @@ pub struct AppState {
     pub sessions: SessionIds,
     /// `None`: the admin API is off.
     pub admin_token: Option<Secret>,
+    /// `log.access`: one access line per request (src/http/access.rs).
+    pub access_log: bool,
     /// Every relay task; shutdown closes it and waits for the in-flight ones to drain.
     pub tasks: TaskTracker,
     /// Signed-in dashboard sessions.

@@ -12,7 +12,7 @@ pub fn call(
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, String> {
     let Some(token) = &config.admin.token else {
-        return Err("the admin API is off; set admin.token in the config (the server must use the same value)".to_owned());
+        return Err(no_token(config));
     };
     let base = url.unwrap_or_else(|| {
         let host = match config.server.host.as_str() {
@@ -50,6 +50,22 @@ pub fn call(
         }
         Ok(body)
     })
+}
+
+/// Why the CLI has no admin token, and what to pass: the CLI reads the token (and the server's
+/// address) from the same config as the server, `--config FILE` or `SUBRELAY_CONFIG`, with the
+/// environment override `ADMIN_TOKEN` on top.
+fn no_token(config: &Config) -> String {
+    let env = crate::config::env_name("admin.token");
+    match &config.origin.file {
+        None => format!(
+            "no admin token: pass the running server's config file with --config FILE (or SUBRELAY_CONFIG=FILE), or its admin token in the environment variable {env} (--url sets the address if it is not 127.0.0.1:8080)"
+        ),
+        Some(file) => format!(
+            "{} has no admin.token, and the environment variable {env} is not set: a server started with this file has its admin API off. Set admin.token there (for example `admin: {{token: env:{env}}}`), restart the server, and run this again with {env} set",
+            file.display()
+        ),
+    }
 }
 
 /// Rows under a header, columns padded to their widest cell.

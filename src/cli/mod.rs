@@ -21,7 +21,7 @@ const EXIT_BAD_CONFIG: u8 = 2;
 #[command(
     name = "subrelay",
     version,
-    about = "Self-hosted AI API gateway: relays OpenAI Responses (Codex) requests through a pool of accounts with failover and proxy-proof keepalive.",
+    about = "Self-hosted AI API gateway: relays OpenAI Responses, Chat Completions and Anthropic Messages requests (Codex CLI, Claude Code, the SDKs) through a pool of accounts with failover and proxy-proof keepalive.",
     after_help = "Configuration: a YAML file (--config) plus environment overrides (GATEWAY_STREAM_KEEPALIVE_INTERVAL=15 overrides gateway.stream_keepalive_interval). Every key is listed in docs/CONFIG.md."
 )]
 pub struct Cli {
@@ -296,7 +296,8 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     match runtime.block_on(crate::server::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            tracing::error!("{message}");
+            // Once, on stderr: a terminal shows stdout and stderr together, so logging it too
+            // printed it twice.
             eprintln!("subrelay: {message}");
             ExitCode::FAILURE
         }

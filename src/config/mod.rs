@@ -148,6 +148,8 @@ impl Default for GatewayConfig {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// One `access` line per request.
+    pub access: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

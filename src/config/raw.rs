@@ -112,6 +112,7 @@ impl Default for RawGateway {
 pub struct RawLog {
     pub format: String,
     pub level: String,
+    pub access: bool,
 }
 
 impl Default for RawLog {
@@ -119,6 +120,7 @@ impl Default for RawLog {
         Self {
             format: "pretty".to_owned(),
             level: "info".to_owned(),
+            access: true,
         }
     }
 }

@@ -235,8 +235,8 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "storage.data_dir",
         default: "./data",
-        allowed: "a directory path (created if missing)",
-        description: "Where subrelay keeps state across restarts: the store (`subrelay.db`: groups, API keys, accounts, rotated sign-in tokens, usage), the usage spool (`usage-spool/`), the generated encryption key (`encryption.key`), the key-hashing and session secrets. Files are owner-only; back the directory up.",
+        allowed: "a directory path (created if missing); a relative one is relative to the config file's directory (without a file, or set through the environment: to the working directory)",
+        description: "Where subrelay keeps state across restarts: the store (`subrelay.db`: groups, API keys, accounts, rotated sign-in tokens, usage), the usage spool (`usage-spool/`), the generated encryption key (`encryption.key`), the key-hashing and session secrets. Files are owner-only; back the directory up. One subrelay at a time uses it: a second one on the same directory stops at start (advisory lock on `subrelay.lock` inside it).",
     },
     KeyDoc {
         path: "storage.encryption_key",
@@ -277,8 +277,14 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         path: "log.level",
         default: "info",
-        allowed: "a level (trace, debug, info, warn, error) or a tracing filter such as `info,subrelay=debug`",
+        allowed: "a level (trace, debug, info, warn, error, off) or a tracing filter whose every directive ends in one, such as `info,subrelay=debug`",
         description: "Which log lines are written. Usage records go to the store; `info,usage=debug` also logs each one as a JSON line under the `usage` target.",
+    },
+    KeyDoc {
+        path: "log.access",
+        default: "true",
+        allowed: "true or false",
+        description: "One access line per request, relayed or refused (401, 404, 413...), admin API and dashboard included, under the target `access` at level info: `request_id route method status key account model duration_ms bytes` (`key` is the key's name, never the key; `-` for what the request did not get to; no query strings). With `log.level: warn`, keep them with `warn,access=info`.",
     },
 ];
 

@@ -459,3 +459,55 @@ fn client_limits_are_read_and_checked() {
         assert!(err.starts_with(wanted), "{yaml}: {err}");
     }
 }
+
+// === first-hour: log levels and where the data directory is ===
+
+#[test]
+fn log_level_accepts_levels_and_filters_and_refuses_other_words() {
+    for good in [
+        "info",
+        "DEBUG",
+        "off",
+        "info,subrelay=debug",
+        "warn,usage=debug",
+    ] {
+        let config = load(None, &MapEnv::from([("LOG_LEVEL", good)]));
+        assert!(config.is_ok(), "{good}: {:?}", config.err());
+    }
+    for bad in ["verbose", "info,verbose", "subrelay=loud", "", "=info"] {
+        let err = load_text(&format!("log:\n  level: {bad:?}\n"), &MapEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "log.level = {bad:?}: must be a level (trace, debug, info, warn, error, off)"
+            )),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_relative_data_dir_is_next_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("subrelay.yaml");
+    std::fs::write(&file, "storage:\n  data_dir: ./state/db\n").unwrap();
+    let config = load(Some(&file), &MapEnv::default()).unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(config.storage.data_dir, base.join("state").join("db"));
+    // The default too.
+    std::fs::write(&file, "").unwrap();
+    let config = load(Some(&file), &MapEnv::default()).unwrap();
+    assert_eq!(config.storage.data_dir, base.join("data"));
+    // An absolute path is kept; without a file, and from the environment, the working directory.
+    std::fs::write(&file, "storage:\n  data_dir: /srv/subrelay\n").unwrap();
+    let config = load(Some(&file), &MapEnv::default()).unwrap();
+    assert_eq!(
+        config.storage.data_dir,
+        std::path::Path::new("/srv/subrelay")
+    );
+    let config = load(None, &MapEnv::default()).unwrap();
+    assert_eq!(config.storage.data_dir, std::path::Path::new("./data"));
+    let config = load(Some(&file), &MapEnv::from([("STORAGE_DATA_DIR", "rel")])).unwrap();
+    assert_eq!(config.storage.data_dir, std::path::Path::new("rel"));
+}

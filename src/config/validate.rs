@@ -27,6 +27,11 @@ pub(super) fn config(
     let log = log(&raw.log).map_err(|e| e.with_origin(&from_env))?;
     let oauth = oauth(&raw.oauth).map_err(|e| e.with_origin(&from_env))?;
     let mut storage = storage(&raw.storage).map_err(|e| e.with_origin(&from_env))?;
+    if !from_env.contains(&"storage.data_dir") {
+        if let Some(file) = &origin.file {
+            storage.data_dir = beside(file, &storage.data_dir);
+        }
+    }
     storage.encryption_key = raw
         .storage
         .encryption_key
@@ -341,6 +346,24 @@ fn storage(raw: &RawStorage) -> Result<StorageConfig, KeyError> {
     })
 }
 
+/// A relative `storage.data_dir` written in a config file means "next to that file", so the
+/// same file finds the same store from any working directory. An absolute path is kept.
+fn beside(file: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    if dir.is_absolute() {
+        return dir.to_path_buf();
+    }
+    let parent = file.parent().unwrap_or(std::path::Path::new(""));
+    let base = std::fs::canonicalize(if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    })
+    .unwrap_or_else(|_| parent.to_path_buf());
+    dir.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .fold(base, |path, c| path.join(c))
+}
+
 fn prices(raw: &BTreeMap<String, RawPrice>) -> Result<crate::pricing::PriceTable, ConfigError> {
     let mut table = BTreeMap::new();
     for (model, p) in raw {
@@ -410,7 +433,7 @@ fn log(raw: &RawLog) -> Result<LogConfig, KeyError> {
             })
         }
     };
-    if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() || raw.level.trim().is_empty() {
+    if !is_log_filter(&raw.level) {
         return Err(KeyError {
             key: key("log.level"),
             given: format!("{:?}", raw.level),
@@ -419,7 +442,24 @@ fn log(raw: &RawLog) -> Result<LogConfig, KeyError> {
     Ok(LogConfig {
         format,
         level: raw.level.clone(),
+        access: raw.access,
     })
+}
+
+/// A level, or a tracing filter whose every directive ends in a level (`info,subrelay=debug`).
+/// `EnvFilter` alone would take a bare word such as `verbose` as a target name ("everything of the
+/// target `verbose`"), which logs nothing at all; a directive without `=` must be a level here.
+fn is_log_filter(text: &str) -> bool {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let is_level = |word: &str| LEVELS.iter().any(|l| word.trim().eq_ignore_ascii_case(l));
+    !text.trim().is_empty()
+        && text
+            .split(',')
+            .all(|directive| match directive.rsplit_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && is_level(level),
+                None => is_level(directive),
+            })
+        && tracing_subscriber::EnvFilter::try_new(text).is_ok()
 }
 
 fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec>, ConfigError> {

@@ -2,6 +2,7 @@
 //!
 //! [`app`] builds the router from the shared state, so tests can drive it without a socket.
 
+pub mod access;
 pub mod auth;
 pub mod body;
 pub mod client_addr;
@@ -26,6 +27,18 @@ use crate::state::AppState;
 const RESPONSES_PREFIXES: &[&str] = &["/v1", "", "/backend-api/codex"];
 
 pub fn app(state: Arc<AppState>) -> Router {
+    // The routes that do not write their own access line get the access-log layer; the relayed
+    // ones write theirs (they know the key, account and streamed bytes), as do the fallbacks.
+    let logged_by_layer = Router::new()
+        .route("/v1/models", get(models::list))
+        .route("/models", get(models::list))
+        .route("/healthz", get(healthz))
+        .route("/", get(root).head(root))
+        .merge(crate::admin::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            access::layer,
+        ));
     let mut router = Router::new();
     for prefix in RESPONSES_PREFIXES {
         router = router
@@ -37,11 +50,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/chat/completions", post(chat))
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
-        .route("/v1/models", get(models::list))
-        .route("/models", get(models::list))
-        .route("/healthz", get(healthz))
-        .route("/", get(root).head(root))
-        .merge(crate::admin::routes())
+        .merge(logged_by_layer)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -88,19 +97,23 @@ fn shape_of(path: &str) -> crate::protocol::errors::ErrorShape {
     }
 }
 
-async fn not_found(request: Request) -> Response {
-    ClientError::new(
+async fn not_found(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = tokio::time::Instant::now();
+    let response = ClientError::new(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         format!("no route for {} {}", request.method(), request.uri().path()),
     )
     .with_code("unknown_route")
     .in_shape(shape_of(request.uri().path()))
-    .into_response()
+    .into_response();
+    log_fallback(&state, &request, &response, started);
+    response
 }
 
-async fn method_not_allowed(request: Request) -> Response {
-    ClientError::new(
+async fn method_not_allowed(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = tokio::time::Instant::now();
+    let response = ClientError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request_error",
         format!(
@@ -111,5 +124,31 @@ async fn method_not_allowed(request: Request) -> Response {
     )
     .with_code("method_not_allowed")
     .in_shape(shape_of(request.uri().path()))
-    .into_response()
+    .into_response();
+    log_fallback(&state, &request, &response, started);
+    response
+}
+
+/// The access line of a request no route took.
+fn log_fallback(
+    state: &AppState,
+    request: &Request,
+    response: &Response,
+    started: tokio::time::Instant,
+) {
+    if !state.access_log {
+        return;
+    }
+    access::Access {
+        request_id: access::NONE,
+        method: request.method().as_str(),
+        route: &access::route_of(request.uri().path()),
+        status: response.status().as_u16(),
+        key: None,
+        account: None,
+        model: None,
+        started,
+        bytes: access::body_len(response),
+    }
+    .write();
 }

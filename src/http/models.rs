@@ -96,3 +96,27 @@ pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap)
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unpriced model costs 0, so a spending limit would never apply to it.
+    #[test]
+    fn every_advertised_model_has_a_price() {
+        let table = crate::pricing::PriceTable::default();
+        let unpriced: Vec<&str> = CODEX_MODELS
+            .iter()
+            .chain(API_MODELS)
+            .chain(CLAUDE_MODELS)
+            .copied()
+            .filter(|m| table.price(m).is_none())
+            .collect();
+        assert!(
+            unpriced.is_empty(),
+            "advertised without a price: {unpriced:?}"
+        );
+        // Positive control: the check does see a model without a price.
+        assert!(table.price("gpt-9-unreleased").is_none());
+    }
+}

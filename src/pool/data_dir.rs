@@ -50,12 +50,19 @@ impl PersistedTokens {
     }
 }
 
+/// The lock file inside the data directory; a running subrelay holds an exclusive advisory lock
+/// on it, so a second one on the same directory stops at start instead of sharing the store.
+pub const LOCK_FILE: &str = "subrelay.lock";
+
 pub struct DataDir {
     root: PathBuf,
+    /// Held (locked) for as long as the process uses the directory; the OS releases it on exit,
+    /// a crash included, so there is never a stale lock to clean up.
+    _lock: std::fs::File,
 }
 
 impl DataDir {
-    /// Creates the directory (owner-only) if needed.
+    /// Creates the directory (owner-only) if needed and locks it.
     pub fn open(root: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(root)
             .map_err(|e| format!("cannot create storage.data_dir {}: {e}", root.display()))?;
@@ -65,6 +72,7 @@ impl DataDir {
             let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700));
         }
         Ok(Self {
+            _lock: lock(root)?,
             root: root.to_path_buf(),
         })
     }
@@ -89,6 +97,34 @@ impl DataDir {
         write_atomically(&path, text.as_bytes())?;
         Ok(secret)
     }
+}
+
+/// Opens `root/subrelay.lock` and takes an exclusive, non-blocking lock on it.
+fn lock(root: &Path) -> Result<std::fs::File, String> {
+    let path = root.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use rustix::fs::{flock, FlockOperation};
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(format!(
+                    "storage.data_dir {} is in use by another subrelay (it holds the lock on {}); stop that one, or give this one another storage.data_dir",
+                    root.display(),
+                    path.display()
+                ));
+            }
+            Err(e) => return Err(format!("cannot lock {}: {e}", path.display())),
+        }
+    }
+    Ok(file)
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
@@ -133,6 +169,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path()).unwrap();
         let s1 = data.secret("session.key").unwrap();
+        drop(data);
         let s2 = DataDir::open(dir.path())
             .unwrap()
             .secret("session.key")
@@ -147,5 +184,23 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_second_open_of_a_locked_directory_is_refused_until_the_first_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDir::open(dir.path()).unwrap();
+        let Err(err) = DataDir::open(dir.path()) else {
+            panic!("a second open of a locked data directory succeeded");
+        };
+        assert!(
+            err.contains("is in use by another subrelay") && err.contains(LOCK_FILE),
+            "{err}"
+        );
+        drop(first);
+        assert!(
+            DataDir::open(dir.path()).is_ok(),
+            "the lock outlived its holder"
+        );
     }
 }

@@ -63,6 +63,8 @@ pub struct DownstreamWriter {
     client_gone: bool,
     request_id: HeaderValue,
     keepalives_sent: u32,
+    /// Body bytes handed to the connection (for the access log).
+    bytes_out: u64,
 }
 
 /// The headers every answer carries.
@@ -87,6 +89,7 @@ impl DownstreamWriter {
             request_id: HeaderValue::from_str(request_id)
                 .unwrap_or(HeaderValue::from_static("invalid")),
             keepalives_sent: 0,
+            bytes_out: 0,
         };
         (writer, rx)
     }
@@ -110,6 +113,10 @@ impl DownstreamWriter {
 
     pub fn keepalives_sent(&self) -> u32 {
         self.keepalives_sent
+    }
+
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
     }
 
     /// Awaits `fut`. While it is pending, a keepalive goes out every interval; the first one an
@@ -163,7 +170,10 @@ impl DownstreamWriter {
             // A keepalive is dropped rather than awaited when the client is slow: real bytes
             // are already queued, and they keep the connection busy just as well.
             match body.try_send(Bytes::from_static(bytes)) {
-                Ok(()) => self.keepalives_sent += 1,
+                Ok(()) => {
+                    self.keepalives_sent += 1;
+                    self.bytes_out += bytes.len() as u64;
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {}
                 Err(mpsc::error::TrySendError::Closed(_)) => self.gone(),
             }
@@ -228,8 +238,11 @@ impl DownstreamWriter {
 
     async fn push(&mut self, bytes: Bytes) {
         if let Some(body) = &self.body {
+            let len = bytes.len() as u64;
             if body.send(bytes).await.is_err() {
                 self.gone();
+            } else {
+                self.bytes_out += len;
             }
         }
     }
@@ -240,6 +253,7 @@ impl DownstreamWriter {
     pub async fn finish(&mut self, status: StatusCode, headers: HeaderMap, body: Bytes) {
         let whole_answer_handed_over = match self.state {
             WriterState::Pending => {
+                self.bytes_out += body.len() as u64;
                 let mut response = Response::new(Body::from(body));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;

@@ -25,6 +25,14 @@ use crate::upstream::session::SessionIds;
 /// Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests for up to
 /// `server.shutdown_timeout`. Errors are start-up failures, worded for the operator.
 pub async fn serve(config: Config) -> Result<(), String> {
+    // Listen first: a start that cannot get its port (in use) stops before the data directory is
+    // created or locked. Connections wait in the backlog until the accept loop runs.
+    let listeners = workers::bind(
+        &config.server.host,
+        config.server.port,
+        config.server.workers,
+    )
+    .await?;
     let open_files = files::raise_open_file_limit();
     let connection_policy = connections::ConnectionPolicy::new(
         config.server.header_read_timeout,
@@ -73,6 +81,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         data_dir,
         sessions,
         admin_token: config.admin.token.clone(),
+        access_log: config.log.access,
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         dashboard_sessions: crate::admin::dashboard::Sessions::new(config.admin.session_ttl),
@@ -95,12 +104,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
 
     let stop_signal = shutdown_signal();
-    let listeners = workers::bind(
-        &config.server.host,
-        config.server.port,
-        config.server.workers,
-    )
-    .await?;
     let addr = listeners.addr;
     let (first, others) = listeners.split();
 
@@ -214,8 +217,22 @@ fn announce(config: &Config, state: &AppState, addr: SocketAddr) {
         tracing::info!("{accounts} upstream account(s) in the pool");
     }
     if state.keys.is_empty() {
+        let admin_env = crate::config::env_name("admin.token");
+        let or_cli = match (&state.admin_token, &config.origin.file) {
+            (Some(_), Some(file)) => format!(
+                "or with `subrelay keys create NAME --config {}`",
+                file.display()
+            ),
+            (Some(_), None) => {
+                format!("or with `{admin_env}=<the admin token> subrelay keys create NAME`")
+            }
+            // The CLI needs the admin API, which is off: say how to turn it on first.
+            (None, _) => format!(
+                "or set admin.token (for example `admin: {{token: env:{admin_env}}}`) and restart to create keys with `subrelay keys create NAME` or the dashboard"
+            ),
+        };
         tracing::warn!(
-            "no API keys: add one under `api_keys:` (for example `- key: env:MY_SUBRELAY_KEY`) or with `subrelay keys create NAME`; until then every request is refused with 401"
+            "no API keys: add one under `api_keys:` (for example `- key: env:MY_SUBRELAY_KEY`) {or_cli}; until then every request is refused with 401"
         );
     } else {
         tracing::info!("{} API key(s) accepted", state.keys.len());
@@ -230,11 +247,15 @@ fn announce(config: &Config, state: &AppState, addr: SocketAddr) {
         state.data_dir.path().join("usage-spool").display()
     );
     match &state.admin_token {
-        Some(_) => tracing::info!(
-            "admin API on http://{addr}/admin/api/ (OpenAPI: /admin/api/openapi.json; `subrelay accounts`, `subrelay keys`, `subrelay usage`)"
-        ),
+        Some(_) => {
+            tracing::info!("dashboard on http://{addr}/admin/ (sign in with admin.token)");
+            tracing::info!(
+                "admin API on http://{addr}/admin/api/ (OpenAPI: /admin/api/openapi.json; `subrelay accounts`, `subrelay keys`, `subrelay usage` with --config of this server)"
+            );
+        }
         None => tracing::info!(
-            "admin API off: set admin.token to manage keys and usage (`subrelay keys`, `subrelay usage`, `subrelay accounts`)"
+            "admin API and dashboard off: set admin.token (for example `admin: {{token: env:{}}}`) and restart to manage keys, accounts and usage (`subrelay keys`, `subrelay accounts`, `subrelay usage`, http://{addr}/admin/)",
+            crate::config::env_name("admin.token")
         ),
     }
     tracing::info!(

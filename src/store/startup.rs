@@ -42,13 +42,17 @@ pub async fn open(config: &Config, data_dir: &DataDir) -> Result<Opened, String>
     }
     let (day_start, month_start) = period_starts(now_ms());
     let fail = |e: super::StoreError| format!("cannot read spending from the store: {e}");
-    let limits = Arc::new(Limits::seeded(
-        store.spend_since(month_start).await.map_err(fail)?,
-        store.spend_since(day_start).await.map_err(fail)?,
-    ));
+    let prices = Arc::new(config.prices.clone());
+    let limits = Arc::new(
+        Limits::seeded(
+            store.spend_since(month_start).await.map_err(fail)?,
+            store.spend_since(day_start).await.map_err(fail)?,
+        )
+        .with_prices(Arc::clone(&prices)),
+    );
     let sink = Arc::new(StoreUsageSink::new(
         data_dir.path(),
-        Arc::new(config.prices.clone()),
+        prices,
         Arc::clone(&limits),
         config.storage.usage_queue_capacity,
     )?);
