@@ -191,7 +191,3 @@ pub async fn read_chat_stream(response: reqwest::Response) -> Vec<Value> {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     parse_chat_stream(&response.text().await.unwrap())
 }
-
-/// A test of this crate that needs a program the machine may lack skips through the same rule
-/// as the gateway's tests (counted by `python3 tests/run`, a failure in CI).
-pub use subrelay_mock::skip::skip_or_fail;
