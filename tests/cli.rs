@@ -118,11 +118,9 @@ fn serve_without_a_config_file_starts_and_says_what_to_do_next() {
     let cwd = tempfile::tempdir().unwrap();
     let mut command = subrelay();
     // Port 0 instead of the default 8080, which another process may hold on a shared machine.
-    command
+    without_config_env(&mut command)
         .arg("serve")
         .current_dir(cwd.path())
-        .env_remove("SUBRELAY_CONFIG")
-        .env_remove("STORAGE_DATA_DIR")
         .env("SERVER_PORT", "0")
         .stdout(Stdio::piped());
     let (mut child, url, lines) = spawn_and_wait(command);

@@ -115,6 +115,7 @@ impl Gateway {
             .arg(file.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        without_config_env(&mut command);
         for (k, v) in env {
             command.env(k, v);
         }
@@ -202,6 +203,17 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Removes the configuration's environment variables (`STORAGE_DATA_DIR`, `SUBRELAY_CONFIG`, …)
+/// that the developer's shell may hold: a test's gateway reads only its own config (and what the
+/// test sets), never the user's real data directory or settings.
+pub fn without_config_env(command: &mut Command) -> &mut Command {
+    command.env_remove("SUBRELAY_CONFIG");
+    for key in subrelay::config::reference::KEYS {
+        command.env_remove(subrelay::config::env_name(key.path));
+    }
+    command
 }
 
 /// Starts the command and reads its stdout on a thread until it says where it listens.
