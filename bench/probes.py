@@ -182,6 +182,11 @@ class Crowd:
         self.rss_max_kib = 0
         self.rss_all_open_kib = None
         self.all_open_after_s = None
+        # When "all open" was read: how many requests were open, and how many had already
+        # ended (answered in full or failed). The per-request memory divides by the former;
+        # scenario 5 fails when the latter is not 0.
+        self.open_at_all_open = None
+        self.finished_before_all_open = None
         self.started = time.perf_counter()
 
     def opened(self):
@@ -202,6 +207,8 @@ class Crowd:
             "answered": self.answered, "rss_max_kib": self.rss_max_kib,
             "rss_all_open_kib": self.rss_all_open_kib,
             "all_open_after_s": self.all_open_after_s,
+            "open_at_all_open": self.open_at_all_open,
+            "finished_before_all_open": self.finished_before_all_open,
             "keepalive_bytes": self.keepalive_bytes,
         }
 
@@ -218,6 +225,8 @@ async def _watch(crowd, stop, all_open):
         if crowd.rss_all_open_kib is None and all_open(crowd):
             crowd.rss_all_open_kib = rss
             crowd.all_open_after_s = time.perf_counter() - crowd.started
+            crowd.open_at_all_open = crowd.open
+            crowd.finished_before_all_open = crowd.sent - crowd.open
         try:
             await asyncio.wait_for(stop.wait(), 0.1)
         except asyncio.TimeoutError:

@@ -97,6 +97,13 @@ def summary(result, target):
         "max_open": min((r.get("max_open", 0) for r in rs), default=0),
         "rss_before_kib": med([r.get("rss_before_kib") for r in rs]),
         "rss_all_open_kib": max((r.get("rss_all_open_kib") or 0 for r in rs), default=0),
+        "open_at_all_open": min((r["open_at_all_open"] for r in rs
+                                 if r.get("open_at_all_open") is not None), default=None),
+        # (all open − idle before) / the requests actually open then, per round.
+        "per_open_kib": med([(r["rss_all_open_kib"] - r["rss_before_kib"]) / r["open_at_all_open"]
+                             for r in rs if r.get("rss_all_open_kib")
+                             and r.get("rss_before_kib") is not None
+                             and r.get("open_at_all_open")]),
         "keepalive_bytes": sum(r.get("keepalive_bytes", 0) for r in rs),
         "rounds": len(rs),
     }
@@ -149,7 +156,8 @@ def budgets(results):
         nginx_peak = max(n["peak_kib"], n["lifetime_peak_kib"] or 0) / MIB if n else None
         text = f"{peak:.1f} MiB (nginx {fmt(nginx_peak, '.1f')} MiB)"
         judged = peak
-        count = res["scenario"].get("count")
+        # Scale by the streams actually open when "all open" was read, not those sent.
+        count = s.get("open_at_all_open") or res["scenario"].get("count")
         if per_count and count and count < per_count and s["rss_before_kib"] is not None:
             # Fewer streams than the budget's count (file-descriptor limit): scale the part
             # that grows with the streams.
@@ -264,7 +272,8 @@ def render(results, info, problems):
         w("")
         w("*all open*: RSS of the proxy when every request is open at once (streams: each "
           "has received its first event; compacts: one second after the last was sent); "
-          "*per request*: (all open − idle before) / count. *peak*: VmHWM over the round. "
+          "*per request*: (all open − idle before) / the requests open at that moment "
+          "(median of rounds). *peak*: VmHWM over the round. "
           "direct = the mock itself holding the requests. In scenario 6 only subrelay has a "
           "keepalive (a `\\n` every 5 s while waiting): direct and nginx just wait; the point "
           "is subrelay's memory and that every client gets its JSON.")
@@ -278,9 +287,7 @@ def render(results, info, problems):
                 s = summary(res, target)
                 if not s:
                     continue
-                per = None
-                if s["rss_all_open_kib"] and s["rss_before_kib"] is not None:
-                    per = (s["rss_all_open_kib"] - s["rss_before_kib"]) / (sc["count"])
+                per = s["per_open_kib"]
                 w(f"| {sc['id']} | {target} | {s['ok']:,} / {s['total']:,} | {s['errors']} "
                   f"| {s['max_open']:,} | {fmt((s['rss_before_kib'] or 0) / MIB, '.1f')} "
                   f"| {fmt(s['rss_all_open_kib'] / MIB if s['rss_all_open_kib'] else None, '.1f')} "

@@ -136,8 +136,9 @@ def api_keys(count=N_API_KEYS):
 
 
 def subrelay_config(mock_port, keys, data_dir):
-    """A realistic configuration: 1,000 keys, 20 accounts, log level info, usage records on
-    (log line and store), the default keepalive settings, plus the compact keepalive scenario
+    """A realistic configuration: 1,000 keys, 20 accounts, log level info, a usage record per
+    request in the store (the usage log line is at debug: off at info), the default keepalive
+    settings, plus the compact keepalive scenario
     (6) needs. The store lives in the run's temporary directory, fresh for each start."""
     lines = [
         "server:",
@@ -164,8 +165,10 @@ def subrelay_config(mock_port, keys, data_dir):
 
 
 def nginx_config(tmp, port, mock_port, fd_limit):
-    """One worker, upstream keepalive, HTTP/1.1 upstream, no buffering, access log on (subrelay
-    writes a usage line per request; nginx writes its access-log line: like for like)."""
+    """One worker, upstream keepalive, HTTP/1.1 upstream, no buffering, access log on: nginx
+    writes a line per request. Not like for like: subrelay at `info` writes no line per request
+    (its per-request work is the usage record it stores) -- nginx's default, kept as an admin
+    would run it."""
     return f"""daemon off;
 master_process off;
 worker_processes 1;

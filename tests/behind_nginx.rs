@@ -83,7 +83,7 @@ async fn b_with_keepalive_the_client_gets_blank_lines_then_the_json_and_the_sdk_
     };
     let args = [base.as_str(), KEY, "gpt-5.1-codex"];
     let sdk = run_python("openai", "sdk_compact.py", &args);
-    let (text, _) = tokio::join!(raw, sdk);
+    let (text, sdk) = tokio::join!(raw, sdk);
     assert!(
         text.starts_with("\n\n"),
         "keepalive blank lines first: {text:?}"
@@ -96,7 +96,10 @@ async fn b_with_keepalive_the_client_gets_blank_lines_then_the_json_and_the_sdk_
         .unwrap()
         .iter()
         .any(|i| i["type"] == "compaction"));
-    assert_eq!(mock.calls("tok-a"), 2);
+    // One upstream call per client that ran: when the SDK half was skipped (no `openai` package
+    // off CI), only the raw request's.
+    let clients = if sdk.is_some() { 2 } else { 1 };
+    assert_eq!(mock.calls("tok-a"), clients);
 }
 
 #[tokio::test]

@@ -14,8 +14,12 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
+/// The binary, run in cargo's scratch directory for tests rather than the repository: nothing a
+/// command writes relative to its working directory can land in the repository.
 fn subrelay() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_subrelay"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_subrelay"));
+    command.current_dir(env!("CARGO_TARGET_TMPDIR"));
+    command
 }
 
 fn config_file(text: &str) -> tempfile::NamedTempFile {
@@ -109,10 +113,14 @@ fn version_and_help() {
 
 #[test]
 fn serve_without_a_config_file_starts_and_says_what_to_do_next() {
+    // Without a config file the data directory is the default `./data`: in a directory of the
+    // test's own, never the repository's (or the user's real) `./data`.
+    let cwd = tempfile::tempdir().unwrap();
     let mut command = subrelay();
     // Port 0 instead of the default 8080, which another process may hold on a shared machine.
-    command
+    without_config_env(&mut command)
         .arg("serve")
+        .current_dir(cwd.path())
         .env("SERVER_PORT", "0")
         .stdout(Stdio::piped());
     let (mut child, url, lines) = spawn_and_wait(command);

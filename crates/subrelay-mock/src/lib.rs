@@ -69,6 +69,7 @@ mod oauth;
 mod reply;
 mod request;
 mod server;
+pub mod skip;
 mod sse;
 mod wire;
 
