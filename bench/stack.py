@@ -166,9 +166,8 @@ def subrelay_config(mock_port, keys, data_dir):
 
 def nginx_config(tmp, port, mock_port, fd_limit):
     """One worker, upstream keepalive, HTTP/1.1 upstream, no buffering, access log on: nginx
-    writes a line per request. Not like for like: subrelay at `info` writes no line per request
-    (its per-request work is the usage record it stores) -- nginx's default, kept as an admin
-    would run it."""
+    writes a line per request, as subrelay does with its default `log.access: true` -- each
+    target kept as an admin would run it."""
     return f"""daemon off;
 master_process off;
 worker_processes 1;
