@@ -1,0 +1,104 @@
+//! Translation between client protocols and upstream protocols (issue 16): a client speaking one
+//! API is served by an account that speaks another. Pure, like [`crate::protocol`]: bytes in,
+//! bytes out, no I/O, no clock.
+//!
+//! One module per direction, named `<client>_via_<upstream>`:
+//!
+//! | module | client sends | account speaks |
+//! |---|---|---|
+//! | `messages_via_responses` | Anthropic Messages | OpenAI Responses (Claude Code on a ChatGPT sign-in) |
+//! | `chat_via_responses` | Chat Completions | OpenAI Responses (Chat tools on a ChatGPT sign-in) |
+//! | `responses_via_chat` | OpenAI Responses | Chat Completions (Codex CLI on DeepSeek, vLLM, …) |
+//! | `chat_via_messages` | Chat Completions | Anthropic Messages (OpenAI SDKs on Claude accounts) |
+//!
+//! Each direction has three parts, and the relay needs nothing else from it:
+//! - [`Translation::request`]: the client's body → the upstream's body, or [`Untranslatable`]
+//!   (a 400 in the client's shape naming the field) when the target has no form for some content.
+//!   Content is never dropped silently; fields a target cannot take and that carry no content
+//!   (hints, metadata) are dropped, and each direction's module doc lists them.
+//! - [`Translation::stream`]: a [`StreamTranslator`], a state machine fed the upstream's SSE events
+//!   one by one, writing whole client events.
+//! - [`Translation::json`]: a whole upstream JSON answer → the client's JSON answer.
+//!
+//! The relay keeps its guarantees around these: it classifies and meters the *upstream* events
+//! with the upstream protocol's `StreamWatch` (hold back until real output, fail over before
+//! output, usage in upstream tokens), and forwards the translator's output in their place.
+//!
+//! Golden cases for every direction are files under `tests/translate/<module>/` (see
+//! [`golden`]), run by each module's unit tests.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::protocol::sse::SseEvent;
+
+#[cfg(test)]
+pub mod golden;
+
+/// The client's request cannot be expressed for the upstream. Answered with 400 in the client's
+/// error shape; nothing is sent upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untranslatable {
+    /// The offending field as a JSON path in the client's body, e.g. `messages[2].content[0]`.
+    pub field: String,
+    /// Why, for the client: names what the target API cannot take.
+    pub message: String,
+}
+
+impl std::fmt::Display for Untranslatable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// What the relay tells a translation about the attempt it builds a body for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The model name to send upstream (after the group's and the account's `model_map`).
+    pub upstream_model: String,
+    /// The upstream is the Codex backend of a ChatGPT sign-in: it takes only `stream: true`,
+    /// `store: false`, a string `instructions` and a list `input` (PROTOCOLS.md). The relay's
+    /// usual Codex normalisation still runs on the translated body afterwards.
+    pub codex_backend: bool,
+}
+
+/// A translated request body.
+#[derive(Debug, Clone)]
+pub struct Translated {
+    pub body: Bytes,
+    /// Whether the upstream request streams (the Codex backend always does; otherwise the
+    /// client's choice).
+    pub upstream_stream: bool,
+}
+
+/// One direction of translation.
+pub trait Translation {
+    /// `body`: the client's request body as received (already size-checked and inflated).
+    fn request(body: &[u8], target: &Target) -> Result<Translated, Untranslatable>;
+
+    /// A translator for one upstream stream. `client_model`: the model name the client asked
+    /// for, reported back where the client's protocol carries one.
+    fn stream(client_model: &str) -> Box<dyn StreamTranslator>;
+
+    /// A whole upstream JSON answer → the client's JSON answer. `Err`: the upstream answer is
+    /// not what its protocol promises (the relay treats it as a bad upstream answer).
+    fn json(upstream: &[u8], client_model: &str) -> Result<Bytes, String>;
+}
+
+/// Turns one upstream stream into the client's stream, event by event.
+///
+/// Output is whole SSE events in the client's protocol (`event: …\ndata: …\n\n`, or
+/// `data: …\n\n` for Chat), appended to `out`. An upstream event may yield none, one or several.
+pub trait StreamTranslator: Send {
+    /// One upstream event.
+    fn event(&mut self, event: &SseEvent<'_>, out: &mut BytesMut);
+
+    /// The upstream stream ended (its terminal event was seen, or the bytes simply stopped).
+    /// Writes whatever closes the client's stream properly (e.g. `message_stop`,
+    /// `data: [DONE]`) if it is not closed yet.
+    fn finish(&mut self, out: &mut BytesMut);
+
+    /// The stream cannot go on after output (upstream failure mid-stream, limits): writes the
+    /// client protocol's in-stream failure, closing any open block first where the protocol
+    /// needs that. `code` and `message` are safe to show the client.
+    fn fail(&mut self, code: &str, message: &str, out: &mut BytesMut);
+}
