@@ -18,10 +18,10 @@
 //! | `tool_choice` `auto` / `required` / `none` / named | `{"type":"auto"}` / `any` / `none` / `{"type":"tool","name"}` |
 //! | `parallel_tool_calls: false` | `disable_parallel_tool_use: true` on the tool choice |
 //! | `max_completion_tokens`, else `max_tokens` | `max_tokens`; Anthropic requires it, so absent it is [`DEFAULT_MAX_TOKENS`] (plus the thinking budget when thinking) |
-//! | `reasoning_effort` `low` / `medium` / `high` | `thinking: {"type":"enabled","budget_tokens"}` with 1024 / 4096 / 16384 (capped below `max_tokens`); `none` / `minimal`: no thinking |
+//! | `reasoning_effort` `low` / `medium` / `high` | `thinking: {"type":"enabled","budget_tokens"}` with 1024 / 4096 / 16384 (capped below `max_tokens`); `none` / `minimal`: no thinking. Not with a forced tool choice, nor when the last assistant turn called tools (Anthropic then wants that turn's signed thinking block, which a Chat client cannot send back): the hint is dropped there |
 //! | `stop` (string or list) | `stop_sequences` |
-//! | `temperature` | same, clamped to Anthropic's 0–1 (Chat allows up to 2) |
-//! | `top_p` | same |
+//! | `temperature` | same, clamped to Anthropic's 0–1 (Chat allows up to 2); dropped with thinking (Anthropic takes only its default then) |
+//! | `top_p` | same; dropped with thinking |
 //! | `user` | `metadata.user_id` |
 //! | `stream` | same |
 //!
@@ -221,6 +221,7 @@ fn build_request(
     if !system.is_empty() {
         out.insert("system".to_owned(), Value::Array(system));
     }
+    let tool_loop = open_tool_loop(&turns);
     let turns: Vec<Value> = turns
         .into_iter()
         .map(|(role, content)| json!({ "role": role, "content": content }))
@@ -228,7 +229,16 @@ fn build_request(
     out.insert("messages".to_owned(), Value::Array(turns));
 
     let asked_max = chat_request::max_tokens(request)?;
-    match thinking_budget(request)? {
+    let tool_choice = chat_request::tool_choice(request)?;
+    let forced_tool = matches!(
+        tool_choice,
+        Some(ToolChoice::Required | ToolChoice::Function(_))
+    );
+    // Anthropic refuses thinking with forced tool use, and in a tool loop whose last assistant
+    // turn has no signed thinking block (a Chat client has none to send back): the effort hint
+    // is dropped there rather than failing the request.
+    let budget = thinking_budget(request)?.filter(|_| !forced_tool && !tool_loop);
+    match budget {
         Some(budget) => {
             let max_tokens = asked_max.unwrap_or(budget + DEFAULT_MAX_TOKENS);
             let budget = budget.min(max_tokens.saturating_sub(1));
@@ -256,14 +266,18 @@ fn build_request(
     if let Some(stops) = chat_request::stop_sequences(request)? {
         out.insert("stop_sequences".to_owned(), json!(stops));
     }
-    if let Some(t) = given(request, "temperature") {
-        let t = t
-            .as_f64()
-            .ok_or_else(|| refuse("temperature", "`temperature` must be a number"))?;
-        out.insert("temperature".to_owned(), json!(t.clamp(0.0, 1.0)));
-    }
-    if let Some(p) = given(request, "top_p") {
-        out.insert("top_p".to_owned(), p.clone());
+    // With thinking, Anthropic takes only its default temperature and a top_p of at least 0.95:
+    // sampling hints are dropped then.
+    if !out.contains_key("thinking") {
+        if let Some(t) = given(request, "temperature") {
+            let t = t
+                .as_f64()
+                .ok_or_else(|| refuse("temperature", "`temperature` must be a number"))?;
+            out.insert("temperature".to_owned(), json!(t.clamp(0.0, 1.0)));
+        }
+        if let Some(p) = given(request, "top_p") {
+            out.insert("top_p".to_owned(), p.clone());
+        }
     }
 
     let tools = chat_request::function_tools(request)?;
@@ -287,7 +301,7 @@ fn build_request(
             .collect();
         out.insert("tools".to_owned(), Value::Array(tools));
     }
-    let mut choice = match chat_request::tool_choice(request)? {
+    let mut choice = match tool_choice {
         None => None,
         Some(ToolChoice::Auto) => Some(json!({ "type": "auto" })),
         Some(ToolChoice::Required) => Some(json!({ "type": "any" })),
@@ -349,6 +363,15 @@ fn tool_id(id: &str) -> String {
     } else {
         id
     }
+}
+
+/// Whether the last assistant turn called tools (the request continues a tool loop).
+fn open_tool_loop(turns: &[(&'static str, Vec<Value>)]) -> bool {
+    turns
+        .iter()
+        .rev()
+        .find(|(role, _)| *role == "assistant")
+        .is_some_and(|(_, blocks)| blocks.iter().any(|b| b["type"] == "tool_use"))
 }
 
 fn thinking_budget(request: &Map<String, Value>) -> Result<Option<u64>, Untranslatable> {

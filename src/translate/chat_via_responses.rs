@@ -30,9 +30,11 @@
 //! Dropped (hints without content): `stream_options` (the usage chunk is decided here, see
 //! below), `seed`, `frequency_penalty`, `presence_penalty`, `logit_bias`, `top_logprobs` without
 //! `logprobs`, `prediction`, message `name`s, and an assistant message's `audio` reference. On the
-//! Codex backend also `max_output_tokens`, `temperature`, `top_p`, `user`, `metadata`,
-//! `service_tier` and `safety_identifier`, which that backend refuses (what gateways in front of
-//! it strip; not verified against the backend here); `store` is `false` there.
+//! Codex backend also `max_output_tokens` and `temperature` (the backend answers 400
+//! "Unsupported parameter" to them, as several gateways in front of it report), and `top_p`,
+//! `user`, `metadata`, `service_tier` and `safety_identifier`, which Codex CLI never sends there
+//! (dropped so an unknown-parameter 400 cannot fail the request; not checked against the backend
+//! one by one); `store` is `false` there.
 //!
 //! Refused (400 naming the field): `n` > 1, `logprobs`, `audio` / audio `modalities`,
 //! `web_search_options`, `stop` (Responses has no stop sequences), tools other than functions,
@@ -568,7 +570,7 @@ struct OutputDetails {
 
 fn chat_usage(usage: Value) -> ChatUsage {
     serde_json::from_value::<WireUsage>(usage)
-        .map(WireUsage::to_chat)
+        .map(WireUsage::into_chat)
         .unwrap_or_default()
 }
 
@@ -582,7 +584,7 @@ fn code_text(code: Option<Value>) -> String {
 }
 
 impl WireUsage {
-    fn to_chat(self) -> ChatUsage {
+    fn into_chat(self) -> ChatUsage {
         ChatUsage {
             prompt: self.input_tokens,
             cached: self.input_tokens_details.map_or(0, |d| d.cached_tokens),
