@@ -95,8 +95,12 @@ impl Translation for ChatViaMessages {
     }
 
     fn json(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
-        let message: WireMessage = serde_json::from_slice(upstream)
-            .map_err(|e| format!("the upstream answer is not a Messages `message`: {e}"))?;
+        // Through `Value` first: serde would take a JSON list for this all-optional struct.
+        let message = match serde_json::from_slice::<Value>(upstream) {
+            Ok(value @ Value::Object(_)) => serde_json::from_value::<WireMessage>(value).ok(),
+            _ => None,
+        }
+        .ok_or("the upstream answer is not a Messages `message` object")?;
         if message.kind.as_deref() == Some("error") {
             return Err("the upstream answered with an error object".to_owned());
         }
@@ -770,6 +774,34 @@ mod tests {
     fn golden_cases() {
         let n = golden::run_all::<ChatViaMessages>("chat_via_messages");
         assert!(n >= 25, "only {n} golden cases");
+    }
+
+    #[test]
+    fn the_upstream_streams_when_the_client_does() {
+        let target = Target {
+            upstream_model: "claude".to_owned(),
+            codex_backend: false,
+        };
+        let json = br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#;
+        let streamed = br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#;
+        assert!(
+            !ChatViaMessages::request(json, &target)
+                .unwrap()
+                .upstream_stream
+        );
+        assert!(
+            ChatViaMessages::request(streamed, &target)
+                .unwrap()
+                .upstream_stream
+        );
+    }
+
+    #[test]
+    fn an_error_object_is_not_an_answer() {
+        let error =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert!(ChatViaMessages::json(error, "m").is_err());
+        assert!(ChatViaMessages::json(b"[]", "m").is_err());
     }
 
     #[test]

@@ -86,8 +86,12 @@ impl Translation for ChatViaResponses {
     }
 
     fn json(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
-        let response: WireResponse = serde_json::from_slice(upstream)
-            .map_err(|e| format!("the upstream answer is not a Responses `response`: {e}"))?;
+        // Through `Value` first: serde would take a JSON list for this all-optional struct.
+        let response = match serde_json::from_slice::<Value>(upstream) {
+            Ok(value @ Value::Object(_)) => serde_json::from_value::<WireResponse>(value).ok(),
+            _ => None,
+        }
+        .ok_or("the upstream answer is not a Responses `response` object")?;
         if response.status.as_deref() == Some("failed") {
             let error = response.error.unwrap_or_default();
             return Err(format!(
@@ -782,5 +786,71 @@ mod tests {
     fn golden_cases() {
         let n = golden::run_all::<ChatViaResponses>("chat_via_responses");
         assert!(n >= 25, "only {n} golden cases");
+    }
+
+    fn target(codex_backend: bool) -> Target {
+        Target {
+            upstream_model: "gpt-5.1".to_owned(),
+            codex_backend,
+        }
+    }
+
+    #[test]
+    fn the_upstream_streams_when_the_client_does_and_always_on_the_codex_backend() {
+        let json = br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#;
+        let streamed = br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#;
+        let plain = ChatViaResponses::request(json, &target(false)).unwrap();
+        assert!(!plain.upstream_stream);
+        assert!(
+            ChatViaResponses::request(streamed, &target(false))
+                .unwrap()
+                .upstream_stream
+        );
+        assert!(
+            ChatViaResponses::request(json, &target(true))
+                .unwrap()
+                .upstream_stream
+        );
+    }
+
+    /// One stream with usage in its terminal event, run through `translator`.
+    fn usage_chunks(mut translator: Box<dyn StreamTranslator>) -> usize {
+        let stream = concat!(
+            "event: response.output_text.delta\n",
+            "data: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"delta\":\"hi\"}\n\n",
+            "event: response.completed\n",
+            "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"status\":\"completed\",",
+            "\"output\":[],\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
+        );
+        let mut out = BytesMut::new();
+        crate::protocol::sse::SseScanner::new()
+            .feed(stream.as_bytes(), |e| translator.event(&e, &mut out));
+        translator.finish(&mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        text.matches("\"usage\"").count()
+    }
+
+    #[test]
+    fn the_usage_chunk_is_written_only_when_the_client_asked() {
+        assert_eq!(usage_chunks(ChatViaResponses::stream("m")), 0);
+        let asked = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        assert_eq!(usage_chunks(ChatViaResponses::stream_for(asked, "m")), 1);
+        let not_asked = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#;
+        assert_eq!(
+            usage_chunks(ChatViaResponses::stream_for(not_asked, "m")),
+            0
+        );
+    }
+
+    #[test]
+    fn a_failed_json_answer_is_an_upstream_error() {
+        let failed = br#"{"id":"r","status":"failed","output":[],"error":{"code":"server_error","message":"boom"}}"#;
+        let why = ChatViaResponses::json(failed, "m").unwrap_err();
+        assert!(
+            why.contains("server_error") && why.contains("boom"),
+            "{why}"
+        );
+        assert!(ChatViaResponses::json(b"[]", "m").is_err());
     }
 }
