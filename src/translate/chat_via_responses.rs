@@ -20,7 +20,8 @@
 //! | `verbosity` | `text.verbosity` |
 //! | `reasoning_effort` | `reasoning.effort` |
 //! | `max_completion_tokens`, else `max_tokens` | `max_output_tokens` |
-//! | `temperature`, `top_p`, `user`, `metadata`, `store`, `service_tier`, `safety_identifier`, `prompt_cache_key` | same |
+//! | `store` | same; absent → `false` (Chat stores nothing unless asked, Responses stores by default) |
+//! | `temperature`, `top_p`, `user`, `metadata`, `service_tier`, `safety_identifier`, `prompt_cache_key` | same |
 //! | `stream` | same (always `true` on the Codex backend) |
 //!
 //! Ids: Chat tool call ids and Responses `call_id`s are both free strings, so they pass through
@@ -306,7 +307,6 @@ fn build_request(
             "top_p",
             "user",
             "metadata",
-            "store",
             "service_tier",
             "safety_identifier",
         ] {
@@ -314,6 +314,9 @@ fn build_request(
                 out.insert(key.to_owned(), v.clone());
             }
         }
+        // Chat stores nothing unless asked; Responses stores by default.
+        let store = given(request, "store").cloned().unwrap_or(json!(false));
+        out.insert("store".to_owned(), store);
         let stream = given(request, "stream")
             .and_then(Value::as_bool)
             .unwrap_or(false);
