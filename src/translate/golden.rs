@@ -8,7 +8,8 @@
 //! - `"upstream_events"`: the upstream's SSE events, each `{"event": name-or-null, "data": JSON
 //!   value or string}`, and `"client_events"`: the expected client events in the same form; the
 //!   translator is fed each event, then `finish` (or `fail` when the case has `"fail": {"code":
-//!   …, "message": …}` after the events).
+//!   …, "message": …}` after the events). With a `"request"`, the translator is made by
+//!   `stream_for` from it, else by `stream`.
 //! - `"upstream_json"` and `"client_json"`: a whole answer each way.
 //!
 //! `"client_model"` (default: the request's `model`, else `"client-model"`) is the name the
@@ -96,7 +97,13 @@ fn run_case<T: Translation>(case: &Value) -> Result<(), String> {
         }
     }
     if let Some(events) = case.get("upstream_events") {
-        let mut translator = T::stream(&client_model);
+        let mut translator = match case.get("request") {
+            Some(request) => T::stream_for(
+                &serde_json::to_vec(request).expect("serialisable"),
+                &client_model,
+            ),
+            None => T::stream(&client_model),
+        };
         let mut out = BytesMut::new();
         let mut scanner = SseScanner::new();
         for event in events.as_array().ok_or("upstream_events is not a list")? {

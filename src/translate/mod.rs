@@ -31,6 +31,10 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::sse::SseEvent;
 
+mod chat_answer;
+mod chat_request;
+pub mod chat_via_messages;
+pub mod chat_via_responses;
 #[cfg(test)]
 pub mod golden;
 
@@ -78,6 +82,15 @@ pub trait Translation {
     /// A translator for one upstream stream. `client_model`: the model name the client asked
     /// for, reported back where the client's protocol carries one.
     fn stream(client_model: &str) -> Box<dyn StreamTranslator>;
+
+    /// The translator for the stream answering `client_request` (the client's body as received);
+    /// the relay calls this one. Directions whose client stream depends on the request override
+    /// it (Chat's `stream_options.include_usage` decides whether a usage chunk is written); the
+    /// others get [`Translation::stream`].
+    fn stream_for(client_request: &[u8], client_model: &str) -> Box<dyn StreamTranslator> {
+        let _ = client_request;
+        Self::stream(client_model)
+    }
 
     /// A whole upstream JSON answer → the client's JSON answer. `Err`: the upstream answer is
     /// not what its protocol promises (the relay treats it as a bad upstream answer).
