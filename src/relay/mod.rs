@@ -19,6 +19,7 @@
 
 mod attempt;
 pub mod failure;
+mod outcome;
 mod respond;
 pub mod writer;
 
@@ -41,6 +42,8 @@ use crate::upstream::SESSION_HEADERS;
 use crate::usage::{AttemptRecord, UsageRecord};
 use attempt::Attempted;
 use failure::AttemptFailure;
+use outcome::Ended;
+pub use outcome::Outcome;
 use writer::{BodyMode, DownstreamWriter, WriterState};
 
 /// Which relayed endpoint was called.
@@ -112,50 +115,6 @@ pub struct RequestContext {
     /// The key's concurrency slot, held until the request ends.
     key_slot: Option<OwnedSemaphorePermit>,
     pub attempts: Vec<AttemptRecord>,
-}
-
-/// What the client got, as the record and the access log read it: made once, by whichever
-/// phase answered (a respond path, the failure stream, or the final refusal).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Outcome {
-    /// The answer's status (200 once a keepalive or a stream committed it).
-    pub status: StatusCode,
-    pub success: bool,
-    pub tokens: TokenUsage,
-    /// When the first output went to the client (time to first token).
-    pub first_output_at: Option<Instant>,
-}
-
-impl Outcome {
-    /// An upstream's answer, passed on with 200 (`success` is false when the stream's own
-    /// terminal event says it failed).
-    pub fn answered(tokens: TokenUsage, success: bool, first_output_at: Option<Instant>) -> Self {
-        Self {
-            status: StatusCode::OK,
-            success,
-            tokens,
-            first_output_at,
-        }
-    }
-
-    /// No answer from an upstream: the client was told `status` (a refusal, or 200 when a
-    /// keepalive had committed it); `tokens` is what a failed stream reported, if anything.
-    pub fn refused(status: StatusCode, tokens: TokenUsage) -> Self {
-        Self {
-            status,
-            success: false,
-            tokens,
-            first_output_at: None,
-        }
-    }
-}
-
-/// How phases 4–6 ended.
-enum Ended {
-    /// The client has its answer.
-    Answered(Outcome),
-    /// The client is still to be told this refusal; `usage` is what a failed stream reported.
-    Refused { refusal: Refusal, usage: TokenUsage },
 }
 
 impl RequestContext {

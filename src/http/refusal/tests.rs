@@ -22,16 +22,19 @@ fn upstream(why: UpstreamWhy, tried: usize, code: &str) -> Refusal {
     }))
 }
 
-/// One row per variant: status, kind, code, message and `Retry-After` in seconds, as the wire
-/// had them before the enum (the wording is copied from the call sites it replaced).
-fn table() -> Vec<(
+/// A refusal, its status, kind, code, message and `Retry-After` in seconds.
+type Row = (
     Refusal,
     u16,
     &'static str,
     Option<&'static str>,
     String,
     Option<u64>,
-)> {
+);
+
+/// One row per variant: status, kind, code, message and `Retry-After` in seconds, as the wire
+/// had them before the enum (the wording is copied from the call sites it replaced).
+fn table() -> Vec<Row> {
     let secs = Duration::from_secs;
     vec![
         (Refusal::MissingApiKey, 401, "invalid_request_error", Some("missing_api_key"), s("missing API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`"), None),
