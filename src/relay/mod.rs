@@ -342,10 +342,6 @@ async fn attempt_loop(
     let mut last_failure: Option<AttemptFailure> = None;
     // The last usage a failed stream reported: recorded if no attempt answers.
     let mut usage = TokenUsage::default();
-    let refused = |refusal| Ended::Refused {
-        refusal,
-        usage: TokenUsage::default(),
-    };
     loop {
         if tried.len() > state.gateway.max_account_switches {
             break;
@@ -363,32 +359,36 @@ async fn attempt_loop(
         let slot = match selection {
             Selection::Slot(slot) => slot,
             Selection::NoAccount if ctx.endpoint == Endpoint::Chat => {
-                return refused(Refusal::NoChatAccount {
+                let refusal = Refusal::NoChatAccount {
                     group: ctx.key.group.clone(),
                     model: ctx.inspected.model.clone(),
                     request_id: ctx.id.clone(),
-                })
+                };
+                return Ended::Refused { refusal, usage };
             }
             Selection::NoAccount => {
-                return refused(Refusal::NoAccount {
+                let refusal = Refusal::NoAccount {
                     group: ctx.key.group.clone(),
                     model: ctx.inspected.model.clone(),
                     request_id: ctx.id.clone(),
-                })
+                };
+                return Ended::Refused { refusal, usage };
             }
             Selection::AllCooling { earliest } if last_failure.is_none() => {
-                return refused(Refusal::AccountsCooling {
+                let refusal = Refusal::AccountsCooling {
                     group: ctx.key.group.clone(),
                     earliest,
                     request_id: ctx.id.clone(),
-                })
+                };
+                return Ended::Refused { refusal, usage };
             }
             Selection::AllBusy { queue_full } if last_failure.is_none() => {
-                return refused(Refusal::PoolBusy {
+                let refusal = Refusal::PoolBusy {
                     group: ctx.key.group.clone(),
                     queue_full,
                     request_id: ctx.id.clone(),
-                })
+                };
+                return Ended::Refused { refusal, usage };
             }
             Selection::Exhausted | Selection::AllCooling { .. } | Selection::AllBusy { .. } => {
                 break
@@ -439,6 +439,7 @@ async fn attempt_loop(
                     status: failure.status.map(|s| s.as_u16()),
                     outcome: failure.kind.as_str(),
                 });
+                // After output the stream was ended in-protocol: that was the client's answer.
                 if let Some(delivered) = failure.delivered {
                     return Ended::Answered(delivered);
                 }
