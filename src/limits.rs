@@ -11,11 +11,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http::StatusCode;
 use tokio::time::Instant;
 
 use crate::http::auth::ApiKey;
-use crate::relay::failure::ClientError;
+use crate::http::refusal::{Refusal, SpendPeriod};
 use crate::store::now_ms;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -101,38 +100,28 @@ impl Limits {
     }
 
     /// Whether this key may send this request now. Counts it against the rpm window when it may.
-    pub fn check(&self, key: &ApiKey, model: &str) -> Result<(), ClientError> {
+    pub fn check(&self, key: &ApiKey, model: &str) -> Result<(), Refusal> {
         let limits = &key.limits;
         if let Some(allowed) = &limits.allowed_models {
             if !allowed.iter().any(|m| m == model) {
-                return Err(ClientError::new(
-                    StatusCode::FORBIDDEN,
-                    "permission_error",
-                    format!(
-                        "this API key may not use model {model:?}; allowed: {}",
-                        allowed.join(", ")
-                    ),
-                )
-                .with_code("model_not_allowed"));
+                return Err(Refusal::ModelNotAllowed {
+                    model: model.to_owned(),
+                    allowed: allowed.clone(),
+                });
             }
         }
         let spend_limited =
             limits.daily_spend_limit.is_some() || limits.monthly_spend_limit.is_some();
         if spend_limited && self.prices.price(model).is_none() {
-            return Err(ClientError::new(
-                StatusCode::FORBIDDEN,
-                "permission_error",
-                format!(
-                    "this API key has a spending limit, and model {model:?} has no price, so its cost could not be counted against the limit; use a priced model, or give it a price under `prices:` in the config (USD per million tokens, see docs/CONFIG.md)"
-                ),
-            )
-            .with_code("model_unpriced"));
+            return Err(Refusal::ModelUnpriced {
+                model: model.to_owned(),
+            });
         }
         self.check_spend(key)?;
         self.admit_rpm(key)
     }
 
-    fn check_spend(&self, key: &ApiKey) -> Result<(), ClientError> {
+    fn check_spend(&self, key: &ApiKey) -> Result<(), Refusal> {
         let (daily, monthly) = (key.limits.daily_spend_limit, key.limits.monthly_spend_limit);
         if daily.is_none() && monthly.is_none() {
             return Ok(());
@@ -146,27 +135,25 @@ impl Limits {
         if let Some(limit) = daily.filter(|l| current.day_usd >= *l) {
             let reset = (day_of(now) + 1) * DAY_MS;
             return Err(over_spend(
-                "daily",
+                SpendPeriod::Daily,
                 limit,
                 current.day_usd,
-                "00:00 UTC",
                 reset - now,
             ));
         }
         if let Some(limit) = monthly.filter(|l| current.month_usd >= *l) {
             let reset = month_start_ms(month_of(now) + 1);
             return Err(over_spend(
-                "monthly",
+                SpendPeriod::Monthly,
                 limit,
                 current.month_usd,
-                "the first day of next month (UTC)",
                 reset - now,
             ));
         }
         Ok(())
     }
 
-    fn admit_rpm(&self, key: &ApiKey) -> Result<(), ClientError> {
+    fn admit_rpm(&self, key: &ApiKey) -> Result<(), Refusal> {
         let limit = key.limits.rpm_limit;
         if limit == 0 {
             return Ok(());
@@ -183,33 +170,21 @@ impl Limits {
         if window.len() >= limit as usize {
             let oldest = window.front().copied().unwrap_or(now);
             let wait = MINUTE.saturating_sub(now.duration_since(oldest));
-            return Err(ClientError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                format!(
-                    "this API key reached its rate limit of {limit} requests per minute; retry in {} s",
-                    wait.as_secs().max(1)
-                ),
-            )
-            .with_code("key_rpm_limit")
-            .with_retry_after(Some(wait.max(Duration::from_secs(1)))));
+            return Err(Refusal::RpmLimit { limit, wait });
         }
         window.push_back(now);
         Ok(())
     }
 }
 
-fn over_spend(which: &str, limit: f64, spent: f64, resets: &str, wait_ms: i64) -> ClientError {
-    let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0).max(1000));
-    ClientError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limit_error",
-        format!(
-            "this API key reached its {which} spending limit of ${limit:.2} (spent ${spent:.4}); it resets at {resets}"
-        ),
-    )
-    .with_code(format!("key_{which}_spend_limit"))
-    .with_retry_after(Some(wait))
+/// `wait_ms`: until the window resets (at least a second is asked for).
+fn over_spend(period: SpendPeriod, limit: f64, spent: f64, wait_ms: i64) -> Refusal {
+    Refusal::SpendingLimit {
+        period,
+        limit,
+        spent,
+        wait: Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0).max(1000)),
+    }
 }
 
 fn day_of(ms: i64) -> i64 {

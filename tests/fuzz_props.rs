@@ -149,7 +149,7 @@ fn read(body: Vec<u8>, encoding: Option<&str>, limit: usize) -> Result<Bytes, St
                 limit,
             ))
         })
-        .map_err(|e| e.status)
+        .map_err(|e| e.status())
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -222,3 +222,52 @@ async fn a_client_that_leaves_during_a_compact_keepalive_still_gets_usage_record
     );
     assert_eq!(mock.completed(), 1);
 }
+
+/// The same refusal on an Anthropic route and on an OpenAI route: each in its route's shape,
+/// with the same status and wording.
+#[tokio::test]
+async fn refusals_on_messages_are_anthropic_shaped_and_on_responses_openai_shaped() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&config(&mock, &[apikey("a", "tok-a")], ""));
+    // (method, path under /v1/{messages,responses}, status, OpenAI code, Anthropic type)
+    let cases = [
+        ("GET", "", 405, "method_not_allowed", "not_found_error"),
+        // No API key.
+        ("POST", "", 401, "missing_api_key", "authentication_error"),
+        ("POST", "/batches", 404, "unknown_route", "not_found_error"),
+    ];
+    for (method, rest, status, code, anthropic_type) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let anthropic = client()
+            .request(method.clone(), format!("{}/v1/messages{rest}", gw.url))
+            .json(&body("claude-sonnet-4-5", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anthropic.status(), status, "{method} /v1/messages{rest}");
+        let a: Value = anthropic.json().await.unwrap();
+        assert_eq!(a["type"], "error", "{method} /v1/messages{rest}: {a}");
+        assert_eq!(a["error"]["type"], anthropic_type, "{a}");
+        assert!(a["error"].get("code").is_none(), "{a}");
+
+        let openai = client()
+            .request(method.clone(), format!("{}/v1/responses{rest}", gw.url))
+            .json(&body("gpt-5", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(openai.status(), status, "{method} /v1/responses{rest}");
+        let o: Value = openai.json().await.unwrap();
+        assert!(o.get("type").is_none(), "{method} /v1/responses{rest}: {o}");
+        assert_eq!(o["error"]["code"], code, "{o}");
+        assert_eq!(
+            a["error"]["message"].as_str().unwrap(),
+            o["error"]["message"]
+                .as_str()
+                .unwrap()
+                .replace("/v1/responses", "/v1/messages"),
+            "the same words in either shape"
+        );
+    }
+    assert_eq!(mock.total_calls(), 0);
+}

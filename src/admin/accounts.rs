@@ -18,8 +18,8 @@ use super::{
     ErrorBody,
 };
 use crate::config::Secret;
+use crate::http::refusal::Refusal;
 use crate::pool::{AccountCredential, AccountKind, AccountSpec};
-use crate::relay::failure::ClientError;
 use crate::state::AppState;
 use crate::store::accounts::{parse_kind, parse_platform, to_record, to_spec};
 use crate::store::{AccountRecord, Source, StoreError};
@@ -150,14 +150,14 @@ pub struct AccountChange {
 const APPLIES: &str = "now: the next request sees the change";
 
 /// Puts a stored account into the live pool (replacing the one of the same name).
-fn go_live(state: &AppState, spec: AccountSpec) -> Result<(), ClientError> {
+fn go_live(state: &AppState, spec: AccountSpec) -> Result<(), Refusal> {
     let client = crate::upstream::client(spec.proxy.as_ref())
         .map_err(|e| bad_request(format!("proxy: cannot build a client through it: {e}")))?;
     state.pool.upsert(spec, client);
     Ok(())
 }
 
-async fn find(state: &AppState, name: &str) -> Result<AccountRecord, ClientError> {
+async fn find(state: &AppState, name: &str) -> Result<AccountRecord, Refusal> {
     state
         .store
         .list_accounts()
@@ -168,14 +168,14 @@ async fn find(state: &AppState, name: &str) -> Result<AccountRecord, ClientError
         .ok_or_else(|| not_found("account", name))
 }
 
-fn secret(field: &str, value: String) -> Result<Secret, ClientError> {
+fn secret(field: &str, value: String) -> Result<Secret, Refusal> {
     if value.trim().is_empty() {
         return Err(bad_request(format!("{field}: must not be empty")));
     }
     Ok(Secret::new(value))
 }
 
-fn check_spec(spec: &AccountSpec, state: &AppState) -> Result<(), ClientError> {
+fn check_spec(spec: &AccountSpec, state: &AppState) -> Result<(), Refusal> {
     if !(spec.base_url.starts_with("http://") || spec.base_url.starts_with("https://")) {
         return Err(bad_request("base_url: must be an http:// or https:// URL"));
     }
@@ -211,7 +211,7 @@ fn check_spec(spec: &AccountSpec, state: &AppState) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn spec_from(body: CreateAccount) -> Result<AccountSpec, ClientError> {
+fn spec_from(body: CreateAccount) -> Result<AccountSpec, Refusal> {
     check_name("account", &body.name)?;
     let platform = parse_platform(&body.platform)
         .ok_or_else(|| bad_request("platform: must be openai or anthropic"))?;
@@ -259,14 +259,10 @@ fn spec_from(body: CreateAccount) -> Result<AccountSpec, ClientError> {
     })
 }
 
-fn sealed(spec: &AccountSpec, state: &AppState) -> Result<AccountRecord, ClientError> {
+fn sealed(spec: &AccountSpec, state: &AppState) -> Result<AccountRecord, Refusal> {
     to_record(spec, Source::Admin, &state.sealer).map_err(|e| {
         tracing::error!("admin API: {e}");
-        ClientError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "cannot encrypt the credentials",
-        )
+        Refusal::CannotSeal
     })
 }
 
@@ -300,7 +296,7 @@ pub async fn create(
             })?;
         tracing::info!(account = %record.name, "account stored by the admin API");
         go_live(&state, spec)?;
-        Ok::<_, ClientError>(record)
+        Ok::<_, Refusal>(record)
     }
     .await;
     match outcome {
@@ -371,7 +367,7 @@ pub async fn update(
             .map_err(store_error)?;
         tracing::info!(account = %name, "account changed by the admin API");
         go_live(&state, spec)?;
-        Ok::<_, ClientError>(updated)
+        Ok::<_, Refusal>(updated)
     }
     .await;
     match outcome {
@@ -384,7 +380,7 @@ pub async fn update(
     }
 }
 
-fn apply(spec: &mut AccountSpec, body: UpdateAccount) -> Result<(), ClientError> {
+fn apply(spec: &mut AccountSpec, body: UpdateAccount) -> Result<(), Refusal> {
     if let Some(v) = body.enabled {
         spec.enabled = v;
     }
@@ -463,7 +459,7 @@ pub async fn delete(
             .map_err(store_error)?;
         tracing::info!(account = %name, "account deleted by the admin API");
         state.pool.remove(&name);
-        Ok::<_, ClientError>(())
+        Ok::<_, Refusal>(())
     }
     .await;
     match outcome {

@@ -13,7 +13,7 @@ use super::{
     bad_request, check_name, conflict, not_found, refuse_config_row, store_error, Admin, AdminJson,
     ErrorBody,
 };
-use crate::relay::failure::ClientError;
+use crate::http::refusal::Refusal;
 use crate::state::AppState;
 use crate::store::accounts::parse_platform;
 use crate::store::{now_secs, GroupRecord, Source};
@@ -108,7 +108,7 @@ pub async fn create(
             .await
             .map_err(store_error)?;
         state.keys.set_group(&record.name, platform);
-        Ok::<_, ClientError>(record)
+        Ok::<_, Refusal>(record)
     }
     .await;
     match outcome {
@@ -151,7 +151,7 @@ pub async fn delete(
         }
         state.store.delete_group(&name).await.map_err(store_error)?;
         state.keys.remove_group(&name);
-        Ok::<_, ClientError>(())
+        Ok::<_, Refusal>(())
     }
     .await;
     match outcome {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::{
     bad_request, check_name, not_found, refuse_config_row, store_error, Admin, AdminJson, ErrorBody,
 };
-use crate::relay::failure::ClientError;
+use crate::http::refusal::Refusal;
 use crate::state::AppState;
 use crate::store::keys::{generate, hint};
 use crate::store::{now_secs, KeyRecord, Source};
@@ -134,7 +134,7 @@ pub fn view(k: &KeyRecord) -> KeyView {
     }
 }
 
-async fn find(state: &AppState, name: &str) -> Result<KeyRecord, ClientError> {
+async fn find(state: &AppState, name: &str) -> Result<KeyRecord, Refusal> {
     state
         .store
         .list_keys()
@@ -145,7 +145,7 @@ async fn find(state: &AppState, name: &str) -> Result<KeyRecord, ClientError> {
         .ok_or_else(|| not_found("key", name))
 }
 
-fn check_limits(record: &KeyRecord, state: &AppState) -> Result<(), ClientError> {
+fn check_limits(record: &KeyRecord, state: &AppState) -> Result<(), Refusal> {
     if state.keys.group_platform(&record.group).is_none() {
         return Err(bad_request(format!(
             "group {:?} does not exist; create it with POST /admin/api/groups or name one the config declares",
@@ -209,7 +209,7 @@ pub async fn create(
     }
 }
 
-async fn create_key(state: &AppState, body: CreateKey) -> Result<CreatedKey, ClientError> {
+async fn create_key(state: &AppState, body: CreateKey) -> Result<CreatedKey, Refusal> {
     check_name("key", &body.name)?;
     let raw = generate();
     let (prefix, suffix) = hint(&raw);
@@ -285,11 +285,7 @@ pub async fn update(
     }
 }
 
-async fn update_key(
-    state: &AppState,
-    name: &str,
-    body: UpdateKey,
-) -> Result<KeyRecord, ClientError> {
+async fn update_key(state: &AppState, name: &str, body: UpdateKey) -> Result<KeyRecord, Refusal> {
     let mut record = find(state, name).await?;
     refuse_config_row("key", name, record.source)?;
     if let Some(group) = body.group {
@@ -373,7 +369,7 @@ pub async fn delete(
         state.store.delete_key(&name).await.map_err(store_error)?;
         state.keys.remove(&name);
         tracing::info!(key = %name, "API key deleted by the admin API");
-        Ok::<_, ClientError>(())
+        Ok::<_, Refusal>(())
     }
     .await;
     match outcome {

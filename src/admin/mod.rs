@@ -24,13 +24,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http::request::Parts;
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::relay::failure::ClientError;
+use crate::http::refusal::Refusal;
 use crate::state::AppState;
 use crate::store::{Source, StoreError};
 
@@ -101,7 +101,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<(), ClientError> {
+fn authorize(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<(), Refusal> {
     admin_on(state)?;
     let Some(expected) = &state.admin_token else {
         return Err(admin_off());
@@ -125,16 +125,11 @@ fn authorize(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<()
         if presented.is_some() {
             throttle::record_failure(throttle, client, "admin API token");
         }
-        Err(ClientError::new(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "missing or wrong admin token (send `Authorization: Bearer <admin.token>`)",
-        )
-        .with_code("invalid_admin_token"))
+        Err(Refusal::InvalidAdminToken)
     }
 }
 
-fn admin_on(state: &AppState) -> Result<(), ClientError> {
+fn admin_on(state: &AppState) -> Result<(), Refusal> {
     if state.admin_token.is_some() {
         Ok(())
     } else {
@@ -142,13 +137,8 @@ fn admin_on(state: &AppState) -> Result<(), ClientError> {
     }
 }
 
-fn admin_off() -> ClientError {
-    ClientError::new(
-        StatusCode::NOT_FOUND,
-        "not_found_error",
-        "the admin API is off: set admin.token in the config to turn it on",
-    )
-    .with_code("admin_api_off")
+fn admin_off() -> Refusal {
+    Refusal::AdminOff
 }
 
 /// A JSON body whose rejection (bad JSON, wrong field types) is a 400 in the admin error shape.
@@ -202,56 +192,39 @@ pub struct ErrorDetail {
     pub param: Option<String>,
 }
 
-pub fn bad_request(message: impl Into<String>) -> ClientError {
-    ClientError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
-        .with_code("invalid_request")
+pub fn bad_request(message: impl Into<String>) -> Refusal {
+    Refusal::AdminBadRequest(message.into())
 }
 
-pub fn not_found(what: &str, name: &str) -> ClientError {
-    ClientError::new(
-        StatusCode::NOT_FOUND,
-        "not_found_error",
-        format!("no {what} named {name:?}"),
-    )
-    .with_code(format!("unknown_{what}"))
+pub fn not_found(what: &'static str, name: &str) -> Refusal {
+    Refusal::AdminNotFound {
+        what,
+        name: name.to_owned(),
+    }
 }
 
-pub fn conflict(message: impl Into<String>) -> ClientError {
-    ClientError::new(StatusCode::CONFLICT, "conflict_error", message).with_code("conflict")
+pub fn conflict(message: impl Into<String>) -> Refusal {
+    Refusal::Conflict(message.into())
 }
 
 /// Config rows are rewritten from the file at every start: an edit here would vanish.
-pub fn refuse_config_row(what: &str, name: &str, source: Source) -> Result<(), ClientError> {
+pub fn refuse_config_row(what: &'static str, name: &str, source: Source) -> Result<(), Refusal> {
     if source == Source::Config {
-        return Err(ClientError::new(
-            StatusCode::CONFLICT,
-            "conflict_error",
-            format!(
-                "{what} {name:?} is declared in the config file; change it there and restart (the store rewrites config entries at every start)"
-            ),
-        )
-        .with_code("declared_in_config"));
+        return Err(Refusal::DeclaredInConfig {
+            what,
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
 
-pub fn store_error(error: StoreError) -> ClientError {
+pub fn store_error(error: StoreError) -> Refusal {
     match error {
-        StoreError::NotFound(name) => ClientError::new(
-            StatusCode::NOT_FOUND,
-            "not_found_error",
-            format!("not found: {name}"),
-        )
-        .with_code("not_found"),
+        StoreError::NotFound(name) => Refusal::StoreNotFound(name),
         StoreError::Conflict(what) => conflict(format!("already exists ({what})")),
         StoreError::Database(e) => {
             tracing::error!("admin API: store error: {e}");
-            ClientError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "the store is unavailable; try again",
-            )
-            .with_code("store_unavailable")
+            Refusal::StoreUnavailable
         }
     }
 }
@@ -270,7 +243,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// [`valid_name`], as the admin API's 400.
-pub fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
+pub fn check_name(what: &str, name: &str) -> Result<(), Refusal> {
     if valid_name(name) {
         Ok(())
     } else {

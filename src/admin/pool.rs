@@ -5,13 +5,12 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http::StatusCode;
 use serde::Serialize;
 use serde_json::json;
 
 use super::accounts::{stored_view, StoredAccount};
 use super::{not_found, store_error, Admin, ErrorBody};
-use crate::relay::failure::ClientError;
+use crate::http::refusal::Refusal;
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -86,18 +85,10 @@ pub async fn refresh_account(
         return not_found("account", &name).into_response();
     };
     if !account.credentials.can_refresh() {
-        return ClientError::new(
-            StatusCode::CONFLICT,
-            "invalid_request_error",
-            format!("account {name:?} has no refresh token"),
-        )
-        .into_response();
+        return Refusal::NoRefreshToken { account: name }.into_response();
     }
     match crate::upstream::tokens::refresh_account(&state, &account, None).await {
         Ok(_) => Json(json!({ "account": account.view() })).into_response(),
-        Err(failure) => {
-            ClientError::new(StatusCode::BAD_GATEWAY, "upstream_error", failure.message)
-                .into_response()
-        }
+        Err(failure) => Refusal::RefreshFailed(failure.message).into_response(),
     }
 }

@@ -14,10 +14,9 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http::StatusCode;
 use tokio::time::Instant;
 
-use crate::relay::failure::ClientError;
+use crate::http::refusal::Refusal;
 
 /// Failures of an address before the lock-outs start.
 pub const FREE_FAILURES: u32 = 5;
@@ -145,16 +144,10 @@ impl Throttle {
 }
 
 /// Before a token is compared: 429 (with `Retry-After`) while `ip` is locked out.
-pub fn gate(throttle: &Throttle, ip: IpAddr) -> Result<(), ClientError> {
-    throttle.check(ip, Instant::now()).map_err(|wait| {
-        ClientError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            "too many failed admin authentications from this address; wait for Retry-After",
-        )
-        .with_code("admin_auth_throttled")
-        .with_retry_after(Some(wait))
-    })
+pub fn gate(throttle: &Throttle, ip: IpAddr) -> Result<(), Refusal> {
+    throttle
+        .check(ip, Instant::now())
+        .map_err(|wait| Refusal::AdminThrottled { wait })
 }
 
 /// After a wrong token from `ip` (`what`: where it was given): counted, and logged when due.

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{bad_request, store_error, Admin, AdminQuery, ErrorBody};
-use crate::relay::failure::ClientError;
+use crate::http::refusal::Refusal;
 use crate::state::AppState;
 use crate::store::{StatusFilter, TotalsBy, UsageFilter, UsageRow, UsageTotals};
 
@@ -74,7 +74,7 @@ fn filter(
     from: Option<i64>,
     to: Option<i64>,
     status: Option<String>,
-) -> Result<UsageFilter, ClientError> {
+) -> Result<UsageFilter, Refusal> {
     Ok(UsageFilter {
         key,
         account,
@@ -118,7 +118,7 @@ pub async fn list(
             .count_usage(&filter)
             .await
             .map_err(store_error)?;
-        Ok::<_, ClientError>(UsagePage {
+        Ok::<_, Refusal>(UsagePage {
             rows,
             total,
             limit,
@@ -157,7 +157,7 @@ pub async fn totals(
             .usage_totals(&filter, by)
             .await
             .map_err(store_error)?;
-        Ok::<_, ClientError>(UsageTotalsList {
+        Ok::<_, Refusal>(UsageTotalsList {
             by: label.to_owned(),
             totals,
         })

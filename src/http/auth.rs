@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
+use super::refusal::Refusal;
 use crate::config::Secret;
 use crate::pool::Platform;
-use crate::relay::failure::ClientError;
 use crate::store::keys::{from_hex, KeyHasher};
 use crate::store::{now_secs, KeyRecord};
 
@@ -144,13 +144,8 @@ impl KeyDirectory {
     }
 
     /// The key presented as `Authorization: Bearer <key>` or `x-api-key: <key>`.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<ApiKey>, ClientError> {
-        let presented = presented_key(headers).ok_or_else(|| {
-            unauthorized(
-                "missing API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`",
-                "missing_api_key",
-            )
-        })?;
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<ApiKey>, Refusal> {
+        let presented = presented_key(headers).ok_or(Refusal::MissingApiKey)?;
         let wanted = self.hasher.digest(presented);
         let found = {
             let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
@@ -161,12 +156,10 @@ impl KeyDirectory {
                 .map(Arc::clone)
         };
         match found {
-            None => Err(unauthorized("invalid API key", "invalid_api_key")),
-            Some(key) if !key.enabled => {
-                Err(unauthorized("this API key is disabled", "api_key_disabled"))
-            }
+            None => Err(Refusal::InvalidApiKey),
+            Some(key) if !key.enabled => Err(Refusal::ApiKeyDisabled),
             Some(key) if key.limits.expires_at.is_some_and(|t| t <= now_secs()) => {
-                Err(unauthorized("this API key has expired", "api_key_expired"))
+                Err(Refusal::ApiKeyExpired)
             }
             Some(key) => Ok(key),
         }
@@ -225,13 +218,10 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
-fn unauthorized(message: &str, code: &str) -> ClientError {
-    ClientError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message).with_code(code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     fn record(hasher: &KeyHasher, key: &str, name: &str, enabled: bool) -> KeyRecord {
         KeyRecord {
@@ -295,16 +285,16 @@ mod tests {
     fn missing_unknown_and_disabled_keys_are_refused() {
         let keys = directory();
         let err = keys.authenticate(&HeaderMap::new()).unwrap_err();
-        assert_eq!(err.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(err.code.as_deref(), Some("missing_api_key"));
+        assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(err.code().as_deref(), Some("missing_api_key"));
         let err = keys
             .authenticate(&headers("authorization", "Bearer sk-alicf"))
             .unwrap_err();
-        assert_eq!(err.code.as_deref(), Some("invalid_api_key"));
+        assert_eq!(err.code().as_deref(), Some("invalid_api_key"));
         let err = keys
             .authenticate(&headers("x-api-key", "sk-off"))
             .unwrap_err();
-        assert_eq!(err.code.as_deref(), Some("api_key_disabled"));
+        assert_eq!(err.code().as_deref(), Some("api_key_disabled"));
     }
 
     #[test]
@@ -324,11 +314,11 @@ mod tests {
         let err = keys
             .authenticate(&headers("x-api-key", "sk-bob"))
             .unwrap_err();
-        assert_eq!(err.code.as_deref(), Some("api_key_expired"));
+        assert_eq!(err.code().as_deref(), Some("api_key_expired"));
         keys.remove("bob");
         let err = keys
             .authenticate(&headers("x-api-key", "sk-bob"))
             .unwrap_err();
-        assert_eq!(err.code.as_deref(), Some("invalid_api_key"));
+        assert_eq!(err.code().as_deref(), Some("invalid_api_key"));
     }
 }

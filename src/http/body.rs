@@ -9,11 +9,11 @@ use std::sync::LazyLock;
 use axum::body::Body;
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::Semaphore;
 
-use crate::relay::failure::ClientError;
+use super::refusal::Refusal;
 
 /// Compressed bodies being inflated at once, over all workers; more wait their turn (without
 /// blocking any event loop). Each may hold up to `gateway.max_body_size` of output.
@@ -24,32 +24,24 @@ static INFLATING: LazyLock<Semaphore> =
 /// on a blocking thread, so a bomb costs that thread at most `limit` bytes and never stalls the
 /// event loop. A body that does not arrive within `server.body_read_timeout` ([`BodyReadTimeout`]
 /// in the error's chain) is a 408.
-pub async fn read_body(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Bytes, ClientError> {
+pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Refusal> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit));
+        return Err(Refusal::BodyTooLarge { limit });
     }
     let raw = Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
-                too_large(limit)
-            } else if let Some(message) = timed_out(e.as_ref()) {
-                too_slow(message)
+                Refusal::BodyTooLarge { limit }
+            } else if let Some(after) = timed_out(e.as_ref()) {
+                Refusal::BodyTimeout { after }
             } else {
-                ClientError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    format!("could not read the request body: {e}"),
-                )
+                Refusal::BodyUnreadable(e.to_string())
             }
         })?
         .to_bytes();
@@ -62,18 +54,15 @@ pub async fn read_body(
         None | Some("" | "identity") => return Ok(detach(raw)),
         Some("gzip" | "x-gzip") => Codec::Gzip,
         Some("zstd") => Codec::Zstd,
-        Some(other) => {
-            return Err(ClientError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "invalid_request_error",
-                format!("unsupported Content-Encoding {other:?}: send identity, gzip or zstd"),
-            ))
-        }
+        Some(other) => return Err(Refusal::UnsupportedEncoding(other.to_owned())),
     };
-    let _turn = INFLATING.acquire().await.map_err(|_| inflate_failed())?;
+    let _turn = INFLATING
+        .acquire()
+        .await
+        .map_err(|_| Refusal::InflateFailed)?;
     tokio::task::spawn_blocking(move || inflate(codec, &raw, limit))
         .await
-        .map_err(|_| inflate_failed())?
+        .map_err(|_| Refusal::InflateFailed)?
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +71,7 @@ enum Codec {
     Zstd,
 }
 
-fn inflate(codec: Codec, raw: &[u8], limit: usize) -> Result<Bytes, ClientError> {
+fn inflate(codec: Codec, raw: &[u8], limit: usize) -> Result<Bytes, Refusal> {
     match codec {
         Codec::Gzip => decode(flate2::read::GzDecoder::new(raw), limit, "gzip"),
         Codec::Zstd => {
@@ -92,14 +81,6 @@ fn inflate(codec: Codec, raw: &[u8], limit: usize) -> Result<Bytes, ClientError>
         }
     }
     .map(Bytes::from)
-}
-
-fn inflate_failed() -> ClientError {
-    ClientError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "server_error",
-        "could not decompress the request body (the gateway is shutting down)",
-    )
 }
 
 /// Below this size a body is copied out of the connection's read buffer, which it would
@@ -120,7 +101,7 @@ const CHUNK: usize = 64 * 1024;
 /// Decodes to at most `limit` bytes: the decoder is asked for at most [`CHUNK`] bytes at a time
 /// and stopped as soon as its output passes the limit, so it never produces more than
 /// `limit + CHUNK` bytes, and the output buffer never holds more than `limit`.
-fn decode(mut reader: impl Read, limit: usize, name: &str) -> Result<Vec<u8>, ClientError> {
+fn decode(mut reader: impl Read, limit: usize, name: &'static str) -> Result<Vec<u8>, Refusal> {
     let mut out: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; CHUNK];
     loop {
@@ -132,7 +113,7 @@ fn decode(mut reader: impl Read, limit: usize, name: &str) -> Result<Vec<u8>, Cl
         };
         let len = out.len() + n;
         if len > limit {
-            return Err(too_large(limit));
+            return Err(Refusal::BodyTooLarge { limit });
         }
         if len > out.capacity() {
             // Doubling, as `Vec` would, but never past the limit.
@@ -143,15 +124,6 @@ fn decode(mut reader: impl Read, limit: usize, name: &str) -> Result<Vec<u8>, Cl
     }
 }
 
-fn too_large(limit: usize) -> ClientError {
-    ClientError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "invalid_request_error",
-        format!("the request body is larger than gateway.max_body_size ({limit} bytes)"),
-    )
-    .with_code("request_too_large")
-}
-
 /// The error a request body gives when `server.body_read_timeout` is up (the server's body
 /// timer makes it); answered with 408.
 #[derive(Debug, thiserror::Error)]
@@ -159,27 +131,17 @@ fn too_large(limit: usize) -> ClientError {
 pub struct BodyReadTimeout(pub std::time::Duration);
 
 /// The [`BodyReadTimeout`] somewhere in `error`'s chain (axum wraps body errors).
-fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<std::time::Duration> {
     std::iter::successors(Some(error), |e| e.source())
-        .find(|e| e.is::<BodyReadTimeout>())
-        .map(ToString::to_string)
+        .find_map(|e| e.downcast_ref::<BodyReadTimeout>())
+        .map(|timeout| timeout.0)
 }
 
-fn too_slow(message: String) -> ClientError {
-    ClientError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "invalid_request_error",
-        message,
-    )
-    .with_code("request_timeout")
-}
-
-fn bad_encoding(name: &str, detail: &str) -> ClientError {
-    ClientError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_request_error",
-        format!("the request body is not valid {name}: {detail}"),
-    )
+fn bad_encoding(codec: &'static str, detail: &str) -> Refusal {
+    Refusal::BadEncoding {
+        codec,
+        detail: detail.to_owned(),
+    }
 }
 
 /// Bombs for tests: small bodies that inflate to a lot.
@@ -220,6 +182,7 @@ pub(crate) mod bombs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Counts what the decoder produced.
@@ -249,7 +212,7 @@ mod tests {
             produced: &produced,
         };
         let error = decode(reader, LIMIT, "zstd").unwrap_err();
-        assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let produced = produced.into_inner();
         assert!(
             produced > LIMIT && produced <= LIMIT + CHUNK,
@@ -266,7 +229,7 @@ mod tests {
             produced: &produced,
         };
         let error = decode(reader, LIMIT, "gzip").unwrap_err();
-        assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let produced = produced.into_inner();
         assert!(
             produced > LIMIT && produced <= LIMIT + CHUNK,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod client_addr;
 mod models;
+pub mod refusal;
 
 pub use client_addr::PeerAddr;
 
@@ -16,11 +17,10 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use http::StatusCode;
 
-use crate::relay::failure::ClientError;
 use crate::relay::{handle, Endpoint};
 use crate::state::AppState;
+use refusal::Refusal;
 
 /// Path prefixes under which the Responses API is served: OpenAI SDKs use `/v1`, some clients
 /// none, and Codex's ChatGPT mode the backend's own path.
@@ -99,32 +99,22 @@ fn shape_of(path: &str) -> crate::protocol::errors::ErrorShape {
 
 async fn not_found(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = tokio::time::Instant::now();
-    let response = ClientError::new(
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        format!("no route for {} {}", request.method(), request.uri().path()),
-    )
-    .with_code("unknown_route")
-    .in_shape(shape_of(request.uri().path()))
-    .into_response();
+    let refusal = Refusal::UnknownRoute {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    };
+    let response = refusal.response(shape_of(request.uri().path()));
     log_fallback(&state, &request, &response, started);
     response
 }
 
 async fn method_not_allowed(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = tokio::time::Instant::now();
-    let response = ClientError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request_error",
-        format!(
-            "{} is not allowed on {}",
-            request.method(),
-            request.uri().path()
-        ),
-    )
-    .with_code("method_not_allowed")
-    .in_shape(shape_of(request.uri().path()))
-    .into_response();
+    let refusal = Refusal::MethodNotAllowed {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    };
+    let response = refusal.response(shape_of(request.uri().path()));
     log_fallback(&state, &request, &response, started);
     response
 }

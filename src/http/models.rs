@@ -54,13 +54,13 @@ pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap)
     let anthropic_client = headers.contains_key("anthropic-version");
     let key = match state.keys.authenticate(&headers) {
         Ok(key) => key,
-        Err(error) => {
+        Err(refusal) => {
             let shape = if anthropic_client {
                 ErrorShape::Anthropic
             } else {
                 ErrorShape::OpenAi
             };
-            return error.in_shape(shape).into_response();
+            return refusal.response(shape);
         }
     };
     let mut models = BTreeSet::new();

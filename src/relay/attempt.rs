@@ -8,8 +8,9 @@ use tokio::time::Instant;
 
 use super::failure::AttemptFailure;
 use super::writer::DownstreamWriter;
-use super::{respond, Endpoint, RequestContext};
+use super::{respond, Endpoint, Outcome, RequestContext};
 use crate::config::Secret;
+use crate::http::refusal::Refusal;
 use crate::pool::quota::{self, QuotaSnapshot};
 use crate::pool::{Account, AccountEffect, AccountKind};
 use crate::protocol::responses::{self, BodyEdits};
@@ -22,9 +23,11 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// How long an error body may take to arrive once its headers came.
 const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An attempt whose answer was delivered (its success or in-protocol failure is in `ctx`).
+/// An attempt whose answer was delivered.
 pub(super) struct Attempted {
     pub status: u16,
+    /// What the client got (a success, or a stream whose own terminal event says it failed).
+    pub outcome: Outcome,
     /// What the answer's headers said about the account's quota.
     pub quota: Option<QuotaSnapshot>,
     /// When the upstream request went out (for time to first token).
@@ -138,11 +141,12 @@ async fn send(
         ));
     }
     let quota = quota::from_headers(response.headers(), SystemTime::now());
-    respond::answer(state, ctx, writer, response)
+    let outcome = respond::answer(state, ctx, writer, response)
         .await
         .map_err(|failure| redact_failure(failure, credential.expose()))?;
     Ok(Attempted {
         status: status.as_u16(),
+        outcome,
         quota,
         since_send,
     })
@@ -226,13 +230,9 @@ fn build(
         let mut failure = AttemptFailure::bad_answer(message.clone());
         failure.retryable = false;
         failure.effect = AccountEffect::None;
-        let error = super::failure::ClientError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            message,
-        )
-        .in_shape(ctx.endpoint.protocol().error_shape());
-        failure.passthrough = Some((StatusCode::BAD_REQUEST, error.json_body()));
+        let refusal = Refusal::InvalidRequest(message);
+        let body = refusal.body(ctx.endpoint.protocol().error_shape());
+        failure.passthrough = Some((StatusCode::BAD_REQUEST, body));
         failure
     })
 }

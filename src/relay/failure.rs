@@ -2,17 +2,18 @@
 //!
 //! An [`AttemptFailure`] carries its own decisions — is another account worth trying, what
 //! state does the account move to — so the failover loop asks the failure and never parses
-//! messages. [`ClientError::from_failure`] is the one exhaustive mapping to a client status.
+//! messages. [`refusal`] is the one exhaustive mapping to what the client is told.
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
+use super::Outcome;
+use crate::http::refusal::{Refusal, UpstreamRefusal, UpstreamWhy};
 use crate::pool::cooldown::{anthropic_reset, rate_limit_reset, retry_after};
 use crate::pool::{AccountEffect, Platform};
-use crate::protocol::errors::{anthropic_error_body, ErrorShape};
-use crate::protocol::Terminal;
+use crate::protocol::{Terminal, TokenUsage};
 use crate::upstream::SendError;
 
 /// Low-cardinality kind, for logs, metrics and the status mapping.
@@ -73,6 +74,12 @@ pub struct AttemptFailure {
     pub failed_stream: Option<Bytes>,
     /// The upstream error code of a failed stream (`rate_limit_exceeded`, ...).
     pub code: Option<String>,
+    /// The usage a stream reported before it failed (Anthropic's `message_start` carries the
+    /// input tokens): recorded unless a later attempt reports its own.
+    pub usage: Option<TokenUsage>,
+    /// A failure after output: the client already has its answer (the stream ended with an
+    /// in-protocol failure), and this is what it got.
+    pub delivered: Option<Outcome>,
 }
 
 impl AttemptFailure {
@@ -87,6 +94,8 @@ impl AttemptFailure {
             passthrough: None,
             failed_stream: None,
             code: None,
+            usage: None,
+            delivered: None,
         }
     }
 
@@ -208,9 +217,17 @@ impl AttemptFailure {
         )
     }
 
-    /// The same failure, seen after the client got output: no other account may answer now.
-    pub fn after_output(mut self) -> Self {
+    /// The same failure, seen after the client got output: no other account may answer now,
+    /// and the client's answer was `delivered`.
+    pub fn after_output(mut self, delivered: Outcome) -> Self {
         self.retryable = false;
+        self.delivered = Some(delivered);
+        self
+    }
+
+    /// With the usage the stream reported before it failed.
+    pub fn with_usage(mut self, usage: TokenUsage) -> Self {
+        self.usage = Some(usage);
         self
     }
 
@@ -278,197 +295,59 @@ fn summary(body: &Bytes) -> String {
     )
 }
 
-/// What the client is told, in the OpenAI error shape.
-#[derive(Debug, Clone)]
-pub struct ClientError {
-    pub status: StatusCode,
-    pub message: String,
-    pub kind: &'static str,
-    pub code: Option<String>,
-    pub retry_after: Option<Duration>,
-    /// A body to send instead of the rendered error (an upstream 4xx, given as it came).
-    pub raw_body: Option<Bytes>,
-    /// The route's error shape.
-    pub shape: ErrorShape,
-}
-
-impl ClientError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            kind,
-            code: None,
-            retry_after: None,
-            raw_body: None,
-            shape: ErrorShape::OpenAi,
-        }
-    }
-
-    pub fn in_shape(mut self, shape: ErrorShape) -> Self {
-        self.shape = shape;
-        self
-    }
-
-    pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.code = Some(code.into());
-        self
-    }
-
-    pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
-        self.retry_after = after;
-        self
-    }
-
-    /// The one mapping from the last failure of an exhausted request to the client's answer.
-    /// Upstream auth trouble is never a 401: the client's key was fine.
-    pub fn from_failure(failure: &AttemptFailure, tried: usize, request_id: &str) -> Self {
-        let tried_text = if tried == 1 {
-            "the account tried".to_owned()
-        } else {
-            format!("all {tried} accounts tried")
-        };
-        let upstream = failure.status.map_or(0, |s| s.as_u16());
-        let (status, kind, message) = match failure.kind {
-            FailureKind::Status => match upstream {
-                429 => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    format!("upstream rate limit reached on {tried_text}"),
-                ),
-                401 | 403 => (
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    format!("upstream rejected the credentials of {tried_text} (status {upstream}); the gateway's operator must renew them"),
-                ),
-                402 => (
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    format!("upstream refused {tried_text} for billing reasons (status 402)"),
-                ),
-                529 => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded_error",
-                    format!("upstream overloaded on {tried_text} (status 529)"),
-                ),
-                _ => (
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    format!("upstream error on {tried_text} (status {upstream})"),
-                ),
+/// The refusal a request whose every attempt failed gets: which of the client's reasons the
+/// last failure is (the wording, statuses and shapes are `http::refusal`'s). Upstream auth
+/// trouble is never a 401: the client's key was fine.
+pub fn refusal(failure: &AttemptFailure, tried: usize, request_id: &str) -> Refusal {
+    let upstream = failure.status.map_or(0, |s| s.as_u16());
+    let mut why = match failure.kind {
+        FailureKind::Status => match upstream {
+            429 => UpstreamWhy::RateLimited {
+                retry_after: failure.retry_after,
             },
-            FailureKind::Connect => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("could not connect to the upstream of {tried_text}"),
-            ),
-            FailureKind::HeaderTimeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout_error",
-                format!("the upstream of {tried_text} did not answer in time"),
-            ),
-            FailureKind::Transport => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("the upstream connection broke on {tried_text}"),
-            ),
-            FailureKind::Stalled => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout_error",
-                format!("the upstream stream stalled on {tried_text}"),
-            ),
-            FailureKind::StreamFailed if !failure.retryable => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                format!("upstream refused the request: {}", failure.message),
-            ),
-            FailureKind::StreamFailed => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("the upstream response failed on {tried_text}"),
-            ),
-            FailureKind::BadAnswer => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("unusable upstream answer on {tried_text}: {}", failure.message),
-            ),
-            // Nobody reads this answer (the client left); it is recorded all the same.
-            FailureKind::Abandoned => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                "the client went away before the upstream answer ended".to_owned(),
-            ),
-            FailureKind::LocalResources => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "the gateway is out of local resources (open files or sockets) and cannot reach an upstream now; retry shortly".to_owned(),
-            ),
-        };
-        let code = match (failure.kind, &failure.code) {
-            (FailureKind::StreamFailed, Some(code)) => code.clone(),
-            _ if upstream > 0 => format!("upstream_status_{upstream}"),
-            _ => failure.kind.as_str().to_owned(),
-        };
-        let mut error = ClientError::new(status, kind, format!("{message} (request {request_id})"))
-            .with_code(code)
-            .with_retry_after(
-                failure
-                    .retry_after
-                    .filter(|_| status == StatusCode::TOO_MANY_REQUESTS),
-            );
-        if let Some((status, body)) = &failure.passthrough {
-            error.status = *status;
-            if is_json(body) {
-                error.raw_body = Some(body.clone());
-            } else {
-                // Not JSON (an HTML page from a proxy, say): told in the route's error shape
-                // instead of being labelled application/json as it is.
-                error.kind = "invalid_request_error";
-                error.code = Some(format!("upstream_status_{}", status.as_u16()));
-                error.message = format!(
-                    "the upstream refused the request (status {}){} (request {request_id})",
-                    status.as_u16(),
-                    summary(body)
-                );
-            }
-        }
-        error
-    }
-
-    pub fn json_body(&self) -> Bytes {
-        match (&self.raw_body, self.shape) {
-            (Some(body), _) => body.clone(),
-            (None, ErrorShape::OpenAi) => crate::protocol::errors::openai_error_body(
-                &self.message,
-                self.kind,
-                self.code.as_deref(),
-            ),
-            (None, ErrorShape::Anthropic) => anthropic_error_body(self.status, &self.message),
+            401 | 403 => UpstreamWhy::CredentialsRejected { status: upstream },
+            402 => UpstreamWhy::Billing,
+            529 => UpstreamWhy::Overloaded,
+            _ => UpstreamWhy::Status { status: upstream },
+        },
+        FailureKind::Connect => UpstreamWhy::Unreachable,
+        FailureKind::HeaderTimeout => UpstreamWhy::NoHeaders,
+        FailureKind::Transport => UpstreamWhy::Broken,
+        FailureKind::Stalled => UpstreamWhy::Stalled,
+        FailureKind::StreamFailed if !failure.retryable => UpstreamWhy::RequestRefused {
+            detail: failure.message.clone(),
+        },
+        FailureKind::StreamFailed => UpstreamWhy::ResponseFailed,
+        FailureKind::BadAnswer => UpstreamWhy::Unusable {
+            detail: failure.message.clone(),
+        },
+        FailureKind::Abandoned => UpstreamWhy::ClientGone,
+        FailureKind::LocalResources => UpstreamWhy::OutOfResources,
+    };
+    let mut code = match (failure.kind, &failure.code) {
+        (FailureKind::StreamFailed, Some(code)) => code.clone(),
+        _ if upstream > 0 => format!("upstream_status_{upstream}"),
+        _ => failure.kind.as_str().to_owned(),
+    };
+    let mut passthrough = None;
+    if let Some((status, body)) = &failure.passthrough {
+        if is_json(body) {
+            passthrough = Some((*status, body.clone()));
+        } else {
+            why = UpstreamWhy::NotJson {
+                status: *status,
+                summary: summary(body),
+            };
+            code = format!("upstream_status_{}", status.as_u16());
         }
     }
-
-    pub fn headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        if let Some(after) = self.retry_after {
-            // Round up: a client retrying early finds the pool still cooling.
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            headers.insert(http::header::RETRY_AFTER, secs.max(1).into());
-        }
-        headers
-    }
-}
-
-impl axum::response::IntoResponse for ClientError {
-    fn into_response(self) -> axum::response::Response {
-        let mut response = axum::response::Response::new(axum::body::Body::from(self.json_body()));
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers();
-        response
-    }
+    Refusal::Upstream(Box::new(UpstreamRefusal {
+        why,
+        tried,
+        code,
+        request_id: request_id.to_owned(),
+        passthrough,
+    }))
 }
 
 #[cfg(test)]
@@ -485,6 +364,44 @@ mod tests {
             Platform::OpenAi,
         )
         .effect
+    }
+
+    fn refused(status: u16, body: &'static str) -> Refusal {
+        let failure = AttemptFailure::from_status(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            Bytes::from_static(body.as_bytes()),
+            Platform::OpenAi,
+        );
+        refusal(&failure, 1, "req_1")
+    }
+
+    #[test]
+    fn a_request_error_in_json_goes_to_the_client_as_it_came() {
+        let body = r#"{"error":{"message":"bad","type":"invalid_request_error"}}"#;
+        let refusal = refused(400, body);
+        assert_eq!(refusal.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            refusal.body(crate::protocol::errors::ErrorShape::Anthropic),
+            body.as_bytes()
+        );
+        assert_eq!(refusal.code().as_deref(), Some("upstream_status_400"));
+    }
+
+    #[test]
+    fn a_request_error_not_in_json_is_told_in_the_routes_shape() {
+        let refusal = refused(404, "<html>Not Found</html>");
+        assert_eq!(refusal.status(), StatusCode::NOT_FOUND);
+        assert_eq!(refusal.kind(), "invalid_request_error");
+        assert_eq!(refusal.code().as_deref(), Some("upstream_status_404"));
+        assert_eq!(
+            refusal.message(),
+            "the upstream refused the request (status 404): <html>Not Found</html> (request req_1)"
+        );
+        // Control: an account's failure (a 500) is the gateway's 502, not the upstream's body.
+        let refusal = refused(500, "{}");
+        assert_eq!(refusal.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(refusal.code().as_deref(), Some("upstream_status_500"));
     }
 
     #[test]

@@ -19,14 +19,14 @@
 
 mod attempt;
 pub mod failure;
+mod outcome;
 mod respond;
 pub mod writer;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
@@ -34,13 +34,16 @@ use tokio::time::Instant;
 
 use crate::http::auth::ApiKey;
 use crate::http::body::read_body;
+use crate::http::refusal::Refusal;
 use crate::pool::{AccountId, AccountKind, Platform, Selection, StickyKey, Wanted};
 use crate::protocol::{Inspected, Protocol, TokenUsage};
 use crate::state::AppState;
 use crate::upstream::SESSION_HEADERS;
 use crate::usage::{AttemptRecord, UsageRecord};
 use attempt::Attempted;
-use failure::{AttemptFailure, ClientError};
+use failure::AttemptFailure;
+use outcome::Ended;
+pub use outcome::Outcome;
 use writer::{BodyMode, DownstreamWriter, WriterState};
 
 /// Which relayed endpoint was called.
@@ -112,11 +115,6 @@ pub struct RequestContext {
     /// The key's concurrency slot, held until the request ends.
     key_slot: Option<OwnedSemaphorePermit>,
     pub attempts: Vec<AttemptRecord>,
-    pub first_output_at: Option<Instant>,
-    pub tokens: TokenUsage,
-    /// What the client got: status and whether it was a success.
-    pub status: StatusCode,
-    pub success: bool,
 }
 
 impl RequestContext {
@@ -151,8 +149,8 @@ pub async fn handle(
         .access_log
         .then(|| crate::http::access::route_of(parts.uri.path()));
     // A refusal before the relay task: answered (with its request id) and logged here.
-    let refuse = |error: ClientError, key: Option<&str>, model: Option<&str>| {
-        let mut response = error.in_shape(shape).into_response();
+    let refuse = |refusal: Refusal, key: Option<&str>, model: Option<&str>| {
+        let mut response = refusal.response(shape);
         if let Ok(value) = http::HeaderValue::from_str(&id) {
             response.headers_mut().insert(writer::REQUEST_ID, value);
         }
@@ -179,11 +177,19 @@ pub async fn handle(
         Err(error) => return refuse(error, None, None),
     };
     if key.platform != endpoint.platform() {
-        return refuse(wrong_platform(&key, endpoint), Some(&key.name), None);
+        let refusal = Refusal::WrongPlatform {
+            group: key.group.clone(),
+            platform: key.platform,
+            endpoint: endpoint.as_str(),
+        };
+        return refuse(refusal, Some(&key.name), None);
     }
     // Before any upstream attempt: a request whose usage cannot be kept is not served.
     if !state.usage.accepting() {
-        return refuse(usage_not_recordable(&id), Some(&key.name), None);
+        let refusal = Refusal::UsageNotRecordable {
+            request_id: id.clone(),
+        };
+        return refuse(refusal, Some(&key.name), None);
     }
 
     // 3. inspect
@@ -193,13 +199,7 @@ pub async fn handle(
     };
     let inspected = match endpoint.protocol().inspect(&body) {
         Ok(inspected) => inspected,
-        Err(message) => {
-            return refuse(
-                ClientError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message),
-                Some(&key.name),
-                None,
-            )
-        }
+        Err(message) => return refuse(Refusal::InvalidRequest(message), Some(&key.name), None),
     };
     if let Err(error) = state.limits.check(&key, &inspected.model) {
         return refuse(error, Some(&key.name), Some(&inspected.model));
@@ -223,10 +223,6 @@ pub async fn handle(
         sticky,
         key_slot: None,
         attempts: Vec::new(),
-        first_output_at: None,
-        tokens: TokenUsage::default(),
-        status: StatusCode::OK,
-        success: false,
     };
 
     // 4–7: admit, attempt loop, respond and record, in a task that outlives the answer's head.
@@ -250,47 +246,8 @@ pub async fn handle(
     // of those copies 8 bytes instead of 5 KiB (3% of the instructions per request).
     state.tasks.spawn(Box::pin(relay(task_state, ctx, writer)));
     // The relay task writes this request's access line when it ends.
-    head.await.unwrap_or_else(|_| {
-        ClientError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "the gateway failed while relaying this request",
-        )
-        .in_shape(shape)
-        .into_response()
-    })
-}
-
-/// A key whose group is served by the other platform: 404, as if the route did not exist for it.
-fn wrong_platform(key: &ApiKey, endpoint: Endpoint) -> ClientError {
-    let hint = match key.platform {
-        Platform::OpenAi => "use /v1/responses or /v1/chat/completions",
-        Platform::Anthropic => "use /v1/messages",
-    };
-    ClientError::new(
-        StatusCode::NOT_FOUND,
-        "not_found_error",
-        format!(
-            "this API key's group '{}' is served by {} accounts, which cannot serve {}; {hint}",
-            key.group,
-            key.platform.as_str(),
-            endpoint.as_str()
-        ),
-    )
-    .with_code("route_not_served_by_key_group")
-}
-
-/// The storage can take no more usage records (SECURITY.md, "Usage records when storage fails").
-fn usage_not_recordable(request_id: &str) -> ClientError {
-    ClientError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "service_unavailable",
-        format!(
-            "usage cannot be recorded: the gateway's storage is full or failing, so it serves no new request until it can record them again; retry later (request {request_id})"
-        ),
-    )
-    .with_code("usage_not_recordable")
-    .with_retry_after(Some(Duration::from_secs(5)))
+    head.await
+        .unwrap_or_else(|_| Refusal::RelayFailed.response(shape))
 }
 
 /// The conversation a request belongs to: a session header, else `prompt_cache_key`, else
@@ -310,15 +267,20 @@ fn conversation<'a>(headers: &'a HeaderMap, inspected: &'a Inspected) -> Option<
 /// Phases 4–7.
 async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: DownstreamWriter) {
     // 4. admit, then 5. attempt loop with 6. respond inside each successful attempt
-    let outcome = match admit(&state, &mut ctx, &mut writer).await {
+    let ended = match admit(&state, &mut ctx, &mut writer).await {
         Ok(()) => attempt_loop(&state, &mut ctx, &mut writer).await,
-        Err(error) => Err(error),
+        Err(refusal) => Ended::Refused {
+            refusal,
+            usage: TokenUsage::default(),
+        },
     };
-    if let Err(error) = outcome {
-        // 6. respond, with the final failure
-        let error = error.in_shape(ctx.endpoint.protocol().error_shape());
-        respond_error(&mut ctx, &mut writer, error).await;
-    }
+    let outcome = match ended {
+        Ended::Answered(outcome) => outcome,
+        // 6. respond, with the final refusal
+        Ended::Refused { refusal, usage } => {
+            respond_refusal(&ctx, &mut writer, &refusal, usage).await
+        }
+    };
     ctx.key_slot = None;
     // 7. record
     if state.access_log {
@@ -326,7 +288,7 @@ async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: Downst
             request_id: &ctx.id,
             method: "POST",
             route: ctx.route.as_deref().unwrap_or(ctx.endpoint.as_str()),
-            status: ctx.status.as_u16(),
+            status: outcome.status.as_u16(),
             key: Some(&ctx.key.name),
             account: ctx.attempts.last().map(|a| a.account.as_str()),
             model: Some(&ctx.inspected.model),
@@ -335,7 +297,7 @@ async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: Downst
         }
         .write();
     }
-    state.usage.record(usage_record(&mut ctx, &writer));
+    state.usage.record(usage_record(&mut ctx, &writer, outcome));
 }
 
 /// Takes the key's concurrency slot, waiting up to `gateway.queue_wait_timeout`.
@@ -343,7 +305,7 @@ async fn admit(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
-) -> Result<(), ClientError> {
+) -> Result<(), Refusal> {
     let Some(slots) = ctx.key.slots.clone() else {
         return Ok(());
     };
@@ -351,17 +313,8 @@ async fn admit(
         ctx.key_slot = Some(permit);
         return Ok(());
     }
-    let busy = || {
-        ClientError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            format!(
-                "this API key already has its maximum of requests in flight; retry shortly (request {})",
-                ctx.id
-            ),
-        )
-        .with_code("key_concurrency_limit")
-        .with_retry_after(Some(Duration::from_secs(1)))
+    let busy = || Refusal::KeyBusy {
+        request_id: ctx.id.clone(),
     };
     let wait = state.pool.policy.queue_wait;
     if wait.is_zero() || state.pool.waiting() >= state.pool.policy.queue_max_waiting {
@@ -384,9 +337,11 @@ async fn attempt_loop(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
-) -> Result<(), ClientError> {
+) -> Ended {
     let mut tried: Vec<AccountId> = Vec::new();
     let mut last_failure: Option<AttemptFailure> = None;
+    // The last usage a failed stream reported: recorded if no attempt answers.
+    let mut usage = TokenUsage::default();
     loop {
         if tried.len() > state.gateway.max_account_switches {
             break;
@@ -404,64 +359,36 @@ async fn attempt_loop(
         let slot = match selection {
             Selection::Slot(slot) => slot,
             Selection::NoAccount if ctx.endpoint == Endpoint::Chat => {
-                return Err(ClientError::new(
-                    StatusCode::NOT_FOUND,
-                    "invalid_request_error",
-                    format!(
-                        "no API-key account of group '{}' serves model '{}': Chat Completions needs an account of type apikey (ChatGPT sign-in accounts serve only the Responses API) (request {})",
-                        ctx.key.group, ctx.inspected.model, ctx.id
-                    ),
-                )
-                .with_code("no_chat_account"))
+                let refusal = Refusal::NoChatAccount {
+                    group: ctx.key.group.clone(),
+                    model: ctx.inspected.model.clone(),
+                    request_id: ctx.id.clone(),
+                };
+                return Ended::Refused { refusal, usage };
             }
             Selection::NoAccount => {
-                return Err(ClientError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
-                    format!(
-                        "no enabled account of group '{}' serves model '{}' (request {})",
-                        ctx.key.group, ctx.inspected.model, ctx.id
-                    ),
-                )
-                .with_code("no_account"))
+                let refusal = Refusal::NoAccount {
+                    group: ctx.key.group.clone(),
+                    model: ctx.inspected.model.clone(),
+                    request_id: ctx.id.clone(),
+                };
+                return Ended::Refused { refusal, usage };
             }
             Selection::AllCooling { earliest } if last_failure.is_none() => {
-                let message = match earliest {
-                    Some(after) => format!(
-                        "every account of group '{}' is cooling down; the first recovers in {} s (request {})",
-                        ctx.key.group,
-                        after.as_secs().max(1),
-                        ctx.id
-                    ),
-                    None => format!(
-                        "every account of group '{}' is disabled; see `subrelay accounts` (request {})",
-                        ctx.key.group, ctx.id
-                    ),
+                let refusal = Refusal::AccountsCooling {
+                    group: ctx.key.group.clone(),
+                    earliest,
+                    request_id: ctx.id.clone(),
                 };
-                return Err(ClientError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
-                    message,
-                )
-                .with_code("accounts_cooling_down")
-                .with_retry_after(earliest));
+                return Ended::Refused { refusal, usage };
             }
             Selection::AllBusy { queue_full } if last_failure.is_none() => {
-                let why = if queue_full {
-                    "the wait queue is full"
-                } else {
-                    "no slot freed up in time"
+                let refusal = Refusal::PoolBusy {
+                    group: ctx.key.group.clone(),
+                    queue_full,
+                    request_id: ctx.id.clone(),
                 };
-                return Err(ClientError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    format!(
-                        "the account pool of group '{}' is busy: every account is at its concurrency limit and {why}; retry shortly (request {})",
-                        ctx.key.group, ctx.id
-                    ),
-                )
-                .with_code("pool_busy")
-                .with_retry_after(Some(Duration::from_secs(1))));
+                return Ended::Refused { refusal, usage };
             }
             Selection::Exhausted | Selection::AllCooling { .. } | Selection::AllBusy { .. } => {
                 break
@@ -477,6 +404,7 @@ async fn attempt_loop(
                 status,
                 quota,
                 since_send,
+                outcome,
             }) => {
                 account.note_success(quota);
                 ctx.attempts.push(AttemptRecord {
@@ -484,8 +412,8 @@ async fn attempt_loop(
                     status: Some(status),
                     outcome: "ok",
                 });
-                keep_sticky(state, ctx, account.id, since_send);
-                return Ok(());
+                keep_sticky(state, ctx, account.id, since_send, outcome.first_output_at);
+                return Ended::Answered(outcome);
             }
             Err(failure) => {
                 account.apply(
@@ -511,6 +439,13 @@ async fn attempt_loop(
                     status: failure.status.map(|s| s.as_u16()),
                     outcome: failure.kind.as_str(),
                 });
+                // After output the stream was ended in-protocol: that was the client's answer.
+                if let Some(delivered) = failure.delivered {
+                    return Ended::Answered(delivered);
+                }
+                if let Some(reported) = failure.usage {
+                    usage = reported;
+                }
                 let stop = !failure.retryable || !writer.can_fail_over() || writer.client_gone();
                 last_failure = Some(failure);
                 if stop {
@@ -528,25 +463,28 @@ async fn attempt_loop(
         if let Some(events) = failure.failed_stream.clone() {
             writer.write_output(HeaderMap::new(), events).await;
             writer.close();
-            ctx.status = StatusCode::OK;
-            ctx.success = false;
-            return Ok(());
+            return Ended::Answered(Outcome::refused(StatusCode::OK, usage));
         }
     }
-    Err(ClientError::from_failure(
-        &failure,
-        ctx.attempts.len(),
-        &ctx.id,
-    ))
+    Ended::Refused {
+        refusal: failure::refusal(&failure, ctx.attempts.len(), &ctx.id),
+        usage,
+    }
 }
 
 /// After a success: keep (or move) the conversation's binding to this account, unless its first
 /// token was slow too many times in a row.
-fn keep_sticky(state: &AppState, ctx: &RequestContext, account: AccountId, since_send: Instant) {
+fn keep_sticky(
+    state: &AppState,
+    ctx: &RequestContext,
+    account: AccountId,
+    since_send: Instant,
+    first_output_at: Option<Instant>,
+) {
     let (Some(key), Some(ttl)) = (ctx.sticky, state.pool.policy.sticky_ttl) else {
         return;
     };
-    if let (Some(limit), Some(first)) = (state.pool.policy.sticky_slow_ttft, ctx.first_output_at) {
+    if let (Some(limit), Some(first)) = (state.pool.policy.sticky_slow_ttft, first_output_at) {
         let slow = first.saturating_duration_since(since_send) > limit;
         let released =
             state
@@ -561,19 +499,27 @@ fn keep_sticky(state: &AppState, ctx: &RequestContext, account: AccountId, since
     state.pool.sticky.bind(key, account, ttl);
 }
 
-/// Writes the final error in the shape the writer's state allows.
-async fn respond_error(
-    ctx: &mut RequestContext,
+/// Tells the client the final refusal in the shape the writer's state allows: the route's
+/// error JSON with its status, the error JSON after a committed 200, or the protocol's failure
+/// event ending a committed stream.
+async fn respond_refusal(
+    ctx: &RequestContext,
     writer: &mut DownstreamWriter,
-    error: ClientError,
-) {
-    ctx.success = false;
-    match (writer.state(), writer.mode()) {
+    refusal: &Refusal,
+    usage: TokenUsage,
+) -> Outcome {
+    let protocol = ctx.endpoint.protocol();
+    let status = match (writer.state(), writer.mode()) {
         (WriterState::Pending, _) => {
-            ctx.status = error.status;
+            let status = refusal.status();
             writer
-                .finish(error.status, error.headers(), error.json_body())
+                .finish(
+                    status,
+                    refusal.headers(),
+                    refusal.body(protocol.error_shape()),
+                )
                 .await;
+            status
         }
         (WriterState::Committed | WriterState::Output, BodyMode::Json) => {
             tracing::warn!(
@@ -582,10 +528,14 @@ async fn respond_error(
                 accounts_tried = ?ctx.attempts.iter().map(|a| (&a.account, a.status)).collect::<Vec<_>>(),
                 "every account failed after the keepalive committed 200; an error JSON follows the blank lines"
             );
-            ctx.status = StatusCode::OK;
             writer
-                .finish(StatusCode::OK, HeaderMap::new(), error.json_body())
+                .finish(
+                    StatusCode::OK,
+                    HeaderMap::new(),
+                    refusal.body(protocol.error_shape()),
+                )
                 .await;
+            StatusCode::OK
         }
         (WriterState::Committed | WriterState::Output, BodyMode::Sse) => {
             tracing::warn!(
@@ -594,24 +544,32 @@ async fn respond_error(
                 accounts_tried = ?ctx.attempts.iter().map(|a| (&a.account, a.status)).collect::<Vec<_>>(),
                 "every account failed after the stream was committed; ending it with response.failed"
             );
-            ctx.status = StatusCode::OK;
-            let code = error.code.as_deref().unwrap_or("upstream_error");
-            let event = ctx
-                .endpoint
-                .protocol()
-                .stream_watch(false)
-                .failure_event(code, &error.message);
-            writer.write_output(HeaderMap::new(), event).await;
+            writer
+                .write_output(HeaderMap::new(), refusal.stream_event(protocol))
+                .await;
             writer.close();
+            StatusCode::OK
         }
-        (WriterState::Closed, _) => {}
-    }
+        // The answer is complete already (nothing is left to tell).
+        (WriterState::Closed, _) => StatusCode::OK,
+    };
+    Outcome::refused(status, usage)
 }
 
 /// The request's record; takes what the finished request no longer needs instead of copying it.
-fn usage_record(ctx: &mut RequestContext, writer: &DownstreamWriter) -> UsageRecord {
+fn usage_record(
+    ctx: &mut RequestContext,
+    writer: &DownstreamWriter,
+    outcome: Outcome,
+) -> UsageRecord {
     let attempts = std::mem::take(&mut ctx.attempts);
-    if ctx.tokens.unparsed {
+    let Outcome {
+        status,
+        success,
+        mut tokens,
+        first_output_at,
+    } = outcome;
+    if tokens.unparsed {
         tracing::warn!(
             request_id = %ctx.id,
             key = %ctx.key.name,
@@ -619,8 +577,8 @@ fn usage_record(ctx: &mut RequestContext, writer: &DownstreamWriter) -> UsageRec
             "the upstream's usage object could not be read (wrong types); the request is recorded with 0 tokens and marked unparsed"
         );
     }
-    let reported = ctx.tokens;
-    if ctx.tokens.clamp() {
+    let reported = tokens;
+    if tokens.clamp() {
         tracing::warn!(
             request_id = %ctx.id,
             account = attempts.last().map_or("-", |a| a.account.as_str()),
@@ -638,11 +596,11 @@ fn usage_record(ctx: &mut RequestContext, writer: &DownstreamWriter) -> UsageRec
         model: std::mem::take(&mut ctx.inspected.model),
         stream: ctx.client_streams(),
         compact: ctx.endpoint == Endpoint::Compact,
-        status: ctx.status.as_u16(),
-        success: ctx.success,
-        tokens: ctx.tokens,
+        status: status.as_u16(),
+        success,
+        tokens,
         duration_ms: millis(ctx.started.elapsed()),
-        ttft_ms: ctx.first_output_at.map(|t| millis(t - ctx.started)),
+        ttft_ms: first_output_at.map(|t| millis(t - ctx.started)),
         attempts,
         client_disconnected: writer.client_gone(),
     }

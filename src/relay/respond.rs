@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::failure::AttemptFailure;
 use super::writer::DownstreamWriter;
-use super::RequestContext;
+use super::{Outcome, RequestContext};
 use crate::protocol::responses::{self, Aggregator};
 use crate::protocol::sse::SseScanner;
 use crate::protocol::{EventRole, Protocol, StreamWatch, Terminal, TokenUsage};
@@ -27,7 +27,7 @@ pub(super) async fn answer(
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
     response: upstream::Response,
-) -> Result<(), AttemptFailure> {
+) -> Result<Outcome, AttemptFailure> {
     let is_sse = response
         .headers()
         .get(CONTENT_TYPE)
@@ -178,15 +178,16 @@ async fn stream_through(
     writer: &mut DownstreamWriter,
     response: upstream::Response,
     mut watch: Box<dyn StreamWatch>,
-) -> Result<(), AttemptFailure> {
+) -> Result<Outcome, AttemptFailure> {
     // Taken (not cloned) by the first write, so the map is not kept for the stream's life.
     let mut headers = client_headers(response.headers(), "text/event-stream");
     let mut body = body_of(response);
     let filters = watch.filters();
     let mut scanner = SseScanner::new();
     let mut held = BytesMut::new();
-    let mut output_started = false;
     let mut orphan = Orphan::default();
+    // Set when the first real event goes out; from then on no other account may answer.
+    let mut first_output_at: Option<Instant> = None;
     let max_event = state.gateway.max_event_bytes;
     // The start of an event still arriving, not yet written: the client only ever gets whole
     // events, so an in-protocol failure written after them is an event of its own.
@@ -196,19 +197,25 @@ async fn stream_through(
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => {
-                let failure = error.into_failure();
-                ctx.tokens = watch.usage();
-                if !output_started {
+                let failure = error.into_failure().with_usage(watch.usage());
+                let Some(first_output_at) = first_output_at else {
                     return Err(failure);
-                }
-                end_stream_with_failure(ctx, writer, watch.as_ref(), &failure).await;
-                return Err(failure.after_output());
+                };
+                return Err(end_stream_with_failure(
+                    ctx,
+                    writer,
+                    watch.as_ref(),
+                    failure,
+                    first_output_at,
+                )
+                .await);
             }
         };
 
         let mut failed_early: Option<Terminal> = None;
         let mut starts_output = false;
         let mut kept = if filters { Some(BytesMut::new()) } else { None };
+        let output_started = first_output_at.is_some();
         scanner.feed(&chunk, |event| {
             if failed_early.is_some() {
                 return;
@@ -238,17 +245,23 @@ async fn stream_through(
         // Kept events are whole; passed-through chunks may end inside an event.
         let pending = if filters { 0 } else { scanner.pending() };
         if let Some(failure) = too_large {
-            ctx.tokens = watch.usage();
-            if !output_started {
+            let failure = failure.with_usage(watch.usage());
+            let Some(first_output_at) = first_output_at else {
                 return Err(failure);
-            }
+            };
             // The whole events before the oversized one still go out, in order.
             let whole = whole_events(&mut unsent, chunk, pending);
             if !whole.is_empty() {
                 writer.write_output(HeaderMap::new(), whole).await;
             }
-            end_stream_with_failure(ctx, writer, watch.as_ref(), &failure).await;
-            return Err(failure.after_output());
+            return Err(end_stream_with_failure(
+                ctx,
+                writer,
+                watch.as_ref(),
+                failure,
+                first_output_at,
+            )
+            .await);
         }
 
         if output_started {
@@ -260,8 +273,7 @@ async fn stream_through(
             held.extend_from_slice(&chunk);
             return Err(AttemptFailure::stream_failed(t, held.freeze()));
         } else if starts_output {
-            output_started = true;
-            ctx.first_output_at = Some(Instant::now());
+            first_output_at = Some(Instant::now());
             ctx.release_request();
             let bytes = if held.is_empty() {
                 chunk
@@ -286,21 +298,21 @@ async fn stream_through(
     }
 
     if watch.finished() {
-        ctx.tokens = watch.usage();
-        ctx.status = StatusCode::OK;
-        ctx.success = watch.succeeded();
         writer.close();
-        return Ok(());
+        return Ok(Outcome::answered(
+            watch.usage(),
+            watch.succeeded(),
+            first_output_at,
+        ));
     }
-    if !output_started {
+    let Some(first_output_at) = first_output_at else {
         return Err(AttemptFailure::bad_answer(
             "the upstream stream ended before any output",
         ));
-    }
-    ctx.tokens = watch.usage();
-    let failure = AttemptFailure::bad_answer("the upstream stream ended before its final event");
-    end_stream_with_failure(ctx, writer, watch.as_ref(), &failure).await;
-    Err(failure.after_output())
+    };
+    let failure = AttemptFailure::bad_answer("the upstream stream ended before its final event")
+        .with_usage(watch.usage());
+    Err(end_stream_with_failure(ctx, writer, watch.as_ref(), failure, first_output_at).await)
 }
 
 /// The part of `bytes` (which follows `unsent`) that ends on an event boundary, given that the
@@ -323,19 +335,21 @@ fn whole_events(unsent: &mut BytesMut, bytes: Bytes, pending: usize) -> Bytes {
 }
 
 /// After output, a failure can only be told in-protocol: `response.failed`, an Anthropic
-/// `error` event, or a Chat error chunk.
+/// `error` event, or a Chat error chunk. The failure comes back with the client's answer
+/// delivered (200, not a success, the usage seen so far).
 async fn end_stream_with_failure(
-    ctx: &mut RequestContext,
+    ctx: &RequestContext,
     writer: &mut DownstreamWriter,
     watch: &dyn StreamWatch,
-    failure: &AttemptFailure,
-) {
+    failure: AttemptFailure,
+    first_output_at: Instant,
+) -> AttemptFailure {
     let message = format!("{} (request {})", failure.message, ctx.id);
     let event = watch.failure_event(failure.kind.as_str(), &message);
     writer.write_output(HeaderMap::new(), event).await;
     writer.close();
-    ctx.status = StatusCode::OK;
-    ctx.success = false;
+    let tokens = failure.usage.unwrap_or_default();
+    failure.after_output(Outcome::answered(tokens, false, Some(first_output_at)))
 }
 
 /// Reads a whole stream and answers the client with the final `response` object.
@@ -344,7 +358,7 @@ async fn aggregate(
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
     response: upstream::Response,
-) -> Result<(), AttemptFailure> {
+) -> Result<Outcome, AttemptFailure> {
     let headers = client_headers(response.headers(), "application/json");
     let mut body = body_of(response);
     let limit = state.gateway.upstream_response_read_max_bytes;
@@ -399,12 +413,9 @@ async fn aggregate(
             "the upstream's response.completed carried no response object",
         ));
     };
-    ctx.tokens = usage.unwrap_or_default();
-    ctx.first_output_at = Some(Instant::now());
-    ctx.status = StatusCode::OK;
-    ctx.success = true;
+    let outcome = Outcome::answered(usage.unwrap_or_default(), true, Some(Instant::now()));
     writer.finish(StatusCode::OK, headers, body).await;
-    Ok(())
+    Ok(outcome)
 }
 
 /// Passes a JSON answer through unchanged, reading only its `usage`.
@@ -413,7 +424,7 @@ async fn json_through(
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
     response: upstream::Response,
-) -> Result<(), AttemptFailure> {
+) -> Result<Outcome, AttemptFailure> {
     let mut headers = client_headers(response.headers(), "application/json");
     if let Some(ct) = response.headers().get(CONTENT_TYPE) {
         headers.insert(CONTENT_TYPE, detached(ct));
@@ -437,14 +448,12 @@ async fn json_through(
         }
     }
     let body = collected.freeze();
-    ctx.tokens = ctx.endpoint.protocol().usage_of_json(&body).map_err(|e| {
+    let tokens = ctx.endpoint.protocol().usage_of_json(&body).map_err(|e| {
         AttemptFailure::bad_answer(format!(
             "the upstream answered 2xx with a body that is not a JSON object: {e}"
         ))
     })?;
-    ctx.first_output_at = Some(Instant::now());
-    ctx.status = StatusCode::OK;
-    ctx.success = true;
+    let outcome = Outcome::answered(tokens, true, Some(Instant::now()));
     writer.finish(StatusCode::OK, headers, body).await;
-    Ok(())
+    Ok(outcome)
 }

@@ -28,7 +28,7 @@ pub mod settings;
 pub mod signin;
 
 use super::{admin_on, AdminJson};
-use crate::relay::failure::ClientError;
+use crate::http::refusal::Refusal;
 use crate::state::AppState;
 
 /// How long a session lasts after sign-in unless `admin.session_ttl` says otherwise.
@@ -155,8 +155,8 @@ fn same_origin(headers: &HeaderMap) -> bool {
     authority.eq_ignore_ascii_case(host) || forwarded_host.is_some_and(|f| authority == f)
 }
 
-fn forbidden(message: &str) -> ClientError {
-    ClientError::new(StatusCode::FORBIDDEN, "permission_error", message).with_code("csrf_refused")
+fn forbidden(why: &'static str) -> Refusal {
+    Refusal::CsrfRefused(why)
 }
 
 /// Authorization by the dashboard session, for the [`Admin`](super::Admin) extractor:
@@ -165,15 +165,10 @@ pub(super) fn authorize_session(
     sessions: &Sessions,
     method: &Method,
     headers: &HeaderMap,
-) -> Option<Result<(), ClientError>> {
+) -> Option<Result<(), Refusal>> {
     session_id(headers)?;
     let Some(csrf) = sessions.live(headers) else {
-        return Some(Err(ClientError::new(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "the dashboard session expired or was signed out; sign in again",
-        )
-        .with_code("session_expired")));
+        return Some(Err(Refusal::SessionExpired));
     };
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Some(Ok(()));
@@ -181,7 +176,7 @@ pub(super) fn authorize_session(
     Some(check_csrf(&csrf, headers))
 }
 
-fn check_csrf(csrf: &str, headers: &HeaderMap) -> Result<(), ClientError> {
+fn check_csrf(csrf: &str, headers: &HeaderMap) -> Result<(), Refusal> {
     if !same_origin(headers) {
         return Err(forbidden("cross-site request refused"));
     }
@@ -330,13 +325,7 @@ async fn login(
         Sha256::digest(form.token.as_bytes()).ct_eq(&Sha256::digest(expected.expose().as_bytes()));
     if !bool::from(same) {
         super::throttle::record_failure(throttle, client, "dashboard sign-in");
-        return ClientError::new(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "wrong admin token",
-        )
-        .with_code("invalid_admin_token")
-        .into_response();
+        return Refusal::WrongAdminToken.into_response();
     }
     throttle.succeeded(client);
     let id = state.dashboard_sessions.open();

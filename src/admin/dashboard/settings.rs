@@ -7,12 +7,11 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http::StatusCode;
 use serde::Serialize;
 
 use super::super::{Admin, ErrorBody};
 use crate::config::{env_name, ConfigOrigin};
-use crate::relay::failure::ClientError;
+use crate::http::refusal::Refusal;
 use crate::state::AppState;
 
 static ORIGIN: OnceLock<ConfigOrigin> = OnceLock::new();
@@ -48,12 +47,7 @@ pub struct Settings {
     ))]
 pub async fn get(_: Admin, State(_state): State<Arc<AppState>>) -> Response {
     let Some(origin) = ORIGIN.get() else {
-        return ClientError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "the configuration is known only to a server started by `subrelay serve`",
-        )
-        .into_response();
+        return Refusal::SettingsUnknown.into_response();
     };
     Json(Settings {
         file: origin.file.as_ref().map(|p| p.display().to_string()),

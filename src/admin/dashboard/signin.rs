@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http::StatusCode;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::super::accounts::{self, CreateAccount};
 use super::super::{bad_request, Admin, AdminJson, ErrorBody};
-use crate::relay::failure::ClientError;
+use crate::http::refusal::Refusal;
 use crate::state::AppState;
 
 /// How long a started sign-in may wait for its code.
@@ -275,12 +274,12 @@ struct Tokens {
     id_token: Option<String>,
 }
 
-fn upstream_refused(message: String) -> ClientError {
-    ClientError::new(StatusCode::BAD_GATEWAY, "upstream_error", message).with_code("sign_in_failed")
+fn upstream_refused(message: String) -> Refusal {
+    Refusal::SignInFailed(message)
 }
 
 /// Exchanges the code for tokens.
-async fn exchange(state: &AppState, flow: &Flow, code: &str) -> Result<Tokens, ClientError> {
+async fn exchange(state: &AppState, flow: &Flow, code: &str) -> Result<Tokens, Refusal> {
     let oauth = &state.oauth;
     let client = crate::upstream::client(None)
         .map_err(|e| upstream_refused(format!("no HTTP client: {e}")))?;
