@@ -35,8 +35,10 @@ mod chat_answer;
 mod chat_request;
 pub mod chat_via_messages;
 pub mod chat_via_responses;
+pub mod count_tokens;
 #[cfg(test)]
 pub mod golden;
+pub mod messages_via_responses;
 
 /// The client's request cannot be expressed for the upstream. Answered with 400 in the client's
 /// error shape; nothing is sent upstream.

@@ -1,0 +1,466 @@
+//! A Responses event stream → a Messages event stream.
+//!
+//! Responses streams output items one after another, each with its own events; Messages has
+//! numbered content blocks of which one is open at a time. The translator keeps that one open
+//! block and opens the next when an event belongs to another item or part.
+
+use bytes::{BufMut, BytesMut};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{error_type, message_id, reasoning_signature, stop_reason, usage_json, Ending};
+use crate::protocol::anthropic;
+use crate::protocol::responses::read_terminal;
+use crate::protocol::sse::SseEvent;
+use crate::translate::StreamTranslator;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Thinking,
+    ToolUse,
+}
+
+/// The content block the client has open.
+struct Open {
+    index: u64,
+    kind: Kind,
+    /// The upstream output item it belongs to.
+    output_index: u64,
+    /// Text: the content part; thinking: the last summary part written.
+    part: u64,
+    /// Tool use: some arguments were written already.
+    wrote: bool,
+}
+
+pub struct Translator {
+    client_model: String,
+    response_id: Option<String>,
+    started: bool,
+    ended: bool,
+    next_index: u64,
+    open: Option<Open>,
+    /// Output items that got a content block (so `output_item.done` does not repeat them).
+    shown: Vec<u64>,
+    tool_use: bool,
+    refusal: bool,
+}
+
+impl Translator {
+    pub fn new(client_model: &str) -> Self {
+        Self {
+            client_model: client_model.to_owned(),
+            response_id: None,
+            started: false,
+            ended: false,
+            next_index: 0,
+            open: None,
+            shown: Vec::new(),
+            tool_use: false,
+            refusal: false,
+        }
+    }
+}
+
+/// The fields of the Responses events this translator reads; each event has some of them.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Event {
+    output_index: u64,
+    content_index: u64,
+    summary_index: u64,
+    delta: Option<String>,
+    item: Option<Item>,
+    part: Option<Part>,
+    response: Option<Response>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct Item {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub call_id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: Option<String>,
+    pub encrypted_content: Option<String>,
+    pub summary: Vec<Part>,
+    pub content: Vec<Part>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct Part {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+    pub refusal: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Response {
+    id: Option<String>,
+}
+
+fn write(out: &mut BytesMut, name: &str, data: &Value) {
+    out.put_slice(b"event: ");
+    out.put_slice(name.as_bytes());
+    out.put_slice(b"\ndata: ");
+    out.put_slice(data.to_string().as_bytes());
+    out.put_slice(b"\n\n");
+}
+
+impl Translator {
+    fn start(&mut self, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let message = json!({
+            "id": message_id(self.response_id.as_deref()),
+            "type": "message",
+            "role": "assistant",
+            "model": self.client_model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            // The upstream tells usage only at the end: message_delta carries it.
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        });
+        write(
+            out,
+            "message_start",
+            &json!({"type": "message_start", "message": message}),
+        );
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        if let Some(open) = self.open.take() {
+            write(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": open.index}),
+            );
+        }
+    }
+
+    /// Opens a block for `output_index`/`part` unless that block is the open one; returns its
+    /// index.
+    fn open(
+        &mut self,
+        out: &mut BytesMut,
+        kind: Kind,
+        output_index: u64,
+        part: u64,
+        content_block: Value,
+    ) -> u64 {
+        if let Some(open) = &self.open {
+            let same_part = kind == Kind::Thinking || open.part == part;
+            if open.kind == kind && open.output_index == output_index && same_part {
+                return open.index;
+            }
+        }
+        self.start(out);
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        if !self.shown.contains(&output_index) {
+            self.shown.push(output_index);
+        }
+        write(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": content_block}),
+        );
+        self.open = Some(Open {
+            index,
+            kind,
+            output_index,
+            part,
+            wrote: false,
+        });
+        index
+    }
+
+    fn delta(out: &mut BytesMut, index: u64, delta: Value) {
+        write(
+            out,
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+        );
+    }
+
+    fn text(&mut self, out: &mut BytesMut, output_index: u64, part: u64, text: &str) {
+        let index = self.open(
+            out,
+            Kind::Text,
+            output_index,
+            part,
+            json!({"type": "text", "text": ""}),
+        );
+        if !text.is_empty() {
+            Self::delta(out, index, json!({"type": "text_delta", "text": text}));
+        }
+    }
+
+    /// Summary text of a reasoning item; summary parts after the first are set apart by a
+    /// blank line within the one thinking block.
+    fn thinking(&mut self, out: &mut BytesMut, output_index: u64, summary_part: u64, text: &str) {
+        let index = self.open(
+            out,
+            Kind::Thinking,
+            output_index,
+            summary_part,
+            json!({"type": "thinking", "thinking": ""}),
+        );
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        let mut text = text.to_owned();
+        if open.part != summary_part {
+            open.part = summary_part;
+            text.insert_str(0, "\n\n");
+        }
+        if !text.is_empty() {
+            Self::delta(
+                out,
+                index,
+                json!({"type": "thinking_delta", "thinking": text}),
+            );
+        }
+    }
+
+    fn tool_use(&mut self, out: &mut BytesMut, output_index: u64, item: &Item) -> u64 {
+        self.tool_use = true;
+        self.open(
+            out,
+            Kind::ToolUse,
+            output_index,
+            0,
+            json!({
+                "type": "tool_use",
+                "id": item.call_id.as_deref().unwrap_or_default(),
+                "name": item.name.as_deref().unwrap_or_default(),
+                "input": {},
+            }),
+        )
+    }
+
+    fn arguments(&mut self, out: &mut BytesMut, index: u64, arguments: &str) {
+        if let Some(open) = self.open.as_mut() {
+            open.wrote = true;
+        }
+        if !arguments.is_empty() {
+            Self::delta(
+                out,
+                index,
+                json!({"type": "input_json_delta", "partial_json": arguments}),
+            );
+        }
+    }
+
+    fn is_open(&self, kind: Kind, output_index: u64) -> bool {
+        self.open
+            .as_ref()
+            .is_some_and(|o| o.kind == kind && o.output_index == output_index)
+    }
+
+    /// An item is complete: close its block, writing what its earlier events did not show
+    /// (arguments sent only whole, the reasoning's encrypted content, items sent only whole).
+    fn item_done(&mut self, out: &mut BytesMut, output_index: u64, item: &Item) {
+        match item.kind.as_str() {
+            "function_call" => {
+                if !self.is_open(Kind::ToolUse, output_index) {
+                    if self.shown.contains(&output_index) {
+                        return;
+                    }
+                    self.tool_use(out, output_index, item);
+                }
+                let wrote = self.open.as_ref().is_some_and(|o| o.wrote);
+                let index = self.open.as_ref().map_or(0, |o| o.index);
+                if !wrote {
+                    self.arguments(out, index, item.arguments.as_deref().unwrap_or_default());
+                }
+                self.close(out);
+            }
+            "reasoning" => {
+                let signature = item.encrypted_content.as_deref().map(reasoning_signature);
+                if !self.is_open(Kind::Thinking, output_index) {
+                    if self.shown.contains(&output_index) {
+                        return;
+                    }
+                    let summary: Vec<&str> = item
+                        .summary
+                        .iter()
+                        .filter_map(|p| p.text.as_deref())
+                        .collect();
+                    if summary.is_empty() && signature.is_none() {
+                        return;
+                    }
+                    self.thinking(out, output_index, 0, &summary.join("\n\n"));
+                }
+                if let (Some(signature), Some(open)) = (signature, &self.open) {
+                    Self::delta(
+                        out,
+                        open.index,
+                        json!({"type": "signature_delta", "signature": signature}),
+                    );
+                }
+                self.close(out);
+            }
+            "message" => {
+                if !self.shown.contains(&output_index) {
+                    for (part, content) in item.content.iter().enumerate() {
+                        match content.kind.as_str() {
+                            "output_text" => {
+                                let text = content.text.as_deref().unwrap_or_default();
+                                self.text(out, output_index, part as u64, text);
+                            }
+                            "refusal" => {
+                                self.refusal = true;
+                                let text = content.refusal.as_deref().unwrap_or_default();
+                                self.text(out, output_index, part as u64, text);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if self
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| o.output_index == output_index)
+                {
+                    self.close(out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn terminal(&mut self, out: &mut BytesMut, data: &[u8], ending: Ending) {
+        self.start(out);
+        self.close(out);
+        let (_, usage) = read_terminal(data);
+        let reason = stop_reason(ending, self.tool_use, self.refusal);
+        write(
+            out,
+            "message_delta",
+            &json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": reason, "stop_sequence": null},
+                "usage": usage_json(&usage.unwrap_or_default()),
+            }),
+        );
+        write(out, "message_stop", &json!({"type": "message_stop"}));
+        self.ended = true;
+    }
+
+    fn error(&mut self, out: &mut BytesMut, code: Option<&str>, message: &str) {
+        out.put_slice(&anthropic::error_event(error_type(code), message));
+        self.ended = true;
+    }
+}
+
+/// The reason a `response.incomplete` gives.
+fn incomplete_reason(data: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(data).ok()?;
+    value["response"]["incomplete_details"]["reason"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+impl StreamTranslator for Translator {
+    fn event(&mut self, event: &SseEvent<'_>, out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        let name = event.name();
+        let data = event.data();
+        match name {
+            b"response.completed" => return self.terminal(out, &data, Ending::Completed),
+            b"response.incomplete" => {
+                let reason = incomplete_reason(&data);
+                return self.terminal(out, &data, Ending::Incomplete(reason.as_deref()));
+            }
+            b"response.failed" | b"error" => {
+                let (terminal, _) = read_terminal(&data);
+                let message = terminal
+                    .error_message
+                    .unwrap_or_else(|| "the upstream failed".to_owned());
+                return self.error(out, terminal.error_code.as_deref(), &message);
+            }
+            _ => {}
+        }
+        let Ok(ev) = serde_json::from_slice::<Event>(&data) else {
+            return;
+        };
+        match name {
+            b"response.created" | b"response.in_progress" | b"response.queued" => {
+                if let Some(id) = ev.response.and_then(|r| r.id) {
+                    self.response_id.get_or_insert(id);
+                }
+                self.start(out);
+            }
+            b"response.output_item.added" => {
+                self.start(out);
+                if let Some(item) = ev.item.filter(|i| i.kind == "function_call") {
+                    self.tool_use(out, ev.output_index, &item);
+                }
+            }
+            b"response.content_part.added" => {
+                if let Some(part) = ev.part {
+                    if part.kind == "refusal" {
+                        self.refusal = true;
+                    }
+                    if matches!(part.kind.as_str(), "output_text" | "refusal") {
+                        self.text(out, ev.output_index, ev.content_index, "");
+                    }
+                }
+            }
+            b"response.output_text.delta" | b"response.refusal.delta" => {
+                if name == b"response.refusal.delta" {
+                    self.refusal = true;
+                }
+                let delta = ev.delta.unwrap_or_default();
+                self.text(out, ev.output_index, ev.content_index, &delta);
+            }
+            b"response.reasoning_summary_text.delta" => {
+                let delta = ev.delta.unwrap_or_default();
+                self.thinking(out, ev.output_index, ev.summary_index, &delta);
+            }
+            b"response.function_call_arguments.delta" => {
+                if let Some(index) = self
+                    .open
+                    .as_ref()
+                    .filter(|o| o.kind == Kind::ToolUse && o.output_index == ev.output_index)
+                    .map(|o| o.index)
+                {
+                    self.arguments(out, index, &ev.delta.unwrap_or_default());
+                }
+            }
+            b"response.output_item.done" => {
+                if let Some(item) = ev.item {
+                    self.item_done(out, ev.output_index, &item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        // The bytes stopped without a terminal event: close the message so the client's
+        // parser ends cleanly; the relay records the attempt as incomplete on its side.
+        self.terminal(out, b"{}", Ending::Completed);
+    }
+
+    fn fail(&mut self, code: &str, message: &str, out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        self.error(out, Some(code), message);
+    }
+}
