@@ -13,7 +13,8 @@
 //! - `"upstream_json"` and `"client_json"`: a whole answer each way.
 //!
 //! `"client_model"` (default: the request's `model`, else `"client-model"`) is the name the
-//! client asked for.
+//! client asked for. When a case has a `"request"`, the answer parts go through
+//! `stream_for`/`json_for` with it.
 
 use std::path::{Path, PathBuf};
 
@@ -123,7 +124,14 @@ fn run_case<T: Translation>(case: &Value) -> Result<(), String> {
     }
     if let Some(upstream) = case.get("upstream_json") {
         let body = serde_json::to_vec(upstream).expect("serialisable");
-        let got = T::json(&body, &client_model)?;
+        let got = match case.get("request") {
+            Some(request) => T::json_for(
+                &body,
+                &serde_json::to_vec(request).expect("serialisable"),
+                &client_model,
+            )?,
+            None => T::json(&body, &client_model)?,
+        };
         let got: Value =
             serde_json::from_slice(&got).map_err(|e| format!("client JSON is not JSON: {e}"))?;
         let want = case.get("client_json").ok_or("client_json missing")?;

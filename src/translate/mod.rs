@@ -97,6 +97,18 @@ pub trait Translation {
     /// A whole upstream JSON answer → the client's JSON answer. `Err`: the upstream answer is
     /// not what its protocol promises (the relay treats it as a bad upstream answer).
     fn json(upstream: &[u8], client_model: &str) -> Result<Bytes, String>;
+
+    /// [`Translation::json`] for the answer to `client_request`, as [`Translation::stream_for`]
+    /// (Messages' `stop_sequences`, which a Responses upstream cannot apply, are applied to the
+    /// answer by the translator); the relay calls this one.
+    fn json_for(
+        upstream: &[u8],
+        client_request: &[u8],
+        client_model: &str,
+    ) -> Result<Bytes, String> {
+        let _ = client_request;
+        Self::json(upstream, client_model)
+    }
 }
 
 /// Turns one upstream stream into the client's stream, event by event.

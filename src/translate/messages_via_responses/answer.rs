@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::stop::StopSequences;
 use super::stream::Item;
 use super::{message_id, reasoning_signature, stop_reason, usage_json, Ending};
 use crate::protocol::responses;
@@ -23,7 +24,11 @@ struct Incomplete {
     reason: Option<String>,
 }
 
-pub fn translate(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
+pub fn translate(
+    upstream: &[u8],
+    client_model: &str,
+    stops: StopSequences,
+) -> Result<Bytes, String> {
     let response: Response = serde_json::from_slice(upstream)
         .map_err(|e| format!("the upstream answer is not a Responses `response` object: {e}"))?;
     if response.status.as_deref() == Some("failed") {
@@ -33,7 +38,12 @@ pub fn translate(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
     let mut content = Vec::new();
     let mut tool_use = false;
     let mut refusal = false;
+    let mut stopped: Option<String> = None;
     for item in &response.output {
+        if stopped.is_some() {
+            // Output past the stop sequence is not the client's.
+            break;
+        }
         match item.kind.as_str() {
             "reasoning" => {
                 let summary: Vec<&str> = item
@@ -60,8 +70,16 @@ pub fn translate(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
                         }
                         _ => None,
                     };
-                    if let Some(text) = text {
+                    let Some(mut text) = text else { continue };
+                    if let Some((at, stop)) = stops.find(text) {
+                        text = &text[..at];
+                        stopped = Some(stop);
+                    }
+                    if !text.is_empty() || stopped.is_none() {
                         content.push(json!({"type": "text", "text": text}));
+                    }
+                    if stopped.is_some() {
+                        break;
                     }
                 }
             }
@@ -100,8 +118,11 @@ pub fn translate(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
         "role": "assistant",
         "model": client_model,
         "content": content,
-        "stop_reason": stop_reason(ending, tool_use, refusal),
-        "stop_sequence": null,
+        "stop_reason": match stopped {
+            Some(_) => "stop_sequence",
+            None => stop_reason(ending, tool_use, refusal),
+        },
+        "stop_sequence": stopped,
         "usage": usage_json(&usage),
     });
     serde_json::to_vec(&message)

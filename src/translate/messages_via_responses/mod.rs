@@ -22,6 +22,7 @@
 //! | `output_config.effort` (`low`/`medium`/`high`/`max`) | `reasoning.effort` (`max` → `high`) |
 //! | `max_tokens` | `max_output_tokens` (at least 16, the Responses minimum) |
 //! | `temperature`, `top_p` | the same |
+//! | `stop_sequences` (at most 16, each at most 256 bytes) | not sent (Responses has none): applied by the translator to the answer's text, see below |
 //! | `metadata.user_id` | `prompt_cache_key` (the conversation identity; the relay scopes it per key like a client's own) |
 //! | `stream` | `stream` (always `true` on the Codex backend) |
 //! | — | `store: false` (a Messages conversation is stateless) |
@@ -35,8 +36,8 @@
 //! an Anthropic signature and `redacted_thinking` (another provider's reasoning cannot be
 //! replayed; the relay drops them for another Anthropic account alike).
 //!
-//! Refused (400 naming the field): non-empty `stop_sequences` (Responses has no stop
-//! sequences), `mcp_servers`, `container`, Anthropic server tools (`tools[i].type` other than
+//! Refused (400 naming the field): `mcp_servers`, `container`, more or longer stop sequences
+//! than the translator applies, Anthropic server tools (`tools[i].type` other than
 //! `custom`), images and documents from other sources (file ids), blocks Responses has no form
 //! for (`server_tool_use`, `search_result`, …), malformed fields.
 //!
@@ -53,6 +54,7 @@
 //! | `response.completed` | `message_delta` (`stop_reason` `tool_use` when a tool was called, `refusal` after a refusal, else `end_turn`), `message_stop` |
 //! | `response.incomplete` (`max_output_tokens` / `content_filter`) | `stop_reason` `max_tokens` / `refusal` |
 //! | usage: `input_tokens` (cached included), `cached_tokens`, `output_tokens` | `input_tokens` = input − cached, `cache_read_input_tokens` = cached, `cache_creation_input_tokens` = 0, `output_tokens` (reasoning included) |
+//! | text reaching a stop sequence | the text before it (text that may begin one is held back until the next delta tells), then nothing more of the upstream's output; `stop_reason: "stop_sequence"`, `stop_sequence` = the one met. The upstream generates on until its own end, and its usage (what the relay records) counts that |
 //! | `response.failed`, `error` | `event: error` (`rate_limit_error`, `overloaded_error`, `invalid_request_error`, `timeout_error` or `api_error` by the upstream code) |
 //! | a non-stream `response` object | a `message` object, the same mapping |
 //!
@@ -69,6 +71,7 @@
 
 mod answer;
 mod request;
+mod stop;
 mod stream;
 
 use bytes::Bytes;
@@ -76,6 +79,7 @@ use serde_json::{json, Value};
 
 use super::{StreamTranslator, Target, Translated, Translation, Untranslatable};
 use crate::protocol::TokenUsage;
+use stop::StopSequences;
 
 pub struct MessagesViaResponses;
 
@@ -89,7 +93,22 @@ impl Translation for MessagesViaResponses {
     }
 
     fn json(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
-        answer::translate(upstream, client_model)
+        answer::translate(upstream, client_model, StopSequences::default())
+    }
+
+    fn stream_for(client_body: &[u8], client_model: &str) -> Box<dyn StreamTranslator> {
+        Box::new(stream::Translator::with_stops(
+            client_model,
+            StopSequences::of_request(client_body),
+        ))
+    }
+
+    fn json_for(upstream: &[u8], client_body: &[u8], client_model: &str) -> Result<Bytes, String> {
+        answer::translate(
+            upstream,
+            client_model,
+            StopSequences::of_request(client_body),
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use super::stop::{MAX_COUNT, MAX_LEN};
 use super::REASONING_SIGNATURE_PREFIX;
 use crate::protocol::responses::DEFAULT_INSTRUCTIONS;
 use crate::translate::{Target, Translated, Untranslatable};
@@ -119,13 +120,7 @@ pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslata
         }
     }
     if let Some(stops) = request.get("stop_sequences").filter(|v| !v.is_null()) {
-        let empty = stops.as_array().is_some_and(Vec::is_empty);
-        if !empty {
-            return Err(refuse(
-                "stop_sequences",
-                "the OpenAI Responses API this account speaks has no stop sequences",
-            ));
-        }
+        check_stop_sequences(stops)?;
     }
     if let Some(user) = request
         .get("metadata")
@@ -165,6 +160,36 @@ pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslata
         body: Bytes::from(body),
         upstream_stream,
     })
+}
+
+/// `stop_sequences` are applied by the translator (see [`super::stop`]), not sent upstream; they
+/// are checked here, bounded.
+fn check_stop_sequences(stops: &Value) -> Result<(), Untranslatable> {
+    let list = stops.as_array().ok_or_else(|| {
+        refuse(
+            "stop_sequences",
+            "`stop_sequences` must be a list of strings",
+        )
+    })?;
+    if list.len() > MAX_COUNT {
+        return Err(refuse(
+            "stop_sequences",
+            format!("at most {MAX_COUNT} stop sequences can be applied on this account"),
+        ));
+    }
+    for (i, stop) in list.iter().enumerate() {
+        let at = format!("stop_sequences[{i}]");
+        let text = stop
+            .as_str()
+            .ok_or_else(|| refuse(&at, "a stop sequence must be a string"))?;
+        if text.len() > MAX_LEN {
+            return Err(refuse(
+                &at,
+                format!("a stop sequence can be at most {MAX_LEN} bytes on this account"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn refuse(field: &str, message: impl Into<String>) -> Untranslatable {
@@ -293,12 +318,14 @@ fn message_items(
                 }
             }
             ("assistant", "redacted_thinking") => {}
-            (_, other) => return Err(refuse(
-                &at,
-                format!(
+            (_, other) => {
+                return Err(refuse(
+                    &at,
+                    format!(
                     "a {other:?} block in a {role} message has no form in the OpenAI Responses API"
                 ),
-            )),
+                ))
+            }
         }
     }
     flush(&mut parts, input);

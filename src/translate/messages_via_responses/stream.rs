@@ -8,6 +8,7 @@ use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::stop::StopSequences;
 use super::{error_type, message_id, reasoning_signature, stop_reason, usage_json, Ending};
 use crate::protocol::anthropic;
 use crate::protocol::responses::read_terminal;
@@ -44,9 +45,19 @@ pub struct Translator {
     shown: Vec<u64>,
     tool_use: bool,
     refusal: bool,
+    stops: StopSequences,
+    /// The stop sequence that ended the shown output; later upstream output is not shown.
+    stopped: Option<String>,
 }
 
 impl Translator {
+    pub fn with_stops(client_model: &str, stops: StopSequences) -> Self {
+        Self {
+            stops,
+            ..Self::new(client_model)
+        }
+    }
+
     pub fn new(client_model: &str) -> Self {
         Self {
             client_model: client_model.to_owned(),
@@ -58,6 +69,8 @@ impl Translator {
             shown: Vec::new(),
             tool_use: false,
             refusal: false,
+            stops: StopSequences::default(),
+            stopped: None,
         }
     }
 }
@@ -137,6 +150,12 @@ impl Translator {
 
     fn close(&mut self, out: &mut BytesMut) {
         if let Some(open) = self.open.take() {
+            if open.kind == Kind::Text {
+                let held = self.stops.flush();
+                if !held.is_empty() {
+                    Self::delta(out, open.index, json!({"type": "text_delta", "text": held}));
+                }
+            }
             write(
                 out,
                 "content_block_stop",
@@ -199,8 +218,17 @@ impl Translator {
             part,
             json!({"type": "text", "text": ""}),
         );
-        if !text.is_empty() {
-            Self::delta(out, index, json!({"type": "text_delta", "text": text}));
+        let (shown, stop) = if self.stops.is_empty() {
+            (text.to_owned(), None)
+        } else {
+            self.stops.feed(text)
+        };
+        if !shown.is_empty() {
+            Self::delta(out, index, json!({"type": "text_delta", "text": shown}));
+        }
+        if stop.is_some() {
+            self.stopped = stop;
+            self.close(out);
         }
     }
 
@@ -342,13 +370,16 @@ impl Translator {
         self.start(out);
         self.close(out);
         let (_, usage) = read_terminal(data);
-        let reason = stop_reason(ending, self.tool_use, self.refusal);
+        let reason = match self.stopped {
+            Some(_) => "stop_sequence",
+            None => stop_reason(ending, self.tool_use, self.refusal),
+        };
         write(
             out,
             "message_delta",
             &json!({
                 "type": "message_delta",
-                "delta": {"stop_reason": reason, "stop_sequence": null},
+                "delta": {"stop_reason": reason, "stop_sequence": self.stopped},
                 "usage": usage_json(&usage.unwrap_or_default()),
             }),
         );
@@ -391,6 +422,10 @@ impl StreamTranslator for Translator {
                 return self.error(out, terminal.error_code.as_deref(), &message);
             }
             _ => {}
+        }
+        if self.stopped.is_some() {
+            // Output past the stop sequence is not the client's.
+            return;
         }
         let Ok(ev) = serde_json::from_slice::<Event>(&data) else {
             return;
