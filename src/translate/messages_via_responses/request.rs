@@ -394,6 +394,9 @@ fn function_call(block: &Value, at: &str) -> Result<Value, Untranslatable> {
     };
     let arguments = match block.get("input") {
         None | Some(Value::Null) => "{}".to_owned(),
+        // Arguments this relay handed over as a string (cut short, not JSON) go back as they
+        // came.
+        Some(Value::String(raw)) => raw.clone(),
         Some(input) => input.to_string(),
     };
     Ok(json!({

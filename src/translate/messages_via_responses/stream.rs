@@ -153,7 +153,7 @@ impl Translator {
             if open.kind == Kind::Text {
                 let held = self.stops.flush();
                 if !held.is_empty() {
-                    Self::delta(out, open.index, json!({"type": "text_delta", "text": held}));
+                    Self::string_delta(out, open.index, "text_delta", "text", &held);
                 }
             }
             write(
@@ -210,6 +210,23 @@ impl Translator {
         );
     }
 
+    /// A `content_block_delta` carrying one string, written without building a JSON value:
+    /// nearly every upstream event becomes one, so this is the translator's hot path.
+    fn string_delta(out: &mut BytesMut, index: u64, kind: &str, field: &str, text: &str) {
+        out.put_slice(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
+        );
+        out.put_slice(index.to_string().as_bytes());
+        out.put_slice(b",\"delta\":{\"type\":\"");
+        out.put_slice(kind.as_bytes());
+        out.put_slice(b"\",\"");
+        out.put_slice(field.as_bytes());
+        out.put_slice(b"\":");
+        // Writing a string into memory cannot fail.
+        let _ = serde_json::to_writer((&mut *out).writer(), text);
+        out.put_slice(b"}}\n\n");
+    }
+
     fn text(&mut self, out: &mut BytesMut, output_index: u64, part: u64, text: &str) {
         let index = self.open(
             out,
@@ -218,13 +235,15 @@ impl Translator {
             part,
             json!({"type": "text", "text": ""}),
         );
-        let (shown, stop) = if self.stops.is_empty() {
-            (text.to_owned(), None)
-        } else {
-            self.stops.feed(text)
-        };
+        if self.stops.is_empty() {
+            if !text.is_empty() {
+                Self::string_delta(out, index, "text_delta", "text", text);
+            }
+            return;
+        }
+        let (shown, stop) = self.stops.feed(text);
         if !shown.is_empty() {
-            Self::delta(out, index, json!({"type": "text_delta", "text": shown}));
+            Self::string_delta(out, index, "text_delta", "text", &shown);
         }
         if stop.is_some() {
             self.stopped = stop;
@@ -251,11 +270,7 @@ impl Translator {
             text.insert_str(0, "\n\n");
         }
         if !text.is_empty() {
-            Self::delta(
-                out,
-                index,
-                json!({"type": "thinking_delta", "thinking": text}),
-            );
+            Self::string_delta(out, index, "thinking_delta", "thinking", &text);
         }
     }
 
@@ -280,11 +295,7 @@ impl Translator {
             open.wrote = true;
         }
         if !arguments.is_empty() {
-            Self::delta(
-                out,
-                index,
-                json!({"type": "input_json_delta", "partial_json": arguments}),
-            );
+            Self::string_delta(out, index, "input_json_delta", "partial_json", arguments);
         }
     }
 

@@ -158,6 +158,19 @@ fn a_streamed_tool_turn_round_trips_into_the_next_request() {
     assert_eq!(body["reasoning"]["effort"], "high");
 }
 
+/// Arguments handed to the client as a string (cut short by a max-tokens stop) go back upstream
+/// as the same text, not as a JSON string of it.
+#[test]
+fn tool_input_given_as_a_string_returns_as_the_same_arguments() {
+    let request = json!({"model": "m", "messages": [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_Q", "name": "w", "input": "{\"path\":\"a"}]}
+    ]});
+    assert_eq!(
+        upstream_body(&request, false)["input"][0]["arguments"],
+        "{\"path\":\"a"
+    );
+}
+
 #[test]
 fn budgets_map_to_efforts_at_claude_codes_steps() {
     assert_eq!(request::effort_for_budget(1_024), "low");
