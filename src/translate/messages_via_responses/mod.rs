@@ -9,7 +9,7 @@
 //! | `system` (string, or text blocks joined by a blank line) | `instructions` (the Codex backend gets the default instructions when empty) |
 //! | user `text` / assistant `text` | `message` items, `input_text` / `output_text` parts; consecutive blocks share one item |
 //! | `role: "system"` entries in `messages` | `developer` messages |
-//! | `image` (base64 → data URL, `url` → URL) | `input_image` (`detail: auto`) |
+//! | `image` (base64 → data URL, `url` → URL) | `input_image` |
 //! | `document` (base64 PDF / plain-text source) | `input_file` (`file_data` data URL) / `input_text` |
 //! | assistant `tool_use` | `function_call` item; `id` → `call_id` unchanged, `input` → `arguments` (JSON text) |
 //! | user `tool_result` | `function_call_output` item, `tool_use_id` → `call_id`; text → a string (blocks joined by a newline), content with images → a list of `input_text`/`input_image`; `is_error: true` → the output starts with `Error: ` (Responses has no error flag) |

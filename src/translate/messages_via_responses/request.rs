@@ -343,7 +343,6 @@ fn image_part(block: &Value, at: &str) -> Result<Value, Untranslatable> {
                 (Some(media), Some(data)) => Ok(json!({
                     "type": "input_image",
                     "image_url": format!("data:{media};base64,{data}"),
-                    "detail": "auto",
                 })),
                 _ => Err(refuse(
                     &format!("{at}.source"),
@@ -352,7 +351,7 @@ fn image_part(block: &Value, at: &str) -> Result<Value, Untranslatable> {
             }
         }
         Some("url") => match source.get("url").and_then(Value::as_str) {
-            Some(url) => Ok(json!({"type": "input_image", "image_url": url, "detail": "auto"})),
+            Some(url) => Ok(json!({"type": "input_image", "image_url": url})),
             None => Err(refuse(
                 &format!("{at}.source.url"),
                 "a URL image needs `url`",

@@ -4,6 +4,8 @@
 //! numbered content blocks of which one is open at a time. The translator keeps that one open
 //! block and opens the next when an event belongs to another item or part.
 
+use std::collections::HashSet;
+
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -42,7 +44,7 @@ pub struct Translator {
     next_index: u64,
     open: Option<Open>,
     /// Output items that got a content block (so `output_item.done` does not repeat them).
-    shown: Vec<u64>,
+    shown: HashSet<u64>,
     tool_use: bool,
     refusal: bool,
     stops: StopSequences,
@@ -66,7 +68,7 @@ impl Translator {
             ended: false,
             next_index: 0,
             open: None,
-            shown: Vec::new(),
+            shown: HashSet::new(),
             tool_use: false,
             refusal: false,
             stops: StopSequences::default(),
@@ -184,9 +186,7 @@ impl Translator {
         self.close(out);
         let index = self.next_index;
         self.next_index += 1;
-        if !self.shown.contains(&output_index) {
-            self.shown.push(output_index);
-        }
+        self.shown.insert(output_index);
         write(
             out,
             "content_block_start",
@@ -351,6 +351,9 @@ impl Translator {
             "message" => {
                 if !self.shown.contains(&output_index) {
                     for (part, content) in item.content.iter().enumerate() {
+                        if self.stopped.is_some() {
+                            return;
+                        }
                         match content.kind.as_str() {
                             "output_text" => {
                                 let text = content.text.as_deref().unwrap_or_default();
