@@ -23,7 +23,7 @@
 //! | `max_tokens` | `max_output_tokens` (at least 16, the Responses minimum) |
 //! | `temperature`, `top_p` | the same |
 //! | `stop_sequences` (at most 16, each at most 256 bytes) | not sent (Responses has none): applied by the translator to the answer's text, see below |
-//! | `metadata.user_id` | `prompt_cache_key` (the conversation identity; the relay scopes it per key like a client's own) |
+//! | `metadata.user_id` | not sent as is: it is the conversation's identity (stickiness), from which the relay derives the upstream `prompt_cache_key` per API key, as for a native client's key (OpenAI takes at most 64 characters; Claude Code's id is longer) |
 //! | `stream` | `stream` (always `true` on the Codex backend) |
 //! | — | `store: false` (a Messages conversation is stateless) |
 //!

@@ -122,15 +122,10 @@ pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslata
     if let Some(stops) = request.get("stop_sequences").filter(|v| !v.is_null()) {
         check_stop_sequences(stops)?;
     }
-    if let Some(user) = request
-        .get("metadata")
-        .and_then(|m| m.get("user_id"))
-        .and_then(Value::as_str)
-        .filter(|u| !u.is_empty())
-    {
-        // Claude Code's session: the conversation identity, which is what a prompt cache key is.
-        out.insert("prompt_cache_key".into(), json!(user));
-    }
+    // `metadata.user_id` is not sent: it is the client's identity, longer than the 64
+    // characters OpenAI takes as a `prompt_cache_key`, and the relay derives the upstream key
+    // from it per API key (as for a native client's `prompt_cache_key`), which needs the
+    // relay's secret.
 
     for key in REFUSED_FIELDS {
         if request.get(*key).is_some_and(|v| !v.is_null()) {
