@@ -99,8 +99,15 @@ pub(super) struct Item {
     pub name: Option<String>,
     pub arguments: Option<String>,
     pub encrypted_content: Option<String>,
+    #[serde(deserialize_with = "null_as_empty")]
     pub summary: Vec<Part>,
+    #[serde(deserialize_with = "null_as_empty")]
     pub content: Vec<Part>,
+}
+
+/// Some servers write `null` for an empty list; it reads as empty rather than failing the item.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Part>, D::Error> {
+    Ok(Option::<Vec<Part>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize, Default)]

@@ -252,3 +252,15 @@ fn a_failed_non_stream_answer_or_garbage_is_an_error() {
     )
     .is_err());
 }
+
+#[test]
+fn null_lists_in_an_item_read_as_empty() {
+    let answer = MessagesViaResponses::json(
+        br#"{"id":"resp_1","status":"completed","output":[{"type":"reasoning","summary":null,"content":null,"encrypted_content":"e"},{"type":"message","content":[{"type":"output_text","text":"hi"}]}]}"#,
+        "c",
+    )
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["content"][0]["signature"], "oai-reasoning:e");
+    assert_eq!(answer["content"][1]["text"], "hi");
+}
