@@ -21,7 +21,7 @@
 //! | `thinking` `adaptive` | `reasoning: {summary: auto}` (the upstream's default effort), same `include` |
 //! | `output_config.effort` (`low`/`medium`/`high`/`max`) | `reasoning.effort` (`max` → `high`) |
 //! | `max_tokens` | `max_output_tokens` (at least 16, the Responses minimum) |
-//! | `temperature`, `top_p` | the same |
+//! | `temperature`, `top_p` | the same, unless 1 (the default) or with thinking or `output_config.effort` (OpenAI's reasoning models refuse any value but the default) |
 //! | `stop_sequences` (at most 16, each at most 256 bytes) | not sent (Responses has none): applied by the translator to the answer's text, see below |
 //! | `metadata.user_id` | not sent as is: it is the conversation's identity (stickiness), from which the relay derives the upstream `prompt_cache_key` per API key, as for a native client's key (OpenAI takes at most 64 characters; Claude Code's id is longer) |
 //! | `stream` | `stream` (always `true` on the Codex backend) |

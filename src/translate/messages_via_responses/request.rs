@@ -109,12 +109,16 @@ pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslata
             out.insert("max_output_tokens".into(), json!(max.max(16)));
         }
     }
+    // OpenAI's reasoning models refuse any sampling setting but the default. Sent only when it
+    // says something: not the default 1, and not with thinking, where
+    // Anthropic itself takes only the default temperature.
+    let thinking = out.contains_key("reasoning");
     for key in ["temperature", "top_p"] {
         if let Some(value) = request.get(key).filter(|v| !v.is_null()) {
-            if !value.is_number() {
-                return Err(refuse(key, format!("`{key}` must be a number")));
-            }
-            if !codex {
+            let number = value
+                .as_f64()
+                .ok_or_else(|| refuse(key, format!("`{key}` must be a number")))?;
+            if !codex && !thinking && number != 1.0 {
                 out.insert(key.into(), value.clone());
             }
         }
@@ -317,7 +321,7 @@ fn message_items(
                 return Err(refuse(
                     &at,
                     format!(
-                    "a {other:?} block in a {role} message has no form in the OpenAI Responses API"
+                    "a {other:?} block in the {role} message has no form in the OpenAI Responses API"
                 ),
                 ))
             }
