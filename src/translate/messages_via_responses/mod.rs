@@ -58,16 +58,20 @@
 //! | `response.failed`, `error` | `event: error` (`rate_limit_error`, `overloaded_error`, `invalid_request_error`, `timeout_error` or `api_error` by the upstream code) |
 //! | a non-stream `response` object | a `message` object, the same mapping |
 //!
-//! Encrypted reasoning is carried opaquely so the next turn round-trips (OpenAI needs the
+//! Encrypted reasoning is carried opaquely so the next turn round-trips (OpenAI asks for the
 //! reasoning items of a turn with tool calls back in the next request, and `store: false`
 //! keeps nothing upstream): it rides in the thinking block's `signature`, which Anthropic
 //! clients return untouched. The prefix tells this relay's signatures from Anthropic's; should
 //! the conversation move to an Anthropic account, the relay's foreign-signature retry drops
-//! them.
+//! them. Without `thinking` in the request, nothing of the reasoning is asked for or shown
+//! (a client that did not ask for thinking blocks may read `content[0]` as the text), so the
+//! upstream reasons afresh each turn.
 //!
 //! Ids pass through unchanged both ways (`call_…` ids become `tool_use` ids and come back as
-//! `call_id`s; `toolu_…` ids from an earlier Anthropic turn go upstream as `call_id`s): both APIs
-//! take any string there.
+//! `call_id`s; `toolu_…` ids from an earlier Anthropic turn go upstream as `call_id`s). OpenAI
+//! takes any string as a `call_id`; its own (`call_` and letters and digits) also fit the
+//! pattern Anthropic checks tool ids against (`[a-zA-Z0-9_-]+`), should the conversation move
+//! to an Anthropic account.
 
 mod answer;
 mod request;
