@@ -15,6 +15,7 @@ pub mod pool;
 pub mod pricing;
 pub mod protocol;
 pub mod relay;
+pub mod runtime_state;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use crate::http::auth::ApiKey;
 use crate::http::body::read_body;
 use crate::http::refusal::Refusal;
-use crate::pool::{AccountId, AccountKind, Platform, Selection, StickyKey, Wanted};
+use crate::pool::{Account, AccountId, AccountKind, Platform, Selection, StickyKey, Wanted};
 use crate::protocol::{Inspected, Protocol, TokenUsage};
 use crate::state::AppState;
 use crate::upstream::SESSION_HEADERS;
@@ -206,9 +206,9 @@ pub async fn handle(
     }
     let sticky = state
         .pool
-        .policy
-        .sticky_ttl
-        .and_then(|_| conversation(&parts.headers, &inspected))
+        .sticky_enabled()
+        .then(|| conversation(&parts.headers, &inspected))
+        .flatten()
         .map(|session| StickyKey::new(&key.id, session));
     let ctx = RequestContext {
         id,
@@ -406,24 +406,22 @@ async fn attempt_loop(
                 since_send,
                 outcome,
             }) => {
-                account.note_success(quota);
+                state.pool.succeeded(&account, quota);
                 ctx.attempts.push(AttemptRecord {
                     account: account.spec.name.clone(),
                     status: Some(status),
                     outcome: "ok",
                 });
-                keep_sticky(state, ctx, account.id, since_send, outcome.first_output_at);
+                keep_sticky(state, ctx, &account, since_send, outcome.first_output_at);
                 return Ended::Answered(outcome);
             }
             Err(failure) => {
-                account.apply(
+                state.pool.failed(
+                    &account,
                     &failure.effect,
                     &failure.message,
-                    &state.pool.policy.cooldowns,
+                    ctx.sticky.as_ref(),
                 );
-                if let Some(key) = &ctx.sticky {
-                    state.pool.sticky.release(key);
-                }
                 tracing::warn!(
                     request_id = %ctx.id,
                     account = %account.spec.name,
@@ -477,26 +475,14 @@ async fn attempt_loop(
 fn keep_sticky(
     state: &AppState,
     ctx: &RequestContext,
-    account: AccountId,
+    account: &Account,
     since_send: Instant,
     first_output_at: Option<Instant>,
 ) {
-    let (Some(key), Some(ttl)) = (ctx.sticky, state.pool.policy.sticky_ttl) else {
-        return;
-    };
-    if let (Some(limit), Some(first)) = (state.pool.policy.sticky_slow_ttft, first_output_at) {
-        let slow = first.saturating_duration_since(since_send) > limit;
-        let released =
-            state
-                .pool
-                .sticky
-                .note_ttft(&key, account, slow, state.pool.policy.sticky_slow_strikes);
-        if released {
-            tracing::info!(request_id = %ctx.id, "sticky binding released: the account was slow to answer");
-            return;
-        }
+    let ttft = first_output_at.map(|first| first.saturating_duration_since(since_send));
+    if state.pool.keep_sticky(ctx.sticky.as_ref(), account, ttft) {
+        tracing::info!(request_id = %ctx.id, "sticky binding released: the account was slow to answer");
     }
-    state.pool.sticky.bind(key, account, ttl);
 }
 
 /// Tells the client the final refusal in the shape the writer's state allows: the route's
