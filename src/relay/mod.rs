@@ -29,7 +29,6 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::http::auth::ApiKey;
@@ -113,7 +112,7 @@ pub struct RequestContext {
     /// The conversation's binding key (session header or `prompt_cache_key`, scoped by key).
     pub sticky: Option<StickyKey>,
     /// The key's concurrency slot, held until the request ends.
-    key_slot: Option<OwnedSemaphorePermit>,
+    key_slot: Option<crate::runtime_state::Lease>,
     pub attempts: Vec<AttemptRecord>,
 }
 
@@ -309,8 +308,8 @@ async fn admit(
     let Some(slots) = ctx.key.slots.clone() else {
         return Ok(());
     };
-    if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
-        ctx.key_slot = Some(permit);
+    if let Some(lease) = slots.try_acquire() {
+        ctx.key_slot = Some(lease);
         return Ok(());
     }
     let busy = || Refusal::KeyBusy {
@@ -321,14 +320,14 @@ async fn admit(
         return Err(busy());
     }
     match writer
-        .wait_in_queue(tokio::time::timeout(wait, slots.acquire_owned()))
+        .wait_in_queue(tokio::time::timeout(wait, slots.acquire()))
         .await
     {
-        Ok(Ok(permit)) => {
-            ctx.key_slot = Some(permit);
+        Ok(lease) => {
+            ctx.key_slot = Some(lease);
             Ok(())
         }
-        _ => Err(busy()),
+        Err(_) => Err(busy()),
     }
 }
 

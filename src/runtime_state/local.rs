@@ -79,6 +79,10 @@ impl LeaseSet {
         })
     }
 
+    pub fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
+    }
+
     pub fn in_flight(&self) -> u32 {
         if self.ttl.is_none() {
             return self.count.load(Ordering::Acquire);
@@ -330,15 +334,15 @@ impl KeyWindows {
         Ok(())
     }
 
-    pub fn add(&self, key: &str, day: i64, month: i64, amount: f64) {
+    pub fn add(&self, key: &str, day: i64, month: i64, day_amount: f64, month_amount: f64) {
         let mut totals = lock(&self.totals);
         let entry = match totals.get_mut(key) {
             Some(entry) => entry,
             None => totals.entry(key.to_owned()).or_default(),
         };
         entry.roll(day, month);
-        entry.day_total += amount;
-        entry.month_total += amount;
+        entry.day_total += day_amount;
+        entry.month_total += month_amount;
     }
 
     pub fn totals(&self, key: &str, day: i64, month: i64) -> (f64, f64) {

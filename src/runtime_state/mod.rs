@@ -104,7 +104,7 @@ pub trait Windows {
     fn admit(&self, key: &str, limit: u32, window: Duration, now: Instant) -> Result<(), Duration>;
     /// Adds to `key`'s totals of the period ids `day` and `month` (totals of older periods are
     /// forgotten).
-    fn add(&self, key: &str, day: i64, month: i64, amount: f64);
+    fn add(&self, key: &str, day: i64, month: i64, day_amount: f64, month_amount: f64);
     /// `key`'s totals in the periods `day` and `month`.
     fn totals(&self, key: &str, day: i64, month: i64) -> (f64, f64);
 }
@@ -178,6 +178,7 @@ impl RuntimeState {
 // === impl LeaseSet ===
 
 /// The concurrency slots of one name.
+#[derive(Debug)]
 pub enum LeaseSet {
     Local(std::sync::Arc<local::LeaseSet>),
 }
@@ -213,6 +214,29 @@ impl LeaseHandle for Lease {
 }
 
 impl LeaseSet {
+    /// Waits for a lease (under `limit`; 0: no limit), looking again each time one of this
+    /// set's leases is released. The caller bounds the wait.
+    pub async fn acquire(&self, limit: u32) -> Lease {
+        loop {
+            let freed = self.released();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before looking, so a release in between is not missed.
+            freed.as_mut().enable();
+            if let Some(lease) = self.try_acquire(limit) {
+                return lease;
+            }
+            freed.await;
+        }
+    }
+
+    /// Completes at the next release of one of this set's leases (or any other notification of
+    /// the signal the set was made with).
+    fn released(&self) -> Notified<'_> {
+        match self {
+            LeaseSet::Local(set) => set.released(),
+        }
+    }
+
     /// Slots of `name` that expire `ttl` after their last renewal even if never dropped (local
     /// leases are always dropped; this is how a shared backend behaves when an instance dies).
     pub fn expiring(name: &str, ttl: Duration, freed: &Signal) -> Self {
@@ -411,9 +435,9 @@ impl Windows for KeyWindows {
         }
     }
 
-    fn add(&self, key: &str, day: i64, month: i64, amount: f64) {
+    fn add(&self, key: &str, day: i64, month: i64, day_amount: f64, month_amount: f64) {
         match self {
-            KeyWindows::Local(w) => w.add(key, day, month, amount),
+            KeyWindows::Local(w) => w.add(key, day, month, day_amount, month_amount),
         }
     }
 
