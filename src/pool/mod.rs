@@ -218,6 +218,13 @@ impl Pool {
         self.queue.waiting()
     }
 
+    /// How long a request may wait in the queue, if it may wait at all now (queueing is on and
+    /// fewer than `gateway.queue_max_waiting` wait).
+    pub fn queue_room(&self) -> Option<Duration> {
+        let wait = self.policy.queue_wait;
+        (!wait.is_zero() && self.waiting() < self.policy.queue_max_waiting).then_some(wait)
+    }
+
     /// Whether conversations are bound to accounts (`gateway.sticky_session_ttl`).
     pub fn sticky_enabled(&self) -> bool {
         self.policy.sticky_ttl.is_some()

@@ -315,10 +315,9 @@ async fn admit(
     let busy = || Refusal::KeyBusy {
         request_id: ctx.id.clone(),
     };
-    let wait = state.pool.policy.queue_wait;
-    if wait.is_zero() || state.pool.waiting() >= state.pool.policy.queue_max_waiting {
+    let Some(wait) = state.pool.queue_room() else {
         return Err(busy());
-    }
+    };
     match writer
         .wait_in_queue(tokio::time::timeout(wait, slots.acquire()))
         .await

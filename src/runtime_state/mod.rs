@@ -14,7 +14,7 @@
 //! | [`Expiring`] | values that live for a time: sticky bindings, dashboard sessions, sign-in flows | a digest (key + conversation, session id) or the flow id | `SET … PX ttl`; `update` is a Lua read-modify-write; `take` is `GETDEL` |
 //! | [`Versioned`] | a value with a generation that only moves by compare-and-set: an account's sign-in tokens | account name | a hash with the value and `gen`; a Lua script writes only when `gen` equals the expected one |
 //! | [`SingleFlight`] | at most one holder at a time, others wait: the token refresh | account name | `SET {prefix}refresh:{name} <owner> NX PX ttl`, released by compare-and-delete (Lua), waiters poll briefly or wake on the pool channel |
-//! | [`Signal`] | "something changed, look again": a slot was freed, an account's state changed | one per pool | a pub/sub channel `{prefix}pool`; a subscriber task turns each message into a local notification, so waiters of every instance wake |
+//! | [`Signal`] | "something changed, look again": a slot was freed, an account's state changed (and its record must be reloaded) | one per pool, one per API key with a concurrency limit | a pub/sub channel `{prefix}pool` (messages name the account or key); a subscriber task turns each message into a local notification and a mirror reload, so waiters of every instance wake |
 //! | [`WaitQueue`] | how many requests wait for a slot, bounded | one per pool | a counter per instance (`HINCRBY {prefix}queue <instance>`), summed when a request joins |
 //! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | rpm: a sorted set per key trimmed to the window in one Lua call; spending: `INCRBYFLOAT {prefix}spend:{key}:{day}` (and month) with an expiry past the period |
 //!
@@ -27,13 +27,17 @@
 //! make. Handles are resolved once per name (when an account or key is loaded) and kept, so the
 //! hot path never hashes a name to find its state.
 //!
-//! What the local backend answers at once is a plain method; a Redis backend keeps those plain
-//! too by answering from its mirror (records, sticky bindings) or by doing the round trip in the
-//! one async call the request already awaits: [`SingleFlight::lock`] returns `impl Future`, and a
-//! Redis lease acquire becomes an `async` method on the handle the pool already awaits in its wait
-//! loop (the local variant's future is ready at once). Budget (issue 17): at most two round trips
-//! per request on the hot path — one lease acquire (script) and one release (pipelined with the
-//! sticky update).
+//! What the local backend answers at once is a plain method. A Redis backend keeps most of
+//! them plain too by answering from an in-process mirror kept current by the pool channel
+//! (records, sticky bindings, the queue count); writes go out without the request waiting for
+//! them where losing one to a race only costs a sub-optimal choice (health, bindings). Two calls
+//! need a real round trip: the refresh lock ([`SingleFlight::lock`], already `impl Future`) and
+//! taking a lease ([`Leases::try_acquire`], called by `Pool::select` inside the async
+//! `Pool::acquire`, and by the relay's admission). When the Redis variant lands, `try_acquire`
+//! becomes a method returning `impl Future` whose local future is ready at once
+//! (`std::future::ready`) and `Pool::select` becomes `async` — still no `dyn`, no box. Budget
+//! (issue 17): at most two round trips per request on the hot path — one lease script on the way
+//! in, one pipeline (lease release, binding, health) on the way out.
 
 mod local;
 #[cfg(test)]
@@ -70,13 +74,17 @@ pub trait Records<T> {
 /// Values that expire.
 pub trait Expiring<K, V> {
     /// Runs `f` on the live value (`None`: absent or expired). What `f` leaves is stored (`None`
-    /// removes it); `ttl` sets a new expiry from now, `None` keeps the current one.
+    /// removes it); `ttl` sets a new expiry from now, `None` keeps the current one (a new value
+    /// needs a `ttl`: without one it is not kept).
     fn update<R>(&self, key: &K, ttl: Option<Duration>, f: impl FnOnce(&mut Option<V>) -> R) -> R;
     /// Removes and returns the live value.
     fn take(&self, key: &K) -> Option<V>;
     fn remove(&self, key: &K);
     /// Values held (live or not yet swept).
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A value whose generation moves only by compare-and-set.
@@ -344,11 +352,9 @@ impl RefreshLock {
 impl SingleFlight for RefreshLock {
     type Guard<'a> = RefreshGuard<'a>;
 
-    fn lock(&self) -> impl Future<Output = RefreshGuard<'_>> + Send {
-        async move {
-            match self {
-                RefreshLock::Local(lock) => RefreshGuard::Local(lock.lock().await),
-            }
+    async fn lock(&self) -> RefreshGuard<'_> {
+        match self {
+            RefreshLock::Local(lock) => RefreshGuard::Local(lock.lock().await),
         }
     }
 }
