@@ -447,3 +447,63 @@ async fn a_binding_used_again_lives_its_ttl_from_the_last_use() {
     tokio::time::advance(Duration::from_secs(21)).await;
     assert_eq!(table.get(&used), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_relay_reports_outcomes_through_the_pool() {
+    let policy = PoolPolicy {
+        sticky_ttl: Some(Duration::from_secs(3600)),
+        sticky_slow_ttft: Some(Duration::from_secs(5)),
+        sticky_slow_strikes: 2,
+        ..PoolPolicy::default()
+    };
+    let p = Pool::new(
+        with_clients(vec![spec("first", 0, 0), spec("second", 1, 0)]),
+        policy,
+    );
+    let key = StickyKey::new(b"k", "c");
+    let second = p.find("second").unwrap();
+    assert!(!p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(1))));
+    assert_eq!(p.sticky.get(&key).as_deref(), Some("second"), "bound");
+    assert!(!p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(6))));
+    assert!(
+        p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(6))),
+        "the second slow first token in a row releases the binding"
+    );
+    assert_eq!(p.sticky.get(&key), None);
+
+    assert!(!p.keep_sticky(Some(&key), &second, None));
+    p.failed(&second, &AccountEffect::Transient, "502", Some(&key));
+    assert_eq!(p.sticky.get(&key), None, "a failure moves the binding");
+    assert!(matches!(
+        second.availability(tokio::time::Instant::now()),
+        Availability::Cooling { .. }
+    ));
+    p.failed(&second, &AccountEffect::RateLimited(None), "429", None);
+    p.succeeded(&second, None);
+    assert_eq!(
+        second.availability(tokio::time::Instant::now()),
+        Availability::Ready,
+        "a success clears the stale rate limit"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_account_replaced_at_runtime_starts_with_fresh_health_and_slots() {
+    let p = pool(vec![spec("a", 0, 1)]);
+    let held = pick(&p, &[]).unwrap();
+    p.find("a")
+        .unwrap()
+        .apply(&AccountEffect::Transient, "502", &p.policy.cooldowns);
+    p.upsert(spec("a", 0, 1), reqwest::Client::new());
+    let fresh = p.find("a").unwrap();
+    assert_eq!(
+        fresh.availability(tokio::time::Instant::now()),
+        Availability::Ready
+    );
+    assert_eq!(
+        fresh.in_flight(),
+        0,
+        "the old version's slot is not counted"
+    );
+    assert_eq!(held.account().in_flight(), 1);
+}

@@ -25,7 +25,9 @@
 //! [`KeyWindows`]) with `Local` as the only variant for now, so a call is a `match` and a
 //! direct, inlinable call — no `dyn`, no boxed future, no allocation that today's code did not
 //! make. Handles are resolved once per name (when an account or key is loaded) and kept, so the
-//! hot path never hashes a name to find its state.
+//! hot path never hashes a name to find its state. The local backend makes a fresh handle each
+//! time (an account replaced through the admin API starts with fresh health and slots, as it
+//! always did); a shared backend returns the name's existing state.
 //!
 //! What the local backend answers at once is a plain method. A Redis backend keeps most of
 //! them plain too by answering from an in-process mirror kept current by the pool channel
