@@ -107,11 +107,11 @@ impl Credentials {
     }
 
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.tokens.load().0.expires_at
+        self.tokens.read(|tokens, _| tokens.expires_at)
     }
 
     pub fn can_refresh(&self) -> bool {
-        self.tokens.load().0.refresh.is_some()
+        self.tokens.read(|tokens, _| tokens.refresh.is_some())
     }
 
     pub fn seed(&self) -> Option<&str> {
@@ -128,13 +128,15 @@ impl Credentials {
         refresh: Option<Secret>,
         expires_at: Option<SystemTime>,
     ) -> Result<u64, u64> {
-        let (current, generation) = self.tokens.load();
-        if generation != seen {
-            return Err(generation);
-        }
+        let kept = self
+            .tokens
+            .read(|current, generation| (generation == seen).then(|| current.refresh.clone()));
+        let Some(kept) = kept else {
+            return Err(self.tokens.read(|_, generation| generation));
+        };
         let next = Tokens {
             access,
-            refresh: refresh.or(current.refresh),
+            refresh: refresh.or(kept),
             expires_at,
         };
         let installed = self.tokens.compare_and_set(seen, next)?;

@@ -228,6 +228,11 @@ impl<T: Clone> VersionedCell<T> {
         lock(&self.0).clone()
     }
 
+    pub fn read<R>(&self, f: impl FnOnce(&T, u64) -> R) -> R {
+        let cell = lock(&self.0);
+        f(&cell.0, cell.1)
+    }
+
     pub fn compare_and_set(&self, expected: u64, value: T) -> Result<u64, u64> {
         let mut cell = lock(&self.0);
         if cell.1 != expected {

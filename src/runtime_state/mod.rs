@@ -93,6 +93,8 @@ pub trait Expiring<K, V> {
 pub trait Versioned<T> {
     /// The value and its generation.
     fn load(&self) -> (T, u64);
+    /// Reads the value and its generation in place (no copy of the value).
+    fn read<R>(&self, f: impl FnOnce(&T, u64) -> R) -> R;
     /// Stores `value` as generation `expected + 1` if the generation is still `expected`;
     /// otherwise returns the current generation.
     fn compare_and_set(&self, expected: u64, value: T) -> Result<u64, u64>;
@@ -322,6 +324,12 @@ impl<T: Clone> Versioned<T> for VersionedCell<T> {
     fn load(&self) -> (T, u64) {
         match self {
             VersionedCell::Local(cell) => cell.load(),
+        }
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&T, u64) -> R) -> R {
+        match self {
+            VersionedCell::Local(cell) => cell.read(f),
         }
     }
 
