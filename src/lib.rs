@@ -4,6 +4,8 @@
 //! downstream writer, failover), reaches accounts chosen by [`pool`] through [`upstream`], is
 //! understood through [`protocol`] (wire facts, no I/O) and ends as a record in [`usage`],
 //! priced by [`pricing`] and kept by [`store`] with everything else that outlives a restart.
+//! What only lives while the gateway runs (account health and slots, sticky bindings, tokens,
+//! dashboard sessions) sits behind [`runtime_state`], keyed by names.
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod admin;
@@ -15,6 +17,7 @@ pub mod pool;
 pub mod pricing;
 pub mod protocol;
 pub mod relay;
+pub mod runtime_state;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -2,76 +2,60 @@
 //! day and calendar month, requests per minute. (Disabled and expired keys are refused earlier,
 //! by authentication.)
 //!
-//! Everything here is in memory so the check costs no database round trip: spending is seeded
-//! from the store at start and grows as the usage sink prices each record; the rpm window is a
-//! per-key list of the last minute's admissions. Counts are per process (a shared store across
-//! instances is a later issue).
+//! The counts are runtime state ([`KeyWindows`], keyed by key name) so the check costs no
+//! database round trip: spending is seeded from the store at start and grows as the usage sink
+//! prices each record; the rpm window holds the last minute's admissions. With the local backend
+//! the counts are per process.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::http::auth::ApiKey;
 use crate::http::refusal::{Refusal, SpendPeriod};
+use crate::runtime_state::{KeyWindows, RuntimeState, Windows};
 use crate::store::now_ms;
 
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY_MS: i64 = 86_400_000;
 
-#[derive(Default)]
 pub struct Limits {
-    /// Admission times of the last minute, per key name.
-    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
-    spend: Mutex<HashMap<String, Spend>>,
+    /// Admissions of the last minute and spending of this day and month, per key name.
+    windows: KeyWindows,
     /// To refuse a model without a price to a key with a spending limit: its requests would cost
     /// 0 and never reach the limit.
     prices: std::sync::Arc<crate::pricing::PriceTable>,
 }
 
-/// A key's spending in the current UTC day and month.
-#[derive(Default, Clone, Copy)]
-struct Spend {
-    day: i64,
-    day_usd: f64,
-    month: i64,
-    month_usd: f64,
-}
-
-impl Spend {
-    /// Forgets totals of a day or month that ended.
-    fn roll(&mut self, now_ms: i64) {
-        let (day, month) = (day_of(now_ms), month_of(now_ms));
-        if self.day != day {
-            self.day = day;
-            self.day_usd = 0.0;
-        }
-        if self.month != month {
-            self.month = month;
-            self.month_usd = 0.0;
-        }
+impl Default for Limits {
+    fn default() -> Self {
+        Self::seeded(Vec::new(), Vec::new())
     }
 }
 
 impl Limits {
     /// Seeds spending from the store: totals per key since the month began and the day began.
     pub fn seeded(month: Vec<(String, f64)>, day: Vec<(String, f64)>) -> Self {
+        Self::seeded_in(&RuntimeState::default(), month, day)
+    }
+
+    /// [`Limits::seeded`], with the counts kept in `runtime`.
+    pub fn seeded_in(
+        runtime: &RuntimeState,
+        month: Vec<(String, f64)>,
+        day: Vec<(String, f64)>,
+    ) -> Self {
         let now = now_ms();
-        let mut spend: HashMap<String, Spend> = HashMap::new();
+        let (today, this_month) = (day_of(now), month_of(now));
+        let windows = runtime.key_windows();
         for (key, usd) in month {
-            let entry = spend.entry(key).or_default();
-            entry.roll(now);
-            entry.month_usd = usd;
+            windows.add(&key, today, this_month, 0.0, usd);
         }
         for (key, usd) in day {
-            let entry = spend.entry(key).or_default();
-            entry.roll(now);
-            entry.day_usd = usd;
+            windows.add(&key, today, this_month, usd, 0.0);
         }
         Self {
-            windows: Mutex::default(),
-            spend: Mutex::new(spend),
+            windows,
             prices: Default::default(),
         }
     }
@@ -88,15 +72,7 @@ impl Limits {
             return;
         }
         let now = now_ms();
-        let mut spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
-        // The key is almost always there already: look it up before copying its name.
-        let entry = match spend.get_mut(key) {
-            Some(entry) => entry,
-            None => spend.entry(key.to_owned()).or_default(),
-        };
-        entry.roll(now);
-        entry.day_usd += usd;
-        entry.month_usd += usd;
+        self.windows.add(key, day_of(now), month_of(now), usd, usd);
     }
 
     /// Whether this key may send this request now. Counts it against the rpm window when it may.
@@ -127,26 +103,17 @@ impl Limits {
             return Ok(());
         }
         let now = now_ms();
-        let mut spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
-        let mut current = spend.get(&key.name).copied().unwrap_or_default();
-        current.roll(now);
-        spend.insert(key.name.clone(), current);
-        drop(spend);
-        if let Some(limit) = daily.filter(|l| current.day_usd >= *l) {
+        let (day_usd, month_usd) = self.windows.totals(&key.name, day_of(now), month_of(now));
+        if let Some(limit) = daily.filter(|l| day_usd >= *l) {
             let reset = (day_of(now) + 1) * DAY_MS;
-            return Err(over_spend(
-                SpendPeriod::Daily,
-                limit,
-                current.day_usd,
-                reset - now,
-            ));
+            return Err(over_spend(SpendPeriod::Daily, limit, day_usd, reset - now));
         }
-        if let Some(limit) = monthly.filter(|l| current.month_usd >= *l) {
+        if let Some(limit) = monthly.filter(|l| month_usd >= *l) {
             let reset = month_start_ms(month_of(now) + 1);
             return Err(over_spend(
                 SpendPeriod::Monthly,
                 limit,
-                current.month_usd,
+                month_usd,
                 reset - now,
             ));
         }
@@ -158,21 +125,9 @@ impl Limits {
         if limit == 0 {
             return Ok(());
         }
-        let now = Instant::now();
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let window = windows.entry(key.name.clone()).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= MINUTE)
-        {
-            window.pop_front();
-        }
-        if window.len() >= limit as usize {
-            let oldest = window.front().copied().unwrap_or(now);
-            let wait = MINUTE.saturating_sub(now.duration_since(oldest));
+        if let Err(wait) = self.windows.admit(&key.name, limit, MINUTE, Instant::now()) {
             return Err(Refusal::RpmLimit { limit, wait });
         }
-        window.push_back(now);
         Ok(())
     }
 }

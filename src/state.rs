@@ -6,11 +6,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{GatewayConfig, OAuthConfig, Secret};
+use crate::config::{ConfigOrigin, GatewayConfig, OAuthConfig, Secret};
 use crate::http::auth::KeyDirectory;
 use crate::limits::Limits;
 use crate::pool::data_dir::DataDir;
 use crate::pool::{Account, Pool};
+use crate::runtime_state::RuntimeState;
 use crate::store::crypto::Sealer;
 use crate::store::Store;
 use crate::upstream::session::SessionIds;
@@ -39,6 +40,12 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Signed-in dashboard sessions.
     pub dashboard_sessions: crate::admin::dashboard::Sessions,
+    /// Started OAuth sign-ins of accounts (PKCE verifier and state), by flow id.
+    pub dashboard_flows: crate::admin::dashboard::signin::Flows,
+    /// Where the configuration came from (file, environment), for the Settings page.
+    pub config_origin: ConfigOrigin,
+    /// Where runtime state lives (pool health and slots, sticky bindings, sessions, flows).
+    pub runtime: RuntimeState,
     /// Body read time, trusted proxies, failed admin authentications.
     pub clients: crate::http::client_addr::ClientLimits,
     /// Cancelled at shutdown; background loops stop on it.

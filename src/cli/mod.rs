@@ -280,7 +280,6 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     crate::telemetry::init(&config.log);
-    crate::admin::dashboard::settings::remember(config.origin.clone());
     // Single-threaded: the main runtime is worker 0 (src/server/workers.rs); `server.workers`
     // adds threads with runtimes of their own.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 use super::refusal::Refusal;
 use crate::config::Secret;
 use crate::pool::Platform;
+use crate::runtime_state::{Lease, LeaseSet, Leases, RuntimeState};
 use crate::store::keys::{from_hex, KeyHasher};
 use crate::store::{now_secs, KeyRecord};
 
@@ -59,12 +60,33 @@ pub struct ApiKey {
     pub limits: KeyLimits,
     concurrency: u32,
     /// The key's concurrency slots; `None` = unlimited.
-    pub slots: Option<Arc<tokio::sync::Semaphore>>,
+    pub slots: Option<Arc<KeySlots>>,
+}
+
+/// A key's concurrency slots: leases keyed by the key's name in the runtime state.
+#[derive(Debug)]
+pub struct KeySlots {
+    leases: LeaseSet,
+    limit: u32,
+}
+
+impl KeySlots {
+    /// A slot if one is free now; it is given back when the lease drops.
+    pub fn try_acquire(&self) -> Option<Lease> {
+        self.leases.try_acquire(self.limit)
+    }
+
+    /// Waits for a free slot (the caller bounds the wait).
+    pub async fn acquire(&self) -> Lease {
+        self.leases.acquire(self.limit).await
+    }
 }
 
 pub struct KeyDirectory {
     hasher: KeyHasher,
     inner: RwLock<Directory>,
+    /// Where the keys' concurrency slots live.
+    runtime: RuntimeState,
 }
 
 #[derive(Default)]
@@ -76,9 +98,15 @@ struct Directory {
 
 impl KeyDirectory {
     pub fn new(hasher: KeyHasher) -> Self {
+        Self::with_state(hasher, RuntimeState::default())
+    }
+
+    /// Keys whose concurrency slots live in `runtime`.
+    pub fn with_state(hasher: KeyHasher, runtime: RuntimeState) -> Self {
         Self {
             hasher,
             inner: RwLock::default(),
+            runtime,
         }
     }
 
@@ -92,7 +120,7 @@ impl KeyDirectory {
         inner.groups = groups;
         inner.by_digest.clear();
         for record in keys {
-            if let Some(key) = build(record, &inner.groups, None) {
+            if let Some(key) = build(record, &inner.groups, None, &self.runtime) {
                 inner.by_digest.insert(key.id, key);
             }
         }
@@ -109,7 +137,8 @@ impl KeyDirectory {
         if let Some((digest, _)) = &old {
             inner.by_digest.remove(digest);
         }
-        if let Some(key) = build(record, &inner.groups, old.as_ref().map(|(_, k)| k.as_ref())) {
+        let previous = old.as_ref().map(|(_, k)| k.as_ref());
+        if let Some(key) = build(record, &inner.groups, previous, &self.runtime) {
             inner.by_digest.insert(key.id, key);
         }
     }
@@ -171,12 +200,17 @@ fn build(
     record: &KeyRecord,
     groups: &BTreeMap<String, Platform>,
     previous: Option<&ApiKey>,
+    runtime: &RuntimeState,
 ) -> Option<Arc<ApiKey>> {
     let id = from_hex(&record.key_hash)?;
     let slots = match previous {
         Some(old) if old.concurrency == record.concurrency => old.slots.clone(),
-        _ => (record.concurrency > 0)
-            .then(|| Arc::new(tokio::sync::Semaphore::new(record.concurrency as usize))),
+        _ => (record.concurrency > 0).then(|| {
+            Arc::new(KeySlots {
+                leases: runtime.leases(&record.name, &runtime.signal(&record.name)),
+                limit: record.concurrency,
+            })
+        }),
     };
     Some(Arc::new(ApiKey {
         id,

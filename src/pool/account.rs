@@ -1,17 +1,16 @@
 //! One account at runtime: its health, its slots, its tokens.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
 use super::credentials::Credentials;
 use super::quota::QuotaSnapshot;
 use super::{AccountId, AccountSpec};
+use crate::runtime_state::{Lease, LeaseSet, Leases, Record, Records, RuntimeState, Signal};
 
 pub struct Account {
     pub id: AccountId,
@@ -23,9 +22,14 @@ pub struct Account {
     /// Sends the relayed requests: directly, or through `client` when a proxy is involved.
     pub sender: crate::upstream::Sender,
     pub endpoints: crate::upstream::Endpoints,
-    in_flight: AtomicU32,
-    health: Mutex<Health>,
-    slot_freed: Arc<Notify>,
+    /// The account's name as the runtime state knows it (sticky bindings point to it).
+    pub(super) name: Arc<str>,
+    /// Concurrency slots, as leases keyed by the account's name.
+    slots: LeaseSet,
+    /// Cooldown, disable reason, last use, last error, quota: keyed by the account's name.
+    health: Record<Health>,
+    /// Told when the account may have become usable (a reset): queued requests look again.
+    changed: Signal,
 }
 
 #[derive(Default)]
@@ -51,28 +55,26 @@ pub enum Availability {
 }
 
 impl Account {
+    /// A fresh account: no cooldown, no slot held, its tokens as `spec` declares them.
     pub(super) fn new(
         id: AccountId,
         spec: AccountSpec,
         client: reqwest::Client,
-        slot_freed: Arc<Notify>,
+        runtime: &RuntimeState,
+        changed: &Signal,
     ) -> Self {
         Self {
             id,
-            credentials: Credentials::new(&spec.credential),
+            credentials: Credentials::new(&spec.credential, runtime, &spec.name),
             sender: crate::upstream::Sender::new(spec.proxy.as_ref(), &client),
             client,
             endpoints: crate::upstream::Endpoints::of(&spec),
+            name: spec.name.as_str().into(),
+            slots: runtime.leases(&spec.name, changed),
+            health: runtime.record(&spec.name, Health::default()),
+            changed: changed.clone(),
             spec,
-            in_flight: AtomicU32::new(0),
-            health: Mutex::new(Health::default()),
-            slot_freed,
         }
-    }
-
-    fn health(&self) -> MutexGuard<'_, Health> {
-        // Plain data: a panic elsewhere cannot leave it half-updated in a way that matters.
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether this account serves `model`: its `models` list (absent = any) or a
@@ -97,8 +99,8 @@ impl Account {
 
     /// Availability and last use, under one lock.
     pub(super) fn snapshot(&self, now: Instant) -> (Availability, Option<Instant>) {
-        let health = self.health();
-        (Self::available(&health, now), health.last_used)
+        self.health
+            .read(|health| (Self::available(health, now), health.last_used))
     }
 
     fn available(health: &Health, now: Instant) -> Availability {
@@ -115,19 +117,16 @@ impl Account {
     }
 
     pub(super) fn try_acquire(self: &Arc<Self>) -> Option<AccountSlot> {
-        let limit = self.spec.concurrency;
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (limit == 0 || n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| AccountSlot {
+        self.slots
+            .try_acquire(self.spec.concurrency)
+            .map(|lease| AccountSlot {
                 account: Arc::clone(self),
+                _lease: lease,
             })
     }
 
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
+        self.slots.in_flight()
     }
 
     /// In flight ÷ concurrency; accounts without a limit count as empty.
@@ -139,12 +138,16 @@ impl Account {
     }
 
     pub(super) fn touch(&self, now: Instant) {
-        self.health().last_used = Some(now);
+        self.health.update(|health| health.last_used = Some(now));
     }
 
     /// Applies what a failed attempt implies for this account.
     pub fn apply(&self, effect: &AccountEffect, error: &str, policy: &CooldownPolicy) {
-        let mut health = self.health();
+        self.health
+            .update(|health| Self::apply_to(health, effect, error, policy));
+    }
+
+    fn apply_to(health: &mut Health, effect: &AccountEffect, error: &str, policy: &CooldownPolicy) {
         health.last_error = Some(error.to_owned());
         if let AccountEffect::Disable(reason) = effect {
             health.disabled = Some((*reason).to_owned());
@@ -163,32 +166,37 @@ impl Account {
     /// Disables the account with a stated reason (a refresh token that was refused, say).
     pub fn disable(&self, reason: impl Into<String>) {
         let reason = reason.into();
-        let mut health = self.health();
-        health.last_error = Some(reason.clone());
-        health.disabled = Some(reason);
+        self.health.update(|health| {
+            health.last_error = Some(reason.clone());
+            health.disabled = Some(reason);
+        });
     }
 
     /// A successful answer: the account is healthy, its quota is what the answer says, and a
     /// rate limit it was still marked with is stale.
     pub fn note_success(&self, quota: Option<QuotaSnapshot>) {
-        let mut health = self.health();
-        health.last_error = None;
-        if health.cooldown_reason == Some(CooldownReason::RateLimited) {
-            health.cooldown_until = None;
-            health.cooldown_reason = None;
-        }
-        if quota.is_some() {
-            health.quota = quota;
-        }
+        self.health.update(|health| {
+            health.last_error = None;
+            if health.cooldown_reason == Some(CooldownReason::RateLimited) {
+                health.cooldown_until = None;
+                health.cooldown_reason = None;
+            }
+            if quota.is_some() {
+                health.quota = quota;
+            }
+        });
     }
 
     /// Clears a cooldown and a runtime disable (`subrelay accounts reset`).
     pub fn reset(&self) {
-        let mut health = self.health();
-        health.cooldown_until = None;
-        health.cooldown_reason = None;
-        health.disabled = None;
-        health.last_error = None;
+        self.health.update(|health| {
+            health.cooldown_until = None;
+            health.cooldown_reason = None;
+            health.disabled = None;
+            health.last_error = None;
+        });
+        // Usable again: requests waiting for a slot look again.
+        self.changed.notify();
     }
 
     /// The account's state for people: the admin API and `subrelay accounts`.
@@ -196,7 +204,9 @@ impl Account {
         let now = Instant::now();
         let wall = SystemTime::now();
         let availability = self.availability(now);
-        let health = self.health();
+        let (last_error, quota) = self
+            .health
+            .read(|health| (health.last_error.clone(), health.quota.clone()));
         let (state, cooldown_until, cooldown_reason, disabled_reason) = match &availability {
             _ if !self.spec.enabled => (
                 "disabled",
@@ -228,12 +238,12 @@ impl Account {
             disabled_reason,
             in_flight: self.in_flight(),
             concurrency: self.spec.concurrency,
-            last_error: health.last_error.clone(),
+            last_error,
             token_expires_at: self
                 .credentials
                 .expires_at()
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-            quota: health.quota.clone(),
+            quota,
             groups: self.spec.groups.clone(),
             priority: self.spec.priority,
         }
@@ -262,21 +272,15 @@ pub struct AccountView {
     pub priority: i32,
 }
 
-/// A request's hold on one account. Dropping it gives the concurrency slot back and wakes the
-/// queue.
+/// A request's hold on one account. Dropping it gives the concurrency slot (its lease) back and
+/// wakes the queue.
 pub struct AccountSlot {
     account: Arc<Account>,
+    _lease: Lease,
 }
 
 impl AccountSlot {
     pub fn account(&self) -> &Arc<Account> {
         &self.account
-    }
-}
-
-impl Drop for AccountSlot {
-    fn drop(&mut self) {
-        self.account.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.account.slot_freed.notify_waiters();
     }
 }

@@ -1,8 +1,12 @@
 //! An account's credential at runtime. API keys never change; sign-in tokens are refreshed, and
 //! a refresh must never race another refresh of the same account (refresh tokens rotate: the
 //! second would present a spent token and lose the account).
+//!
+//! The tokens and their generation live in the runtime state ([`VersionedCell`], moved only by
+//! compare-and-set) and the refresh holds the account's [`RefreshLock`], both keyed by the
+//! account's name, so a shared backend gives every instance the same tokens and one refresh.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -10,6 +14,7 @@ use tokio::time::Instant;
 
 use super::AccountCredential;
 use crate::config::Secret;
+use crate::runtime_state::{RefreshLock, RuntimeState, Versioned, VersionedCell};
 
 #[derive(Debug, Clone)]
 pub struct TokenState {
@@ -28,10 +33,18 @@ impl TokenState {
     }
 }
 
+/// The tokens themselves; their generation is the cell's.
+#[derive(Clone)]
+struct Tokens {
+    access: Secret,
+    refresh: Option<Secret>,
+    expires_at: Option<SystemTime>,
+}
+
 pub struct Credentials {
-    state: Mutex<TokenState>,
+    tokens: VersionedCell<Tokens>,
     /// Held for the whole of a refresh: one at a time per account; others wait for its result.
-    pub refresh_lock: tokio::sync::Mutex<()>,
+    pub refresh_lock: RefreshLock,
     /// After a failed refresh: no new attempt before this time; the step doubles each failure.
     backoff: Mutex<Option<(Instant, Duration)>>,
     /// Fingerprint of the refresh token the config declared: persisted tokens descend from it.
@@ -50,14 +63,14 @@ pub fn fingerprint(secret: &Secret) -> String {
 }
 
 impl Credentials {
-    pub fn new(credential: &AccountCredential) -> Self {
-        let (state, seed) = match credential {
+    /// `account`: the name the runtime state keeps the tokens under.
+    pub fn new(credential: &AccountCredential, runtime: &RuntimeState, account: &str) -> Self {
+        let (tokens, seed) = match credential {
             AccountCredential::ApiKey { api_key } => (
-                TokenState {
+                Tokens {
                     access: api_key.clone(),
                     refresh: None,
                     expires_at: None,
-                    generation: 0,
                 },
                 None,
             ),
@@ -67,54 +80,68 @@ impl Credentials {
                 expires_at,
                 ..
             } => (
-                TokenState {
+                Tokens {
                     access: access_token.clone(),
                     refresh: refresh_token.clone(),
                     expires_at: *expires_at,
-                    generation: 0,
                 },
                 refresh_token.as_ref().map(fingerprint),
             ),
         };
         Self {
-            state: Mutex::new(state),
-            refresh_lock: tokio::sync::Mutex::new(()),
+            tokens: runtime.versioned(account, tokens),
+            refresh_lock: runtime.refresh_lock(account),
             backoff: Mutex::new(None),
             seed,
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, TokenState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn snapshot(&self) -> TokenState {
-        self.state().clone()
+        let (tokens, generation) = self.tokens.load();
+        TokenState {
+            access: tokens.access,
+            refresh: tokens.refresh,
+            expires_at: tokens.expires_at,
+            generation,
+        }
     }
 
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.state().expires_at
+        self.tokens.read(|tokens, _| tokens.expires_at)
     }
 
     pub fn can_refresh(&self) -> bool {
-        self.state().refresh.is_some()
+        self.tokens.read(|tokens, _| tokens.refresh.is_some())
     }
 
     pub fn seed(&self) -> Option<&str> {
         self.seed.as_deref()
     }
 
-    /// Installs freshly issued tokens; a missing new refresh token keeps the old one.
-    pub fn install(&self, access: Secret, refresh: Option<Secret>, expires_at: Option<SystemTime>) {
-        let mut state = self.state();
-        state.access = access;
-        if refresh.is_some() {
-            state.refresh = refresh;
-        }
-        state.expires_at = expires_at;
-        state.generation += 1;
-        drop(state);
+    /// Installs freshly issued tokens over generation `seen` (compare-and-set: `Err` with the
+    /// current generation when another refresh installed tokens since); a missing new refresh
+    /// token keeps the old one.
+    pub fn install(
+        &self,
+        seen: u64,
+        access: Secret,
+        refresh: Option<Secret>,
+        expires_at: Option<SystemTime>,
+    ) -> Result<u64, u64> {
+        let kept = self
+            .tokens
+            .read(|current, generation| (generation == seen).then(|| current.refresh.clone()));
+        let Some(kept) = kept else {
+            return Err(self.tokens.read(|_, generation| generation));
+        };
+        let next = Tokens {
+            access,
+            refresh: refresh.or(kept),
+            expires_at,
+        };
+        let installed = self.tokens.compare_and_set(seen, next)?;
         *self.backoff.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(installed)
     }
 
     /// Whether a refresh may be attempted now (not in the backoff after a failure).

@@ -1,11 +1,16 @@
 //! The account pool: which accounts exist, which may serve a request now, and in what order.
 //!
-//! Accounts come from an [`AccountSource`] (the config file today; a database implements the
-//! same trait later). Each [`Account`] keeps its runtime health (cooldown, disable reason, last
-//! use, last error, quota) behind a short lock that is never held across an `.await`, and its
-//! sign-in tokens in [`Credentials`]. A selected account is held through an [`AccountSlot`],
-//! which gives its concurrency slot back when dropped — on success, error, client disconnect
-//! and panic alike — and wakes requests waiting in the queue.
+//! Accounts come from an [`AccountSource`] (the store's accounts). The pool's runtime state lives
+//! behind the interfaces of [`crate::runtime_state`], keyed by account name: each [`Account`]'s
+//! health (cooldown, disable reason, last use, last error, quota) is a record read and changed
+//! under a short lock never held across an `.await`, its concurrency slots are leases, its
+//! sign-in tokens ([`Credentials`]) a compare-and-set value with a single-flight refresh lock;
+//! sticky bindings, the wait queue and the "look again" signal are the pool's. A selected account
+//! is held through an [`AccountSlot`], which gives its lease back when dropped — on success,
+//! error, client disconnect and panic alike — and wakes requests waiting in the queue.
+//!
+//! The relay reports outcomes through [`Pool::succeeded`], [`Pool::failed`] and
+//! [`Pool::keep_sticky`]; it does not touch health or bindings itself.
 //!
 //! Order of selection: the conversation's sticky binding ([`sticky`]), then lowest `priority`,
 //! then lowest load (in flight ÷ concurrency), then least recently used; ties at random.
@@ -24,8 +29,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::runtime_state::{RuntimeState, Signal, WaitQueue};
 
 pub use account::{Account, AccountSlot, AccountView, Availability};
 pub use cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
@@ -34,7 +40,8 @@ pub use source::{AccountSource, ConfigAccounts};
 pub use spec::{AccountCredential, AccountKind, AccountSpec, Platform};
 pub use sticky::{StickyKey, StickyTable};
 
-/// Index of an account in the pool; stable for the life of the process.
+/// Index of an account in the pool; stable for the life of the process, and used only within
+/// it (a request's tried accounts). Runtime state is keyed by the account's name.
 pub type AccountId = usize;
 
 /// The pool's rules, from `gateway.*`.
@@ -77,10 +84,13 @@ pub struct Pool {
     accounts: RwLock<Arc<Vec<Arc<Account>>>>,
     next_id: AtomicUsize,
     pub policy: PoolPolicy,
-    pub sticky: StickyTable,
-    /// Notified whenever a slot is given back, so queued requests look again.
-    slot_freed: Arc<Notify>,
-    waiting: AtomicUsize,
+    /// Where accounts keep their runtime state.
+    runtime: RuntimeState,
+    sticky: StickyTable,
+    /// Told whenever a slot is given back or an account may have become usable, so queued
+    /// requests look again.
+    changed: Signal,
+    queue: WaitQueue,
 }
 
 /// What a request is looking for.
@@ -115,21 +125,31 @@ pub enum Selection {
 impl Pool {
     /// `accounts`: each account with the HTTP client (connection pool, proxy) it talks through.
     pub fn new(accounts: Vec<(AccountSpec, reqwest::Client)>, policy: PoolPolicy) -> Self {
-        let slot_freed = Arc::new(Notify::new());
+        Self::with_state(accounts, policy, RuntimeState::default())
+    }
+
+    /// A pool whose runtime state lives in `runtime`.
+    pub fn with_state(
+        accounts: Vec<(AccountSpec, reqwest::Client)>,
+        policy: PoolPolicy,
+        runtime: RuntimeState,
+    ) -> Self {
+        let changed = runtime.signal("pool");
         let accounts: Vec<Arc<Account>> = accounts
             .into_iter()
             .enumerate()
             .map(|(id, (spec, client))| {
-                Arc::new(Account::new(id, spec, client, Arc::clone(&slot_freed)))
+                Arc::new(Account::new(id, spec, client, &runtime, &changed))
             })
             .collect();
         Self {
             next_id: AtomicUsize::new(accounts.len()),
             accounts: RwLock::new(Arc::new(accounts)),
-            sticky: StickyTable::default(),
+            sticky: StickyTable::new(&runtime),
+            queue: runtime.wait_queue("pool"),
             policy,
-            slot_freed,
-            waiting: AtomicUsize::new(0),
+            changed,
+            runtime,
         }
     }
 
@@ -145,7 +165,7 @@ impl Pool {
             .cloned()
     }
 
-    /// Adds an account, or replaces the one of the same name (which keeps its id, so sticky
+    /// Adds an account, or replaces the one of the same name (which keeps its name, so sticky
     /// bindings stay, and starts with fresh health and tokens). Takes effect for the next
     /// selection.
     pub fn upsert(&self, spec: AccountSpec, client: reqwest::Client) {
@@ -155,7 +175,7 @@ impl Pool {
             .iter()
             .find(|a| a.spec.name == spec.name)
             .map_or_else(|| self.next_id.fetch_add(1, Ordering::AcqRel), |a| a.id);
-        let account = Arc::new(Account::new(id, spec, client, Arc::clone(&self.slot_freed)));
+        let account = Arc::new(Account::new(id, spec, client, &self.runtime, &self.changed));
         match next.iter().position(|a| a.id == id) {
             Some(at) => next[at] = account,
             None => next.push(account),
@@ -163,7 +183,7 @@ impl Pool {
         *guard = Arc::new(next);
         drop(guard);
         // A waiting request may be able to use the new account.
-        self.slot_freed.notify_waiters();
+        self.changed.notify();
     }
 
     /// Removes an account from selection; requests using it finish normally.
@@ -195,17 +215,74 @@ impl Pool {
 
     /// Requests waiting in the queue now.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
+        self.queue.waiting()
+    }
+
+    /// How long a request may wait in the queue, if it may wait at all now (queueing is on and
+    /// fewer than `gateway.queue_max_waiting` wait).
+    pub fn queue_room(&self) -> Option<Duration> {
+        let wait = self.policy.queue_wait;
+        (!wait.is_zero() && self.waiting() < self.policy.queue_max_waiting).then_some(wait)
+    }
+
+    /// Whether conversations are bound to accounts (`gateway.sticky_session_ttl`).
+    pub fn sticky_enabled(&self) -> bool {
+        self.policy.sticky_ttl.is_some()
+    }
+
+    /// A successful answer from `account` (with the quota its headers reported).
+    pub fn succeeded(&self, account: &Account, quota: Option<quota::QuotaSnapshot>) {
+        account.note_success(quota);
+    }
+
+    /// A failed attempt on `account`: its state takes the failure's effect, and the
+    /// conversation's binding moves to whichever account serves the request next.
+    pub fn failed(
+        &self,
+        account: &Account,
+        effect: &AccountEffect,
+        error: &str,
+        sticky: Option<&StickyKey>,
+    ) {
+        account.apply(effect, error, &self.policy.cooldowns);
+        if let Some(key) = sticky {
+            self.sticky.release(key);
+        }
+    }
+
+    /// After a success: keeps (or moves) the conversation's binding to `account`, unless its
+    /// first token (`ttft` after the send) was slow too many times in a row. Returns whether
+    /// the binding was released for slowness.
+    pub fn keep_sticky(
+        &self,
+        key: Option<&StickyKey>,
+        account: &Account,
+        ttft: Option<Duration>,
+    ) -> bool {
+        let (Some(key), Some(ttl)) = (key, self.policy.sticky_ttl) else {
+            return false;
+        };
+        if let (Some(limit), Some(ttft)) = (self.policy.sticky_slow_ttft, ttft) {
+            let slow = ttft > limit;
+            if self
+                .sticky
+                .note_ttft(key, &account.name, slow, self.policy.sticky_slow_strikes)
+            {
+                return true;
+            }
+        }
+        self.sticky.bind(*key, &account.name, ttl);
+        false
     }
 
     /// Like [`Pool::select`], but when every candidate is at its concurrency limit, waits up to
     /// `gateway.queue_wait_timeout` (with at most `gateway.queue_max_waiting` others) for a slot.
     pub async fn acquire(&self, wanted: &Wanted<'_>) -> Selection {
         let deadline = Instant::now() + self.policy.queue_wait;
-        let mut queued: Option<QueueTicket<'_>> = None;
+        let mut queued = None;
         loop {
             // Registered before looking, so a slot freed in between is not missed.
-            let freed = self.slot_freed.notified();
+            let freed = self.changed.notified();
             let mut freed = std::pin::pin!(freed);
             freed.as_mut().enable();
             match self.select(wanted) {
@@ -216,9 +293,8 @@ impl Pool {
                 if self.policy.queue_wait.is_zero() {
                     return Selection::AllBusy { queue_full: false };
                 }
-                let before = self.waiting.fetch_add(1, Ordering::AcqRel);
-                let ticket = QueueTicket(&self.waiting);
-                if before >= self.policy.queue_max_waiting {
+                let (ticket, full) = self.queue.join(self.policy.queue_max_waiting);
+                if full {
                     return Selection::AllBusy { queue_full: true };
                 }
                 queued = Some(ticket);
@@ -238,7 +314,7 @@ impl Pool {
         // One pass over the accounts, one health lock each; no sort (this runs per request).
         let mut ready: Vec<(&Arc<Account>, Order)> = Vec::with_capacity(accounts.len());
         // The conversation's account, looked up once (one lock), not once per candidate.
-        let bound_id = wanted.sticky.and_then(|key| self.sticky.get(key, now));
+        let bound_name = wanted.sticky.and_then(|key| self.sticky.get(key));
         for account in Self::members(&accounts, wanted.group, wanted.platform) {
             if wanted.kind.is_some_and(|k| account.spec.kind != k)
                 || !account.serves_model(wanted.model)
@@ -247,7 +323,7 @@ impl Pool {
             }
             any_eligible = true;
             let (availability, last_used) = account.snapshot(now);
-            let bound = bound_id == Some(account.id);
+            let bound = bound_name.as_ref() == Some(&account.name);
             if wanted.tried.contains(&account.id) {
                 if bound {
                     // It failed for this request: the binding moves to whoever serves it.
@@ -344,15 +420,6 @@ impl Order {
             .then(self.priority.cmp(&other.priority))
             .then(self.load.total_cmp(&other.load))
             .then(self.last_used.cmp(&other.last_used))
-    }
-}
-
-/// A place in the queue; leaving it (by any path) frees the place.
-struct QueueTicket<'a>(&'a AtomicUsize);
-
-impl Drop for QueueTicket<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

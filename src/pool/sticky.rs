@@ -5,14 +5,16 @@
 //! the client's value is not kept. It lives `gateway.sticky_session_ttl`, refreshed on use, and
 //! moves when its account fails, cools, is disabled, or answers slowly too often.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+//!
+//! The bindings are runtime state ([`ExpiringMap`]) keyed by that digest and pointing to the
+//! account's name, so instances sharing a state backend share them.
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
-use super::AccountId;
+use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState};
 
 /// A conversation's identity within one API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,81 +32,74 @@ impl StickyKey {
 }
 
 struct Binding {
-    account: AccountId,
-    expires: Instant,
+    /// The account's name.
+    account: Arc<str>,
     slow_strikes: u32,
 }
 
-#[derive(Default)]
 pub struct StickyTable {
-    bindings: Mutex<HashMap<StickyKey, Binding>>,
+    bindings: ExpiringMap<StickyKey, Binding>,
 }
 
-/// Beyond this many bindings, expired ones are swept on the next insert.
-const SWEEP_ABOVE: usize = 4096;
+impl Default for StickyTable {
+    fn default() -> Self {
+        Self::new(&RuntimeState::default())
+    }
+}
 
 impl StickyTable {
-    fn map(&self) -> MutexGuard<'_, HashMap<StickyKey, Binding>> {
-        self.bindings.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn new(runtime: &RuntimeState) -> Self {
+        Self {
+            bindings: runtime.expiring("sticky"),
+        }
     }
 
-    /// The bound account, if the binding is alive.
-    pub fn get(&self, key: &StickyKey, now: Instant) -> Option<AccountId> {
-        let mut map = self.map();
-        match map.get(key) {
-            Some(b) if b.expires > now => Some(b.account),
-            Some(_) => {
-                map.remove(key);
-                None
-            }
-            None => None,
-        }
+    /// The bound account's name, if the binding is alive.
+    pub fn get(&self, key: &StickyKey) -> Option<Arc<str>> {
+        self.bindings
+            .update(key, None, |b| b.as_ref().map(|b| Arc::clone(&b.account)))
     }
 
     /// Binds (or re-binds) the conversation to `account` for `ttl` from now.
-    pub fn bind(&self, key: StickyKey, account: AccountId, ttl: Duration) {
-        let now = Instant::now();
-        let mut map = self.map();
-        if map.len() >= SWEEP_ABOVE {
-            map.retain(|_, b| b.expires > now);
-        }
-        let binding = map.entry(key).or_insert(Binding {
-            account,
-            expires: now + ttl,
-            slow_strikes: 0,
-        });
-        if binding.account != account {
-            binding.account = account;
-            binding.slow_strikes = 0;
-        }
-        binding.expires = now + ttl;
+    pub fn bind(&self, key: StickyKey, account: &Arc<str>, ttl: Duration) {
+        self.bindings
+            .update(&key, Some(ttl), |binding| match binding {
+                Some(b) if b.account == *account => {}
+                _ => {
+                    *binding = Some(Binding {
+                        account: Arc::clone(account),
+                        slow_strikes: 0,
+                    })
+                }
+            });
     }
 
     pub fn release(&self, key: &StickyKey) {
-        self.map().remove(key);
+        self.bindings.remove(key);
     }
 
     /// Counts a slow (or fast) first token of the bound account; after `strikes` slow ones in a
     /// row the binding is released. Returns whether it was.
-    pub fn note_ttft(&self, key: &StickyKey, account: AccountId, slow: bool, strikes: u32) -> bool {
-        let mut map = self.map();
-        let Some(binding) = map.get_mut(key).filter(|b| b.account == account) else {
-            return false;
-        };
-        if !slow {
-            binding.slow_strikes = 0;
-            return false;
-        }
-        binding.slow_strikes += 1;
-        if binding.slow_strikes >= strikes {
-            map.remove(key);
-            return true;
-        }
-        false
+    pub fn note_ttft(&self, key: &StickyKey, account: &str, slow: bool, strikes: u32) -> bool {
+        self.bindings.update(key, None, |binding| {
+            let Some(b) = binding.as_mut().filter(|b| &*b.account == account) else {
+                return false;
+            };
+            if !slow {
+                b.slow_strikes = 0;
+                return false;
+            }
+            b.slow_strikes += 1;
+            if b.slow_strikes >= strikes {
+                *binding = None;
+                return true;
+            }
+            false
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.map().len()
+        self.bindings.len()
     }
 
     pub fn is_empty(&self) -> bool {

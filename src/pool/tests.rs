@@ -304,7 +304,8 @@ async fn a_sticky_binding_wins_over_priority_and_moves_when_its_account_cools() 
     let p = pool(vec![spec("first", 0, 0), spec("second", 1, 0)]);
     let key = StickyKey::new(b"key-a", "conversation-1");
     let second = id(&p, "second");
-    p.sticky.bind(key, second, Duration::from_secs(3600));
+    p.sticky
+        .bind(key, &"second".into(), Duration::from_secs(3600));
     let got = p.select(&wanted(&[], Some(&key)));
     assert!(matches!(got, Selection::Slot(ref s) if s.account().id == second));
     // Cooling: the binding is released and the normal order applies.
@@ -313,17 +314,17 @@ async fn a_sticky_binding_wins_over_priority_and_moves_when_its_account_cools() 
         .apply(&AccountEffect::Transient, "502", &p.policy.cooldowns);
     let got = p.select(&wanted(&[], Some(&key)));
     assert!(matches!(got, Selection::Slot(ref s) if s.account().spec.name == "first"));
-    assert_eq!(p.sticky.get(&key, tokio::time::Instant::now()), None);
+    assert_eq!(p.sticky.get(&key), None);
 }
 
 #[tokio::test(start_paused = true)]
 async fn sticky_bindings_expire_and_are_per_api_key() {
     let p = pool(vec![spec("first", 0, 0), spec("second", 1, 0)]);
-    let second = id(&p, "second");
     let mine = StickyKey::new(b"key-a", "same-conversation-id");
     let theirs = StickyKey::new(b"key-b", "same-conversation-id");
     assert_ne!(mine, theirs);
-    p.sticky.bind(mine, second, Duration::from_secs(60));
+    p.sticky
+        .bind(mine, &"second".into(), Duration::from_secs(60));
     let got = p.select(&wanted(&[], Some(&theirs)));
     assert!(matches!(got, Selection::Slot(ref s) if s.account().spec.name == "first"));
     tokio::time::advance(Duration::from_secs(61)).await;
@@ -335,16 +336,16 @@ async fn sticky_bindings_expire_and_are_per_api_key() {
 async fn a_slow_bound_account_loses_the_binding_after_n_strikes() {
     let table = StickyTable::default();
     let key = StickyKey::new(b"k", "c");
-    table.bind(key, 3, Duration::from_secs(3600));
-    assert!(!table.note_ttft(&key, 3, true, 3));
+    table.bind(key, &"c".into(), Duration::from_secs(3600));
+    assert!(!table.note_ttft(&key, "c", true, 3));
     assert!(
-        !table.note_ttft(&key, 3, false, 3),
+        !table.note_ttft(&key, "c", false, 3),
         "a fast answer resets the count"
     );
-    assert!(!table.note_ttft(&key, 3, true, 3));
-    assert!(!table.note_ttft(&key, 3, true, 3));
-    assert!(table.note_ttft(&key, 3, true, 3));
-    assert_eq!(table.get(&key, tokio::time::Instant::now()), None);
+    assert!(!table.note_ttft(&key, "c", true, 3));
+    assert!(!table.note_ttft(&key, "c", true, 3));
+    assert!(table.note_ttft(&key, "c", true, 3));
+    assert_eq!(table.get(&key), None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -353,7 +354,7 @@ async fn accounts_join_change_and_leave_at_runtime() {
     let a = id(&p, "a");
     p.upsert(spec("b", 1, 0), reqwest::Client::new());
     assert_eq!(name(&pick(&p, &[a]).unwrap()), "b");
-    // Replacing keeps the id (sticky bindings stay) and takes the new settings.
+    // Replacing keeps the id and the name (sticky bindings stay) and takes the new settings.
     let b = id(&p, "b");
     let mut changed = spec("b", 1, 0);
     changed.enabled = false;
@@ -426,23 +427,83 @@ async fn a_binding_used_again_lives_its_ttl_from_the_last_use() {
     let used = StickyKey::new(b"k", "used");
     let idle = StickyKey::new(b"k", "idle");
     let ttl = Duration::from_secs(60);
-    table.bind(used, 1, ttl);
-    table.bind(idle, 1, ttl);
+    let one: std::sync::Arc<str> = "one".into();
+    table.bind(used, &one, ttl);
+    table.bind(idle, &one, ttl);
     tokio::time::advance(Duration::from_secs(40)).await;
     // A success on the bound account binds again (`keep_sticky`), which refreshes the TTL.
-    table.bind(used, 1, ttl);
+    table.bind(used, &one, ttl);
     tokio::time::advance(Duration::from_secs(40)).await;
-    let now = tokio::time::Instant::now();
     assert_eq!(
-        table.get(&used, now),
-        Some(1),
+        table.get(&used),
+        Some(one),
         "refreshed at 40 s: alive at 80 s"
     );
     assert_eq!(
-        table.get(&idle, now),
+        table.get(&idle),
         None,
         "control: not refreshed, gone at 80 s"
     );
     tokio::time::advance(Duration::from_secs(21)).await;
-    assert_eq!(table.get(&used, tokio::time::Instant::now()), None);
+    assert_eq!(table.get(&used), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_relay_reports_outcomes_through_the_pool() {
+    let policy = PoolPolicy {
+        sticky_ttl: Some(Duration::from_secs(3600)),
+        sticky_slow_ttft: Some(Duration::from_secs(5)),
+        sticky_slow_strikes: 2,
+        ..PoolPolicy::default()
+    };
+    let p = Pool::new(
+        with_clients(vec![spec("first", 0, 0), spec("second", 1, 0)]),
+        policy,
+    );
+    let key = StickyKey::new(b"k", "c");
+    let second = p.find("second").unwrap();
+    assert!(!p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(1))));
+    assert_eq!(p.sticky.get(&key).as_deref(), Some("second"), "bound");
+    assert!(!p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(6))));
+    assert!(
+        p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(6))),
+        "the second slow first token in a row releases the binding"
+    );
+    assert_eq!(p.sticky.get(&key), None);
+
+    assert!(!p.keep_sticky(Some(&key), &second, None));
+    p.failed(&second, &AccountEffect::Transient, "502", Some(&key));
+    assert_eq!(p.sticky.get(&key), None, "a failure moves the binding");
+    assert!(matches!(
+        second.availability(tokio::time::Instant::now()),
+        Availability::Cooling { .. }
+    ));
+    p.failed(&second, &AccountEffect::RateLimited(None), "429", None);
+    p.succeeded(&second, None);
+    assert_eq!(
+        second.availability(tokio::time::Instant::now()),
+        Availability::Ready,
+        "a success clears the stale rate limit"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_account_replaced_at_runtime_starts_with_fresh_health_and_slots() {
+    let p = pool(vec![spec("a", 0, 1)]);
+    let held = pick(&p, &[]).unwrap();
+    p.find("a")
+        .unwrap()
+        .apply(&AccountEffect::Transient, "502", &p.policy.cooldowns);
+    p.upsert(spec("a", 0, 1), reqwest::Client::new());
+    let fresh = p.find("a").unwrap();
+    assert_eq!(
+        fresh.availability(tokio::time::Instant::now()),
+        Availability::Ready
+    );
+    assert_eq!(
+        fresh.in_flight(),
+        0,
+        "the old version's slot is not counted"
+    );
+    assert_eq!(held.account().in_flight(), 1);
 }

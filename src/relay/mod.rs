@@ -29,13 +29,12 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::http::auth::ApiKey;
 use crate::http::body::read_body;
 use crate::http::refusal::Refusal;
-use crate::pool::{AccountId, AccountKind, Platform, Selection, StickyKey, Wanted};
+use crate::pool::{Account, AccountId, AccountKind, Platform, Selection, StickyKey, Wanted};
 use crate::protocol::{Inspected, Protocol, TokenUsage};
 use crate::state::AppState;
 use crate::upstream::SESSION_HEADERS;
@@ -113,7 +112,7 @@ pub struct RequestContext {
     /// The conversation's binding key (session header or `prompt_cache_key`, scoped by key).
     pub sticky: Option<StickyKey>,
     /// The key's concurrency slot, held until the request ends.
-    key_slot: Option<OwnedSemaphorePermit>,
+    key_slot: Option<crate::runtime_state::Lease>,
     pub attempts: Vec<AttemptRecord>,
 }
 
@@ -206,9 +205,9 @@ pub async fn handle(
     }
     let sticky = state
         .pool
-        .policy
-        .sticky_ttl
-        .and_then(|_| conversation(&parts.headers, &inspected))
+        .sticky_enabled()
+        .then(|| conversation(&parts.headers, &inspected))
+        .flatten()
         .map(|session| StickyKey::new(&key.id, session));
     let ctx = RequestContext {
         id,
@@ -309,26 +308,25 @@ async fn admit(
     let Some(slots) = ctx.key.slots.clone() else {
         return Ok(());
     };
-    if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
-        ctx.key_slot = Some(permit);
+    if let Some(lease) = slots.try_acquire() {
+        ctx.key_slot = Some(lease);
         return Ok(());
     }
     let busy = || Refusal::KeyBusy {
         request_id: ctx.id.clone(),
     };
-    let wait = state.pool.policy.queue_wait;
-    if wait.is_zero() || state.pool.waiting() >= state.pool.policy.queue_max_waiting {
+    let Some(wait) = state.pool.queue_room() else {
         return Err(busy());
-    }
+    };
     match writer
-        .wait_in_queue(tokio::time::timeout(wait, slots.acquire_owned()))
+        .wait_in_queue(tokio::time::timeout(wait, slots.acquire()))
         .await
     {
-        Ok(Ok(permit)) => {
-            ctx.key_slot = Some(permit);
+        Ok(lease) => {
+            ctx.key_slot = Some(lease);
             Ok(())
         }
-        _ => Err(busy()),
+        Err(_) => Err(busy()),
     }
 }
 
@@ -406,24 +404,22 @@ async fn attempt_loop(
                 since_send,
                 outcome,
             }) => {
-                account.note_success(quota);
+                state.pool.succeeded(&account, quota);
                 ctx.attempts.push(AttemptRecord {
                     account: account.spec.name.clone(),
                     status: Some(status),
                     outcome: "ok",
                 });
-                keep_sticky(state, ctx, account.id, since_send, outcome.first_output_at);
+                keep_sticky(state, ctx, &account, since_send, outcome.first_output_at);
                 return Ended::Answered(outcome);
             }
             Err(failure) => {
-                account.apply(
+                state.pool.failed(
+                    &account,
                     &failure.effect,
                     &failure.message,
-                    &state.pool.policy.cooldowns,
+                    ctx.sticky.as_ref(),
                 );
-                if let Some(key) = &ctx.sticky {
-                    state.pool.sticky.release(key);
-                }
                 tracing::warn!(
                     request_id = %ctx.id,
                     account = %account.spec.name,
@@ -477,26 +473,14 @@ async fn attempt_loop(
 fn keep_sticky(
     state: &AppState,
     ctx: &RequestContext,
-    account: AccountId,
+    account: &Account,
     since_send: Instant,
     first_output_at: Option<Instant>,
 ) {
-    let (Some(key), Some(ttl)) = (ctx.sticky, state.pool.policy.sticky_ttl) else {
-        return;
-    };
-    if let (Some(limit), Some(first)) = (state.pool.policy.sticky_slow_ttft, first_output_at) {
-        let slow = first.saturating_duration_since(since_send) > limit;
-        let released =
-            state
-                .pool
-                .sticky
-                .note_ttft(&key, account, slow, state.pool.policy.sticky_slow_strikes);
-        if released {
-            tracing::info!(request_id = %ctx.id, "sticky binding released: the account was slow to answer");
-            return;
-        }
+    let ttft = first_output_at.map(|first| first.saturating_duration_since(since_send));
+    if state.pool.keep_sticky(ctx.sticky.as_ref(), account, ttft) {
+        tracing::info!(request_id = %ctx.id, "sticky binding released: the account was slow to answer");
     }
-    state.pool.sticky.bind(key, account, ttl);
 }
 
 /// Tells the client the final refusal in the shape the writer's state allows: the route's

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::http::auth::KeyDirectory;
 use crate::pool::data_dir::DataDir;
 use crate::pool::{AccountSource, Pool, PoolPolicy};
+use crate::runtime_state::RuntimeState;
 use crate::state::AppState;
 use crate::store::accounts::StoreAccounts;
 use crate::store::usage_writer::UsageWriter;
@@ -60,7 +61,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let sessions = SessionIds::new(data_dir.secret("session.key")?);
-    let keys = KeyDirectory::new(opened.hasher.clone());
+    let runtime = RuntimeState::default();
+    let keys = KeyDirectory::with_state(opened.hasher.clone(), runtime.clone());
     keys.load(
         &opened
             .store
@@ -72,7 +74,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let state = Arc::new(AppState {
         gateway: config.gateway.clone(),
         oauth: config.oauth.clone(),
-        pool: Pool::new(accounts, PoolPolicy::from(&config.gateway)),
+        pool: Pool::with_state(accounts, PoolPolicy::from(&config.gateway), runtime.clone()),
         keys,
         limits: Arc::clone(&opened.limits),
         store: Arc::clone(&opened.store),
@@ -84,7 +86,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
         access_log: config.log.access,
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
-        dashboard_sessions: crate::admin::dashboard::Sessions::new(config.admin.session_ttl),
+        dashboard_sessions: crate::admin::dashboard::Sessions::with_state(
+            config.admin.session_ttl,
+            &runtime,
+        ),
+        dashboard_flows: crate::admin::dashboard::signin::Flows::new(&runtime),
+        config_origin: config.origin.clone(),
+        runtime,
         clients: crate::http::client_addr::ClientLimits {
             trusted_proxies: config.server.trusted_proxies.clone(),
             admin_failures: Default::default(),

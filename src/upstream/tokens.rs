@@ -82,9 +82,17 @@ pub async fn refresh_account(
                     tracing::error!(account = %account.spec.name, "rotated tokens could not be saved: {e}; a restart will need a new sign-in");
                 }
             }
-            account
-                .credentials
-                .install(issued.access, Some(next_refresh), issued.expires_at);
+            // Compare-and-set over the generation this refresh started from: under the lock
+            // nothing else installs locally; with a shared state another instance's tokens win.
+            if let Err(newer) = account.credentials.install(
+                current.generation,
+                issued.access,
+                Some(next_refresh),
+                issued.expires_at,
+            ) {
+                tracing::warn!(account = %account.spec.name, generation = newer, "tokens of a newer generation were installed meanwhile; keeping them");
+                return Ok(account.credentials.snapshot());
+            }
             tracing::info!(
                 account = %account.spec.name,
                 expires_at = ?issued.expires_at.map(humantime::format_rfc3339_seconds),
@@ -173,7 +181,9 @@ pub async fn restore(state: &AppState) -> Result<usize, String> {
             tracing::info!(account = %name, "the config declares a new refresh token; the saved token chain is ignored");
             continue;
         }
-        account.credentials.install(
+        // At start nothing else installs: the generation read here is the current one.
+        let _ = account.credentials.install(
+            account.credentials.snapshot().generation,
             Secret::new(tokens.access_token.clone()),
             tokens.refresh_token.clone().map(Secret::new),
             tokens.expires_at(),

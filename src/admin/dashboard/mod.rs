@@ -7,11 +7,11 @@
 //! [`Admin`](super::Admin) extractor accepts that cookie instead of the Bearer token; a
 //! state-changing request must also carry the session's CSRF token in `X-CSRF-Token` and,
 //! when the browser says where it comes from (`Origin`, `Sec-Fetch-Site`), come from this
-//! origin. Sessions live in memory: a restart signs everyone out.
+//! origin. Sessions are runtime state ([`crate::runtime_state`], keyed by the digest of their
+//! id): with the local backend they live in memory, and a restart signs everyone out.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -29,6 +29,7 @@ pub mod signin;
 
 use super::{admin_on, AdminJson};
 use crate::http::refusal::Refusal;
+use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState};
 use crate::state::AppState;
 
 /// How long a session lasts after sign-in unless `admin.session_ttl` says otherwise.
@@ -44,15 +45,15 @@ const LOGIN_JS: &str = include_str!("assets/login.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
 
+/// What the server keeps of a session (it expires `admin.session_ttl` after sign-in).
 struct Session {
     csrf: String,
-    expires: Instant,
 }
 
 /// The dashboard's sessions, by the SHA-256 of their id (the id itself is kept only by the
 /// browser), and how long each lasts. Part of the shared state, so every test server has its own.
 pub struct Sessions {
-    map: Mutex<HashMap<[u8; 32], Session>>,
+    map: ExpiringMap<[u8; 32], Session>,
     ttl: Duration,
 }
 
@@ -65,43 +66,41 @@ impl Default for Sessions {
 impl Sessions {
     /// No sessions yet; each one opened lasts `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        Self {
-            map: Mutex::default(),
-            ttl,
-        }
+        Self::with_state(ttl, &RuntimeState::default())
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Sessions kept in `runtime`.
+    pub fn with_state(ttl: Duration, runtime: &RuntimeState) -> Self {
+        Self {
+            map: runtime.expiring("session"),
+            ttl,
+        }
     }
 
     /// The live session's CSRF token, if the request carries a session cookie that has not
     /// expired or been signed out.
     fn live(&self, headers: &HeaderMap) -> Option<String> {
         let id = session_id(headers)?;
-        let mut map = self.map();
-        let now = Instant::now();
-        map.retain(|_, s| s.expires > now);
-        map.get(&digest(&id)).map(|s| s.csrf.clone())
+        self.map.update(&digest(&id), None, |session| {
+            session.as_ref().map(|s| s.csrf.clone())
+        })
     }
 
     /// Opens a session and returns its id (for the cookie).
     fn open(&self) -> String {
         let id = random_hex();
-        self.map().insert(
-            digest(&id),
-            Session {
-                csrf: random_hex(),
-                expires: Instant::now() + self.ttl,
-            },
-        );
+        self.insert(&id, random_hex());
         id
     }
 
+    fn insert(&self, id: &str, csrf: String) {
+        self.map.update(&digest(id), Some(self.ttl), |session| {
+            *session = Some(Session { csrf })
+        });
+    }
+
     fn close(&self, id: &str) {
-        self.map().remove(&digest(id));
+        self.map.remove(&digest(id));
     }
 }
 
@@ -403,13 +402,7 @@ mod tests {
     fn a_session_needs_the_csrf_token_to_change_state() {
         let sessions = Sessions::default();
         let id = random_hex();
-        sessions.map().insert(
-            digest(&id),
-            Session {
-                csrf: "c5rf".into(),
-                expires: Instant::now() + SESSION_TTL,
-            },
-        );
+        sessions.insert(&id, "c5rf".into());
         let cookie = format!("other=1; {COOKIE_NAME}={id}");
         let get = headers(&[("cookie", &cookie)]);
         assert!(matches!(

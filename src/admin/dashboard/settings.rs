@@ -2,7 +2,7 @@
 //! redacted: inline values show as `<redacted>`, `env:`/`file:` references as themselves), the
 //! config file's path, and which keys came from the environment.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -10,16 +10,8 @@ use axum::Json;
 use serde::Serialize;
 
 use super::super::{Admin, ErrorBody};
-use crate::config::{env_name, ConfigOrigin};
-use crate::http::refusal::Refusal;
+use crate::config::env_name;
 use crate::state::AppState;
-
-static ORIGIN: OnceLock<ConfigOrigin> = OnceLock::new();
-
-/// Called once by `subrelay serve` with what it loaded.
-pub fn remember(origin: ConfigOrigin) {
-    let _ = ORIGIN.set(origin);
-}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct FromEnv {
@@ -43,12 +35,9 @@ pub struct Settings {
         (status = 200, description = "The effective configuration", body = Settings),
         (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
         (status = 404, description = "The admin API is off", body = ErrorBody),
-        (status = 503, description = "Not started by `subrelay serve`", body = ErrorBody),
     ))]
-pub async fn get(_: Admin, State(_state): State<Arc<AppState>>) -> Response {
-    let Some(origin) = ORIGIN.get() else {
-        return Refusal::SettingsUnknown.into_response();
-    };
+pub async fn get(_: Admin, State(state): State<Arc<AppState>>) -> Response {
+    let origin = &state.config_origin;
     Json(Settings {
         file: origin.file.as_ref().map(|p| p.display().to_string()),
         from_env: origin

@@ -7,10 +7,12 @@
 //! `POST /admin/api/oauth/finish` checks the state, exchanges the code at the token endpoint
 //! (once: a flow is spent by its first attempt) and creates the account through the same path as
 //! `POST /admin/api/accounts`. Both calls are admin API calls (token or dashboard session).
+//!
+//! Started flows are runtime state ([`Flows`] in `AppState`, keyed by the flow id), so with a
+//! shared backend a sign-in started on one instance can finish on another.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +24,7 @@ use sha2::{Digest, Sha256};
 use super::super::accounts::{self, CreateAccount};
 use super::super::{bad_request, Admin, AdminJson, ErrorBody};
 use crate::http::refusal::Refusal;
+use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState};
 use crate::state::AppState;
 
 /// How long a started sign-in may wait for its code.
@@ -30,19 +33,36 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const OPENAI_SCOPE: &str = "openid profile email offline_access";
 const ANTHROPIC_SCOPE: &str = "org:create_api_key user:profile user:inference";
 
-struct Flow {
+/// A started sign-in, kept for [`FLOW_TTL`].
+pub struct Flow {
     platform: String,
     verifier: String,
     state: String,
-    started: Instant,
 }
 
-static FLOWS: LazyLock<Mutex<HashMap<String, Flow>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The started sign-ins, by flow id; each lives [`FLOW_TTL`] and is spent by its first finish.
+pub struct Flows(ExpiringMap<String, Flow>);
 
-fn flows() -> std::sync::MutexGuard<'static, HashMap<String, Flow>> {
-    FLOWS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Default for Flows {
+    fn default() -> Self {
+        Self::new(&RuntimeState::default())
+    }
+}
+
+impl Flows {
+    pub fn new(runtime: &RuntimeState) -> Self {
+        Self(runtime.expiring("flow"))
+    }
+
+    fn start(&self, id: &str, flow: Flow) {
+        self.0
+            .update(&id.to_owned(), Some(FLOW_TTL), |slot| *slot = Some(flow));
+    }
+
+    /// The flow, if it is live; it is spent either way.
+    fn take(&self, id: &str) -> Option<Flow> {
+        self.0.take(&id.to_owned())
+    }
 }
 
 fn random_b64url(len: usize) -> String {
@@ -211,19 +231,14 @@ pub async fn start(
     } else {
         url.push_str("&code=true");
     }
-    {
-        let mut map = flows();
-        map.retain(|_, f| f.started.elapsed() < FLOW_TTL);
-        map.insert(
-            flow.clone(),
-            Flow {
-                platform: body.platform,
-                verifier,
-                state: flow_state,
-                started: Instant::now(),
-            },
-        );
-    }
+    state.dashboard_flows.start(
+        &flow,
+        Flow {
+            platform: body.platform,
+            verifier,
+            state: flow_state,
+        },
+    );
     Json(SignInStarted {
         flow,
         authorize_url: url,
@@ -358,10 +373,7 @@ pub async fn finish(
         return e.into_response();
     }
     // A flow is spent by its first attempt, whatever the outcome.
-    let Some(flow) = flows()
-        .remove(&body.flow)
-        .filter(|f| f.started.elapsed() < FLOW_TTL)
-    else {
+    let Some(flow) = state.dashboard_flows.take(&body.flow) else {
         return bad_request("flow: unknown, used or expired; start the sign-in again")
             .into_response();
     };

@@ -172,8 +172,6 @@ pub enum Refusal {
     },
     RefreshFailed(String),
     SignInFailed(String),
-    /// Settings are known only to a server started by `subrelay serve`.
-    SettingsUnknown,
 }
 
 impl Refusal {
@@ -205,8 +203,7 @@ impl Refusal {
             | Refusal::NoAccount { .. }
             | Refusal::AccountsCooling { .. }
             | Refusal::StoreUnavailable
-            | Refusal::CannotSeal
-            | Refusal::SettingsUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            | Refusal::CannotSeal => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::ModelNotAllowed { .. }
             | Refusal::ModelUnpriced { .. }
             | Refusal::CsrfRefused(_) => StatusCode::FORBIDDEN,
@@ -244,8 +241,7 @@ impl Refusal {
             Refusal::InflateFailed
             | Refusal::RelayFailed
             | Refusal::StoreUnavailable
-            | Refusal::CannotSeal
-            | Refusal::SettingsUnknown => "server_error",
+            | Refusal::CannotSeal => "server_error",
             Refusal::WrongPlatform { .. }
             | Refusal::AdminOff
             | Refusal::AdminNotFound { .. }
@@ -318,8 +314,7 @@ impl Refusal {
             | Refusal::RelayFailed
             | Refusal::CannotSeal
             | Refusal::NoRefreshToken { .. }
-            | Refusal::RefreshFailed(_)
-            | Refusal::SettingsUnknown => return None,
+            | Refusal::RefreshFailed(_) => return None,
         };
         Some(Cow::Borrowed(code))
     }
@@ -493,9 +488,6 @@ impl Refusal {
             Refusal::CannotSeal => "cannot encrypt the credentials",
             Refusal::NoRefreshToken { account } => {
                 return Cow::Owned(format!("account {account:?} has no refresh token"))
-            }
-            Refusal::SettingsUnknown => {
-                "the configuration is known only to a server started by `subrelay serve`"
             }
         };
         Cow::Borrowed(text)

@@ -82,7 +82,6 @@ fn table() -> Vec<Row> {
         (Refusal::NoRefreshToken { account: s("a") }, 409, "invalid_request_error", None, s("account \"a\" has no refresh token"), None),
         (Refusal::RefreshFailed(s("refresh refused")), 502, "upstream_error", None, s("refresh refused"), None),
         (Refusal::SignInFailed(s("token endpoint unreachable")), 502, "upstream_error", Some("sign_in_failed"), s("token endpoint unreachable"), None),
-        (Refusal::SettingsUnknown, 503, "server_error", None, s("the configuration is known only to a server started by `subrelay serve`"), None),
         // The upstream's failures, one per reason the relay can give.
         (upstream(UpstreamWhy::RateLimited { retry_after: Some(secs(7)) }, 2, "upstream_status_429"), 429, "rate_limit_error", Some("upstream_status_429"), s("upstream rate limit reached on all 2 accounts tried (request req_1)"), Some(7)),
         (upstream(UpstreamWhy::CredentialsRejected { status: 403 }, 1, "upstream_status_403"), 502, "upstream_error", Some("upstream_status_403"), s("upstream rejected the credentials of the account tried (status 403); the gateway's operator must renew them (request req_1)"), None),
@@ -146,8 +145,7 @@ fn has_a_row(refusal: &Refusal) {
         | Refusal::CannotSeal
         | Refusal::NoRefreshToken { .. }
         | Refusal::RefreshFailed(_)
-        | Refusal::SignInFailed(_)
-        | Refusal::SettingsUnknown => {}
+        | Refusal::SignInFailed(_) => {}
     }
 }
 
@@ -166,7 +164,7 @@ fn every_refusal_has_its_status_kind_code_message_and_retry_after() {
             std::mem::discriminant(r)
         })
         .collect();
-    assert_eq!(variants.len(), 43, "a variant was added or lost a row");
+    assert_eq!(variants.len(), 42, "a variant was added or lost a row");
     for (refusal, status, kind, code, message, retry) in rows {
         let name = format!("{refusal:?}");
         assert_eq!(refusal.status().as_u16(), status, "{name}");

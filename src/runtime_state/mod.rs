@@ -1,0 +1,465 @@
+//! Runtime state: what the gateway knows only while it runs, behind a few small interfaces keyed
+//! by stable names (account name, key name, a digest), so that one process (`local`, today) or
+//! several instances sharing Redis (issue 17) can hold it.
+//!
+//! This module imports nothing of the crate: it stores the values its users define (the pool's
+//! account health, the dashboard's sessions) and knows only names, limits, times and versions.
+//!
+//! ## The interfaces
+//!
+//! | trait | what it stores | key | Redis (issue 17) |
+//! |---|---|---|---|
+//! | [`Leases`] | concurrency slots of one account or one API key, as leases that end when their [`LeaseHandle`] drops, or at their expiry if never released | account name / key name | a sorted set `{prefix}lease:{name}` of lease ids scored by expiry; acquire is one Lua call (drop expired members, count, add if under the limit); drop is `ZREM` plus a `PUBLISH` on the pool channel; [`LeaseHandle::renew`] pushes the score forward (a per-instance task renews every held lease each `state.lease_ttl`/3, one pipeline) |
+//! | [`Records`] | one record per name, read and changed in place: an account's health (cooldown and its reason, disabled flag, last error, quota) | account name | a hash `{prefix}account:{name}`; reads come from an in-process mirror (no round trip on the hot path), writes go to Redis and are announced on the pool channel, and every instance reloads the record when told |
+//! | [`Expiring`] | values that live for a time: sticky bindings, dashboard sessions, sign-in flows | a digest (key + conversation, session id) or the flow id | `SET … PX ttl`; `update` is a Lua read-modify-write; `take` is `GETDEL` |
+//! | [`Versioned`] | a value with a generation that only moves by compare-and-set: an account's sign-in tokens | account name | a hash with the value and `gen`; a Lua script writes only when `gen` equals the expected one |
+//! | [`SingleFlight`] | at most one holder at a time, others wait: the token refresh | account name | `SET {prefix}refresh:{name} <owner> NX PX ttl`, released by compare-and-delete (Lua), waiters poll briefly or wake on the pool channel |
+//! | [`Signal`] | "something changed, look again": a slot was freed, an account's state changed (and its record must be reloaded) | one per pool, one per API key with a concurrency limit | a pub/sub channel `{prefix}pool` (messages name the account or key); a subscriber task turns each message into a local notification and a mirror reload, so waiters of every instance wake |
+//! | [`WaitQueue`] | how many requests wait for a slot, bounded | one per pool | a counter per instance (`HINCRBY {prefix}queue <instance>`), summed when a request joins |
+//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | rpm: a sorted set per key trimmed to the window in one Lua call; spending: `INCRBYFLOAT {prefix}spend:{key}:{day}` (and month) with an expiry past the period |
+//!
+//! ## How a Redis backend fits without slowing the local one
+//!
+//! Dispatch is static: each handle is an enum of backends ([`LeaseSet`], [`Record`],
+//! [`ExpiringMap`], [`VersionedCell`], [`RefreshLock`], [`Signal`], [`WaitQueue`],
+//! [`KeyWindows`]) with `Local` as the only variant for now, so a call is a `match` and a
+//! direct, inlinable call — no `dyn`, no boxed future, no allocation that today's code did not
+//! make. Handles are resolved once per name (when an account or key is loaded) and kept, so the
+//! hot path never hashes a name to find its state. The local backend makes a fresh handle each
+//! time (an account replaced through the admin API starts with fresh health and slots, as it
+//! always did); a shared backend returns the name's existing state.
+//!
+//! What the local backend answers at once is a plain method. A Redis backend keeps most of
+//! them plain too by answering from an in-process mirror kept current by the pool channel
+//! (records, sticky bindings, the queue count); writes go out without the request waiting for
+//! them where losing one to a race only costs a sub-optimal choice (health, bindings). Two calls
+//! need a real round trip: the refresh lock ([`SingleFlight::lock`], already `impl Future`) and
+//! taking a lease ([`Leases::try_acquire`], called by `Pool::select` inside the async
+//! `Pool::acquire`, and by the relay's admission). When the Redis variant lands, `try_acquire`
+//! becomes a method returning `impl Future` whose local future is ready at once
+//! (`std::future::ready`) and `Pool::select` becomes `async` — still no `dyn`, no box. Budget
+//! (issue 17): at most two round trips per request on the hot path — one lease script on the way
+//! in, one pipeline (lease release, binding, health) on the way out.
+
+mod local;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::hash::Hash;
+use std::time::Duration;
+
+use tokio::sync::futures::Notified;
+use tokio::time::Instant;
+
+/// Concurrency slots of one name (an account, an API key).
+pub trait Leases {
+    type Lease: LeaseHandle;
+    /// A lease if fewer than `limit` are held (0: no limit). The lease ends when dropped.
+    fn try_acquire(&self, limit: u32) -> Option<Self::Lease>;
+    /// Leases held now (expired ones do not count).
+    fn in_flight(&self) -> u32;
+}
+
+/// One held slot. Dropping it releases the slot and signals that a slot was freed.
+pub trait LeaseHandle {
+    /// Pushes the expiry one lease time forward (a long stream keeps its slot).
+    fn renew(&self);
+}
+
+/// One record per name, read and changed under a short lock (never across an `.await`).
+pub trait Records<T> {
+    fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R;
+    fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R;
+}
+
+/// Values that expire.
+pub trait Expiring<K, V> {
+    /// Runs `f` on the live value (`None`: absent or expired). What `f` leaves is stored (`None`
+    /// removes it); `ttl` sets a new expiry from now, `None` keeps the current one (a new value
+    /// needs a `ttl`: without one it is not kept).
+    fn update<R>(&self, key: &K, ttl: Option<Duration>, f: impl FnOnce(&mut Option<V>) -> R) -> R;
+    /// Removes and returns the live value.
+    fn take(&self, key: &K) -> Option<V>;
+    fn remove(&self, key: &K);
+    /// Values held (live or not yet swept).
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A value whose generation moves only by compare-and-set.
+pub trait Versioned<T> {
+    /// The value and its generation.
+    fn load(&self) -> (T, u64);
+    /// Reads the value and its generation in place (no copy of the value).
+    fn read<R>(&self, f: impl FnOnce(&T, u64) -> R) -> R;
+    /// Stores `value` as generation `expected + 1` if the generation is still `expected`;
+    /// otherwise returns the current generation.
+    fn compare_and_set(&self, expected: u64, value: T) -> Result<u64, u64>;
+}
+
+/// At most one holder at a time per name.
+pub trait SingleFlight {
+    type Guard<'a>
+    where
+        Self: 'a;
+    /// Waits for the lock; the guard releases it when dropped.
+    fn lock(&self) -> impl Future<Output = Self::Guard<'_>> + Send;
+}
+
+/// Per-key windows and totals.
+pub trait Windows {
+    /// Counts one admission in `key`'s window of `window` if fewer than `limit` were admitted
+    /// in it; otherwise says how long until the oldest leaves it.
+    fn admit(&self, key: &str, limit: u32, window: Duration, now: Instant) -> Result<(), Duration>;
+    /// Adds to `key`'s totals of the period ids `day` and `month` (totals of older periods are
+    /// forgotten).
+    fn add(&self, key: &str, day: i64, month: i64, day_amount: f64, month_amount: f64);
+    /// `key`'s totals in the periods `day` and `month`.
+    fn totals(&self, key: &str, day: i64, month: i64) -> (f64, f64);
+}
+
+/// Which backend holds the runtime state (`state.backend` in issue 17; `local` only for now).
+#[derive(Clone, Default)]
+pub enum RuntimeState {
+    /// In this process's memory.
+    #[default]
+    Local,
+}
+
+impl RuntimeState {
+    /// The concurrency slots of `name`; releasing one notifies `freed`.
+    pub fn leases(&self, name: &str, freed: &Signal) -> LeaseSet {
+        match self {
+            RuntimeState::Local => {
+                LeaseSet::Local(local::LeaseSet::new(name, None, freed.local_notify()))
+            }
+        }
+    }
+
+    /// The record of `name`, starting from `initial` (a local record starts fresh; a shared one
+    /// starts from what the other instances wrote).
+    pub fn record<T>(&self, _name: &str, initial: T) -> Record<T> {
+        match self {
+            RuntimeState::Local => Record::Local(local::Record::new(initial)),
+        }
+    }
+
+    /// A map of expiring values (`kind` names it: `sticky`, `session`, `flow`).
+    pub fn expiring<K: Eq + Hash, V>(&self, _kind: &str) -> ExpiringMap<K, V> {
+        match self {
+            RuntimeState::Local => ExpiringMap::Local(local::ExpiringMap::default()),
+        }
+    }
+
+    /// `name`'s versioned value, starting at generation 0.
+    pub fn versioned<T: Clone>(&self, _name: &str, initial: T) -> VersionedCell<T> {
+        match self {
+            RuntimeState::Local => VersionedCell::Local(local::VersionedCell::new(initial)),
+        }
+    }
+
+    /// `name`'s single-flight lock.
+    pub fn refresh_lock(&self, _name: &str) -> RefreshLock {
+        match self {
+            RuntimeState::Local => RefreshLock::Local(local::RefreshLock::default()),
+        }
+    }
+
+    pub fn signal(&self, _channel: &str) -> Signal {
+        match self {
+            RuntimeState::Local => Signal::Local(Default::default()),
+        }
+    }
+
+    pub fn wait_queue(&self, _name: &str) -> WaitQueue {
+        match self {
+            RuntimeState::Local => WaitQueue::Local(Default::default()),
+        }
+    }
+
+    pub fn key_windows(&self) -> KeyWindows {
+        match self {
+            RuntimeState::Local => KeyWindows::Local(Default::default()),
+        }
+    }
+}
+
+// === impl LeaseSet ===
+
+/// The concurrency slots of one name.
+#[derive(Debug)]
+pub enum LeaseSet {
+    Local(std::sync::Arc<local::LeaseSet>),
+}
+
+/// One held slot of a [`LeaseSet`].
+pub enum Lease {
+    Local(local::Lease),
+}
+
+impl Leases for LeaseSet {
+    type Lease = Lease;
+
+    #[inline]
+    fn try_acquire(&self, limit: u32) -> Option<Lease> {
+        match self {
+            LeaseSet::Local(set) => local::LeaseSet::try_acquire(set, limit).map(Lease::Local),
+        }
+    }
+
+    fn in_flight(&self) -> u32 {
+        match self {
+            LeaseSet::Local(set) => set.in_flight(),
+        }
+    }
+}
+
+impl LeaseHandle for Lease {
+    fn renew(&self) {
+        match self {
+            Lease::Local(lease) => lease.renew(),
+        }
+    }
+}
+
+impl LeaseSet {
+    /// Waits for a lease (under `limit`; 0: no limit), looking again each time one of this
+    /// set's leases is released. The caller bounds the wait.
+    pub async fn acquire(&self, limit: u32) -> Lease {
+        loop {
+            let freed = self.released();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before looking, so a release in between is not missed.
+            freed.as_mut().enable();
+            if let Some(lease) = self.try_acquire(limit) {
+                return lease;
+            }
+            freed.await;
+        }
+    }
+
+    /// Completes at the next release of one of this set's leases (or any other notification of
+    /// the signal the set was made with).
+    fn released(&self) -> Notified<'_> {
+        match self {
+            LeaseSet::Local(set) => set.released(),
+        }
+    }
+
+    /// Slots of `name` that expire `ttl` after their last renewal even if never dropped (local
+    /// leases are always dropped; this is how a shared backend behaves when an instance dies).
+    pub fn expiring(name: &str, ttl: Duration, freed: &Signal) -> Self {
+        LeaseSet::Local(local::LeaseSet::new(name, Some(ttl), freed.local_notify()))
+    }
+}
+
+// === impl Record ===
+
+/// One name's record.
+pub enum Record<T> {
+    Local(local::Record<T>),
+}
+
+impl<T> Records<T> for Record<T> {
+    #[inline]
+    fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        match self {
+            Record::Local(record) => record.read(f),
+        }
+    }
+
+    #[inline]
+    fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        match self {
+            Record::Local(record) => record.update(f),
+        }
+    }
+}
+
+// === impl ExpiringMap ===
+
+/// Values that expire, by key.
+pub enum ExpiringMap<K, V> {
+    Local(local::ExpiringMap<K, V>),
+}
+
+impl<K: Eq + Hash + Clone, V> Expiring<K, V> for ExpiringMap<K, V> {
+    #[inline]
+    fn update<R>(&self, key: &K, ttl: Option<Duration>, f: impl FnOnce(&mut Option<V>) -> R) -> R {
+        match self {
+            ExpiringMap::Local(map) => map.update(key, ttl, f),
+        }
+    }
+
+    fn take(&self, key: &K) -> Option<V> {
+        match self {
+            ExpiringMap::Local(map) => map.take(key),
+        }
+    }
+
+    fn remove(&self, key: &K) {
+        match self {
+            ExpiringMap::Local(map) => map.remove(key),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ExpiringMap::Local(map) => map.len(),
+        }
+    }
+}
+
+// === impl VersionedCell ===
+
+/// A value with a compare-and-set generation.
+pub enum VersionedCell<T> {
+    Local(local::VersionedCell<T>),
+}
+
+impl<T: Clone> Versioned<T> for VersionedCell<T> {
+    fn load(&self) -> (T, u64) {
+        match self {
+            VersionedCell::Local(cell) => cell.load(),
+        }
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&T, u64) -> R) -> R {
+        match self {
+            VersionedCell::Local(cell) => cell.read(f),
+        }
+    }
+
+    fn compare_and_set(&self, expected: u64, value: T) -> Result<u64, u64> {
+        match self {
+            VersionedCell::Local(cell) => cell.compare_and_set(expected, value),
+        }
+    }
+}
+
+// === impl RefreshLock ===
+
+/// One refresh at a time per account.
+pub enum RefreshLock {
+    Local(local::RefreshLock),
+}
+
+/// Held while refreshing; dropping it lets the next waiter in.
+pub enum RefreshGuard<'a> {
+    Local(tokio::sync::MutexGuard<'a, ()>),
+}
+
+impl RefreshLock {
+    /// Waits for the lock (see [`SingleFlight`]).
+    pub fn lock(&self) -> impl Future<Output = RefreshGuard<'_>> + Send {
+        SingleFlight::lock(self)
+    }
+}
+
+impl SingleFlight for RefreshLock {
+    type Guard<'a> = RefreshGuard<'a>;
+
+    async fn lock(&self) -> RefreshGuard<'_> {
+        match self {
+            RefreshLock::Local(lock) => RefreshGuard::Local(lock.lock().await),
+        }
+    }
+}
+
+// === impl Signal ===
+
+/// "Look again": a slot was freed or an account's state changed.
+#[derive(Clone)]
+pub enum Signal {
+    Local(std::sync::Arc<tokio::sync::Notify>),
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Signal::Local(Default::default())
+    }
+}
+
+impl Signal {
+    /// Wakes every waiter now registered (on every instance, for a shared backend).
+    pub fn notify(&self) {
+        match self {
+            Signal::Local(notify) => notify.notify_waiters(),
+        }
+    }
+
+    /// A future that completes at the next [`Signal::notify`]; `enable` it before looking, so
+    /// a notification in between is not missed.
+    pub fn notified(&self) -> Notified<'_> {
+        match self {
+            Signal::Local(notify) => notify.notified(),
+        }
+    }
+
+    fn local_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        match self {
+            Signal::Local(notify) => std::sync::Arc::clone(notify),
+        }
+    }
+}
+
+// === impl WaitQueue ===
+
+/// Requests waiting for a slot, bounded.
+pub enum WaitQueue {
+    Local(local::WaitQueue),
+}
+
+/// A place in the queue; dropping it (by any path) leaves the queue.
+pub enum QueueTicket<'a> {
+    Local(local::QueueTicket<'a>),
+}
+
+impl WaitQueue {
+    /// Joins unless `max` already wait; the ticket is returned either way (so leaving is one
+    /// path), with whether the queue was full.
+    pub fn join(&self, max: usize) -> (QueueTicket<'_>, bool) {
+        match self {
+            WaitQueue::Local(queue) => {
+                let (ticket, full) = queue.join(max);
+                (QueueTicket::Local(ticket), full)
+            }
+        }
+    }
+
+    pub fn waiting(&self) -> usize {
+        match self {
+            WaitQueue::Local(queue) => queue.waiting(),
+        }
+    }
+}
+
+// === impl KeyWindows ===
+
+/// Per-key request windows and spending totals.
+pub enum KeyWindows {
+    Local(local::KeyWindows),
+}
+
+impl Windows for KeyWindows {
+    fn admit(&self, key: &str, limit: u32, window: Duration, now: Instant) -> Result<(), Duration> {
+        match self {
+            KeyWindows::Local(w) => w.admit(key, limit, window, now),
+        }
+    }
+
+    fn add(&self, key: &str, day: i64, month: i64, day_amount: f64, month_amount: f64) {
+        match self {
+            KeyWindows::Local(w) => w.add(key, day, month, day_amount, month_amount),
+        }
+    }
+
+    fn totals(&self, key: &str, day: i64, month: i64) -> (f64, f64) {
+        match self {
+            KeyWindows::Local(w) => w.totals(key, day, month),
+        }
+    }
+}
