@@ -39,6 +39,7 @@ pub mod count_tokens;
 #[cfg(test)]
 pub mod golden;
 pub mod messages_via_responses;
+pub mod responses_via_chat;
 
 /// The client's request cannot be expressed for the upstream. Answered with 400 in the client's
 /// error shape; nothing is sent upstream.

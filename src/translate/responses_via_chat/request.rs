@@ -1,0 +1,557 @@
+//! The client's Responses request → a Chat Completions request (the mapping table is in the
+//! module doc of [`super`]).
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use crate::translate::{Target, Translated, Untranslatable};
+
+/// Top-level request keys that carry no content and have no Chat form: dropped.
+const DROPPED_KEYS: &[&str] = &[
+    "include",
+    "prompt_cache_key",
+    "client_metadata",
+    "store",
+    "metadata",
+    "service_tier",
+    "truncation",
+    "top_logprobs",
+    "max_tool_calls",
+    "stream_options",
+    "safety_identifier",
+    "prompt_cache_retention",
+    "generate",
+    "user",
+];
+
+/// Hosted tools the Responses API runs on OpenAI's side. A Chat upstream cannot run them, and
+/// Codex sends some on every request (`web_search`), so they are dropped: the model works
+/// without the capability.
+const HOSTED_TOOLS: &[&str] = &[
+    "web_search",
+    "web_search_preview",
+    "web_search_preview_2025_03_11",
+    "file_search",
+    "code_interpreter",
+    "image_generation",
+    "computer",
+    "computer_use",
+    "computer_use_preview",
+    "mcp",
+    "tool_search",
+];
+
+/// The description added to a freeform (`custom`) tool once it is a function with one string
+/// argument.
+const FREEFORM_NOTE: &str = "Pass the whole raw input as the `input` string argument.";
+
+pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslatable> {
+    let request: Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|e| refuse("", format!("the request body is not a JSON object: {e}")))?;
+    let stream = request
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut out = Map::new();
+    out.insert("model".into(), Value::String(target.upstream_model.clone()));
+
+    let mut messages = Messages::default();
+    for (key, value) in &request {
+        match key.as_str() {
+            "model" | "stream" | "input" | "tools" | "tool_choice" | "parallel_tool_calls" => {}
+            "instructions" => match value {
+                Value::String(text) if !text.is_empty() => messages.push(json!({
+                    "role": "system", "content": text
+                })),
+                Value::String(_) | Value::Null => {}
+                _ => return Err(refuse("instructions", "only a string `instructions` can be translated to a Chat Completions system message")),
+            },
+            "previous_response_id" | "conversation" | "prompt" => {
+                if !value.is_null() {
+                    return Err(refuse(
+                        key,
+                        format!("`{key}` refers to conversation state stored by the OpenAI Responses API; a Chat Completions upstream has none, so the request would lose it. Send the whole conversation in `input` instead"),
+                    ));
+                }
+            }
+            "background" => {
+                if value.as_bool() == Some(true) {
+                    return Err(refuse(
+                        key,
+                        "background responses need the OpenAI Responses API; a Chat Completions upstream answers in the foreground only",
+                    ));
+                }
+            }
+            "max_output_tokens" => copy(&mut out, "max_tokens", value),
+            "temperature" | "top_p" => copy(&mut out, key, value),
+            "reasoning" => {
+                if let Some(effort) = value.get("effort").filter(|e| !e.is_null()) {
+                    out.insert("reasoning_effort".into(), effort.clone());
+                }
+            }
+            "text" => {
+                if let Some(format) = value.get("format").filter(|f| !f.is_null()) {
+                    if let Some(format) = response_format(format)? {
+                        out.insert("response_format".into(), format);
+                    }
+                }
+            }
+            key if DROPPED_KEYS.contains(&key) => {}
+            // Unknown keys: hints of newer API versions. Keys that carry conversation content
+            // are all handled above.
+            _ => {}
+        }
+    }
+
+    match request.get("input") {
+        Some(Value::String(text)) => messages.push(json!({"role": "user", "content": text})),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                messages.item(item, &format!("input[{i}]"))?;
+            }
+        }
+        None | Some(Value::Null) => {}
+        Some(_) => {
+            return Err(refuse(
+                "input",
+                "`input` must be a string or a list of items",
+            ))
+        }
+    }
+    out.insert("messages".into(), Value::Array(messages.finish()));
+
+    let tools = tools(request.get("tools"))?;
+    if !tools.is_empty() {
+        out.insert("tools".into(), Value::Array(tools));
+        if let Some(choice) = request.get("tool_choice").filter(|c| !c.is_null()) {
+            out.insert("tool_choice".into(), tool_choice(choice)?);
+        }
+        // OpenAI refuses `parallel_tool_calls` on a request without tools.
+        copy(
+            &mut out,
+            "parallel_tool_calls",
+            request.get("parallel_tool_calls").unwrap_or(&Value::Null),
+        );
+    } else if let Some(choice) = request.get("tool_choice") {
+        // Without tools the only meaningful choices are "auto" and "none" (there is nothing
+        // to call either way); a forced tool cannot be honoured.
+        if !matches!(choice, Value::Null | Value::String(_)) || choice == "required" {
+            return Err(refuse(
+                "tool_choice",
+                "`tool_choice` forces a tool, but the request has no tool a Chat Completions upstream can call",
+            ));
+        }
+    }
+
+    if stream {
+        out.insert("stream".into(), Value::Bool(true));
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let body = serde_json::to_vec(&Value::Object(out))
+        .map_err(|e| refuse("", format!("the translated request cannot be written: {e}")))?;
+    Ok(Translated {
+        body: Bytes::from(body),
+        upstream_stream: stream,
+    })
+}
+
+fn refuse(field: &str, message: impl Into<String>) -> Untranslatable {
+    Untranslatable {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn copy(out: &mut Map<String, Value>, key: &str, value: &Value) {
+    if !value.is_null() {
+        out.insert(key.to_owned(), value.clone());
+    }
+}
+
+// === Messages ===
+
+/// Builds the Chat `messages` list: consecutive tool calls join one assistant message, tool
+/// results follow it, and reasoning text rides on the next assistant message.
+#[derive(Default)]
+struct Messages {
+    list: Vec<Value>,
+    /// Reasoning text of `reasoning` items not yet attached to an assistant message.
+    reasoning: Vec<String>,
+    /// Images returned by tool calls: Chat tool messages carry only text, so they go in a user
+    /// message after the run of tool messages.
+    tool_images: Vec<Value>,
+}
+
+impl Messages {
+    fn push(&mut self, message: Value) {
+        self.flush_tool_images();
+        self.list.push(message);
+    }
+
+    fn flush_tool_images(&mut self) {
+        if !self.tool_images.is_empty() {
+            let mut parts =
+                vec![json!({"type": "text", "text": "Images returned by the tool calls above:"})];
+            parts.append(&mut self.tool_images);
+            self.list.push(json!({"role": "user", "content": parts}));
+        }
+    }
+
+    fn finish(mut self) -> Vec<Value> {
+        self.flush_tool_images();
+        self.list
+    }
+
+    /// Runs `edit` on the assistant message of the current turn: the last message when it is an
+    /// assistant message and `join` allows (tool calls join the text before them), else a new
+    /// one. Pending reasoning text is attached to it.
+    fn with_assistant(&mut self, join: bool, edit: impl FnOnce(&mut Map<String, Value>)) {
+        let open = join
+            && self.tool_images.is_empty()
+            && self.list.last().is_some_and(|m| {
+                m["role"] == "assistant"
+                    && (self.reasoning.is_empty() || m.get("reasoning_content").is_none())
+            });
+        if !open {
+            self.push(json!({"role": "assistant", "content": null}));
+        }
+        let reasoning = std::mem::take(&mut self.reasoning);
+        if let Some(Value::Object(last)) = self.list.last_mut() {
+            if !reasoning.is_empty() {
+                last.insert(
+                    "reasoning_content".into(),
+                    Value::String(reasoning.join("\n")),
+                );
+            }
+            edit(last);
+        }
+    }
+
+    fn tool_call(&mut self, id: &Value, name: &Value, arguments: String) {
+        let call = json!({
+            "id": id, "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        });
+        self.with_assistant(true, |assistant| {
+            match assistant
+                .get_mut("tool_calls")
+                .and_then(Value::as_array_mut)
+            {
+                Some(calls) => calls.push(call),
+                None => {
+                    assistant.insert("tool_calls".into(), Value::Array(vec![call]));
+                }
+            }
+        });
+    }
+
+    fn item(&mut self, item: &Value, at: &str) -> Result<(), Untranslatable> {
+        let kind = item.get("type").and_then(Value::as_str);
+        let kind = match kind {
+            Some(kind) => kind,
+            // A message may omit `type` (the easy input message form).
+            None if item.get("role").is_some() => "message",
+            None => return Err(refuse(at, "an input item needs a `type`")),
+        };
+        match kind {
+            "message" => self.message(item, at),
+            "function_call" => {
+                let arguments = string_field(item, "arguments", at)?.to_owned();
+                self.tool_call(&required(item, "call_id", at)?, &required(item, "name", at)?, arguments);
+                Ok(())
+            }
+            "custom_tool_call" => {
+                let input = string_field(item, "input", at)?;
+                let arguments = json!({"input": input}).to_string();
+                self.tool_call(&required(item, "call_id", at)?, &required(item, "name", at)?, arguments);
+                Ok(())
+            }
+            "local_shell_call" => {
+                let action = &item["action"];
+                let mut arguments = Map::new();
+                arguments.insert("command".into(), action["command"].clone());
+                copy(&mut arguments, "workdir", &action["working_directory"]);
+                copy(&mut arguments, "timeout_ms", &action["timeout_ms"]);
+                let id = item
+                    .get("call_id")
+                    .filter(|v| !v.is_null())
+                    .or_else(|| item.get("id"))
+                    .cloned()
+                    .ok_or_else(|| refuse(&format!("{at}.call_id"), "a `local_shell_call` needs a `call_id`"))?;
+                self.tool_call(&id, &json!("local_shell"), Value::Object(arguments).to_string());
+                Ok(())
+            }
+            "function_call_output" | "custom_tool_call_output" => self.tool_output(item, at),
+            "reasoning" => {
+                let text: Vec<&str> = ["summary", "content"]
+                    .iter()
+                    .filter_map(|key| item.get(*key).and_then(Value::as_array))
+                    .flatten()
+                    .filter_map(|part| part.get("text").and_then(Value::as_str))
+                    .collect();
+                // Encrypted reasoning alone is readable only by the OpenAI account that wrote
+                // it: nothing a Chat upstream can take.
+                if !text.is_empty() {
+                    self.reasoning.push(text.join("\n"));
+                }
+                Ok(())
+            }
+            "item_reference" => Err(refuse(
+                at,
+                "an `item_reference` points at an item stored by the OpenAI Responses API; a Chat Completions upstream cannot resolve it",
+            )),
+            "compaction" | "compaction_trigger" => Err(refuse(
+                at,
+                format!("a `{kind}` item is read only by the OpenAI Responses API; a Chat Completions upstream cannot compact or read compacted history"),
+            )),
+            other => Err(refuse(
+                at,
+                format!("input items of type `{other}` have no Chat Completions form"),
+            )),
+        }
+    }
+
+    fn message(&mut self, item: &Value, at: &str) -> Result<(), Untranslatable> {
+        let role = item.get("role").and_then(Value::as_str).unwrap_or("");
+        let role = match role {
+            "user" | "assistant" | "system" => role,
+            // `developer` is OpenAI's newer name for system; most Chat servers know only `system`.
+            "developer" => "system",
+            _ => {
+                return Err(refuse(
+                    &format!("{at}.role"),
+                    format!("message role `{role}` has no Chat Completions form"),
+                ))
+            }
+        };
+        let parts = content_parts(&item["content"], role, &format!("{at}.content"))?;
+        if role == "assistant" {
+            let text = parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("");
+            self.with_assistant(false, |assistant| {
+                assistant.insert("content".into(), Value::String(text));
+            });
+            return Ok(());
+        }
+        self.push(json!({"role": role, "content": content_value(parts)}));
+        Ok(())
+    }
+
+    fn tool_output(&mut self, item: &Value, at: &str) -> Result<(), Untranslatable> {
+        let call_id = required(item, "call_id", at)?;
+        let content = match &item["output"] {
+            Value::String(text) => text.clone(),
+            Value::Array(_) => {
+                let parts = content_parts(&item["output"], "tool", &format!("{at}.output"))?;
+                let mut texts = Vec::new();
+                for part in parts {
+                    match part["type"].as_str() {
+                        Some("image_url") => self.tool_images.push(part),
+                        _ => texts.push(part["text"].as_str().unwrap_or("").to_owned()),
+                    }
+                }
+                texts.join("\n")
+            }
+            Value::Null => String::new(),
+            _ => {
+                return Err(refuse(
+                    &format!("{at}.output"),
+                    "a tool output must be a string or a list of content parts",
+                ))
+            }
+        };
+        // Tool messages must follow their assistant message directly: images wait.
+        self.list
+            .push(json!({"role": "tool", "tool_call_id": call_id, "content": content}));
+        Ok(())
+    }
+}
+
+fn required(item: &Value, key: &str, at: &str) -> Result<Value, Untranslatable> {
+    match item.get(key) {
+        Some(Value::String(s)) => Ok(Value::String(s.clone())),
+        _ => Err(refuse(
+            &format!("{at}.{key}"),
+            format!("`{key}` must be a string"),
+        )),
+    }
+}
+
+fn string_field<'a>(item: &'a Value, key: &str, at: &str) -> Result<&'a str, Untranslatable> {
+    item.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| refuse(&format!("{at}.{key}"), format!("`{key}` must be a string")))
+}
+
+/// Responses content (a string or a list of parts) → Chat parts (`text` / `image_url`).
+/// `role`: images are allowed for `user` and `tool` (tool images are moved to a user message).
+fn content_parts(content: &Value, role: &str, at: &str) -> Result<Vec<Value>, Untranslatable> {
+    let parts = match content {
+        Value::String(text) => return Ok(vec![json!({"type": "text", "text": text})]),
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(parts) => parts,
+        _ => return Err(refuse(at, "content must be a string or a list of parts")),
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let here = format!("{at}[{i}]");
+        let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "input_text" | "output_text" | "text" => {
+                out.push(json!({"type": "text", "text": string_field(part, "text", &here)?}));
+            }
+            "refusal" => {
+                out.push(json!({"type": "text", "text": string_field(part, "refusal", &here)?}));
+            }
+            "input_image" => {
+                if role != "user" && role != "tool" {
+                    return Err(refuse(&here, format!("Chat Completions takes images only in user messages, not in `{role}` messages")));
+                }
+                let Some(url) = part.get("image_url").and_then(Value::as_str) else {
+                    return Err(refuse(&here, "an image given by `file_id` refers to a file stored by OpenAI; a Chat Completions upstream takes only `image_url` (an https or data: URL)"));
+                };
+                let mut image = Map::new();
+                image.insert("url".into(), Value::String(url.to_owned()));
+                if let Some(detail) = part.get("detail").filter(|d| !d.is_null()) {
+                    image.insert("detail".into(), detail.clone());
+                }
+                out.push(json!({"type": "image_url", "image_url": image}));
+            }
+            other => {
+                return Err(refuse(
+                    &here,
+                    format!("content parts of type `{other}` have no Chat Completions form"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Text-only content becomes one string (every Chat server takes that; DeepSeek takes nothing
+/// else); content with images stays a list of parts.
+fn content_value(parts: Vec<Value>) -> Value {
+    if parts.iter().all(|p| p["type"] == "text") {
+        let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+        Value::String(text.join("\n"))
+    } else {
+        Value::Array(parts)
+    }
+}
+
+// === Tools ===
+
+fn tools(tools: Option<&Value>) -> Result<Vec<Value>, Untranslatable> {
+    let list = match tools {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(refuse("tools", "`tools` must be a list")),
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, tool) in list.iter().enumerate() {
+        let at = format!("tools[{i}]");
+        let kind = tool.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "function" => {
+                let mut function = Map::new();
+                function.insert("name".into(), required(tool, "name", &at)?);
+                for key in ["description", "parameters", "strict"] {
+                    copy(&mut function, key, tool.get(key).unwrap_or(&Value::Null));
+                }
+                out.push(json!({"type": "function", "function": function}));
+            }
+            "custom" => {
+                let name = required(tool, "name", &at)?;
+                let mut description = tool
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                if !description.is_empty() {
+                    description.push_str("\n\n");
+                }
+                description.push_str(FREEFORM_NOTE);
+                let format = &tool["format"];
+                if format["type"] == "grammar" {
+                    if let Some(definition) = format["definition"].as_str() {
+                        let syntax = format["syntax"].as_str().unwrap_or("grammar");
+                        description.push_str(&format!(
+                            " The input must follow this {syntax} grammar:\n{definition}"
+                        ));
+                    }
+                }
+                out.push(json!({"type": "function", "function": {
+                    "name": name,
+                    "description": description,
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"input": {"type": "string"}},
+                        "required": ["input"],
+                        "additionalProperties": false,
+                    },
+                }}));
+            }
+            "local_shell" => out.push(json!({"type": "function", "function": {
+                "name": "local_shell",
+                "description": "Runs a command on the user's machine and returns its output.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "command": {"type": "array", "items": {"type": "string"}},
+                        "workdir": {"type": "string"},
+                        "timeout_ms": {"type": "number"},
+                    },
+                    "required": ["command"],
+                    "additionalProperties": false,
+                },
+            }})),
+            kind if HOSTED_TOOLS.contains(&kind) => {}
+            other => {
+                return Err(refuse(
+                    &at,
+                    format!("tools of type `{other}` have no Chat Completions form"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn tool_choice(choice: &Value) -> Result<Value, Untranslatable> {
+    match choice {
+        Value::String(mode) if matches!(mode.as_str(), "auto" | "none" | "required") => {
+            Ok(choice.clone())
+        }
+        Value::Object(forced)
+            if matches!(forced.get("type").and_then(Value::as_str), Some("function" | "custom")) =>
+        {
+            Ok(json!({"type": "function", "function": {"name": required(choice, "name", "tool_choice")?}}))
+        }
+        _ => Err(refuse(
+            "tool_choice",
+            "only `auto`, `none`, `required` or a function tool can be chosen on a Chat Completions upstream",
+        )),
+    }
+}
+
+/// `text.format` → `response_format`; `None` for plain text (the Chat default).
+fn response_format(format: &Value) -> Result<Option<Value>, Untranslatable> {
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!({"type": "json_object"}))),
+        Some("json_schema") => {
+            let mut schema = Map::new();
+            for key in ["name", "schema", "strict", "description"] {
+                copy(&mut schema, key, format.get(key).unwrap_or(&Value::Null));
+            }
+            Ok(Some(json!({"type": "json_schema", "json_schema": schema})))
+        }
+        _ => Err(refuse(
+            "text.format",
+            "only `text`, `json_object` and `json_schema` formats have a Chat Completions form",
+        )),
+    }
+}
