@@ -59,28 +59,34 @@ pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslata
     for (key, value) in &request {
         match key.as_str() {
             "model" | "stream" | "input" | "tools" | "tool_choice" | "parallel_tool_calls" => {}
-            "instructions" => match value {
-                Value::String(text) if !text.is_empty() => messages.push(json!({
-                    "role": "system", "content": text
-                })),
-                Value::String(_) | Value::Null => {}
-                _ => return Err(refuse("instructions", "only a string `instructions` can be translated to a Chat Completions system message")),
-            },
-            "previous_response_id" | "conversation" | "prompt" => {
-                if !value.is_null() {
-                    return Err(refuse(
-                        key,
-                        format!("`{key}` refers to conversation state stored by the OpenAI Responses API; a Chat Completions upstream has none, so the request would lose it. Send the whole conversation in `input` instead"),
-                    ));
+            "instructions" => {
+                match value {
+                    Value::String(text) if !text.is_empty() => messages.push(json!({
+                        "role": "system", "content": text
+                    })),
+                    Value::String(_) | Value::Null => {}
+                    _ => return Err(refuse(
+                        "instructions",
+                        "only a string `instructions` can become a Chat Completions system message",
+                    )),
                 }
             }
-            "background" => {
-                if value.as_bool() == Some(true) {
-                    return Err(refuse(
-                        key,
-                        "background responses need the OpenAI Responses API; a Chat Completions upstream answers in the foreground only",
-                    ));
-                }
+            "previous_response_id" | "conversation" | "prompt" if !value.is_null() => {
+                return Err(refuse(
+                    key,
+                    format!(
+                        "`{key}` refers to conversation state stored by the OpenAI Responses \
+                         API; a Chat Completions upstream has none, so the request would lose \
+                         it. Send the whole conversation in `input` instead"
+                    ),
+                ));
+            }
+            "background" if value.as_bool() == Some(true) => {
+                return Err(refuse(
+                    key,
+                    "background responses need the OpenAI Responses API; a Chat Completions \
+                     upstream answers in the foreground only",
+                ));
             }
             "max_output_tokens" => copy(&mut out, "max_tokens", value),
             "temperature" | "top_p" => copy(&mut out, key, value),
@@ -138,7 +144,8 @@ pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslata
         if !matches!(choice, Value::Null | Value::String(_)) || choice == "required" {
             return Err(refuse(
                 "tool_choice",
-                "`tool_choice` forces a tool, but the request has no tool a Chat Completions upstream can call",
+                "`tool_choice` forces a tool, but the request has no tool a Chat Completions \
+                 upstream can call",
             ));
         }
     }
@@ -257,13 +264,21 @@ impl Messages {
             "message" => self.message(item, at),
             "function_call" => {
                 let arguments = string_field(item, "arguments", at)?.to_owned();
-                self.tool_call(&required(item, "call_id", at)?, &required(item, "name", at)?, arguments);
+                self.tool_call(
+                    &required(item, "call_id", at)?,
+                    &required(item, "name", at)?,
+                    arguments,
+                );
                 Ok(())
             }
             "custom_tool_call" => {
                 let input = string_field(item, "input", at)?;
                 let arguments = json!({"input": input}).to_string();
-                self.tool_call(&required(item, "call_id", at)?, &required(item, "name", at)?, arguments);
+                self.tool_call(
+                    &required(item, "call_id", at)?,
+                    &required(item, "name", at)?,
+                    arguments,
+                );
                 Ok(())
             }
             "local_shell_call" => {
@@ -277,8 +292,17 @@ impl Messages {
                     .filter(|v| !v.is_null())
                     .or_else(|| item.get("id"))
                     .cloned()
-                    .ok_or_else(|| refuse(&format!("{at}.call_id"), "a `local_shell_call` needs a `call_id`"))?;
-                self.tool_call(&id, &json!("local_shell"), Value::Object(arguments).to_string());
+                    .ok_or_else(|| {
+                        refuse(
+                            &format!("{at}.call_id"),
+                            "a `local_shell_call` needs a `call_id`",
+                        )
+                    })?;
+                self.tool_call(
+                    &id,
+                    &json!("local_shell"),
+                    Value::Object(arguments).to_string(),
+                );
                 Ok(())
             }
             "function_call_output" | "custom_tool_call_output" => self.tool_output(item, at),
@@ -298,11 +322,15 @@ impl Messages {
             }
             "item_reference" => Err(refuse(
                 at,
-                "an `item_reference` points at an item stored by the OpenAI Responses API; a Chat Completions upstream cannot resolve it",
+                "an `item_reference` points at an item stored by the OpenAI Responses API; a Chat \
+                 Completions upstream cannot resolve it",
             )),
             "compaction" | "compaction_trigger" => Err(refuse(
                 at,
-                format!("a `{kind}` item is read only by the OpenAI Responses API; a Chat Completions upstream cannot compact or read compacted history"),
+                format!(
+                    "a `{kind}` item is read only by the OpenAI Responses API; a Chat \
+                     Completions upstream cannot compact or read compacted history"
+                ),
             )),
             other => Err(refuse(
                 at,
@@ -336,6 +364,8 @@ impl Messages {
             });
             return Ok(());
         }
+        // Reasoning that no assistant output followed belongs to no message.
+        self.reasoning.clear();
         self.push(json!({"role": role, "content": content_value(parts)}));
         Ok(())
     }
@@ -359,7 +389,7 @@ impl Messages {
             _ => {
                 return Err(refuse(
                     &format!("{at}.output"),
-                    "a tool output must be a string or a list of content parts",
+                    "a tool output must be a string or a list of parts",
                 ))
             }
         };
@@ -408,10 +438,20 @@ fn content_parts(content: &Value, role: &str, at: &str) -> Result<Vec<Value>, Un
             }
             "input_image" => {
                 if role != "user" && role != "tool" {
-                    return Err(refuse(&here, format!("Chat Completions takes images only in user messages, not in `{role}` messages")));
+                    return Err(refuse(
+                        &here,
+                        format!(
+                            "Chat Completions takes images only in user messages, not in `{role}` \
+                         messages"
+                        ),
+                    ));
                 }
                 let Some(url) = part.get("image_url").and_then(Value::as_str) else {
-                    return Err(refuse(&here, "an image given by `file_id` refers to a file stored by OpenAI; a Chat Completions upstream takes only `image_url` (an https or data: URL)"));
+                    return Err(refuse(
+                        &here,
+                        "an image given by `file_id` refers to a file stored by OpenAI; a Chat \
+                         Completions upstream takes only `image_url` (an https or data: URL)",
+                    ));
                 };
                 let mut image = Map::new();
                 image.insert("url".into(), Value::String(url.to_owned()));
@@ -526,13 +566,18 @@ fn tool_choice(choice: &Value) -> Result<Value, Untranslatable> {
             Ok(choice.clone())
         }
         Value::Object(forced)
-            if matches!(forced.get("type").and_then(Value::as_str), Some("function" | "custom")) =>
+            if matches!(
+                forced.get("type").and_then(Value::as_str),
+                Some("function" | "custom")
+            ) =>
         {
-            Ok(json!({"type": "function", "function": {"name": required(choice, "name", "tool_choice")?}}))
+            let name = required(choice, "name", "tool_choice")?;
+            Ok(json!({"type": "function", "function": {"name": name}}))
         }
         _ => Err(refuse(
             "tool_choice",
-            "only `auto`, `none`, `required` or a function tool can be chosen on a Chat Completions upstream",
+            "only `auto`, `none`, `required` or a function tool can be chosen on a Chat \
+             Completions upstream",
         )),
     }
 }
@@ -551,7 +596,8 @@ fn response_format(format: &Value) -> Result<Option<Value>, Untranslatable> {
         }
         _ => Err(refuse(
             "text.format",
-            "only `text`, `json_object` and `json_schema` formats have a Chat Completions form",
+            "only `text`, `json_object` and `json_schema` formats have a Chat Completions \
+             form",
         )),
     }
 }

@@ -215,7 +215,8 @@ impl Translator {
             self.emit(
                 out,
                 "response.refusal.delta",
-                json!({"item_id": id, "output_index": index, "content_index": content_index, "delta": delta}),
+                json!({"item_id": id, "output_index": index, "content_index": content_index,
+                       "delta": delta}),
             );
         } else {
             self.emit(
@@ -243,7 +244,8 @@ impl Translator {
             self.emit(
                 out,
                 "response.refusal.done",
-                json!({"item_id": id, "output_index": index, "content_index": content_index, "refusal": text}),
+                json!({"item_id": id, "output_index": index, "content_index": content_index,
+                       "refusal": text}),
             );
         } else {
             self.emit(
@@ -256,7 +258,8 @@ impl Translator {
         self.emit(
             out,
             "response.content_part.done",
-            json!({"item_id": id, "output_index": index, "content_index": content_index, "part": part}),
+            json!({"item_id": id, "output_index": index, "content_index": content_index,
+                       "part": part}),
         );
     }
 
