@@ -48,14 +48,11 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(upstream: &Value, model: &str) -> Self {
-        let upstream_id = upstream
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or("subrelay");
+    /// `upstream_id` and `created`: the upstream answer's `id` and `created`.
+    pub fn new(upstream_id: Option<&str>, created: Option<u64>, model: &str) -> Self {
         Self {
-            response_id: format!("resp_{upstream_id}"),
-            created_at: upstream.get("created").and_then(Value::as_u64).unwrap_or(0),
+            response_id: format!("resp_{}", upstream_id.unwrap_or("subrelay")),
+            created_at: created.unwrap_or(0),
             model: model.to_owned(),
         }
     }
@@ -130,7 +127,11 @@ pub fn json_answer(upstream: &[u8], client_model: &str) -> Result<Bytes, String>
     let message = choice
         .get("message")
         .ok_or("the Chat Completions answer's choice has no `message`")?;
-    let who = Identity::new(&completion, client_model);
+    let who = Identity::new(
+        completion.get("id").and_then(Value::as_str),
+        completion.get("created").and_then(Value::as_u64),
+        client_model,
+    );
     let mut output = Vec::new();
     if let Some(text) = reasoning_text(message) {
         output.push(reasoning_item(&who.item_id("rs", output.len()), text));

@@ -1,13 +1,157 @@
 //! Chat Completions chunks → the Responses event sequence (the order is in the module doc of
 //! [`super`]).
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, BytesMut};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::answer::{self, Ending, Identity};
 use crate::protocol::sse::SseEvent;
 use crate::protocol::{chat, TokenUsage};
 use crate::translate::StreamTranslator;
+
+// === Wire ===
+
+/// One Chat chunk, read with its strings borrowed where they need no unescaping: a text delta
+/// costs one pass and no tree of values.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    created: Option<u64>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<Choice<'a>>>,
+    #[serde(default)]
+    usage: Option<IgnoredAny>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    /// DeepSeek's name for streamed reasoning.
+    #[serde(borrow, default)]
+    reasoning_content: Option<Text<'a>>,
+    /// OpenRouter's, vLLM's and Ollama's.
+    #[serde(borrow, default)]
+    reasoning: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<CallDelta<'a>>>,
+}
+
+/// A field that is text from most servers and something else (an object) from a few: only
+/// text is read.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Text<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Other(IgnoredAny),
+}
+
+impl<'a> Text<'a> {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Text::Text(text) if !text.is_empty() => Some(text),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CallDelta<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    function: Option<FunctionDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// The delta events, written straight from borrowed text (the hot path of a stream).
+#[derive(Serialize)]
+struct DeltaEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    sequence_number: u64,
+    item_id: &'a str,
+    output_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary_index: Option<usize>,
+    delta: &'a str,
+    /// `output_text.delta` carries an (empty) `logprobs` list; other deltas have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<[u8; 0]>,
+}
+
+/// Writes one event: `event: <kind>` and its JSON data.
+fn write_event(out: &mut BytesMut, kind: &str, data: &impl Serialize) {
+    out.put_slice(b"event: ");
+    out.put_slice(kind.as_bytes());
+    out.put_slice(b"\ndata: ");
+    // Serialising into memory fails only for maps with non-string keys, which these are not.
+    let _ = serde_json::to_writer(out.writer(), data);
+    out.put_slice(b"\n\n");
+}
+
+/// A delta event of item `item_id`; `content_index` for message parts, `summary_index` for
+/// reasoning summaries.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the fields of one event, written without building it first"
+)]
+fn write_delta(
+    out: &mut BytesMut,
+    sequence: &mut u64,
+    kind: &str,
+    item_id: &str,
+    output_index: usize,
+    content_index: Option<usize>,
+    summary_index: Option<usize>,
+    delta: &str,
+) {
+    let event = DeltaEvent {
+        kind,
+        sequence_number: *sequence,
+        item_id,
+        output_index,
+        content_index,
+        summary_index,
+        delta,
+        logprobs: (kind == "response.output_text.delta").then_some([]),
+    };
+    *sequence += 1;
+    write_event(out, kind, &event);
+}
+
+// === State ===
 
 /// One output item while it is being streamed.
 enum Item {
@@ -66,20 +210,15 @@ impl Translator {
             map.insert("sequence_number".into(), Value::from(self.sequence));
         }
         self.sequence += 1;
-        out.put_slice(b"event: ");
-        out.put_slice(kind.as_bytes());
-        out.put_slice(b"\ndata: ");
-        out.put_slice(data.to_string().as_bytes());
-        out.put_slice(b"\n\n");
+        write_event(out, kind, &data);
     }
 
     /// `response.created` and `response.in_progress`, once, named after the first chunk.
-    fn start(&mut self, chunk: &Value, out: &mut BytesMut) -> Identity {
-        if let Some(who) = &self.who {
-            return who.clone();
+    fn start(&mut self, id: Option<&str>, created: Option<u64>, out: &mut BytesMut) {
+        if self.who.is_some() {
+            return;
         }
-        let who = Identity::new(chunk, &self.model);
-        self.who = Some(who.clone());
+        let who = Identity::new(id, created, &self.model);
         for (kind, status) in [
             ("response.created", "in_progress"),
             ("response.in_progress", "in_progress"),
@@ -87,7 +226,15 @@ impl Translator {
             let response = who.response(status, Vec::new(), None);
             self.emit(out, kind, json!({ "response": response }));
         }
-        who
+        self.who = Some(who);
+    }
+
+    /// The answer's identity; made up if no chunk named it.
+    fn who(&mut self, out: &mut BytesMut) -> Identity {
+        self.start(None, None, out);
+        self.who
+            .clone()
+            .unwrap_or_else(|| Identity::new(None, None, &self.model))
     }
 
     fn open_index(&self, wanted: fn(&Item) -> bool) -> Option<usize> {
@@ -96,17 +243,9 @@ impl Translator {
             .position(|slot| slot.done.is_none() && wanted(&slot.item))
     }
 
-    fn add(
-        &mut self,
-        who: &Identity,
-        prefix: &str,
-        item: Item,
-        shown: Value,
-        out: &mut BytesMut,
-    ) -> usize {
+    fn add(&mut self, prefix: &str, item: Item, mut shown: Value, out: &mut BytesMut) -> usize {
         let index = self.items.len();
-        let id = who.item_id(prefix, index);
-        let mut shown = shown;
+        let id = self.who(out).item_id(prefix, index);
         shown["id"] = Value::String(id.clone());
         self.items.push(Slot {
             id,
@@ -121,13 +260,12 @@ impl Translator {
         index
     }
 
-    fn reasoning(&mut self, who: &Identity, delta: &str, out: &mut BytesMut) {
+    fn reasoning(&mut self, delta: &str, out: &mut BytesMut) {
         let index = match self.open_index(|i| matches!(i, Item::Reasoning { .. })) {
             Some(index) => index,
             None => {
                 self.close_all(out);
                 let index = self.add(
-                    who,
                     "rs",
                     Item::Reasoning {
                         text: String::new(),
@@ -145,24 +283,28 @@ impl Translator {
                 index
             }
         };
-        let id = self.items[index].id.clone();
-        if let Item::Reasoning { text } = &mut self.items[index].item {
+        let slot = &mut self.items[index];
+        if let Item::Reasoning { text } = &mut slot.item {
             text.push_str(delta);
         }
-        self.emit(
+        write_delta(
             out,
+            &mut self.sequence,
             "response.reasoning_summary_text.delta",
-            json!({"item_id": id, "output_index": index, "summary_index": 0, "delta": delta}),
+            &slot.id,
+            index,
+            None,
+            Some(0),
+            delta,
         );
     }
 
-    fn text(&mut self, who: &Identity, refusal: bool, delta: &str, out: &mut BytesMut) {
+    fn text(&mut self, refusal: bool, delta: &str, out: &mut BytesMut) {
         let index = match self.open_index(|i| matches!(i, Item::Message { .. })) {
             Some(index) => index,
             None => {
                 self.close_all(out);
                 self.add(
-                    who,
                     "msg",
                     Item::Message {
                         parts: Vec::new(),
@@ -173,7 +315,6 @@ impl Translator {
                 )
             }
         };
-        let id = self.items[index].id.clone();
         let same_kind = matches!(
             &self.items[index].item,
             Item::Message { open: Some((r, _)), .. } if *r == refusal
@@ -184,6 +325,7 @@ impl Translator {
             if let Item::Message { open, .. } = &mut self.items[index].item {
                 *open = Some((refusal, String::new()));
             }
+            let id = self.items[index].id.clone();
             self.emit(
                 out,
                 "response.content_part.added",
@@ -191,41 +333,31 @@ impl Translator {
                        "part": answer::part(refusal, "")}),
             );
         }
-        let content_index = parts_len(&self.items[index].item);
+        let slot = &mut self.items[index];
+        let mut content_index = 0;
         if let Item::Message {
+            parts,
             open: Some((_, text)),
-            ..
-        } = &mut self.items[index].item
+        } = &mut slot.item
         {
             text.push_str(delta);
+            content_index = parts.len();
         }
-        self.delta_event(&id, index, content_index, refusal, delta, out);
-    }
-
-    fn delta_event(
-        &mut self,
-        id: &str,
-        index: usize,
-        content_index: usize,
-        refusal: bool,
-        delta: &str,
-        out: &mut BytesMut,
-    ) {
-        if refusal {
-            self.emit(
-                out,
-                "response.refusal.delta",
-                json!({"item_id": id, "output_index": index, "content_index": content_index,
-                       "delta": delta}),
-            );
+        let kind = if refusal {
+            "response.refusal.delta"
         } else {
-            self.emit(
-                out,
-                "response.output_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": content_index,
-                       "delta": delta, "logprobs": []}),
-            );
-        }
+            "response.output_text.delta"
+        };
+        write_delta(
+            out,
+            &mut self.sequence,
+            kind,
+            &slot.id,
+            index,
+            Some(content_index),
+            None,
+            delta,
+        );
     }
 
     /// Closes the streamed content part of message `index`, if one is open.
@@ -263,12 +395,10 @@ impl Translator {
         );
     }
 
-    fn tool_call(&mut self, who: &Identity, call: &Value, position: usize, out: &mut BytesMut) {
-        let chat_index = call
-            .get("index")
-            .and_then(Value::as_u64)
-            .unwrap_or(position as u64);
-        let function = &call["function"];
+    fn tool_call(&mut self, call: &CallDelta<'_>, position: usize, out: &mut BytesMut) {
+        let chat_index = call.index.unwrap_or(position as u64);
+        let function = call.function.as_ref();
+        let name = function.and_then(|f| f.name.as_deref());
         let found = self
             .items
             .iter()
@@ -282,15 +412,14 @@ impl Translator {
                     self.close(open, out);
                 }
                 let position = self.items.len();
-                let call_id = match call.get("id").and_then(Value::as_str) {
+                let call_id = match call.id.as_deref() {
                     Some(id) => id.to_owned(),
                     // Some servers omit the id; the client needs one to answer the call.
-                    None => who.item_id("call", position),
+                    None => self.who(out).item_id("call", position),
                 };
-                let name = function["name"].as_str().unwrap_or("").to_owned();
+                let name = name.unwrap_or("").to_owned();
                 let shown = answer::call_item("", "in_progress", &call_id, &name, "");
                 self.add(
-                    who,
                     "fc",
                     Item::Call {
                         index: chat_index,
@@ -303,27 +432,37 @@ impl Translator {
                 )
             }
         };
-        if self.items[index].done.is_some() {
+        let slot = &mut self.items[index];
+        if slot.done.is_some() {
             return;
         }
-        let id = self.items[index].id.clone();
         let Item::Call {
-            name, arguments, ..
-        } = &mut self.items[index].item
+            name: known,
+            arguments,
+            ..
+        } = &mut slot.item
         else {
             return;
         };
-        if name.is_empty() {
-            if let Some(late) = function["name"].as_str() {
-                late.clone_into(name);
+        if known.is_empty() {
+            if let Some(late) = name {
+                late.clone_into(known);
             }
         }
-        if let Some(delta) = function["arguments"].as_str().filter(|d| !d.is_empty()) {
+        if let Some(delta) = function
+            .and_then(|f| f.arguments.as_deref())
+            .filter(|d| !d.is_empty())
+        {
             arguments.push_str(delta);
-            self.emit(
+            write_delta(
                 out,
+                &mut self.sequence,
                 "response.function_call_arguments.delta",
-                json!({"item_id": id, "output_index": index, "delta": delta}),
+                &slot.id,
+                index,
+                None,
+                None,
+                delta,
             );
         }
     }
@@ -391,7 +530,7 @@ impl Translator {
 
     /// `response.completed` or `response.incomplete`, from the finish reason and usage seen.
     fn end(&mut self, out: &mut BytesMut) {
-        let who = self.start(&Value::Null, out);
+        let who = self.who(out);
         self.close_all(out);
         let ending = Ending::of(self.finish_reason.as_deref());
         let (kind, status) = match ending {
@@ -409,15 +548,15 @@ impl Translator {
     /// `response.failed`: open items stay unfinished (the client must not take a cut-off
     /// message or call as whole).
     fn failed(&mut self, code: &str, message: &str, out: &mut BytesMut) {
-        let who = self.start(&Value::Null, out);
+        let who = self.who(out);
         let mut response = who.response("failed", self.finished_output(), self.usage.as_ref());
         response["error"] = json!({"code": code, "message": message});
         self.emit(out, "response.failed", json!({ "response": response }));
         self.ended = true;
     }
 
-    fn chunk(&mut self, chunk: &Value, data: &[u8], out: &mut BytesMut) {
-        if let Some(error) = chunk.get("error").filter(|e| e.is_object()) {
+    fn chunk(&mut self, chunk: Chunk<'_>, data: &[u8], out: &mut BytesMut) {
+        if let Some(error) = chunk.error.filter(Value::is_object) {
             let code = match error.get("code").or_else(|| error.get("type")) {
                 Some(Value::String(code)) => code.clone(),
                 Some(Value::Number(code)) => code.to_string(),
@@ -427,38 +566,38 @@ impl Translator {
             self.failed(&code, message, out);
             return;
         }
-        let who = self.start(chunk, out);
-        if chunk.get("usage").is_some_and(|u| !u.is_null()) {
+        self.start(chunk.id.as_deref(), chunk.created, out);
+        if chunk.usage.is_some() {
+            // Rare (once per stream): read by the relay's own Chat usage reader.
             self.usage = chat::usage_of_json(data).ok().flatten();
         }
         let Some(choice) = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|choices| {
-                choices
-                    .iter()
-                    .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-            })
+            .choices
+            .into_iter()
+            .flatten()
+            .find(|choice| choice.index == 0)
         else {
             return;
         };
-        let delta = &choice["delta"];
-        if let Some(text) = answer::reasoning_text(delta) {
-            self.reasoning(&who, text, out);
-        }
-        if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-            self.text(&who, false, text, out);
-        }
-        if let Some(text) = delta["refusal"].as_str().filter(|t| !t.is_empty()) {
-            self.text(&who, true, text, out);
-        }
-        if let Some(calls) = delta["tool_calls"].as_array() {
-            for (position, call) in calls.iter().enumerate() {
-                self.tool_call(&who, call, position, out);
+        if let Some(delta) = &choice.delta {
+            let reasoning = [&delta.reasoning_content, &delta.reasoning]
+                .into_iter()
+                .find_map(|field| field.as_ref().and_then(Text::text));
+            if let Some(text) = reasoning {
+                self.reasoning(text, out);
+            }
+            if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
+                self.text(false, text, out);
+            }
+            if let Some(text) = delta.refusal.as_deref().filter(|t| !t.is_empty()) {
+                self.text(true, text, out);
+            }
+            for (position, call) in delta.tool_calls.iter().flatten().enumerate() {
+                self.tool_call(call, position, out);
             }
         }
-        if let Some(reason) = choice["finish_reason"].as_str() {
-            self.finish_reason = Some(reason.to_owned());
+        if let Some(reason) = choice.finish_reason {
+            self.finish_reason = Some(reason.into_owned());
             self.close_all(out);
         }
     }
@@ -481,11 +620,9 @@ impl StreamTranslator for Translator {
             self.end(out);
             return;
         }
-        // Anything that is not a JSON object (a stray line) carries nothing to translate.
-        if let Ok(chunk) = serde_json::from_slice::<Value>(&data) {
-            if chunk.is_object() {
-                self.chunk(&chunk, &data, out);
-            }
+        // Anything that is not a chunk (a stray line) carries nothing to translate.
+        if let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(&data) {
+            self.chunk(chunk, &data, out);
         }
     }
 

@@ -211,3 +211,43 @@ fn print_answers() {
     }
     println!("RVC-BEGIN{}RVC-END", Value::Object(all));
 }
+
+/// Prints the CPU cost per chunk of translating a text stream against watching it natively.
+#[test]
+#[ignore = "a measurement, run by hand with --release"]
+fn measure_cost_per_chunk() {
+    use crate::protocol::Protocol;
+    let mut stream = String::new();
+    for i in 0..20_000 {
+        stream.push_str(&format!(
+            "data: {{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":1764561600,\"model\":\"deepseek-chat\",\"system_fingerprint\":\"fp_1\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"word{i} \"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
+        ));
+    }
+    stream.push_str("data: {\"id\":\"chatcmpl-abc\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: {\"id\":\"chatcmpl-abc\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":20000}}\n\ndata: [DONE]\n\n");
+    let bytes = stream.as_bytes();
+    let native = std::time::Instant::now();
+    let mut watch = Protocol::Chat.stream_watch(false);
+    SseScanner::new().feed(bytes, |e| {
+        watch.observe(&e, true);
+    });
+    let native = native.elapsed();
+    let translated = std::time::Instant::now();
+    let mut watch = Protocol::Chat.stream_watch(false);
+    let mut translator = ResponsesViaChat::stream("client");
+    let mut out = BytesMut::new();
+    SseScanner::new().feed(bytes, |e| {
+        watch.observe(&e, true);
+        translator.event(&e, &mut out);
+    });
+    translator.finish(&mut out);
+    let translated = translated.elapsed();
+    println!(
+        "{} input bytes, {} output bytes; native watch {:?} ({:.0} ns/chunk), translated {:?} ({:.0} ns/chunk)",
+        bytes.len(),
+        out.len(),
+        native,
+        native.as_nanos() as f64 / 20_000.0,
+        translated,
+        translated.as_nanos() as f64 / 20_000.0
+    );
+}
