@@ -44,7 +44,9 @@
 //! `conversation`, `prompt` (state stored by OpenAI: dropping it would lose the conversation),
 //! `background: true`, `item_reference`, `compaction` and `compaction_trigger` items, other
 //! item types, images in system/assistant messages, images by `file_id`, `input_file` and other
-//! part types, tools of other types (e.g. `namespace`), `tool_choice` forcing a hosted tool or
+//! part types, tools of other types (e.g. `namespace`: an answer would have to name the
+//! namespace of each call, which the stream translator cannot know), `tool_choice` forcing a
+//! hosted tool or
 //! `allowed_tools`, a forced `tool_choice` with no translatable tools, `text.format` types other
 //! than `text`, `json_object`, `json_schema`, a non-string `instructions`.
 //!
@@ -74,9 +76,11 @@
 //!   (`prompt_tokens`), `input_tokens_details.cached_tokens`, `output_tokens`,
 //!   `output_tokens_details.reasoning_tokens`, `total_tokens`, read by
 //!   [`crate::protocol::chat::usage_of_json`];
-//! - an error chunk `{"error":{…}}`, [`StreamTranslator::fail`], or the end of the bytes with
-//!   no `finish_reason` → `response.failed` with `error.code`/`message`; unfinished items are
-//!   left unfinished.
+//! - an error chunk (`{"error":{…}}`, `{"error":"…"}`, or older vLLM's top-level
+//!   `{"object":"error",…}`; `code`, else `type`, is the code), [`StreamTranslator::fail`], or
+//!   the end of the bytes with no `finish_reason` → `response.failed` with `error.code` and
+//!   `message`; unfinished items are left unfinished. A stream whose first event is an error
+//!   still opens with `response.created` / `response.in_progress`, so it is well formed.
 //!
 //! Every event carries `sequence_number` (0, 1, …) as the OpenAI API's do. A non-stream
 //! `chat.completion` becomes one `response` object with the same items, status and usage.

@@ -29,6 +29,48 @@ struct Chunk<'a> {
     usage: Option<IgnoredAny>,
     #[serde(default)]
     error: Option<Value>,
+    /// `"error"` on the top-level error objects older vLLM versions stream, whose `message`,
+    /// `type` and `code` sit beside it.
+    #[serde(borrow, default)]
+    object: Option<Cow<'a, str>>,
+    #[serde(default)]
+    message: Option<Value>,
+    #[serde(default, rename = "type")]
+    kind: Option<Value>,
+    #[serde(default)]
+    code: Option<Value>,
+}
+
+impl Chunk<'_> {
+    /// The failure this chunk reports, as `(code, message)`: `{"error":{…}}` (OpenAI,
+    /// DeepSeek, OpenRouter, newer vLLM), `{"error":"…"}` (some llama.cpp-style servers), or a
+    /// top-level `{"object":"error",…}` (older vLLM).
+    fn failure(&self) -> Option<(String, String)> {
+        let (code, kind, message) = match &self.error {
+            Some(Value::String(message)) => {
+                return Some(("upstream_error".into(), message.clone()))
+            }
+            Some(error @ Value::Object(_)) => {
+                (error.get("code"), error.get("type"), error.get("message"))
+            }
+            _ if self.object.as_deref() == Some("error") => (
+                self.code.as_ref(),
+                self.kind.as_ref(),
+                self.message.as_ref(),
+            ),
+            _ => return None,
+        };
+        let code = match code.filter(|c| !c.is_null()).or(kind) {
+            Some(Value::String(code)) => code.clone(),
+            Some(Value::Number(code)) => code.to_string(),
+            _ => "upstream_error".to_owned(),
+        };
+        let message = message
+            .and_then(Value::as_str)
+            .unwrap_or("the upstream failed")
+            .to_owned();
+        Some((code, message))
+    }
 }
 
 #[derive(Deserialize)]
@@ -556,14 +598,8 @@ impl Translator {
     }
 
     fn chunk(&mut self, chunk: Chunk<'_>, data: &[u8], out: &mut BytesMut) {
-        if let Some(error) = chunk.error.filter(Value::is_object) {
-            let code = match error.get("code").or_else(|| error.get("type")) {
-                Some(Value::String(code)) => code.clone(),
-                Some(Value::Number(code)) => code.to_string(),
-                _ => "upstream_error".to_owned(),
-            };
-            let message = error["message"].as_str().unwrap_or("the upstream failed");
-            self.failed(&code, message, out);
+        if let Some((code, message)) = chunk.failure() {
+            self.failed(&code, &message, out);
             return;
         }
         self.start(chunk.id.as_deref(), chunk.created, out);
