@@ -549,12 +549,9 @@ impl Translator {
                 ..
             } => {
                 let item = answer::call_item(&id, "completed", call_id, name, arguments);
-                let arguments = arguments.clone();
-                self.emit(
-                    out,
-                    "response.function_call_arguments.done",
-                    json!({"item_id": id, "output_index": index, "arguments": arguments}),
-                );
+                let done = json!({"item_id": id, "output_index": index, "name": name,
+                                  "arguments": arguments});
+                self.emit(out, "response.function_call_arguments.done", done);
                 item
             }
         };
