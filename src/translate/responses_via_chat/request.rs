@@ -359,7 +359,14 @@ impl Messages {
                 .filter_map(|p| p["text"].as_str())
                 .collect::<Vec<_>>()
                 .join("");
-            self.with_assistant(false, |assistant| {
+            // Text joins an assistant message that has none yet (one that only holds tool
+            // calls): a second assistant message between calls and their results would break
+            // the Chat order (results right after the calls).
+            let join = self
+                .list
+                .last()
+                .is_some_and(|m| m["role"] == "assistant" && m["content"].is_null());
+            self.with_assistant(join, |assistant| {
                 assistant.insert("content".into(), Value::String(text));
             });
             return Ok(());
