@@ -81,6 +81,9 @@
 //!   the end of the bytes with no `finish_reason` → `response.failed` with `error.code` and
 //!   `message`; unfinished items are left unfinished. A stream whose first event is an error
 //!   still opens with `response.created` / `response.in_progress`, so it is well formed.
+//! - a chunk that is JSON but not of the Chat shape (e.g. `content` as a list) →
+//!   `response.failed` with code `upstream_bad_chunk`: skipping it could lose output silently.
+//!   Data that is not JSON at all is skipped.
 //!
 //! Every event carries `sequence_number` (0, 1, …) as the OpenAI API's do. A non-stream
 //! `chat.completion` becomes one `response` object with the same items, status and usage.

@@ -21,8 +21,9 @@ use crate::translate::StreamTranslator;
 struct Chunk<'a> {
     #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
+    /// Read leniently: a server writing it as a float loses only the timestamp.
     #[serde(default)]
-    created: Option<u64>,
+    created: Option<Value>,
     #[serde(borrow, default)]
     choices: Option<Vec<Choice<'a>>>,
     #[serde(default)]
@@ -599,7 +600,8 @@ impl Translator {
             self.failed(&code, &message, out);
             return;
         }
-        self.start(chunk.id.as_deref(), chunk.created, out);
+        let created = chunk.created.as_ref().and_then(Value::as_u64);
+        self.start(chunk.id.as_deref(), created, out);
         if chunk.usage.is_some() {
             // Rare (once per stream): read by the relay's own Chat usage reader.
             self.usage = chat::usage_of_json(data).ok().flatten();
@@ -653,9 +655,17 @@ impl StreamTranslator for Translator {
             self.end(out);
             return;
         }
-        // Anything that is not a chunk (a stray line) carries nothing to translate.
-        if let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(&data) {
-            self.chunk(chunk, &data, out);
+        match serde_json::from_slice::<Chunk<'_>>(&data) {
+            Ok(chunk) => self.chunk(chunk, &data, out),
+            // JSON in another shape (a `content` list, a numeric id…) may carry output that
+            // would be lost: the stream fails rather than skip it.
+            Err(e) if serde_json::from_slice::<IgnoredAny>(&data).is_ok() => self.failed(
+                "upstream_bad_chunk",
+                &format!("the upstream sent a Chat Completions chunk of an unknown shape: {e}"),
+                out,
+            ),
+            // Not JSON at all (a stray line): nothing to translate.
+            Err(_) => {}
         }
     }
 
