@@ -89,6 +89,7 @@
 //! `chat.completion` becomes one `response` object with the same items, status and usage.
 
 mod answer;
+mod chunk;
 mod request;
 mod stream;
 

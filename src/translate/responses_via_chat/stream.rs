@@ -1,140 +1,18 @@
 //! Chat Completions chunks → the Responses event sequence (the order is in the module doc of
 //! [`super`]).
 
-use std::borrow::Cow;
-
 use bytes::{BufMut, BytesMut};
 use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::answer::{self, Ending, Identity};
+use super::chunk::{CallDelta, Chunk, Text};
 use crate::protocol::sse::SseEvent;
 use crate::protocol::{chat, TokenUsage};
 use crate::translate::StreamTranslator;
 
-// === Wire ===
-
-/// One Chat chunk, read with its strings borrowed where they need no unescaping: a text delta
-/// costs one pass and no tree of values.
-#[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    /// Read leniently: a server writing it as a float loses only the timestamp.
-    #[serde(default)]
-    created: Option<Value>,
-    #[serde(borrow, default)]
-    choices: Option<Vec<Choice<'a>>>,
-    #[serde(default)]
-    usage: Option<IgnoredAny>,
-    #[serde(default)]
-    error: Option<Value>,
-    /// `"error"` on the top-level error objects older vLLM versions stream, whose `message`,
-    /// `type` and `code` sit beside it.
-    #[serde(borrow, default)]
-    object: Option<Cow<'a, str>>,
-    #[serde(default)]
-    message: Option<Value>,
-    #[serde(default, rename = "type")]
-    kind: Option<Value>,
-    #[serde(default)]
-    code: Option<Value>,
-}
-
-impl Chunk<'_> {
-    /// The failure this chunk reports, as `(code, message)`: `{"error":{…}}` (OpenAI,
-    /// DeepSeek, OpenRouter, newer vLLM), `{"error":"…"}` (some llama.cpp-style servers), or a
-    /// top-level `{"object":"error",…}` (older vLLM).
-    fn failure(&self) -> Option<(String, String)> {
-        let (code, kind, message) = match &self.error {
-            Some(Value::String(message)) => {
-                return Some(("upstream_error".into(), message.clone()))
-            }
-            Some(error @ Value::Object(_)) => {
-                (error.get("code"), error.get("type"), error.get("message"))
-            }
-            _ if self.object.as_deref() == Some("error") => (
-                self.code.as_ref(),
-                self.kind.as_ref(),
-                self.message.as_ref(),
-            ),
-            _ => return None,
-        };
-        let code = match code.filter(|c| !c.is_null()).or(kind) {
-            Some(Value::String(code)) => code.clone(),
-            Some(Value::Number(code)) => code.to_string(),
-            _ => "upstream_error".to_owned(),
-        };
-        let message = message
-            .and_then(Value::as_str)
-            .unwrap_or("the upstream failed")
-            .to_owned();
-        Some((code, message))
-    }
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(default)]
-    index: u64,
-    #[serde(borrow, default)]
-    delta: Option<Delta<'a>>,
-    #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    refusal: Option<Cow<'a, str>>,
-    /// DeepSeek's name for streamed reasoning.
-    #[serde(borrow, default)]
-    reasoning_content: Option<Text<'a>>,
-    /// OpenRouter's, vLLM's and Ollama's.
-    #[serde(borrow, default)]
-    reasoning: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    tool_calls: Option<Vec<CallDelta<'a>>>,
-}
-
-/// A field that is text from most servers and something else (an object) from a few: only
-/// text is read.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Text<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
-    Other(IgnoredAny),
-}
-
-impl<'a> Text<'a> {
-    fn text(&self) -> Option<&str> {
-        match self {
-            Text::Text(text) if !text.is_empty() => Some(text),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct CallDelta<'a> {
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    function: Option<FunctionDelta<'a>>,
-}
-
-#[derive(Deserialize)]
-struct FunctionDelta<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    arguments: Option<Cow<'a, str>>,
-}
+// === Writing ===
 
 /// The delta events, written straight from borrowed text (the hot path of a stream).
 #[derive(Serialize)]
