@@ -90,6 +90,7 @@
 
 mod answer;
 mod chunk;
+mod messages;
 mod request;
 mod stream;
 
