@@ -38,15 +38,18 @@
 //! only by the OpenAI account that wrote them); the hosted tools `web_search*`, `file_search`,
 //! `code_interpreter`, `image_generation`, `computer*`, `mcp`, `tool_search` (OpenAI runs them
 //! server-side; Codex sends `web_search` on ordinary requests, so refusing it would fail every
-//! request: the model works without the capability).
+//! request: the model works without the capability); `namespace` tools (Codex's MCP and
+//! collaboration tools): a call of one must come back as a `function_call` naming its
+//! `namespace`, which the stream translator cannot tell from the upstream's flat name without
+//! seeing the request, so they are left out and the rest of Codex keeps working (supporting
+//! them needs the request's namespaces in the stream translator: a contract change).
 //!
 //! **Refused** (400 naming the field, nothing sent upstream): `previous_response_id`,
 //! `conversation`, `prompt` (state stored by OpenAI: dropping it would lose the conversation),
 //! `background: true`, `item_reference`, `compaction` and `compaction_trigger` items, other
 //! item types, images in system/assistant messages, images by `file_id`, `input_file` and other
-//! part types, tools of other types (e.g. `namespace`: an answer would have to name the
-//! namespace of each call, which the stream translator cannot know), `tool_choice` forcing a
-//! hosted tool or
+//! part types, tools of other types (e.g. the API's own `shell` and `apply_patch` tools,
+//! whose calls have their own item types), `tool_choice` forcing a hosted tool or
 //! `allowed_tools`, a forced `tool_choice` with no translatable tools, `text.format` types other
 //! than `text`, `json_object`, `json_schema`, a non-string `instructions`.
 //!

@@ -243,6 +243,10 @@ fn tools(tools: Option<&Value>) -> Result<Vec<Value>, Untranslatable> {
                 },
             }})),
             kind if HOSTED_TOOLS.contains(&kind) => {}
+            // Function tools grouped under a name (Codex's MCP and collaboration tools). A call
+            // of one must come back naming its namespace, and the stream translator does not see
+            // the request: the tools are left out, so the rest of the request still works.
+            "namespace" => {}
             other => {
                 return Err(refuse(
                     &at,
