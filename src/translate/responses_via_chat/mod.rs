@@ -13,7 +13,7 @@
 //! | `message` item, role `assistant` | an `assistant` message; its text parts joined |
 //! | parts `input_text`, `output_text`, `refusal` | text; text-only content becomes one string (parts joined by `\n`), since DeepSeek takes nothing else |
 //! | part `input_image` with `image_url` (https or `data:`), `detail` | `image_url` part, in user messages |
-//! | `function_call` items (`call_id`, `name`, `arguments`) | `tool_calls` of one assistant message per turn (consecutive calls, and the assistant text just before them, share it); `id` = `call_id` unchanged |
+//! | `function_call` items (`call_id`, `name`, `arguments`) | `tool_calls` of one assistant message per turn (consecutive calls, and the assistant text just before them, share it); `id` = `call_id` unchanged; a `namespace` on a call is not carried (Chat names are flat) |
 //! | `custom_tool_call` (`input`) | a tool call whose `arguments` are `{"input": …}` (see tools) |
 //! | `local_shell_call` (`action.command`, `working_directory`, `timeout_ms`) | a call of function `local_shell` with `{command, workdir, timeout_ms}` |
 //! | `function_call_output` / `custom_tool_call_output` | `role: tool` message, `tool_call_id` = `call_id`; list outputs: text parts joined by `\n`; images in them go to one `user` message after the run of tool messages (Chat tool messages carry text only) |
