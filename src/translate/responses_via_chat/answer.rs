@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::names::CallNames;
 use crate::protocol::{chat, TokenUsage};
 
 /// How a Chat answer ended, in Responses terms.
@@ -99,11 +100,25 @@ pub fn message_item(id: &str, status: &str, content: Vec<Value>) -> Value {
     json!({"id": id, "type": "message", "status": status, "role": "assistant", "content": content})
 }
 
-pub fn call_item(id: &str, status: &str, call_id: &str, name: &str, arguments: &str) -> Value {
-    json!({
+/// A `function_call` item for the Chat function `flat`: a namespaced tool's call names its
+/// namespace and the tool's own name.
+pub fn call_item(
+    names: &CallNames,
+    id: &str,
+    status: &str,
+    call_id: &str,
+    flat: &str,
+    arguments: &str,
+) -> Value {
+    let mut item = json!({
         "id": id, "type": "function_call", "status": status,
-        "call_id": call_id, "name": name, "arguments": arguments,
-    })
+        "call_id": call_id, "name": flat, "arguments": arguments,
+    });
+    if let Some((namespace, name)) = names.resolve(flat) {
+        item["namespace"] = Value::String(namespace.to_owned());
+        item["name"] = Value::String(name.to_owned());
+    }
+    item
 }
 
 /// Reasoning text of a Chat message or delta: DeepSeek's `reasoning_content`, or `reasoning`
@@ -116,7 +131,11 @@ pub fn reasoning_text(message: &Value) -> Option<&str> {
 }
 
 /// A whole `chat.completion` → a Responses `response` object.
-pub fn json_answer(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
+pub fn json_answer(
+    upstream: &[u8],
+    client_model: &str,
+    names: &CallNames,
+) -> Result<Bytes, String> {
     let completion: Value = serde_json::from_slice(upstream)
         .map_err(|e| format!("the Chat Completions answer is not JSON: {e}"))?;
     let choice = completion
@@ -163,6 +182,7 @@ pub fn json_answer(upstream: &[u8], client_model: &str) -> Result<Bytes, String>
             None => who.item_id("call", i),
         };
         output.push(call_item(
+            names,
             &who.item_id("fc", index),
             "completed",
             &call_id,

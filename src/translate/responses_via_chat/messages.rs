@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::names::flat_name;
 use super::request::{copy, refuse};
 use crate::translate::Untranslatable;
 
@@ -93,11 +94,14 @@ impl Messages {
             "message" => self.message(item, at),
             "function_call" => {
                 let arguments = string_field(item, "arguments", at)?.to_owned();
-                self.tool_call(
-                    &required(item, "call_id", at)?,
-                    &required(item, "name", at)?,
-                    arguments,
-                );
+                let mut name = required(item, "name", at)?;
+                // A call of a namespaced tool keeps the flat name its tool was sent under.
+                if let (Some(namespace), Some(plain)) =
+                    (item.get("namespace").and_then(Value::as_str), name.as_str())
+                {
+                    name = Value::String(flat_name(namespace, plain));
+                }
+                self.tool_call(&required(item, "call_id", at)?, &name, arguments);
                 Ok(())
             }
             "custom_tool_call" => {

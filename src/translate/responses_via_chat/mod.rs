@@ -13,7 +13,7 @@
 //! | `message` item, role `assistant` | an `assistant` message; its text parts joined |
 //! | parts `input_text`, `output_text`, `refusal` | text; text-only content becomes one string (parts joined by `\n`), since DeepSeek takes nothing else |
 //! | part `input_image` with `image_url` (https or `data:`), `detail` | `image_url` part, in user messages |
-//! | `function_call` items (`call_id`, `name`, `arguments`) | `tool_calls` of one assistant message per turn (consecutive calls, and the assistant text just before them, share it); `id` = `call_id` unchanged; a `namespace` on a call is not carried (Chat names are flat) |
+//! | `function_call` items (`call_id`, `name`, `arguments`) | `tool_calls` of one assistant message per turn (consecutive calls, and the assistant text just before them, share it); `id` = `call_id` unchanged; a call with a `namespace` gets its tool's flat name (below) |
 //! | `custom_tool_call` (`input`) | a tool call whose `arguments` are `{"input": …}` (see tools) |
 //! | `local_shell_call` (`action.command`, `working_directory`, `timeout_ms`) | a call of function `local_shell` with `{command, workdir, timeout_ms}` |
 //! | `function_call_output` / `custom_tool_call_output` | `role: tool` message, `tool_call_id` = `call_id`; list outputs: text parts joined by `\n`; images in them go to one `user` message after the run of tool messages (Chat tool messages carry text only) |
@@ -21,6 +21,7 @@
 //! | tools: `function` | `{"type":"function","function":{name, description, parameters, strict}}` |
 //! | tools: `custom` (freeform, e.g. Codex's `apply_patch`) | a function with one string argument `input`; the description says so and carries the grammar |
 //! | tools: `local_shell` | a function `local_shell` (`command` list, `workdir`, `timeout_ms`) |
+//! | tools: `namespace` (Codex's MCP and collaboration tools) with function tools | one function per tool, flat-named `<namespace><name>` when the namespace ends in `_` (Codex's MCP namespaces `mcp__server__`, giving Codex's old flat names), else `<namespace>__<name>`; other tools in a namespace are refused |
 //! | `tool_choice` `auto` / `none` / `required` | the same |
 //! | `tool_choice` `{type: function or custom, name}` | `{"type":"function","function":{"name"}}` |
 //! | `parallel_tool_calls` | the same, only when there are tools (OpenAI refuses it otherwise) |
@@ -38,11 +39,7 @@
 //! only by the OpenAI account that wrote them); the hosted tools `web_search*`, `file_search`,
 //! `code_interpreter`, `image_generation`, `computer*`, `mcp`, `tool_search` (OpenAI runs them
 //! server-side; Codex sends `web_search` on ordinary requests, so refusing it would fail every
-//! request: the model works without the capability); `namespace` tools (Codex's MCP and
-//! collaboration tools): a call of one must come back as a `function_call` naming its
-//! `namespace`, which the stream translator cannot tell from the upstream's flat name without
-//! seeing the request, so they are left out and the rest of Codex keeps working (supporting
-//! them needs the request's namespaces in the stream translator: a contract change).
+//! request: the model works without the capability).
 //!
 //! **Refused** (400 naming the field, nothing sent upstream): `previous_response_id`,
 //! `conversation`, `prompt` (state stored by OpenAI: dropping it would lose the conversation),
@@ -71,7 +68,9 @@
 //!   `output_item.done` when the answer ends. Calls on `custom` tools come back as
 //!   `function_call` items with `{"input": …}` arguments, not `custom_tool_call`: the translator
 //!   does not see the request's tools, and Codex's `apply_patch` takes both forms. The same
-//!   holds for `local_shell`;
+//!   holds for `local_shell`. A call of a namespaced tool's flat name comes back as a
+//!   `function_call` with `namespace` and the tool's own `name` again: `stream_for` and
+//!   `json_for` read the request's namespaces (`names`); `stream` and `json` know none;
 //! - a new kind of output closes the item before it; `finish_reason` closes all;
 //! - `[DONE]` (or the end of the bytes after a `finish_reason`) → `response.completed` (`stop`,
 //!   `tool_calls`, other reasons) or `response.incomplete` (`length` → `max_output_tokens`,
@@ -94,12 +93,14 @@
 mod answer;
 mod chunk;
 mod messages;
+mod names;
 mod request;
 mod stream;
 
 use bytes::Bytes;
 
 use super::{StreamTranslator, Target, Translated, Translation, Untranslatable};
+use names::CallNames;
 
 /// Responses client, Chat Completions upstream.
 pub struct ResponsesViaChat;
@@ -110,11 +111,29 @@ impl Translation for ResponsesViaChat {
     }
 
     fn stream(client_model: &str) -> Box<dyn StreamTranslator> {
-        Box::new(stream::Translator::new(client_model))
+        Box::new(stream::Translator::new(client_model, CallNames::default()))
+    }
+
+    /// Calls of namespaced tools name their namespace again, which takes the request's tools.
+    fn stream_for(client_request: &[u8], client_model: &str) -> Box<dyn StreamTranslator> {
+        let names = CallNames::of_request(client_request);
+        Box::new(stream::Translator::new(client_model, names))
     }
 
     fn json(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
-        answer::json_answer(upstream, client_model)
+        answer::json_answer(upstream, client_model, &CallNames::default())
+    }
+
+    fn json_for(
+        upstream: &[u8],
+        client_request: &[u8],
+        client_model: &str,
+    ) -> Result<Bytes, String> {
+        answer::json_answer(
+            upstream,
+            client_model,
+            &CallNames::of_request(client_request),
+        )
     }
 }
 

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::messages::{required, Messages};
+use super::names::flat_name;
 use crate::translate::{Target, Translated, Untranslatable};
 
 /// Top-level request keys that carry no content and have no Chat form: dropped.
@@ -189,14 +190,7 @@ fn tools(tools: Option<&Value>) -> Result<Vec<Value>, Untranslatable> {
         let at = format!("tools[{i}]");
         let kind = tool.get("type").and_then(Value::as_str).unwrap_or("");
         match kind {
-            "function" => {
-                let mut function = Map::new();
-                function.insert("name".into(), required(tool, "name", &at)?);
-                for key in ["description", "parameters", "strict"] {
-                    copy(&mut function, key, tool.get(key).unwrap_or(&Value::Null));
-                }
-                out.push(json!({"type": "function", "function": function}));
-            }
+            "function" => out.push(function_tool(tool, required(tool, "name", &at)?)),
             "custom" => {
                 let name = required(tool, "name", &at)?;
                 let mut description = tool
@@ -243,10 +237,28 @@ fn tools(tools: Option<&Value>) -> Result<Vec<Value>, Untranslatable> {
                 },
             }})),
             kind if HOSTED_TOOLS.contains(&kind) => {}
-            // Function tools grouped under a name (Codex's MCP and collaboration tools). A call
-            // of one must come back naming its namespace, and the stream translator does not see
-            // the request: the tools are left out, so the rest of the request still works.
-            "namespace" => {}
+            // Function tools grouped under a name (Codex's MCP and collaboration tools): one
+            // flat-named function each; answers name the namespace again (`names`).
+            "namespace" => {
+                let namespace = required(tool, "name", &at)?;
+                let namespace = namespace.as_str().unwrap_or_default();
+                let nested = tool["tools"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                for (j, inner) in nested.iter().enumerate() {
+                    let here = format!("{at}.tools[{j}]");
+                    if inner["type"] != "function" {
+                        return Err(refuse(
+                            &here,
+                            "only function tools of a namespace have a Chat Completions form",
+                        ));
+                    }
+                    let name = required(inner, "name", &here)?;
+                    let flat = flat_name(namespace, name.as_str().unwrap_or_default());
+                    out.push(function_tool(inner, Value::String(flat)));
+                }
+            }
             other => {
                 return Err(refuse(
                     &at,
@@ -256,6 +268,16 @@ fn tools(tools: Option<&Value>) -> Result<Vec<Value>, Untranslatable> {
         }
     }
     Ok(out)
+}
+
+/// A Responses function tool as a Chat tool named `name`.
+fn function_tool(tool: &Value, name: Value) -> Value {
+    let mut function = Map::new();
+    function.insert("name".into(), name);
+    for key in ["description", "parameters", "strict"] {
+        copy(&mut function, key, tool.get(key).unwrap_or(&Value::Null));
+    }
+    json!({"type": "function", "function": function})
 }
 
 fn tool_choice(choice: &Value) -> Result<Value, Untranslatable> {

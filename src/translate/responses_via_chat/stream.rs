@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::answer::{self, Ending, Identity};
 use super::chunk::{CallDelta, Chunk, Text};
+use super::names::CallNames;
 use crate::protocol::sse::SseEvent;
 use crate::protocol::{chat, TokenUsage};
 use crate::translate::StreamTranslator;
@@ -103,6 +104,7 @@ struct Slot {
 
 pub struct Translator {
     model: String,
+    names: CallNames,
     who: Option<Identity>,
     sequence: u64,
     items: Vec<Slot>,
@@ -113,9 +115,10 @@ pub struct Translator {
 }
 
 impl Translator {
-    pub fn new(client_model: &str) -> Self {
+    pub fn new(client_model: &str, names: CallNames) -> Self {
         Self {
             model: client_model.to_owned(),
+            names,
             who: None,
             sequence: 0,
             items: Vec::new(),
@@ -339,7 +342,7 @@ impl Translator {
                     None => self.who(out).item_id("call", position),
                 };
                 let name = name.unwrap_or("").to_owned();
-                let shown = answer::call_item("", "in_progress", &call_id, &name, "");
+                let shown = answer::call_item(&self.names, "", "in_progress", &call_id, &name, "");
                 self.add(
                     "fc",
                     Item::Call {
@@ -427,8 +430,10 @@ impl Translator {
                 arguments,
                 ..
             } => {
-                let item = answer::call_item(&id, "completed", call_id, name, arguments);
-                let done = json!({"item_id": id, "output_index": index, "name": name,
+                let item =
+                    answer::call_item(&self.names, &id, "completed", call_id, name, arguments);
+                // The client's name of the function (without its namespace).
+                let done = json!({"item_id": id, "output_index": index, "name": item["name"],
                                   "arguments": arguments});
                 self.emit(out, "response.function_call_arguments.done", done);
                 item

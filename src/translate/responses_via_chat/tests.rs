@@ -166,7 +166,12 @@ fn print_answers() {
             }
         }
         if let Some(events) = case["upstream_events"].as_array() {
-            let mut t = ResponsesViaChat::stream(&model);
+            let mut t = match case.get("request") {
+                Some(request) => {
+                    ResponsesViaChat::stream_for(&serde_json::to_vec(request).unwrap(), &model)
+                }
+                None => ResponsesViaChat::stream(&model),
+            };
             let mut out = BytesMut::new();
             let mut scanner = SseScanner::new();
             for e in events {
@@ -200,8 +205,16 @@ fn print_answers() {
             got.insert("client_events".into(), Value::Array(events));
         }
         if let Some(upstream) = case.get("upstream_json") {
-            let body =
-                ResponsesViaChat::json(&serde_json::to_vec(upstream).unwrap(), &model).unwrap();
+            let upstream = serde_json::to_vec(upstream).unwrap();
+            let body = match case.get("request") {
+                Some(request) => ResponsesViaChat::json_for(
+                    &upstream,
+                    &serde_json::to_vec(request).unwrap(),
+                    &model,
+                ),
+                None => ResponsesViaChat::json(&upstream, &model),
+            }
+            .unwrap();
             got.insert("client_json".into(), serde_json::from_slice(&body).unwrap());
         }
         all.insert(
