@@ -121,6 +121,25 @@ pub fn call_item(
     item
 }
 
+/// A `custom_tool_call` item: the call of a freeform tool, sent upstream as a function with one
+/// `input` argument.
+pub fn custom_call_item(id: &str, status: &str, call_id: &str, name: &str, input: &str) -> Value {
+    json!({
+        "id": id, "type": "custom_tool_call", "status": status,
+        "call_id": call_id, "name": name, "input": input,
+    })
+}
+
+/// The freeform input in a call's JSON arguments (`{"input": …}`); arguments of another shape
+/// (a model that ignored the schema) are handed over whole, for the tool to reject.
+pub fn custom_input(arguments: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Arguments {
+        input: String,
+    }
+    serde_json::from_str::<Arguments>(arguments).map_or_else(|_| arguments.to_owned(), |a| a.input)
+}
+
 /// Reasoning text of a Chat message or delta: DeepSeek's `reasoning_content`, or `reasoning`
 /// as OpenRouter, vLLM and Ollama name it.
 pub fn reasoning_text(message: &Value) -> Option<&str> {
@@ -181,14 +200,27 @@ pub fn json_answer(
             Some(id) => id.to_owned(),
             None => who.item_id("call", i),
         };
-        output.push(call_item(
-            names,
-            &who.item_id("fc", index),
-            "completed",
-            &call_id,
-            call["function"]["name"].as_str().unwrap_or(""),
-            call["function"]["arguments"].as_str().unwrap_or(""),
-        ));
+        let name = call["function"]["name"].as_str().unwrap_or("");
+        let arguments = call["function"]["arguments"].as_str().unwrap_or("");
+        output.push(if names.is_custom(name) {
+            let input = custom_input(arguments);
+            custom_call_item(
+                &who.item_id("ctc", index),
+                "completed",
+                &call_id,
+                name,
+                &input,
+            )
+        } else {
+            call_item(
+                names,
+                &who.item_id("fc", index),
+                "completed",
+                &call_id,
+                name,
+                arguments,
+            )
+        });
     }
     let usage = chat::usage_of_json(upstream)?;
     let ending = Ending::of(choice["finish_reason"].as_str());

@@ -65,12 +65,16 @@
 //! - `delta.tool_calls[]` → one `function_call` item per Chat `index` (`call_id` = the
 //!   upstream's `id`, made up from the response id when a server sends none), `output_item.added`,
 //!   `function_call_arguments.delta`…, then `function_call_arguments.done` and
-//!   `output_item.done` when the answer ends. Calls on `custom` tools come back as
-//!   `function_call` items with `{"input": …}` arguments, not `custom_tool_call`: the translator
-//!   does not see the request's tools, and Codex's `apply_patch` takes both forms. The same
-//!   holds for `local_shell`. A call of a namespaced tool's flat name comes back as a
-//!   `function_call` with `namespace` and the tool's own `name` again: `stream_for` and
-//!   `json_for` read the request's namespaces (`names`); `stream` and `json` know none;
+//!   `output_item.done` when the answer ends. What a call answers is read from the request's
+//!   tools (`names`, through `stream_for` / `json_for`; `stream` and `json` know no tools and
+//!   answer plain `function_call` items):
+//!   - a call of a freeform (`custom`) tool → a `custom_tool_call` item whose `input` is decoded
+//!     from the `{"input": …}` arguments (arguments of another shape are handed over whole),
+//!     written when the call ends (`custom_tool_call_input.delta` with the whole input, then
+//!     `.done`): a partial JSON string cannot be decoded piecewise;
+//!   - a call of a namespaced tool's flat name → a `function_call` with `namespace` and the
+//!     tool's own `name` again;
+//!   - `local_shell` calls stay `function_call` items (Codex's shell handler takes them);
 //! - a new kind of output closes the item before it; `finish_reason` closes all;
 //! - `[DONE]` (or the end of the bytes after a `finish_reason`) → `response.completed` (`stop`,
 //!   `tool_calls`, other reasons) or `response.incomplete` (`length` → `max_output_tokens`,

@@ -1,8 +1,9 @@
-//! Namespaced tools (Codex's MCP and collaboration tools) have no Chat form: each is sent as a
-//! function with a flat name, and a call of that name comes back as a `function_call` naming
-//! the namespace again.
+//! Tools whose calls return in another form than they went: namespaced tools (Codex's MCP and
+//! collaboration tools) are sent as functions with flat names, and a call of one comes back as a
+//! `function_call` naming the namespace again; freeform (`custom`) tools are sent as functions
+//! with one `input` argument, and a call comes back as a `custom_tool_call` with that input.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -18,10 +19,13 @@ pub fn flat_name(namespace: &str, name: &str) -> String {
     }
 }
 
-/// Flat Chat names of the request's namespaced tools → (namespace, name).
+/// What a Chat function name stands for in the client's request.
 #[derive(Debug, Default, Clone)]
 pub struct CallNames {
+    /// Flat names of namespaced tools → (namespace, name).
     namespaced: HashMap<String, (String, String)>,
+    /// Names of freeform (`custom`) tools: their calls return as `custom_tool_call` items.
+    custom: HashSet<String>,
 }
 
 impl CallNames {
@@ -47,6 +51,10 @@ impl CallNames {
             return names;
         };
         for tool in probe.tools.into_iter().flatten() {
+            if let (Some("custom"), Some(name)) = (tool.kind.as_deref(), &tool.name) {
+                names.custom.insert(name.clone());
+                continue;
+            }
             let (Some("namespace"), Some(namespace)) = (tool.kind.as_deref(), tool.name) else {
                 continue;
             };
@@ -60,6 +68,11 @@ impl CallNames {
             }
         }
         names
+    }
+
+    /// Whether the Chat function `name` is a freeform tool of the client's.
+    pub fn is_custom(&self, name: &str) -> bool {
+        self.custom.contains(name)
     }
 
     /// The client's (namespace, name) of a Chat function name: `None` for a plain tool.

@@ -92,6 +92,8 @@ enum Item {
         call_id: String,
         name: String,
         arguments: String,
+        /// A freeform tool's call: its `input` is decoded from the arguments at the end.
+        custom: bool,
     },
 }
 
@@ -342,14 +344,23 @@ impl Translator {
                     None => self.who(out).item_id("call", position),
                 };
                 let name = name.unwrap_or("").to_owned();
-                let shown = answer::call_item(&self.names, "", "in_progress", &call_id, &name, "");
+                let custom = self.names.is_custom(&name);
+                let (prefix, shown) = if custom {
+                    let shown = answer::custom_call_item("", "in_progress", &call_id, &name, "");
+                    ("ctc", shown)
+                } else {
+                    let shown =
+                        answer::call_item(&self.names, "", "in_progress", &call_id, &name, "");
+                    ("fc", shown)
+                };
                 self.add(
-                    "fc",
+                    prefix,
                     Item::Call {
                         index: chat_index,
                         call_id,
                         name,
                         arguments: String::new(),
+                        custom,
                     },
                     shown,
                     out,
@@ -363,6 +374,7 @@ impl Translator {
         let Item::Call {
             name: known,
             arguments,
+            custom,
             ..
         } = &mut slot.item
         else {
@@ -378,6 +390,10 @@ impl Translator {
             .filter(|d| !d.is_empty())
         {
             arguments.push_str(delta);
+            if *custom {
+                // The input is a JSON string until the arguments are whole: written at the end.
+                return;
+            }
             write_delta(
                 out,
                 &mut self.sequence,
@@ -424,6 +440,31 @@ impl Translator {
                 answer::reasoning_item(&id, &text)
             }
             Item::Message { parts, .. } => answer::message_item(&id, "completed", parts.clone()),
+            Item::Call {
+                call_id,
+                name,
+                arguments,
+                custom: true,
+                ..
+            } => {
+                let input = answer::custom_input(arguments);
+                let item = answer::custom_call_item(&id, "completed", call_id, name, &input);
+                if !input.is_empty() {
+                    write_delta(
+                        out,
+                        &mut self.sequence,
+                        "response.custom_tool_call_input.delta",
+                        &id,
+                        index,
+                        None,
+                        None,
+                        &input,
+                    );
+                }
+                let done = json!({"item_id": id, "output_index": index, "input": input});
+                self.emit(out, "response.custom_tool_call_input.done", done);
+                item
+            }
             Item::Call {
                 call_id,
                 name,
