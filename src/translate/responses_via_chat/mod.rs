@@ -37,9 +37,10 @@
 //! `reasoning.summary` (reasoning text is always passed on), `text.verbosity`, `text.format`
 //! `text`, unknown top-level keys; `reasoning` items with only `encrypted_content` (readable
 //! only by the OpenAI account that wrote them); the hosted tools `web_search*`, `file_search`,
-//! `code_interpreter`, `image_generation`, `computer*`, `mcp`, `tool_search` (OpenAI runs them
-//! server-side; Codex sends `web_search` on ordinary requests, so refusing it would fail every
-//! request: the model works without the capability).
+//! `code_interpreter`, `image_generation`, `computer*`, `mcp` (OpenAI runs them server-side;
+//! Codex sends `web_search` on ordinary requests, so refusing it would fail every request: the
+//! model works without the capability) and `tool_search` (the search of deferred tools, whose
+//! calls have an item type of their own; the tools sent are still all callable).
 //!
 //! **Refused** (400 naming the field, nothing sent upstream): `previous_response_id`,
 //! `conversation`, `prompt` (state stored by OpenAI: dropping it would lose the conversation),

@@ -26,9 +26,9 @@ const DROPPED_KEYS: &[&str] = &[
     "user",
 ];
 
-/// Hosted tools the Responses API runs on OpenAI's side. A Chat upstream cannot run them, and
-/// Codex sends some on every request (`web_search`), so they are dropped: the model works
-/// without the capability.
+/// Tools the Responses API runs on OpenAI's side (and `tool_search`, whose calls have their own
+/// item type). A Chat upstream cannot run them, and Codex sends some on every request
+/// (`web_search`), so they are dropped: the model works without the capability.
 const HOSTED_TOOLS: &[&str] = &[
     "web_search",
     "web_search_preview",
