@@ -17,7 +17,7 @@
 //! | `custom_tool_call` (`input`) | a tool call whose `arguments` are `{"input": …}` (see tools) |
 //! | `local_shell_call` (`action.command`, `working_directory`, `timeout_ms`) | a call of function `local_shell` with `{command, workdir, timeout_ms}` |
 //! | `function_call_output` / `custom_tool_call_output` | `role: tool` message, `tool_call_id` = `call_id`; list outputs: text parts joined by `\n`; images in them go to one `user` message after the run of tool messages (Chat tool messages carry text only) |
-//! | `reasoning` items (text of `summary` and `content`) | `reasoning_content` of the next assistant message (DeepSeek requires it back on turns with tool calls; other servers ignore it) |
+//! | `reasoning` items (text of `summary` and `content`) | `reasoning_content` of the next assistant message (DeepSeek requires it back on turns with tool calls, and vLLM, Ollama and OpenRouter take or ignore it; OpenAI's own Chat API refuses unknown message fields, but an OpenAI account speaks Responses natively) |
 //! | tools: `function` | `{"type":"function","function":{name, description, parameters, strict}}` |
 //! | tools: `custom` (freeform, e.g. Codex's `apply_patch`) | a function with one string argument `input`; the description says so and carries the grammar |
 //! | tools: `local_shell` | a function `local_shell` (`command` list, `workdir`, `timeout_ms`) |
