@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod http;
 pub mod limits;
 pub mod pool;

@@ -6,15 +6,18 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ConfigOrigin, GatewayConfig, OAuthConfig, Secret};
+use crate::config::{ConfigOrigin, GatewayConfig, OAuthConfig};
+use crate::domain::Secret;
 use crate::http::auth::KeyDirectory;
 use crate::limits::Limits;
-use crate::pool::data_dir::DataDir;
-use crate::pool::{Account, Pool};
+use crate::pool::Pool;
 use crate::runtime_state::RuntimeState;
+use crate::store::account_state::StateKeeper;
 use crate::store::crypto::Sealer;
+use crate::store::data_dir::DataDir;
 use crate::store::Store;
 use crate::upstream::session::SessionIds;
+use crate::upstream::tokens::TokenKeeper;
 use crate::usage::UsageSink;
 
 pub struct AppState {
@@ -53,7 +56,21 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn client_for<'a>(&self, account: &'a Account) -> &'a reqwest::Client {
-        &account.client
+    /// What keeping the accounts' state across restarts needs (`store::account_state`).
+    pub fn account_state(&self) -> StateKeeper<'_> {
+        StateKeeper {
+            pool: &self.pool,
+            store: self.store.as_ref(),
+            hasher: self.keys.hasher(),
+        }
+    }
+
+    /// What sign-in token work needs (`upstream::tokens`).
+    pub fn tokens(&self) -> TokenKeeper<'_> {
+        TokenKeeper {
+            oauth: &self.oauth,
+            store: self.store.as_ref(),
+            sealer: &self.sealer,
+        }
     }
 }

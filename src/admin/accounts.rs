@@ -17,9 +17,8 @@ use super::{
     bad_request, check_name, conflict, not_found, refuse_config_row, store_error, Admin, AdminJson,
     ErrorBody,
 };
-use crate::config::Secret;
+use crate::domain::{AccountCredential, AccountKind, AccountSpec, Secret};
 use crate::http::refusal::Refusal;
-use crate::pool::{AccountCredential, AccountKind, AccountSpec};
 use crate::state::AppState;
 use crate::store::accounts::{parse_kind, parse_platform, to_record, to_spec};
 use crate::store::{AccountRecord, Source, StoreError};

@@ -229,18 +229,7 @@ pub fn store_error(error: StoreError) -> Refusal {
     }
 }
 
-/// What a name for a group, key or account may be (said in errors, here and in the config).
-pub const NAME_RULE: &str = "use 1–64 letters, digits, '-', '_', '.' or '@'";
-
-/// A name for a group, key or account: printable, no slash (it is a path segment), 1–64 chars.
-/// The config's names pass the same check ([`crate::config`]).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.chars().count() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
-}
+pub use crate::domain::{valid_name, NAME_RULE};
 
 /// [`valid_name`], as the admin API's 400.
 pub fn check_name(what: &str, name: &str) -> Result<(), Refusal> {

@@ -17,8 +17,7 @@ pub use env::{env_name, Environment, MapEnv, ProcessEnv};
 pub use raw::RawConfig;
 pub use secret::{Secret, SecretRef};
 
-use crate::http::auth::ApiKeySpec;
-use crate::pool::AccountSpec;
+use crate::domain::{AccountSpec, KeySpec, Platform};
 
 /// The validated configuration.
 #[derive(Debug)]
@@ -30,9 +29,9 @@ pub struct Config {
     pub storage: StorageConfig,
     pub admin: AdminConfig,
     /// Every group a key or an account names, with the platform that serves it.
-    pub groups: std::collections::BTreeMap<String, crate::pool::Platform>,
+    pub groups: std::collections::BTreeMap<String, Platform>,
     pub accounts: Vec<AccountSpec>,
-    pub api_keys: Vec<ApiKeySpec>,
+    pub api_keys: Vec<KeySpec>,
     /// The shipped prices with the config's `prices:` applied.
     pub prices: crate::pricing::PriceTable,
     /// Where the values came from, for the start-up log and `check-config`.
@@ -128,11 +127,14 @@ pub struct AdminConfig {
     pub session_ttl: Duration,
 }
 
+/// How long a dashboard session lasts after sign-in unless `admin.session_ttl` says otherwise.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             token: None,
-            session_ttl: crate::admin::dashboard::SESSION_TTL,
+            session_ttl: SESSION_TTL,
         }
     }
 }

@@ -9,6 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::env::Environment;
+use crate::domain::secret::REDACTED;
+pub use crate::domain::Secret;
 
 /// A secret value as written in the config file, not yet resolved.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -36,7 +38,7 @@ impl SecretRef {
         if value.is_empty() {
             return Err("is empty".to_owned());
         }
-        Ok(Secret(value))
+        Ok(Secret::new(value))
     }
 
     /// What may be shown of this reference: the reference itself, or a redaction for inline values.
@@ -49,8 +51,6 @@ impl SecretRef {
     }
 }
 
-const REDACTED: &str = "<redacted>";
-
 impl fmt::Debug for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.shown())
@@ -60,32 +60,6 @@ impl fmt::Debug for SecretRef {
 impl Serialize for SecretRef {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.shown())
-    }
-}
-
-/// A resolved secret. Its value is reachable only through [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
     }
 }
 

@@ -236,7 +236,7 @@ api_keys:
     assert_eq!(config.accounts.len(), 2);
     let codex = &config.accounts[0];
     assert_eq!(codex.base_url, "https://chatgpt.com/backend-api/codex");
-    assert_eq!(codex.kind, crate::pool::AccountKind::OAuth);
+    assert_eq!(codex.kind, crate::domain::AccountKind::OAuth);
     let api = &config.accounts[1];
     assert_eq!(api.base_url, "http://127.0.0.1:9/v1");
     assert_eq!(api.credential.bearer().expose(), "sk-upstream");
@@ -390,7 +390,7 @@ fn admin_session_ttl_is_read_and_bounded() {
 
 #[test]
 fn config_names_pass_the_admin_api_name_check() {
-    let rule = crate::admin::NAME_RULE;
+    let rule = crate::domain::NAME_RULE;
     for (yaml, wanted) in [
         (
             "accounts:\n  - {name: 'a/b', platform: openai, type: apikey, api_key: k}\n",

@@ -13,8 +13,8 @@ use super::{
     env_name, AdminConfig, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig,
     LogConfig, LogFormat, OAuthConfig, RawConfig, ServerConfig, StorageConfig,
 };
-use crate::http::auth::ApiKeySpec;
-use crate::pool::{AccountCredential, AccountKind, AccountSpec, Platform};
+use crate::domain::KeySpec;
+use crate::domain::{AccountCredential, AccountKind, AccountSpec, Platform};
 
 pub(super) fn config(
     raw: RawConfig,
@@ -588,13 +588,13 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
         .collect()
 }
 
-/// The admin API's name rule ([`crate::admin::valid_name`]): a config name that breaks it could
+/// The admin API's name rule ([`crate::domain::valid_name`]): a config name that breaks it could
 /// not be managed there (it is a path segment) and would be refused if typed into the dashboard.
 fn name_ok(name: &str) -> Result<(), String> {
-    if crate::admin::valid_name(name) {
+    if crate::domain::valid_name(name) {
         Ok(())
     } else {
-        Err(format!("{name:?}: {}", crate::admin::NAME_RULE))
+        Err(format!("{name:?}: {}", crate::domain::NAME_RULE))
     }
 }
 
@@ -613,7 +613,7 @@ fn parse_platform(name: &str) -> Result<Platform, String> {
 fn groups(
     raw: &[RawGroup],
     accounts: &[AccountSpec],
-    keys: &[ApiKeySpec],
+    keys: &[KeySpec],
 ) -> Result<BTreeMap<String, Platform>, ConfigError> {
     let mut declared = BTreeMap::new();
     for (i, group) in raw.iter().enumerate() {
@@ -678,7 +678,7 @@ fn parse_time(value: &serde_yaml::Value) -> Result<SystemTime, String> {
     }
 }
 
-fn api_keys(raw: &[RawApiKey], env: &dyn Environment) -> Result<Vec<ApiKeySpec>, ConfigError> {
+fn api_keys(raw: &[RawApiKey], env: &dyn Environment) -> Result<Vec<KeySpec>, ConfigError> {
     let mut seen = HashSet::new();
     raw.iter()
         .enumerate()
@@ -733,13 +733,13 @@ fn api_keys(raw: &[RawApiKey], env: &dyn Environment) -> Result<Vec<ApiKeySpec>,
                     "list model names, or leave it out for every model".to_owned(),
                 ));
             }
-            Ok(ApiKeySpec {
+            Ok(KeySpec {
                 name: k.name.clone().unwrap_or_else(|| format!("key-{}", i + 1)),
                 key,
                 group: k.group.clone(),
                 enabled: k.enabled,
                 concurrency,
-                limits: crate::http::auth::KeyLimits {
+                limits: crate::domain::KeyLimits {
                     expires_at,
                     rpm_limit,
                     daily_spend_limit: k.daily_spend_limit,

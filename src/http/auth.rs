@@ -15,37 +15,10 @@ use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
 use super::refusal::Refusal;
-use crate::config::Secret;
-use crate::pool::Platform;
+use crate::domain::{KeyLimits, Platform};
 use crate::runtime_state::{Lease, LeaseSet, Leases, RuntimeState};
 use crate::store::keys::{from_hex, KeyHasher};
 use crate::store::{now_secs, KeyRecord};
-
-/// A key as declared in the config (synced into the store at start).
-#[derive(Debug, Clone)]
-pub struct ApiKeySpec {
-    pub key: Secret,
-    pub name: String,
-    pub group: String,
-    pub enabled: bool,
-    /// Requests in flight at once; 0 = unlimited.
-    pub concurrency: u32,
-    pub limits: KeyLimits,
-}
-
-/// What a key may do, checked before a request reaches an account (`crate::limits`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct KeyLimits {
-    /// Unix seconds; the key is refused from then on.
-    pub expires_at: Option<i64>,
-    /// Requests per minute; 0 = unlimited.
-    pub rpm_limit: u32,
-    /// USD per UTC day / calendar month.
-    pub daily_spend_limit: Option<f64>,
-    pub monthly_spend_limit: Option<f64>,
-    /// `None` = every model.
-    pub allowed_models: Option<Vec<String>>,
-}
 
 /// An authenticated client's key: what the relay needs to know about it.
 #[derive(Debug)]

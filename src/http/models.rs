@@ -9,7 +9,7 @@ use axum::Json;
 use http::HeaderMap;
 use serde_json::json;
 
-use crate::pool::{AccountKind, Platform};
+use crate::domain::{AccountKind, Platform};
 use crate::protocol::errors::ErrorShape;
 use crate::state::AppState;
 

@@ -9,7 +9,8 @@ use tokio::time::Instant;
 use super::cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
 use super::credentials::Credentials;
 use super::quota::QuotaSnapshot;
-use super::{AccountId, AccountSpec};
+use super::AccountId;
+use crate::domain::AccountSpec;
 use crate::runtime_state::{Lease, LeaseSet, Leases, Record, Records, RuntimeState, Signal};
 
 pub struct Account {
@@ -199,6 +200,33 @@ impl Account {
         self.changed.notify();
     }
 
+    /// What of the account's health outlives a restart (`store::account_state` keeps it).
+    pub fn lasting_state(&self) -> LastingState {
+        let (availability, quota) = self.health.read(|health| {
+            (
+                Self::available(health, Instant::now()),
+                health.quota.clone(),
+            )
+        });
+        let mut lasting = LastingState {
+            quota,
+            ..LastingState::default()
+        };
+        if !self.spec.enabled {
+            // "Disabled in config" is the config's own flag, not runtime state.
+            return lasting;
+        }
+        match availability {
+            Availability::Disabled(reason) => lasting.disabled_reason = Some(reason),
+            Availability::Cooling {
+                left,
+                reason: CooldownReason::RateLimited,
+            } => lasting.rate_limited_until = Some(SystemTime::now() + left),
+            _ => {}
+        }
+        lasting
+    }
+
     /// The account's state for people: the admin API and `subrelay accounts`.
     pub fn view(&self) -> AccountView {
         let now = Instant::now();
@@ -248,6 +276,15 @@ impl Account {
             priority: self.spec.priority,
         }
     }
+}
+
+/// What of an account's health is kept across restarts: a runtime disable with its reason, a
+/// rate limit until its reset, the last quota snapshot. Other cooldowns are short and not kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LastingState {
+    pub disabled_reason: Option<String>,
+    pub rate_limited_until: Option<SystemTime>,
+    pub quota: Option<QuotaSnapshot>,
 }
 
 /// An account as the admin API shows it. Never carries a credential.

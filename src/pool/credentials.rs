@@ -12,8 +12,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::AccountCredential;
-use crate::config::Secret;
+use crate::domain::{AccountCredential, Secret};
 use crate::runtime_state::{RefreshLock, RuntimeState, Versioned, VersionedCell};
 
 #[derive(Debug, Clone)]

@@ -18,10 +18,8 @@
 mod account;
 pub mod cooldown;
 pub mod credentials;
-pub mod data_dir;
 pub mod quota;
 mod source;
-mod spec;
 pub mod sticky;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,20 +29,20 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
+use crate::domain::{AccountKind, AccountSpec, Platform};
 use crate::runtime_state::{RuntimeState, Signal, WaitQueue};
 
-pub use account::{Account, AccountSlot, AccountView, Availability};
+pub use account::{Account, AccountSlot, AccountView, Availability, LastingState};
 pub use cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
 pub use credentials::{Credentials, TokenState};
 pub use source::{AccountSource, ConfigAccounts};
-pub use spec::{AccountCredential, AccountKind, AccountSpec, Platform};
 pub use sticky::{StickyKey, StickyTable};
 
 /// Index of an account in the pool; stable for the life of the process, and used only within
 /// it (a request's tried accounts). Runtime state is keyed by the account's name.
 pub type AccountId = usize;
 
-/// The pool's rules, from `gateway.*`.
+/// The pool's rules, from `gateway.*` (`crate::server::pool_policy`).
 #[derive(Debug, Clone)]
 pub struct PoolPolicy {
     pub cooldowns: CooldownPolicy,
@@ -53,28 +51,6 @@ pub struct PoolPolicy {
     pub sticky_slow_strikes: u32,
     pub queue_wait: Duration,
     pub queue_max_waiting: usize,
-}
-
-impl Default for PoolPolicy {
-    fn default() -> Self {
-        Self::from(&crate::config::GatewayConfig::default())
-    }
-}
-
-impl From<&crate::config::GatewayConfig> for PoolPolicy {
-    fn from(g: &crate::config::GatewayConfig) -> Self {
-        Self {
-            cooldowns: CooldownPolicy {
-                overload: g.overload_cooldown,
-                max: g.max_cooldown,
-            },
-            sticky_ttl: g.sticky_session_ttl,
-            sticky_slow_ttft: g.sticky_slow_ttft,
-            sticky_slow_strikes: g.sticky_slow_strikes,
-            queue_wait: g.queue_wait_timeout,
-            queue_max_waiting: g.queue_max_waiting,
-        }
-    }
 }
 
 pub struct Pool {

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use super::AccountSpec;
+use crate::domain::AccountSpec;
 
 /// A source of account declarations. The config file implements it now; the store of a later
 /// issue implements it too, so the pool does not care where accounts are kept.

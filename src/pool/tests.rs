@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::config::Secret;
+use crate::domain::{AccountCredential, Secret};
 
 fn spec(name: &str, priority: i32, concurrency: u32) -> AccountSpec {
     AccountSpec {
@@ -31,8 +31,13 @@ fn with_clients(specs: Vec<AccountSpec>) -> Vec<(AccountSpec, reqwest::Client)> 
         .collect()
 }
 
+/// The pool's rules under the config's defaults.
+fn default_policy() -> PoolPolicy {
+    crate::server::pool_policy(&crate::config::GatewayConfig::default())
+}
+
 fn pool(specs: Vec<AccountSpec>) -> Pool {
-    Pool::new(with_clients(specs), PoolPolicy::default())
+    Pool::new(with_clients(specs), default_policy())
 }
 
 fn wanted<'a>(tried: &'a [AccountId], sticky: Option<&'a StickyKey>) -> Wanted<'a> {
@@ -158,7 +163,7 @@ async fn a_full_pool_queues_until_a_slot_frees_then_times_out() {
 async fn a_full_queue_refuses_at_once() {
     let policy = PoolPolicy {
         queue_max_waiting: 1,
-        ..PoolPolicy::default()
+        ..default_policy()
     };
     let p = Arc::new(Pool::new(with_clients(vec![spec("a", 0, 1)]), policy));
     let _held = pick(&p, &[]).unwrap();
@@ -214,7 +219,7 @@ async fn cooldowns_are_capped_by_max_cooldown() {
             overload: Duration::from_secs(600),
             max: Duration::from_secs(3600),
         },
-        ..PoolPolicy::default()
+        ..default_policy()
     };
     let p = Pool::new(with_clients(vec![spec("a", 0, 0)]), policy);
     let a = p.find("a").unwrap();

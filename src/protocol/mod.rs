@@ -17,36 +17,31 @@ use serde::Serialize;
 
 use sse::SseEvent;
 
-/// The three client-facing APIs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// OpenAI Responses (`/v1/responses`, `/responses/compact`).
-    Responses,
-    /// OpenAI Chat Completions (`/v1/chat/completions`).
-    Chat,
-    /// Anthropic Messages (`/v1/messages`, `/v1/messages/count_tokens`).
-    Messages,
+pub use crate::domain::Protocol;
+
+/// What each protocol's wire looks like: the behaviour of [`Protocol`], whose names live in
+/// `crate::domain`.
+pub trait Wire {
+    fn error_shape(self) -> errors::ErrorShape;
+    /// A watcher for one upstream stream of this protocol.
+    /// `drop_usage_chunk`: the client did not ask for the usage chunk subrelay requested.
+    fn stream_watch(self, drop_usage_chunk: bool) -> Box<dyn StreamWatch>;
+    /// Reads the routing facts of a request body; nothing else is built.
+    fn inspect(self, body: &[u8]) -> Result<Inspected, String>;
+    /// The `usage` of a non-stream answer. The one pass also checks that the answer is a JSON
+    /// object; other fields are skipped, not built.
+    fn usage_of_json(self, body: &[u8]) -> Result<TokenUsage, String>;
 }
 
-impl Protocol {
-    pub fn error_shape(self) -> errors::ErrorShape {
+impl Wire for Protocol {
+    fn error_shape(self) -> errors::ErrorShape {
         match self {
             Protocol::Responses | Protocol::Chat => errors::ErrorShape::OpenAi,
             Protocol::Messages => errors::ErrorShape::Anthropic,
         }
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Responses => "responses",
-            Protocol::Chat => "chat_completions",
-            Protocol::Messages => "messages",
-        }
-    }
-
-    /// A watcher for one upstream stream of this protocol.
-    /// `drop_usage_chunk`: the client did not ask for the usage chunk subrelay requested.
-    pub fn stream_watch(self, drop_usage_chunk: bool) -> Box<dyn StreamWatch> {
+    fn stream_watch(self, drop_usage_chunk: bool) -> Box<dyn StreamWatch> {
         match self {
             Protocol::Responses => Box::new(responses::Watch::default()),
             Protocol::Chat => Box::new(chat::Watch::new(drop_usage_chunk)),
@@ -54,8 +49,7 @@ impl Protocol {
         }
     }
 
-    /// Reads the routing facts of a request body; nothing else is built.
-    pub fn inspect(self, body: &[u8]) -> Result<Inspected, String> {
+    fn inspect(self, body: &[u8]) -> Result<Inspected, String> {
         Ok(match self {
             Protocol::Responses => {
                 let r = responses::inspect(body)?;
@@ -90,9 +84,7 @@ impl Protocol {
         })
     }
 
-    /// The `usage` of a non-stream answer. The one pass also checks that the answer is a JSON
-    /// object; other fields are skipped, not built.
-    pub fn usage_of_json(self, body: &[u8]) -> Result<TokenUsage, String> {
+    fn usage_of_json(self, body: &[u8]) -> Result<TokenUsage, String> {
         match self {
             Protocol::Responses => responses::usage_of_json(body),
             Protocol::Chat => chat::usage_of_json(body),

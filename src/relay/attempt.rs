@@ -9,14 +9,15 @@ use tokio::time::Instant;
 use super::failure::AttemptFailure;
 use super::writer::DownstreamWriter;
 use super::{respond, Endpoint, Outcome, RequestContext};
-use crate::config::Secret;
+use crate::domain::{AccountKind, Secret};
 use crate::http::refusal::Refusal;
 use crate::pool::quota::{self, QuotaSnapshot};
-use crate::pool::{Account, AccountEffect, AccountKind};
+use crate::pool::{Account, AccountEffect};
 use crate::protocol::responses::{self, BodyEdits};
-use crate::protocol::{anthropic, chat, Protocol};
+use crate::protocol::{anthropic, chat, Protocol, Wire};
 use crate::state::AppState;
-use crate::upstream::{self, tokens, SessionRewrite};
+use crate::upstream::tokens::{self, TokenError};
+use crate::upstream::{self, SessionRewrite};
 
 /// Largest upstream error body kept (for the log and for passing a 4xx through).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -43,14 +44,16 @@ pub(super) async fn run(
     account: &Account,
 ) -> Result<Attempted, AttemptFailure> {
     // credential
-    let (credential, generation) = tokens::fresh(state, account).await?;
+    let (credential, generation) = tokens::fresh(state.tokens(), account)
+        .await
+        .map_err(token_failure)?;
     let result = match send(state, ctx, writer, account, &credential, None).await {
         Err(failure)
             if failure.status == Some(StatusCode::UNAUTHORIZED) && writer.can_fail_over() =>
         {
-            match tokens::refresh_rejected(state, account, generation).await {
+            match tokens::refresh_rejected(state.tokens(), account, generation).await {
                 None => Err(failure),
-                Some(Err(refresh_failure)) => Err(refresh_failure),
+                Some(Err(refresh_failure)) => Err(token_failure(refresh_failure)),
                 Some(Ok((renewed, _))) => {
                     tracing::info!(request_id = %ctx.id, account = %account.spec.name, "upstream refused the token; retrying once with a refreshed one");
                     send(state, ctx, writer, account, &renewed, None).await
@@ -73,6 +76,16 @@ pub(super) async fn run(
         }
         other => other,
     }
+}
+
+/// A refresh that failed, as the attempt's failure: a refused refresh token disables the account.
+fn token_failure(e: TokenError) -> AttemptFailure {
+    let refused = matches!(e, TokenError::Refused(_));
+    let mut failure = AttemptFailure::bad_answer(e.to_string());
+    if refused {
+        failure.effect = AccountEffect::Disable("refresh token refused (invalid_grant)");
+    }
+    failure
 }
 
 /// A 400 about thinking-block signatures: the conversation moved here from another account.

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use super::Outcome;
+use crate::domain::Platform;
 use crate::http::refusal::{Refusal, UpstreamRefusal, UpstreamWhy};
 use crate::pool::cooldown::{anthropic_reset, rate_limit_reset, retry_after};
-use crate::pool::{AccountEffect, Platform};
+use crate::pool::AccountEffect;
 use crate::protocol::{Terminal, TokenUsage};
 use crate::upstream::SendError;
 

@@ -31,11 +31,12 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 
+use crate::domain::{AccountKind, Platform};
 use crate::http::auth::ApiKey;
 use crate::http::body::read_body;
 use crate::http::refusal::Refusal;
-use crate::pool::{Account, AccountId, AccountKind, Platform, Selection, StickyKey, Wanted};
-use crate::protocol::{Inspected, Protocol, TokenUsage};
+use crate::pool::{Account, AccountId, Selection, StickyKey, Wanted};
+use crate::protocol::{Inspected, Protocol, TokenUsage, Wire};
 use crate::state::AppState;
 use crate::upstream::SESSION_HEADERS;
 use crate::usage::{AttemptRecord, UsageRecord};

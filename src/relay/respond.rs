@@ -14,7 +14,7 @@ use super::writer::DownstreamWriter;
 use super::{Outcome, RequestContext};
 use crate::protocol::responses::{self, Aggregator};
 use crate::protocol::sse::SseScanner;
-use crate::protocol::{EventRole, Protocol, StreamWatch, Terminal, TokenUsage};
+use crate::protocol::{EventRole, Protocol, StreamWatch, Terminal, TokenUsage, Wire};
 use crate::state::AppState;
 use crate::upstream::{self, SendError};
 

@@ -4,6 +4,7 @@ mod body_timer;
 mod connections;
 mod files;
 mod hyper_errors;
+mod pool_policy;
 mod watchdog;
 mod workers;
 
@@ -15,13 +16,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::auth::KeyDirectory;
-use crate::pool::data_dir::DataDir;
-use crate::pool::{AccountSource, Pool, PoolPolicy};
+use crate::pool::{AccountSource, Pool};
 use crate::runtime_state::RuntimeState;
 use crate::state::AppState;
 use crate::store::accounts::StoreAccounts;
+use crate::store::data_dir::DataDir;
 use crate::store::usage_writer::UsageWriter;
 use crate::upstream::session::SessionIds;
+
+pub use pool_policy::pool_policy;
 
 /// Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests for up to
 /// `server.shutdown_timeout`. Errors are start-up failures, worded for the operator.
@@ -74,7 +77,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let state = Arc::new(AppState {
         gateway: config.gateway.clone(),
         oauth: config.oauth.clone(),
-        pool: Pool::with_state(accounts, PoolPolicy::from(&config.gateway), runtime.clone()),
+        pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone()),
         keys,
         limits: Arc::clone(&opened.limits),
         store: Arc::clone(&opened.store),
@@ -98,13 +101,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
             admin_failures: Default::default(),
         },
     });
-    let restored = crate::upstream::tokens::restore(&state).await?;
+    let restored = crate::upstream::tokens::restore(state.tokens(), &state.pool).await?;
     if restored > 0 {
         tracing::info!(
             "{restored} sign-in account(s) use tokens saved in the store (rotated since the config was written)"
         );
     }
-    let (saved_states, restored) = crate::store::account_state::restore(&state).await?;
+    let (saved_states, restored) =
+        crate::store::account_state::restore(state.account_state()).await?;
     if restored > 0 {
         tracing::info!(
             "{restored} account(s) keep the state they had before the restart (disabled, rate-limited until its reset, quota)"
@@ -137,10 +141,17 @@ pub async fn serve(config: Config) -> Result<(), String> {
         stop_accepting.clone(),
         connection_policy,
     ));
-    let refresher = tokio::spawn(crate::upstream::tokens::refresh_ahead(
-        Arc::clone(&state),
-        state.shutdown.clone(),
-    ));
+    let refresher = tokio::spawn({
+        let state = Arc::clone(&state);
+        async move {
+            crate::upstream::tokens::refresh_ahead(
+                state.tokens(),
+                &state.pool,
+                state.shutdown.clone(),
+            )
+            .await
+        }
+    });
     // Stopped only after the relay tasks drained, so their usage rows are written too.
     let stop_usage = CancellationToken::new();
     let usage_writer = tokio::spawn(
@@ -152,11 +163,11 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .run(stop_usage.clone()),
     );
     let stop_state = CancellationToken::new();
-    let state_keeper = tokio::spawn(crate::store::account_state::keep(
-        Arc::clone(&state),
-        saved_states,
-        stop_state.clone(),
-    ));
+    let state_keeper = tokio::spawn({
+        let state = Arc::clone(&state);
+        let stop = stop_state.clone();
+        async move { crate::store::account_state::keep(state.account_state(), saved_states, stop).await }
+    });
 
     stop_signal.await;
     let grace = config.server.shutdown_timeout;

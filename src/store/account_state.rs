@@ -14,13 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::keys::KeyHasher;
+use super::Store;
 use crate::pool::quota::QuotaSnapshot;
-use crate::pool::{Account, AccountEffect};
-use crate::state::AppState;
+use crate::pool::{Account, AccountEffect, LastingState, Pool};
 
 /// How often the state is saved while running.
 const EVERY: Duration = Duration::from_secs(15);
 
+/// An account's [`LastingState`] as stored (JSON), with the credential it was observed with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersistedState {
     /// Keyed hash of the declared credential.
@@ -31,39 +33,47 @@ pub struct PersistedState {
     pub quota: Option<QuotaSnapshot>,
 }
 
-fn observe(state: &AppState, account: &Account) -> PersistedState {
-    let view = account.view();
-    let rate_limited_until = match (view.cooldown_reason.as_deref(), &view.cooldown_until) {
-        (Some("rate_limited"), Some(until)) => humantime::parse_rfc3339(until)
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs()),
-        _ => None,
-    };
-    PersistedState {
-        credential: state
-            .keys
-            .hasher()
-            .hex_digest(account.spec.credential.bearer().expose()),
-        // "disabled in config" is the config's own flag, not runtime state.
-        disabled_reason: view.disabled_reason.filter(|_| account.spec.enabled),
-        rate_limited_until,
-        quota: view.quota,
+impl PersistedState {
+    fn new(credential: String, lasting: LastingState) -> Self {
+        Self {
+            credential,
+            disabled_reason: lasting.disabled_reason,
+            rate_limited_until: lasting
+                .rate_limited_until
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            quota: lasting.quota,
+        }
     }
 }
 
+/// What the account state is kept with: the pool it comes from, the store it goes to, and the
+/// key hasher that fingerprints the declared credential.
+#[derive(Clone, Copy)]
+pub struct StateKeeper<'a> {
+    pub pool: &'a Pool,
+    pub store: &'a dyn Store,
+    pub hasher: &'a KeyHasher,
+}
+
+fn observe(hasher: &KeyHasher, account: &Account) -> PersistedState {
+    PersistedState::new(
+        hasher.hex_digest(account.spec.credential.bearer().expose()),
+        account.lasting_state(),
+    )
+}
 /// Saves every account whose state changed since `last`; returns the states now saved.
 pub async fn save(
-    state: &AppState,
+    keeper: StateKeeper<'_>,
     mut last: HashMap<String, PersistedState>,
 ) -> HashMap<String, PersistedState> {
-    for account in state.pool.accounts().iter() {
-        let now = observe(state, account);
+    for account in keeper.pool.accounts().iter() {
+        let now = observe(keeper.hasher, account);
         if last.get(&account.spec.name) == Some(&now) {
             continue;
         }
         let json = serde_json::to_string(&now).unwrap_or_default();
-        match state
+        match keeper
             .store
             .save_account_state(&account.spec.name, &json)
             .await
@@ -81,8 +91,10 @@ pub async fn save(
 
 /// Puts the saved state back on the pool's accounts; returns the states as saved (so the first
 /// save writes only what changed) and how many accounts got one back.
-pub async fn restore(state: &AppState) -> Result<(HashMap<String, PersistedState>, usize), String> {
-    let saved = state
+pub async fn restore(
+    keeper: StateKeeper<'_>,
+) -> Result<(HashMap<String, PersistedState>, usize), String> {
+    let saved = keeper
         .store
         .account_states()
         .await
@@ -91,15 +103,15 @@ pub async fn restore(state: &AppState) -> Result<(HashMap<String, PersistedState
     let mut restored = 0;
     for (name, json) in saved {
         let (Some(account), Ok(persisted)) = (
-            state.pool.find(&name),
+            keeper.pool.find(&name),
             serde_json::from_str::<PersistedState>(&json),
         ) else {
             continue;
         };
-        if persisted.credential != observe(state, &account).credential {
+        if persisted.credential != observe(keeper.hasher, &account).credential {
             continue;
         }
-        if apply(state, &account, &persisted) {
+        if apply(keeper.pool, &account, &persisted) {
             restored += 1;
         }
         known.insert(name, persisted);
@@ -107,7 +119,7 @@ pub async fn restore(state: &AppState) -> Result<(HashMap<String, PersistedState
     Ok((known, restored))
 }
 
-fn apply(state: &AppState, account: &Account, persisted: &PersistedState) -> bool {
+fn apply(pool: &Pool, account: &Account, persisted: &PersistedState) -> bool {
     let mut changed = false;
     if persisted.quota.is_some() {
         account.note_success(persisted.quota.clone());
@@ -121,7 +133,7 @@ fn apply(state: &AppState, account: &Account, persisted: &PersistedState) -> boo
         account.apply(
             &AccountEffect::RateLimited(Some(left)),
             "rate-limited before the restart",
-            &state.pool.policy.cooldowns,
+            &pool.policy.cooldowns,
         );
         changed = true;
     }
@@ -134,7 +146,7 @@ fn apply(state: &AppState, account: &Account, persisted: &PersistedState) -> boo
 
 /// Saves the state every [`EVERY`] until `stop`, then once more.
 pub async fn keep(
-    state: std::sync::Arc<AppState>,
+    keeper: StateKeeper<'_>,
     mut last: HashMap<String, PersistedState>,
     stop: CancellationToken,
 ) {
@@ -143,7 +155,7 @@ pub async fn keep(
             () = tokio::time::sleep(EVERY) => {}
             () = stop.cancelled() => break,
         }
-        last = save(&state, last).await;
+        last = save(keeper, last).await;
     }
-    save(&state, last).await;
+    save(keeper, last).await;
 }

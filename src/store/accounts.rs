@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::crypto::Sealer;
 use super::{now_secs, AccountRecord, Source, Store};
-use crate::config::Secret;
-use crate::pool::{AccountCredential, AccountKind, AccountSource, AccountSpec, Platform};
+use crate::domain::Secret;
+use crate::domain::{AccountCredential, AccountKind, AccountSpec, Platform};
+use crate::pool::AccountSource;
 
 /// The sealed part of an account.
 #[derive(Default, Serialize, Deserialize)]

@@ -10,8 +10,8 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 
 use super::Store;
-use crate::config::Secret;
-use crate::pool::data_dir::DataDir;
+use crate::domain::Secret;
+use crate::store::data_dir::DataDir;
 
 /// File in the data directory holding a generated key.
 pub const KEY_FILE: &str = "encryption.key";

@@ -9,6 +9,7 @@
 pub mod account_state;
 pub mod accounts;
 pub mod crypto;
+pub mod data_dir;
 pub mod keys;
 pub mod sqlite;
 pub mod startup;

@@ -11,9 +11,9 @@ use super::sqlite::SqliteStore;
 use super::usage_writer::{replay, StoreUsageSink};
 use super::{now_ms, sync, Store};
 use crate::config::Config;
+use crate::domain::Platform;
 use crate::limits::{period_starts, Limits};
-use crate::pool::data_dir::DataDir;
-use crate::pool::Platform;
+use crate::store::data_dir::DataDir;
 
 pub struct Opened {
     pub store: Arc<dyn Store>,

@@ -6,8 +6,8 @@ use http::header::{
 };
 
 use super::session::SessionIds;
-use crate::config::Secret;
-use crate::pool::{AccountCredential, AccountSpec};
+use crate::domain::Secret;
+use crate::domain::{AccountCredential, AccountSpec};
 
 /// Client headers forwarded to every upstream as they are.
 const FORWARDED: &[&str] = &[
@@ -232,7 +232,7 @@ pub fn anthropic_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::{AccountKind, Platform};
+    use crate::domain::{AccountKind, Platform};
 
     fn oauth() -> AccountSpec {
         AccountSpec {
@@ -290,7 +290,7 @@ mod tests {
     #[test]
     fn anthropic_headers_merge_betas_and_never_forward_client_keys() {
         let mut account = oauth();
-        account.platform = crate::pool::Platform::Anthropic;
+        account.platform = crate::domain::Platform::Anthropic;
         let mut client = HeaderMap::new();
         client.insert("x-api-key", "client-key".parse().unwrap());
         client.insert(AUTHORIZATION, "Bearer client".parse().unwrap());
@@ -312,7 +312,7 @@ mod tests {
             credential: AccountCredential::ApiKey {
                 api_key: Secret::new("sk-ant"),
             },
-            kind: crate::pool::AccountKind::ApiKey,
+            kind: crate::domain::AccountKind::ApiKey,
             ..account
         };
         let h = anthropic_headers(

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// The HTTP client of one account: its own connection pool, through its own proxy if it has one.
 /// With a proxy configured, a broken proxy fails the request; there is no direct fallback.
-pub fn client(proxy: Option<&crate::config::Secret>) -> Result<reqwest::Client, reqwest::Error> {
+pub fn client(proxy: Option<&crate::domain::Secret>) -> Result<reqwest::Client, reqwest::Error> {
     let builder = match proxy {
         Some(url) => reqwest::Client::builder().proxy(reqwest::Proxy::all(url.expose())?),
         None => reqwest::Client::builder(),

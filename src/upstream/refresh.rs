@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::config::{OAuthConfig, Secret};
-use crate::pool::Platform;
+use crate::config::OAuthConfig;
+use crate::domain::Platform;
+use crate::domain::Secret;
 
 /// Tokens a successful refresh issued.
 pub struct Issued {

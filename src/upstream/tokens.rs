@@ -1,26 +1,50 @@
 //! Sign-in token lifecycle: a fresh credential for each attempt, single-flight refresh, and
 //! the background refresh ahead of expiry.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::refresh::{self, RefreshError};
-use crate::config::Secret;
-use crate::pool::data_dir::PersistedTokens;
-use crate::pool::{Account, AccountEffect, TokenState};
-use crate::relay::failure::AttemptFailure;
-use crate::state::AppState;
+use crate::config::OAuthConfig;
+use crate::domain::Secret;
+use crate::pool::{Account, Pool, TokenState};
+use crate::store::crypto::Sealer;
+use crate::store::data_dir::PersistedTokens;
+use crate::store::Store;
 
 /// A token this close to expiry is refreshed before use rather than sent.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// How often the background refresher looks for tokens due.
 const SCAN_EVERY: Duration = Duration::from_secs(30);
 
+/// What token work needs besides the account: the provider's token endpoints, and the store
+/// (with its sealer) that keeps rotated tokens.
+#[derive(Clone, Copy)]
+pub struct TokenKeeper<'a> {
+    pub oauth: &'a OAuthConfig,
+    pub store: &'a dyn Store,
+    pub sealer: &'a Sealer,
+}
+
+/// A refresh that did not give the account new tokens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The provider refused the refresh token (`invalid_grant`): the account is now disabled
+    /// with this reason and needs a new sign-in.
+    #[error("{0}")]
+    Refused(String),
+    /// Anything else (network, provider error): the refresh is retried later with backoff.
+    #[error("token refresh failed: {0}")]
+    Failed(String),
+}
+
 /// The credential for one attempt: the current token, refreshed first when it is (nearly)
 /// expired. Returns the token and its generation (for [`refresh_rejected`]).
-pub async fn fresh(state: &AppState, account: &Account) -> Result<(Secret, u64), AttemptFailure> {
+pub async fn fresh(
+    keeper: TokenKeeper<'_>,
+    account: &Account,
+) -> Result<(Secret, u64), TokenError> {
     let snapshot = account.credentials.snapshot();
     let due = snapshot.expires_within(EXPIRY_MARGIN);
     if !due || snapshot.refresh.is_none() || !account.credentials.refresh_allowed() {
@@ -28,22 +52,22 @@ pub async fn fresh(state: &AppState, account: &Account) -> Result<(Secret, u64),
         // upstream's answer decides.
         return Ok((snapshot.access, snapshot.generation));
     }
-    let refreshed = refresh_account(state, account, Some(snapshot.generation)).await?;
+    let refreshed = refresh_account(keeper, account, Some(snapshot.generation)).await?;
     Ok((refreshed.access, refreshed.generation))
 }
 
 /// The upstream rejected the token of `generation` (a 401): refresh it, unless another request
 /// already did. `None` when the account cannot refresh.
 pub async fn refresh_rejected(
-    state: &AppState,
+    keeper: TokenKeeper<'_>,
     account: &Account,
     generation: u64,
-) -> Option<Result<(Secret, u64), AttemptFailure>> {
+) -> Option<Result<(Secret, u64), TokenError>> {
     if !account.credentials.can_refresh() {
         return None;
     }
     Some(
-        refresh_account(state, account, Some(generation))
+        refresh_account(keeper, account, Some(generation))
             .await
             .map(|t| (t.access, t.generation)),
     )
@@ -53,10 +77,10 @@ pub async fn refresh_rejected(
 /// callers wait and then find the new tokens (their `seen_generation` is then stale) instead of
 /// spending the rotated refresh token a second time. New tokens are on disk before they are used.
 pub async fn refresh_account(
-    state: &AppState,
+    keeper: TokenKeeper<'_>,
     account: &Account,
     seen_generation: Option<u64>,
-) -> Result<TokenState, AttemptFailure> {
+) -> Result<TokenState, TokenError> {
     let _one_at_a_time = account.credentials.refresh_lock.lock().await;
     let current = account.credentials.snapshot();
     if seen_generation.is_some_and(|seen| seen != current.generation) {
@@ -65,8 +89,14 @@ pub async fn refresh_account(
     let Some(refresh_token) = current.refresh.clone() else {
         return Ok(current);
     };
-    let client = state.client_for(account);
-    match refresh::refresh(client, &state.oauth, account.spec.platform, &refresh_token).await {
+    match refresh::refresh(
+        &account.client,
+        keeper.oauth,
+        account.spec.platform,
+        &refresh_token,
+    )
+    .await
+    {
         Ok(issued) => {
             let next_refresh = issued.refresh.clone().unwrap_or(refresh_token);
             if let Some(seed) = account.credentials.seed() {
@@ -76,7 +106,7 @@ pub async fn refresh_account(
                     Some(&next_refresh),
                     issued.expires_at,
                 );
-                if let Err(e) = save(state, &account.spec.name, &persisted).await {
+                if let Err(e) = save(keeper, &account.spec.name, &persisted).await {
                     // The old refresh token is spent either way; keep the account working and
                     // say loudly that a restart would lose it.
                     tracing::error!(account = %account.spec.name, "rotated tokens could not be saved: {e}; a restart will need a new sign-in");
@@ -104,34 +134,30 @@ pub async fn refresh_account(
             let reason = format!("the refresh token was refused (invalid_grant: {detail}); sign the account in again");
             tracing::warn!(account = %account.spec.name, "{reason}");
             account.disable(reason.clone());
-            let mut failure = AttemptFailure::bad_answer(reason);
-            failure.effect = AccountEffect::Disable("refresh token refused (invalid_grant)");
-            Err(failure)
+            Err(TokenError::Refused(reason))
         }
         Err(RefreshError::Other(detail)) => {
             tracing::warn!(account = %account.spec.name, "token refresh failed, will retry with backoff: {detail}");
             account.credentials.note_refresh_failure();
-            Err(AttemptFailure::bad_answer(format!(
-                "token refresh failed: {detail}"
-            )))
+            Err(TokenError::Failed(detail))
         }
     }
 }
 
 /// Refreshes sign-in tokens `oauth.refresh_ahead` before they expire, until shutdown.
-pub async fn refresh_ahead(state: Arc<AppState>, shutdown: CancellationToken) {
-    let Some(ahead) = state.oauth.refresh_ahead else {
+pub async fn refresh_ahead(keeper: TokenKeeper<'_>, pool: &Pool, shutdown: CancellationToken) {
+    let Some(ahead) = keeper.oauth.refresh_ahead else {
         return;
     };
     loop {
-        for account in state.pool.accounts().iter() {
+        for account in pool.accounts().iter() {
             let snapshot = account.credentials.snapshot();
             if account.spec.enabled
                 && snapshot.refresh.is_some()
                 && snapshot.expires_within(ahead)
                 && account.credentials.refresh_allowed()
             {
-                let _ = refresh_account(&state, account, Some(snapshot.generation)).await;
+                let _ = refresh_account(keeper, account, Some(snapshot.generation)).await;
             }
         }
         tokio::select! {
@@ -147,10 +173,14 @@ fn context(account: &str) -> String {
 }
 
 /// Seals the tokens with the store's key and writes them; returns once they are stored.
-async fn save(state: &AppState, account: &str, tokens: &PersistedTokens) -> Result<(), String> {
+async fn save(
+    keeper: TokenKeeper<'_>,
+    account: &str,
+    tokens: &PersistedTokens,
+) -> Result<(), String> {
     let plain = serde_json::to_vec(tokens).map_err(|e| e.to_string())?;
-    let sealed = state.sealer.seal(&context(account), &plain)?;
-    state
+    let sealed = keeper.sealer.seal(&context(account), &plain)?;
+    keeper
         .store
         .save_tokens(account, &sealed)
         .await
@@ -158,21 +188,21 @@ async fn save(state: &AppState, account: &str, tokens: &PersistedTokens) -> Resu
 }
 
 /// Replaces config tokens by the saved descendants of the same chain, at start.
-pub async fn restore(state: &AppState) -> Result<usize, String> {
-    let saved = state
+pub async fn restore(keeper: TokenKeeper<'_>, pool: &Pool) -> Result<usize, String> {
+    let saved = keeper
         .store
         .saved_tokens()
         .await
         .map_err(|e| format!("cannot read saved sign-in tokens: {e}"))?;
     let mut restored = 0;
     for (name, sealed) in saved {
-        let Some(account) = state.pool.find(&name) else {
+        let Some(account) = pool.find(&name) else {
             continue;
         };
         let Some(seed) = account.credentials.seed() else {
             continue;
         };
-        let tokens: PersistedTokens = state
+        let tokens: PersistedTokens = keeper
             .sealer
             .open(&context(&name), &sealed)
             .and_then(|plain| serde_json::from_slice(&plain).map_err(|e| e.to_string()))

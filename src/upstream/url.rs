@@ -3,7 +3,7 @@
 use http::Uri;
 use reqwest::Url;
 
-use crate::pool::{AccountKind, AccountSpec};
+use crate::domain::{AccountKind, AccountSpec};
 
 /// An account's endpoints, parsed once when it joins the pool: parsing the URL text on every
 /// request cost about 2% of the relay's CPU. A base URL that does not parse keeps `None`; its
@@ -124,8 +124,8 @@ fn messages_url(account: &AccountSpec, count_tokens: bool, query: Option<&str>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
-    use crate::pool::{AccountCredential, Platform};
+    use crate::domain::Secret;
+    use crate::domain::{AccountCredential, Platform};
 
     fn account(kind: AccountKind, base: &str) -> AccountSpec {
         AccountSpec {

@@ -32,8 +32,7 @@ use crate::http::refusal::Refusal;
 use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState};
 use crate::state::AppState;
 
-/// How long a session lasts after sign-in unless `admin.session_ttl` says otherwise.
-pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+pub use crate::config::SESSION_TTL;
 const COOKIE_NAME: &str = "subrelay_session";
 /// No inline script or style, no framing, nothing loaded from elsewhere.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";

@@ -16,9 +16,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::body::BodyReadTimeout;
-use crate::pool::Platform;
+use crate::domain::Platform;
 use crate::protocol::errors::{anthropic_error_body, openai_error_body, ErrorShape};
-use crate::protocol::Protocol;
+use crate::protocol::{Protocol, Wire};
 pub use upstream::{UpstreamRefusal, UpstreamWhy};
 
 /// A spending window of a key.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use crate::domain::Secret;
 
 /// The tokens of one sign-in account as last issued.
 #[derive(Debug, Clone, Serialize, Deserialize)]

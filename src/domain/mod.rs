@@ -1,0 +1,15 @@
+//! The shared vocabulary: what an account, a client key, a platform and a protocol are, and the
+//! rule for names. A leaf: nothing here imports the rest of the crate, so every other module may
+//! use it without tying itself to another (`tests/module_dag.rs` keeps the modules a DAG).
+
+mod account;
+mod key;
+mod name;
+mod protocol;
+pub(crate) mod secret;
+
+pub use account::{AccountCredential, AccountKind, AccountSpec, Platform, UnknownName};
+pub use key::{KeyLimits, KeySpec};
+pub use name::{valid_name, NAME_RULE};
+pub use protocol::Protocol;
+pub use secret::Secret;
