@@ -17,19 +17,21 @@ use super::{
     bad_request, check_name, conflict, not_found, refuse_config_row, store_error, Admin, AdminJson,
     ErrorBody,
 };
-use crate::domain::{AccountCredential, AccountKind, AccountSpec, Secret};
+use crate::domain::{AccountCredential, AccountKind, AccountSpec, Platform, Secret};
 use crate::http::refusal::Refusal;
 use crate::state::AppState;
-use crate::store::accounts::{parse_kind, parse_platform, to_record, to_spec};
+use crate::store::accounts::{to_record, to_spec};
 use crate::store::{AccountRecord, Source, StoreError};
 
 /// A stored account, without its credentials.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct StoredAccount {
     pub name: String,
-    pub platform: String,
+    #[schema(value_type = String)]
+    pub platform: Platform,
     #[serde(rename = "type")]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: AccountKind,
     pub base_url: String,
     pub chatgpt_account_id: Option<String>,
     /// Unix seconds the access token expires.
@@ -48,8 +50,8 @@ pub struct StoredAccount {
 pub fn stored_view(a: &AccountRecord) -> StoredAccount {
     StoredAccount {
         name: a.name.clone(),
-        platform: a.platform.clone(),
-        kind: a.kind.clone(),
+        platform: a.platform,
+        kind: a.kind,
         base_url: a.base_url.clone(),
         chatgpt_account_id: a.chatgpt_account_id.clone(),
         expires_at: a.expires_at,
@@ -71,12 +73,12 @@ pub struct CreateAccount {
     #[schema(pattern = r"^[A-Za-z0-9._@-]{1,64}$")]
     pub name: String,
     /// `openai` or `anthropic`.
-    #[schema(pattern = "^(openai|anthropic)$")]
-    pub platform: String,
+    #[schema(value_type = String, pattern = "^(openai|anthropic)$")]
+    pub platform: Platform,
     /// `apikey` or `oauth`.
     #[serde(rename = "type")]
-    #[schema(pattern = "^(apikey|oauth)$")]
-    pub kind: String,
+    #[schema(value_type = String, pattern = "^(apikey|oauth)$")]
+    pub kind: AccountKind,
     #[serde(default)]
     pub base_url: Option<String>,
     /// Write-only. Required for `apikey`.
@@ -212,10 +214,7 @@ fn check_spec(spec: &AccountSpec, state: &AppState) -> Result<(), Refusal> {
 
 fn spec_from(body: CreateAccount) -> Result<AccountSpec, Refusal> {
     check_name("account", &body.name)?;
-    let platform = parse_platform(&body.platform)
-        .ok_or_else(|| bad_request("platform: must be openai or anthropic"))?;
-    let kind =
-        parse_kind(&body.kind).ok_or_else(|| bad_request("type: must be apikey or oauth"))?;
+    let (platform, kind) = (body.platform, body.kind);
     let credential = match kind {
         AccountKind::ApiKey => AccountCredential::ApiKey {
             api_key: secret(

@@ -10,19 +10,19 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    bad_request, check_name, conflict, not_found, refuse_config_row, store_error, Admin, AdminJson,
-    ErrorBody,
+    check_name, conflict, not_found, refuse_config_row, store_error, Admin, AdminJson, ErrorBody,
 };
+use crate::domain::Platform;
 use crate::http::refusal::Refusal;
 use crate::state::AppState;
-use crate::store::accounts::parse_platform;
 use crate::store::{now_secs, GroupRecord, Source};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct GroupView {
     pub name: String,
     /// `openai` or `anthropic`.
-    pub platform: String,
+    #[schema(value_type = String)]
+    pub platform: Platform,
     pub source: Source,
     pub created_at: i64,
 }
@@ -38,8 +38,8 @@ pub struct CreateGroup {
     #[schema(pattern = r"^[A-Za-z0-9._@-]{1,64}$")]
     pub name: String,
     /// `openai` or `anthropic`.
-    #[schema(pattern = "^(openai|anthropic)$")]
-    pub platform: String,
+    #[schema(value_type = String, pattern = "^(openai|anthropic)$")]
+    pub platform: Platform,
 }
 
 fn view(g: GroupRecord) -> GroupView {
@@ -84,8 +84,7 @@ pub async fn create(
 ) -> Response {
     let outcome = async {
         check_name("group", &body.name)?;
-        let platform = parse_platform(&body.platform)
-            .ok_or_else(|| bad_request("platform: must be openai or anthropic"))?;
+        let platform = body.platform;
         let exists = state
             .store
             .list_groups()
@@ -98,7 +97,7 @@ pub async fn create(
         }
         let record = GroupRecord {
             name: body.name,
-            platform: platform.as_str().to_owned(),
+            platform,
             source: Source::Admin,
             created_at: now_secs(),
         };

@@ -140,8 +140,8 @@ pub fn table(accounts: &[AccountView]) -> String {
             }
             [
                 a.name.clone(),
-                a.platform.clone(),
-                a.kind.clone(),
+                a.platform.to_string(),
+                a.kind.to_string(),
                 a.state.clone(),
                 cooldown,
                 format!("{}/{limit}", a.in_flight),

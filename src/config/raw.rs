@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::secret::SecretRef;
+use crate::domain::{AccountKind, Platform};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -211,16 +212,16 @@ impl Default for RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawGroup {
     pub name: String,
-    pub platform: String,
+    pub platform: Platform,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccount {
     pub name: String,
-    pub platform: String,
+    pub platform: Platform,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: AccountKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

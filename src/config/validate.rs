@@ -479,15 +479,15 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
                     ),
                 ));
             }
-            let platform = parse_platform(&account.platform).map_err(|m| fail("platform", m))?;
+            let platform = account.platform;
             let secret = |field: &str, value: &Option<super::SecretRef>| {
                 value
                     .as_ref()
                     .map(|r| r.resolve(env).map_err(|msg| fail(field, msg)))
                     .transpose()
             };
-            let (kind, credential) = match account.kind.as_str() {
-                "apikey" => {
+            let (kind, credential) = match account.kind {
+                AccountKind::ApiKey => {
                     let api_key = secret("api_key", &account.api_key)?.ok_or_else(|| {
                         fail(
                             "api_key",
@@ -496,7 +496,7 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
                     })?;
                     (AccountKind::ApiKey, AccountCredential::ApiKey { api_key })
                 }
-                "oauth" => {
+                AccountKind::OAuth => {
                     let access_token =
                         secret("access_token", &account.access_token)?.ok_or_else(|| {
                             fail(
@@ -517,12 +517,6 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
                                 .transpose()?,
                         },
                     )
-                }
-                other => {
-                    return Err(fail(
-                        "type",
-                        format!("{other:?} is not supported: must be oauth or apikey"),
-                    ))
                 }
             };
             let base_url = match &account.base_url {
@@ -598,16 +592,6 @@ fn name_ok(name: &str) -> Result<(), String> {
     }
 }
 
-fn parse_platform(name: &str) -> Result<Platform, String> {
-    match name {
-        "openai" => Ok(Platform::OpenAi),
-        "anthropic" => Ok(Platform::Anthropic),
-        other => Err(format!(
-            "{other:?} is not supported: must be openai or anthropic"
-        )),
-    }
-}
-
 /// Every group named anywhere, with its platform: as declared under `groups:`, else the
 /// platform of its accounts, else openai. A group's accounts must all be of its platform.
 fn groups(
@@ -618,8 +602,7 @@ fn groups(
     let mut declared = BTreeMap::new();
     for (i, group) in raw.iter().enumerate() {
         name_ok(&group.name).map_err(|m| ConfigError(format!("groups[{i}].name: {m}")))?;
-        let platform = parse_platform(&group.platform)
-            .map_err(|m| ConfigError(format!("groups[{i}].platform: {m}")))?;
+        let platform = group.platform;
         if declared.insert(group.name.clone(), platform).is_some() {
             return Err(ConfigError(format!(
                 "groups[{i}].name: {:?} is declared twice",

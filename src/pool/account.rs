@@ -10,7 +10,7 @@ use super::cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
 use super::credentials::Credentials;
 use super::quota::QuotaSnapshot;
 use super::AccountId;
-use crate::domain::AccountSpec;
+use crate::domain::{AccountKind, AccountSpec, Platform};
 use crate::runtime_state::{Lease, LeaseSet, Leases, Record, Records, RuntimeState, Signal};
 
 pub struct Account {
@@ -258,8 +258,8 @@ impl Account {
         };
         AccountView {
             name: self.spec.name.clone(),
-            platform: self.spec.platform.as_str().to_owned(),
-            kind: self.spec.kind.as_str().to_owned(),
+            platform: self.spec.platform,
+            kind: self.spec.kind,
             state: state.to_owned(),
             cooldown_until,
             cooldown_reason: cooldown_reason.map(str::to_owned),
@@ -291,9 +291,9 @@ pub struct LastingState {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AccountView {
     pub name: String,
-    pub platform: String,
+    pub platform: Platform,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: AccountKind,
     /// `available`, `busy`, `cooling` or `disabled`.
     pub state: String,
     pub cooldown_until: Option<String>,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::crypto::Sealer;
 use super::{now_secs, AccountRecord, Source, Store};
 use crate::domain::Secret;
-use crate::domain::{AccountCredential, AccountKind, AccountSpec, Platform};
+use crate::domain::{AccountCredential, AccountKind, AccountSpec};
 use crate::pool::AccountSource;
 
 /// The sealed part of an account.
@@ -30,22 +30,6 @@ struct Credentials {
 
 fn context(name: &str) -> String {
     format!("account:{name}")
-}
-
-pub fn parse_platform(text: &str) -> Option<Platform> {
-    match text {
-        "openai" => Some(Platform::OpenAi),
-        "anthropic" => Some(Platform::Anthropic),
-        _ => None,
-    }
-}
-
-pub fn parse_kind(text: &str) -> Option<AccountKind> {
-    match text {
-        "oauth" => Some(AccountKind::OAuth),
-        "apikey" => Some(AccountKind::ApiKey),
-        _ => None,
-    }
 }
 
 /// Seals a spec into a record.
@@ -81,8 +65,8 @@ pub fn to_record(
     let now = now_secs();
     Ok(AccountRecord {
         name: spec.name.clone(),
-        platform: spec.platform.as_str().to_owned(),
-        kind: spec.kind.as_str().to_owned(),
+        platform: spec.platform,
+        kind: spec.kind,
         base_url: spec.base_url.clone(),
         chatgpt_account_id,
         expires_at,
@@ -106,10 +90,7 @@ pub fn to_spec(record: &AccountRecord, sealer: &Sealer) -> Result<AccountSpec, S
         .map_err(|e| format!("account {:?}: {e}", record.name))?;
     let credentials: Credentials = serde_json::from_slice(&plain)
         .map_err(|e| format!("account {:?}: damaged credentials ({e})", record.name))?;
-    let platform = parse_platform(&record.platform)
-        .ok_or_else(|| format!("account {:?}: unknown platform", record.name))?;
-    let kind = parse_kind(&record.kind)
-        .ok_or_else(|| format!("account {:?}: unknown type", record.name))?;
+    let (platform, kind) = (record.platform, record.kind);
     let missing = |what: &str| format!("account {:?}: no {what} stored", record.name);
     let credential = match kind {
         AccountKind::ApiKey => AccountCredential::ApiKey {

@@ -21,6 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{AccountKind, Platform};
+
 /// What went wrong in the store, worded for an operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -63,8 +65,7 @@ impl Source {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupRecord {
     pub name: String,
-    /// `openai` or `anthropic`.
-    pub platform: String,
+    pub platform: Platform,
     pub source: Source,
     pub created_at: i64,
 }
@@ -99,8 +100,8 @@ pub struct KeyRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountRecord {
     pub name: String,
-    pub platform: String,
-    pub kind: String,
+    pub platform: Platform,
+    pub kind: AccountKind,
     pub base_url: String,
     pub chatgpt_account_id: Option<String>,
     /// Unix seconds the access token expires.

@@ -169,8 +169,8 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, sqlx::Error>
 fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AccountRecord, sqlx::Error> {
     Ok(AccountRecord {
         name: row.try_get("name")?,
-        platform: row.try_get("platform")?,
-        kind: row.try_get("kind")?,
+        platform: named(row, "platform")?,
+        kind: named(row, "kind")?,
         base_url: row.try_get("base_url")?,
         chatgpt_account_id: row.try_get("chatgpt_account_id")?,
         expires_at: row.try_get("expires_at")?,
@@ -184,6 +184,19 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AccountRecord, sqlx
         source: Source::parse(row.try_get::<&str, _>("source")?),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// A column holding one of an enum's names (`openai`, `apikey`); an unknown name is a decoding
+/// error that names the row.
+fn named<T>(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<T, sqlx::Error>
+where
+    T: std::str::FromStr<Err = crate::domain::UnknownName>,
+{
+    let text: &str = row.try_get(column)?;
+    text.parse().map_err(|e| {
+        let name: String = row.try_get("name").unwrap_or_default();
+        sqlx::Error::Decode(format!("{name:?}: {column}: {e}").into())
     })
 }
 
@@ -301,8 +314,8 @@ impl SqliteStore {
             "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict}"
         ))
         .bind(&a.name)
-        .bind(&a.platform)
-        .bind(&a.kind)
+        .bind(a.platform.as_str())
+        .bind(a.kind.as_str())
         .bind(&a.base_url)
         .bind(&a.chatgpt_account_id)
         .bind(a.expires_at)
@@ -360,17 +373,25 @@ impl Store for SqliteStore {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(db)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(GroupRecord {
-                        name: r.try_get("name")?,
-                        platform: r.try_get("platform")?,
-                        source: Source::parse(r.try_get::<&str, _>("source")?),
-                        created_at: r.try_get("created_at")?,
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(db)
+            let mut groups = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let platform = match named(r, "platform") {
+                    Ok(platform) => platform,
+                    Err(e) => {
+                        // As before platforms were typed: a group row of an unknown platform
+                        // is left out, not fatal.
+                        tracing::warn!("a stored group is left out: {e}");
+                        continue;
+                    }
+                };
+                groups.push(GroupRecord {
+                    name: r.try_get("name").map_err(db)?,
+                    platform,
+                    source: Source::parse(r.try_get::<&str, _>("source").map_err(db)?),
+                    created_at: r.try_get("created_at").map_err(db)?,
+                });
+            }
+            Ok(groups)
         })
     }
 
@@ -381,7 +402,7 @@ impl Store for SqliteStore {
                 "INSERT INTO groups (name, platform, source, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET platform = excluded.platform, source = excluded.source",
             )
             .bind(&group.name)
-            .bind(&group.platform)
+            .bind(group.platform.as_str())
             .bind(group.source.as_str())
             .bind(group.created_at)
             .execute(&self.pool)

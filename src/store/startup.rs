@@ -72,7 +72,7 @@ pub async fn groups(store: &dyn Store) -> Result<BTreeMap<String, Platform>, Str
         .await
         .map_err(|e| format!("cannot read groups from the store: {e}"))?
         .into_iter()
-        .filter_map(|g| Some((g.name, super::accounts::parse_platform(&g.platform)?)))
+        .map(|g| (g.name, g.platform))
         .collect())
 }
 

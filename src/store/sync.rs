@@ -24,7 +24,7 @@ pub async fn config_into_store(
         store
             .upsert_group(&GroupRecord {
                 name: name.clone(),
-                platform: platform.as_str().to_owned(),
+                platform: *platform,
                 source: Source::Config,
                 created_at: now,
             })

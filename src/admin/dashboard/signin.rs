@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::super::accounts::{self, CreateAccount};
 use super::super::{bad_request, Admin, AdminJson, ErrorBody};
+use crate::domain::{AccountKind, Platform};
 use crate::http::refusal::Refusal;
 use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState};
 use crate::state::AppState;
@@ -35,7 +36,7 @@ const ANTHROPIC_SCOPE: &str = "org:create_api_key user:profile user:inference";
 
 /// A started sign-in, kept for [`FLOW_TTL`].
 pub struct Flow {
-    platform: String,
+    platform: Platform,
     verifier: String,
     state: String,
 }
@@ -154,7 +155,8 @@ fn decode(text: &str) -> String {
 #[serde(deny_unknown_fields)]
 pub struct StartSignIn {
     /// `openai` (ChatGPT / Codex) or `anthropic` (Claude).
-    pub platform: String,
+    #[schema(value_type = String, pattern = "^(openai|anthropic)$")]
+    pub platform: Platform,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -200,20 +202,19 @@ pub async fn start(
     AdminJson(body): AdminJson<StartSignIn>,
 ) -> Response {
     let oauth = &state.oauth;
-    let (authorize, client_id, redirect, scope) = match body.platform.as_str() {
-        "openai" => (
+    let (authorize, client_id, redirect, scope) = match body.platform {
+        Platform::OpenAi => (
             &oauth.openai_authorize_url,
             &oauth.openai_client_id,
             &oauth.openai_redirect_uri,
             OPENAI_SCOPE,
         ),
-        "anthropic" => (
+        Platform::Anthropic => (
             &oauth.anthropic_authorize_url,
             &oauth.anthropic_client_id,
             &oauth.anthropic_redirect_uri,
             ANTHROPIC_SCOPE,
         ),
-        _ => return bad_request("platform: must be openai or anthropic").into_response(),
     };
     let verifier = random_b64url(48);
     let challenge = b64url(&Sha256::digest(verifier.as_bytes()));
@@ -226,7 +227,7 @@ pub async fn start(
         encode(redirect),
         encode(scope),
     );
-    if body.platform == "openai" {
+    if body.platform == Platform::OpenAi {
         url.push_str("&id_token_add_organizations=true&codex_cli_simplified_flow=true");
     } else {
         url.push_str("&code=true");
@@ -298,7 +299,7 @@ async fn exchange(state: &AppState, flow: &Flow, code: &str) -> Result<Tokens, R
     let oauth = &state.oauth;
     let client = crate::upstream::client(None)
         .map_err(|e| upstream_refused(format!("no HTTP client: {e}")))?;
-    let request = if flow.platform == "openai" {
+    let request = if flow.platform == Platform::OpenAi {
         let form = format!(
             "grant_type=authorization_code&code={}&redirect_uri={}&client_id={}&code_verifier={}",
             encode(code),
@@ -394,7 +395,7 @@ pub async fn finish(
     let create = CreateAccount {
         name: body.name,
         platform: flow.platform,
-        kind: "oauth".to_owned(),
+        kind: AccountKind::OAuth,
         base_url: body.base_url,
         api_key: None,
         access_token: Some(tokens.access_token),
