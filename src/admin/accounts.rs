@@ -176,23 +176,11 @@ fn secret(field: &str, value: String) -> Result<Secret, Refusal> {
     Ok(Secret::new(value))
 }
 
+/// The account check the config file uses too, then the admin API's own: each group exists and
+/// is served by the account's platform.
 fn check_spec(spec: &AccountSpec, state: &AppState) -> Result<(), Refusal> {
-    if !(spec.base_url.starts_with("http://") || spec.base_url.starts_with("https://")) {
-        return Err(bad_request("base_url: must be an http:// or https:// URL"));
-    }
-    if let Some(proxy) = &spec.proxy {
-        let ok = ["http://", "https://", "socks5://", "socks5h://"]
-            .iter()
-            .any(|s| proxy.expose().starts_with(s));
-        if !ok {
-            return Err(bad_request(
-                "proxy: must start with http://, https://, socks5:// or socks5h://",
-            ));
-        }
-    }
-    if spec.groups.is_empty() {
-        return Err(bad_request("groups: name at least one group"));
-    }
+    spec.validate()
+        .map_err(|e| bad_request(format!("{}: {e}", e.field())))?;
     for group in &spec.groups {
         match state.keys.group_platform(group) {
             None => {

@@ -520,18 +520,7 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
                 }
             };
             let base_url = match &account.base_url {
-                Some(url) => {
-                    let url = url.trim_end_matches('/');
-                    if !(url.starts_with("http://") || url.starts_with("https://"))
-                        || reqwest::Url::parse(url).is_err()
-                    {
-                        return Err(fail(
-                            "base_url",
-                            format!("{url:?} is not an http:// or https:// URL"),
-                        ));
-                    }
-                    url.to_owned()
-                }
+                Some(url) => url.trim_end_matches('/').to_owned(),
                 None => kind.default_base_url(platform).to_owned(),
             };
             let priority = i32::try_from(account.priority)
@@ -542,29 +531,8 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
                     "must be 0 (unlimited) or a positive number".to_owned(),
                 )
             })?;
-            if account.groups.is_empty() {
-                return Err(fail("groups", "must name at least one group".to_owned()));
-            }
-            for group in &account.groups {
-                name_ok(group).map_err(|m| fail("groups", m))?;
-            }
-            let proxy = match &account.proxy {
-                None => None,
-                Some(reference) => {
-                    let url = reference.resolve(env).map_err(|m| fail("proxy", m))?;
-                    let scheme_ok = ["http://", "https://", "socks5://", "socks5h://"]
-                        .iter()
-                        .any(|s| url.expose().starts_with(s));
-                    if !scheme_ok || reqwest::Proxy::all(url.expose()).is_err() {
-                        return Err(fail(
-                            "proxy",
-                            "must be an http://, https://, socks5:// or socks5h:// URL".to_owned(),
-                        ));
-                    }
-                    Some(url)
-                }
-            };
-            Ok(AccountSpec {
+            let proxy = secret("proxy", &account.proxy)?;
+            let spec = AccountSpec {
                 name: account.name.clone(),
                 platform,
                 kind,
@@ -577,7 +545,10 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
                 models: account.models.clone(),
                 model_map: account.model_map.clone(),
                 proxy,
-            })
+            };
+            spec.validate()
+                .map_err(|e| fail(e.field(), e.to_string()))?;
+            Ok(spec)
         })
         .collect()
 }

@@ -7,9 +7,11 @@ mod key;
 mod name;
 mod protocol;
 pub(crate) mod secret;
+mod validate;
 
 pub use account::{AccountCredential, AccountKind, AccountSpec, Platform, UnknownName};
 pub use key::{KeyLimits, KeySpec};
 pub use name::{valid_name, NAME_RULE};
 pub use protocol::Protocol;
 pub use secret::Secret;
+pub use validate::AccountSpecError;
