@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{bad_request, store_error, Admin, AdminQuery, ErrorBody};
 use crate::http::refusal::Refusal;
 use crate::state::AppState;
-use crate::store::{StatusFilter, TotalsBy, UsageFilter, UsageRow, UsageTotals};
+use crate::store::{self, StatusFilter, TotalsBy, UsageFilter};
 
 const MAX_LIMIT: u32 = 1000;
 
@@ -49,6 +49,86 @@ pub struct TotalsQuery {
     pub to: Option<i64>,
     /// `ok`, `failed`, or the status code the client got (e.g. `429`).
     pub status: Option<String>,
+}
+
+/// One request's usage, as the admin API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageRow {
+    pub request_id: String,
+    /// Unix milliseconds the record was taken.
+    pub at_ms: i64,
+    pub key: String,
+    pub account: Option<String>,
+    pub endpoint: String,
+    pub model: String,
+    pub stream: bool,
+    pub status: u16,
+    pub success: bool,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub cache_creation_tokens: i64,
+    pub output_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_usd: f64,
+    /// False when the model has no price: tokens are recorded, the cost is 0.
+    pub priced: bool,
+    pub duration_ms: i64,
+    pub ttft_ms: Option<i64>,
+    /// Accounts tried.
+    pub attempts: i32,
+    pub client_disconnected: bool,
+}
+
+impl From<store::UsageRow> for UsageRow {
+    fn from(r: store::UsageRow) -> Self {
+        Self {
+            request_id: r.request_id,
+            at_ms: r.at_ms,
+            key: r.key,
+            account: r.account,
+            endpoint: r.endpoint,
+            model: r.model,
+            stream: r.stream,
+            status: r.status,
+            success: r.success,
+            input_tokens: r.input_tokens,
+            cached_input_tokens: r.cached_input_tokens,
+            cache_creation_tokens: r.cache_creation_tokens,
+            output_tokens: r.output_tokens,
+            reasoning_tokens: r.reasoning_tokens,
+            cost_usd: r.cost_usd,
+            priced: r.priced,
+            duration_ms: r.duration_ms,
+            ttft_ms: r.ttft_ms,
+            attempts: r.attempts,
+            client_disconnected: r.client_disconnected,
+        }
+    }
+}
+
+/// Requests, tokens and cost of one day or one key, as the admin API shows them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageTotals {
+    /// The day (`YYYY-MM-DD`, UTC) or the key name.
+    pub bucket: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
+impl From<store::UsageTotals> for UsageTotals {
+    fn from(t: store::UsageTotals) -> Self {
+        Self {
+            bucket: t.bucket,
+            requests: t.requests,
+            input_tokens: t.input_tokens,
+            cached_input_tokens: t.cached_input_tokens,
+            output_tokens: t.output_tokens,
+            cost_usd: t.cost_usd,
+        }
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -119,7 +199,7 @@ pub async fn list(
             .await
             .map_err(store_error)?;
         Ok::<_, Refusal>(UsagePage {
-            rows,
+            rows: rows.into_iter().map(UsageRow::from).collect(),
             total,
             limit,
             offset,
@@ -159,12 +239,49 @@ pub async fn totals(
             .map_err(store_error)?;
         Ok::<_, Refusal>(UsageTotalsList {
             by: label.to_owned(),
-            totals,
+            totals: totals.into_iter().map(UsageTotals::from).collect(),
         })
     }
     .await;
     match outcome {
         Ok(list) => Json(list).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The admin API's row is its own type now; its JSON is what the store row's was.
+    #[test]
+    fn a_row_on_the_wire_is_the_stored_row() {
+        let stored = store::UsageRow {
+            request_id: "0190-abc".into(),
+            at_ms: 1_700_000_000_123,
+            key: "alice".into(),
+            account: Some("acct".into()),
+            endpoint: "responses".into(),
+            model: "gpt-5".into(),
+            stream: true,
+            status: 200,
+            success: true,
+            input_tokens: 10,
+            cached_input_tokens: 2,
+            cache_creation_tokens: 1,
+            output_tokens: 5,
+            reasoning_tokens: 3,
+            cost_usd: 0.25,
+            priced: true,
+            duration_ms: 900,
+            ttft_ms: Some(120),
+            attempts: 1,
+            client_disconnected: false,
+        };
+        let before = serde_json::to_value(&stored).unwrap();
+        assert_eq!(
+            serde_json::to_value(UsageRow::from(stored)).unwrap(),
+            before
+        );
     }
 }

@@ -118,8 +118,9 @@ pub struct AccountRecord {
     pub updated_at: i64,
 }
 
-/// One request's usage, as stored. `request_id` makes a second write of the same row a no-op.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// One request's usage, as stored (and spooled, as JSON). `request_id` makes a second write of
+/// the same row a no-op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRow {
     pub request_id: String,
     /// Unix milliseconds the record was taken.
@@ -183,7 +184,7 @@ impl std::str::FromStr for StatusFilter {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UsageTotals {
     /// The day (`YYYY-MM-DD`, UTC) or the key name.
     pub bucket: String,
