@@ -154,8 +154,7 @@ const APPLIES: &str = "now: the next request sees the change";
 fn go_live(state: &AppState, spec: AccountSpec) -> Result<(), Refusal> {
     let client = crate::upstream::client(spec.proxy.as_ref())
         .map_err(|e| bad_request(format!("proxy: cannot build a client through it: {e}")))?;
-    state.pool.upsert(spec, client);
-    Ok(())
+    state.pool.upsert(spec, client).map_err(bad_request)
 }
 
 async fn find(state: &AppState, name: &str) -> Result<AccountRecord, Refusal> {

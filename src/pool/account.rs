@@ -63,19 +63,19 @@ impl Account {
         client: reqwest::Client,
         runtime: &RuntimeState,
         changed: &Signal,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, String> {
+        Ok(Self {
             id,
             credentials: Credentials::new(&spec.credential, runtime, &spec.name),
             sender: crate::upstream::Sender::new(spec.proxy.as_ref(), &client),
             client,
-            endpoints: crate::upstream::Endpoints::of(&spec),
+            endpoints: crate::upstream::Endpoints::of(&spec)?,
             name: spec.name.as_str().into(),
             slots: runtime.leases(&spec.name, changed),
             health: runtime.record(&spec.name, Health::default()),
             changed: changed.clone(),
             spec,
-        }
+        })
     }
 
     /// Whether this account serves `model`: its `models` list (absent = any) or a

@@ -100,7 +100,11 @@ pub enum Selection {
 
 impl Pool {
     /// `accounts`: each account with the HTTP client (connection pool, proxy) it talks through.
-    pub fn new(accounts: Vec<(AccountSpec, reqwest::Client)>, policy: PoolPolicy) -> Self {
+    /// Fails, naming the account, for one whose endpoints do not parse (not validated).
+    pub fn new(
+        accounts: Vec<(AccountSpec, reqwest::Client)>,
+        policy: PoolPolicy,
+    ) -> Result<Self, String> {
         Self::with_state(accounts, policy, RuntimeState::default())
     }
 
@@ -109,16 +113,16 @@ impl Pool {
         accounts: Vec<(AccountSpec, reqwest::Client)>,
         policy: PoolPolicy,
         runtime: RuntimeState,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let changed = runtime.signal("pool");
         let accounts: Vec<Arc<Account>> = accounts
             .into_iter()
             .enumerate()
             .map(|(id, (spec, client))| {
-                Arc::new(Account::new(id, spec, client, &runtime, &changed))
+                Account::new(id, spec, client, &runtime, &changed).map(Arc::new)
             })
-            .collect();
-        Self {
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
             next_id: AtomicUsize::new(accounts.len()),
             accounts: RwLock::new(Arc::new(accounts)),
             sticky: StickyTable::new(&runtime),
@@ -126,7 +130,7 @@ impl Pool {
             policy,
             changed,
             runtime,
-        }
+        })
     }
 
     /// The accounts now (a snapshot).
@@ -143,15 +147,21 @@ impl Pool {
 
     /// Adds an account, or replaces the one of the same name (which keeps its name, so sticky
     /// bindings stay, and starts with fresh health and tokens). Takes effect for the next
-    /// selection.
-    pub fn upsert(&self, spec: AccountSpec, client: reqwest::Client) {
+    /// selection. Fails, naming the account, for one whose endpoints do not parse.
+    pub fn upsert(&self, spec: AccountSpec, client: reqwest::Client) -> Result<(), String> {
         let mut guard = self.accounts.write().unwrap_or_else(|p| p.into_inner());
         let mut next: Vec<Arc<Account>> = guard.as_ref().clone();
         let id = next
             .iter()
             .find(|a| a.spec.name == spec.name)
             .map_or_else(|| self.next_id.fetch_add(1, Ordering::AcqRel), |a| a.id);
-        let account = Arc::new(Account::new(id, spec, client, &self.runtime, &self.changed));
+        let account = Arc::new(Account::new(
+            id,
+            spec,
+            client,
+            &self.runtime,
+            &self.changed,
+        )?);
         match next.iter().position(|a| a.id == id) {
             Some(at) => next[at] = account,
             None => next.push(account),
@@ -160,6 +170,7 @@ impl Pool {
         drop(guard);
         // A waiting request may be able to use the new account.
         self.changed.notify();
+        Ok(())
     }
 
     /// Removes an account from selection; requests using it finish normally.

@@ -37,7 +37,7 @@ fn default_policy() -> PoolPolicy {
 }
 
 fn pool(specs: Vec<AccountSpec>) -> Pool {
-    Pool::new(with_clients(specs), default_policy())
+    Pool::new(with_clients(specs), default_policy()).unwrap()
 }
 
 fn wanted<'a>(tried: &'a [AccountId], sticky: Option<&'a StickyKey>) -> Wanted<'a> {
@@ -165,7 +165,7 @@ async fn a_full_queue_refuses_at_once() {
         queue_max_waiting: 1,
         ..default_policy()
     };
-    let p = Arc::new(Pool::new(with_clients(vec![spec("a", 0, 1)]), policy));
+    let p = Arc::new(Pool::new(with_clients(vec![spec("a", 0, 1)]), policy).unwrap());
     let _held = pick(&p, &[]).unwrap();
     let first = {
         let p = Arc::clone(&p);
@@ -221,7 +221,7 @@ async fn cooldowns_are_capped_by_max_cooldown() {
         },
         ..default_policy()
     };
-    let p = Pool::new(with_clients(vec![spec("a", 0, 0)]), policy);
+    let p = Pool::new(with_clients(vec![spec("a", 0, 0)]), policy).unwrap();
     let a = p.find("a").unwrap();
     // A weekly window reset (7 d) would lock the account away; the cap brings it back in 1 h.
     a.apply(
@@ -357,13 +357,13 @@ async fn a_slow_bound_account_loses_the_binding_after_n_strikes() {
 async fn accounts_join_change_and_leave_at_runtime() {
     let p = pool(vec![spec("a", 0, 0)]);
     let a = id(&p, "a");
-    p.upsert(spec("b", 1, 0), reqwest::Client::new());
+    p.upsert(spec("b", 1, 0), reqwest::Client::new()).unwrap();
     assert_eq!(name(&pick(&p, &[a]).unwrap()), "b");
     // Replacing keeps the id and the name (sticky bindings stay) and takes the new settings.
     let b = id(&p, "b");
     let mut changed = spec("b", 1, 0);
     changed.enabled = false;
-    p.upsert(changed, reqwest::Client::new());
+    p.upsert(changed, reqwest::Client::new()).unwrap();
     assert_eq!(id(&p, "b"), b);
     assert!(matches!(
         p.select(&wanted(&[a], None)),
@@ -459,12 +459,13 @@ async fn the_relay_reports_outcomes_through_the_pool() {
         sticky_ttl: Some(Duration::from_secs(3600)),
         sticky_slow_ttft: Some(Duration::from_secs(5)),
         sticky_slow_strikes: 2,
-        ..PoolPolicy::default()
+        ..default_policy()
     };
     let p = Pool::new(
         with_clients(vec![spec("first", 0, 0), spec("second", 1, 0)]),
         policy,
-    );
+    )
+    .unwrap();
     let key = StickyKey::new(b"k", "c");
     let second = p.find("second").unwrap();
     assert!(!p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(1))));
@@ -499,7 +500,7 @@ async fn an_account_replaced_at_runtime_starts_with_fresh_health_and_slots() {
     p.find("a")
         .unwrap()
         .apply(&AccountEffect::Transient, "502", &p.policy.cooldowns);
-    p.upsert(spec("a", 0, 1), reqwest::Client::new());
+    p.upsert(spec("a", 0, 1), reqwest::Client::new()).unwrap();
     let fresh = p.find("a").unwrap();
     assert_eq!(
         fresh.availability(tokio::time::Instant::now()),

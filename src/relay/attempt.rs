@@ -108,16 +108,7 @@ async fn send(
     body_override: Option<Bytes>,
 ) -> Result<Attempted, AttemptFailure> {
     // build
-    let (target, headers, body) = build(state, ctx, account, credential, body_override)?;
-    let uri = match target {
-        Ok(uri) => uri,
-        // Only an account whose base URL does not parse gets here; it fails like a dead host.
-        Err(text) => {
-            return Err(AttemptFailure::transport(&upstream::SendError::bad_url(
-                &text,
-            )))
-        }
-    };
+    let (uri, headers, body) = build(state, ctx, account, credential, body_override)?;
     let mut request = http::Request::new(body);
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;
@@ -172,7 +163,7 @@ fn build(
     account: &Account,
     credential: &Secret,
     body_override: Option<Bytes>,
-) -> Result<(upstream::Target, http::HeaderMap, Bytes), AttemptFailure> {
+) -> Result<(http::Uri, http::HeaderMap, Bytes), AttemptFailure> {
     let spec = &account.spec;
     let mapped = account.upstream_model(&ctx.inspected.model);
     let model = (mapped != ctx.inspected.model).then_some(mapped);
@@ -210,7 +201,7 @@ fn build(
                 compact,
                 &sessions,
             );
-            body.map(|b| (account.endpoints.responses(spec, compact), headers, b))
+            body.map(|b| (account.endpoints.responses(compact), headers, b))
         }
         Protocol::Chat => {
             // Ask for the usage chunk; the client's stream will not show it unless it asked.
@@ -221,7 +212,7 @@ fn build(
                 chat::rewrite(&ctx.body, model, request_usage)
             };
             let headers = upstream::chat_headers(credential, &ctx.client_headers, streams);
-            body.map(|b| (account.endpoints.chat(spec), headers, b))
+            body.map(|b| (account.endpoints.chat(), headers, b))
         }
         Protocol::Messages => {
             let base = body_override.unwrap_or_else(|| ctx.body.clone());

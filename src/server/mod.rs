@@ -77,7 +77,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let state = Arc::new(AppState {
         gateway: config.gateway.clone(),
         oauth: config.oauth.clone(),
-        pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone()),
+        pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,
         limits: Arc::clone(&opened.limits),
         store: Arc::clone(&opened.store),

@@ -12,7 +12,7 @@ pub use headers::{
     anthropic_headers, chat_headers, keep_used, upstream_headers, SessionRewrite, SESSION_HEADERS,
 };
 pub use send::{Body, Response, SendError, Sender};
-pub use url::{Endpoints, Target};
+pub use url::Endpoints;
 
 use std::time::Duration;
 

@@ -147,22 +147,6 @@ impl SendError {
             message,
         }
     }
-
-    /// A target URL that does not parse (an account's base URL the admin API let through).
-    pub fn bad_url(url: &str) -> Self {
-        let why = match reqwest::Url::parse(url) {
-            Err(e) => e.to_string(),
-            Ok(_) => url
-                .parse::<http::Uri>()
-                .err()
-                .map_or_else(|| "unusable".to_owned(), |e| e.to_string()),
-        };
-        Self {
-            connect: false,
-            local: false,
-            message: format!("invalid upstream URL {url}: {why}"),
-        }
-    }
 }
 
 /// An I/O error that says this process or machine ran out of something: open files (EMFILE,

@@ -6,19 +6,16 @@ use reqwest::Url;
 use crate::domain::{AccountKind, AccountSpec};
 
 /// An account's endpoints, parsed once when it joins the pool: parsing the URL text on every
-/// request cost about 2% of the relay's CPU. A base URL that does not parse keeps `None`; its
-/// requests then carry the text and fail at send time, as they always did.
+/// request cost about 2% of the relay's CPU. An account that passed `AccountSpec::validate`
+/// (every account in the pool did) has endpoints that parse.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
-    responses: Option<Uri>,
-    compact: Option<Uri>,
-    chat: Option<Uri>,
-    messages: Option<Uri>,
-    count_tokens: Option<Uri>,
+    responses: Uri,
+    compact: Uri,
+    chat: Uri,
+    messages: Uri,
+    count_tokens: Uri,
 }
-
-/// Where an attempt sends: the parsed URI, or the text of one that does not parse.
-pub type Target = Result<Uri, String>;
 
 /// Parsed as a URL first, so that what `http::Uri` does not take (an international host name,
 /// a space in the path) is normalised the way a browser would (punycode, percent escapes).
@@ -27,45 +24,56 @@ fn parse(text: &str) -> Option<Uri> {
 }
 
 impl Endpoints {
-    pub fn of(spec: &AccountSpec) -> Self {
-        Self {
-            responses: parse(&responses_url(spec, false)),
-            compact: parse(&responses_url(spec, true)),
-            chat: parse(&chat_url(spec)),
-            messages: parse(&messages_url(spec, false, None)),
-            count_tokens: parse(&messages_url(spec, true, None)),
+    /// Fails (naming the account and the URL) only for an account that did not pass
+    /// `AccountSpec::validate`.
+    pub fn of(spec: &AccountSpec) -> Result<Self, String> {
+        let uri = |text: String| {
+            parse(&text)
+                .ok_or_else(|| format!("account {:?}: {text:?} is not a usable URL", spec.name))
+        };
+        Ok(Self {
+            responses: uri(responses_url(spec, false))?,
+            compact: uri(responses_url(spec, true))?,
+            chat: uri(chat_url(spec))?,
+            messages: uri(messages_url(spec, false, None))?,
+            count_tokens: uri(messages_url(spec, true, None))?,
+        })
+    }
+
+    pub fn responses(&self, compact: bool) -> Uri {
+        if compact {
+            self.compact.clone()
+        } else {
+            self.responses.clone()
         }
     }
 
-    pub fn responses(&self, spec: &AccountSpec, compact: bool) -> Target {
-        let cached = if compact {
-            &self.compact
-        } else {
-            &self.responses
-        };
-        cached.clone().ok_or_else(|| responses_url(spec, compact))
+    pub fn chat(&self) -> Uri {
+        self.chat.clone()
     }
 
-    pub fn chat(&self, spec: &AccountSpec) -> Target {
-        self.chat.clone().ok_or_else(|| chat_url(spec))
-    }
-
-    pub fn messages(&self, spec: &AccountSpec, count_tokens: bool, query: Option<&str>) -> Target {
-        let cached = if count_tokens {
+    /// With the client's query (`beta=true`) forwarded.
+    pub fn messages(&self, spec: &AccountSpec, count_tokens: bool, query: Option<&str>) -> Uri {
+        let uri = if count_tokens {
             &self.count_tokens
         } else {
             &self.messages
         };
-        let query = query.filter(|q| !q.is_empty());
-        match (cached, query) {
-            (Some(uri), None) => Ok(uri.clone()),
-            // Claude Code sends `?beta=true` on every request: try the plain join first.
-            (Some(uri), Some(q)) => format!("{uri}?{q}").parse().or_else(|_| {
-                let text = messages_url(spec, count_tokens, Some(q));
-                parse(&text).ok_or(text)
-            }),
-            (None, _) => Err(messages_url(spec, count_tokens, query)),
-        }
+        let Some(q) = query.filter(|q| !q.is_empty()) else {
+            return uri.clone();
+        };
+        // Claude Code sends `?beta=true` on every request: try the plain join first, then the
+        // URL way (which escapes what `http::Uri` refuses).
+        format!("{uri}?{q}")
+            .parse()
+            .ok()
+            .or_else(|| parse(&messages_url(spec, count_tokens, Some(q))))
+            .unwrap_or_else(|| {
+                // The query came from a request URI that already parsed, so this does not
+                // happen; were it to, the request goes without it rather than nowhere.
+                tracing::warn!(account = %spec.name, "the client's query could not be forwarded");
+                uri.clone()
+            })
     }
 }
 
@@ -220,11 +228,8 @@ mod tests {
     #[test]
     fn parsed_endpoints_match_the_text_rules() {
         let a = account(AccountKind::ApiKey, "https://api.anthropic.com/");
-        let e = Endpoints::of(&a);
-        let text = |t: Target| {
-            t.map(|u| u.to_string())
-                .unwrap_or_else(|e| format!("unparsed {e}"))
-        };
+        let e = Endpoints::of(&a).unwrap();
+        let text = |t: Uri| t.to_string();
         assert_eq!(
             text(e.messages(&a, false, Some("beta=true"))),
             messages_url(&a, false, Some("beta=true"))
@@ -233,8 +238,8 @@ mod tests {
             text(e.messages(&a, true, Some(""))),
             messages_url(&a, true, None)
         );
-        assert_eq!(text(e.responses(&a, true)), responses_url(&a, true));
-        assert_eq!(text(e.chat(&a)), chat_url(&a));
+        assert_eq!(text(e.responses(true)), responses_url(&a, true));
+        assert_eq!(text(e.chat()), chat_url(&a));
         assert_eq!(
             text(e.messages(&a, false, Some("beta=true&x=a b"))),
             "https://api.anthropic.com/v1/messages?beta=true&x=a%20b",
@@ -242,15 +247,15 @@ mod tests {
         );
         let idn = account(AccountKind::ApiKey, "https://bücher.example/v1");
         assert_eq!(
-            text(Endpoints::of(&idn).chat(&idn)),
+            text(Endpoints::of(&idn).unwrap().chat()),
             "https://xn--bcher-kva.example/v1/chat/completions"
         );
 
         let broken = account(AccountKind::ApiKey, "http://exa mple.com");
-        let e = Endpoints::of(&broken);
+        assert!(broken.validate().is_err());
         assert_eq!(
-            e.chat(&broken),
-            Err("http://exa mple.com/v1/chat/completions".to_owned())
+            Endpoints::of(&broken).unwrap_err(),
+            "account \"a\": \"http://exa mple.com/v1/responses\" is not a usable URL"
         );
     }
 }
