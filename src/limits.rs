@@ -157,6 +157,12 @@ fn month_start_ms(month_index: i64) -> i64 {
     days_from_civil(year, month, 1) * DAY_MS
 }
 
+impl crate::store::usage_writer::SpendMeter for Limits {
+    fn add_spend(&self, key: &str, usd: f64) {
+        Limits::add_spend(self, key, usd);
+    }
+}
+
 /// Unix ms of the start of the current UTC day and month, for seeding spending.
 pub fn period_starts(now: i64) -> (i64, i64) {
     (day_of(now) * DAY_MS, month_start_ms(month_of(now)))

@@ -15,9 +15,9 @@ use crate::runtime_state::RuntimeState;
 use crate::store::account_state::StateKeeper;
 use crate::store::crypto::Sealer;
 use crate::store::data_dir::DataDir;
+use crate::store::tokens::TokenKeeper;
 use crate::store::Store;
 use crate::upstream::session::SessionIds;
-use crate::upstream::tokens::TokenKeeper;
 use crate::usage::UsageSink;
 
 pub struct AppState {
@@ -65,7 +65,7 @@ impl AppState {
         }
     }
 
-    /// What sign-in token work needs (`upstream::tokens`).
+    /// What sign-in token work needs (`store::tokens`).
     pub fn tokens(&self) -> TokenKeeper<'_> {
         TokenKeeper {
             oauth: &self.oauth,

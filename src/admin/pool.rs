@@ -87,7 +87,7 @@ pub async fn refresh_account(
     if !account.credentials.can_refresh() {
         return Refusal::NoRefreshToken { account: name }.into_response();
     }
-    match crate::upstream::tokens::refresh_account(state.tokens(), &account, None).await {
+    match crate::store::tokens::refresh_account(state.tokens(), &account, None).await {
         Ok(_) => Json(json!({ "account": account.view() })).into_response(),
         Err(e) => Refusal::RefreshFailed(e.to_string()).into_response(),
     }

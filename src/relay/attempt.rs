@@ -16,7 +16,7 @@ use crate::pool::{Account, AccountEffect};
 use crate::protocol::responses::{self, BodyEdits};
 use crate::protocol::{anthropic, chat, Protocol, Wire};
 use crate::state::AppState;
-use crate::upstream::tokens::{self, TokenError};
+use crate::store::tokens::{self, TokenError};
 use crate::upstream::{self, SessionRewrite};
 
 /// Largest upstream error body kept (for the log and for passing a 4xx through).

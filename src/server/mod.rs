@@ -16,12 +16,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::auth::KeyDirectory;
+use crate::limits::Limits;
 use crate::pool::{AccountSource, Pool};
 use crate::runtime_state::RuntimeState;
 use crate::state::AppState;
 use crate::store::accounts::StoreAccounts;
 use crate::store::data_dir::DataDir;
-use crate::store::usage_writer::UsageWriter;
+use crate::store::usage_writer::{SpendMeter, StoreUsageSink, UsageWriter};
 use crate::upstream::session::SessionIds;
 
 pub use pool_policy::pool_policy;
@@ -45,7 +46,23 @@ pub async fn serve(config: Config) -> Result<(), String> {
         files::connection_cap(config.server.max_connections, open_files),
     );
     let data_dir = DataDir::open(&config.storage.data_dir)?;
-    let opened = crate::store::startup::open(&config, &data_dir).await?;
+    let opened = crate::store::startup::open(
+        &config,
+        &data_dir,
+        crate::limits::period_starts(crate::store::now_ms()),
+    )
+    .await?;
+    // Spending limits seeded from what the store holds; the usage sink counts new spending.
+    let prices = Arc::new(config.prices.clone());
+    let limits = Arc::new(
+        Limits::seeded(opened.month_spend, opened.day_spend).with_prices(Arc::clone(&prices)),
+    );
+    let sink = Arc::new(StoreUsageSink::new(
+        data_dir.path(),
+        prices,
+        Arc::clone(&limits) as Arc<dyn SpendMeter>,
+        config.storage.usage_queue_capacity,
+    )?);
     // The config's accounts are in the store now, next to those added through the admin API.
     let source = StoreAccounts {
         store: Arc::clone(&opened.store),
@@ -79,10 +96,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
         oauth: config.oauth.clone(),
         pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,
-        limits: Arc::clone(&opened.limits),
+        limits,
         store: Arc::clone(&opened.store),
         sealer: Arc::clone(&opened.sealer),
-        usage: opened.sink.clone(),
+        usage: sink.clone(),
         data_dir,
         sessions,
         admin_token: config.admin.token.clone(),
@@ -101,7 +118,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             admin_failures: Default::default(),
         },
     });
-    let restored = crate::upstream::tokens::restore(state.tokens(), &state.pool).await?;
+    let restored = crate::store::tokens::restore(state.tokens(), &state.pool).await?;
     if restored > 0 {
         tracing::info!(
             "{restored} sign-in account(s) use tokens saved in the store (rotated since the config was written)"
@@ -144,19 +161,15 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let refresher = tokio::spawn({
         let state = Arc::clone(&state);
         async move {
-            crate::upstream::tokens::refresh_ahead(
-                state.tokens(),
-                &state.pool,
-                state.shutdown.clone(),
-            )
-            .await
+            crate::store::tokens::refresh_ahead(state.tokens(), &state.pool, state.shutdown.clone())
+                .await
         }
     });
     // Stopped only after the relay tasks drained, so their usage rows are written too.
     let stop_usage = CancellationToken::new();
     let usage_writer = tokio::spawn(
         UsageWriter::new(
-            Arc::clone(&opened.sink),
+            Arc::clone(&sink),
             Arc::clone(&opened.store),
             config.storage.usage_batch_interval,
         )

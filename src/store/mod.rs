@@ -14,6 +14,7 @@ pub mod keys;
 pub mod sqlite;
 pub mod startup;
 pub mod sync;
+pub mod tokens;
 pub mod usage_writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,6 +1,6 @@
 //! Opening the store at start, in the order that keeps every promise: open and migrate, check the
 //! encryption key (a wrong key stops here, before anything is written), write the config's rows,
-//! replay the usage spool a previous run left, then seed the spending limits from what is stored.
+//! replay the usage spool a previous run left, then read the spending the limits are seeded with.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,22 +8,27 @@ use std::sync::Arc;
 use super::crypto::{KeyOrigin, Sealer};
 use super::keys::{KeyHasher, HASH_SECRET_FILE};
 use super::sqlite::SqliteStore;
-use super::usage_writer::{replay, StoreUsageSink};
-use super::{now_ms, sync, Store};
+use super::usage_writer::replay;
+use super::{sync, Store};
 use crate::config::Config;
 use crate::domain::Platform;
-use crate::limits::{period_starts, Limits};
 use crate::store::data_dir::DataDir;
 
 pub struct Opened {
     pub store: Arc<dyn Store>,
     pub sealer: Arc<Sealer>,
     pub hasher: KeyHasher,
-    pub limits: Arc<Limits>,
-    pub sink: Arc<StoreUsageSink>,
+    /// USD per key since the month began, and since the day began (with the spool replayed).
+    pub month_spend: Vec<(String, f64)>,
+    pub day_spend: Vec<(String, f64)>,
 }
 
-pub async fn open(config: &Config, data_dir: &DataDir) -> Result<Opened, String> {
+/// `periods`: unix ms of the start of the current UTC day and month (`limits::period_starts`).
+pub async fn open(
+    config: &Config,
+    data_dir: &DataDir,
+    (day_start, month_start): (i64, i64),
+) -> Result<Opened, String> {
     let (sealer, origin) = Sealer::from_config(config.storage.encryption_key.as_ref(), data_dir)?;
     // A wrong key is refused before the store is opened for writing (not even a migration or a
     // WAL checkpoint touches the file).
@@ -40,28 +45,15 @@ pub async fn open(config: &Config, data_dir: &DataDir) -> Result<Opened, String>
     if replayed > 0 {
         tracing::info!("{replayed} usage row(s) recovered from the spool of the previous run");
     }
-    let (day_start, month_start) = period_starts(now_ms());
     let fail = |e: super::StoreError| format!("cannot read spending from the store: {e}");
-    let prices = Arc::new(config.prices.clone());
-    let limits = Arc::new(
-        Limits::seeded(
-            store.spend_since(month_start).await.map_err(fail)?,
-            store.spend_since(day_start).await.map_err(fail)?,
-        )
-        .with_prices(Arc::clone(&prices)),
-    );
-    let sink = Arc::new(StoreUsageSink::new(
-        data_dir.path(),
-        prices,
-        Arc::clone(&limits),
-        config.storage.usage_queue_capacity,
-    )?);
+    let month_spend = store.spend_since(month_start).await.map_err(fail)?;
+    let day_spend = store.spend_since(day_start).await.map_err(fail)?;
     Ok(Opened {
         store,
         sealer: Arc::new(sealer),
         hasher,
-        limits,
-        sink,
+        month_spend,
+        day_spend,
     })
 }
 

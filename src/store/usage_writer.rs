@@ -37,7 +37,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Store, UsageRow};
-use crate::limits::Limits;
 use crate::pricing::{Cost, PriceTable};
 use crate::usage::{log_record, UsageRecord, UsageSink};
 
@@ -124,9 +123,14 @@ struct Spool {
     seal_failing: bool,
 }
 
+/// What counts each priced request against its key's spending (`crate::limits::Limits`).
+pub trait SpendMeter: Send + Sync {
+    fn add_spend(&self, key: &str, usd: f64);
+}
+
 pub struct StoreUsageSink {
     prices: Arc<PriceTable>,
-    limits: Arc<Limits>,
+    spend: Arc<dyn SpendMeter>,
     spool: Mutex<Spool>,
     capacity: usize,
     /// Wakes the writer early: a batch is full.
@@ -141,13 +145,13 @@ impl StoreUsageSink {
     pub fn new(
         data_dir: &Path,
         prices: Arc<PriceTable>,
-        limits: Arc<Limits>,
+        spend: Arc<dyn SpendMeter>,
         capacity: usize,
     ) -> Result<Self, String> {
         let dir = spool_dir(data_dir)?;
         Ok(Self {
             prices,
-            limits,
+            spend,
             spool: Mutex::new(Spool {
                 dir,
                 file: None,
@@ -431,7 +435,7 @@ impl UsageSink for StoreUsageSink {
         let anthropic = matches!(record.endpoint, "messages" | "count_tokens");
         let cost = self.prices.cost(&record.model, &record.tokens, !anthropic);
         log_record(&record, Some((cost.usd, cost.priced)));
-        self.limits.add_spend(&record.key, cost.usd);
+        self.spend.add_spend(&record.key, cost.usd);
         self.enqueue(Self::row(record, cost));
     }
 

@@ -5,7 +5,6 @@ mod headers;
 pub mod refresh;
 mod send;
 pub mod session;
-pub mod tokens;
 mod url;
 
 pub use headers::{

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use super::*;
+use crate::limits::Limits;
 use crate::protocol::TokenUsage;
 use crate::store::sqlite::SqliteStore;
 use crate::store::UsageFilter;

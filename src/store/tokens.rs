@@ -1,17 +1,20 @@
-//! Sign-in token lifecycle: a fresh credential for each attempt, single-flight refresh, and
-//! the background refresh ahead of expiry.
+//! Sign-in token lifecycle: a fresh credential for each attempt, single-flight refresh, the
+//! background refresh ahead of expiry, and the rotated tokens kept sealed in the store across
+//! restarts. Here rather than in `upstream` (which only makes the refresh request) because it
+//! works on the pool's accounts and the store, both of which sit above `upstream`.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::refresh::{self, RefreshError};
 use crate::config::OAuthConfig;
 use crate::domain::Secret;
 use crate::pool::{Account, Pool, TokenState};
-use crate::store::crypto::Sealer;
-use crate::store::data_dir::PersistedTokens;
-use crate::store::Store;
+use crate::upstream::refresh::{self, RefreshError};
+
+use super::crypto::Sealer;
+use super::data_dir::PersistedTokens;
+use super::Store;
 
 /// A token this close to expiry is refreshed before use rather than sent.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
