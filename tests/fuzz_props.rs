@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use proptest::prelude::*;
 use serde_json::Value;
 use subrelay::protocol::sse::SseScanner;
-use subrelay::protocol::Protocol;
+use subrelay::protocol::{Protocol, Wire};
 
 /// `PROPTEST_CASES` cases (default 256); no regression files written into the source tree.
 fn config() -> ProptestConfig {

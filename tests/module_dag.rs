@@ -23,35 +23,27 @@ const PENDING: &[(&str, &str, &str)] = &[
     (
         "http",
         "relay",
-        "the router (http::app) mounts relay::handle, and http uses relay's ClientError: the \
-         refusal moves into http (item 2) and the router above the handlers (e.g. into server/)",
+        "the router (http::app) mounts relay::handle: the router goes above the handlers \
+         (e.g. server/routes.rs), http keeps the request-side parts (auth, body, client \
+         address, refusal)",
     ),
     (
+        "http",
         "admin",
-        "relay",
-        "relay's ClientError: the refusal moves into http (item 2)",
+        "the router merges admin::routes(), and client_addr::ClientLimits holds the admin \
+         throttle: as for http -> relay",
     ),
     (
-        "limits",
-        "relay",
-        "relay's ClientError: the refusal moves into http (item 2)",
-    ),
-    (
-        "limits",
         "http",
-        "limits checks an http::auth::ApiKey: http's request-side parts (auth, body, client \
-         address, the refusal) go below state, its router above",
-    ),
-    (
         "state",
-        "http",
-        "AppState holds http's KeyDirectory and ClientLimits: as for limits -> http",
+        "the router, the /v1/models handler and the access-log middleware take AppState: as for \
+         http -> relay",
     ),
     (
         "state",
         "admin",
-        "AppState holds the dashboard's sessions and the admin throttle: they go behind the pool \
-         state interfaces (item 5)",
+        "AppState holds the dashboard's sessions: they go behind the pool-state interfaces \
+         (issue 15 item 5)",
     ),
 ];
 

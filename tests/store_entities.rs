@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use subrelay::config::Secret;
-use subrelay::pool::{AccountCredential, AccountKind, AccountSpec, Platform};
+use subrelay::domain::Secret;
+use subrelay::domain::{AccountCredential, AccountKind, AccountSpec, Platform};
 use subrelay::store::accounts::{to_record, to_spec};
 use subrelay::store::crypto::Sealer;
 use subrelay::store::keys::KeyHasher;
@@ -117,7 +117,7 @@ async fn groups_are_created_replaced_listed_and_deleted() {
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let mut group = GroupRecord {
         name: "claude".into(),
-        platform: "anthropic".into(),
+        platform: Platform::Anthropic,
         source: Source::Admin,
         created_at: 1,
     };
@@ -267,7 +267,7 @@ async fn a_reopened_store_keeps_everything_and_holds_no_secret_in_clear() {
         store
             .upsert_group(&GroupRecord {
                 name: "default".into(),
-                platform: "openai".into(),
+                platform: Platform::OpenAi,
                 source: Source::Config,
                 created_at: 1,
             })
