@@ -131,7 +131,9 @@ mod tests {
 
     #[test]
     fn each_field_is_refused_with_its_name() {
-        let cases: [(fn(&mut AccountSpec), &str, &str); 6] = [
+        /// How to break a spec, the field named, and a part of the message.
+        type Case = (fn(&mut AccountSpec), &'static str, &'static str);
+        let cases: [Case; 6] = [
             (|s| s.name = "has/slash".into(), "name", "use 1–64"),
             (
                 |s| s.base_url = "ftp://x".into(),
