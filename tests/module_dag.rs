@@ -42,8 +42,8 @@ const PENDING: &[(&str, &str, &str)] = &[
     (
         "state",
         "admin",
-        "AppState holds the dashboard's sessions: they go behind the pool-state interfaces \
-         (issue 15 item 5)",
+        "AppState holds the dashboard's Sessions and Flows (admin's wrappers over runtime_state): \
+         they go below state (e.g. next to runtime_state), or AppState keeps only the handles",
     ),
 ];
 
