@@ -229,7 +229,7 @@ fn print_answers() {
 #[test]
 #[ignore = "a measurement, run by hand with --release"]
 fn measure_cost_per_chunk() {
-    use crate::protocol::Protocol;
+    use crate::protocol::{Protocol, Wire};
     let mut stream = String::new();
     for i in 0..20_000 {
         stream.push_str(&format!(
