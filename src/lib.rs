@@ -1,6 +1,7 @@
 //! subrelay: a self-hosted AI API gateway.
 //!
-//! A request enters through [`http`] (routes, auth), lives in [`relay`] (its phases, the
+//! A request enters through [`routes`] (every path) and [`http`] (client, auth, body limits,
+//! refusals), lives in [`relay`] (its phases, the
 //! downstream writer, failover), reaches accounts chosen by [`pool`] through [`upstream`], is
 //! understood through [`protocol`] (wire facts, no I/O) and ends as a record in [`usage`],
 //! priced by [`pricing`] and kept by [`store`] with everything else that outlives a restart.
@@ -18,6 +19,7 @@ pub mod pool;
 pub mod pricing;
 pub mod protocol;
 pub mod relay;
+pub mod routes;
 pub mod runtime_state;
 pub mod server;
 pub mod state;

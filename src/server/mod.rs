@@ -106,11 +106,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
         access_log: config.log.access,
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
-        dashboard_sessions: crate::admin::dashboard::Sessions::with_state(
-            config.admin.session_ttl,
-            &runtime,
-        ),
-        dashboard_flows: crate::admin::dashboard::signin::Flows::new(&runtime),
         config_origin: config.origin.clone(),
         runtime,
         clients: crate::http::client_addr::ClientLimits {
@@ -139,7 +134,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let stop_accepting = CancellationToken::new();
     // One router for all connections and workers: each connection gets a clone (shared
     // routes), it is never rebuilt.
-    let app = crate::http::app(Arc::clone(&state));
+    let console = crate::admin::dashboard::Console::new(config.admin.session_ttl, &state.runtime);
+    let app = crate::routes::app(Arc::clone(&state), Arc::new(console));
     let mut extra_workers = Vec::with_capacity(others.len());
     for (i, listener) in others.into_iter().enumerate() {
         extra_workers.push(workers::spawn(
