@@ -9,22 +9,22 @@
 //! dashboard sessions) sits behind [`runtime_state`], keyed by names.
 //! See ARCHITECTURE.md for the map and the invariants.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
-pub mod limits;
-pub mod pool;
-pub mod pricing;
+pub(crate) mod limits;
+pub(crate) mod pool;
+pub(crate) mod pricing;
 pub mod protocol;
-pub mod relay;
-pub mod routes;
-pub mod runtime_state;
-pub mod server;
-pub mod state;
+pub(crate) mod relay;
+pub(crate) mod routes;
+pub(crate) mod runtime_state;
+pub(crate) mod server;
+pub(crate) mod state;
 pub mod store;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod translate;
-pub mod upstream;
-pub mod usage;
+pub(crate) mod upstream;
+pub(crate) mod usage;

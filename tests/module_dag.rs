@@ -5,6 +5,10 @@
 //! `#[cfg(test)] mod … { … }` blocks) is left out: it is not part of the built crate.
 
 #![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+#![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "tests: a failed step should fail the test at once"
