@@ -103,7 +103,7 @@ fn check(path: &'static str, value: i64, ok: bool) -> Result<i64, KeyError> {
         Ok(value)
     } else {
         Err(KeyError {
-            path: path,
+            path,
             given: value.to_string(),
         })
     }
@@ -306,7 +306,7 @@ pub(super) fn oauth(raw: &RawOAuth) -> Result<OAuthConfig, KeyError> {
             Ok(value.to_owned())
         } else {
             Err(KeyError {
-                path: path,
+                path,
                 given: format!("{value:?}"),
             })
         }
@@ -314,7 +314,7 @@ pub(super) fn oauth(raw: &RawOAuth) -> Result<OAuthConfig, KeyError> {
     let non_empty = |path: &'static str, value: &str| -> Result<String, KeyError> {
         if value.trim().is_empty() {
             Err(KeyError {
-                path: path,
+                path,
                 given: format!("{value:?}"),
             })
         } else {
