@@ -56,6 +56,10 @@ pub struct Behavior {
     pub hang_after: Option<usize>,
     /// Never answer (the connection stays open until the client goes away).
     pub hang_before_headers: bool,
+    /// Refuse the request before any answer: RST_STREAM with REFUSED_STREAM on HTTP/2 (what a
+    /// server does with a stream it will not process, which the client may retry elsewhere); on
+    /// HTTP/1.1 the connection closes without an answer.
+    pub refuse_stream: bool,
     /// Total size in bytes of the output text; default [`DEFAULT_TEXT`].
     pub text_bytes: Option<usize>,
     /// Token usage reported in the answer; default [`Usage::default`].

@@ -10,7 +10,8 @@
 //!    Anthropic's auth and version headers, thinking signatures) are refused in that API's error
 //!    shape (these do not consume a scripted step);
 //! 5. choose the behaviour: the credential's next scripted step, else the model-name options;
-//! 6. wait before the headers (`delay_headers`, `hang_before_headers`);
+//! 6. wait before the headers (`delay_headers`, `hang_before_headers`), or refuse the stream
+//!    (`refuse_stream`: RST_STREAM REFUSED_STREAM on HTTP/2, a closed connection on HTTP/1.1);
 //! 7. answer: scripted error, or the route's answer (stream, JSON, compaction, token count),
 //!    plus the extra headers.
 
@@ -66,8 +67,24 @@ impl Ask {
     }
 }
 
-/// Answers one request.
-pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> Response<MockBody> {
+/// Answers one request; `Err` resets the stream (HTTP/2 RST_STREAM with the error's reason;
+/// on HTTP/1.1 the connection closes without an answer).
+pub(crate) async fn handle(
+    ledger: Arc<Ledger>,
+    request: Request<Incoming>,
+) -> Result<Response<MockBody>, h2::Error> {
+    let response = answer(ledger, request).await;
+    if response.extensions().get::<RefuseStream>().is_some() {
+        return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
+    }
+    Ok(response)
+}
+
+/// Marks an answer that must not be sent: the stream is refused instead (`refuse_stream`).
+#[derive(Clone, Copy)]
+struct RefuseStream;
+
+async fn answer(ledger: Arc<Ledger>, request: Request<Incoming>) -> Response<MockBody> {
     // 1. Route.
     let target = Target::of(request.method(), request.uri().path());
     match target {
@@ -145,7 +162,12 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
         },
     };
 
-    // 6. Wait before the headers.
+    // 6. Wait before the headers, or refuse the stream.
+    if behavior.refuse_stream {
+        let mut refused = plain(StatusCode::SERVICE_UNAVAILABLE, MockBody::empty());
+        refused.extensions_mut().insert(RefuseStream);
+        return refused;
+    }
     if behavior.hang_before_headers {
         std::future::pending::<()>().await;
     }

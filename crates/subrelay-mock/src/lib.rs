@@ -43,6 +43,13 @@
 //! | `echo_auth` | `echo_credential` | an error answer quotes the request's `Authorization` / `x-api-key` headers in its message |
 //! | `text_error` | `text_error` | an error answer is an HTML page (`text/html`), not JSON |
 //!
+//! TLS ([`MockUpstream::start_tls`] with a [`MockTls`], or `--tls-cert`/`--tls-key`): rustls with
+//! ALPN `h2` and `http/1.1`, hyper's HTTP/2 server, an optional low `max_concurrent_streams`;
+//! [`TestCa`] makes the certificates at test time. Every connection is recorded
+//! ([`MockUpstream::connections`]: SNI, ALPN, handshake outcome), and [`MockUpstream::goaway`]
+//! sends open connections a GOAWAY. `refuse_stream` ([`Behavior::refuse_stream`]) answers
+//! RST_STREAM REFUSED_STREAM.
+//!
 //! API routes count in [`MockUpstream::calls`] / [`MockUpstream::total_calls`]; token endpoints
 //! count apart in [`MockUpstream::token_calls`]. Everything but the control routes is in
 //! [`MockUpstream::requests`].
@@ -66,6 +73,7 @@ mod answer;
 mod anthropic;
 mod behavior;
 mod body;
+mod certs;
 mod chat;
 mod errors;
 mod handle;
@@ -78,8 +86,11 @@ mod request;
 mod server;
 pub mod skip;
 mod sse;
+mod tls;
 mod wire;
 
 pub use behavior::{Behavior, Usage, DEFAULT_EVENTS, DEFAULT_TEXT};
 pub use ledger::RecordedRequest;
+pub use certs::{Leaf, TestCa};
 pub use server::MockUpstream;
+pub use tls::{ConnectionRecord, MockTls};

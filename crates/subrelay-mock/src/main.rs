@@ -6,10 +6,11 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use subrelay_mock::MockUpstream;
+use subrelay_mock::{MockTls, MockUpstream};
 
 /// Scripted fake Codex backend / OpenAI API / Anthropic API for subrelay tests, demos and
 /// benchmarks.
@@ -22,12 +23,47 @@ struct Args {
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Serve TLS with this certificate chain (PEM, leaf first); needs --tls-key. ALPN offers
+    /// h2 and http/1.1.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// With TLS: the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS announced (default: hyper's).
+    #[arg(long, requires = "tls_cert")]
+    max_concurrent_streams: Option<u32>,
+}
+
+/// The TLS options the arguments ask for, if any.
+fn tls(args: &Args) -> Result<Option<MockTls>, String> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    Ok(Some(MockTls {
+        cert_pem: read(cert)?,
+        key_pem: read(key)?,
+        http2: true,
+        max_concurrent_streams: args.max_concurrent_streams,
+    }))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let mock = match MockUpstream::start_on(SocketAddr::new(args.host, args.port)).await {
+    let addr = SocketAddr::new(args.host, args.port);
+    let started = match tls(&args) {
+        Ok(None) => MockUpstream::start_on(addr).await,
+        Ok(Some(tls)) => MockUpstream::start_tls_on(addr, tls).await,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "subrelay-mock: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mock = match started {
         Ok(mock) => mock,
         Err(err) => {
             let _ = writeln!(

@@ -57,6 +57,7 @@ pub(crate) fn parse(options: &str) -> Result<Behavior, OptionError> {
             "cut" => behavior.cut_after = Some(number(key, value)?),
             "hang" => behavior.hang_after = Some(number(key, value)?),
             "hang_headers" => behavior.hang_before_headers = flag(key, value)?,
+            "refuse_stream" => behavior.refuse_stream = flag(key, value)?,
             "text_bytes" => behavior.text_bytes = Some(number(key, value)?),
             "garbage_usage" => behavior.garbage_usage = flag(key, value)?,
             // Every token count of the answer's usage (up to u64::MAX: a hostile upstream).

@@ -4,23 +4,30 @@
 //! mock spawns must stop with it: the accept task is aborted on drop, and every connection (and
 //! every HTTP/2 stream task) watches a channel whose sender the handle owns, so dropping the
 //! handle also ends connections that are hanging on purpose.
+//!
+//! With [`MockTls`] the mock serves TLS (HTTP/2 or HTTP/1.1 by ALPN); either way it records each
+//! connection ([`MockUpstream::connections`]) and can send every open connection a GOAWAY
+//! ([`MockUpstream::goaway`]).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::behavior::Behavior;
 use crate::handle::handle;
 use crate::ledger::{Ledger, RecordedRequest};
+use crate::tls::{self, ConnectionRecord, MockTls};
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running fake upstream (Codex backend, OpenAI API, Anthropic API and their token endpoints)
 /// on a local port.
@@ -30,7 +37,11 @@ use crate::ledger::{Ledger, RecordedRequest};
 pub struct MockUpstream {
     addr: SocketAddr,
     ledger: Arc<Ledger>,
+    tls: bool,
+    connections: Arc<Mutex<Vec<ConnectionRecord>>>,
     accept: JoinHandle<()>,
+    /// Each send asks every open connection to shut down gracefully (GOAWAY on HTTP/2).
+    goaway: watch::Sender<u64>,
     /// Dropped with the handle; every connection task ends when it sees the channel close.
     _shutdown: watch::Sender<()>,
 }
@@ -52,15 +63,42 @@ impl MockUpstream {
 
     /// Starts a mock listening on `addr` (port 0 picks a free port).
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<MockUpstream> {
+        Self::listen(addr, None).await
+    }
+
+    /// Starts a TLS mock on `127.0.0.1` with a free port; its [`url`](Self::url) names
+    /// `localhost`, so a client sends that name (SNI) and checks the certificate against it.
+    pub async fn start_tls(tls: MockTls) -> std::io::Result<MockUpstream> {
+        Self::start_tls_on(SocketAddr::from(([127, 0, 0, 1], 0)), tls).await
+    }
+
+    /// Starts a TLS mock listening on `addr`.
+    pub async fn start_tls_on(addr: SocketAddr, tls: MockTls) -> std::io::Result<MockUpstream> {
+        Self::listen(addr, Some(tls)).await
+    }
+
+    async fn listen(addr: SocketAddr, tls: Option<MockTls>) -> std::io::Result<MockUpstream> {
+        let (shutdown, closed) = watch::channel(());
+        let serving = Serving::new(tls.as_ref(), closed.clone())?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let ledger = Arc::new(Ledger::new());
-        let (shutdown, closed) = watch::channel(());
-        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&ledger), closed));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (goaway, goaway_seen) = watch::channel(0);
+        let shared = Shared {
+            ledger: Arc::clone(&ledger),
+            connections: Arc::clone(&connections),
+            closed,
+            goaway: goaway_seen,
+        };
+        let accept = tokio::spawn(accept_loop(listener, serving, shared));
         Ok(MockUpstream {
             addr,
             ledger,
+            tls: tls.is_some(),
+            connections,
             accept,
+            goaway,
             _shutdown: shutdown,
         })
     }
@@ -70,9 +108,29 @@ impl MockUpstream {
         self.addr
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`.
+    /// The base URL: `http://127.0.0.1:PORT`, or `https://localhost:PORT` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// Every connection accepted so far, in order of its handshake's end (plain connections
+    /// when accepted).
+    pub fn connections(&self) -> Vec<ConnectionRecord> {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Asks every open connection to shut down gracefully: HTTP/2 connections get a GOAWAY
+    /// (streams in flight finish, new ones must go elsewhere), HTTP/1.1 ones close after the
+    /// answer in flight. Connections accepted later are not affected.
+    pub fn goaway(&self) {
+        self.goaway.send_modify(|generation| *generation += 1);
     }
 
     /// Queues behaviours for requests carrying this credential; each request pops one. When the
@@ -152,9 +210,48 @@ impl Drop for MockUpstream {
     }
 }
 
+/// What every connection task needs.
+#[derive(Clone)]
+struct Shared {
+    ledger: Arc<Ledger>,
+    connections: Arc<Mutex<Vec<ConnectionRecord>>>,
+    closed: watch::Receiver<()>,
+    goaway: watch::Receiver<u64>,
+}
+
+impl Shared {
+    fn record(&self, connection: ConnectionRecord) {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(connection);
+    }
+}
+
+/// The protocol set-up shared by every connection: hyper's server (HTTP/1.1 and HTTP/2), and the
+/// TLS acceptor when serving TLS.
+struct Serving {
+    builder: auto::Builder<UntilClosed>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Serving {
+    /// hyper's background tasks (HTTP/2 streams) end when `closed` does.
+    fn new(tls: Option<&MockTls>, closed: watch::Receiver<()>) -> std::io::Result<Serving> {
+        let mut builder = auto::Builder::new(UntilClosed(closed));
+        if let Some(max) = tls.and_then(|tls| tls.max_concurrent_streams) {
+            builder.http2().max_concurrent_streams(max);
+        }
+        Ok(Serving {
+            builder,
+            tls: tls.map(tls::acceptor).transpose()?,
+        })
+    }
+}
+
 /// Accepts connections until aborted, serving each on its own task.
-async fn accept_loop(listener: TcpListener, ledger: Arc<Ledger>, closed: watch::Receiver<()>) {
-    let builder = auto::Builder::new(UntilClosed(closed.clone()));
+async fn accept_loop(listener: TcpListener, serving: Serving, shared: Shared) {
+    let serving = Arc::new(serving);
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _peer)) => tcp,
@@ -169,19 +266,57 @@ async fn accept_loop(listener: TcpListener, ledger: Arc<Ledger>, closed: watch::
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "subrelay-mock: TCP_NODELAY failed");
         }
-        let ledger = Arc::clone(&ledger);
-        let service = service_fn(move |request| {
-            let ledger = Arc::clone(&ledger);
-            async move { Ok::<_, Infallible>(handle(ledger, request).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(tcp), service)
-            .into_owned();
-        tokio::spawn(until_closed(closed.clone(), async move {
-            // A connection error is the client's business (or a scripted cut).
-            let _ = connection.await;
+        let (serving, shared) = (Arc::clone(&serving), shared.clone());
+        tokio::spawn(until_closed(shared.closed.clone(), async move {
+            connection(tcp, &serving, shared).await;
         }));
     }
+}
+
+/// One connection: the TLS handshake if any, then HTTP until the client or a GOAWAY ends it.
+async fn connection(tcp: TcpStream, serving: &Serving, shared: Shared) {
+    let Some(acceptor) = &serving.tls else {
+        shared.record(ConnectionRecord::plain());
+        serve(TokioIo::new(tcp), serving, shared).await;
+        return;
+    };
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+    match handshake {
+        Ok(Ok(stream)) => {
+            shared.record(ConnectionRecord::of(stream.get_ref().1));
+            serve(TokioIo::new(stream), serving, shared).await;
+        }
+        Ok(Err(err)) => shared.record(ConnectionRecord::failed(&err)),
+        Err(_) => shared.record(ConnectionRecord::failed(&std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        ))),
+    }
+}
+
+/// Serves HTTP on one connection; a GOAWAY request turns into a graceful shutdown.
+async fn serve<I>(io: TokioIo<I>, serving: &Serving, shared: Shared)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ledger = Arc::clone(&shared.ledger);
+    let service = service_fn(move |request| {
+        let ledger = Arc::clone(&ledger);
+        async move { handle(ledger, request).await }
+    });
+    let connection = serving.builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut goaway = shared.goaway;
+    goaway.mark_unchanged();
+    tokio::select! {
+        // A connection error is the client's business (or a scripted cut).
+        _ = connection.as_mut() => return,
+        changed = goaway.changed() => {
+            if changed.is_ok() {
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+    let _ = connection.await;
 }
 
 /// Runs `work` until it finishes or the mock's handle is dropped.
