@@ -24,6 +24,7 @@ use crate::domain::{AccountSpec, KeySpec, Platform};
 pub struct Config {
     pub server: ServerConfig,
     pub gateway: GatewayConfig,
+    pub upstream: UpstreamConfig,
     pub log: LogConfig,
     pub oauth: OAuthConfig,
     pub storage: StorageConfig,
@@ -82,6 +83,16 @@ pub struct GatewayConfig {
     pub orphan_read_timeout: Duration,
     /// After the client left, how many more bytes of the upstream are read for usage.
     pub orphan_read_max_bytes: usize,
+}
+
+/// How subrelay reaches the providers.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamConfig {
+    /// `upstream.ca_file`, resolved (relative to the config file's directory).
+    pub ca_file: Option<PathBuf>,
+    /// Its certificates, each checked to be usable as a trust anchor: trusted beside the
+    /// built-in roots by every upstream client (relay, proxies, token refresh, sign-in).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Sign-in token refresh.

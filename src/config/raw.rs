@@ -13,6 +13,7 @@ use crate::domain::{AccountKind, Platform};
 pub struct RawConfig {
     pub server: RawServer,
     pub gateway: RawGateway,
+    pub upstream: RawUpstream,
     pub log: RawLog,
     pub oauth: RawOAuth,
     pub storage: RawStorage,
@@ -106,6 +107,14 @@ impl Default for RawGateway {
             orphan_read_max_bytes: 64 * 1024 * 1024,
         }
     }
+}
+
+/// How subrelay reaches the providers.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawUpstream {
+    /// PEM file of extra trust anchors; absent: the built-in roots only.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -179,6 +179,12 @@ pub const KEYS: &[KeyDoc] = &[
         description: "After the client went away, how many more bytes of the upstream answer are read to learn its usage; then the same as `gateway.orphan_read_timeout`.",
     },
     KeyDoc {
+        path: "upstream.ca_file",
+        default: "",
+        allowed: "empty or the path of a PEM file of one or more CA certificates (relative to the config file's directory)",
+        description: "Extra certificate authorities trusted for upstream TLS, beside the built-in Mozilla root set (webpki-roots): for a provider or gateway with a private CA, or a TLS-inspecting proxy. Used by every upstream connection (relay, proxies, token refresh, sign-in). Read at start; a file that is missing or holds no usable certificate stops the start. Certificate verification cannot be turned off.",
+    },
+    KeyDoc {
         path: "oauth.openai_token_url",
         default: "https://auth.openai.com/oauth/token",
         allowed: "an http:// or https:// URL",

@@ -552,3 +552,38 @@ fn out_of_range_names_what_is_allowed() {
     let unknown = super::validate::out_of_range("server.nothing", "1", &[]);
     assert_eq!(unknown, "server.nothing = 1: out of range");
 }
+
+/// `upstream.ca_file` is read at load: a relative path is next to the config file, its
+/// certificates become extra roots; a missing file or one without a certificate is refused with
+/// the key named.
+#[test]
+fn the_upstream_ca_file_is_read_and_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("subrelay.yaml");
+    let ca = subrelay_mock::TestCa::new("config test CA").unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    std::fs::write(&file, "upstream:\n  ca_file: ca.pem\n").unwrap();
+    let config = load(Some(&file), &MapEnv::default()).unwrap();
+    assert_eq!(config.upstream.extra_roots.len(), 1);
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(config.upstream.ca_file, Some(base.join("ca.pem")));
+
+    let defaults = load_text("", &MapEnv::default()).unwrap();
+    assert!(defaults.upstream.ca_file.is_none() && defaults.upstream.extra_roots.is_empty());
+
+    std::fs::write(&file, "upstream:\n  ca_file: missing.pem\n").unwrap();
+    let err = load(Some(&file), &MapEnv::default()).unwrap_err().0;
+    assert!(
+        err.starts_with("upstream.ca_file = \"missing.pem\": cannot read"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("empty.pem"), "no pem here\n").unwrap();
+    let env = MapEnv::from([("UPSTREAM_CA_FILE", "empty.pem")]);
+    let err = load(None, &env).unwrap_err().0;
+    assert!(
+        err.contains("(from environment variable UPSTREAM_CA_FILE)"),
+        "{err}"
+    );
+    // Relative to the working directory from the environment: not found there.
+    assert!(err.contains("cannot read"), "{err}");
+}

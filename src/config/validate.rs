@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::raw::{
     RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawOAuth, RawPrice, RawServer,
-    RawStorage,
+    RawStorage, RawUpstream,
 };
 use super::reference;
 use super::{
     env_name, AdminConfig, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig,
-    LogConfig, LogFormat, OAuthConfig, RawConfig, ServerConfig, StorageConfig,
+    LogConfig, LogFormat, OAuthConfig, RawConfig, ServerConfig, StorageConfig, UpstreamConfig,
 };
 use crate::domain::KeySpec;
 use crate::domain::{AccountCredential, AccountKind, AccountSpec, Platform};
@@ -25,6 +25,7 @@ pub(super) fn config(
     let server = server(&raw.server).map_err(|e| e.with_origin(&from_env))?;
     let gateway = gateway(&raw.gateway).map_err(|e| e.with_origin(&from_env))?;
     let log = log(&raw.log).map_err(|e| e.with_origin(&from_env))?;
+    let upstream = upstream(&raw.upstream, &origin)?;
     let oauth = oauth(&raw.oauth).map_err(|e| e.with_origin(&from_env))?;
     let mut storage = storage(&raw.storage).map_err(|e| e.with_origin(&from_env))?;
     if !from_env.contains(&"storage.data_dir") {
@@ -58,6 +59,7 @@ pub(super) fn config(
         groups,
         server,
         gateway,
+        upstream,
         log,
         oauth,
         storage,
@@ -360,6 +362,52 @@ fn storage(raw: &RawStorage) -> Result<StorageConfig, KeyError> {
             1_000_000,
         )?)
         .unwrap_or(100_000),
+    })
+}
+
+/// `upstream.ca_file`: read and checked now, so a missing file or one without a usable
+/// certificate stops the start instead of failing every TLS handshake later.
+fn upstream(raw: &RawUpstream, origin: &ConfigOrigin) -> Result<UpstreamConfig, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let Some(given) = raw.ca_file.as_deref().filter(|p| !p.trim().is_empty()) else {
+        return Ok(UpstreamConfig::default());
+    };
+    let source = if origin.from_env.contains(&"upstream.ca_file") {
+        " (from environment variable UPSTREAM_CA_FILE)".to_owned()
+    } else {
+        String::new()
+    };
+    let path = match (&origin.file, origin.from_env.contains(&"upstream.ca_file")) {
+        (Some(file), false) => beside(file, std::path::Path::new(given)),
+        _ => std::path::PathBuf::from(given),
+    };
+    let refuse = |why: String| {
+        ConfigError(format!(
+            "upstream.ca_file = {given:?}{source}: {why} (it must be a PEM file of one or more CA certificates)"
+        ))
+    };
+    let pem =
+        std::fs::read(&path).map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| refuse(format!("not PEM: {e}")))?;
+    if certificates.is_empty() {
+        return Err(refuse("no CERTIFICATE block in it".to_owned()));
+    }
+    let mut anchors = rustls::RootCertStore::empty();
+    for (i, certificate) in certificates.iter().enumerate() {
+        anchors.add(certificate.clone()).map_err(|e| {
+            refuse(format!(
+                "certificate {} cannot be a trust anchor: {e}",
+                i + 1
+            ))
+        })?;
+    }
+    Ok(UpstreamConfig {
+        ca_file: Some(path),
+        extra_roots: certificates,
     })
 }
 

@@ -77,6 +77,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .load()
         .await
         .map_err(|e| format!("cannot load accounts: {e}"))?;
+    crate::upstream::trust::install(&config.upstream.extra_roots)?;
     let accounts = accounts
         .into_iter()
         .map(|a| {

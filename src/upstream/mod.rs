@@ -5,6 +5,7 @@ mod headers;
 pub mod refresh;
 mod send;
 pub mod session;
+pub mod trust;
 mod url;
 
 pub use headers::{
@@ -17,12 +18,16 @@ use std::time::Duration;
 
 /// The HTTP client of one account: its own connection pool, through its own proxy if it has one.
 /// With a proxy configured, a broken proxy fails the request; there is no direct fallback.
-pub fn client(proxy: Option<&crate::domain::Secret>) -> Result<reqwest::Client, reqwest::Error> {
+/// Its TLS trust is the process's ([`trust`]); reqwest retries a stream the server refused
+/// (RST_STREAM REFUSED_STREAM) or sent a graceful GOAWAY on by itself.
+pub fn client(proxy: Option<&crate::domain::Secret>) -> Result<reqwest::Client, String> {
     let builder = match proxy {
-        Some(url) => reqwest::Client::builder().proxy(reqwest::Proxy::all(url.expose())?),
+        Some(url) => reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(url.expose()).map_err(|e| e.to_string())?),
         None => reqwest::Client::builder(),
     };
     builder
+        .use_preconfigured_tls(trust::reqwest_config()?)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
@@ -35,4 +40,5 @@ pub fn client(proxy: Option<&crate::domain::Secret>) -> Result<reqwest::Client, 
         .no_deflate()
         .redirect(reqwest::redirect::Policy::none())
         .build()
+        .map_err(|e| e.to_string())
 }

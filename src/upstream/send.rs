@@ -7,11 +7,11 @@
 //! account while proxy variables are set in the environment, keep reqwest, whose proxy handling
 //! (HTTP forwarding and CONNECT, SOCKS5, `NO_PROXY`) is complete and tested.
 //!
-//! Both paths behave alike: TLS by rustls with the webpki roots, ALPN offering HTTP/2 and
+//! Both paths behave alike: TLS by rustls with the process's trust (`trust.rs`: the webpki roots
+//! and `upstream.ca_file`), ALPN offering HTTP/2 and
 //! HTTP/1.1, TCP_NODELAY, a 10 s connect timeout, idle connections kept 90 s (up to 256 per
 //! host), no redirects followed, no compression asked for.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -183,32 +183,13 @@ mod libc_errno {
     pub const EADDRNOTAVAIL: i32 = 49;
 }
 
-/// One TLS configuration for all accounts (each copy of the root store was ~30 KB).
-fn tls_config() -> Result<rustls::ClientConfig, String> {
-    static TLS: std::sync::OnceLock<Result<rustls::ClientConfig, String>> =
-        std::sync::OnceLock::new();
-    TLS.get_or_init(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-    })
-    .clone()
-}
-
 fn direct_client() -> Result<DirectClient, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config()?)
+        .with_tls_config(super::trust::client_config()?)
         .https_or_http()
         .enable_http1()
         .enable_http2()
@@ -229,6 +210,8 @@ mod tests {
         reason = "tests may block and spawn freely"
     )]
     #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::sync::Arc;
 
     use tokio::io::AsyncReadExt;
 

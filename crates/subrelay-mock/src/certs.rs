@@ -50,11 +50,7 @@ impl TestCa {
         self.sign(names, true)
     }
 
-    fn sign(
-        &self,
-        names: &[&str],
-        expired: bool,
-    ) -> Result<Leaf, rcgen::Error> {
+    fn sign(&self, names: &[&str], expired: bool) -> Result<Leaf, rcgen::Error> {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone())?;
         if let Some(first) = names.first() {

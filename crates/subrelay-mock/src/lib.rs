@@ -90,7 +90,7 @@ mod tls;
 mod wire;
 
 pub use behavior::{Behavior, Usage, DEFAULT_EVENTS, DEFAULT_TEXT};
-pub use ledger::RecordedRequest;
 pub use certs::{Leaf, TestCa};
+pub use ledger::RecordedRequest;
 pub use server::MockUpstream;
 pub use tls::{ConnectionRecord, MockTls};

@@ -21,7 +21,9 @@ async fn chat(client: &reqwest::Client, mock: &MockUpstream) -> reqwest::Result<
         .post(format!("{}/v1/chat/completions", mock.url()))
         .bearer_auth("sk-a")
         .header("content-type", "application/json")
-        .body(json!({"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .body(
+            json!({"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        )
         .send()
         .await
 }
@@ -90,7 +92,11 @@ async fn after_a_goaway_the_next_request_uses_a_new_connection() {
     let client = trusting(&ca);
     assert_eq!(chat(&client, &mock).await.unwrap().status(), 200);
     assert_eq!(chat(&client, &mock).await.unwrap().status(), 200);
-    assert_eq!(mock.connections().len(), 1, "control: one shared connection");
+    assert_eq!(
+        mock.connections().len(),
+        1,
+        "control: one shared connection"
+    );
     mock.goaway();
     // The client learns of the GOAWAY when it reads it; wait for the connection to be gone.
     for _ in 0..200 {
@@ -131,5 +137,9 @@ async fn refuse_stream_resets_the_stream_with_refused_stream() {
         source = cause.source();
     }
     assert!(chain.contains("refused stream"), "{chain}");
-    assert_eq!(chat(&client, &mock).await.unwrap().status(), 200, "next step");
+    assert_eq!(
+        chat(&client, &mock).await.unwrap().status(),
+        200,
+        "next step"
+    );
 }
