@@ -1,6 +1,8 @@
 //! Talking to upstream accounts: the HTTP client, URL rules and header rules per account kind.
 //! Knows nothing of failover or of the downstream connection.
 
+mod h2_connection;
+mod h2_pool;
 mod headers;
 pub mod refresh;
 mod send;

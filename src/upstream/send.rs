@@ -12,6 +12,7 @@
 //! HTTP/1.1, TCP_NODELAY, a 10 s connect timeout, idle connections kept 90 s (up to 256 per
 //! host), no redirects followed, no compression asked for.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::h2_pool::{H2Body, H2Pools, Sent};
 use crate::domain::Secret;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,13 +42,17 @@ type DirectClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnec
 
 /// How an account's requests leave: directly, or through reqwest and a proxy.
 #[derive(Clone)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per account, and the large variant is the one every request uses"
-)]
 pub enum Sender {
-    Direct(DirectClient),
+    Direct(Arc<Direct>),
     Proxied(reqwest::Client),
+}
+
+/// The direct path: HTTP/2 origins through the account's own pool of HTTP/2 connections
+/// (`h2_pool.rs`: several connections when one is at its stream limit, refused streams sent
+/// again), everything else through hyper-util's pooled client.
+pub struct Direct {
+    http1: DirectClient,
+    http2: H2Pools,
 }
 
 /// An upstream answer; its body is read with [`Body::chunk`].
@@ -55,6 +61,7 @@ pub type Response = http::Response<Body>;
 /// An upstream answer's body.
 pub enum Body {
     Direct(hyper::body::Incoming),
+    Http2(H2Body),
     Proxied(reqwest::Body),
 }
 
@@ -80,8 +87,8 @@ impl Sender {
         if proxy.is_some() || system_proxy {
             return Self::Proxied(client.clone());
         }
-        match direct_client() {
-            Ok(direct) => Self::Direct(direct),
+        match direct() {
+            Ok(direct) => Self::Direct(Arc::new(direct)),
             // Cannot happen with the bundled TLS provider; reqwest still works if it does.
             Err(e) => {
                 tracing::warn!("{e}; this account sends through reqwest");
@@ -92,11 +99,18 @@ impl Sender {
 
     pub async fn send(&self, request: http::Request<Bytes>) -> Result<Response, SendError> {
         match self {
-            Self::Direct(client) => client
-                .request(request.map(Full::new))
-                .await
-                .map(|response| response.map(Body::Direct))
-                .map_err(|e| SendError::new(e.is_connect(), &e)),
+            Self::Direct(direct) => {
+                let request = match direct.http2.send(request).await? {
+                    Sent::Answer(response) => return Ok(response.map(Body::Http2)),
+                    Sent::Http1(request) => request,
+                };
+                direct
+                    .http1
+                    .request(request.map(Full::new))
+                    .await
+                    .map(|response| response.map(Body::Direct))
+                    .map_err(|e| SendError::new(e.is_connect(), &e))
+            }
             Self::Proxied(client) => {
                 let request = reqwest::Request::try_from(request.map(reqwest::Body::from))
                     .map_err(|e| SendError::new(false, &e))?;
@@ -113,10 +127,14 @@ impl Sender {
 impl Body {
     /// The next chunk of data, `None` at the end. Trailers are skipped.
     pub async fn chunk(&mut self) -> Option<Result<Bytes, SendError>> {
+        if let Self::Http2(body) = self {
+            return body.chunk().await;
+        }
         loop {
             let frame = match self {
                 Self::Direct(body) => body.frame().await?.map_err(|e| SendError::new(false, &e)),
                 Self::Proxied(body) => body.frame().await?.map_err(|e| SendError::new(false, &e)),
+                Self::Http2(_) => return None,
             };
             match frame {
                 Err(e) => return Some(Err(e)),
@@ -131,7 +149,7 @@ impl Body {
 }
 
 impl SendError {
-    fn new(connect: bool, err: &(dyn std::error::Error + 'static)) -> Self {
+    pub(super) fn new(connect: bool, err: &(dyn std::error::Error + 'static)) -> Self {
         let mut message = err.to_string();
         let mut local = is_local_exhaustion(err);
         let mut source = err.source();
@@ -181,6 +199,13 @@ mod libc_errno {
     pub const ENOBUFS: i32 = 55;
     #[cfg(not(target_os = "linux"))]
     pub const EADDRNOTAVAIL: i32 = 49;
+}
+
+fn direct() -> Result<Direct, String> {
+    Ok(Direct {
+        http1: direct_client()?,
+        http2: H2Pools::new(super::trust::client_config()?),
+    })
 }
 
 fn direct_client() -> Result<DirectClient, String> {
@@ -266,7 +291,7 @@ mod tests {
             hello.truncate(n);
             hello
         });
-        let sender = Sender::Direct(direct_client().unwrap());
+        let sender = Sender::Direct(Arc::new(direct().unwrap()));
         let request = http::Request::post(format!("https://127.0.0.1:{port}/v1/responses"))
             .body(Bytes::from_static(b"{}"))
             .unwrap();
@@ -342,7 +367,7 @@ YFHthjtd83blORVBI7sd20apTsVZvkmbR92oRt+aZQUj4j8h2zB6lbra
             outcomes
         });
 
-        let sender = Sender::Direct(direct_client().unwrap());
+        let sender = Sender::Direct(Arc::new(direct().unwrap()));
         let request = http::Request::post(format!("https://127.0.0.1:{port}/v1/responses"))
             .body(Bytes::from_static(b"{}"))
             .unwrap();
