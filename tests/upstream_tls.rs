@@ -2,6 +2,12 @@
 //! with a certificate from a CA made for the test (trusted through `upstream.ca_file`), over
 //! HTTP/2 and over HTTP/1.1, on every protocol; and the certificates it must refuse.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
 mod common;
 
 use common::*;

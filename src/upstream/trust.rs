@@ -77,7 +77,7 @@ mod tests {
         use rustls::pki_types::pem::PemObject;
         let ca = subrelay_mock::TestCa::new("trust test CA").unwrap();
         let extra = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap();
-        assert!(build(&[extra.clone()]).is_ok());
+        assert!(build(std::slice::from_ref(&extra)).is_ok());
         let garbage = CertificateDer::from(b"not a certificate".to_vec());
         let err = build(&[extra, garbage]).unwrap_err();
         assert!(err.starts_with("upstream.ca_file: certificate 2:"), "{err}");
