@@ -225,3 +225,65 @@ async fn drive<T>(
     }
     live.retire();
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    /// A client connection over an in-memory pipe, driven by [`drive`], and the server's end.
+    /// `answering`: the server's connection is polled (it answers PINGs); otherwise it is held
+    /// but never polled after the handshake, like a peer that went away silently.
+    async fn driven(answering: bool) -> (Arc<H2Connection>, CancellationToken) {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut connection = h2::server::handshake(server_io).await.unwrap();
+            if answering {
+                while connection.accept().await.is_some() {}
+            } else {
+                std::future::pending::<()>().await;
+            }
+        });
+        let (send, mut connection) = h2::client::handshake(client_io).await.unwrap();
+        let ping = connection.ping_pong().unwrap();
+        let live = Arc::new(H2Connection {
+            send,
+            open: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        });
+        let closing = CancellationToken::new();
+        tokio::spawn(drive(connection, ping, Arc::clone(&live), closing.clone()));
+        // The server task lives as long as the runtime: the test's.
+        drop(server);
+        (live, closing)
+    }
+
+    /// A PING unanswered for the keepalive timeout retires the connection (long before the idle
+    /// timeout could); a peer that answers keeps it until the idle timeout.
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_ping_closes_the_connection_an_answered_one_keeps_it() {
+        let second = Duration::from_secs(1);
+        let (silent, _closing) = driven(false).await;
+        let (answering, _closing2) = driven(true).await;
+
+        tokio::time::sleep(KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT - second).await;
+        assert!(!silent.is_closed(), "the PING is still within its timeout");
+        tokio::time::sleep(2 * second).await;
+        assert!(silent.is_closed(), "no PING answer within the timeout");
+        assert!(!answering.is_closed(), "control: its PING was answered");
+
+        tokio::time::sleep(IDLE_TIMEOUT).await;
+        assert!(answering.is_closed(), "idle for {IDLE_TIMEOUT:?}");
+    }
+
+    /// The pool going away ends every connection's task.
+    #[tokio::test(start_paused = true)]
+    async fn closing_ends_the_connection_task() {
+        let (live, closing) = driven(true).await;
+        closing.cancel();
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(live.is_closed());
+    }
+}

@@ -1,16 +1,19 @@
 //! Sending one request to an account's upstream and reading its answer.
 //!
-//! Accounts without a proxy (the usual case) send through hyper-util's pooled client directly.
-//! reqwest's layers on top of that same client cost about 6% of the relay's CPU per request: its
-//! redirect bookkeeping turns the URI back into text and parses it as a URL twice, copies the
-//! header map and boxes the body, even with redirects off. Accounts with a proxy, and every
-//! account while proxy variables are set in the environment, keep reqwest, whose proxy handling
-//! (HTTP forwarding and CONNECT, SOCKS5, `NO_PROXY`) is complete and tested.
+//! Accounts without a proxy (the usual case) send directly: `https://` origins that agree on
+//! HTTP/2 through the account's pool of HTTP/2 connections (`h2_pool.rs`), everything else
+//! through hyper-util's pooled client. reqwest's layers on top of that same client cost about 6%
+//! of the relay's CPU per request: its redirect bookkeeping turns the URI back into text and
+//! parses it as a URL twice, copies the header map and boxes the body, even with redirects off.
+//! Accounts with a proxy, and every account while proxy variables are set in the environment,
+//! keep reqwest, whose proxy handling (HTTP forwarding and CONNECT, SOCKS5, `NO_PROXY`) is
+//! complete and tested.
 //!
-//! Both paths behave alike: TLS by rustls with the process's trust (`trust.rs`: the webpki roots
-//! and `upstream.ca_file`), ALPN offering HTTP/2 and
-//! HTTP/1.1, TCP_NODELAY, a 10 s connect timeout, idle connections kept 90 s (up to 256 per
-//! host), no redirects followed, no compression asked for.
+//! The paths behave alike: TLS by rustls with the process's trust (`trust.rs`: the webpki roots
+//! and `upstream.ca_file`), ALPN offering HTTP/2 and HTTP/1.1, TCP_NODELAY, a 10 s connect
+//! timeout, idle connections kept 90 s (up to 256 per host on HTTP/1.1), no redirects followed,
+//! no compression asked for, and a stream the server refused before answering (REFUSED_STREAM,
+//! a graceful GOAWAY) sent again (reqwest's default retry policy does the same).
 
 use std::sync::Arc;
 use std::time::Duration;
