@@ -13,7 +13,7 @@ use crate::behavior::Behavior;
 
 /// The options this parser knows, listed in error messages.
 const KNOWN: &str = "status=N, retry_after=S, delay_ms=N, events=N, interval_ms=N, fail, cut=N, \
-                     hang=N, hang_headers, text_bytes=N, tokens=N, garbage_usage, huge_line=N, \
+                     hang=N, hang_headers, refuse_stream, text_bytes=N, tokens=N, garbage_usage, huge_line=N, \
                      preamble_bytes=N, endless, at=N, echo_auth, text_error";
 
 /// A model option that could not be understood; the message names it.
@@ -139,6 +139,7 @@ mod tests {
         assert!(b.hang_before_headers);
         assert_eq!(b.text_bytes, Some(100));
         assert!(parse("garbage_usage").unwrap().garbage_usage);
+        assert!(parse("refuse_stream").unwrap().refuse_stream);
         let huge = parse("tokens=18446744073709551615").unwrap().usage.unwrap();
         assert_eq!((huge.input, huge.output), (u64::MAX, u64::MAX));
     }
