@@ -143,3 +143,48 @@ async fn refuse_stream_resets_the_stream_with_refused_stream() {
         "next step"
     );
 }
+
+/// The binary serves TLS with `--tls-cert`/`--tls-key` and announces an `https://` URL.
+#[tokio::test]
+async fn the_binary_serves_tls_from_pem_files() {
+    use std::io::BufRead;
+
+    let ca = TestCa::new("mock test CA").unwrap();
+    let leaf = ca.leaf(&["localhost"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_subrelay-mock"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("subrelay-mock listening on ")
+        .unwrap()
+        .to_owned();
+    let answer = trusting(&ca)
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth("sk-a")
+        .header("content-type", "application/json")
+        .body(
+            json!({"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        )
+        .send()
+        .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let answer = answer.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+}
