@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use subrelay_mock::{MockTls, MockUpstream};
+use subrelay_mock::{MockTls, MockUpstream, TestCa};
 
 /// Scripted fake Codex backend / OpenAI API / Anthropic API for subrelay tests, demos and
 /// benchmarks.
@@ -30,14 +30,25 @@ struct Args {
     /// The private key of --tls-cert (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate for `localhost` and `127.0.0.1` signed by a certificate
+    /// authority made now, whose certificate is written to DIR/ca.pem (for a client's trust,
+    /// e.g. subrelay's `upstream.ca_file`). For benchmarks and demos; ALPN as with --tls-cert.
+    #[arg(long, value_name = "DIR", conflicts_with = "tls_cert")]
+    tls_test_ca: Option<PathBuf>,
     /// With TLS: the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS announced (default: hyper's).
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long)]
     max_concurrent_streams: Option<u32>,
 }
 
 /// The TLS options the arguments ask for, if any.
 fn tls(args: &Args) -> Result<Option<MockTls>, String> {
+    if let Some(dir) = &args.tls_test_ca {
+        return test_ca_tls(dir, args.max_concurrent_streams).map(Some);
+    }
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        if args.max_concurrent_streams.is_some() {
+            return Err("--max-concurrent-streams needs --tls-cert or --tls-test-ca".into());
+        }
         return Ok(None);
     };
     let read = |path: &PathBuf| {
@@ -49,6 +60,27 @@ fn tls(args: &Args) -> Result<Option<MockTls>, String> {
         http2: true,
         max_concurrent_streams: args.max_concurrent_streams,
     }))
+}
+
+/// A leaf for `localhost` and `127.0.0.1` from a fresh authority whose certificate goes to
+/// `dir/ca.pem`.
+fn test_ca_tls(
+    dir: &std::path::Path,
+    max_concurrent_streams: Option<u32>,
+) -> Result<MockTls, String> {
+    let ca = TestCa::new("subrelay-mock test CA").map_err(|e| format!("test CA: {e}"))?;
+    let leaf = ca
+        .leaf(&["localhost", "127.0.0.1"])
+        .map_err(|e| format!("test certificate: {e}"))?;
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, &ca.cert_pem)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(MockTls {
+        cert_pem: leaf.cert_pem,
+        key_pem: leaf.key_pem,
+        http2: true,
+        max_concurrent_streams,
+    })
 }
 
 #[tokio::main]

@@ -188,3 +188,54 @@ async fn the_binary_serves_tls_from_pem_files() {
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.version(), reqwest::Version::HTTP_2);
 }
+
+/// With `--tls-test-ca DIR` the binary makes its own authority and certificate, writes the
+/// authority to DIR/ca.pem, and a client trusting that file (and nothing else) gets HTTP/2.
+#[tokio::test]
+async fn the_binary_makes_a_test_ca_and_writes_it() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_subrelay-mock"))
+        .arg("--tls-test-ca")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("subrelay-mock listening on ")
+        .unwrap_or_default()
+        .to_owned();
+    let ca_pem = std::fs::read(dir.path().join("ca.pem"));
+    let answer = match &ca_pem {
+        Ok(pem) => Some(
+            reqwest::Client::builder()
+                .no_proxy()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap())
+                .build()
+                .unwrap()
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth("sk-a")
+                .header("content-type", "application/json")
+                .body(
+                    json!({"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]})
+                        .to_string(),
+                )
+                .send()
+                .await,
+        ),
+        Err(_) => None,
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let answer = answer.expect("ca.pem written").unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+}
