@@ -253,13 +253,14 @@ class _CompactsAllOpen:
         return time.perf_counter() - self.since >= self.settle
 
 
-async def _one_stream(crowd, gate, port, path, key, body, timeout):
+async def _one_stream(crowd, gate, port, path, key, body, timeout, tls=None):
     writer = None
     counted_open = False
     try:
         async with gate:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port), 10)
+                asyncio.open_connection("127.0.0.1", port, ssl=tls,
+                                        server_hostname="localhost" if tls else None), 10)
             writer.write(request_bytes(port, path, key, body))
             crowd.opened()
             counted_open = True
@@ -290,13 +291,14 @@ async def _one_stream(crowd, gate, port, path, key, body, timeout):
             await close(writer)
 
 
-async def _one_compact(crowd, gate, port, path, key, body, timeout):
+async def _one_compact(crowd, gate, port, path, key, body, timeout, tls=None):
     writer = None
     counted_open = False
     try:
         async with gate:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port), 10)
+                asyncio.open_connection("127.0.0.1", port, ssl=tls,
+                                        server_hostname="localhost" if tls else None), 10)
             writer.write(request_bytes(port, path, key, body))
             crowd.opened()
             counted_open = True
@@ -323,8 +325,9 @@ async def _one_compact(crowd, gate, port, path, key, body, timeout):
 
 
 async def crowd(kind, port, path, keys, body, total, pid, timeout, settle=1.0,
-                connect_parallel=256):
-    """Opens `total` requests at once (at most `connect_parallel` connecting at a time)."""
+                connect_parallel=256, tls=None):
+    """Opens `total` requests at once (at most `connect_parallel` connecting at a time); over
+    TLS (an `ssl.SSLContext`, server name `localhost`) when `tls` is given."""
     c = Crowd(total, pid)
     gate = asyncio.Semaphore(connect_parallel)
     stop = asyncio.Event()
@@ -334,7 +337,8 @@ async def crowd(kind, port, path, keys, body, total, pid, timeout, settle=1.0,
         one, all_open = _one_compact, _CompactsAllOpen(settle)
     watcher = asyncio.create_task(_watch(c, stop, all_open))
     await asyncio.gather(*(
-        one(c, gate, port, path, keys[i % len(keys)], body, timeout) for i in range(total)))
+        one(c, gate, port, path, keys[i % len(keys)], body, timeout, tls)
+        for i in range(total)))
     stop.set()
     await watcher
     return c.summary()

@@ -13,6 +13,11 @@ def strip_ansi(text):
     return ANSI.sub("", text)
 
 
+def tag(sc):
+    """A scenario's short name: its number, with `TLS` for scenario 5 over a TLS upstream."""
+    return f"{sc['id']} TLS" if sc.get("tls") else str(sc["id"])
+
+
 def med(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -112,9 +117,9 @@ def summary(result, target):
 # --- the budgets ----------------------------------------------------------------------------
 
 
-def find(results, sid):
+def find(results, sid, tls=False):
     for r in results:
-        if r["scenario"]["id"] == sid:
+        if r["scenario"]["id"] == sid and bool(r["scenario"].get("tls")) == tls:
             return r
     return None
 
@@ -146,6 +151,31 @@ def budgets(results):
         text = (f"{m:+.3f} ms (rounds {lo:+.3f}…{hi:+.3f}; nginx {fmt(nm, '+.3f')} ms)")
         rows.append((label, text, f"≤ +{limit_ms} ms", verdict(m <= limit_ms)))
 
+    def per_stream_row(tls, label, limit):
+        # RSS per open stream, subrelay / nginx within each round (issue 20).
+        res = find(results, 5, tls)
+        if not res:
+            return
+        values = []
+        for per in by_round(res["rounds"]).values():
+            a, b = per.get("subrelay"), per.get("nginx")
+            if a and b and all(r.get("rss_all_open_kib") and r.get("open_at_all_open")
+                               for r in (a, b)):
+                pa = (a["rss_all_open_kib"] - a["rss_before_kib"]) / a["open_at_all_open"]
+                pb = (b["rss_all_open_kib"] - b["rss_before_kib"]) / b["open_at_all_open"]
+                if pb > 0:
+                    values.append((pa / pb, pa, pb))
+        if not values:
+            return
+        m = statistics.median(v[0] for v in values)
+        pa = statistics.median(v[1] for v in values)
+        pb = statistics.median(v[2] for v in values)
+        text = f"{m:.2f}× ({pa:.1f} vs {pb:.1f} KiB per open stream)"
+        if limit is None:
+            rows.append((label, text, "reported", "–"))
+        else:
+            rows.append((label, text, f"≤ {limit}×", verdict(m <= limit)))
+
     def memory_row(sid, label, limit_mib, per_count=None):
         res = find(results, sid)
         if not res:
@@ -174,6 +204,10 @@ def budgets(results):
     ratio_row(3, "(3) burst SSE: CPU per stream, subrelay / nginx")
     memory_row(2, "(2) peak RSS under the 64-connection load", 40)
     memory_row(5, "(5) peak RSS with 10,000 slow streams open", 250, per_count=10000)
+    per_stream_row(True, "(5, issue 20) RSS per open stream, TLS + HTTP/2 upstream, "
+                   "subrelay / nginx", 1.5)
+    per_stream_row(False, "(5, issue 20) RSS per open stream, HTTP/1.1 upstream, "
+                   "subrelay / nginx", None)
     return rows
 
 
@@ -276,7 +310,10 @@ def render(results, info, problems):
           "(median of rounds). *peak*: VmHWM over the round. "
           "direct = the mock itself holding the requests. In scenario 6 only subrelay has a "
           "keepalive (a `\\n` every 5 s while waiting): direct and nginx just wait; the point "
-          "is subrelay's memory and that every client gets its JSON.")
+          "is subrelay's memory and that every client gets its JSON. *5 TLS*: the mock serves "
+          "TLS (ALPN h2 and http/1.1, 100 streams per HTTP/2 connection); subrelay reaches it "
+          "over HTTP/2, nginx 1.22 over HTTP/1.1 with TLS (it cannot proxy HTTP/2), direct "
+          "is the client speaking TLS to the mock.")
         w("")
         w("| # | target | ok / sent | errors | max open | idle MiB | all open MiB "
           "| per request KiB | peak MiB | CPU µs/request | keepalive bytes |")
@@ -288,7 +325,7 @@ def render(results, info, problems):
                 if not s:
                     continue
                 per = s["per_open_kib"]
-                w(f"| {sc['id']} | {target} | {s['ok']:,} / {s['total']:,} | {s['errors']} "
+                w(f"| {tag(sc)} | {target} | {s['ok']:,} / {s['total']:,} | {s['errors']} "
                   f"| {s['max_open']:,} | {fmt((s['rss_before_kib'] or 0) / MIB, '.1f')} "
                   f"| {fmt(s['rss_all_open_kib'] / MIB if s['rss_all_open_kib'] else None, '.1f')} "
                   f"| {fmt(per, '.1f')} | {s['peak_kib'] / MIB:.1f} "
@@ -311,7 +348,7 @@ def render(results, info, problems):
     notes = []
     for res in results:
         if res.get("subrelay_warnings"):
-            notes.append(f"scenario {res['scenario']['id']}: subrelay logged "
+            notes.append(f"scenario {tag(res['scenario'])}: subrelay logged "
                          f"{res['subrelay_warnings']} warnings")
     if problems:
         w("### Problems")

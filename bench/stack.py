@@ -135,11 +135,13 @@ def api_keys(count=N_API_KEYS):
     return [f"sk-bench-{i:04d}-{salt}" for i in range(count)]
 
 
-def subrelay_config(mock_port, keys, data_dir):
+def subrelay_config(mock_port, keys, data_dir, ca_file=None):
     """A realistic configuration: 1,000 keys, 20 accounts, log level info, a usage record per
     request in the store (the usage log line is at debug: off at info), the default keepalive
     settings, plus the compact keepalive scenario
-    (6) needs. The store lives in the run's temporary directory, fresh for each start."""
+    (6) needs. The store lives in the run's temporary directory, fresh for each start.
+    With `ca_file` the accounts reach the mock over TLS (`https://localhost`, HTTP/2 by ALPN),
+    trusting the mock's test authority through `upstream.ca_file`."""
     lines = [
         "server:",
         "  host: 127.0.0.1",
@@ -151,12 +153,16 @@ def subrelay_config(mock_port, keys, data_dir):
         "  openai_compact_nonstream_keepalive_interval: 5",
         "log:",
         "  level: info",
-        "accounts:",
     ]
+    base_url = f"http://127.0.0.1:{mock_port}/v1"
+    if ca_file is not None:
+        lines += ["upstream:", f"  ca_file: {ca_file}"]
+        base_url = f"https://localhost:{mock_port}/v1"
+    lines.append("accounts:")
     for i in range(N_ACCOUNTS):
         lines.append(
             f"  - {{name: bench-{i:02d}, platform: openai, type: apikey, "
-            f"api_key: sk-upstream-{i:02d}, base_url: \"http://127.0.0.1:{mock_port}/v1\"}}"
+            f"api_key: sk-upstream-{i:02d}, base_url: \"{base_url}\"}}"
         )
     lines.append("api_keys:")
     for i, key in enumerate(keys):
@@ -164,10 +170,21 @@ def subrelay_config(mock_port, keys, data_dir):
     return "\n".join(lines) + "\n"
 
 
-def nginx_config(tmp, port, mock_port, fd_limit):
+def nginx_config(tmp, port, mock_port, fd_limit, ca_file=None):
     """One worker, upstream keepalive, HTTP/1.1 upstream, no buffering, access log on: nginx
     writes a line per request, as subrelay does with its default `log.access: true` -- each
-    target kept as an admin would run it."""
+    target kept as an admin would run it. With `ca_file`: the upstream over TLS, verified
+    against it (nginx 1.22 proxies over HTTP/1.1 only, so it holds one TLS connection to the
+    upstream per open stream)."""
+    scheme, tls = "http", ""
+    if ca_file is not None:
+        scheme = "https"
+        tls = f"""
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {ca_file};
+            proxy_ssl_server_name on;
+            proxy_ssl_name localhost;
+            proxy_ssl_session_reuse on;"""
     return f"""daemon off;
 master_process off;
 worker_processes 1;
@@ -194,11 +211,11 @@ http {{
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{
-            proxy_pass http://mock;
+            proxy_pass {scheme}://mock;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
-            proxy_read_timeout 120s;
+            proxy_read_timeout 120s;{tls}
         }}
     }}
 }}
@@ -212,23 +229,31 @@ class Stack:
     """The mock, nginx in front of it, subrelay in front of it; each target's URL and the PID
     whose CPU and memory count for it (`direct`: the mock itself)."""
 
-    def __init__(self, repo, tmp, keys, label):
+    def __init__(self, repo, tmp, keys, label, tls=False):
         self.repo = Path(repo)
         self.tmp = Path(tmp)
         self.keys = keys
         self.label = label
+        # The mock serves TLS (ALPN h2 and http/1.1, at most 100 streams per HTTP/2
+        # connection, as real providers announce) with a test authority it writes to ca_file.
+        self.ca_file = self.tmp / f"{label}-ca" / "ca.pem" if tls else None
         self.procs = {}
 
     def start(self):
         release = self.repo / "target" / "release"
         try:
             mock_log = self.tmp / f"{self.label}-mock.log"
-            mock = Process("mock", [str(release / "subrelay-mock"), "--port", "0"], mock_log,
-                           cwd=self.tmp)
+            argv = [str(release / "subrelay-mock"), "--port", "0"]
+            if self.ca_file is not None:
+                self.ca_file.parent.mkdir(exist_ok=True)
+                argv += ["--tls-test-ca", str(self.ca_file.parent),
+                         "--max-concurrent-streams", "100"]
+            mock = Process("mock", argv, mock_log, cwd=self.tmp)
             self.procs["mock"] = mock
             found = wait_for_line(
-                mock_log, r"subrelay-mock listening on http://127\.0\.0\.1:(\d+)", mock.proc,
-                "subrelay-mock")
+                mock_log,
+                r"subrelay-mock listening on https?://(?:127\.0\.0\.1|localhost):(\d+)",
+                mock.proc, "subrelay-mock")
             mock.port = int(found.group(1))
 
             nginx_dir = self.tmp / f"{self.label}-nginx"
@@ -236,7 +261,7 @@ class Stack:
             nginx_port = free_port()
             conf = nginx_dir / "nginx.conf"
             fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            conf.write_text(nginx_config(nginx_dir, nginx_port, mock.port, fds))
+            conf.write_text(nginx_config(nginx_dir, nginx_port, mock.port, fds, self.ca_file))
             nginx_log = nginx_dir / "stdout.log"
             nginx = Process("nginx", [nginx_binary(), "-p", str(nginx_dir), "-c", str(conf)],
                             nginx_log, cwd=self.tmp)
@@ -246,7 +271,7 @@ class Stack:
 
             cfg = self.tmp / f"{self.label}-subrelay.yaml"
             data_dir = self.tmp / f"{self.label}-data"
-            cfg.write_text(subrelay_config(mock.port, self.keys, data_dir))
+            cfg.write_text(subrelay_config(mock.port, self.keys, data_dir, self.ca_file))
             relay_log = self.tmp / f"{self.label}-subrelay.log"
             relay = Process("subrelay",
                             [str(release / "subrelay"), "serve", "--config", str(cfg)],
