@@ -5,7 +5,8 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    reason = "tests: a failed step should fail the test at once"
+    clippy::disallowed_methods,
+    reason = "tests: a failed step should fail the test at once; they may block and spawn freely"
 )]
 
 mod common;

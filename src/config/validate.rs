@@ -367,6 +367,10 @@ fn storage(raw: &RawStorage) -> Result<StorageConfig, KeyError> {
 
 /// `upstream.ca_file`: read and checked now, so a missing file or one without a usable
 /// certificate stops the start instead of failing every TLS handshake later.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "upstream.ca_file is read with the configuration, at start-up, before any request"
+)]
 fn upstream(raw: &RawUpstream, origin: &ConfigOrigin) -> Result<UpstreamConfig, ConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;

@@ -140,6 +140,14 @@ pub(super) async fn dial(
         open: AtomicUsize::new(0),
         closed: AtomicBool::new(false),
     });
+    // Not on a TaskTracker: the task is the connection itself and ends with it. It stops when
+    // the account's pool goes (`closing`, cancelled when its sender drops at shutdown or when
+    // the account is replaced), when the peer closes, on a PING timeout or after the idle
+    // timeout; nothing waits for it at shutdown, since it only holds a socket.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the connection's own task; it ends with the pool's cancellation token"
+    )]
     tokio::spawn(drive(connection, ping, Arc::clone(&live), closing.clone()));
     Ok(Dialed::Http2(live))
 }
@@ -229,6 +237,7 @@ async fn drive<T>(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
+    #![allow(clippy::disallowed_methods, reason = "tests may spawn freely")]
 
     use super::*;
 
