@@ -14,6 +14,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod pool;
 pub mod pricing;
 pub mod protocol;

@@ -223,6 +223,9 @@ pub fn store_error(error: StoreError) -> Refusal {
         StoreError::NotFound(name) => Refusal::StoreNotFound(name),
         StoreError::Conflict(what) => conflict(format!("already exists ({what})")),
         StoreError::Database(e) => {
+            if let Some(metrics) = crate::metrics::get() {
+                metrics.store_error();
+            }
             tracing::error!("admin API: store error: {e}");
             Refusal::StoreUnavailable
         }

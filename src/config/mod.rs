@@ -28,6 +28,7 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub storage: StorageConfig,
     pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
     /// Every group a key or an account names, with the platform that serves it.
     pub groups: std::collections::BTreeMap<String, Platform>,
     pub accounts: Vec<AccountSpec>,
@@ -56,6 +57,15 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// After SIGTERM: readiness says 503 and the listener stays open this long.
+    pub drain_delay: Duration,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// `None`: off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Gateway behaviour. `None` means "off" for the settings whose 0 switches them off.

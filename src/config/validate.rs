@@ -5,13 +5,13 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::raw::{
-    RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawOAuth, RawPrice, RawServer,
-    RawStorage,
+    RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawMetrics, RawOAuth, RawPrice,
+    RawServer, RawStorage,
 };
 use super::reference::{self, KeyDoc};
 use super::{
     env_name, AdminConfig, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig,
-    LogConfig, LogFormat, OAuthConfig, RawConfig, ServerConfig, StorageConfig,
+    LogConfig, LogFormat, MetricsConfig, OAuthConfig, RawConfig, ServerConfig, StorageConfig,
 };
 use crate::domain::KeySpec;
 use crate::domain::{AccountCredential, AccountKind, AccountSpec, Platform};
@@ -26,6 +26,7 @@ pub(super) fn config(
     let gateway = gateway(&raw.gateway).map_err(|e| e.with_origin(&from_env))?;
     let log = log(&raw.log).map_err(|e| e.with_origin(&from_env))?;
     let oauth = oauth(&raw.oauth).map_err(|e| e.with_origin(&from_env))?;
+    let metrics = metrics(&raw.metrics).map_err(|e| e.with_origin(&from_env))?;
     let mut storage = storage(&raw.storage).map_err(|e| e.with_origin(&from_env))?;
     if !from_env.contains(&"storage.data_dir") {
         if let Some(file) = &origin.file {
@@ -62,6 +63,7 @@ pub(super) fn config(
         oauth,
         storage,
         admin,
+        metrics,
         accounts,
         api_keys,
         prices,
@@ -165,6 +167,7 @@ fn server(raw: &RawServer) -> Result<ServerConfig, KeyError> {
             n => Some(usize::try_from(n).unwrap_or_else(|_| unreachable!("checked range"))),
         },
         trusted_proxies: trusted_proxies(raw.trusted_proxies.as_deref().unwrap_or_default())?,
+        drain_delay: seconds("server.drain_delay", raw.drain_delay, 0, 300)?,
     })
 }
 
@@ -420,6 +423,19 @@ fn admin(
         token: Some(token),
         session_ttl,
     })
+}
+
+fn metrics(raw: &RawMetrics) -> Result<MetricsConfig, KeyError> {
+    if raw.listen.is_empty() {
+        return Ok(MetricsConfig { listen: None });
+    }
+    match raw.listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => Ok(MetricsConfig { listen: Some(addr) }),
+        Err(_) => Err(KeyError {
+            key: key("metrics.listen"),
+            given: format!("{:?}", raw.listen),
+        }),
+    }
 }
 
 fn log(raw: &RawLog) -> Result<LogConfig, KeyError> {

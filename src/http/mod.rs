@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod client_addr;
 mod models;
+pub mod ready;
 pub mod refusal;
 
 pub use client_addr::PeerAddr;
@@ -33,6 +34,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models::list))
         .route("/models", get(models::list))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(ready::readyz))
         .route("/", get(root).head(root))
         .merge(crate::admin::routes())
         .layer(axum::middleware::from_fn_with_state(
@@ -126,6 +128,10 @@ fn log_fallback(
     response: &Response,
     started: tokio::time::Instant,
 ) {
+    if let Some(metrics) = crate::metrics::get() {
+        let status = response.status().as_u16();
+        metrics.request(None, "unknown", status, crate::metrics::NO_GROUP, started.elapsed(), None);
+    }
     if !state.access_log {
         return;
     }

@@ -149,11 +149,18 @@ pub async fn handle(
         .access_log
         .then(|| crate::http::access::route_of(parts.uri.path()));
     // A refusal before the relay task: answered (with its request id) and logged here.
-    let refuse = |refusal: Refusal, key: Option<&str>, model: Option<&str>| {
+    let refuse = |refusal: Refusal, key: Option<&ApiKey>, model: Option<&str>| {
         let mut response = refusal.response(shape);
         if let Ok(value) = http::HeaderValue::from_str(&id) {
             response.headers_mut().insert(writer::REQUEST_ID, value);
         }
+        if let Some(metrics) = crate::metrics::get() {
+            let group = key.map_or(crate::metrics::NO_GROUP, |k| k.group.as_str());
+            let status = response.status().as_u16();
+            let protocol = Some(endpoint.protocol());
+            metrics.request(protocol, endpoint.as_str(), status, group, started.elapsed(), None);
+        }
+        let key = key.map(|k| k.name.as_str());
         if state.access_log {
             crate::http::access::Access {
                 request_id: &id,
@@ -182,27 +189,27 @@ pub async fn handle(
             platform: key.platform,
             endpoint: endpoint.as_str(),
         };
-        return refuse(refusal, Some(&key.name), None);
+        return refuse(refusal, Some(&key), None);
     }
     // Before any upstream attempt: a request whose usage cannot be kept is not served.
     if !state.usage.accepting() {
         let refusal = Refusal::UsageNotRecordable {
             request_id: id.clone(),
         };
-        return refuse(refusal, Some(&key.name), None);
+        return refuse(refusal, Some(&key), None);
     }
 
     // 3. inspect
     let body = match read_body(body, &parts.headers, state.gateway.max_body_size).await {
         Ok(body) => body,
-        Err(error) => return refuse(error, Some(&key.name), None),
+        Err(error) => return refuse(error, Some(&key), None),
     };
     let inspected = match endpoint.protocol().inspect(&body) {
         Ok(inspected) => inspected,
-        Err(message) => return refuse(Refusal::InvalidRequest(message), Some(&key.name), None),
+        Err(message) => return refuse(Refusal::InvalidRequest(message), Some(&key), None),
     };
     if let Err(error) = state.limits.check(&key, &inspected.model) {
-        return refuse(error, Some(&key.name), Some(&inspected.model));
+        return refuse(error, Some(&key), Some(&inspected.model));
     }
     let sticky = state
         .pool
@@ -266,6 +273,7 @@ fn conversation<'a>(headers: &'a HeaderMap, inspected: &'a Inspected) -> Option<
 
 /// Phases 4–7.
 async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: DownstreamWriter) {
+    let _in_flight = crate::metrics::get().map(crate::metrics::Metrics::in_flight);
     // 4. admit, then 5. attempt loop with 6. respond inside each successful attempt
     let ended = match admit(&state, &mut ctx, &mut writer).await {
         Ok(()) => attempt_loop(&state, &mut ctx, &mut writer).await,
@@ -283,6 +291,9 @@ async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: Downst
     };
     ctx.key_slot = None;
     // 7. record
+    if let Some(metrics) = crate::metrics::get() {
+        metrics.outcome(&ctx, &outcome);
+    }
     if state.access_log {
         crate::http::access::Access {
             request_id: &ctx.id,
@@ -406,6 +417,9 @@ async fn attempt_loop(
                 outcome,
             }) => {
                 state.pool.succeeded(&account, quota);
+                if let Some(metrics) = crate::metrics::get() {
+                    metrics.attempt(&account.spec.name, "ok");
+                }
                 ctx.attempts.push(AttemptRecord {
                     account: account.spec.name.clone(),
                     status: Some(status),
@@ -436,6 +450,9 @@ async fn attempt_loop(
                     status: failure.status.map(|s| s.as_u16()),
                     outcome: failure.kind.as_str(),
                 });
+                if let Some(metrics) = crate::metrics::get() {
+                    metrics.attempt(&account.spec.name, failure.kind.as_str());
+                }
                 // After output the stream was ended in-protocol: that was the client's answer.
                 if let Some(delivered) = failure.delivered {
                     return Ended::Answered(delivered);
@@ -444,6 +461,11 @@ async fn attempt_loop(
                     usage = reported;
                 }
                 let stop = !failure.retryable || !writer.can_fail_over() || writer.client_gone();
+                if !stop {
+                    if let Some(metrics) = crate::metrics::get() {
+                        metrics.failover(ctx.endpoint.protocol());
+                    }
+                }
                 last_failure = Some(failure);
                 if stop {
                     break;

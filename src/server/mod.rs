@@ -63,6 +63,16 @@ pub async fn serve(config: Config) -> Result<(), String> {
         Arc::clone(&limits) as Arc<dyn SpendMeter>,
         config.storage.usage_queue_capacity,
     )?);
+    // Bound before the state is built, so a taken metrics port stops the start early.
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            format!("cannot listen for metrics on {addr} (metrics.listen): {e}")
+        })?),
+        None => None,
+    };
+    if metrics_listener.is_some() {
+        crate::metrics::install();
+    }
     // The config's accounts are in the store now, next to those added through the admin API.
     let source = StoreAccounts {
         store: Arc::clone(&opened.store),
@@ -181,8 +191,30 @@ pub async fn serve(config: Config) -> Result<(), String> {
         let stop = stop_state.clone();
         async move { crate::store::account_state::keep(state.account_state(), saved_states, stop).await }
     });
+    // Stopped with the connections: it answers while the gateway drains.
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("Prometheus metrics on http://{addr}/metrics");
+        }
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&state),
+            crate::metrics::install(),
+            stop_accepting.clone(),
+        ))
+    });
+    crate::http::ready::set_ready();
 
     stop_signal.await;
+    crate::http::ready::set_draining();
+    let drain_delay = config.server.drain_delay;
+    if !drain_delay.is_zero() {
+        tracing::info!(
+            "draining: /readyz answers 503; new requests are still served for {} s (server.drain_delay)",
+            drain_delay.as_secs()
+        );
+        tokio::time::sleep(drain_delay).await;
+    }
     let grace = config.server.shutdown_timeout;
     tracing::info!(
         in_flight = state.tasks.len(),
@@ -207,6 +239,15 @@ pub async fn serve(config: Config) -> Result<(), String> {
             still_running = state.tasks.len(),
             "server.shutdown_timeout reached; exiting with requests still running"
         ),
+    }
+    if let Some(mut metrics_server) = metrics_server {
+        // A scrape in progress gets a moment; a client holding the connection does not hold us.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut metrics_server)
+            .await
+            .is_err()
+        {
+            metrics_server.abort();
+        }
     }
     stop_state.cancel();
     let _ = state_keeper.await;

@@ -92,14 +92,21 @@ pub async fn refresh_account(
     let Some(refresh_token) = current.refresh.clone() else {
         return Ok(current);
     };
-    match refresh::refresh(
+    let result = refresh::refresh(
         &account.client,
         keeper.oauth,
         account.spec.platform,
         &refresh_token,
     )
-    .await
-    {
+    .await;
+    if let Some(metrics) = crate::metrics::get() {
+        metrics.token_refresh(match &result {
+            Ok(_) => "ok",
+            Err(RefreshError::InvalidGrant(_)) => "invalid_grant",
+            Err(RefreshError::Other(_)) => "error",
+        });
+    }
+    match result {
         Ok(issued) => {
             let next_refresh = issued.refresh.clone().unwrap_or(refresh_token);
             if let Some(seed) = account.credentials.seed() {

@@ -435,6 +435,10 @@ impl UsageSink for StoreUsageSink {
         let anthropic = matches!(record.endpoint, "messages" | "count_tokens");
         let cost = self.prices.cost(&record.model, &record.tokens, !anthropic);
         log_record(&record, Some((cost.usd, cost.priced)));
+        if let Some(metrics) = crate::metrics::get() {
+            metrics.cost(cost.usd);
+            metrics.usage_recorded();
+        }
         self.spend.add_spend(&record.key, cost.usd);
         self.enqueue(Self::row(record, cost));
     }
@@ -599,7 +603,15 @@ async fn write_segment(
         }
     };
     for chunk in rows.chunks(BATCH) {
-        store.insert_usage(chunk).await.map_err(|e| e.to_string())?;
+        if let Err(e) = store.insert_usage(chunk).await {
+            if let Some(metrics) = crate::metrics::get() {
+                metrics.store_error();
+            }
+            return Err(e.to_string());
+        }
+        if let Some(metrics) = crate::metrics::get() {
+            metrics.usage_stored(chunk.len());
+        }
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
