@@ -130,7 +130,14 @@ fn log_fallback(
 ) {
     if let Some(metrics) = crate::metrics::get() {
         let status = response.status().as_u16();
-        metrics.request(None, "unknown", status, crate::metrics::NO_GROUP, started.elapsed(), None);
+        metrics.request(
+            None,
+            "unknown",
+            status,
+            crate::metrics::NO_GROUP,
+            started.elapsed(),
+            None,
+        );
     }
     if !state.access_log {
         return;

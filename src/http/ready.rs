@@ -40,7 +40,10 @@ pub fn set_draining() {
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
     Ready,
-    NotReady { reason: &'static str, detail: String },
+    NotReady {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 fn judge(phase: u8, store: Option<Result<(), String>>) -> Verdict {
@@ -81,7 +84,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         None
     };
     let verdict = judge(phase, store);
-    if matches!(&verdict, Verdict::NotReady { reason: "store_unreachable", .. }) {
+    if matches!(
+        &verdict,
+        Verdict::NotReady {
+            reason: "store_unreachable",
+            ..
+        }
+    ) {
         if let Some(metrics) = crate::metrics::get() {
             metrics.store_error();
         }

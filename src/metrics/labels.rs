@@ -54,12 +54,7 @@ pub(super) struct Interned(RwLock<HashMap<String, Arc<String>>>);
 impl Interned {
     pub fn get(&self, name: &str) -> Arc<String> {
         // Plain data: a panic elsewhere cannot leave the map half-updated in a way that matters.
-        if let Some(found) = self
-            .0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
+        if let Some(found) = self.0.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             return Arc::clone(found);
         }
         let mut names = self.0.write().unwrap_or_else(|p| p.into_inner());

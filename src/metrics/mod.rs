@@ -11,6 +11,7 @@
 //! Values only known at scrape time (account state, queue length, the process) are read when
 //! `/metrics` is asked for (`scrape.rs`, `process.rs`).
 
+mod attempt;
 mod labels;
 mod process;
 mod scrape;
@@ -86,12 +87,7 @@ pub fn install() -> &'static Metrics {
 }
 
 /// A family of `&'static str`-labelled children, one per protocol, registered and kept.
-fn per_protocol<M, F>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    make: F,
-) -> PerProtocol<M>
+fn per_protocol<M, F>(registry: &mut Registry, name: &str, help: &str, make: F) -> PerProtocol<M>
 where
     M: prometheus_client::metrics::TypedMetric
         + prometheus_client::encoding::EncodeMetric
@@ -102,8 +98,7 @@ where
         + 'static,
     F: Fn() -> M + Send + Sync + Clone + 'static,
 {
-    let family =
-        Family::<labels::ProtocolLabels, M, F>::new_with_constructor(make);
+    let family = Family::<labels::ProtocolLabels, M, F>::new_with_constructor(make);
     let handles = PROTOCOLS.map(|p| {
         family.get_or_create_owned(&labels::ProtocolLabels {
             protocol: p.as_str(),
@@ -160,8 +155,9 @@ impl Metrics {
             account_state.clone(),
         );
         let token_family = Family::<labels::DirectionLabels, Counter>::default();
-        let tokens = TOKEN_DIRECTIONS
-            .map(|direction| token_family.get_or_create_owned(&labels::DirectionLabels { direction }));
+        let tokens = TOKEN_DIRECTIONS.map(|direction| {
+            token_family.get_or_create_owned(&labels::DirectionLabels { direction })
+        });
         registry.register(
             "subrelay_tokens",
             "Tokens the upstreams reported, by direction",
@@ -198,6 +194,10 @@ impl Metrics {
             keepalive_bytes.clone(),
         );
         let token_refreshes = Family::<OutcomeLabels, Counter>::default();
+        // Known and few: shown at 0 from the start, so a rate over them has a series to read.
+        for outcome in ["ok", "invalid_grant", "error"] {
+            token_refreshes.get_or_create(&OutcomeLabels { outcome });
+        }
         registry.register(
             "subrelay_token_refreshes",
             "Sign-in token refreshes by outcome (ok, invalid_grant, error)",
@@ -284,7 +284,12 @@ impl Metrics {
         reasoning.inc_by(tokens.reasoning);
     }
 
-    /// One attempt on `account`: `outcome` is `ok` or the failure kind.
+    /// A failed attempt on `account`.
+    pub fn attempt_failed(&self, account: &str, failure: &crate::relay::failure::AttemptFailure) {
+        self.attempt(account, attempt::outcome(failure));
+    }
+
+    /// One attempt on `account`: `outcome` is `ok` or what kind of failure it was.
     pub fn attempt(&self, account: &str, outcome: &'static str) {
         let labels = AttemptLabels {
             account: self.names.get(account),

@@ -56,7 +56,12 @@ fn build_info_and_token_directions_are_exposed() {
         text.contains(&format!(r#"subrelay_build_info{{version="{version}"}} 1"#)),
         "{text}"
     );
-    for (direction, n) in [("input", 10), ("cached_input", 4), ("output", 7), ("reasoning", 2)] {
+    for (direction, n) in [
+        ("input", 10),
+        ("cached_input", 4),
+        ("output", 7),
+        ("reasoning", 2),
+    ] {
         let line = format!(r#"subrelay_tokens_total{{direction="{direction}"}} {n}"#);
         assert!(text.contains(&line), "{line} missing in {text}");
     }

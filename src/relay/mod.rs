@@ -158,7 +158,14 @@ pub async fn handle(
             let group = key.map_or(crate::metrics::NO_GROUP, |k| k.group.as_str());
             let status = response.status().as_u16();
             let protocol = Some(endpoint.protocol());
-            metrics.request(protocol, endpoint.as_str(), status, group, started.elapsed(), None);
+            metrics.request(
+                protocol,
+                endpoint.as_str(),
+                status,
+                group,
+                started.elapsed(),
+                None,
+            );
         }
         let key = key.map(|k| k.name.as_str());
         if state.access_log {
@@ -451,7 +458,7 @@ async fn attempt_loop(
                     outcome: failure.kind.as_str(),
                 });
                 if let Some(metrics) = crate::metrics::get() {
-                    metrics.attempt(&account.spec.name, failure.kind.as_str());
+                    metrics.attempt_failed(&account.spec.name, &failure);
                 }
                 // After output the stream was ended in-protocol: that was the client's answer.
                 if let Some(delivered) = failure.delivered {

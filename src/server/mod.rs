@@ -64,12 +64,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
         config.storage.usage_queue_capacity,
     )?);
     // Bound before the state is built, so a taken metrics port stops the start early.
-    let metrics_listener = match config.metrics.listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            format!("cannot listen for metrics on {addr} (metrics.listen): {e}")
-        })?),
-        None => None,
-    };
+    let metrics_listener =
+        match config.metrics.listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                format!("cannot listen for metrics on {addr} (metrics.listen): {e}")
+            })?),
+            None => None,
+        };
     if metrics_listener.is_some() {
         crate::metrics::install();
     }
