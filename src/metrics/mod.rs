@@ -196,7 +196,7 @@ impl Metrics {
         let token_refreshes = Family::<OutcomeLabels, Counter>::default();
         // Known and few: shown at 0 from the start, so a rate over them has a series to read.
         for outcome in ["ok", "invalid_grant", "error"] {
-            token_refreshes.get_or_create(&OutcomeLabels { outcome });
+            let _ = token_refreshes.get_or_create(&OutcomeLabels { outcome });
         }
         registry.register(
             "subrelay_token_refreshes",
