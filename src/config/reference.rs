@@ -294,8 +294,8 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         path: "metrics.listen",
-        default: "\"\"",
-        allowed: "empty (off) or an address and port such as 127.0.0.1:9464",
+        default: "''",
+        allowed: "empty (off) or an IP address and port such as 127.0.0.1:9464",
         description: "Serves Prometheus metrics (text exposition) on `http://<listen>/metrics`, on a listener of its own (no API key; keep it private). README, \"Operating subrelay\", lists the series.",
     },
 ];
