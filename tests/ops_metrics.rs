@@ -392,3 +392,37 @@ async fn readyz_says_draining_on_sigterm_while_a_stream_still_finishes() {
     );
     assert!(gw.wait_exit().success());
 }
+
+#[tokio::test]
+async fn a_request_span_carries_request_id_key_account_and_attempt() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            status: Some(500),
+            ..Default::default()
+        }],
+    );
+    let gw = Gateway::start(&config(
+        &mock,
+        &[apikey("a", "tok-a"), apikey("b", "tok-b")],
+        "",
+    ));
+    let response = post(&gw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The failed first attempt's warning is logged inside the request's span.
+    let line = gw.wait_for_log("attempt failed").await;
+    let logged: Value = serde_json::from_str(&line).unwrap();
+    let span = logged["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find(|s| s["name"] == "request"))
+        .unwrap_or_else(|| panic!("no request span on: {line}"));
+    assert_eq!(span["request_id"], request_id.as_str(), "{line}");
+    assert_eq!(span["key"], "tester", "{line}");
+    assert_eq!(span["account"], "a", "{line}");
+    assert_eq!(span["attempt"], 1, "{line}");
+}

@@ -30,6 +30,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::domain::{AccountKind, Platform};
 use crate::http::auth::ApiKey;
@@ -281,21 +282,27 @@ fn conversation<'a>(headers: &'a HeaderMap, inspected: &'a Inspected) -> Option<
 /// Phases 4–7.
 async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: DownstreamWriter) {
     let _in_flight = crate::metrics::get().map(crate::metrics::Metrics::in_flight);
-    // 4. admit, then 5. attempt loop with 6. respond inside each successful attempt
-    let ended = match admit(&state, &mut ctx, &mut writer).await {
-        Ok(()) => attempt_loop(&state, &mut ctx, &mut writer).await,
-        Err(refusal) => Ended::Refused {
-            refusal,
-            usage: TokenUsage::default(),
-        },
-    };
-    let outcome = match ended {
-        Ended::Answered(outcome) => outcome,
-        // 6. respond, with the final refusal
-        Ended::Refused { refusal, usage } => {
-            respond_refusal(&ctx, &mut writer, &refusal, usage).await
+    // Phases 4–6 in the request's span (the record phase's lines carry their own fields).
+    let span = request_span(&ctx);
+    let outcome = async {
+        // 4. admit, then 5. attempt loop with 6. respond inside each successful attempt
+        let ended = match admit(&state, &mut ctx, &mut writer).await {
+            Ok(()) => attempt_loop(&state, &mut ctx, &mut writer).await,
+            Err(refusal) => Ended::Refused {
+                refusal,
+                usage: TokenUsage::default(),
+            },
+        };
+        match ended {
+            Ended::Answered(outcome) => outcome,
+            // 6. respond, with the final refusal
+            Ended::Refused { refusal, usage } => {
+                respond_refusal(&ctx, &mut writer, &refusal, usage).await
+            }
         }
-    };
+    }
+    .instrument(span)
+    .await;
     ctx.key_slot = None;
     // 7. record
     if let Some(metrics) = crate::metrics::get() {
@@ -316,6 +323,20 @@ async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: Downst
         .write();
     }
     state.usage.record(usage_record(&mut ctx, &writer, outcome));
+}
+
+/// The request's span: its id and key's name from the start; the account and the attempt's
+/// number (1 = the first account) are recorded as each attempt begins. Target
+/// `subrelay::request`, so `log.level` can turn it off alone (`info,subrelay::request=off`).
+fn request_span(ctx: &RequestContext) -> tracing::Span {
+    tracing::info_span!(
+        target: "subrelay::request",
+        "request",
+        request_id = %ctx.id,
+        key = %ctx.key.name,
+        account = tracing::field::Empty,
+        attempt = tracing::field::Empty,
+    )
 }
 
 /// Takes the key's concurrency slot, waiting up to `gateway.queue_wait_timeout`.
@@ -413,6 +434,9 @@ async fn attempt_loop(
         };
         let account = Arc::clone(slot.account());
         tried.push(account.id);
+        let span = tracing::Span::current();
+        span.record("account", account.spec.name.as_str());
+        span.record("attempt", tried.len());
 
         let result = attempt::run(state, ctx, writer, &account).await;
         drop(slot);
