@@ -426,3 +426,91 @@ async fn a_request_span_carries_request_id_key_account_and_attempt() {
     assert_eq!(span["account"], "a", "{line}");
     assert_eq!(span["attempt"], 1, "{line}");
 }
+
+/// An OTLP/HTTP collector of the test's own: takes protobuf trace exports on `/v1/traces`.
+async fn otlp_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&spans);
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = std::sync::Arc::clone(&sink);
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).unwrap();
+                for resource in request.resource_spans {
+                    for scope in resource.scope_spans {
+                        sink.lock().unwrap().extend(scope.spans);
+                    }
+                }
+                // An empty ExportTraceServiceResponse.
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, spans)
+}
+
+/// The last value given to `key` among a span's attributes, as text.
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    span.attributes
+        .iter()
+        .rev()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|value| match value {
+            Any::StringValue(s) => s.clone(),
+            Any::IntValue(n) => n.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+// Multi-threaded: the collector must answer while the test thread waits for the exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_span_is_exported_over_otlp_with_its_attributes() {
+    let (collector, spans) = otlp_receiver().await;
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            status: Some(500),
+            ..Default::default()
+        }],
+    );
+    let yaml = config(&mock, &[apikey("a", "tok-a"), apikey("b", "tok-b")], "")
+        + &format!("telemetry:\n  otlp_endpoint: {collector}\n");
+    let mut gw = Gateway::start(&yaml);
+    let response = post(&gw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    gw.wait_for_usage(1).await;
+    // The exporter sends what it still holds when the process exits.
+    gw.sigterm();
+    assert!(gw.wait_exit().success());
+
+    let spans = spans.lock().unwrap();
+    let span = spans
+        .iter()
+        .find(|s| attribute(s, "request_id").as_deref() == Some(request_id.as_str()))
+        .unwrap_or_else(|| panic!("no span of {request_id} among {} exported", spans.len()));
+    assert_eq!(span.name, "request");
+    assert_eq!(attribute(span, "key").as_deref(), Some("tester"));
+    // It failed over: the span ends on the second account, second attempt.
+    assert_eq!(attribute(span, "account").as_deref(), Some("b"));
+    assert_eq!(attribute(span, "attempt").as_deref(), Some("2"));
+}

@@ -279,7 +279,8 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    crate::telemetry::init(&config.log);
+    // Held to the end of `serve`: dropping it exports the spans still queued.
+    let _telemetry = crate::telemetry::init(&config.log, &config.telemetry);
     // Single-threaded: the main runtime is worker 0 (src/server/workers.rs); `server.workers`
     // adds threads with runtimes of their own.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -29,6 +29,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
+    pub telemetry: TelemetryConfig,
     /// Every group a key or an account names, with the platform that serves it.
     pub groups: std::collections::BTreeMap<String, Platform>,
     pub accounts: Vec<AccountSpec>,
@@ -59,6 +60,13 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// After SIGTERM: readiness says 503 and the listener stays open this long.
     pub drain_delay: Duration,
+}
+
+/// Trace export.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP traces URL (`<telemetry.otlp_endpoint>/v1/traces`); `None`: off.
+    pub otlp_traces_url: Option<String>,
 }
 
 /// The Prometheus endpoint.

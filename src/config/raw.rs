@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub storage: RawStorage,
     pub admin: RawAdmin,
     pub metrics: RawMetrics,
+    pub telemetry: RawTelemetry,
     pub groups: Vec<RawGroup>,
     pub accounts: Vec<RawAccount>,
     pub api_keys: Vec<RawApiKey>,
@@ -128,6 +129,14 @@ impl Default for RawLog {
             access: true,
         }
     }
+}
+
+/// Trace export.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Base URL of an OTLP/HTTP collector; empty = off.
+    pub otlp_endpoint: String,
 }
 
 /// The Prometheus endpoint.

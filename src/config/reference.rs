@@ -293,6 +293,12 @@ pub const KEYS: &[KeyDoc] = &[
         description: "One access line per request, relayed or refused (401, 404, 413...), admin API and dashboard included, under the target `access` at level info: `request_id route method status key account model duration_ms bytes` (`key` is the key's name, never the key; `-` for what the request did not get to; no query strings). With `log.level: warn`, keep them with `warn,access=info`.",
     },
     KeyDoc {
+        path: "telemetry.otlp_endpoint",
+        default: "''",
+        allowed: "empty (off) or an http:// or https:// URL",
+        description: "Exports each request's span (request id, key name, account, attempt) to an OpenTelemetry collector over OTLP/HTTP (protobuf), posted to `<this URL>/v1/traces` in batches from a thread of its own; `http://127.0.0.1:4318` for a local collector. The standard `OTEL_EXPORTER_OTLP_TRACES_HEADERS` and `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` variables apply.",
+    },
+    KeyDoc {
         path: "metrics.listen",
         default: "''",
         allowed: "empty (off) or an IP address and port such as 127.0.0.1:9464",

@@ -543,3 +543,30 @@ fn metrics_listen_and_drain_delay_are_read_and_checked() {
         assert!(err.starts_with(wanted), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn telemetry_otlp_endpoint_is_off_by_default_and_checked() {
+    let defaults = load_text("", &MapEnv::default()).unwrap();
+    assert_eq!(defaults.telemetry.otlp_traces_url, None);
+    let config = load_text(
+        "telemetry:\n  otlp_endpoint: http://127.0.0.1:4318/\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.telemetry.otlp_traces_url.as_deref(),
+        Some("http://127.0.0.1:4318/v1/traces")
+    );
+    for given in ["127.0.0.1:4318", "ftp://collector", "http://"] {
+        let yaml = format!("telemetry:\n  otlp_endpoint: '{given}'\n");
+        let err = load_text(&yaml, &MapEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "telemetry.otlp_endpoint = {given:?}: must be empty (off) or an http:// or https:// URL"
+            )),
+            "{given}: {err}"
+        );
+    }
+}

@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::raw::{
     RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawMetrics, RawOAuth, RawPrice,
-    RawServer, RawStorage,
+    RawServer, RawStorage, RawTelemetry,
 };
 use super::reference::{self, KeyDoc};
 use super::{
     env_name, AdminConfig, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig,
     LogConfig, LogFormat, MetricsConfig, OAuthConfig, RawConfig, ServerConfig, StorageConfig,
+    TelemetryConfig,
 };
 use crate::domain::KeySpec;
 use crate::domain::{AccountCredential, AccountKind, AccountSpec, Platform};
@@ -27,6 +28,7 @@ pub(super) fn config(
     let log = log(&raw.log).map_err(|e| e.with_origin(&from_env))?;
     let oauth = oauth(&raw.oauth).map_err(|e| e.with_origin(&from_env))?;
     let metrics = metrics(&raw.metrics).map_err(|e| e.with_origin(&from_env))?;
+    let telemetry = telemetry(&raw.telemetry).map_err(|e| e.with_origin(&from_env))?;
     let mut storage = storage(&raw.storage).map_err(|e| e.with_origin(&from_env))?;
     if !from_env.contains(&"storage.data_dir") {
         if let Some(file) = &origin.file {
@@ -64,6 +66,7 @@ pub(super) fn config(
         storage,
         admin,
         metrics,
+        telemetry,
         accounts,
         api_keys,
         prices,
@@ -436,6 +439,27 @@ fn metrics(raw: &RawMetrics) -> Result<MetricsConfig, KeyError> {
             given: format!("{:?}", raw.listen),
         }),
     }
+}
+
+fn telemetry(raw: &RawTelemetry) -> Result<TelemetryConfig, KeyError> {
+    let base = raw.otlp_endpoint.trim_end_matches('/');
+    if base.is_empty() {
+        return Ok(TelemetryConfig {
+            otlp_traces_url: None,
+        });
+    }
+    let url = format!("{base}/v1/traces");
+    let ok = (base.starts_with("http://") || base.starts_with("https://"))
+        && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    if !ok {
+        return Err(KeyError {
+            key: key("telemetry.otlp_endpoint"),
+            given: format!("{:?}", raw.otlp_endpoint),
+        });
+    }
+    Ok(TelemetryConfig {
+        otlp_traces_url: Some(url),
+    })
 }
 
 fn log(raw: &RawLog) -> Result<LogConfig, KeyError> {

@@ -330,7 +330,7 @@ async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: Downst
 /// `subrelay::request`, so `log.level` can turn it off alone (`info,subrelay::request=off`).
 fn request_span(ctx: &RequestContext) -> tracing::Span {
     tracing::info_span!(
-        target: "subrelay::request",
+        target: crate::telemetry::REQUEST_SPAN_TARGET,
         "request",
         request_id = %ctx.id,
         key = %ctx.key.name,
