@@ -5,13 +5,28 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, LogFormat, TelemetryConfig};
 
 /// The span of a relayed request (`relay::request_span`), the only one exported.
 pub const REQUEST_SPAN_TARGET: &str = "subrelay::request";
+
+/// The log filter (`log.level`), replaced by a configuration reload.
+static LEVEL: std::sync::OnceLock<reload::Handle<EnvFilter, Registry>> = std::sync::OnceLock::new();
+
+/// Replaces the log filter with `level` (validated by the config's load). Fails when logging
+/// was not set up by [`init`] or the filter does not parse.
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    LEVEL
+        .get()
+        .ok_or_else(|| "logging is not set up".to_owned())?
+        .reload(filter)
+        .map_err(|e| e.to_string())
+}
 
 /// Keeps the trace exporter; dropping it sends the spans still queued (at exit).
 pub struct Telemetry {
@@ -59,6 +74,8 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Telemetry {
         }
         None => (None, None),
     };
+    let (filter, level) = reload::Layer::new(filter);
+    let _ = LEVEL.set(level);
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
         .with(export)

@@ -7,6 +7,7 @@
 mod env;
 mod raw;
 pub mod reference;
+pub mod reload;
 mod secret;
 mod validate;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use env::{env_name, Environment, MapEnv, ProcessEnv};
 pub use raw::RawConfig;
+pub use reload::{ReloadReply, ReloadReport, ReloadRequests};
 pub use secret::{Secret, SecretRef};
 
 use crate::domain::{AccountSpec, KeySpec, Platform};
@@ -77,7 +79,7 @@ pub struct MetricsConfig {
 }
 
 /// Gateway behaviour. `None` means "off" for the settings whose 0 switches them off.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
     pub response_header_timeout: Duration,
     pub stream_keepalive_interval: Option<Duration>,

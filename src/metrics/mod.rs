@@ -11,7 +11,6 @@
 //! Values only known at scrape time (account state, queue length, the process) are read when
 //! `/metrics` is asked for (`scrape.rs`, `process.rs`).
 
-mod attempt;
 mod labels;
 mod process;
 mod scrape;
@@ -27,9 +26,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::protocol::{Protocol, TokenUsage};
-use crate::relay::{Outcome, RequestContext};
 use labels::{AccountStateLabels, AttemptLabels, Interned, OutcomeLabels, RequestLabels};
-pub use scrape::serve;
+pub use scrape::{serve, PoolReading, ReadPool};
 
 /// The protocol label of a request no route took.
 pub const NO_PROTOCOL: &str = "none";
@@ -53,6 +51,7 @@ pub struct Metrics {
     usage_pending: Gauge,
     keepalive_bytes: Counter,
     token_refreshes: Family<OutcomeLabels, Counter>,
+    config_reloads: Family<OutcomeLabels, Counter>,
     store_errors: Counter,
     /// Group and account names as shared label values.
     names: Interned,
@@ -203,6 +202,15 @@ impl Metrics {
             "Sign-in token refreshes by outcome (ok, invalid_grant, error)",
             token_refreshes.clone(),
         );
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        for outcome in ["ok", "error"] {
+            let _ = config_reloads.get_or_create(&OutcomeLabels { outcome });
+        }
+        registry.register(
+            "subrelay_config_reloads",
+            "Configuration reloads (SIGHUP, subrelay reload) by outcome: ok, or error (the file was refused and the running configuration stayed)",
+            config_reloads.clone(),
+        );
         let store_errors = Counter::default();
         registry.register(
             "subrelay_store_errors",
@@ -229,6 +237,7 @@ impl Metrics {
             usage_pending,
             keepalive_bytes,
             token_refreshes,
+            config_reloads,
             store_errors,
             names: Interned::default(),
         }
@@ -260,33 +269,12 @@ impl Metrics {
         }
     }
 
-    /// A relayed request's end, from the `Outcome` the respond phase returned.
-    pub fn outcome(&self, ctx: &RequestContext, outcome: &Outcome) {
-        let ttft = outcome
-            .first_output_at
-            .map(|at| at.saturating_duration_since(ctx.started));
-        self.request(
-            Some(ctx.endpoint.protocol()),
-            ctx.endpoint.as_str(),
-            outcome.status.as_u16(),
-            &ctx.key.group,
-            ctx.started.elapsed(),
-            ttft,
-        );
-        self.tokens(&outcome.tokens);
-    }
-
     pub fn tokens(&self, tokens: &TokenUsage) {
         let [input, cached, output, reasoning] = &self.tokens;
         input.inc_by(tokens.input);
         cached.inc_by(tokens.cached_input);
         output.inc_by(tokens.output);
         reasoning.inc_by(tokens.reasoning);
-    }
-
-    /// A failed attempt on `account`.
-    pub fn attempt_failed(&self, account: &str, failure: &crate::relay::failure::AttemptFailure) {
-        self.attempt(account, attempt::outcome(failure));
     }
 
     /// One attempt on `account`: `outcome` is `ok` or what kind of failure it was.
@@ -320,6 +308,12 @@ impl Metrics {
 
     pub fn token_refresh(&self, outcome: &'static str) {
         self.token_refreshes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn config_reload(&self, outcome: &'static str) {
+        self.config_reloads
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

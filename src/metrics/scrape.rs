@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::labels::AccountStateLabels;
 use super::Metrics;
-use crate::state::AppState;
 
 /// The states `subrelay_account_state` shows; `busy` (all slots taken) counts as available.
 const STATES: [&str; 3] = ["available", "cooling", "disabled"];
@@ -19,8 +18,18 @@ const STATES: [&str; 3] = ["available", "cooling", "disabled"];
 /// accounts would be needed to reach it).
 const MAX_EXPOSITION: usize = 8 * 1024 * 1024;
 
+/// The pool as it is when scraped: requests waiting for a slot, and each account's name and state
+/// (`available`, `busy`, `cooling` or `disabled`, as the pool's account view says).
+pub struct PoolReading {
+    pub waiting: usize,
+    pub accounts: Vec<(String, String)>,
+}
+
+/// Reads the pool at scrape time (the server gives it; metrics knows nothing of the pool).
+pub type ReadPool = Box<dyn Fn() -> PoolReading + Send + Sync>;
+
 struct Scraper {
-    state: Arc<AppState>,
+    read_pool: ReadPool,
     metrics: &'static Metrics,
     /// One scrape at a time: the account-state family is rebuilt, then encoded.
     encoding: Mutex<()>,
@@ -29,12 +38,12 @@ struct Scraper {
 /// Serves `/metrics` on `listener` until `stop`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
+    read_pool: ReadPool,
     metrics: &'static Metrics,
     stop: CancellationToken,
 ) {
     let scraper = Arc::new(Scraper {
-        state,
+        read_pool,
         metrics,
         encoding: Mutex::new(()),
     });
@@ -86,16 +95,16 @@ impl Scraper {
     fn read_pool(&self) {
         let metrics = self.metrics;
         let i64_of = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        metrics.queue_waiting.set(i64_of(self.state.pool.waiting()));
+        let pool = (self.read_pool)();
+        metrics.queue_waiting.set(i64_of(pool.waiting));
         // Rebuilt whole, so an account the admin API removed disappears.
         metrics.account_state.clear();
-        for account in self.state.pool.accounts().iter() {
-            let view = account.view();
-            let current = match view.state.as_str() {
+        for (name, state) in &pool.accounts {
+            let current = match state.as_str() {
                 "busy" => "available",
                 other => other,
             };
-            let name = metrics.names.get(&view.name);
+            let name = metrics.names.get(name);
             for state in STATES {
                 metrics
                     .account_state

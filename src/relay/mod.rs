@@ -18,6 +18,7 @@
 //! away must not stop them: the upstream is still read to learn the usage.
 
 mod attempt;
+mod attempt_outcome;
 pub mod failure;
 mod outcome;
 mod respond;
@@ -208,7 +209,7 @@ pub async fn handle(
     }
 
     // 3. inspect
-    let body = match read_body(body, &parts.headers, state.gateway.max_body_size).await {
+    let body = match read_body(body, &parts.headers, state.gateway().max_body_size).await {
         Ok(body) => body,
         Err(error) => return refuse(error, Some(&key), None),
     };
@@ -242,14 +243,14 @@ pub async fn handle(
 
     // 4–7: admit, attempt loop, respond and record, in a task that outlives the answer's head.
     let (mode, keepalive) = if ctx.client_streams() {
-        (BodyMode::Sse, state.gateway.stream_keepalive_interval)
+        (BodyMode::Sse, state.gateway().stream_keepalive_interval)
     } else if endpoint == Endpoint::Compact {
         (
             BodyMode::Json,
-            state.gateway.compact_nonstream_keepalive_interval,
+            state.gateway().compact_nonstream_keepalive_interval,
         )
     } else {
-        (BodyMode::Json, state.gateway.nonstream_keepalive_interval)
+        (BodyMode::Json, state.gateway().nonstream_keepalive_interval)
     };
     let (writer, head) = DownstreamWriter::new(mode, keepalive, &ctx.id);
     // The request head's header values share hyper's read buffer; held until the answer's head,
@@ -306,7 +307,18 @@ async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: Downst
     ctx.key_slot = None;
     // 7. record
     if let Some(metrics) = crate::metrics::get() {
-        metrics.outcome(&ctx, &outcome);
+        let ttft = outcome
+            .first_output_at
+            .map(|at| at.saturating_duration_since(ctx.started));
+        metrics.request(
+            Some(ctx.endpoint.protocol()),
+            ctx.endpoint.as_str(),
+            outcome.status.as_u16(),
+            &ctx.key.group,
+            ctx.started.elapsed(),
+            ttft,
+        );
+        metrics.tokens(&outcome.tokens);
     }
     if state.access_log {
         crate::http::access::Access {
@@ -381,7 +393,7 @@ async fn attempt_loop(
     // The last usage a failed stream reported: recorded if no attempt answers.
     let mut usage = TokenUsage::default();
     loop {
-        if tried.len() > state.gateway.max_account_switches {
+        if tried.len() > state.gateway().max_account_switches {
             break;
         }
         let wanted = Wanted {
@@ -482,7 +494,7 @@ async fn attempt_loop(
                     outcome: failure.kind.as_str(),
                 });
                 if let Some(metrics) = crate::metrics::get() {
-                    metrics.attempt_failed(&account.spec.name, &failure);
+                    metrics.attempt(&account.spec.name, attempt_outcome::outcome(&failure));
                 }
                 // After output the stream was ended in-protocol: that was the client's answer.
                 if let Some(delivered) = failure.delivered {

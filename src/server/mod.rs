@@ -5,6 +5,7 @@ mod connections;
 mod files;
 mod hyper_errors;
 mod pool_policy;
+mod reload;
 mod watchdog;
 mod workers;
 
@@ -18,7 +19,7 @@ use crate::config::Config;
 use crate::http::auth::KeyDirectory;
 use crate::limits::Limits;
 use crate::pool::{AccountSource, Pool};
-use crate::runtime_state::RuntimeState;
+use crate::runtime_state::{Live, RuntimeState};
 use crate::state::AppState;
 use crate::store::accounts::StoreAccounts;
 use crate::store::data_dir::DataDir;
@@ -53,13 +54,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
     )
     .await?;
     // Spending limits seeded from what the store holds; the usage sink counts new spending.
-    let prices = Arc::new(config.prices.clone());
+    let prices = Arc::new(Live::new(config.prices.clone()));
     let limits = Arc::new(
         Limits::seeded(opened.month_spend, opened.day_spend).with_prices(Arc::clone(&prices)),
     );
     let sink = Arc::new(StoreUsageSink::new(
         data_dir.path(),
-        prices,
+        Arc::clone(&prices),
         Arc::clone(&limits) as Arc<dyn SpendMeter>,
         config.storage.usage_queue_capacity,
     )?);
@@ -102,12 +103,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot read API keys from the store: {e}"))?,
         crate::store::startup::groups(opened.store.as_ref()).await?,
     );
+    let (reload_requests, reload_queue) = crate::config::ReloadRequests::channel();
     let state = Arc::new(AppState {
-        gateway: config.gateway.clone(),
+        gateway_config: Live::new(config.gateway.clone()),
         oauth: config.oauth.clone(),
         pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,
         limits,
+        prices,
         store: Arc::clone(&opened.store),
         sealer: Arc::clone(&opened.sealer),
         usage: sink.clone(),
@@ -122,7 +125,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
             &runtime,
         ),
         dashboard_flows: crate::admin::dashboard::signin::Flows::new(&runtime),
-        config_origin: config.origin.clone(),
+        config_origin: Live::new(config.origin.clone()),
+        reload: reload_requests,
         runtime,
         clients: crate::http::client_addr::ClientLimits {
             trusted_proxies: config.server.trusted_proxies.clone(),
@@ -197,18 +201,39 @@ pub async fn serve(config: Config) -> Result<(), String> {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!("Prometheus metrics on http://{addr}/metrics");
         }
+        let pool_of = Arc::clone(&state);
+        let read_pool: crate::metrics::ReadPool = Box::new(move || crate::metrics::PoolReading {
+            waiting: pool_of.pool.waiting(),
+            accounts: pool_of
+                .pool
+                .accounts()
+                .iter()
+                .map(|account| {
+                    let view = account.view();
+                    (view.name, view.state)
+                })
+                .collect(),
+        });
         tokio::spawn(crate::metrics::serve(
             listener,
-            Arc::clone(&state),
+            read_pool,
             crate::metrics::install(),
             stop_accepting.clone(),
         ))
     });
+    let drain_delay = config.server.drain_delay;
+    let grace = config.server.shutdown_timeout;
+    // Installed before the server says it is ready: from then on SIGHUP reloads.
+    let reloader = tokio::spawn(reload::run(
+        Arc::clone(&state),
+        config,
+        reload::Hangup::install(),
+        reload_queue,
+    ));
     crate::http::ready::set_ready();
 
     stop_signal.await;
     crate::http::ready::set_draining();
-    let drain_delay = config.server.drain_delay;
     if !drain_delay.is_zero() {
         tracing::info!(
             "draining: /readyz answers 503; new requests are still served for {} s (server.drain_delay)",
@@ -216,7 +241,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
         );
         tokio::time::sleep(drain_delay).await;
     }
-    let grace = config.server.shutdown_timeout;
     tracing::info!(
         in_flight = state.tasks.len(),
         "shutting down: no new connections; waiting up to {} s for in-flight requests",
@@ -225,6 +249,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     stop_accepting.cancel();
     state.shutdown.cancel();
     let _ = refresher.await;
+    let _ = reloader.await;
     state.tasks.close();
     let drained = tokio::time::timeout(grace, async {
         let _ = server.await;

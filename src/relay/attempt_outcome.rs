@@ -4,7 +4,7 @@
 
 use http::StatusCode;
 
-use crate::relay::failure::{AttemptFailure, FailureKind};
+use super::failure::{AttemptFailure, FailureKind};
 
 /// Every value [`outcome`] can give, besides `ok`.
 #[cfg(test)]
