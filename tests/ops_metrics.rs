@@ -31,6 +31,7 @@ const SERIES: &[&str] = &[
     "subrelay_usage_pending",
     "subrelay_keepalive_bytes_total",
     "subrelay_token_refreshes_total",
+    "subrelay_config_reloads_total",
     "subrelay_store_errors_total",
     "subrelay_build_info",
     "process_cpu_seconds_total",

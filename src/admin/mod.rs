@@ -12,6 +12,7 @@ mod groups;
 mod keys;
 pub mod openapi;
 mod pool;
+mod reload;
 pub mod throttle;
 mod usage;
 
@@ -68,6 +69,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/api/keys/{name}/disable", post(keys::disable))
         .route("/admin/api/usage", get(usage::list))
         .route("/admin/api/usage/totals", get(usage::totals))
+        .route("/admin/api/reload", post(reload::reload))
         .merge(dashboard::routes())
 }
 

@@ -1,10 +1,11 @@
-//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `completions`,
+//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `reload`, `completions`,
 //! `--version`, `--help`.
 
 mod accounts;
 mod admin_client;
 mod completions;
 mod keys;
+mod reload;
 mod usage;
 
 use std::path::PathBuf;
@@ -86,6 +87,18 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         last: u32,
         /// Print the admin API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running server re-read its configuration file (as SIGHUP does): accounts, keys,
+    /// groups, prices, gateway.* and log.level change without a restart (needs admin.token).
+    Reload {
+        #[arg(long, short, env = "SUBRELAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// The server's address; by default server.host and server.port of the config.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the admin API's JSON instead of a summary.
         #[arg(long)]
         json: bool,
     },
@@ -235,6 +248,13 @@ pub fn run() -> ExitCode {
                 Some(KeysAction::Disable { name }) => keys::Action::Disable(name),
             };
             keys::run(&config, url, action)
+        }
+        Command::Reload { config, url, json } => {
+            let config = match load(config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            reload::run(&config, url, json)
         }
         Command::Usage {
             config,
