@@ -46,16 +46,13 @@ pub struct AppState {
     pub access_log: bool,
     /// Every relay task; shutdown closes it and waits for the in-flight ones to drain.
     pub tasks: TaskTracker,
-    /// Signed-in dashboard sessions.
-    pub dashboard_sessions: crate::admin::dashboard::Sessions,
-    /// Started OAuth sign-ins of accounts (PKCE verifier and state), by flow id.
-    pub dashboard_flows: crate::admin::dashboard::signin::Flows,
     /// Where the configuration came from (file, environment), for the Settings page; replaced
     /// by a configuration reload.
     pub config_origin: Live<ConfigOrigin>,
     /// Asks the server to re-read the configuration file (the admin API's reload).
     pub reload: crate::config::ReloadRequests,
-    /// Where runtime state lives (pool health and slots, sticky bindings, sessions, flows).
+    /// Where runtime state lives (pool health and slots, sticky bindings, the dashboard's
+    /// sessions and flows).
     pub runtime: RuntimeState,
     /// Body read time, trusted proxies, failed admin authentications.
     pub clients: crate::http::client_addr::ClientLimits,

@@ -37,7 +37,7 @@ impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
             if let Err(e) = provider.shutdown() {
-                eprintln!("subrelay: the last spans could not be exported: {e}");
+                tracing::warn!("the last spans could not be exported: {e}");
             }
         }
     }
@@ -61,18 +61,15 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Telemetry {
             .with_current_span(false)
             .boxed(),
     };
-    let (provider, export) = match telemetry.otlp_traces_url.as_deref().map(exporter) {
+    let (provider, export, failed) = match telemetry.otlp_traces_url.as_deref().map(exporter) {
         Some(Ok(provider)) => {
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("subrelay"))
                 .with_filter(Targets::new().with_target(REQUEST_SPAN_TARGET, tracing::Level::INFO));
-            (Some(provider), Some(layer))
+            (Some(provider), Some(layer), None)
         }
-        Some(Err(e)) => {
-            eprintln!("subrelay: spans are not exported (telemetry.otlp_endpoint): {e}");
-            (None, None)
-        }
-        None => (None, None),
+        Some(Err(e)) => (None, None, Some(e)),
+        None => (None, None, None),
     };
     let (filter, level) = reload::Layer::new(filter);
     let _ = LEVEL.set(level);
@@ -80,6 +77,9 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Telemetry {
         .with(fmt.with_filter(filter))
         .with(export)
         .try_init();
+    if let Some(e) = failed {
+        tracing::error!("spans are not exported (telemetry.otlp_endpoint): {e}");
+    }
     Telemetry { provider }
 }
 

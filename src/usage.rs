@@ -1,9 +1,8 @@
 //! Usage records: one per request that reached (or tried to reach) an upstream.
 //!
 //! The relay hands each record to a [`UsageSink`] off the request's critical path (after the
-//! answer is written). [`LogUsageSink`] only writes a structured log line under the `usage`
-//! target; the server uses `store::usage_writer::StoreUsageSink`, which prices the record, logs
-//! the same line (with the cost) and stores it.
+//! answer is written): `store::usage_writer::StoreUsageSink`, which prices the record, logs it
+//! ([`log_record`]) and stores it.
 
 use serde::Serialize;
 
@@ -50,15 +49,6 @@ pub trait UsageSink: Send + Sync {
     /// requests at admission instead of serving them unrecorded.
     fn accepting(&self) -> bool {
         true
-    }
-}
-
-/// Writes each record as one `usage` log line with the record as JSON in `record`.
-pub struct LogUsageSink;
-
-impl UsageSink for LogUsageSink {
-    fn record(&self, record: UsageRecord) {
-        log_record(&record, None);
     }
 }
 

@@ -14,6 +14,10 @@
 //! `SUBRELAY_UPDATE_SCREENSHOT=1` copies the screenshot to docs/overview.png (the README's).
 
 #![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+#![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "tests: a failed step should fail the test at once"

@@ -4,6 +4,10 @@
 //! It must get a 503 in its protocol's shape, and the account must not be cooled: once
 //! descriptors are free again, the same (only) account serves the next request.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
 #![cfg(target_os = "linux")]
 #![allow(
     clippy::unwrap_used,

@@ -4,6 +4,10 @@
 //! allowed the tests skip visibly (`skip_or_fail`: a failure in CI).
 
 #![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+#![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "tests: a failed step should fail the test at once"

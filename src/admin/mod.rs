@@ -13,7 +13,6 @@ mod keys;
 pub mod openapi;
 mod pool;
 mod reload;
-pub mod throttle;
 mod usage;
 
 use std::net::IpAddr;
@@ -32,10 +31,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::http::refusal::Refusal;
+use crate::http::throttle;
 use crate::state::AppState;
 use crate::store::{Source, StoreError};
 
-pub fn routes() -> Router<Arc<AppState>> {
+/// The admin API and the dashboard; `console` holds the dashboard's sessions and sign-in flows.
+pub fn routes(console: Arc<dashboard::Console>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/api/openapi.json", get(openapi::serve))
         .route(
@@ -71,6 +72,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/api/usage/totals", get(usage::totals))
         .route("/admin/api/reload", post(reload::reload))
         .merge(dashboard::routes())
+        .layer(axum::Extension(console))
 }
 
 /// Proof that the request carried the admin token, or (without an `Authorization` header) a
@@ -88,11 +90,10 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     ) -> Result<Self, Self::Rejection> {
         if !parts.headers.contains_key(http::header::AUTHORIZATION) {
             admin_on(state).map_err(IntoResponse::into_response)?;
-            if let Some(outcome) = dashboard::authorize_session(
-                &state.dashboard_sessions,
-                &parts.method,
-                &parts.headers,
-            ) {
+            let console = parts.extensions.get::<Arc<dashboard::Console>>().cloned();
+            if let Some(outcome) = console.and_then(|console| {
+                dashboard::authorize_session(&console.sessions, &parts.method, &parts.headers)
+            }) {
                 return outcome.map(|()| Admin).map_err(IntoResponse::into_response);
             }
         }

@@ -1,6 +1,13 @@
 //! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `reload`, `completions`,
 //! `--version`, `--help`.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "the CLI talks to a terminal and reads its files before (or without) a server"
+)]
+
 mod accounts;
 mod admin_client;
 mod completions;

@@ -121,10 +121,12 @@ pub struct OAuthConfig {
     pub anthropic_redirect_uri: String,
 }
 
+/// The built-in defaults, for tests (the running gateway's come from `validate::config`).
+#[cfg(test)]
 impl Default for OAuthConfig {
     fn default() -> Self {
-        validate::oauth(&raw::RawOAuth::default())
-            .unwrap_or_else(|_| unreachable!("the built-in defaults are valid"))
+        #[allow(clippy::expect_used, reason = "tests: the built-in defaults are valid")]
+        validate::oauth(&raw::RawOAuth::default()).expect("the built-in defaults are valid")
     }
 }
 
@@ -159,10 +161,12 @@ impl Default for AdminConfig {
     }
 }
 
+/// The built-in defaults, for tests (the running gateway's come from `validate::config`).
+#[cfg(test)]
 impl Default for GatewayConfig {
     fn default() -> Self {
-        validate::gateway(&raw::RawGateway::default())
-            .unwrap_or_else(|_| unreachable!("the built-in defaults are valid"))
+        #[allow(clippy::expect_used, reason = "tests: the built-in defaults are valid")]
+        validate::gateway(&raw::RawGateway::default()).expect("the built-in defaults are valid")
     }
 }
 
@@ -212,6 +216,10 @@ pub fn load(file: Option<&Path>, env: &dyn Environment) -> Result<Config, Config
     validate::config(raw, env, origin)
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the configuration is read at start-up, before any request"
+)]
 fn read_yaml(path: &Path) -> Result<serde_yaml::Value, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
@@ -294,7 +302,7 @@ fn explain_type_error(
         let given = get_path(tree, &path)
             .map(show_value)
             .unwrap_or_else(|| "?".to_owned());
-        return ConfigError(validate::out_of_range(key, &given, from_env));
+        return ConfigError(validate::out_of_range(key.path, &given, from_env));
     }
     let inner = err.inner().to_string();
     if path == "." || path.is_empty() {

@@ -4,6 +4,11 @@
 //! [`Secret`], the only type that holds the value. Neither prints its value: `Debug`, `Display`
 //! and `Serialize` show a redaction (or the reference, which names no secret).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "`file:` secrets are read while the configuration loads, before any request"
+)]
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize, Serializer};

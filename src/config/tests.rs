@@ -1,5 +1,10 @@
 //! Loading: defaults, file, environment, and the wording of every kind of refusal.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -569,4 +574,40 @@ fn telemetry_otlp_endpoint_is_off_by_default_and_checked() {
             "{given}: {err}"
         );
     }
+}
+
+/// Every key the validator names in a range error is in the reference table, so each error says
+/// what is allowed (a missing one would fall back to "out of range").
+#[test]
+fn every_key_the_validator_names_is_in_the_reference() {
+    let source = include_str!("validate.rs");
+    let mut named = Vec::new();
+    for piece in source.split('"').skip(1).step_by(2) {
+        let is_key = piece.split_once('.').is_some_and(|(section, rest)| {
+            ["server", "gateway", "storage", "admin", "log", "oauth"].contains(&section)
+                && !rest.is_empty()
+                && rest.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        });
+        if is_key {
+            named.push(piece);
+        }
+    }
+    assert!(named.len() > 10, "too few keys found: {named:?}");
+    let missing: Vec<_> = named
+        .iter()
+        .filter(|path| super::reference::find(path).is_none())
+        .collect();
+    assert!(missing.is_empty(), "not in the reference: {missing:?}");
+}
+
+/// A value the kept type cannot hold is refused with the reference's "must be", not a panic.
+#[test]
+fn out_of_range_names_what_is_allowed() {
+    let message = super::validate::out_of_range("server.port", "70000", &[]);
+    assert!(
+        message.starts_with("server.port = 70000: must be "),
+        "{message}"
+    );
+    let unknown = super::validate::out_of_range("server.nothing", "1", &[]);
+    assert_eq!(unknown, "server.nothing = 1: out of range");
 }

@@ -8,7 +8,7 @@ use super::raw::{
     RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawMetrics, RawOAuth, RawPrice,
     RawServer, RawStorage, RawTelemetry,
 };
-use super::reference::{self, KeyDoc};
+use super::reference;
 use super::{
     env_name, AdminConfig, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig,
     LogConfig, LogFormat, MetricsConfig, OAuthConfig, RawConfig, ServerConfig, StorageConfig,
@@ -46,7 +46,7 @@ pub(super) fn config(
         let text = secret.expose();
         if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ConfigError(out_of_range(
-                key("storage.encryption_key"),
+                "storage.encryption_key",
                 "<redacted>",
                 &from_env,
             )));
@@ -75,29 +75,32 @@ pub(super) fn config(
 }
 
 /// A range error of a reference key, before we know whether its value came from the environment.
+#[derive(Debug)]
 pub(super) struct KeyError {
-    key: &'static KeyDoc,
+    /// The key's path in the reference table ([`reference::KEYS`]).
+    path: &'static str,
     given: String,
 }
 
 impl KeyError {
     fn with_origin(self, from_env: &[&'static str]) -> ConfigError {
-        ConfigError(out_of_range(self.key, &self.given, from_env))
+        ConfigError(out_of_range(self.path, &self.given, from_env))
     }
 }
 
-/// "`gateway.x = 3: must be 0 (off) or 5–30 seconds`", naming the variable when it came from there.
-pub(super) fn out_of_range(key: &KeyDoc, given: &str, from_env: &[&'static str]) -> String {
-    let source = if from_env.contains(&key.path) {
-        format!(" (from environment variable {})", env_name(key.path))
+/// "`gateway.x = 3: must be 0 (off) or 5–30 seconds`", naming the variable when it came from
+/// there. What is allowed comes from the reference table (a test checks that every key this
+/// module names is in it; a key missing there would only lose the "must be" part).
+pub(super) fn out_of_range(path: &'static str, given: &str, from_env: &[&'static str]) -> String {
+    let source = if from_env.contains(&path) {
+        format!(" (from environment variable {})", env_name(path))
     } else {
         String::new()
     };
-    format!("{} = {given}{source}: must be {}", key.path, key.allowed)
-}
-
-fn key(path: &'static str) -> &'static KeyDoc {
-    reference::find(path).unwrap_or_else(|| unreachable!("{path} is in the reference table"))
+    match reference::find(path) {
+        Some(doc) => format!("{path} = {given}{source}: must be {}", doc.allowed),
+        None => format!("{path} = {given}{source}: out of range"),
+    }
 }
 
 fn check(path: &'static str, value: i64, ok: bool) -> Result<i64, KeyError> {
@@ -105,7 +108,7 @@ fn check(path: &'static str, value: i64, ok: bool) -> Result<i64, KeyError> {
         Ok(value)
     } else {
         Err(KeyError {
-            key: key(path),
+            path,
             given: value.to_string(),
         })
     }
@@ -113,6 +116,21 @@ fn check(path: &'static str, value: i64, ok: bool) -> Result<i64, KeyError> {
 
 fn in_range(path: &'static str, value: i64, lo: i64, hi: i64) -> Result<u64, KeyError> {
     check(path, value, (lo..=hi).contains(&value)).map(|v| v.unsigned_abs())
+}
+
+/// `value` in `lo..=hi`, as the type the setting is kept in (a value the type cannot hold is out
+/// of range as well).
+fn ranged<T: TryFrom<u64>>(
+    path: &'static str,
+    value: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<T, KeyError> {
+    let out = || KeyError {
+        path,
+        given: value.to_string(),
+    };
+    T::try_from(in_range(path, value, lo, hi)?).map_err(|_| out())
 }
 
 fn seconds(path: &'static str, value: i64, lo: i64, hi: i64) -> Result<Duration, KeyError> {
@@ -139,18 +157,17 @@ fn server(raw: &RawServer) -> Result<ServerConfig, KeyError> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
     if !host_ok {
         return Err(KeyError {
-            key: key("server.host"),
+            path: "server.host",
             given: format!("{:?}", raw.host),
         });
     }
     Ok(ServerConfig {
         host: raw.host.clone(),
-        port: u16::try_from(in_range("server.port", raw.port, 0, 65535)?)
-            .unwrap_or_else(|_| unreachable!("checked range")),
+        port: ranged::<u16>("server.port", raw.port, 0, 65535)?,
         shutdown_timeout: seconds("server.shutdown_timeout", raw.shutdown_timeout, 1, 3600)?,
-        workers: match in_range("server.workers", raw.workers, 0, 256)? {
+        workers: match ranged::<usize>("server.workers", raw.workers, 0, 256)? {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => usize::try_from(n).unwrap_or_else(|_| unreachable!("checked range")),
+            n => n,
         },
         header_read_timeout: seconds(
             "server.header_read_timeout",
@@ -160,14 +177,14 @@ fn server(raw: &RawServer) -> Result<ServerConfig, KeyError> {
         )?,
         idle_timeout: seconds("server.idle_timeout", raw.idle_timeout, 1, 86400)?,
         body_read_timeout: seconds("server.body_read_timeout", raw.body_read_timeout, 1, 3600)?,
-        max_connections: match in_range(
+        max_connections: match ranged::<usize>(
             "server.max_connections",
             raw.max_connections,
             0,
             1_000_000,
         )? {
             0 => None,
-            n => Some(usize::try_from(n).unwrap_or_else(|_| unreachable!("checked range"))),
+            n => Some(n),
         },
         trusted_proxies: trusted_proxies(raw.trusted_proxies.as_deref().unwrap_or_default())?,
         drain_delay: seconds("server.drain_delay", raw.drain_delay, 0, 300)?,
@@ -183,7 +200,7 @@ fn trusted_proxies(text: &str) -> Result<Vec<ipnet::IpNet>, KeyError> {
                 .or_else(|_| part.parse::<IpAddr>().map(ipnet::IpNet::from))
                 .map(|net| net.trunc())
                 .map_err(|_| KeyError {
-                    key: key("server.trusted_proxies"),
+                    path: "server.trusted_proxies",
                     given: format!("{text:?} ({part:?} is not an IP address or CIDR)"),
                 })
         })
@@ -295,7 +312,7 @@ pub(super) fn oauth(raw: &RawOAuth) -> Result<OAuthConfig, KeyError> {
             Ok(value.to_owned())
         } else {
             Err(KeyError {
-                key: key(path),
+                path,
                 given: format!("{value:?}"),
             })
         }
@@ -303,7 +320,7 @@ pub(super) fn oauth(raw: &RawOAuth) -> Result<OAuthConfig, KeyError> {
     let non_empty = |path: &'static str, value: &str| -> Result<String, KeyError> {
         if value.trim().is_empty() {
             Err(KeyError {
-                key: key(path),
+                path,
                 given: format!("{value:?}"),
             })
         } else {
@@ -329,7 +346,7 @@ pub(super) fn oauth(raw: &RawOAuth) -> Result<OAuthConfig, KeyError> {
 fn storage(raw: &RawStorage) -> Result<StorageConfig, KeyError> {
     if raw.data_dir.trim().is_empty() {
         return Err(KeyError {
-            key: key("storage.data_dir"),
+            path: "storage.data_dir",
             given: "\"\"".to_owned(),
         });
     }
@@ -417,7 +434,7 @@ fn admin(
         .map_err(|msg| ConfigError(format!("admin.token: {msg}")))?;
     if token.expose().chars().count() < 16 {
         return Err(ConfigError(out_of_range(
-            key("admin.token"),
+            "admin.token",
             "<redacted>",
             from_env,
         )));
@@ -435,7 +452,7 @@ fn metrics(raw: &RawMetrics) -> Result<MetricsConfig, KeyError> {
     match raw.listen.parse::<std::net::SocketAddr>() {
         Ok(addr) => Ok(MetricsConfig { listen: Some(addr) }),
         Err(_) => Err(KeyError {
-            key: key("metrics.listen"),
+            path: "metrics.listen",
             given: format!("{:?}", raw.listen),
         }),
     }
@@ -453,7 +470,7 @@ fn telemetry(raw: &RawTelemetry) -> Result<TelemetryConfig, KeyError> {
         && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
     if !ok {
         return Err(KeyError {
-            key: key("telemetry.otlp_endpoint"),
+            path: "telemetry.otlp_endpoint",
             given: format!("{:?}", raw.otlp_endpoint),
         });
     }
@@ -468,14 +485,14 @@ fn log(raw: &RawLog) -> Result<LogConfig, KeyError> {
         "json" => LogFormat::Json,
         other => {
             return Err(KeyError {
-                key: key("log.format"),
+                path: "log.format",
                 given: format!("{other:?}"),
             })
         }
     };
     if !is_log_filter(&raw.level) {
         return Err(KeyError {
-            key: key("log.level"),
+            path: "log.level",
             given: format!("{:?}", raw.level),
         });
     }

@@ -14,15 +14,11 @@
 //! (`/v1/models`, `/healthz`, `/`, the admin API and dashboard) go through [`layer`]; the
 //! fallbacks (404, 405) write theirs in their handler.
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
 use tokio::time::Instant;
-
-use crate::state::AppState;
 
 /// Longest unknown path written to the log (a path can be as long as the request line allows).
 pub const MAX_PATH_CHARS: usize = 200;
@@ -74,9 +70,13 @@ pub fn body_len(response: &Response) -> u64 {
     response.body().size_hint().exact().unwrap_or(0)
 }
 
+/// Whether the access log is on (`log.access`): the state of [`layer`].
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLogOn(pub bool);
+
 /// Middleware for the routes that do not log themselves.
-pub async fn layer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    if !state.access_log {
+pub async fn layer(State(on): State<AccessLogOn>, request: Request, next: Next) -> Response {
+    if !on.0 {
         return next.run(request).await;
     }
     let started = Instant::now();

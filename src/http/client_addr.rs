@@ -14,7 +14,7 @@ use ipnet::IpNet;
 /// to believe, and the failed admin authentications.
 pub struct ClientLimits {
     pub trusted_proxies: Vec<IpNet>,
-    pub admin_failures: crate::admin::throttle::Throttle,
+    pub admin_failures: crate::http::throttle::Throttle,
 }
 
 impl ClientLimits {

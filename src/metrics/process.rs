@@ -48,6 +48,10 @@ struct Sample {
 
 impl Sample {
     #[cfg(target_os = "linux")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "/proc reads at scrape time, on the scrape's blocking thread (scrape.rs)"
+    )]
     fn read() -> Option<Self> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

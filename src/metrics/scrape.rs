@@ -59,7 +59,11 @@ pub async fn serve(
 }
 
 async fn scrape(State(scraper): State<Arc<Scraper>>) -> Response {
-    match scraper.exposition() {
+    // Encoding reads /proc (process.rs): a blocking thread, off the runtime.
+    let encoded = tokio::task::spawn_blocking(move || scraper.exposition())
+        .await
+        .unwrap_or_else(|e| Err(format!("the scrape failed: {e}")));
+    match encoded {
         Ok(text) => (
             [(
                 http::header::CONTENT_TYPE,

@@ -11,7 +11,8 @@ use http::HeaderMap;
 
 /// A 429 that says nothing about when it ends.
 pub const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(60);
-/// A 401/403: the credential was refused; a person (or the refresh of a later issue) must act.
+/// A 401/403: the credential was refused; a person must act (a sign-in account is refreshed
+/// first: `store::tokens`).
 pub const AUTH_COOLDOWN: Duration = Duration::from_secs(10 * 60);
 /// A 402: billing or a deactivated workspace.
 pub const PAYMENT_COOLDOWN: Duration = Duration::from_secs(60 * 60);

@@ -4,7 +4,7 @@
 //! behind the interfaces of [`crate::runtime_state`], keyed by account name: each [`Account`]'s
 //! health (cooldown, disable reason, last use, last error, quota) is a record read and changed
 //! under a short lock never held across an `.await`, its concurrency slots are leases, its
-//! sign-in tokens ([`Credentials`]) a compare-and-set value with a single-flight refresh lock;
+//! sign-in tokens ([`credentials::Credentials`]) a compare-and-set value with a single-flight refresh lock;
 //! sticky bindings, the wait queue and the "look again" signal are the pool's. A selected account
 //! is held through an [`AccountSlot`], which gives its lease back when dropped — on success,
 //! error, client disconnect and panic alike — and wakes requests waiting in the queue.
@@ -33,9 +33,11 @@ use crate::domain::{AccountKind, AccountSpec, Platform};
 use crate::runtime_state::{Live, RuntimeState, Signal, WaitQueue};
 
 pub use account::{Account, AccountSlot, AccountView, Availability, LastingState};
-pub use cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
-pub use credentials::{Credentials, TokenState};
-pub use source::{AccountSource, ConfigAccounts};
+#[cfg(test)]
+use cooldown::CooldownReason;
+pub use cooldown::{AccountEffect, CooldownPolicy};
+pub use credentials::TokenState;
+pub use source::AccountSource;
 pub use sticky::{StickyKey, StickyTable};
 
 /// Index of an account in the pool; stable for the life of the process, and used only within

@@ -97,12 +97,4 @@ impl StickyTable {
             false
         })
     }
-
-    pub fn len(&self) -> usize {
-        self.bindings.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

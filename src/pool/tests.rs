@@ -1,5 +1,10 @@
 //! Selection order, sticky bindings, slots, the queue and cooldowns, under paused time.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+
 use std::time::Duration;
 
 use super::*;

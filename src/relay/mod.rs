@@ -682,6 +682,10 @@ fn new_request_id() -> String {
 
 #[cfg(test)]
 mod id_tests {
+    #![allow(
+        clippy::disallowed_methods,
+        reason = "tests may block and spawn freely"
+    )]
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     #[test]

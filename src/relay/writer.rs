@@ -111,6 +111,7 @@ impl DownstreamWriter {
         self.client_gone
     }
 
+    #[cfg(test)]
     pub fn keepalives_sent(&self) -> u32 {
         self.keepalives_sent
     }

@@ -67,6 +67,12 @@ pub trait Leases {
 /// One held slot. Dropping it releases the slot and signals that a slot was freed.
 pub trait LeaseHandle {
     /// Pushes the expiry one lease time forward (a long stream keeps its slot).
+    #[allow(
+        dead_code,
+        reason = "the seam for expiring (shared) leases: the local sets are built without a \
+                  lease time, so nothing renews yet; the Redis backend (issue 17) needs the \
+                  relay to renew while a stream lasts"
+    )]
     fn renew(&self);
 }
 
@@ -86,10 +92,8 @@ pub trait Expiring<K, V> {
     fn take(&self, key: &K) -> Option<V>;
     fn remove(&self, key: &K);
     /// Values held (live or not yet swept).
+    #[cfg(test)]
     fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A value whose generation moves only by compare-and-set.
@@ -309,6 +313,7 @@ impl<K: Eq + Hash + Clone, V> Expiring<K, V> for ExpiringMap<K, V> {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         match self {
             ExpiringMap::Local(map) => map.len(),

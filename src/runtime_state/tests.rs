@@ -1,5 +1,10 @@
 //! The local backend, under paused time.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -30,6 +30,12 @@ pub use pool_policy::pool_policy;
 
 /// Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests for up to
 /// `server.shutdown_timeout`. Errors are start-up failures, worded for the operator.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the server's own long-lived tasks (acceptor, refresher, usage writer, state keeper, \
+              metrics listener, reloader) are joined at shutdown below; request tasks go on \
+              state.tasks"
+)]
 pub async fn serve(config: Config) -> Result<(), String> {
     // Listen first: a start that cannot get its port (in use) stops before the data directory is
     // created or locked. Connections wait in the backlog until the accept loop runs.
@@ -120,11 +126,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
         access_log: config.log.access,
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
-        dashboard_sessions: crate::admin::dashboard::Sessions::with_state(
-            config.admin.session_ttl,
-            &runtime,
-        ),
-        dashboard_flows: crate::admin::dashboard::signin::Flows::new(&runtime),
         config_origin: Live::new(config.origin.clone()),
         reload: reload_requests,
         runtime,
@@ -154,7 +155,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let stop_accepting = CancellationToken::new();
     // One router for all connections and workers: each connection gets a clone (shared
     // routes), it is never rebuilt.
-    let app = crate::http::app(Arc::clone(&state));
+    let console = crate::admin::dashboard::Console::new(config.admin.session_ttl, &state.runtime);
+    let app = crate::routes::app(Arc::clone(&state), Arc::new(console));
     let mut extra_workers = Vec::with_capacity(others.len());
     for (i, listener) in others.into_iter().enumerate() {
         extra_workers.push(workers::spawn(
@@ -230,10 +232,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
         reload::Hangup::install(),
         reload_queue,
     ));
-    crate::http::ready::set_ready();
+    crate::routes::ready::set_ready();
 
     stop_signal.await;
-    crate::http::ready::set_draining();
+    crate::routes::ready::set_draining();
     if !drain_delay.is_zero() {
         tracing::info!(
             "draining: /readyz answers 503; new requests are still served for {} s (server.drain_delay)",

@@ -245,6 +245,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::disallowed_methods,
+        reason = "tests may block and spawn freely"
+    )]
     use super::*;
 
     const HEADER: Duration = Duration::from_secs(30);

@@ -4,6 +4,11 @@
 //! content, never half of one. Also the shape of the sign-in tokens a refresh issued, which the
 //! store keeps sealed.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the data directory is opened, locked and checked at start-up, before any request"
+)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -203,12 +203,12 @@ pub enum TotalsBy {
     Key,
 }
 
-/// The persistence interface. Every backend keeps its own SQL and migrations; callers see only
-/// these operations. Writes of a row that already exists fail with [`StoreError::Conflict`],
-/// except usage, whose inserts are idempotent by request id.
 /// An account's name and its sealed sign-in tokens.
 pub type SealedTokens = (String, Vec<u8>);
 
+/// The persistence interface. Every backend keeps its own SQL and migrations; callers see only
+/// these operations. Writes of a row that already exists fail with [`StoreError::Conflict`],
+/// except usage, whose inserts are idempotent by request id.
 pub trait Store: Send + Sync {
     // === meta ===
     fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>>;

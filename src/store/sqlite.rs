@@ -24,7 +24,6 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `dir/subrelay.db` and applies the migrations.
     /// Reads one `meta` value through a read-only connection, without creating, migrating or
     /// checkpointing anything: a start that is about to be refused must leave the file as it was.
     /// `None` when there is no store yet.
@@ -55,6 +54,11 @@ impl SqliteStore {
         }
     }
 
+    /// Opens (creating if needed) `dir/subrelay.db` and applies the migrations.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the store is opened at start-up, before any request"
+    )]
     pub async fn open(dir: &Path) -> Result<Self, String> {
         let path = dir.join(FILE_NAME);
         // Created owner-only before SQLite opens it: SQLite gives the `-wal` and `-shm` files it

@@ -16,6 +16,11 @@
 //! client asked for. When a case has a `"request"`, the answer parts go through
 //! `stream_for`/`json_for` with it.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;

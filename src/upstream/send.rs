@@ -224,6 +224,10 @@ fn direct_client() -> Result<DirectClient, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::disallowed_methods,
+        reason = "tests may block and spawn freely"
+    )]
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use tokio::io::AsyncReadExt;

@@ -2,6 +2,10 @@
 //! a restart finds it again), the admin token, and admin API calls.
 
 #![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+#![allow(
     dead_code,
     reason = "each test binary uses a different part of these helpers"
 )]

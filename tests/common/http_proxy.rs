@@ -9,6 +9,11 @@
 //! `upstream.invalid` can only be reached through the proxy, so a request that arrives proves
 //! the way it took.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 

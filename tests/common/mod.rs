@@ -185,6 +185,10 @@ impl Gateway {
     }
 
     /// Rewrites the config file through `edit` (the gateway reads it again only on a reload).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test's own small file, between requests"
+    )]
     pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
         let text = std::fs::read_to_string(self.config_path()).unwrap();
         std::fs::write(self.config_path(), edit(text)).unwrap();

@@ -1,6 +1,11 @@
 //! A real nginx in front of the gateway, started per test on a free port with its own config:
 //! default `proxy_buffering` (on), upstream HTTP/1.1, and a short `proxy_read_timeout`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

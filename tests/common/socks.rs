@@ -2,6 +2,11 @@
 //! carried, to prove an account's traffic went through its own proxy. Hosts under `.invalid` are
 //! connected to 127.0.0.1 (see `http_proxy::route`).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,11 @@
 //! Token endpoints: rotation, `invalid_grant` on reuse or revocation, grant and body rules, the
 //! answer delay, and counting apart from API calls.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,11 @@
 //! Scripted behaviour and bookkeeping: per-credential steps, model-name fallback, statuses with
 //! headers, delays, cuts, hangs, counts and records.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+
 mod support;
 
 use std::time::{Duration, Instant};

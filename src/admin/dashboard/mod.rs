@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -54,6 +55,24 @@ struct Session {
 pub struct Sessions {
     map: ExpiringMap<[u8; 32], Session>,
     ttl: Duration,
+}
+
+/// The dashboard's own runtime state: signed-in sessions and started account sign-ins. It sits
+/// above `AppState` (which knows nothing of the dashboard) and reaches the handlers as a request
+/// extension that [`super::routes`] adds.
+pub struct Console {
+    pub sessions: Sessions,
+    pub flows: signin::Flows,
+}
+
+impl Console {
+    /// Sessions lasting `session_ttl` and sign-in flows, both kept in `runtime`.
+    pub fn new(session_ttl: Duration, runtime: &RuntimeState) -> Self {
+        Self {
+            sessions: Sessions::with_state(session_ttl, runtime),
+            flows: signin::Flows::new(runtime),
+        }
+    }
 }
 
 impl Default for Sessions {
@@ -242,21 +261,29 @@ fn sign_in_redirect() -> Response {
     Redirect::to("/admin/login").into_response()
 }
 
-async fn shell(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+async fn shell(
+    State(state): State<Arc<AppState>>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = admin_on(&state) {
         return e.into_response();
     }
-    match state.dashboard_sessions.live(&headers) {
+    match console.sessions.live(&headers) {
         Some(csrf) => page(SHELL_HTML.replace("{{csrf}}", &csrf)),
         None => sign_in_redirect(),
     }
 }
 
-async fn app_js(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+async fn app_js(
+    State(state): State<Arc<AppState>>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = admin_on(&state) {
         return e.into_response();
     }
-    if state.dashboard_sessions.live(&headers).is_none() {
+    if console.sessions.live(&headers).is_none() {
         return (StatusCode::UNAUTHORIZED, "sign in first\n").into_response();
     }
     asset("text/javascript; charset=utf-8", APP_JS)
@@ -283,11 +310,15 @@ async fn favicon(State(state): State<Arc<AppState>>) -> Response {
     asset("image/svg+xml", FAVICON_SVG)
 }
 
-async fn login_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+async fn login_page(
+    State(state): State<Arc<AppState>>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = admin_on(&state) {
         return e.into_response();
     }
-    if state.dashboard_sessions.live(&headers).is_some() {
+    if console.sessions.live(&headers).is_some() {
         return Redirect::to("/admin/").into_response();
     }
     page(LOGIN_HTML.to_owned())
@@ -301,6 +332,7 @@ struct SignIn {
 
 async fn login(
     State(state): State<Arc<AppState>>,
+    Extension(console): Extension<Arc<Console>>,
     extensions: http::Extensions,
     headers: HeaderMap,
     AdminJson(form): AdminJson<SignIn>,
@@ -316,20 +348,20 @@ async fn login(
     };
     let client = state.clients.client_of(&extensions, &headers);
     let throttle = &state.clients.admin_failures;
-    if let Err(e) = super::throttle::gate(throttle, client) {
+    if let Err(e) = crate::http::throttle::gate(throttle, client) {
         return e.into_response();
     }
     let same =
         Sha256::digest(form.token.as_bytes()).ct_eq(&Sha256::digest(expected.expose().as_bytes()));
     if !bool::from(same) {
-        super::throttle::record_failure(throttle, client, "dashboard sign-in");
+        crate::http::throttle::record_failure(throttle, client, "dashboard sign-in");
         return Refusal::WrongAdminToken.into_response();
     }
     throttle.succeeded(client);
-    let id = state.dashboard_sessions.open();
+    let id = console.sessions.open();
     let cookie = format!(
         "{COOKIE_NAME}={id}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        state.dashboard_sessions.ttl.as_secs(),
+        console.sessions.ttl.as_secs(),
         if secure(&headers) { "; Secure" } else { "" }
     );
     tracing::info!("dashboard: signed in");
@@ -344,20 +376,24 @@ fn with_cookie(status: StatusCode, cookie: &str) -> Response {
     response
 }
 
-async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = admin_on(&state) {
         return e.into_response();
     }
     let Some(id) = session_id(&headers) else {
         return sign_in_redirect();
     };
-    let Some(csrf) = state.dashboard_sessions.live(&headers) else {
+    let Some(csrf) = console.sessions.live(&headers) else {
         return sign_in_redirect();
     };
     if let Err(e) = check_csrf(&csrf, &headers) {
         return e.into_response();
     }
-    state.dashboard_sessions.close(&id);
+    console.sessions.close(&id);
     let cookie = format!(
         "{COOKIE_NAME}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0{}",
         if secure(&headers) { "; Secure" } else { "" }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -199,6 +199,7 @@ pub struct FinishSignIn {
 pub async fn start(
     _: Admin,
     State(state): State<Arc<AppState>>,
+    Extension(console): Extension<Arc<super::Console>>,
     AdminJson(body): AdminJson<StartSignIn>,
 ) -> Response {
     let oauth = &state.oauth;
@@ -232,7 +233,7 @@ pub async fn start(
     } else {
         url.push_str("&code=true");
     }
-    state.dashboard_flows.start(
+    console.flows.start(
         &flow,
         Flow {
             platform: body.platform,
@@ -368,13 +369,14 @@ async fn exchange(state: &AppState, flow: &Flow, code: &str) -> Result<Tokens, R
 pub async fn finish(
     admin: Admin,
     State(state): State<Arc<AppState>>,
+    Extension(console): Extension<Arc<super::Console>>,
     AdminJson(body): AdminJson<FinishSignIn>,
 ) -> Response {
     if let Err(e) = super::super::check_name("account", &body.name) {
         return e.into_response();
     }
     // A flow is spent by its first attempt, whatever the outcome.
-    let Some(flow) = state.dashboard_flows.take(&body.flow) else {
+    let Some(flow) = console.flows.take(&body.flow) else {
         return bad_request("flow: unknown, used or expired; start the sign-in again")
             .into_response();
     };

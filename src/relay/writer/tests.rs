@@ -1,6 +1,11 @@
 //! The downstream writer under paused time: when keepalives go out, what the client sees in
 //! each state, and that nothing is written after the end or to a client that left.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+
 use std::time::Duration;
 
 use bytes::Bytes;
