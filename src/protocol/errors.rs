@@ -63,3 +63,28 @@ pub fn anthropic_error_body(status: StatusCode, message: &str) -> Bytes {
     });
     Bytes::from(body.to_string())
 }
+
+/// Error codes that no cooldown heals: the account is disabled with the reason instead. The
+/// code is OpenAI's `error.code`, or `detail.code` as the ChatGPT (Codex) backend writes it
+/// (`{"detail":{"code":"deactivated_workspace"}}` with a 402).
+pub fn permanent_failure(body: &[u8]) -> Option<&'static str> {
+    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let code = body
+        .pointer("/error/code")
+        .and_then(serde_json::Value::as_str)
+        .or_else(|| body.pointer("/detail/code")?.as_str())?;
+    match code {
+        "invalid_api_key" => Some("the upstream refused the API key (invalid_api_key)"),
+        "token_revoked" => Some("the upstream says the token was revoked (token_revoked)"),
+        "account_deactivated" | "user_deactivated" => Some("the upstream account is deactivated"),
+        "deactivated_workspace" | "organization_deactivated" => {
+            Some("the upstream workspace or organisation is deactivated")
+        }
+        _ => None,
+    }
+}
+
+/// Whether an upstream body is one JSON value (what may be passed to the client as JSON).
+pub fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}

@@ -109,7 +109,10 @@ impl AttemptFailure {
         platform: Platform,
     ) -> Self {
         let now = SystemTime::now();
-        let effect = match (status.as_u16(), permanent_failure(&body)) {
+        let effect = match (
+            status.as_u16(),
+            crate::protocol::errors::permanent_failure(&body),
+        ) {
             (401..=403, Some(reason)) => AccountEffect::Disable(reason),
             (s, _) => match s {
                 401 | 403 => AccountEffect::AuthFailed,
@@ -259,31 +262,6 @@ impl AttemptFailure {
     }
 }
 
-/// Error codes that no cooldown heals: the account is disabled with the reason instead. The
-/// code is OpenAI's `error.code`, or `detail.code` as the ChatGPT (Codex) backend writes it
-/// (`{"detail":{"code":"deactivated_workspace"}}` with a 402).
-fn permanent_failure(body: &[u8]) -> Option<&'static str> {
-    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let code = body
-        .pointer("/error/code")
-        .and_then(serde_json::Value::as_str)
-        .or_else(|| body.pointer("/detail/code")?.as_str())?;
-    match code {
-        "invalid_api_key" => Some("the upstream refused the API key (invalid_api_key)"),
-        "token_revoked" => Some("the upstream says the token was revoked (token_revoked)"),
-        "account_deactivated" | "user_deactivated" => Some("the upstream account is deactivated"),
-        "deactivated_workspace" | "organization_deactivated" => {
-            Some("the upstream workspace or organisation is deactivated")
-        }
-        _ => None,
-    }
-}
-
-/// Whether an upstream body is one JSON value (what may be passed to the client as JSON).
-fn is_json(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-}
-
 /// The first bytes of an error body, on one line, for the log.
 fn summary(body: &Bytes) -> String {
     if body.is_empty() {
@@ -332,7 +310,7 @@ pub fn refusal(failure: &AttemptFailure, tried: usize, request_id: &str) -> Refu
     };
     let mut passthrough = None;
     if let Some((status, body)) = &failure.passthrough {
-        if is_json(body) {
+        if crate::protocol::errors::is_json(body) {
             passthrough = Some((*status, body.clone()));
         } else {
             why = UpstreamWhy::NotJson {
