@@ -179,8 +179,9 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
     Ok(report)
 }
 
-/// The pool takes the store's accounts: new or changed ones are (re)built, removed ones leave
-/// selection, unchanged ones keep their health, slots and tokens. Whether anything changed.
+/// The pool takes the store's accounts: new or changed ones are (re)built (sign-in accounts with
+/// the tokens saved since, as at start), removed ones leave selection, unchanged ones keep their
+/// health, slots and tokens. Whether anything changed.
 async fn accounts(state: &AppState) -> Result<bool, String> {
     let source = StoreAccounts {
         store: Arc::clone(&state.store),
@@ -192,6 +193,7 @@ async fn accounts(state: &AppState) -> Result<bool, String> {
         .map_err(|e| format!("cannot load accounts: {e}"))?;
     let current = state.pool.accounts();
     let mut changed = false;
+    let mut rebuilt = Vec::new();
     for account in current.iter() {
         if !stored.iter().any(|spec| spec.name == account.spec.name) {
             state.pool.remove(&account.spec.name);
@@ -208,7 +210,11 @@ async fn accounts(state: &AppState) -> Result<bool, String> {
             .map_err(|e| format!("cannot build the HTTP client of account {name}: {e}"))?;
         state.pool.upsert(spec, client)?;
         tracing::info!(account = %name, "account added or changed by the configuration reload");
+        rebuilt.push(name);
         changed = true;
+    }
+    if !rebuilt.is_empty() {
+        crate::store::tokens::restore_only(state.tokens(), &state.pool, Some(&rebuilt)).await?;
     }
     Ok(changed)
 }
