@@ -229,6 +229,9 @@ def render(results, info, problems):
       f"Commit {info['commit']}; {info['nginx']}; {info['wrk']}. "
       f"{info['rounds']} round(s) per scenario, {info['duration_s']} s per load run, "
       f"{info.get('wall_s', '?')} s in all.")
+    if info.get("metrics"):
+        w("")
+        w("subrelay ran with metrics on (`--metrics`: `metrics.listen` set, scraped every 5 s).")
     w("")
 
     w("### Requests (scenarios 1–4)")

@@ -12,6 +12,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -135,6 +136,12 @@ def api_keys(count=N_API_KEYS):
     return [f"sk-bench-{i:04d}-{salt}" for i in range(count)]
 
 
+# `bench/run --metrics`: subrelay serves Prometheus metrics, scraped every SCRAPE_EVERY seconds
+# while it runs (as a Prometheus would), so CPU per request can be compared with metrics off.
+METRICS = False
+SCRAPE_EVERY = 5
+
+
 def subrelay_config(mock_port, keys, data_dir, ca_file=None):
     """A realistic configuration: 1,000 keys, 20 accounts, log level info, a usage record per
     request in the store (the usage log line is at debug: off at info), the default keepalive
@@ -167,7 +174,27 @@ def subrelay_config(mock_port, keys, data_dir, ca_file=None):
     lines.append("api_keys:")
     for i, key in enumerate(keys):
         lines.append(f"  - {{name: user-{i:04d}, key: {key}}}")
+    if METRICS:
+        lines += ["metrics:", f"  listen: 127.0.0.1:{free_port()}"]
     return "\n".join(lines) + "\n"
+
+
+def scrape_metrics(relay_log, stop):
+    """Scrapes subrelay's /metrics every SCRAPE_EVERY seconds until `stop` is set."""
+    import urllib.request
+    found = None
+    while found is None:
+        # The line follows the "listening on" one by a moment.
+        found = re.search(r"Prometheus metrics on (http://[0-9.:]+/metrics)",
+                          relay_log.read_text())
+        if found is None and stop.wait(0.1):
+            return
+    while not stop.wait(SCRAPE_EVERY):
+        try:
+            with urllib.request.urlopen(found.group(1), timeout=5) as answer:
+                answer.read()
+        except OSError:
+            pass
 
 
 def nginx_config(tmp, port, mock_port, fd_limit, ca_file=None):
@@ -281,12 +308,18 @@ class Stack:
                                   relay.proc, "subrelay")
             relay.port = int(found.group(1))
             wait_for_port(relay.port, relay.proc, "subrelay", relay_log)
+            if METRICS:
+                self.scraping = threading.Event()
+                threading.Thread(target=scrape_metrics, args=(relay_log, self.scraping),
+                                 daemon=True).start()
         except Exception:
             self.stop()
             raise
         return self
 
     def stop(self):
+        if getattr(self, "scraping", None) is not None:
+            self.scraping.set()
         for name in ("subrelay", "nginx", "mock"):
             proc = self.procs.get(name)
             if proc is not None:

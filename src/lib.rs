@@ -15,6 +15,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub(crate) mod limits;
+pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod pricing;
 pub mod protocol;

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::http::auth::ApiKey;
 use crate::http::refusal::{Refusal, SpendPeriod};
-use crate::runtime_state::{KeyWindows, RuntimeState, Windows};
+use crate::runtime_state::{KeyWindows, Live, RuntimeState, Windows};
 use crate::store::now_ms;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -24,7 +24,7 @@ pub struct Limits {
     windows: KeyWindows,
     /// To refuse a model without a price to a key with a spending limit: its requests would cost
     /// 0 and never reach the limit.
-    prices: std::sync::Arc<crate::pricing::PriceTable>,
+    prices: std::sync::Arc<Live<crate::pricing::PriceTable>>,
 }
 
 impl Default for Limits {
@@ -60,8 +60,9 @@ impl Limits {
         }
     }
 
-    /// The price table spending is counted with (the shipped prices and the config's `prices:`).
-    pub fn with_prices(mut self, prices: std::sync::Arc<crate::pricing::PriceTable>) -> Self {
+    /// The price table spending is counted with (the shipped prices and the config's `prices:`),
+    /// replaced by a configuration reload.
+    pub fn with_prices(mut self, prices: std::sync::Arc<Live<crate::pricing::PriceTable>>) -> Self {
         self.prices = prices;
         self
     }
@@ -88,7 +89,7 @@ impl Limits {
         }
         let spend_limited =
             limits.daily_spend_limit.is_some() || limits.monthly_spend_limit.is_some();
-        if spend_limited && self.prices.price(model).is_none() {
+        if spend_limited && self.prices.get().price(model).is_none() {
             return Err(Refusal::ModelUnpriced {
                 model: model.to_owned(),
             });

@@ -57,7 +57,7 @@ const DEFAULTS: &[(&str, f64, f64, f64, f64)] = &[
     ("claude-3-5-haiku", 0.8, 0.08, 4.0, 1.0),
 ];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PriceTable {
     prices: BTreeMap<String, Price>,
 }

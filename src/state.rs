@@ -11,7 +11,8 @@ use crate::domain::Secret;
 use crate::http::auth::KeyDirectory;
 use crate::limits::Limits;
 use crate::pool::Pool;
-use crate::runtime_state::RuntimeState;
+use crate::pricing::PriceTable;
+use crate::runtime_state::{Live, RuntimeState};
 use crate::store::account_state::StateKeeper;
 use crate::store::crypto::Sealer;
 use crate::store::data_dir::DataDir;
@@ -21,13 +22,17 @@ use crate::upstream::session::SessionIds;
 use crate::usage::UsageSink;
 
 pub struct AppState {
-    pub gateway: GatewayConfig,
+    /// `gateway.*`, replaced by a configuration reload: read it through [`AppState::gateway`].
+    pub gateway_config: Live<GatewayConfig>,
     pub oauth: OAuthConfig,
     pub pool: Pool,
     /// Every API key (config and admin-created); updated in place by the admin API.
     pub keys: KeyDirectory,
     /// Per-key rpm and spending limits, checked after inspect.
     pub limits: Arc<Limits>,
+    /// The shipped prices with the config's `prices:` (shared with the limits and the usage
+    /// sink), replaced by a configuration reload.
+    pub prices: Arc<Live<PriceTable>>,
     /// Groups, keys, accounts and usage that outlive a restart.
     pub store: Arc<dyn Store>,
     /// Seals account credentials before they reach the store.
@@ -41,8 +46,11 @@ pub struct AppState {
     pub access_log: bool,
     /// Every relay task; shutdown closes it and waits for the in-flight ones to drain.
     pub tasks: TaskTracker,
-    /// Where the configuration came from (file, environment), for the Settings page.
-    pub config_origin: ConfigOrigin,
+    /// Where the configuration came from (file, environment), for the Settings page; replaced
+    /// by a configuration reload.
+    pub config_origin: Live<ConfigOrigin>,
+    /// Asks the server to re-read the configuration file (the admin API's reload).
+    pub reload: crate::config::ReloadRequests,
     /// Where runtime state lives (pool health and slots, sticky bindings, the dashboard's
     /// sessions and flows).
     pub runtime: RuntimeState,
@@ -53,6 +61,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// `gateway.*` now; a request keeps what it read.
+    pub fn gateway(&self) -> Arc<GatewayConfig> {
+        self.gateway_config.get()
+    }
+
     /// What keeping the accounts' state across restarts needs (`store::account_state`).
     pub fn account_state(&self) -> StateKeeper<'_> {
         StateKeeper {

@@ -12,6 +12,7 @@ mod groups;
 mod keys;
 pub mod openapi;
 mod pool;
+mod reload;
 mod usage;
 
 use std::net::IpAddr;
@@ -69,6 +70,7 @@ pub fn routes(console: Arc<dashboard::Console>) -> Router<Arc<AppState>> {
         .route("/admin/api/keys/{name}/disable", post(keys::disable))
         .route("/admin/api/usage", get(usage::list))
         .route("/admin/api/usage/totals", get(usage::totals))
+        .route("/admin/api/reload", post(reload::reload))
         .merge(dashboard::routes())
         .layer(axum::Extension(console))
 }
@@ -224,6 +226,9 @@ pub fn store_error(error: StoreError) -> Refusal {
         StoreError::NotFound(name) => Refusal::StoreNotFound(name),
         StoreError::Conflict(what) => conflict(format!("already exists ({what})")),
         StoreError::Database(e) => {
+            if let Some(metrics) = crate::metrics::get() {
+                metrics.store_error();
+            }
             tracing::error!("admin API: store error: {e}");
             Refusal::StoreUnavailable
         }

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dashboard::{settings, signin};
-use super::{accounts, admin_on, groups, keys, pool, usage};
+use super::{accounts, admin_on, groups, keys, pool, reload, usage};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -41,6 +41,7 @@ use crate::state::AppState;
         usage::list,
         usage::totals,
         settings::get,
+        reload::reload,
     ),
     modifiers(&AdminToken),
     security(("admin_token" = []))

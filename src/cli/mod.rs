@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `completions`,
+//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `reload`, `completions`,
 //! `--version`, `--help`.
 
 #![allow(
@@ -12,6 +12,7 @@ mod accounts;
 mod admin_client;
 mod completions;
 mod keys;
+mod reload;
 mod usage;
 
 use std::path::PathBuf;
@@ -93,6 +94,18 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         last: u32,
         /// Print the admin API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running server re-read its configuration file (as SIGHUP does): accounts, keys,
+    /// groups, prices, gateway.* and log.level change without a restart (needs admin.token).
+    Reload {
+        #[arg(long, short, env = "SUBRELAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// The server's address; by default server.host and server.port of the config.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the admin API's JSON instead of a summary.
         #[arg(long)]
         json: bool,
     },
@@ -243,6 +256,13 @@ pub fn run() -> ExitCode {
             };
             keys::run(&config, url, action)
         }
+        Command::Reload { config, url, json } => {
+            let config = match load(config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            reload::run(&config, url, json)
+        }
         Command::Usage {
             config,
             url,
@@ -286,7 +306,8 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    crate::telemetry::init(&config.log);
+    // Held to the end of `serve`: dropping it exports the spans still queued.
+    let _telemetry = crate::telemetry::init(&config.log, &config.telemetry);
     // Single-threaded: the main runtime is worker 0 (src/server/workers.rs); `server.workers`
     // adds threads with runtimes of their own.
     let runtime = match tokio::runtime::Builder::new_current_thread()

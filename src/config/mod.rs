@@ -7,6 +7,7 @@
 mod env;
 mod raw;
 pub mod reference;
+pub mod reload;
 mod secret;
 mod validate;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use env::{env_name, Environment, MapEnv, ProcessEnv};
 pub use raw::RawConfig;
+pub use reload::{ReloadReply, ReloadReport, ReloadRequests};
 pub use secret::{Secret, SecretRef};
 
 use crate::domain::{AccountSpec, KeySpec, Platform};
@@ -29,6 +31,8 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub storage: StorageConfig,
     pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
+    pub telemetry: TelemetryConfig,
     /// Every group a key or an account names, with the platform that serves it.
     pub groups: std::collections::BTreeMap<String, Platform>,
     pub accounts: Vec<AccountSpec>,
@@ -57,10 +61,26 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// After SIGTERM: readiness says 503 and the listener stays open this long.
+    pub drain_delay: Duration,
+}
+
+/// Trace export.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP traces URL (`<telemetry.otlp_endpoint>/v1/traces`); `None`: off.
+    pub otlp_traces_url: Option<String>,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// `None`: off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Gateway behaviour. `None` means "off" for the settings whose 0 switches them off.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
     pub response_header_timeout: Duration,
     pub stream_keepalive_interval: Option<Duration>,

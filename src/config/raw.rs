@@ -18,6 +18,8 @@ pub struct RawConfig {
     pub oauth: RawOAuth,
     pub storage: RawStorage,
     pub admin: RawAdmin,
+    pub metrics: RawMetrics,
+    pub telemetry: RawTelemetry,
     pub groups: Vec<RawGroup>,
     pub accounts: Vec<RawAccount>,
     pub api_keys: Vec<RawApiKey>,
@@ -41,6 +43,8 @@ pub struct RawServer {
     /// IPs and CIDRs, comma- or space-separated, whose `X-Forwarded-For` is believed; absent:
     /// none.
     pub trusted_proxies: Option<String>,
+    /// Seconds between SIGTERM (readiness 503) and closing the listener.
+    pub drain_delay: i64,
 }
 
 impl Default for RawServer {
@@ -55,6 +59,7 @@ impl Default for RawServer {
             body_read_timeout: 60,
             max_connections: 0,
             trusted_proxies: None,
+            drain_delay: 0,
         }
     }
 }
@@ -133,6 +138,22 @@ impl Default for RawLog {
             access: true,
         }
     }
+}
+
+/// Trace export.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Base URL of an OTLP/HTTP collector; empty = off.
+    pub otlp_endpoint: String,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `host:port` of the `/metrics` listener; empty = off.
+    pub listen: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -35,6 +35,12 @@ pub const KEYS: &[KeyDoc] = &[
         description: "On SIGTERM/SIGINT, how long in-flight requests may take to finish before the process exits.",
     },
     KeyDoc {
+        path: "server.drain_delay",
+        default: "0",
+        allowed: "0–300 seconds",
+        description: "On SIGTERM/SIGINT, how long the gateway keeps accepting and serving new requests while `/readyz` already answers 503 (`draining`), so a load balancer stops sending before the listener closes; then `server.shutdown_timeout` applies. 0: close the listener at once.",
+    },
+    KeyDoc {
         path: "server.workers",
         default: "1",
         allowed: "0–256 (0 = one per CPU core)",
@@ -291,6 +297,18 @@ pub const KEYS: &[KeyDoc] = &[
         default: "true",
         allowed: "true or false",
         description: "One access line per request, relayed or refused (401, 404, 413...), admin API and dashboard included, under the target `access` at level info: `request_id route method status key account model duration_ms bytes` (`key` is the key's name, never the key; `-` for what the request did not get to; no query strings). With `log.level: warn`, keep them with `warn,access=info`.",
+    },
+    KeyDoc {
+        path: "telemetry.otlp_endpoint",
+        default: "''",
+        allowed: "empty (off) or an http:// or https:// URL",
+        description: "Exports each request's span (request id, key name, account, attempt) to an OpenTelemetry collector over OTLP/HTTP (protobuf), posted to `<this URL>/v1/traces` in batches from a thread of its own; `http://127.0.0.1:4318` for a local collector. The standard `OTEL_EXPORTER_OTLP_TRACES_HEADERS` and `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` variables apply.",
+    },
+    KeyDoc {
+        path: "metrics.listen",
+        default: "''",
+        allowed: "empty (off) or an IP address and port such as 127.0.0.1:9464",
+        description: "Serves Prometheus metrics (text exposition) on `http://<listen>/metrics`, on a listener of its own (no API key; keep it private). README, \"Operating subrelay\", lists the series.",
     },
 ];
 

@@ -517,6 +517,65 @@ fn a_relative_data_dir_is_next_to_the_config_file() {
     assert_eq!(config.storage.data_dir, std::path::Path::new("rel"));
 }
 
+#[test]
+fn metrics_listen_and_drain_delay_are_read_and_checked() {
+    let defaults = load_text("", &MapEnv::default()).unwrap();
+    assert_eq!(defaults.metrics.listen, None, "metrics are off by default");
+    assert_eq!(defaults.server.drain_delay, Duration::ZERO);
+    let config = load_text(
+        "metrics:\n  listen: 127.0.0.1:9464\nserver:\n  drain_delay: 15\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(config.server.drain_delay, Duration::from_secs(15));
+    let env = MapEnv::from([("METRICS_LISTEN", "[::1]:9000")]);
+    assert!(load_text("", &env).unwrap().metrics.listen.is_some());
+    for (yaml, wanted) in [
+        (
+            "metrics:\n  listen: localhost\n",
+            "metrics.listen = \"localhost\": must be empty (off) or an IP address and port",
+        ),
+        (
+            "server:\n  drain_delay: 301\n",
+            "server.drain_delay = 301: must be 0–300 seconds",
+        ),
+    ] {
+        let err = load_text(yaml, &MapEnv::default()).unwrap_err().to_string();
+        assert!(err.starts_with(wanted), "{yaml}: {err}");
+    }
+}
+
+#[test]
+fn telemetry_otlp_endpoint_is_off_by_default_and_checked() {
+    let defaults = load_text("", &MapEnv::default()).unwrap();
+    assert_eq!(defaults.telemetry.otlp_traces_url, None);
+    let config = load_text(
+        "telemetry:\n  otlp_endpoint: http://127.0.0.1:4318/\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.telemetry.otlp_traces_url.as_deref(),
+        Some("http://127.0.0.1:4318/v1/traces")
+    );
+    for given in ["127.0.0.1:4318", "ftp://collector", "http://"] {
+        let yaml = format!("telemetry:\n  otlp_endpoint: '{given}'\n");
+        let err = load_text(&yaml, &MapEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "telemetry.otlp_endpoint = {given:?}: must be empty (off) or an http:// or https:// URL"
+            )),
+            "{given}: {err}"
+        );
+    }
+}
+
 /// Every key the validator names in a range error is in the reference table, so each error says
 /// what is allowed (a missing one would fall back to "out of range").
 #[test]

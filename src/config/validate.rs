@@ -5,13 +5,14 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::raw::{
-    RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawOAuth, RawPrice, RawServer,
-    RawStorage, RawUpstream,
+    RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawMetrics, RawOAuth, RawPrice,
+    RawServer, RawStorage, RawTelemetry, RawUpstream,
 };
 use super::reference;
 use super::{
     env_name, AdminConfig, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig,
-    LogConfig, LogFormat, OAuthConfig, RawConfig, ServerConfig, StorageConfig, UpstreamConfig,
+    LogConfig, LogFormat, MetricsConfig, OAuthConfig, RawConfig, ServerConfig, StorageConfig,
+    TelemetryConfig, UpstreamConfig,
 };
 use crate::domain::KeySpec;
 use crate::domain::{AccountCredential, AccountKind, AccountSpec, Platform};
@@ -27,6 +28,8 @@ pub(super) fn config(
     let log = log(&raw.log).map_err(|e| e.with_origin(&from_env))?;
     let upstream = upstream(&raw.upstream, &origin)?;
     let oauth = oauth(&raw.oauth).map_err(|e| e.with_origin(&from_env))?;
+    let metrics = metrics(&raw.metrics).map_err(|e| e.with_origin(&from_env))?;
+    let telemetry = telemetry(&raw.telemetry).map_err(|e| e.with_origin(&from_env))?;
     let mut storage = storage(&raw.storage).map_err(|e| e.with_origin(&from_env))?;
     if !from_env.contains(&"storage.data_dir") {
         if let Some(file) = &origin.file {
@@ -64,6 +67,8 @@ pub(super) fn config(
         oauth,
         storage,
         admin,
+        metrics,
+        telemetry,
         accounts,
         api_keys,
         prices,
@@ -184,6 +189,7 @@ fn server(raw: &RawServer) -> Result<ServerConfig, KeyError> {
             n => Some(n),
         },
         trusted_proxies: trusted_proxies(raw.trusted_proxies.as_deref().unwrap_or_default())?,
+        drain_delay: seconds("server.drain_delay", raw.drain_delay, 0, 300)?,
     })
 }
 
@@ -488,6 +494,40 @@ fn admin(
     Ok(AdminConfig {
         token: Some(token),
         session_ttl,
+    })
+}
+
+fn metrics(raw: &RawMetrics) -> Result<MetricsConfig, KeyError> {
+    if raw.listen.is_empty() {
+        return Ok(MetricsConfig { listen: None });
+    }
+    match raw.listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => Ok(MetricsConfig { listen: Some(addr) }),
+        Err(_) => Err(KeyError {
+            path: "metrics.listen",
+            given: format!("{:?}", raw.listen),
+        }),
+    }
+}
+
+fn telemetry(raw: &RawTelemetry) -> Result<TelemetryConfig, KeyError> {
+    let base = raw.otlp_endpoint.trim_end_matches('/');
+    if base.is_empty() {
+        return Ok(TelemetryConfig {
+            otlp_traces_url: None,
+        });
+    }
+    let url = format!("{base}/v1/traces");
+    let ok = (base.starts_with("http://") || base.starts_with("https://"))
+        && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    if !ok {
+        return Err(KeyError {
+            path: "telemetry.otlp_endpoint",
+            given: format!("{:?}", raw.otlp_endpoint),
+        });
+    }
+    Ok(TelemetryConfig {
+        otlp_traces_url: Some(url),
     })
 }
 

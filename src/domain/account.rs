@@ -122,7 +122,7 @@ macro_rules! by_name {
 by_name!(Platform);
 by_name!(AccountKind);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AccountCredential {
     ApiKey {
         api_key: Secret,
@@ -145,7 +145,7 @@ impl AccountCredential {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccountSpec {
     pub name: String,
     pub platform: Platform,

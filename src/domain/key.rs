@@ -2,7 +2,7 @@
 
 use super::Secret;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeySpec {
     pub key: Secret,
     pub name: String,

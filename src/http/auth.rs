@@ -87,13 +87,19 @@ impl KeyDirectory {
         &self.hasher
     }
 
-    /// Replaces every key and group (at start, from the store).
+    /// Replaces every key and group (at start and on a configuration reload, from the store); a
+    /// key that stays keeps its requests' concurrency slots.
     pub fn load(&self, keys: &[KeyRecord], groups: BTreeMap<String, Platform>) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         inner.groups = groups;
-        inner.by_digest.clear();
+        let previous: HashMap<String, Arc<ApiKey>> = inner
+            .by_digest
+            .drain()
+            .map(|(_, key)| (key.name.clone(), key))
+            .collect();
         for record in keys {
-            if let Some(key) = build(record, &inner.groups, None, &self.runtime) {
+            let old = previous.get(&record.name).map(AsRef::as_ref);
+            if let Some(key) = build(record, &inner.groups, old, &self.runtime) {
                 inner.by_digest.insert(key.id, key);
             }
         }

@@ -30,7 +30,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::domain::{AccountKind, AccountSpec, Platform};
-use crate::runtime_state::{RuntimeState, Signal, WaitQueue};
+use crate::runtime_state::{Live, RuntimeState, Signal, WaitQueue};
 
 pub use account::{Account, AccountSlot, AccountView, Availability, LastingState};
 #[cfg(test)]
@@ -61,7 +61,8 @@ pub struct Pool {
     /// `Arc<Account>` they hold, so a removal never pulls an account from under them.
     accounts: RwLock<Arc<Vec<Arc<Account>>>>,
     next_id: AtomicUsize,
-    pub policy: PoolPolicy,
+    /// `gateway.*` rules, replaced by a configuration reload (read through [`Pool::policy`]).
+    policy: Live<PoolPolicy>,
     /// Where accounts keep their runtime state.
     runtime: RuntimeState,
     sticky: StickyTable,
@@ -129,10 +130,21 @@ impl Pool {
             accounts: RwLock::new(Arc::new(accounts)),
             sticky: StickyTable::new(&runtime),
             queue: runtime.wait_queue("pool"),
-            policy,
+            policy: Live::new(policy),
             changed,
             runtime,
         })
+    }
+
+    /// The pool's rules now.
+    pub fn policy(&self) -> Arc<PoolPolicy> {
+        self.policy.get()
+    }
+
+    /// Replaces the pool's rules (a configuration reload): the next selection, outcome and queue
+    /// wait use them.
+    pub fn set_policy(&self, policy: PoolPolicy) {
+        self.policy.set(policy);
     }
 
     /// The accounts now (a snapshot).
@@ -210,13 +222,13 @@ impl Pool {
     /// How long a request may wait in the queue, if it may wait at all now (queueing is on and
     /// fewer than `gateway.queue_max_waiting` wait).
     pub fn queue_room(&self) -> Option<Duration> {
-        let wait = self.policy.queue_wait;
-        (!wait.is_zero() && self.waiting() < self.policy.queue_max_waiting).then_some(wait)
+        let wait = self.policy().queue_wait;
+        (!wait.is_zero() && self.waiting() < self.policy().queue_max_waiting).then_some(wait)
     }
 
     /// Whether conversations are bound to accounts (`gateway.sticky_session_ttl`).
     pub fn sticky_enabled(&self) -> bool {
-        self.policy.sticky_ttl.is_some()
+        self.policy().sticky_ttl.is_some()
     }
 
     /// A successful answer from `account` (with the quota its headers reported).
@@ -233,7 +245,7 @@ impl Pool {
         error: &str,
         sticky: Option<&StickyKey>,
     ) {
-        account.apply(effect, error, &self.policy.cooldowns);
+        account.apply(effect, error, &self.policy().cooldowns);
         if let Some(key) = sticky {
             self.sticky.release(key);
         }
@@ -248,14 +260,14 @@ impl Pool {
         account: &Account,
         ttft: Option<Duration>,
     ) -> bool {
-        let (Some(key), Some(ttl)) = (key, self.policy.sticky_ttl) else {
+        let (Some(key), Some(ttl)) = (key, self.policy().sticky_ttl) else {
             return false;
         };
-        if let (Some(limit), Some(ttft)) = (self.policy.sticky_slow_ttft, ttft) {
+        if let (Some(limit), Some(ttft)) = (self.policy().sticky_slow_ttft, ttft) {
             let slow = ttft > limit;
             if self
                 .sticky
-                .note_ttft(key, &account.name, slow, self.policy.sticky_slow_strikes)
+                .note_ttft(key, &account.name, slow, self.policy().sticky_slow_strikes)
             {
                 return true;
             }
@@ -267,7 +279,8 @@ impl Pool {
     /// Like [`Pool::select`], but when every candidate is at its concurrency limit, waits up to
     /// `gateway.queue_wait_timeout` (with at most `gateway.queue_max_waiting` others) for a slot.
     pub async fn acquire(&self, wanted: &Wanted<'_>) -> Selection {
-        let deadline = Instant::now() + self.policy.queue_wait;
+        let policy = self.policy();
+        let deadline = Instant::now() + policy.queue_wait;
         let mut queued = None;
         loop {
             // Registered before looking, so a slot freed in between is not missed.
@@ -279,10 +292,10 @@ impl Pool {
                 other => return other,
             }
             if queued.is_none() {
-                if self.policy.queue_wait.is_zero() {
+                if policy.queue_wait.is_zero() {
                     return Selection::AllBusy { queue_full: false };
                 }
-                let (ticket, full) = self.queue.join(self.policy.queue_max_waiting);
+                let (ticket, full) = self.queue.join(policy.queue_max_waiting);
                 if full {
                     return Selection::AllBusy { queue_full: true };
                 }

@@ -190,7 +190,7 @@ async fn a_full_queue_refuses_at_once() {
 #[tokio::test(start_paused = true)]
 async fn cooldowns_skip_the_account_and_heal_after_their_time() {
     let p = pool(vec![spec("a", 0, 0), spec("b", 1, 0)]);
-    let policy = p.policy.cooldowns;
+    let policy = p.policy().cooldowns;
     let a = p.find("a").unwrap();
     a.apply(
         &AccountEffect::RateLimited(Some(Duration::from_secs(120))),
@@ -232,7 +232,7 @@ async fn cooldowns_are_capped_by_max_cooldown() {
     a.apply(
         &AccountEffect::RateLimited(Some(Duration::from_secs(7 * 86400))),
         "429",
-        &p.policy.cooldowns,
+        &p.policy().cooldowns,
     );
     tokio::time::advance(Duration::from_secs(3599)).await;
     assert!(pick(&p, &[]).is_none());
@@ -247,7 +247,7 @@ async fn a_success_clears_a_stale_rate_limit_and_records_the_quota() {
     a.apply(
         &AccountEffect::RateLimited(None),
         "429",
-        &p.policy.cooldowns,
+        &p.policy().cooldowns,
     );
     let quota = quota::QuotaSnapshot {
         primary: Some(quota::QuotaWindow {
@@ -272,7 +272,7 @@ async fn a_permanent_failure_disables_with_its_reason_until_reset() {
     a.apply(
         &AccountEffect::Disable("API key revoked"),
         "401",
-        &p.policy.cooldowns,
+        &p.policy().cooldowns,
     );
     tokio::time::advance(Duration::from_secs(30 * 86400)).await;
     assert!(matches!(
@@ -321,7 +321,7 @@ async fn a_sticky_binding_wins_over_priority_and_moves_when_its_account_cools() 
     // Cooling: the binding is released and the normal order applies.
     p.find("second")
         .unwrap()
-        .apply(&AccountEffect::Transient, "502", &p.policy.cooldowns);
+        .apply(&AccountEffect::Transient, "502", &p.policy().cooldowns);
     let got = p.select(&wanted(&[], Some(&key)));
     assert!(matches!(got, Selection::Slot(ref s) if s.account().spec.name == "first"));
     assert_eq!(p.sticky.get(&key), None);
@@ -414,7 +414,7 @@ async fn each_failure_rests_the_account_for_its_own_duration() {
     for (effect, reason, duration) in cases {
         let p = pool(vec![spec("a", 0, 0)]);
         let a = p.find("a").unwrap();
-        a.apply(&effect, "failed", &p.policy.cooldowns);
+        a.apply(&effect, "failed", &p.policy().cooldowns);
         match a.availability(tokio::time::Instant::now()) {
             Availability::Cooling { reason: got, left } => {
                 assert_eq!((got, left), (reason, duration), "{effect:?}");
@@ -504,7 +504,7 @@ async fn an_account_replaced_at_runtime_starts_with_fresh_health_and_slots() {
     let held = pick(&p, &[]).unwrap();
     p.find("a")
         .unwrap()
-        .apply(&AccountEffect::Transient, "502", &p.policy.cooldowns);
+        .apply(&AccountEffect::Transient, "502", &p.policy().cooldowns);
     p.upsert(spec("a", 0, 1), reqwest::Client::new()).unwrap();
     let fresh = p.find("a").unwrap();
     assert_eq!(

@@ -116,7 +116,7 @@ async fn send(
 
     // send — the wait is real from here on, so keepalive may start
     let since_send = Instant::now();
-    let limit = state.gateway.response_header_timeout;
+    let limit = state.gateway().response_header_timeout;
     let send = account.sender.send(request);
     let response = match writer.wait(tokio::time::timeout(limit, send)).await {
         Err(_) => return Err(AttemptFailure::header_timeout(limit)),

@@ -18,6 +18,7 @@
 //! away must not stop them: the upstream is still read to learn the usage.
 
 mod attempt;
+mod attempt_outcome;
 pub mod failure;
 mod outcome;
 mod respond;
@@ -30,6 +31,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::domain::{AccountKind, Platform};
 use crate::http::auth::ApiKey;
@@ -149,11 +151,25 @@ pub async fn handle(
         .access_log
         .then(|| crate::http::access::route_of(parts.uri.path()));
     // A refusal before the relay task: answered (with its request id) and logged here.
-    let refuse = |refusal: Refusal, key: Option<&str>, model: Option<&str>| {
+    let refuse = |refusal: Refusal, key: Option<&ApiKey>, model: Option<&str>| {
         let mut response = refusal.response(shape);
         if let Ok(value) = http::HeaderValue::from_str(&id) {
             response.headers_mut().insert(writer::REQUEST_ID, value);
         }
+        if let Some(metrics) = crate::metrics::get() {
+            let group = key.map_or(crate::metrics::NO_GROUP, |k| k.group.as_str());
+            let status = response.status().as_u16();
+            let protocol = Some(endpoint.protocol());
+            metrics.request(
+                protocol,
+                endpoint.as_str(),
+                status,
+                group,
+                started.elapsed(),
+                None,
+            );
+        }
+        let key = key.map(|k| k.name.as_str());
         if state.access_log {
             crate::http::access::Access {
                 request_id: &id,
@@ -182,27 +198,27 @@ pub async fn handle(
             platform: key.platform,
             endpoint: endpoint.as_str(),
         };
-        return refuse(refusal, Some(&key.name), None);
+        return refuse(refusal, Some(&key), None);
     }
     // Before any upstream attempt: a request whose usage cannot be kept is not served.
     if !state.usage.accepting() {
         let refusal = Refusal::UsageNotRecordable {
             request_id: id.clone(),
         };
-        return refuse(refusal, Some(&key.name), None);
+        return refuse(refusal, Some(&key), None);
     }
 
     // 3. inspect
-    let body = match read_body(body, &parts.headers, state.gateway.max_body_size).await {
+    let body = match read_body(body, &parts.headers, state.gateway().max_body_size).await {
         Ok(body) => body,
-        Err(error) => return refuse(error, Some(&key.name), None),
+        Err(error) => return refuse(error, Some(&key), None),
     };
     let inspected = match endpoint.protocol().inspect(&body) {
         Ok(inspected) => inspected,
-        Err(message) => return refuse(Refusal::InvalidRequest(message), Some(&key.name), None),
+        Err(message) => return refuse(Refusal::InvalidRequest(message), Some(&key), None),
     };
     if let Err(error) = state.limits.check(&key, &inspected.model) {
-        return refuse(error, Some(&key.name), Some(&inspected.model));
+        return refuse(error, Some(&key), Some(&inspected.model));
     }
     let sticky = state
         .pool
@@ -227,14 +243,14 @@ pub async fn handle(
 
     // 4–7: admit, attempt loop, respond and record, in a task that outlives the answer's head.
     let (mode, keepalive) = if ctx.client_streams() {
-        (BodyMode::Sse, state.gateway.stream_keepalive_interval)
+        (BodyMode::Sse, state.gateway().stream_keepalive_interval)
     } else if endpoint == Endpoint::Compact {
         (
             BodyMode::Json,
-            state.gateway.compact_nonstream_keepalive_interval,
+            state.gateway().compact_nonstream_keepalive_interval,
         )
     } else {
-        (BodyMode::Json, state.gateway.nonstream_keepalive_interval)
+        (BodyMode::Json, state.gateway().nonstream_keepalive_interval)
     };
     let (writer, head) = DownstreamWriter::new(mode, keepalive, &ctx.id);
     // The request head's header values share hyper's read buffer; held until the answer's head,
@@ -266,23 +282,44 @@ fn conversation<'a>(headers: &'a HeaderMap, inspected: &'a Inspected) -> Option<
 
 /// Phases 4–7.
 async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: DownstreamWriter) {
-    // 4. admit, then 5. attempt loop with 6. respond inside each successful attempt
-    let ended = match admit(&state, &mut ctx, &mut writer).await {
-        Ok(()) => attempt_loop(&state, &mut ctx, &mut writer).await,
-        Err(refusal) => Ended::Refused {
-            refusal,
-            usage: TokenUsage::default(),
-        },
-    };
-    let outcome = match ended {
-        Ended::Answered(outcome) => outcome,
-        // 6. respond, with the final refusal
-        Ended::Refused { refusal, usage } => {
-            respond_refusal(&ctx, &mut writer, &refusal, usage).await
+    let _in_flight = crate::metrics::get().map(crate::metrics::Metrics::in_flight);
+    // Phases 4–6 in the request's span (the record phase's lines carry their own fields).
+    let span = request_span(&ctx);
+    let outcome = async {
+        // 4. admit, then 5. attempt loop with 6. respond inside each successful attempt
+        let ended = match admit(&state, &mut ctx, &mut writer).await {
+            Ok(()) => attempt_loop(&state, &mut ctx, &mut writer).await,
+            Err(refusal) => Ended::Refused {
+                refusal,
+                usage: TokenUsage::default(),
+            },
+        };
+        match ended {
+            Ended::Answered(outcome) => outcome,
+            // 6. respond, with the final refusal
+            Ended::Refused { refusal, usage } => {
+                respond_refusal(&ctx, &mut writer, &refusal, usage).await
+            }
         }
-    };
+    }
+    .instrument(span)
+    .await;
     ctx.key_slot = None;
     // 7. record
+    if let Some(metrics) = crate::metrics::get() {
+        let ttft = outcome
+            .first_output_at
+            .map(|at| at.saturating_duration_since(ctx.started));
+        metrics.request(
+            Some(ctx.endpoint.protocol()),
+            ctx.endpoint.as_str(),
+            outcome.status.as_u16(),
+            &ctx.key.group,
+            ctx.started.elapsed(),
+            ttft,
+        );
+        metrics.tokens(&outcome.tokens);
+    }
     if state.access_log {
         crate::http::access::Access {
             request_id: &ctx.id,
@@ -298,6 +335,20 @@ async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: Downst
         .write();
     }
     state.usage.record(usage_record(&mut ctx, &writer, outcome));
+}
+
+/// The request's span: its id and key's name from the start; the account and the attempt's
+/// number (1 = the first account) are recorded as each attempt begins. Target
+/// `subrelay::request`, so `log.level` can turn it off alone (`info,subrelay::request=off`).
+fn request_span(ctx: &RequestContext) -> tracing::Span {
+    tracing::info_span!(
+        target: crate::telemetry::REQUEST_SPAN_TARGET,
+        "request",
+        request_id = %ctx.id,
+        key = %ctx.key.name,
+        account = tracing::field::Empty,
+        attempt = tracing::field::Empty,
+    )
 }
 
 /// Takes the key's concurrency slot, waiting up to `gateway.queue_wait_timeout`.
@@ -342,7 +393,7 @@ async fn attempt_loop(
     // The last usage a failed stream reported: recorded if no attempt answers.
     let mut usage = TokenUsage::default();
     loop {
-        if tried.len() > state.gateway.max_account_switches {
+        if tried.len() > state.gateway().max_account_switches {
             break;
         }
         let wanted = Wanted {
@@ -395,6 +446,9 @@ async fn attempt_loop(
         };
         let account = Arc::clone(slot.account());
         tried.push(account.id);
+        let span = tracing::Span::current();
+        span.record("account", account.spec.name.as_str());
+        span.record("attempt", tried.len());
 
         let result = attempt::run(state, ctx, writer, &account).await;
         drop(slot);
@@ -406,6 +460,9 @@ async fn attempt_loop(
                 outcome,
             }) => {
                 state.pool.succeeded(&account, quota);
+                if let Some(metrics) = crate::metrics::get() {
+                    metrics.attempt(&account.spec.name, "ok");
+                }
                 ctx.attempts.push(AttemptRecord {
                     account: account.spec.name.clone(),
                     status: Some(status),
@@ -436,6 +493,9 @@ async fn attempt_loop(
                     status: failure.status.map(|s| s.as_u16()),
                     outcome: failure.kind.as_str(),
                 });
+                if let Some(metrics) = crate::metrics::get() {
+                    metrics.attempt(&account.spec.name, attempt_outcome::outcome(&failure));
+                }
                 // After output the stream was ended in-protocol: that was the client's answer.
                 if let Some(delivered) = failure.delivered {
                     return Ended::Answered(delivered);
@@ -444,6 +504,11 @@ async fn attempt_loop(
                     usage = reported;
                 }
                 let stop = !failure.retryable || !writer.can_fail_over() || writer.client_gone();
+                if !stop {
+                    if let Some(metrics) = crate::metrics::get() {
+                        metrics.failover(ctx.endpoint.protocol());
+                    }
+                }
                 last_failure = Some(failure);
                 if stop {
                     break;

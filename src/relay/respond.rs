@@ -114,7 +114,7 @@ impl Orphan {
             );
             Instant::now()
         });
-        let deadline = since + state.gateway.orphan_read_timeout;
+        let deadline = since + state.gateway().orphan_read_timeout;
         let read = tokio::select! {
             read = tokio::time::timeout_at(deadline, next_chunk(body, idle)) => read,
             () = state.shutdown.cancelled() => {
@@ -124,7 +124,7 @@ impl Orphan {
         let chunk = read.map_err(|_| ReadError::Orphan("gateway.orphan_read_timeout"))??;
         if let Some(chunk) = &chunk {
             self.bytes += chunk.len();
-            if self.bytes > state.gateway.orphan_read_max_bytes {
+            if self.bytes > state.gateway().orphan_read_max_bytes {
                 return Err(ReadError::Orphan("gateway.orphan_read_max_bytes"));
             }
         }
@@ -160,7 +160,7 @@ async fn next_chunk(
 }
 
 fn idle_limit(state: &AppState, writer: &DownstreamWriter) -> Option<Duration> {
-    let configured = state.gateway.stream_data_interval_timeout;
+    let configured = state.gateway().stream_data_interval_timeout;
     if writer.client_gone() {
         Some(configured.unwrap_or(ORPHAN_IDLE_LIMIT))
     } else {
@@ -188,7 +188,7 @@ async fn stream_through(
     let mut orphan = Orphan::default();
     // Set when the first real event goes out; from then on no other account may answer.
     let mut first_output_at: Option<Instant> = None;
-    let max_event = state.gateway.max_event_bytes;
+    let max_event = state.gateway().max_event_bytes;
     // The start of an event still arriving, not yet written: the client only ever gets whole
     // events, so an in-protocol failure written after them is an event of its own.
     let mut unsent = BytesMut::new();
@@ -361,7 +361,8 @@ async fn aggregate(
 ) -> Result<Outcome, AttemptFailure> {
     let headers = client_headers(response.headers(), "application/json");
     let mut body = body_of(response);
-    let limit = state.gateway.upstream_response_read_max_bytes;
+    let limit = state.gateway().upstream_response_read_max_bytes;
+    let max_event = state.gateway().max_event_bytes;
     let mut scanner = SseScanner::new();
     let mut aggregator = Aggregator::default();
     let mut terminal: Option<(Terminal, Option<TokenUsage>)> = None;
@@ -392,8 +393,8 @@ async fn aggregate(
             }
             responses::Event::Preamble | responses::Event::Other => {}
         });
-        if scanner.pending() > state.gateway.max_event_bytes {
-            return Err(oversized("unfinished event", state.gateway.max_event_bytes));
+        if scanner.pending() > max_event {
+            return Err(oversized("unfinished event", max_event));
         }
         if let Some(t) = failed.take() {
             received.extend_from_slice(&chunk);
@@ -430,7 +431,7 @@ async fn json_through(
         headers.insert(CONTENT_TYPE, detached(ct));
     }
     let mut body = body_of(response);
-    let limit = state.gateway.upstream_response_read_max_bytes;
+    let limit = state.gateway().upstream_response_read_max_bytes;
     let mut collected = BytesMut::new();
     let mut orphan = Orphan::default();
     loop {

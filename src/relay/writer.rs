@@ -173,6 +173,9 @@ impl DownstreamWriter {
             match body.try_send(Bytes::from_static(bytes)) {
                 Ok(()) => {
                     self.keepalives_sent += 1;
+                    if let Some(metrics) = crate::metrics::get() {
+                        metrics.keepalive_bytes(bytes.len());
+                    }
                     self.bytes_out += bytes.len() as u64;
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {}

@@ -1,11 +1,13 @@
 //! The router: every path the gateway serves and the handler behind it. The relayed protocol
 //! routes go to [`crate::relay::handle`], `/admin/...` to [`crate::admin::routes`], and the
-//! small ones (`/v1/models`, `/healthz`, `/`, the 404 and 405 fallbacks) are answered here.
+//! small ones (`/v1/models`, `/healthz`, `/readyz` in `ready.rs`, `/`, the 404 and 405
+//! fallbacks) are answered here.
 //!
 //! [`app`] builds the router from the shared state, so tests can drive it without a socket. It
 //! sits above `http` (the request-side parts every route shares), `relay` and `admin`.
 
 mod models;
+pub mod ready;
 
 use std::sync::Arc;
 
@@ -31,6 +33,7 @@ pub fn app(state: Arc<AppState>, console: Arc<crate::admin::dashboard::Console>)
         .route("/v1/models", get(models::list))
         .route("/models", get(models::list))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(ready::readyz))
         .route("/", get(root).head(root))
         .merge(crate::admin::routes(console))
         .layer(axum::middleware::from_fn_with_state(
@@ -124,6 +127,17 @@ fn log_fallback(
     response: &Response,
     started: tokio::time::Instant,
 ) {
+    if let Some(metrics) = crate::metrics::get() {
+        let status = response.status().as_u16();
+        metrics.request(
+            None,
+            "unknown",
+            status,
+            crate::metrics::NO_GROUP,
+            started.elapsed(),
+            None,
+        );
+    }
     if !state.access_log {
         return;
     }

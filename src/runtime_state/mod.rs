@@ -41,6 +41,7 @@
 //! (issue 17): at most two round trips per request on the hot path — one lease script on the way
 //! in, one pipeline (lease release, binding, health) on the way out.
 
+mod live;
 mod local;
 #[cfg(test)]
 mod tests;
@@ -51,6 +52,8 @@ use std::time::Duration;
 
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
+
+pub use live::Live;
 
 /// Concurrency slots of one name (an account, an API key).
 pub trait Leases {

@@ -5,6 +5,7 @@ mod connections;
 mod files;
 mod hyper_errors;
 mod pool_policy;
+mod reload;
 mod watchdog;
 mod workers;
 
@@ -18,7 +19,7 @@ use crate::config::Config;
 use crate::http::auth::KeyDirectory;
 use crate::limits::Limits;
 use crate::pool::{AccountSource, Pool};
-use crate::runtime_state::RuntimeState;
+use crate::runtime_state::{Live, RuntimeState};
 use crate::state::AppState;
 use crate::store::accounts::StoreAccounts;
 use crate::store::data_dir::DataDir;
@@ -31,8 +32,9 @@ pub use pool_policy::pool_policy;
 /// `server.shutdown_timeout`. Errors are start-up failures, worded for the operator.
 #[allow(
     clippy::disallowed_methods,
-    reason = "the server's own long-lived tasks (acceptor, refresher, usage writer, state keeper) \
-              are joined at shutdown below; request tasks go on state.tasks"
+    reason = "the server's own long-lived tasks (acceptor, refresher, usage writer, state keeper, \
+              metrics listener, reloader) are joined at shutdown below; request tasks go on \
+              state.tasks"
 )]
 pub async fn serve(config: Config) -> Result<(), String> {
     // Listen first: a start that cannot get its port (in use) stops before the data directory is
@@ -58,16 +60,27 @@ pub async fn serve(config: Config) -> Result<(), String> {
     )
     .await?;
     // Spending limits seeded from what the store holds; the usage sink counts new spending.
-    let prices = Arc::new(config.prices.clone());
+    let prices = Arc::new(Live::new(config.prices.clone()));
     let limits = Arc::new(
         Limits::seeded(opened.month_spend, opened.day_spend).with_prices(Arc::clone(&prices)),
     );
     let sink = Arc::new(StoreUsageSink::new(
         data_dir.path(),
-        prices,
+        Arc::clone(&prices),
         Arc::clone(&limits) as Arc<dyn SpendMeter>,
         config.storage.usage_queue_capacity,
     )?);
+    // Bound before the state is built, so a taken metrics port stops the start early.
+    let metrics_listener =
+        match config.metrics.listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                format!("cannot listen for metrics on {addr} (metrics.listen): {e}")
+            })?),
+            None => None,
+        };
+    if metrics_listener.is_some() {
+        crate::metrics::install();
+    }
     // The config's accounts are in the store now, next to those added through the admin API.
     let source = StoreAccounts {
         store: Arc::clone(&opened.store),
@@ -97,12 +110,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot read API keys from the store: {e}"))?,
         crate::store::startup::groups(opened.store.as_ref()).await?,
     );
+    let (reload_requests, reload_queue) = crate::config::ReloadRequests::channel();
     let state = Arc::new(AppState {
-        gateway: config.gateway.clone(),
+        gateway_config: Live::new(config.gateway.clone()),
         oauth: config.oauth.clone(),
         pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,
         limits,
+        prices,
         store: Arc::clone(&opened.store),
         sealer: Arc::clone(&opened.sealer),
         usage: sink.clone(),
@@ -112,7 +127,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         access_log: config.log.access,
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
-        config_origin: config.origin.clone(),
+        config_origin: Live::new(config.origin.clone()),
+        reload: reload_requests,
         runtime,
         clients: crate::http::client_addr::ClientLimits {
             trusted_proxies: config.server.trusted_proxies.clone(),
@@ -183,9 +199,51 @@ pub async fn serve(config: Config) -> Result<(), String> {
         let stop = stop_state.clone();
         async move { crate::store::account_state::keep(state.account_state(), saved_states, stop).await }
     });
+    // Stopped with the connections: it answers while the gateway drains.
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("Prometheus metrics on http://{addr}/metrics");
+        }
+        let pool_of = Arc::clone(&state);
+        let read_pool: crate::metrics::ReadPool = Box::new(move || crate::metrics::PoolReading {
+            waiting: pool_of.pool.waiting(),
+            accounts: pool_of
+                .pool
+                .accounts()
+                .iter()
+                .map(|account| {
+                    let view = account.view();
+                    (view.name, view.state)
+                })
+                .collect(),
+        });
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            read_pool,
+            crate::metrics::install(),
+            stop_accepting.clone(),
+        ))
+    });
+    let drain_delay = config.server.drain_delay;
+    let grace = config.server.shutdown_timeout;
+    // Installed before the server says it is ready: from then on SIGHUP reloads.
+    let reloader = tokio::spawn(reload::run(
+        Arc::clone(&state),
+        config,
+        reload::Hangup::install(),
+        reload_queue,
+    ));
+    crate::routes::ready::set_ready();
 
     stop_signal.await;
-    let grace = config.server.shutdown_timeout;
+    crate::routes::ready::set_draining();
+    if !drain_delay.is_zero() {
+        tracing::info!(
+            "draining: /readyz answers 503; new requests are still served for {} s (server.drain_delay)",
+            drain_delay.as_secs()
+        );
+        tokio::time::sleep(drain_delay).await;
+    }
     tracing::info!(
         in_flight = state.tasks.len(),
         "shutting down: no new connections; waiting up to {} s for in-flight requests",
@@ -194,6 +252,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     stop_accepting.cancel();
     state.shutdown.cancel();
     let _ = refresher.await;
+    let _ = reloader.await;
     state.tasks.close();
     let drained = tokio::time::timeout(grace, async {
         let _ = server.await;
@@ -209,6 +268,15 @@ pub async fn serve(config: Config) -> Result<(), String> {
             still_running = state.tasks.len(),
             "server.shutdown_timeout reached; exiting with requests still running"
         ),
+    }
+    if let Some(mut metrics_server) = metrics_server {
+        // A scrape in progress gets a moment; a client holding the connection does not hold us.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut metrics_server)
+            .await
+            .is_err()
+        {
+            metrics_server.abort();
+        }
     }
     stop_state.cancel();
     let _ = state_keeper.await;

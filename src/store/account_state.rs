@@ -133,7 +133,7 @@ fn apply(pool: &Pool, account: &Account, persisted: &PersistedState) -> bool {
         account.apply(
             &AccountEffect::RateLimited(Some(left)),
             "rate-limited before the restart",
-            &pool.policy.cooldowns,
+            &pool.policy().cooldowns,
         );
         changed = true;
     }

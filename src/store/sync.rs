@@ -1,6 +1,7 @@
 //! At start, the config file's groups, keys and accounts are written into the store marked
 //! `source=config`; config rows the file no longer declares are removed, so the file stays the
-//! truth for what it declares and the admin API owns the rest.
+//! truth for what it declares and the admin API owns the rest. A configuration reload does the
+//! same with the file it re-read.
 
 use std::collections::HashSet;
 
@@ -17,6 +18,23 @@ pub async fn config_into_store(
 ) -> Result<(), String> {
     let fail = |e: super::StoreError| format!("cannot write the config into the store: {e}");
     let now = now_secs();
+
+    // Checked before anything is written, so a refused config (at start or on reload) leaves the
+    // store as it was.
+    let existing_keys = store.list_keys().await.map_err(fail)?;
+    for spec in &config.api_keys {
+        let hash = hasher.hex_digest(spec.key.expose());
+        // A runtime key with the same secret under another name would authenticate twice.
+        if let Some(clash) = existing_keys
+            .iter()
+            .find(|k| k.key_hash == hash && k.name != spec.name && k.source == Source::Admin)
+        {
+            return Err(format!(
+                "api_keys: the key named {:?} in the config is the same key as {:?}, created through the admin API; delete one of them",
+                spec.name, clash.name
+            ));
+        }
+    }
 
     let mut names = HashSet::new();
     for (name, platform) in &config.groups {
@@ -37,21 +55,10 @@ pub async fn config_into_store(
         }
     }
 
-    let existing_keys = store.list_keys().await.map_err(fail)?;
     let mut names = HashSet::new();
     for spec in &config.api_keys {
         names.insert(spec.name.clone());
         let hash = hasher.hex_digest(spec.key.expose());
-        // A runtime key with the same secret under another name would authenticate twice.
-        if let Some(clash) = existing_keys
-            .iter()
-            .find(|k| k.key_hash == hash && k.name != spec.name && k.source == Source::Admin)
-        {
-            return Err(format!(
-                "api_keys: the key named {:?} in the config is the same key as {:?}, created through the admin API; delete one of them",
-                spec.name, clash.name
-            ));
-        }
         let (prefix, suffix) = hint(spec.key.expose());
         let created_at = existing_keys
             .iter()

@@ -92,14 +92,21 @@ pub async fn refresh_account(
     let Some(refresh_token) = current.refresh.clone() else {
         return Ok(current);
     };
-    match refresh::refresh(
+    let result = refresh::refresh(
         &account.client,
         keeper.oauth,
         account.spec.platform,
         &refresh_token,
     )
-    .await
-    {
+    .await;
+    if let Some(metrics) = crate::metrics::get() {
+        metrics.token_refresh(match &result {
+            Ok(_) => "ok",
+            Err(RefreshError::InvalidGrant(_)) => "invalid_grant",
+            Err(RefreshError::Other(_)) => "error",
+        });
+    }
+    match result {
         Ok(issued) => {
             let next_refresh = issued.refresh.clone().unwrap_or(refresh_token);
             if let Some(seed) = account.credentials.seed() {
@@ -192,6 +199,17 @@ async fn save(
 
 /// Replaces config tokens by the saved descendants of the same chain, at start.
 pub async fn restore(keeper: TokenKeeper<'_>, pool: &Pool) -> Result<usize, String> {
+    restore_only(keeper, pool, None).await
+}
+
+/// [`restore`] for the accounts named in `only` (`None`: every account): a configuration reload
+/// rebuilds a changed account with the file's tokens, which may have been rotated (and the file's
+/// refresh token spent) since.
+pub async fn restore_only(
+    keeper: TokenKeeper<'_>,
+    pool: &Pool,
+    only: Option<&[String]>,
+) -> Result<usize, String> {
     let saved = keeper
         .store
         .saved_tokens()
@@ -199,6 +217,9 @@ pub async fn restore(keeper: TokenKeeper<'_>, pool: &Pool) -> Result<usize, Stri
         .map_err(|e| format!("cannot read saved sign-in tokens: {e}"))?;
     let mut restored = 0;
     for (name, sealed) in saved {
+        if only.is_some_and(|names| !names.contains(&name)) {
+            continue;
+        }
         let Some(account) = pool.find(&name) else {
             continue;
         };
@@ -214,7 +235,8 @@ pub async fn restore(keeper: TokenKeeper<'_>, pool: &Pool) -> Result<usize, Stri
             tracing::info!(account = %name, "the config declares a new refresh token; the saved token chain is ignored");
             continue;
         }
-        // At start nothing else installs: the generation read here is the current one.
+        // At start (or right after a reload rebuilt the account) nothing else installs: the
+        // generation read here is the current one.
         let _ = account.credentials.install(
             account.credentials.snapshot().generation,
             Secret::new(tokens.access_token.clone()),

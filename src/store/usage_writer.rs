@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Store, UsageRow};
 use crate::pricing::{Cost, PriceTable};
+use crate::runtime_state::Live;
 use crate::usage::{log_record, UsageRecord, UsageSink};
 
 const SPOOL_DIR: &str = "usage-spool";
@@ -136,7 +137,8 @@ pub trait SpendMeter: Send + Sync {
 }
 
 pub struct StoreUsageSink {
-    prices: Arc<PriceTable>,
+    /// Replaced by a configuration reload.
+    prices: Arc<Live<PriceTable>>,
     spend: Arc<dyn SpendMeter>,
     spool: Mutex<Spool>,
     capacity: usize,
@@ -151,7 +153,7 @@ pub struct StoreUsageSink {
 impl StoreUsageSink {
     pub fn new(
         data_dir: &Path,
-        prices: Arc<PriceTable>,
+        prices: Arc<Live<PriceTable>>,
         spend: Arc<dyn SpendMeter>,
         capacity: usize,
     ) -> Result<Self, String> {
@@ -440,8 +442,15 @@ fn write_some(file: &mut File, buf: &[u8]) -> (usize, std::io::Result<()>) {
 impl UsageSink for StoreUsageSink {
     fn record(&self, record: UsageRecord) {
         let anthropic = matches!(record.endpoint, "messages" | "count_tokens");
-        let cost = self.prices.cost(&record.model, &record.tokens, !anthropic);
+        let cost = self
+            .prices
+            .get()
+            .cost(&record.model, &record.tokens, !anthropic);
         log_record(&record, Some((cost.usd, cost.priced)));
+        if let Some(metrics) = crate::metrics::get() {
+            metrics.cost(cost.usd);
+            metrics.usage_recorded();
+        }
         self.spend.add_spend(&record.key, cost.usd);
         self.enqueue(Self::row(record, cost));
     }
@@ -606,7 +615,15 @@ async fn write_segment(
         }
     };
     for chunk in rows.chunks(BATCH) {
-        store.insert_usage(chunk).await.map_err(|e| e.to_string())?;
+        if let Err(e) = store.insert_usage(chunk).await {
+            if let Some(metrics) = crate::metrics::get() {
+                metrics.store_error();
+            }
+            return Err(e.to_string());
+        }
+        if let Some(metrics) = crate::metrics::get() {
+            metrics.usage_stored(chunk.len());
+        }
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),

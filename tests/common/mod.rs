@@ -179,6 +179,31 @@ impl Gateway {
         }
     }
 
+    /// The config file the gateway was started with (what a reload re-reads).
+    pub fn config_path(&self) -> &std::path::Path {
+        self._config.path()
+    }
+
+    /// Rewrites the config file through `edit` (the gateway reads it again only on a reload).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test's own small file, between requests"
+    )]
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        std::fs::write(self.config_path(), edit(text)).unwrap();
+    }
+
+    /// Sends SIGHUP: the gateway re-reads its config file.
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     pub fn responses_url(&self) -> String {
         format!("{}/v1/responses", self.url)
     }

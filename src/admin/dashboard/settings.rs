@@ -37,7 +37,7 @@ pub struct Settings {
         (status = 404, description = "The admin API is off", body = ErrorBody),
     ))]
 pub async fn get(_: Admin, State(state): State<Arc<AppState>>) -> Response {
-    let origin = &state.config_origin;
+    let origin = state.config_origin.get();
     Json(Settings {
         file: origin.file.as_ref().map(|p| p.display().to_string()),
         from_env: origin

@@ -172,6 +172,9 @@ pub enum Refusal {
     },
     RefreshFailed(String),
     SignInFailed(String),
+    /// A configuration reload refused the file (it does not load or validate, or the store
+    /// could not take it); the running configuration stays.
+    ReloadRefused(String),
 }
 
 impl Refusal {
@@ -216,6 +219,7 @@ impl Refusal {
             | Refusal::DeclaredInConfig { .. }
             | Refusal::NoRefreshToken { .. } => StatusCode::CONFLICT,
             Refusal::RefreshFailed(_) | Refusal::SignInFailed(_) => StatusCode::BAD_GATEWAY,
+            Refusal::ReloadRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Refusal::Upstream(upstream) => upstream.status(),
         }
     }
@@ -237,6 +241,7 @@ impl Refusal {
             | Refusal::MethodNotAllowed { .. }
             | Refusal::NoChatAccount { .. }
             | Refusal::AdminBadRequest(_)
+            | Refusal::ReloadRefused(_)
             | Refusal::NoRefreshToken { .. } => "invalid_request_error",
             Refusal::InflateFailed
             | Refusal::RelayFailed
@@ -306,6 +311,7 @@ impl Refusal {
             Refusal::StoreNotFound(_) => "not_found",
             Refusal::StoreUnavailable => "store_unavailable",
             Refusal::SignInFailed(_) => "sign_in_failed",
+            Refusal::ReloadRefused(_) => "config_reload_refused",
             Refusal::BodyUnreadable(_)
             | Refusal::UnsupportedEncoding(_)
             | Refusal::BadEncoding { .. }
@@ -354,7 +360,8 @@ impl Refusal {
             | Refusal::AdminBadRequest(message)
             | Refusal::Conflict(message)
             | Refusal::RefreshFailed(message)
-            | Refusal::SignInFailed(message) => message,
+            | Refusal::SignInFailed(message)
+            | Refusal::ReloadRefused(message) => message,
             Refusal::UnknownRoute { method, path } => {
                 return Cow::Owned(format!("no route for {method} {path}"))
             }
@@ -480,7 +487,7 @@ impl Refusal {
             }
             Refusal::DeclaredInConfig { what, name } => {
                 return Cow::Owned(format!(
-                    "{what} {name:?} is declared in the config file; change it there and restart (the store rewrites config entries at every start)"
+                    "{what} {name:?} is declared in the config file; change it there and reload (SIGHUP or `subrelay reload`; the store rewrites config entries at every start and reload)"
                 ))
             }
             Refusal::StoreNotFound(name) => return Cow::Owned(format!("not found: {name}")),

@@ -75,13 +75,14 @@ fn table() -> Vec<Row> {
         (Refusal::AdminBadRequest(s("limit: must be 1–1000")), 400, "invalid_request_error", Some("invalid_request"), s("limit: must be 1–1000"), None),
         (Refusal::AdminNotFound { what: "account", name: s("a") }, 404, "not_found_error", Some("unknown_account"), s("no account named \"a\""), None),
         (Refusal::Conflict(s("a key named \"k\" exists")), 409, "conflict_error", Some("conflict"), s("a key named \"k\" exists"), None),
-        (Refusal::DeclaredInConfig { what: "key", name: s("k") }, 409, "conflict_error", Some("declared_in_config"), s("key \"k\" is declared in the config file; change it there and restart (the store rewrites config entries at every start)"), None),
+        (Refusal::DeclaredInConfig { what: "key", name: s("k") }, 409, "conflict_error", Some("declared_in_config"), s("key \"k\" is declared in the config file; change it there and reload (SIGHUP or `subrelay reload`; the store rewrites config entries at every start and reload)"), None),
         (Refusal::StoreNotFound(s("k")), 404, "not_found_error", Some("not_found"), s("not found: k"), None),
         (Refusal::StoreUnavailable, 503, "server_error", Some("store_unavailable"), s("the store is unavailable; try again"), None),
         (Refusal::CannotSeal, 503, "server_error", None, s("cannot encrypt the credentials"), None),
         (Refusal::NoRefreshToken { account: s("a") }, 409, "invalid_request_error", None, s("account \"a\" has no refresh token"), None),
         (Refusal::RefreshFailed(s("refresh refused")), 502, "upstream_error", None, s("refresh refused"), None),
         (Refusal::SignInFailed(s("token endpoint unreachable")), 502, "upstream_error", Some("sign_in_failed"), s("token endpoint unreachable"), None),
+        (Refusal::ReloadRefused(s("gateway.max_body_size = -1: must be ...")), 422, "invalid_request_error", Some("config_reload_refused"), s("gateway.max_body_size = -1: must be ..."), None),
         // The upstream's failures, one per reason the relay can give.
         (upstream(UpstreamWhy::RateLimited { retry_after: Some(secs(7)) }, 2, "upstream_status_429"), 429, "rate_limit_error", Some("upstream_status_429"), s("upstream rate limit reached on all 2 accounts tried (request req_1)"), Some(7)),
         (upstream(UpstreamWhy::CredentialsRejected { status: 403 }, 1, "upstream_status_403"), 502, "upstream_error", Some("upstream_status_403"), s("upstream rejected the credentials of the account tried (status 403); the gateway's operator must renew them (request req_1)"), None),
@@ -145,7 +146,8 @@ fn has_a_row(refusal: &Refusal) {
         | Refusal::CannotSeal
         | Refusal::NoRefreshToken { .. }
         | Refusal::RefreshFailed(_)
-        | Refusal::SignInFailed(_) => {}
+        | Refusal::SignInFailed(_)
+        | Refusal::ReloadRefused(_) => {}
     }
 }
 
@@ -164,7 +166,7 @@ fn every_refusal_has_its_status_kind_code_message_and_retry_after() {
             std::mem::discriminant(r)
         })
         .collect();
-    assert_eq!(variants.len(), 42, "a variant was added or lost a row");
+    assert_eq!(variants.len(), 43, "a variant was added or lost a row");
     for (refusal, status, kind, code, message, retry) in rows {
         let name = format!("{refusal:?}");
         assert_eq!(refusal.status().as_u16(), status, "{name}");

@@ -10,7 +10,7 @@ fn sink(dir: &Path, capacity: usize) -> Arc<StoreUsageSink> {
     Arc::new(
         StoreUsageSink::new(
             dir,
-            Arc::new(PriceTable::default()),
+            Arc::new(Live::new(PriceTable::default())),
             Arc::new(Limits::seeded(Vec::new(), Vec::new())),
             capacity,
         )
