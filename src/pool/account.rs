@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
+use super::cooldown::{
+    AccountEffect, CooldownPolicy, CooldownReason, STRIKE_WINDOW, TRANSIENT_STRIKES,
+};
 use super::credentials::Credentials;
 use super::quota::QuotaSnapshot;
 use super::AccountId;
@@ -42,6 +44,9 @@ struct Health {
     last_used: Option<Instant>,
     last_error: Option<String>,
     quota: Option<QuotaSnapshot>,
+    /// Transient failures in a row (see [`super::cooldown`]), and when the last one was.
+    strikes: u32,
+    last_strike: Option<Instant>,
 }
 
 /// Whether an account may be selected now.
@@ -154,14 +159,32 @@ impl Account {
             health.disabled = Some((*reason).to_owned());
             return;
         }
+        let now = Instant::now();
+        if effect.is_transient() && !Self::strike(health, now) {
+            return;
+        }
         if let Some((reason, duration)) = effect.cooldown(policy) {
-            let until = Instant::now() + duration;
+            let until = now + duration;
             // Keep the later of two cooldowns: a short 5xx pause must not shorten a quota wait.
             if health.cooldown_until.is_none_or(|u| u < until) {
                 health.cooldown_until = Some(until);
                 health.cooldown_reason = Some(reason);
             }
         }
+    }
+
+    /// Counts a transient failure; true when it is one too many and the account must cool.
+    fn strike(health: &mut Health, now: Instant) -> bool {
+        let in_a_row = health
+            .last_strike
+            .is_some_and(|at| now.saturating_duration_since(at) <= STRIKE_WINDOW);
+        health.strikes = if in_a_row {
+            health.strikes.saturating_add(1)
+        } else {
+            1
+        };
+        health.last_strike = Some(now);
+        health.strikes >= TRANSIENT_STRIKES
     }
 
     /// Disables the account with a stated reason (a refresh token that was refused, say).
@@ -178,6 +201,7 @@ impl Account {
     pub fn note_success(&self, quota: Option<QuotaSnapshot>) {
         self.health.update(|health| {
             health.last_error = None;
+            health.strikes = 0;
             if health.cooldown_reason == Some(CooldownReason::RateLimited) {
                 health.cooldown_until = None;
                 health.cooldown_reason = None;
@@ -195,6 +219,7 @@ impl Account {
             health.cooldown_reason = None;
             health.disabled = None;
             health.last_error = None;
+            health.strikes = 0;
         });
         // Usable again: requests waiting for a slot look again.
         self.changed.notify();

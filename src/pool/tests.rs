@@ -206,8 +206,10 @@ async fn cooldowns_skip_the_account_and_heal_after_their_time() {
     }
     tokio::time::advance(Duration::from_secs(121)).await;
     assert_eq!(name(&pick(&p, &[]).unwrap()), "a");
-    // A short pause never shortens a longer one.
-    b.apply(&AccountEffect::Transient, "502", &policy);
+    // A short pause never shortens a longer one (three transient failures: a cooldown of 10 s).
+    for _ in 0..cooldown::TRANSIENT_STRIKES {
+        b.apply(&AccountEffect::Transient, "502", &policy);
+    }
     assert!(matches!(
         b.availability(tokio::time::Instant::now()),
         Availability::Cooling {
@@ -321,7 +323,7 @@ async fn a_sticky_binding_wins_over_priority_and_moves_when_its_account_cools() 
     // Cooling: the binding is released and the normal order applies.
     p.find("second")
         .unwrap()
-        .apply(&AccountEffect::Transient, "502", &p.policy.cooldowns);
+        .apply(&AccountEffect::AuthFailed, "401", &p.policy.cooldowns);
     let got = p.select(&wanted(&[], Some(&key)));
     assert!(matches!(got, Selection::Slot(ref s) if s.account().spec.name == "first"));
     assert_eq!(p.sticky.get(&key), None);
@@ -414,7 +416,15 @@ async fn each_failure_rests_the_account_for_its_own_duration() {
     for (effect, reason, duration) in cases {
         let p = pool(vec![spec("a", 0, 0)]);
         let a = p.find("a").unwrap();
-        a.apply(&effect, "failed", &p.policy.cooldowns);
+        // A transient failure cools on the strike that makes it too many in a row.
+        let times = if effect.is_transient() {
+            cooldown::TRANSIENT_STRIKES
+        } else {
+            1
+        };
+        for _ in 0..times {
+            a.apply(&effect, "failed", &p.policy.cooldowns);
+        }
         match a.availability(tokio::time::Instant::now()) {
             Availability::Cooling { reason: got, left } => {
                 assert_eq!((got, left), (reason, duration), "{effect:?}");
@@ -484,11 +494,11 @@ async fn the_relay_reports_outcomes_through_the_pool() {
 
     assert!(!p.keep_sticky(Some(&key), &second, None));
     p.failed(&second, &AccountEffect::Transient, "502", Some(&key));
-    assert_eq!(p.sticky.get(&key), None, "a failure moves the binding");
-    assert!(matches!(
-        second.availability(tokio::time::Instant::now()),
-        Availability::Cooling { .. }
-    ));
+    assert_eq!(
+        p.sticky.get(&key),
+        None,
+        "a failure moves the binding, even one that does not cool the account"
+    );
     p.failed(&second, &AccountEffect::RateLimited(None), "429", None);
     p.succeeded(&second, None);
     assert_eq!(
@@ -504,7 +514,7 @@ async fn an_account_replaced_at_runtime_starts_with_fresh_health_and_slots() {
     let held = pick(&p, &[]).unwrap();
     p.find("a")
         .unwrap()
-        .apply(&AccountEffect::Transient, "502", &p.policy.cooldowns);
+        .apply(&AccountEffect::AuthFailed, "401", &p.policy.cooldowns);
     p.upsert(spec("a", 0, 1), reqwest::Client::new()).unwrap();
     let fresh = p.find("a").unwrap();
     assert_eq!(
@@ -517,4 +527,77 @@ async fn an_account_replaced_at_runtime_starts_with_fresh_health_and_slots() {
         "the old version's slot is not counted"
     );
     assert_eq!(held.account().in_flight(), 1);
+}
+
+fn is_cooling(account: &Account) -> bool {
+    matches!(
+        account.availability(tokio::time::Instant::now()),
+        Availability::Cooling { .. }
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_cool_on_the_third_in_a_row_and_again_at_once_after() {
+    let p = pool(vec![spec("only", 0, 0)]);
+    let only = p.find("only").unwrap();
+    let policy = p.policy.cooldowns;
+    for effect in [AccountEffect::Transient, AccountEffect::Stalled] {
+        assert!(!is_cooling(&only), "{effect:?}");
+        only.apply(&effect, "502", &policy);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(
+            pick(&p, &[]).is_some(),
+            "the only account still serves after one"
+        );
+    }
+    only.apply(&AccountEffect::Transient, "502", &policy);
+    match only.availability(tokio::time::Instant::now()) {
+        Availability::Cooling { left, reason } => {
+            assert_eq!(
+                (left, reason),
+                (Duration::from_secs(10), CooldownReason::Transient)
+            );
+        }
+        other => panic!("the third in a row cools: {other:?}"),
+    }
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(pick(&p, &[]).is_some(), "healed");
+    // Back but still failing: one more strike before any success cools at once.
+    only.apply(&AccountEffect::Transient, "502", &policy);
+    assert!(is_cooling(&only));
+}
+
+#[tokio::test(start_paused = true)]
+async fn strikes_start_again_after_a_success_or_a_quiet_window() {
+    let p = pool(vec![spec("only", 0, 0)]);
+    let only = p.find("only").unwrap();
+    let policy = p.policy.cooldowns;
+    let strike = || only.apply(&AccountEffect::Transient, "502", &policy);
+    strike();
+    strike();
+    p.succeeded(&only, None);
+    strike();
+    strike();
+    assert!(!is_cooling(&only), "two since the success");
+    tokio::time::advance(cooldown::STRIKE_WINDOW + Duration::from_secs(1)).await;
+    strike();
+    strike();
+    assert!(!is_cooling(&only), "two since the quiet minute");
+    strike();
+    assert!(is_cooling(&only), "control: the third in a row cools");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_auth_and_billing_still_cool_at_the_first() {
+    for effect in [
+        AccountEffect::RateLimited(None),
+        AccountEffect::AuthFailed,
+        AccountEffect::PaymentRequired,
+        AccountEffect::Overloaded,
+    ] {
+        let p = pool(vec![spec("only", 0, 0)]);
+        let only = p.find("only").unwrap();
+        only.apply(&effect, "failed", &p.policy.cooldowns);
+        assert!(is_cooling(&only), "{effect:?}");
+    }
 }
