@@ -62,6 +62,10 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub response_header_timeout: Duration,
+    /// How long a new upstream connection (TCP, and TLS for the direct path) may take.
+    pub connect_timeout: Duration,
+    /// A streaming answer with no real output this long after the send fails over.
+    pub first_token_timeout: Option<Duration>,
     pub stream_keepalive_interval: Option<Duration>,
     pub stream_data_interval_timeout: Option<Duration>,
     pub compact_nonstream_keepalive_interval: Option<Duration>,

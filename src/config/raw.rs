@@ -64,6 +64,8 @@ impl Default for RawServer {
 #[serde(default, deny_unknown_fields)]
 pub struct RawGateway {
     pub response_header_timeout: i64,
+    pub connect_timeout: i64,
+    pub first_token_timeout: i64,
     pub stream_keepalive_interval: i64,
     pub stream_data_interval_timeout: i64,
     pub openai_compact_nonstream_keepalive_interval: i64,
@@ -87,6 +89,8 @@ impl Default for RawGateway {
     fn default() -> Self {
         Self {
             response_header_timeout: 600,
+            connect_timeout: 10,
+            first_token_timeout: 0,
             stream_keepalive_interval: 10,
             stream_data_interval_timeout: 180,
             openai_compact_nonstream_keepalive_interval: 0,

@@ -77,6 +77,18 @@ pub const KEYS: &[KeyDoc] = &[
         description: "How long to wait for an upstream's response headers before the attempt fails over.",
     },
     KeyDoc {
+        path: "gateway.connect_timeout",
+        default: "10",
+        allowed: "1–300 seconds",
+        description: "How long a new upstream connection may take to open (TCP connect, through the account's proxy if it has one); then the attempt fails over. A dead host costs this, not `response_header_timeout`.",
+    },
+    KeyDoc {
+        path: "gateway.first_token_timeout",
+        default: "0",
+        allowed: "0 (off) or 1–3600 seconds",
+        description: "Streaming requests: an upstream that has sent no real output (only headers, or events held back such as `response.created`) this long after the request went out is given up and the next account tried; nothing has reached the client yet. Counts from the send, alongside `response_header_timeout`, which still bounds the headers alone.",
+    },
+    KeyDoc {
         path: "gateway.stream_keepalive_interval",
         default: "10",
         allowed: "0 (off) or 5–30 seconds",

@@ -552,3 +552,37 @@ fn out_of_range_names_what_is_allowed() {
     let unknown = super::validate::out_of_range("server.nothing", "1", &[]);
     assert_eq!(unknown, "server.nothing = 1: out of range");
 }
+
+#[test]
+fn connect_and_first_token_timeouts_default_and_refuse_out_of_range() {
+    let config = load(None, &MapEnv::default()).unwrap();
+    assert_eq!(config.gateway.connect_timeout, Duration::from_secs(10));
+    assert_eq!(config.gateway.first_token_timeout, None, "off by default");
+    let config = load_text(
+        "gateway:\n  connect_timeout: 3\n  first_token_timeout: 45\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(config.gateway.connect_timeout, Duration::from_secs(3));
+    assert_eq!(
+        config.gateway.first_token_timeout,
+        Some(Duration::from_secs(45))
+    );
+    let err = load(None, &MapEnv::from([("GATEWAY_CONNECT_TIMEOUT", "0")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "gateway.connect_timeout = 0 (from environment variable GATEWAY_CONNECT_TIMEOUT): must be 1–300 seconds"
+    );
+    let err = load_text(
+        "gateway:\n  first_token_timeout: 3601\n",
+        &MapEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "gateway.first_token_timeout = 3601: must be 0 (off) or 1–3600 seconds"
+    );
+}

@@ -210,6 +210,13 @@ pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {
             1,
             3600,
         )?,
+        connect_timeout: seconds("gateway.connect_timeout", raw.connect_timeout, 1, 300)?,
+        first_token_timeout: seconds_or_off(
+            "gateway.first_token_timeout",
+            raw.first_token_timeout,
+            1,
+            3600,
+        )?,
         stream_keepalive_interval: seconds_or_off(
             "gateway.stream_keepalive_interval",
             raw.stream_keepalive_interval,

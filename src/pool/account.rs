@@ -66,13 +66,14 @@ impl Account {
         id: AccountId,
         spec: AccountSpec,
         client: reqwest::Client,
+        connect_timeout: Duration,
         runtime: &RuntimeState,
         changed: &Signal,
     ) -> Result<Self, String> {
         Ok(Self {
             id,
             credentials: Credentials::new(&spec.credential, runtime, &spec.name),
-            sender: crate::upstream::Sender::new(spec.proxy.as_ref(), &client),
+            sender: crate::upstream::Sender::new(spec.proxy.as_ref(), &client, connect_timeout),
             client,
             endpoints: crate::upstream::Endpoints::of(&spec)?,
             name: spec.name.as_str().into(),

@@ -53,6 +53,8 @@ pub struct PoolPolicy {
     pub sticky_slow_strikes: u32,
     pub queue_wait: Duration,
     pub queue_max_waiting: usize,
+    /// `gateway.connect_timeout`, for the accounts' direct senders.
+    pub connect_timeout: Duration,
 }
 
 pub struct Pool {
@@ -121,7 +123,15 @@ impl Pool {
             .into_iter()
             .enumerate()
             .map(|(id, (spec, client))| {
-                Account::new(id, spec, client, &runtime, &changed).map(Arc::new)
+                Account::new(
+                    id,
+                    spec,
+                    client,
+                    policy.connect_timeout,
+                    &runtime,
+                    &changed,
+                )
+                .map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
@@ -161,6 +171,7 @@ impl Pool {
             id,
             spec,
             client,
+            self.policy.connect_timeout,
             &self.runtime,
             &self.changed,
         )?);

@@ -80,7 +80,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let accounts = accounts
         .into_iter()
         .map(|a| {
-            crate::upstream::client(a.proxy.as_ref())
+            crate::upstream::client(a.proxy.as_ref(), config.gateway.connect_timeout)
                 .map(|client| (a.clone(), client))
                 .map_err(|e| format!("cannot build the HTTP client of account {}: {e}", a.name))
         })

@@ -7,6 +7,9 @@ mod send;
 pub mod session;
 mod url;
 
+#[cfg(test)]
+mod connect_tests;
+
 pub use headers::{
     anthropic_headers, chat_headers, keep_used, upstream_headers, SessionRewrite, SESSION_HEADERS,
 };
@@ -17,14 +20,18 @@ use std::time::Duration;
 
 /// The HTTP client of one account: its own connection pool, through its own proxy if it has one.
 /// With a proxy configured, a broken proxy fails the request; there is no direct fallback.
-pub fn client(proxy: Option<&crate::domain::Secret>) -> Result<reqwest::Client, reqwest::Error> {
+/// `connect_timeout` is `gateway.connect_timeout`.
+pub fn client(
+    proxy: Option<&crate::domain::Secret>,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
     let builder = match proxy {
         Some(url) => reqwest::Client::builder().proxy(reqwest::Proxy::all(url.expose())?),
         None => reqwest::Client::builder(),
     };
     builder
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         // The relay forwards bodies as they are; it never asks for compression it would have
