@@ -76,6 +76,8 @@ pub struct GatewayConfig {
     pub sticky_session_ttl: Option<Duration>,
     pub sticky_slow_ttft: Option<Duration>,
     pub sticky_slow_strikes: u32,
+    /// `gateway.quota_reserve_percent`: 0 = off.
+    pub quota_reserve_percent: u8,
     pub queue_wait_timeout: Duration,
     pub queue_max_waiting: usize,
     pub overload_cooldown: Duration,

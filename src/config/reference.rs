@@ -149,6 +149,12 @@ pub const KEYS: &[KeyDoc] = &[
         description: "Consecutive slow first tokens that release a sticky binding.",
     },
     KeyDoc {
+        path: "gateway.quota_reserve_percent",
+        default: "0",
+        allowed: "0 (off) or 1–50 percent",
+        description: "Sign-in accounts report how much of their usage windows (about 5 h and 7 d) is used. An account whose tightest window is above 100 − this is not chosen while another account of the same priority has room, and a conversation bound to it moves; when none has room, the least used is chosen. (Among accounts of equal priority, the one with the most room is always preferred, in steps of 10 points; an account at 100 % is avoided even when this is 0.)",
+    },
+    KeyDoc {
         path: "gateway.queue_wait_timeout",
         default: "30",
         allowed: "0 (no queue) – 600 seconds",

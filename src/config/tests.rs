@@ -586,3 +586,25 @@ fn connect_and_first_token_timeouts_default_and_refuse_out_of_range() {
         "gateway.first_token_timeout = 3601: must be 0 (off) or 1–3600 seconds"
     );
 }
+
+#[test]
+fn quota_reserve_percent_defaults_off_and_refuses_more_than_half() {
+    let config = load(None, &MapEnv::default()).unwrap();
+    assert_eq!(config.gateway.quota_reserve_percent, 0);
+    let config = load(
+        None,
+        &MapEnv::from([("GATEWAY_QUOTA_RESERVE_PERCENT", "5")]),
+    )
+    .unwrap();
+    assert_eq!(config.gateway.quota_reserve_percent, 5);
+    let err = load_text(
+        "gateway:\n  quota_reserve_percent: 51\n",
+        &MapEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "gateway.quota_reserve_percent = 51: must be 0 (off) or 1–50 percent"
+    );
+}

@@ -275,6 +275,12 @@ pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {
             1,
             100,
         )? as u32,
+        quota_reserve_percent: in_range(
+            "gateway.quota_reserve_percent",
+            raw.quota_reserve_percent,
+            0,
+            50,
+        )? as u8,
         queue_wait_timeout: seconds("gateway.queue_wait_timeout", raw.queue_wait_timeout, 0, 600)?,
         queue_max_waiting: in_range(
             "gateway.queue_max_waiting",

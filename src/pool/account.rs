@@ -10,7 +10,7 @@ use super::cooldown::{
     AccountEffect, CooldownPolicy, CooldownReason, STRIKE_WINDOW, TRANSIENT_STRIKES,
 };
 use super::credentials::Credentials;
-use super::quota::QuotaSnapshot;
+use super::quota::{Headroom, QuotaSnapshot};
 use super::AccountId;
 use crate::domain::{AccountKind, AccountSpec, Platform};
 use crate::runtime_state::{Lease, LeaseSet, Leases, Record, Records, RuntimeState, Signal};
@@ -44,6 +44,8 @@ struct Health {
     last_used: Option<Instant>,
     last_error: Option<String>,
     quota: Option<QuotaSnapshot>,
+    /// `quota` as selection reads it.
+    headroom: Headroom,
     /// Transient failures in a row (see [`super::cooldown`]), and when the last one was.
     strikes: u32,
     last_strike: Option<Instant>,
@@ -104,10 +106,21 @@ impl Account {
         self.snapshot(now).0
     }
 
-    /// Availability and last use, under one lock.
-    pub(super) fn snapshot(&self, now: Instant) -> (Availability, Option<Instant>) {
-        self.health
-            .read(|health| (Self::available(health, now), health.last_used))
+    /// Availability, last use and the tightest usage window's percent used, under one lock.
+    pub(super) fn snapshot(&self, now: Instant) -> (Availability, Option<Instant>, f64) {
+        self.health.read(|health| {
+            (
+                Self::available(health, now),
+                health.last_used,
+                health.headroom.used(now),
+            )
+        })
+    }
+
+    /// The tightest usage window's percent used, as selection sees it (0 when unknown).
+    pub fn quota_used(&self) -> f64 {
+        let now = Instant::now();
+        self.health.read(|health| health.headroom.used(now))
     }
 
     fn available(health: &Health, now: Instant) -> Availability {
@@ -207,8 +220,9 @@ impl Account {
                 health.cooldown_until = None;
                 health.cooldown_reason = None;
             }
-            if quota.is_some() {
-                health.quota = quota;
+            if let Some(quota) = quota {
+                health.headroom = Headroom::of(&quota, SystemTime::now(), Instant::now());
+                health.quota = Some(quota);
             }
         });
     }

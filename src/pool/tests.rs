@@ -10,6 +10,8 @@ use std::time::Duration;
 use super::*;
 use crate::domain::{AccountCredential, Secret};
 
+mod simulation;
+
 fn spec(name: &str, priority: i32, concurrency: u32) -> AccountSpec {
     AccountSpec {
         name: name.into(),
@@ -599,5 +601,138 @@ async fn rate_limits_auth_and_billing_still_cool_at_the_first() {
         let only = p.find("only").unwrap();
         only.apply(&effect, "failed", &p.policy.cooldowns);
         assert!(is_cooling(&only), "{effect:?}");
+    }
+}
+
+/// A quota report: the 5 h window `used` percent, resetting in an hour.
+fn used(percent: f64) -> Option<quota::QuotaSnapshot> {
+    let resets = std::time::SystemTime::now() + Duration::from_secs(3600);
+    Some(quota::QuotaSnapshot {
+        primary: Some(quota::QuotaWindow {
+            used_percent: percent,
+            window_minutes: Some(300),
+            resets_at: Some(humantime::format_rfc3339_seconds(resets).to_string()),
+        }),
+        secondary: None,
+    })
+}
+
+fn report(p: &Pool, name: &str, percent: f64) {
+    p.succeeded(&p.find(name).unwrap(), used(percent));
+}
+
+fn reserve(percent: f64) -> PoolPolicy {
+    PoolPolicy {
+        quota_reserve_percent: percent,
+        ..default_policy()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_most_quota_room_goes_first_within_a_priority_and_in_steps() {
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0), spec("low", 1, 0)]);
+    report(&p, "a", 62.0);
+    report(&p, "b", 35.0);
+    for _ in 0..8 {
+        assert_eq!(name(&pick(&p, &[]).unwrap()), "b", "more room");
+    }
+    // Within one 10-point step the usual order (last use) applies: both are served.
+    report(&p, "b", 68.0);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        seen.insert(name(&pick(&p, &[]).unwrap()));
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Priority still comes first: an emptier account of a worse priority waits.
+    report(&p, "low", 0.0);
+    assert_ne!(name(&pick(&p, &[]).unwrap()), "low");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_past_its_reset_counts_as_empty() {
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0)]);
+    report(&p, "a", 90.0);
+    report(&p, "b", 40.0);
+    assert_eq!(name(&pick(&p, &[]).unwrap()), "b");
+    tokio::time::advance(Duration::from_secs(3601)).await;
+    assert_eq!(
+        name(&pick(&p, &[]).unwrap()),
+        "a",
+        "a's window reset; b was used last"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_account_past_the_reserve_is_passed_over_while_another_has_room() {
+    let p = Pool::new(
+        with_clients(vec![spec("a", 0, 0), spec("b", 0, 0)]),
+        reserve(5.0),
+    )
+    .unwrap();
+    // 96 and 91 share a step; the reserve still tells them apart.
+    report(&p, "a", 91.0);
+    report(&p, "b", 96.0);
+    for _ in 0..4 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(name(&pick(&p, &[]).unwrap()), "a");
+    }
+    // Control: without a reserve both are served (same step, by last use).
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0)]);
+    report(&p, "a", 91.0);
+    report(&p, "b", 96.0);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        seen.insert(name(&pick(&p, &[]).unwrap()));
+    }
+    assert_eq!(seen.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_binding_moves_off_an_account_past_the_reserve_only_when_another_has_room() {
+    let p = Pool::new(
+        with_clients(vec![spec("a", 0, 0), spec("b", 0, 0)]),
+        reserve(5.0),
+    )
+    .unwrap();
+    let key = StickyKey::new(b"key-a", "conversation-1");
+    p.sticky.bind(key, &"a".into(), Duration::from_secs(3600));
+    report(&p, "a", 80.0);
+    report(&p, "b", 10.0);
+    let got = p.select(&wanted(&[], Some(&key)));
+    assert!(
+        matches!(got, Selection::Slot(ref s) if s.account().spec.name == "a"),
+        "room left: the binding holds"
+    );
+    report(&p, "a", 97.0);
+    report(&p, "b", 98.0);
+    let got = p.select(&wanted(&[], Some(&key)));
+    assert!(
+        matches!(got, Selection::Slot(ref s) if s.account().spec.name == "a"),
+        "no one has room: it holds"
+    );
+    assert!(p.sticky.get(&key).is_some());
+    report(&p, "b", 50.0);
+    let got = p.select(&wanted(&[], Some(&key)));
+    assert!(
+        matches!(got, Selection::Slot(ref s) if s.account().spec.name == "b"),
+        "b has room: it moves"
+    );
+    assert_eq!(
+        p.sticky.get(&key),
+        None,
+        "released, to be bound to b by the relay"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_used_up_account_is_passed_over_even_without_a_reserve() {
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0)]);
+    report(&p, "a", 100.0);
+    report(&p, "b", 99.0);
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(name(&pick(&p, &[]).unwrap()), "b");
     }
 }

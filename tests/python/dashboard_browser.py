@@ -353,6 +353,7 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.text_eq(tired + " .state", "cooling")
     page.text_is(tired, "rate_limited")
     page.text_is(tired, "5 h")
+    page.text_is(tired, "resets")
     # Its last error: the upstream's message, the recorded text only on demand.
     pool = admin_get(base, admin_token, "/admin/api/accounts")["accounts"]
     raw = next(a for a in pool if a["name"] == "tired")["last_error"]

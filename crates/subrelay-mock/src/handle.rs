@@ -129,7 +129,7 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
 
     // 5. Choose the behaviour.
     let (model, options) = model_options::split_model(ask.model());
-    let behavior = match ledger.next_step(credential) {
+    let mut behavior = match ledger.next_step(credential) {
         Some(step) => step,
         None => match options.map(model_options::parse) {
             None => Behavior::default(),
@@ -144,6 +144,21 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
             }
         },
     };
+
+    // A credential with usage windows: report them, use some, refuse when one is full. A
+    // scripted error is answered as scripted.
+    if behavior.status.is_none_or(|s| (200..300).contains(&s)) {
+        let free = route == Route::CountTokens;
+        if let Some((windows, refused)) = ledger.spend_quota(credential, free) {
+            if refused {
+                behavior.status = Some(429);
+                behavior.error_code = Some("usage_limit_reached".to_owned());
+            }
+            let mut headers = windows.headers(dialect, refused);
+            headers.append(&mut behavior.headers);
+            behavior.headers = headers;
+        }
+    }
 
     // 6. Wait before the headers.
     if behavior.hang_before_headers {

@@ -32,6 +32,10 @@
 //! | `POST /v1/oauth/token` | `console.anthropic.com` | refresh-token and authorization-code grants, JSON; rotates refresh tokens |
 //! | `GET /__mock/calls`, `POST /__mock/reset` | — | counts as JSON; reset |
 //!
+//! Quota windows that move with use: [`MockUpstream::set_quota`] gives a credential a [`Quota`];
+//! its answers then report the windows (`x-codex-*`, `anthropic-ratelimit-unified-*`), each call
+//! uses some, and a full window answers 429 (see `quota`).
+//!
 //! Hostile modes (an upstream that attacks the gateway; [`Behavior`] fields, or model options):
 //!
 //! | option | field | what the mock does |
@@ -73,6 +77,7 @@ mod ids;
 mod ledger;
 mod model_options;
 mod oauth;
+mod quota;
 mod reply;
 mod request;
 mod server;
@@ -82,4 +87,5 @@ mod wire;
 
 pub use behavior::{Behavior, Usage, DEFAULT_EVENTS, DEFAULT_TEXT};
 pub use ledger::RecordedRequest;
+pub use quota::Quota;
 pub use server::MockUpstream;

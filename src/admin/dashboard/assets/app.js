@@ -359,6 +359,7 @@ function quotaBar(label, window) {
     `${label} `,
     el("span", { class: "bar" }, el("span", { style: `width:${used}%` })),
     ` ${used.toFixed(0)}%`,
+    window.resets_at ? el("span", { class: "muted" }, ` · resets ${localTime(window.resets_at)}`) : null,
   );
 }
 
