@@ -22,6 +22,8 @@ use crate::usage::UsageSink;
 
 pub struct AppState {
     pub gateway: GatewayConfig,
+    /// `groups[].model_fallback`, by group.
+    pub model_fallback: crate::config::ModelFallback,
     pub oauth: OAuthConfig,
     pub pool: Pool,
     /// Every API key (config and admin-created); updated in place by the admin API.

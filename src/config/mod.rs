@@ -19,6 +19,11 @@ pub use secret::{Secret, SecretRef};
 
 use crate::domain::{AccountSpec, KeySpec, Platform};
 
+/// `groups[].model_fallback` by group: a model → the models to try instead, in order, when no
+/// account of the group can serve it now (every one cooling, disabled or past its quota).
+pub type ModelFallback =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -30,6 +35,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Every group a key or an account names, with the platform that serves it.
     pub groups: std::collections::BTreeMap<String, Platform>,
+    /// `groups[].model_fallback`, by group.
+    pub model_fallback: ModelFallback,
     pub accounts: Vec<AccountSpec>,
     pub api_keys: Vec<KeySpec>,
     /// The shipped prices with the config's `prices:` applied.

@@ -219,6 +219,9 @@ impl Default for RawAdmin {
 pub struct RawGroup {
     pub name: String,
     pub platform: Platform,
+    /// Model → the models to try instead, in order, when no account can serve it now.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub model_fallback: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -608,3 +608,26 @@ fn quota_reserve_percent_defaults_off_and_refuses_more_than_half() {
         "gateway.quota_reserve_percent = 51: must be 0 (off) or 1–50 percent"
     );
 }
+
+#[test]
+fn model_fallback_is_kept_by_group_and_refuses_a_model_falling_back_to_itself() {
+    let config = load_text(
+        "groups:\n  - {name: team, platform: openai, model_fallback: {gpt-5.5: [gpt-5.4, gpt-5.2]}}\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.model_fallback["team"]["gpt-5.5"],
+        ["gpt-5.4", "gpt-5.2"]
+    );
+    let err = load_text(
+        "groups:\n  - {name: team, platform: openai, model_fallback: {gpt-5.5: [gpt-5.5]}}\n",
+        &MapEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("groups[0].model_fallback.gpt-5.5: a model cannot fall back to itself"),
+        "{err}"
+    );
+}

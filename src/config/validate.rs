@@ -54,8 +54,10 @@ pub(super) fn config(
     let accounts = accounts(&raw.accounts, env)?;
     let api_keys = api_keys(&raw.api_keys, env)?;
     let groups = groups(&raw.groups, &accounts, &api_keys)?;
+    let model_fallback = model_fallback(&raw.groups)?;
     Ok(Config {
         groups,
+        model_fallback,
         server,
         gateway,
         log,
@@ -591,6 +593,36 @@ fn name_ok(name: &str) -> Result<(), String> {
     } else {
         Err(format!("{name:?}: {}", crate::domain::NAME_RULE))
     }
+}
+
+/// At most this many models to fall back to, per model.
+const MAX_FALLBACKS: usize = 8;
+
+/// `groups[].model_fallback`: non-empty model names, none falling back to itself, a short list.
+fn model_fallback(raw: &[RawGroup]) -> Result<super::ModelFallback, ConfigError> {
+    let mut out = super::ModelFallback::new();
+    for (i, group) in raw.iter().enumerate() {
+        for (model, next) in &group.model_fallback {
+            let at = format!("groups[{i}].model_fallback.{model}");
+            if model.trim().is_empty() || next.iter().any(|m| m.trim().is_empty()) {
+                return Err(ConfigError(format!("{at}: model names must not be empty")));
+            }
+            if next.is_empty() || next.len() > MAX_FALLBACKS {
+                return Err(ConfigError(format!(
+                    "{at}: list 1–{MAX_FALLBACKS} models to try instead"
+                )));
+            }
+            if next.contains(model) {
+                return Err(ConfigError(format!(
+                    "{at}: a model cannot fall back to itself"
+                )));
+            }
+        }
+        if !group.model_fallback.is_empty() {
+            out.insert(group.name.clone(), group.model_fallback.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Every group named anywhere, with its platform: as declared under `groups:`, else the

@@ -400,6 +400,20 @@ impl Pool {
         Selection::AllBusy { queue_full: false }
     }
 
+    /// Whether an account not yet tried could serve `wanted` now with quota room: ready, not
+    /// past `gateway.quota_reserve_percent` (nor 100 %). Slots are not counted: a full account
+    /// is worth waiting for. For `groups[].model_fallback`.
+    pub fn has_room(&self, wanted: &Wanted<'_>) -> bool {
+        let now = Instant::now();
+        Self::members(&self.accounts(), wanted.group, wanted.platform)
+            .filter(|a| wanted.kind.is_none_or(|k| a.spec.kind == k))
+            .filter(|a| a.serves_model(wanted.model) && !wanted.tried.contains(&a.id))
+            .any(|a| {
+                let (availability, _, used) = a.snapshot(now);
+                availability == Availability::Ready && !self.over_reserve(used)
+            })
+    }
+
     /// Whether an account whose tightest window is `used` percent used is past the reserve
     /// (`gateway.quota_reserve_percent`); at 100 % it is, reserve or not.
     fn over_reserve(&self, used: f64) -> bool {

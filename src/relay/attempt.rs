@@ -180,7 +180,12 @@ fn build(
 ) -> Result<(http::Uri, http::HeaderMap, Bytes), AttemptFailure> {
     let spec = &account.spec;
     let mapped = account.upstream_model(&ctx.inspected.model);
-    let model = (mapped != ctx.inspected.model).then_some(mapped);
+    // The body names the model the client asked for (`requested_model` after a fallback).
+    let in_body = ctx
+        .requested_model
+        .as_deref()
+        .unwrap_or(&ctx.inspected.model);
+    let model = (mapped != in_body).then_some(mapped);
     let streams = ctx.client_streams();
     let built = match ctx.endpoint.protocol() {
         Protocol::Responses => {

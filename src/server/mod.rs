@@ -98,6 +98,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     );
     let state = Arc::new(AppState {
         gateway: config.gateway.clone(),
+        model_fallback: config.model_fallback.clone(),
         oauth: config.oauth.clone(),
         pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,

@@ -350,6 +350,15 @@ function lastError(text) {
 /** Text cut to its cell's width, whole in a tooltip. */
 const clip = (text) => el("span", { class: "clip", title: text }, text);
 
+/** A time within a day as hours and minutes, a later one as its date (the tooltip has both). */
+function shortTime(value) {
+  const at = new Date(value);
+  const soon = at.getTime() - Date.now() < 86400 * 1000;
+  return soon
+    ? at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : at.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
 function quotaBar(label, window) {
   if (!window) return null;
   const used = Math.max(0, Math.min(100, window.used_percent));
@@ -359,7 +368,7 @@ function quotaBar(label, window) {
     `${label} `,
     el("span", { class: "bar" }, el("span", { style: `width:${used}%` })),
     ` ${used.toFixed(0)}%`,
-    window.resets_at ? el("span", { class: "muted" }, ` · resets ${localTime(window.resets_at)}`) : null,
+    window.resets_at ? el("div", { class: "muted" }, `resets ${shortTime(window.resets_at)}`) : null,
   );
 }
 
