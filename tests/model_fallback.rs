@@ -115,3 +115,37 @@ async fn a_model_whose_accounts_are_out_of_quota_falls_back_before_any_429() {
     assert_eq!(records[1]["model"], "gpt-5.4");
     assert_eq!(records[1]["requested_model"], "gpt-5.5");
 }
+
+/// The same on an Anthropic group: an overloaded Claude model falls back to the next one.
+#[tokio::test]
+async fn claude_models_fall_back_on_an_anthropic_group() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "sk-ant-opus",
+        vec![Behavior {
+            status: Some(529),
+            ..Default::default()
+        }],
+    );
+    let gw = Gateway::start(&format!(
+        "groups:\n  - {{name: claude, platform: anthropic, model_fallback: {{claude-opus-4-5: [claude-sonnet-4-5]}}}}\napi_keys:\n  - {{key: {KEY}, name: c, group: claude}}\naccounts:\n  - {{name: opus, platform: anthropic, type: apikey, api_key: sk-ant-opus, base_url: '{u}', groups: [claude], models: [claude-opus-4-5]}}\n  - {{name: sonnet, platform: anthropic, type: apikey, api_key: sk-ant-sonnet, base_url: '{u}', groups: [claude], models: [claude-sonnet-4-5]}}\n",
+        u = mock.url()
+    ));
+    let r = client()
+        .post(format!("{}/v1/messages", gw.url))
+        .header("x-api-key", KEY)
+        .json(&serde_json::json!({
+            "model": "claude-opus-4-5",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["model"], "claude-sonnet-4-5", "{v}");
+    assert_eq!(sent_models(&mock, "sk-ant-sonnet"), ["claude-sonnet-4-5"]);
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(records[0]["requested_model"], "claude-opus-4-5");
+}
