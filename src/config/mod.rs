@@ -83,6 +83,8 @@ pub struct GatewayConfig {
     pub sticky_session_ttl: Option<Duration>,
     pub sticky_slow_ttft: Option<Duration>,
     pub sticky_slow_strikes: u32,
+    /// `gateway.probe_interval`: how often accounts out for an error are probed; `None` = off.
+    pub probe_interval: Option<Duration>,
     /// `gateway.quota_reserve_percent`: 0 = off.
     pub quota_reserve_percent: u8,
     pub queue_wait_timeout: Duration,

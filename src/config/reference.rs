@@ -149,6 +149,12 @@ pub const KEYS: &[KeyDoc] = &[
         description: "Consecutive slow first tokens that release a sticky binding.",
     },
     KeyDoc {
+        path: "gateway.probe_interval",
+        default: "60",
+        allowed: "0 (off) or 1–3600 seconds",
+        description: "How often an account cooling for an error (not for a known quota reset) or disabled at run time is probed with its platform's cheapest request (the model list; a token count on Anthropic), which costs no quota. A pass brings it back at once; a failure keeps it out one more interval, within `max_cooldown`. `subrelay accounts test NAME` and the dashboard's Test button run one on demand.",
+    },
+    KeyDoc {
         path: "gateway.quota_reserve_percent",
         default: "0",
         allowed: "0 (off) or 1–50 percent",

@@ -277,6 +277,7 @@ pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {
             1,
             100,
         )? as u32,
+        probe_interval: seconds_or_off("gateway.probe_interval", raw.probe_interval, 1, 3600)?,
         quota_reserve_percent: in_range(
             "gateway.quota_reserve_percent",
             raw.quota_reserve_percent,

@@ -46,9 +46,21 @@ struct Health {
     quota: Option<QuotaSnapshot>,
     /// `quota` as selection reads it.
     headroom: Headroom,
+    /// The last health probe (`relay::probe`).
+    last_probe: Option<ProbeRecord>,
     /// Transient failures in a row (see [`super::cooldown`]), and when the last one was.
     strikes: u32,
     last_strike: Option<Instant>,
+}
+
+/// A health probe's result, as the admin API and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ProbeRecord {
+    /// RFC 3339.
+    pub at: String,
+    pub ok: bool,
+    /// What the upstream answered, or why there was no answer.
+    pub detail: String,
 }
 
 /// Whether an account may be selected now.
@@ -227,6 +239,31 @@ impl Account {
         });
     }
 
+    /// A health probe's result: a pass clears a cooldown for an error and a runtime disable (a
+    /// quota wait stays: the probe says nothing about quota); a failure keeps a cooling account
+    /// out `extend` longer, never past `cap` from now.
+    pub fn note_probe(&self, record: ProbeRecord, extend: Duration, cap: Duration) {
+        let now = Instant::now();
+        let passed = record.ok;
+        self.health.update(|health| {
+            health.last_probe = Some(record);
+            let for_error = health.cooldown_reason != Some(CooldownReason::RateLimited);
+            if passed {
+                health.disabled = None;
+                health.strikes = 0;
+                if for_error {
+                    health.cooldown_until = None;
+                    health.cooldown_reason = None;
+                }
+            } else if let Some(until) = health.cooldown_until.filter(|u| *u > now && for_error) {
+                health.cooldown_until = Some((until + extend).min(now + cap));
+            }
+        });
+        if passed {
+            self.changed.notify();
+        }
+    }
+
     /// Clears a cooldown and a runtime disable (`subrelay accounts reset`).
     pub fn reset(&self) {
         self.health.update(|health| {
@@ -272,9 +309,13 @@ impl Account {
         let now = Instant::now();
         let wall = SystemTime::now();
         let availability = self.availability(now);
-        let (last_error, quota) = self
-            .health
-            .read(|health| (health.last_error.clone(), health.quota.clone()));
+        let (last_error, quota, last_probe) = self.health.read(|health| {
+            (
+                health.last_error.clone(),
+                health.quota.clone(),
+                health.last_probe.clone(),
+            )
+        });
         let (state, cooldown_until, cooldown_reason, disabled_reason) = match &availability {
             _ if !self.spec.enabled => (
                 "disabled",
@@ -312,6 +353,7 @@ impl Account {
                 .expires_at()
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             quota,
+            last_probe,
             groups: self.spec.groups.clone(),
             priority: self.spec.priority,
         }
@@ -345,6 +387,9 @@ pub struct AccountView {
     pub last_error: Option<String>,
     pub token_expires_at: Option<String>,
     pub quota: Option<QuotaSnapshot>,
+    /// The last health probe (`gateway.probe_interval`, `subrelay accounts test`).
+    #[serde(default)]
+    pub last_probe: Option<ProbeRecord>,
     pub groups: Vec<String>,
     pub priority: i32,
 }

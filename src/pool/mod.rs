@@ -35,10 +35,8 @@ use tokio::time::Instant;
 use crate::domain::{AccountKind, AccountSpec, Platform};
 use crate::runtime_state::{RuntimeState, Signal, WaitQueue};
 
-pub use account::{Account, AccountSlot, AccountView, Availability, LastingState};
-#[cfg(test)]
-use cooldown::CooldownReason;
-pub use cooldown::{AccountEffect, CooldownPolicy};
+pub use account::{Account, AccountSlot, AccountView, Availability, LastingState, ProbeRecord};
+pub use cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
 pub use credentials::TokenState;
 pub use source::AccountSource;
 pub use sticky::{StickyKey, StickyTable};

@@ -736,3 +736,58 @@ async fn a_used_up_account_is_passed_over_even_without_a_reserve() {
         assert_eq!(name(&pick(&p, &[]).unwrap()), "b");
     }
 }
+
+fn probe(ok: bool) -> ProbeRecord {
+    ProbeRecord {
+        at: "2026-12-01T00:00:00Z".into(),
+        ok,
+        detail: String::new(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passing_probe_ends_an_error_cooldown_but_not_a_quota_wait() {
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0)]);
+    let (a, b) = (p.find("a").unwrap(), p.find("b").unwrap());
+    a.apply(&AccountEffect::Overloaded, "529", &p.policy.cooldowns);
+    b.apply(
+        &AccountEffect::RateLimited(Some(Duration::from_secs(1800))),
+        "429",
+        &p.policy.cooldowns,
+    );
+    let cap = Duration::from_secs(3600);
+    a.note_probe(probe(true), Duration::from_secs(60), cap);
+    b.note_probe(probe(true), Duration::from_secs(60), cap);
+    let now = tokio::time::Instant::now();
+    assert_eq!(a.availability(now), Availability::Ready);
+    assert!(matches!(b.availability(now), Availability::Cooling { .. }));
+    assert_eq!(a.view().last_probe, Some(probe(true)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_probe_extends_an_error_cooldown_within_the_cap() {
+    let p = pool(vec![spec("a", 0, 0)]);
+    let a = p.find("a").unwrap();
+    a.apply(&AccountEffect::Overloaded, "529", &p.policy.cooldowns);
+    let left = |a: &Account| match a.availability(tokio::time::Instant::now()) {
+        Availability::Cooling { left, .. } => left,
+        other => panic!("{other:?}"),
+    };
+    let before = left(&a);
+    a.note_probe(
+        probe(false),
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+    );
+    assert_eq!(left(&a), before + Duration::from_secs(60));
+    a.note_probe(
+        probe(false),
+        Duration::from_secs(7200),
+        Duration::from_secs(3600),
+    );
+    assert_eq!(
+        left(&a),
+        Duration::from_secs(3600),
+        "never past the cap from now"
+    );
+}

@@ -20,6 +20,7 @@
 mod attempt;
 pub mod failure;
 mod outcome;
+pub mod probe;
 mod respond;
 pub mod writer;
 

@@ -160,6 +160,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
         stop_accepting.clone(),
         connection_policy,
     ));
+    // Health probes (gateway.probe_interval); they stop with state.shutdown.
+    let prober = config.gateway.probe_interval.map(|every| {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let shutdown = state.shutdown.clone();
+            crate::relay::probe::probe_loop(Arc::clone(&state), every, shutdown).await
+        })
+    });
     let refresher = tokio::spawn({
         let state = Arc::clone(&state);
         async move {
@@ -194,6 +202,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     stop_accepting.cancel();
     state.shutdown.cancel();
     let _ = refresher.await;
+    if let Some(prober) = prober {
+        let _ = prober.await;
+    }
     state.tasks.close();
     let drained = tokio::time::timeout(grace, async {
         let _ = server.await;

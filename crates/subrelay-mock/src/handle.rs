@@ -88,7 +88,7 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
                 .collect();
             return respond(Ok(reply), &extra, None, target.dialect());
         }
-        Target::Api(_) | Target::Token(_) | Target::Unknown => {}
+        Target::Api(_) | Target::Token(_) | Target::Models | Target::Unknown => {}
     }
     let dialect = target.dialect();
 
@@ -112,6 +112,23 @@ pub(crate) async fn handle(ledger: Arc<Ledger>, request: Request<Incoming>) -> R
     let credential = request::credential(&parts.headers);
     ledger.arrive(&parts, &body, credential);
     let counted = Some(&ledger);
+
+    // The model list: free, scriptable to fail.
+    if target == Target::Models {
+        let step = ledger.next_step(credential).unwrap_or_default();
+        let reply = match step.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+            Some(status) if status.as_u16() >= 300 => {
+                scripted_error(status, &step, dialect, &parts.headers)
+            }
+            _ => Ok(Reply::json(
+                StatusCode::OK,
+                Bytes::from_static(
+                    br#"{"object":"list","data":[{"id":"gpt-5","object":"model","owned_by":"subrelay-mock"}]}"#,
+                ),
+            )),
+        };
+        return respond(reply, &step.headers, counted, dialect);
+    }
 
     // 4. Refuse what the imitated upstream refuses.
     let Target::Api(route) = target else {

@@ -30,6 +30,7 @@
 //! | `GET /oauth/authorize` | `auth.openai.com`, `claude.ai` | sign-in page: PKCE (S256) required; signs in at once and redirects (302) to `redirect_uri?code=…&state=…` |
 //! | `POST /oauth/token` | `auth.openai.com` | refresh-token and authorization-code (PKCE-checked, single-use) grants, JSON or form; rotates refresh tokens |
 //! | `POST /v1/oauth/token` | `console.anthropic.com` | refresh-token and authorization-code grants, JSON; rotates refresh tokens |
+//! | `GET /v1/models`, `GET /backend-api/codex/models` | model lists | a free call (health probes); counted; a scripted error status is answered |
 //! | `GET /__mock/calls`, `POST /__mock/reset` | — | counts as JSON; reset |
 //!
 //! Quota windows that move with use: [`MockUpstream::set_quota`] gives a credential a [`Quota`];
