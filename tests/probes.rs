@@ -3,6 +3,10 @@
 //! `subrelay accounts test NAME` runs one on demand.
 
 #![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+#![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "tests: a failed step should fail the test at once"
