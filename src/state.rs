@@ -24,6 +24,8 @@ use crate::usage::UsageSink;
 pub struct AppState {
     /// `gateway.*`, replaced by a configuration reload: read it through [`AppState::gateway`].
     pub gateway_config: Live<GatewayConfig>,
+        /// `groups[].model_fallback`, by group.
+    pub model_fallback: crate::config::ModelFallback,
     pub oauth: OAuthConfig,
     pub pool: Pool,
     /// Every API key (config and admin-created); updated in place by the admin API.

@@ -16,7 +16,11 @@ pub struct UsageRecord {
     pub account: Option<String>,
     /// `responses`, `responses_compact`, `chat_completions`, `messages`, `count_tokens`.
     pub endpoint: &'static str,
+    /// The model that answered (or was last tried).
     pub model: String,
+    /// The model the client asked for, when `groups[].model_fallback` served another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_model: Option<String>,
     pub stream: bool,
     pub compact: bool,
     /// The status the client received (200 also when an error followed keepalive bytes).

@@ -350,10 +350,11 @@ async fn the_keys_and_usage_commands_print_tables() {
 #[tokio::test]
 async fn accounts_added_changed_and_deleted_at_runtime_serve_without_a_restart() {
     let mock = MockUpstream::start().await;
+    // 529 (overloaded) cools at once; a single 500 would only be a strike (issue 21 item 3).
     mock.script(
         UPSTREAM_TOKEN,
         vec![Behavior {
-            status: Some(500),
+            status: Some(529),
             ..Default::default()
         }],
     );
@@ -388,7 +389,7 @@ async fn accounts_added_changed_and_deleted_at_runtime_serve_without_a_restart()
     assert_eq!(mock.calls("sk-runtime-account-key"), 1);
 
     // Disabled at runtime: never selected again (the config account still rests after its
-    // 500, so nothing can serve).
+    // 529, so nothing can serve).
     let (status, _) = admin(
         &gw,
         "PATCH",

@@ -52,6 +52,7 @@ async fn the_dashboard_in_a_real_browser() {
         headers: vec![
             ("x-codex-primary-used-percent".into(), "60".into()),
             ("x-codex-primary-window-minutes".into(), "300".into()),
+            ("x-codex-primary-reset-after-seconds".into(), "7200".into()),
             ("x-codex-secondary-used-percent".into(), "40".into()),
             ("x-codex-secondary-window-minutes".into(), "10080".into()),
         ],

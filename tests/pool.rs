@@ -677,7 +677,6 @@ async fn each_failure_cools_its_account_for_its_duration() {
         ("a", "auth_failed", 600),
         ("b", "auth_failed", 600),
         ("c", "payment_required", 3600),
-        ("d", "upstream_error", 10),
     ] {
         let view = account(&gw, name).await;
         assert_eq!(view["state"], "cooling", "{view}");
@@ -688,7 +687,43 @@ async fn each_failure_cools_its_account_for_its_duration() {
             "{name}: {reason} cools for {secs} s, {left:?} left"
         );
     }
+    // One 5xx is a strike, not a cooldown (three in a row cool: see the test below).
+    let d = account(&gw, "d").await;
+    assert_eq!(d["state"], "available", "{d}");
+    assert!(d["last_error"].as_str().is_some(), "{d}");
     assert_eq!(account(&gw, "e").await["state"], "available");
+}
+
+#[tokio::test]
+async fn one_5xx_does_not_cool_the_only_account_three_in_a_row_do() {
+    let mock = MockUpstream::start().await;
+    mock.script("tok-a", vec![status(500)]);
+    let gw = Gateway::start(&with_admin(config(&mock, &[apikey("a", "tok-a")], "")));
+    let request = body("gpt-5", false);
+    let send = || post(&gw, "/v1/responses", &request);
+    assert_eq!(send().await.status(), 502, "the 500, as a gateway error");
+    assert_eq!(account(&gw, "a").await["state"], "available");
+    assert_eq!(
+        send().await.status(),
+        200,
+        "the next request is served, not refused with 503"
+    );
+    assert_eq!(mock.calls("tok-a"), 2);
+
+    // Control: three failures in a row cool the account, and the next request is refused
+    // without reaching the upstream.
+    mock.script("tok-a", vec![status(500), status(502), status(503)]);
+    for _ in 0..3 {
+        assert_eq!(send().await.status(), 502);
+    }
+    let a = account(&gw, "a").await;
+    assert_eq!(a["state"], "cooling", "{a}");
+    assert_eq!(a["cooldown_reason"], "upstream_error", "{a}");
+    let refused = send().await;
+    assert_eq!(refused.status(), 503);
+    let v: Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "accounts_cooling_down", "{v}");
+    assert_eq!(mock.calls("tok-a"), 5);
 }
 
 #[tokio::test]

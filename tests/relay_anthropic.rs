@@ -164,17 +164,18 @@ async fn failover_on_529_429_with_reset_and_an_error_event_before_content() {
     let mut limited = status(429);
     limited.headers = vec![("anthropic-ratelimit-unified-reset".into(), unix_in(3600))];
     let cases = [
-        ("529", status(529), "overloaded"),
-        ("429 with reset", limited, "rate_limited"),
+        // A transient failure (None) is a strike: the account stays available.
+        ("529", status(529), Some("overloaded")),
+        ("429 with reset", limited, Some("rate_limited")),
         (
             "error event",
             Behavior {
                 fail_before_output: true,
                 ..Default::default()
             },
-            "upstream_error",
+            None,
         ),
-        ("429 without reset", status(429), "upstream_error"),
+        ("429 without reset", status(429), None),
     ];
     for (what, behavior, reason) in cases {
         let mock = MockUpstream::start().await;
@@ -205,11 +206,15 @@ async fn failover_on_529_429_with_reset_and_an_error_event_before_content() {
             .json()
             .await
             .unwrap();
-        assert_eq!(
-            v["accounts"][0]["cooldown_reason"], reason,
-            "{what}: {}",
-            v["accounts"][0]
-        );
+        let a = &v["accounts"][0];
+        assert_eq!(a["cooldown_reason"].as_str(), reason, "{what}: {a}");
+        let state = if reason.is_some() {
+            "cooling"
+        } else {
+            "available"
+        };
+        assert_eq!(a["state"], state, "{what}: {a}");
+        assert!(a["last_error"].is_string(), "{what}: {a}");
     }
 }
 

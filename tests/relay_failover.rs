@@ -277,7 +277,8 @@ async fn a_silent_stream_after_output_ends_with_response_failed_after_the_idle_t
         "idle comments kept the connection alive: {text}"
     );
     assert!(text.contains("stream_stalled"), "{text}");
-    // A stall rests the account for 30 s (the lower bound allows for this test's own time).
+    // One stall is a strike, not yet a cooldown (the third in a row cools for 30 s: the pool's
+    // unit tests, on paused time, since each stall here costs 30 s).
     let v: Value = client()
         .get(format!("{}/admin/api/accounts", gw.url))
         .bearer_auth(ADMIN)
@@ -288,14 +289,10 @@ async fn a_silent_stream_after_output_ends_with_response_failed_after_the_idle_t
         .await
         .unwrap();
     let a = &v["accounts"][0];
-    assert_eq!(a["cooldown_reason"], "stalled", "{a}");
-    let until = humantime::parse_rfc3339(a["cooldown_until"].as_str().unwrap()).unwrap();
-    let left = until
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
+    assert_eq!(a["state"], "available", "{a}");
     assert!(
-        left <= Duration::from_secs(31) && left > Duration::from_secs(15),
-        "a stall cools for 30 s: {left:?} left"
+        a["last_error"].as_str().unwrap().contains("sent nothing"),
+        "{a}"
     );
 }
 

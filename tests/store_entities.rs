@@ -79,6 +79,7 @@ fn usage(id: &str, key: &str, at_ms: i64, cost: f64) -> UsageRow {
         account: Some("codex-1".into()),
         endpoint: "responses".into(),
         model: "gpt-5".into(),
+        requested_model: (cost >= 1.0).then(|| "gpt-5.5".into()),
         stream: true,
         status: 200,
         success: true,

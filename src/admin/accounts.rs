@@ -152,7 +152,7 @@ const APPLIES: &str = "now: the next request sees the change";
 
 /// Puts a stored account into the live pool (replacing the one of the same name).
 fn go_live(state: &AppState, spec: AccountSpec) -> Result<(), Refusal> {
-    let client = crate::upstream::client(spec.proxy.as_ref())
+    let client = crate::upstream::client(spec.proxy.as_ref(), state.gateway().connect_timeout)
         .map_err(|e| bad_request(format!("proxy: cannot build a client through it: {e}")))?;
     state.pool.upsert(spec, client).map_err(bad_request)
 }

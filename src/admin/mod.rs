@@ -53,6 +53,7 @@ pub fn routes(console: Arc<dashboard::Console>) -> Router<Arc<AppState>> {
             "/admin/api/accounts/{name}/reset",
             post(pool::reset_account),
         )
+        .route("/admin/api/accounts/{name}/test", post(pool::test_account))
         .route(
             "/admin/api/accounts/{name}/refresh",
             post(pool::refresh_account),

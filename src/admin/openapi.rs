@@ -22,6 +22,7 @@ use crate::state::AppState;
     paths(
         pool::list_accounts,
         pool::reset_account,
+        pool::test_account,
         pool::refresh_account,
         accounts::create,
         accounts::get,

@@ -66,6 +66,31 @@ pub async fn reset_account(
     Json(json!({ "account": account.view() })).into_response()
 }
 
+/// Probes the account now with its platform's cheapest request (the model list; a token count
+/// on Anthropic): a pass brings an account out for an error back at once.
+#[utoipa::path(post, path = "/admin/api/accounts/{name}/test", tag = "accounts",
+    params(("name" = String, Path, description = "Account name")),
+    responses(
+        (status = 200, description = "The probe's result (`probe.ok`) and the account's state after it", body = Object),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such account in the pool, or the admin API is off", body = ErrorBody),
+    ))]
+pub async fn test_account(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    let Some(account) = state.pool.find(&name) else {
+        return not_found("account", &name).into_response();
+    };
+    let extend = state
+        .gateway()
+        .probe_interval
+        .unwrap_or(std::time::Duration::from_secs(60));
+    let probe = crate::relay::probe::probe(&state, &account, extend).await;
+    Json(json!({ "probe": probe, "account": account.view() })).into_response()
+}
+
 /// Refreshes a sign-in account's token now.
 #[utoipa::path(post, path = "/admin/api/accounts/{name}/refresh", tag = "accounts",
     params(("name" = String, Path, description = "Account name")),

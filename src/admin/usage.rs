@@ -61,6 +61,9 @@ pub struct UsageRow {
     pub account: Option<String>,
     pub endpoint: String,
     pub model: String,
+    /// The model the client asked for, when `groups[].model_fallback` served `model` instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_model: Option<String>,
     pub stream: bool,
     pub status: u16,
     pub success: bool,
@@ -88,6 +91,7 @@ impl From<store::UsageRow> for UsageRow {
             account: r.account,
             endpoint: r.endpoint,
             model: r.model,
+            requested_model: r.requested_model,
             stream: r.stream,
             status: r.status,
             success: r.success,
@@ -263,6 +267,7 @@ mod tests {
             account: Some("acct".into()),
             endpoint: "responses".into(),
             model: "gpt-5".into(),
+            requested_model: Some("gpt-5.5".into()),
             stream: true,
             status: 200,
             success: true,

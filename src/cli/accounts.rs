@@ -8,9 +8,13 @@ use crate::config::Config;
 use crate::pool::AccountView;
 
 pub enum Action {
-    List { json: bool },
+    List {
+        json: bool,
+    },
     Reset(String),
     Refresh(String),
+    /// Probe the account now (its platform's cheapest request).
+    Test(String),
 }
 
 pub fn run(config: &Config, url: Option<String>, action: Action) -> ExitCode {
@@ -23,6 +27,10 @@ pub fn run(config: &Config, url: Option<String>, action: Action) -> ExitCode {
         Action::Refresh(name) => (
             reqwest::Method::POST,
             format!("/admin/api/accounts/{name}/refresh"),
+        ),
+        Action::Test(name) => (
+            reqwest::Method::POST,
+            format!("/admin/api/accounts/{name}/test"),
         ),
     };
     let body = match admin_client::call(config, url, method, &path, None) {
@@ -54,6 +62,18 @@ pub fn run(config: &Config, url: Option<String>, action: Action) -> ExitCode {
                 .as_str()
                 .unwrap_or("(unknown)")
         ),
+        Action::Test(name) => {
+            let ok = body["probe"]["ok"].as_bool() == Some(true);
+            println!(
+                "account {name} test {}: {}; now {}",
+                if ok { "passed" } else { "failed" },
+                body["probe"]["detail"].as_str().unwrap_or("?"),
+                body["account"]["state"].as_str().unwrap_or("?")
+            );
+            if !ok {
+                return ExitCode::FAILURE;
+            }
+        }
     }
     ExitCode::SUCCESS
 }

@@ -158,6 +158,9 @@ enum AccountsAction {
     Reset { name: String },
     /// Refresh a sign-in account's token now.
     Refresh { name: String },
+    /// Probe an account now with its platform's cheapest request (no quota used); a pass brings
+    /// an account out for an error back. Exits non-zero when the probe failed.
+    Test { name: String },
     /// Sign a ChatGPT (openai) or Claude (anthropic) account in: prints the provider's link
     /// (OAuth authorization code with PKCE), reads back the address it led to (or the code),
     /// and creates the account on the running server.
@@ -199,6 +202,7 @@ pub fn run() -> ExitCode {
                 None => accounts::Action::List { json },
                 Some(AccountsAction::Reset { name }) => accounts::Action::Reset(name),
                 Some(AccountsAction::Refresh { name }) => accounts::Action::Refresh(name),
+                Some(AccountsAction::Test { name }) => accounts::Action::Test(name),
                 Some(AccountsAction::Login {
                     platform,
                     name,

@@ -21,6 +21,11 @@ pub use secret::{Secret, SecretRef};
 
 use crate::domain::{AccountSpec, KeySpec, Platform};
 
+/// `groups[].model_fallback` by group: a model → the models to try instead, in order, when no
+/// account of the group can serve it now (every one cooling, disabled or past its quota).
+pub type ModelFallback =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -35,6 +40,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Every group a key or an account names, with the platform that serves it.
     pub groups: std::collections::BTreeMap<String, Platform>,
+    /// `groups[].model_fallback`, by group.
+    pub model_fallback: ModelFallback,
     pub accounts: Vec<AccountSpec>,
     pub api_keys: Vec<KeySpec>,
     /// The shipped prices with the config's `prices:` applied.
@@ -83,6 +90,10 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
     pub response_header_timeout: Duration,
+    /// How long a new upstream connection (TCP, and TLS for the direct path) may take.
+    pub connect_timeout: Duration,
+    /// A streaming answer with no real output this long after the send fails over.
+    pub first_token_timeout: Option<Duration>,
     pub stream_keepalive_interval: Option<Duration>,
     pub stream_data_interval_timeout: Option<Duration>,
     pub compact_nonstream_keepalive_interval: Option<Duration>,
@@ -93,6 +104,10 @@ pub struct GatewayConfig {
     pub sticky_session_ttl: Option<Duration>,
     pub sticky_slow_ttft: Option<Duration>,
     pub sticky_slow_strikes: u32,
+    /// `gateway.probe_interval`: how often accounts out for an error are probed; `None` = off.
+    pub probe_interval: Option<Duration>,
+    /// `gateway.quota_reserve_percent`: 0 = off.
+    pub quota_reserve_percent: u8,
     pub queue_wait_timeout: Duration,
     pub queue_max_waiting: usize,
     pub overload_cooldown: Duration,

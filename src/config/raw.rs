@@ -70,6 +70,8 @@ impl Default for RawServer {
 #[serde(default, deny_unknown_fields)]
 pub struct RawGateway {
     pub response_header_timeout: i64,
+    pub connect_timeout: i64,
+    pub first_token_timeout: i64,
     pub stream_keepalive_interval: i64,
     pub stream_data_interval_timeout: i64,
     pub openai_compact_nonstream_keepalive_interval: i64,
@@ -80,6 +82,8 @@ pub struct RawGateway {
     pub sticky_session_ttl: i64,
     pub sticky_slow_ttft_ms: i64,
     pub sticky_slow_strikes: i64,
+    pub quota_reserve_percent: i64,
+    pub probe_interval: i64,
     pub queue_wait_timeout: i64,
     pub queue_max_waiting: i64,
     pub overload_cooldown: i64,
@@ -93,6 +97,8 @@ impl Default for RawGateway {
     fn default() -> Self {
         Self {
             response_header_timeout: 600,
+            connect_timeout: 10,
+            first_token_timeout: 0,
             stream_keepalive_interval: 10,
             stream_data_interval_timeout: 180,
             openai_compact_nonstream_keepalive_interval: 0,
@@ -103,6 +109,8 @@ impl Default for RawGateway {
             sticky_session_ttl: 3600,
             sticky_slow_ttft_ms: 0,
             sticky_slow_strikes: 3,
+            quota_reserve_percent: 0,
+            probe_interval: 60,
             queue_wait_timeout: 30,
             queue_max_waiting: 100,
             overload_cooldown: 600,
@@ -243,6 +251,9 @@ impl Default for RawAdmin {
 pub struct RawGroup {
     pub name: String,
     pub platform: Platform,
+    /// Model → the models to try instead, in order, when no account can serve it now.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub model_fallback: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

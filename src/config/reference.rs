@@ -83,6 +83,18 @@ pub const KEYS: &[KeyDoc] = &[
         description: "How long to wait for an upstream's response headers before the attempt fails over.",
     },
     KeyDoc {
+        path: "gateway.connect_timeout",
+        default: "10",
+        allowed: "1–300 seconds",
+        description: "How long a new upstream connection may take to open (TCP connect, through the account's proxy if it has one); then the attempt fails over. A dead host costs this, not `response_header_timeout`.",
+    },
+    KeyDoc {
+        path: "gateway.first_token_timeout",
+        default: "0",
+        allowed: "0 (off) or 1–3600 seconds",
+        description: "Streaming requests: an upstream that has sent no real output (only headers, or events held back such as `response.created`) this long after the request went out is given up and the next account tried; nothing has reached the client yet. Counts from the send, alongside `response_header_timeout`, which still bounds the headers alone.",
+    },
+    KeyDoc {
         path: "gateway.stream_keepalive_interval",
         default: "10",
         allowed: "0 (off) or 5–30 seconds",
@@ -141,6 +153,18 @@ pub const KEYS: &[KeyDoc] = &[
         default: "3",
         allowed: "1–100",
         description: "Consecutive slow first tokens that release a sticky binding.",
+    },
+    KeyDoc {
+        path: "gateway.probe_interval",
+        default: "60",
+        allowed: "0 (off) or 1–3600 seconds",
+        description: "How often an account cooling for an error (not for a known quota reset) or disabled at run time is probed with its platform's cheapest request (the model list; a token count on Anthropic), which costs no quota. A pass brings it back at once; a failure keeps it out one more interval, within `max_cooldown`. `subrelay accounts test NAME` and the dashboard's Test button run one on demand.",
+    },
+    KeyDoc {
+        path: "gateway.quota_reserve_percent",
+        default: "0",
+        allowed: "0 (off) or 1–50 percent",
+        description: "Sign-in accounts report how much of their usage windows (about 5 h and 7 d) is used. An account whose tightest window is above 100 − this is not chosen while another account of the same priority has room, and a conversation bound to it moves; when none has room, the least used is chosen. (Among accounts of equal priority, the one with the most room is always preferred, in steps of 10 points; an account at 100 % is avoided even when this is 0.)",
     },
     KeyDoc {
         path: "gateway.queue_wait_timeout",

@@ -646,3 +646,82 @@ fn the_upstream_ca_file_is_read_and_checked_at_load() {
     // Relative to the working directory from the environment: not found there.
     assert!(err.contains("cannot read"), "{err}");
 }
+
+#[test]
+fn connect_and_first_token_timeouts_default_and_refuse_out_of_range() {
+    let config = load(None, &MapEnv::default()).unwrap();
+    assert_eq!(config.gateway.connect_timeout, Duration::from_secs(10));
+    assert_eq!(config.gateway.first_token_timeout, None, "off by default");
+    let config = load_text(
+        "gateway:\n  connect_timeout: 3\n  first_token_timeout: 45\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(config.gateway.connect_timeout, Duration::from_secs(3));
+    assert_eq!(
+        config.gateway.first_token_timeout,
+        Some(Duration::from_secs(45))
+    );
+    let err = load(None, &MapEnv::from([("GATEWAY_CONNECT_TIMEOUT", "0")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "gateway.connect_timeout = 0 (from environment variable GATEWAY_CONNECT_TIMEOUT): must be 1–300 seconds"
+    );
+    let err = load_text(
+        "gateway:\n  first_token_timeout: 3601\n",
+        &MapEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "gateway.first_token_timeout = 3601: must be 0 (off) or 1–3600 seconds"
+    );
+}
+
+#[test]
+fn quota_reserve_percent_defaults_off_and_refuses_more_than_half() {
+    let config = load(None, &MapEnv::default()).unwrap();
+    assert_eq!(config.gateway.quota_reserve_percent, 0);
+    let config = load(
+        None,
+        &MapEnv::from([("GATEWAY_QUOTA_RESERVE_PERCENT", "5")]),
+    )
+    .unwrap();
+    assert_eq!(config.gateway.quota_reserve_percent, 5);
+    let err = load_text(
+        "gateway:\n  quota_reserve_percent: 51\n",
+        &MapEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "gateway.quota_reserve_percent = 51: must be 0 (off) or 1–50 percent"
+    );
+}
+
+#[test]
+fn model_fallback_is_kept_by_group_and_refuses_a_model_falling_back_to_itself() {
+    let config = load_text(
+        "groups:\n  - {name: team, platform: openai, model_fallback: {gpt-5.5: [gpt-5.4, gpt-5.2]}}\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.model_fallback["team"]["gpt-5.5"],
+        ["gpt-5.4", "gpt-5.2"]
+    );
+    let err = load_text(
+        "groups:\n  - {name: team, platform: openai, model_fallback: {gpt-5.5: [gpt-5.5]}}\n",
+        &MapEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("groups[0].model_fallback.gpt-5.5: a model cannot fall back to itself"),
+        "{err}"
+    );
+}

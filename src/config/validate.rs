@@ -58,8 +58,10 @@ pub(super) fn config(
     let accounts = accounts(&raw.accounts, env)?;
     let api_keys = api_keys(&raw.api_keys, env)?;
     let groups = groups(&raw.groups, &accounts, &api_keys)?;
+    let model_fallback = model_fallback(&raw.groups)?;
     Ok(Config {
         groups,
+        model_fallback,
         server,
         gateway,
         upstream,
@@ -218,6 +220,13 @@ pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {
             1,
             3600,
         )?,
+        connect_timeout: seconds("gateway.connect_timeout", raw.connect_timeout, 1, 300)?,
+        first_token_timeout: seconds_or_off(
+            "gateway.first_token_timeout",
+            raw.first_token_timeout,
+            1,
+            3600,
+        )?,
         stream_keepalive_interval: seconds_or_off(
             "gateway.stream_keepalive_interval",
             raw.stream_keepalive_interval,
@@ -276,6 +285,13 @@ pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {
             1,
             100,
         )? as u32,
+        probe_interval: seconds_or_off("gateway.probe_interval", raw.probe_interval, 1, 3600)?,
+        quota_reserve_percent: in_range(
+            "gateway.quota_reserve_percent",
+            raw.quota_reserve_percent,
+            0,
+            50,
+        )? as u8,
         queue_wait_timeout: seconds("gateway.queue_wait_timeout", raw.queue_wait_timeout, 0, 600)?,
         queue_max_waiting: in_range(
             "gateway.queue_max_waiting",
@@ -670,6 +686,36 @@ fn name_ok(name: &str) -> Result<(), String> {
     } else {
         Err(format!("{name:?}: {}", crate::domain::NAME_RULE))
     }
+}
+
+/// At most this many models to fall back to, per model.
+const MAX_FALLBACKS: usize = 8;
+
+/// `groups[].model_fallback`: non-empty model names, none falling back to itself, a short list.
+fn model_fallback(raw: &[RawGroup]) -> Result<super::ModelFallback, ConfigError> {
+    let mut out = super::ModelFallback::new();
+    for (i, group) in raw.iter().enumerate() {
+        for (model, next) in &group.model_fallback {
+            let at = format!("groups[{i}].model_fallback.{model}");
+            if model.trim().is_empty() || next.iter().any(|m| m.trim().is_empty()) {
+                return Err(ConfigError(format!("{at}: model names must not be empty")));
+            }
+            if next.is_empty() || next.len() > MAX_FALLBACKS {
+                return Err(ConfigError(format!(
+                    "{at}: list 1–{MAX_FALLBACKS} models to try instead"
+                )));
+            }
+            if next.contains(model) {
+                return Err(ConfigError(format!(
+                    "{at}: a model cannot fall back to itself"
+                )));
+            }
+        }
+        if !group.model_fallback.is_empty() {
+            out.insert(group.name.clone(), group.model_fallback.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Every group named anywhere, with its platform: as declared under `groups:`, else the

@@ -6,9 +6,11 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
+use super::cooldown::{
+    AccountEffect, CooldownPolicy, CooldownReason, STRIKE_WINDOW, TRANSIENT_STRIKES,
+};
 use super::credentials::Credentials;
-use super::quota::QuotaSnapshot;
+use super::quota::{Headroom, QuotaSnapshot};
 use super::AccountId;
 use crate::domain::{AccountKind, AccountSpec, Platform};
 use crate::runtime_state::{Lease, LeaseSet, Leases, Record, Records, RuntimeState, Signal};
@@ -42,6 +44,23 @@ struct Health {
     last_used: Option<Instant>,
     last_error: Option<String>,
     quota: Option<QuotaSnapshot>,
+    /// `quota` as selection reads it.
+    headroom: Headroom,
+    /// The last health probe (`relay::probe`).
+    last_probe: Option<ProbeRecord>,
+    /// Transient failures in a row (see [`super::cooldown`]), and when the last one was.
+    strikes: u32,
+    last_strike: Option<Instant>,
+}
+
+/// A health probe's result, as the admin API and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ProbeRecord {
+    /// RFC 3339.
+    pub at: String,
+    pub ok: bool,
+    /// What the upstream answered, or why there was no answer.
+    pub detail: String,
 }
 
 /// Whether an account may be selected now.
@@ -61,13 +80,14 @@ impl Account {
         id: AccountId,
         spec: AccountSpec,
         client: reqwest::Client,
+        connect_timeout: Duration,
         runtime: &RuntimeState,
         changed: &Signal,
     ) -> Result<Self, String> {
         Ok(Self {
             id,
             credentials: Credentials::new(&spec.credential, runtime, &spec.name),
-            sender: crate::upstream::Sender::new(spec.proxy.as_ref(), &client),
+            sender: crate::upstream::Sender::new(spec.proxy.as_ref(), &client, connect_timeout),
             client,
             endpoints: crate::upstream::Endpoints::of(&spec)?,
             name: spec.name.as_str().into(),
@@ -98,10 +118,21 @@ impl Account {
         self.snapshot(now).0
     }
 
-    /// Availability and last use, under one lock.
-    pub(super) fn snapshot(&self, now: Instant) -> (Availability, Option<Instant>) {
-        self.health
-            .read(|health| (Self::available(health, now), health.last_used))
+    /// Availability, last use and the tightest usage window's percent used, under one lock.
+    pub(super) fn snapshot(&self, now: Instant) -> (Availability, Option<Instant>, f64) {
+        self.health.read(|health| {
+            (
+                Self::available(health, now),
+                health.last_used,
+                health.headroom.used(now),
+            )
+        })
+    }
+
+    /// The tightest usage window's percent used, as selection sees it (0 when unknown).
+    pub fn quota_used(&self) -> f64 {
+        let now = Instant::now();
+        self.health.read(|health| health.headroom.used(now))
     }
 
     fn available(health: &Health, now: Instant) -> Availability {
@@ -154,14 +185,32 @@ impl Account {
             health.disabled = Some((*reason).to_owned());
             return;
         }
+        let now = Instant::now();
+        if effect.is_transient() && !Self::strike(health, now) {
+            return;
+        }
         if let Some((reason, duration)) = effect.cooldown(policy) {
-            let until = Instant::now() + duration;
+            let until = now + duration;
             // Keep the later of two cooldowns: a short 5xx pause must not shorten a quota wait.
             if health.cooldown_until.is_none_or(|u| u < until) {
                 health.cooldown_until = Some(until);
                 health.cooldown_reason = Some(reason);
             }
         }
+    }
+
+    /// Counts a transient failure; true when it is one too many and the account must cool.
+    fn strike(health: &mut Health, now: Instant) -> bool {
+        let in_a_row = health
+            .last_strike
+            .is_some_and(|at| now.saturating_duration_since(at) <= STRIKE_WINDOW);
+        health.strikes = if in_a_row {
+            health.strikes.saturating_add(1)
+        } else {
+            1
+        };
+        health.last_strike = Some(now);
+        health.strikes >= TRANSIENT_STRIKES
     }
 
     /// Disables the account with a stated reason (a refresh token that was refused, say).
@@ -178,14 +227,41 @@ impl Account {
     pub fn note_success(&self, quota: Option<QuotaSnapshot>) {
         self.health.update(|health| {
             health.last_error = None;
+            health.strikes = 0;
             if health.cooldown_reason == Some(CooldownReason::RateLimited) {
                 health.cooldown_until = None;
                 health.cooldown_reason = None;
             }
-            if quota.is_some() {
-                health.quota = quota;
+            if let Some(quota) = quota {
+                health.headroom = Headroom::of(&quota, SystemTime::now(), Instant::now());
+                health.quota = Some(quota);
             }
         });
+    }
+
+    /// A health probe's result: a pass clears a cooldown for an error and a runtime disable (a
+    /// quota wait stays: the probe says nothing about quota); a failure keeps a cooling account
+    /// out `extend` longer, never past `cap` from now.
+    pub fn note_probe(&self, record: ProbeRecord, extend: Duration, cap: Duration) {
+        let now = Instant::now();
+        let passed = record.ok;
+        self.health.update(|health| {
+            health.last_probe = Some(record);
+            let for_error = health.cooldown_reason != Some(CooldownReason::RateLimited);
+            if passed {
+                health.disabled = None;
+                health.strikes = 0;
+                if for_error {
+                    health.cooldown_until = None;
+                    health.cooldown_reason = None;
+                }
+            } else if let Some(until) = health.cooldown_until.filter(|u| *u > now && for_error) {
+                health.cooldown_until = Some((until + extend).min(now + cap));
+            }
+        });
+        if passed {
+            self.changed.notify();
+        }
     }
 
     /// Clears a cooldown and a runtime disable (`subrelay accounts reset`).
@@ -195,6 +271,7 @@ impl Account {
             health.cooldown_reason = None;
             health.disabled = None;
             health.last_error = None;
+            health.strikes = 0;
         });
         // Usable again: requests waiting for a slot look again.
         self.changed.notify();
@@ -232,9 +309,13 @@ impl Account {
         let now = Instant::now();
         let wall = SystemTime::now();
         let availability = self.availability(now);
-        let (last_error, quota) = self
-            .health
-            .read(|health| (health.last_error.clone(), health.quota.clone()));
+        let (last_error, quota, last_probe) = self.health.read(|health| {
+            (
+                health.last_error.clone(),
+                health.quota.clone(),
+                health.last_probe.clone(),
+            )
+        });
         let (state, cooldown_until, cooldown_reason, disabled_reason) = match &availability {
             _ if !self.spec.enabled => (
                 "disabled",
@@ -272,6 +353,7 @@ impl Account {
                 .expires_at()
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             quota,
+            last_probe,
             groups: self.spec.groups.clone(),
             priority: self.spec.priority,
         }
@@ -305,6 +387,9 @@ pub struct AccountView {
     pub last_error: Option<String>,
     pub token_expires_at: Option<String>,
     pub quota: Option<QuotaSnapshot>,
+    /// The last health probe (`gateway.probe_interval`, `subrelay accounts test`).
+    #[serde(default)]
+    pub last_probe: Option<ProbeRecord>,
     pub groups: Vec<String>,
     pub priority: i32,
 }

@@ -4,6 +4,14 @@
 //! and the pool turns it into a cooldown. Rate-limit resets come from the upstream's own
 //! headers (Codex usage windows, `Retry-After`); everything else has a fixed, short pause, and
 //! every cooldown is capped so that an account is never locked away for days by one answer.
+//!
+//! Transient failures (a 5xx, a broken connection, a stalled stream) are strikes, not verdicts:
+//! one of them says little about the account, and cooling the only usable account of a pool on
+//! the first would answer every client 503 for the pause. The account cools on the
+//! [`TRANSIENT_STRIKES`]th in a row, each within [`STRIKE_WINDOW`] of the one before; a success
+//! clears them. Once the strikes reached the threshold, each further one before a success (or
+//! the window's end) cools again at once: an account that comes back still failing is not given
+//! three fresh chances every pause.
 
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +28,10 @@ pub const PAYMENT_COOLDOWN: Duration = Duration::from_secs(60 * 60);
 pub const TRANSIENT_COOLDOWN: Duration = Duration::from_secs(10);
 /// A stream that went silent longer than `gateway.stream_data_interval_timeout`.
 pub const STALLED_COOLDOWN: Duration = Duration::from_secs(30);
+/// Transient failures in a row that cool an account.
+pub const TRANSIENT_STRIKES: u32 = 3;
+/// Strikes further apart than this are not "in a row": the count starts again.
+pub const STRIKE_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CooldownReason {
@@ -69,6 +81,11 @@ pub enum AccountEffect {
 }
 
 impl AccountEffect {
+    /// Whether this failure is a strike towards a cooldown rather than a cooldown at once.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AccountEffect::Transient | AccountEffect::Stalled)
+    }
+
     pub fn cooldown(&self, policy: &CooldownPolicy) -> Option<(CooldownReason, Duration)> {
         let (reason, duration) = match *self {
             AccountEffect::None | AccountEffect::Disable(_) => return None,

@@ -13,7 +13,10 @@
 //! [`Pool::keep_sticky`]; it does not touch health or bindings itself.
 //!
 //! Order of selection: the conversation's sticky binding ([`sticky`]), then lowest `priority`,
-//! then lowest load (in flight ÷ concurrency), then least recently used; ties at random.
+//! then quota (an account over `gateway.quota_reserve_percent` last, then the most room in the
+//! tightest usage window, in steps of [`QUOTA_STEP`] points), then lowest load (in flight ÷
+//! concurrency), then least recently used; ties at random. A binding to an account over its
+//! reserve moves when another account has room.
 
 mod account;
 pub mod cooldown;
@@ -32,13 +35,15 @@ use tokio::time::Instant;
 use crate::domain::{AccountKind, AccountSpec, Platform};
 use crate::runtime_state::{Live, RuntimeState, Signal, WaitQueue};
 
-pub use account::{Account, AccountSlot, AccountView, Availability, LastingState};
-#[cfg(test)]
-use cooldown::CooldownReason;
-pub use cooldown::{AccountEffect, CooldownPolicy};
+pub use account::{Account, AccountSlot, AccountView, Availability, LastingState, ProbeRecord};
+pub use cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
 pub use credentials::TokenState;
 pub use source::AccountSource;
 pub use sticky::{StickyKey, StickyTable};
+
+/// Accounts whose tightest window's use is within this many points of each other count as
+/// equally used, so load still spreads among them.
+pub const QUOTA_STEP: f64 = 10.0;
 
 /// Index of an account in the pool; stable for the life of the process, and used only within
 /// it (a request's tried accounts). Runtime state is keyed by the account's name.
@@ -53,6 +58,11 @@ pub struct PoolPolicy {
     pub sticky_slow_strikes: u32,
     pub queue_wait: Duration,
     pub queue_max_waiting: usize,
+    /// `gateway.connect_timeout`, for the accounts' direct senders.
+    pub connect_timeout: Duration,
+    /// `gateway.quota_reserve_percent` (0 = off): an account whose tightest usage window is
+    /// above 100 − this is passed over while another has room.
+    pub quota_reserve_percent: f64,
 }
 
 pub struct Pool {
@@ -122,7 +132,8 @@ impl Pool {
             .into_iter()
             .enumerate()
             .map(|(id, (spec, client))| {
-                Account::new(id, spec, client, &runtime, &changed).map(Arc::new)
+                Account::new(id, spec, client, policy.connect_timeout, &runtime, &changed)
+                    .map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
@@ -173,6 +184,7 @@ impl Pool {
             id,
             spec,
             client,
+            self.policy().connect_timeout,
             &self.runtime,
             &self.changed,
         )?);
@@ -324,7 +336,7 @@ impl Pool {
                 continue;
             }
             any_eligible = true;
-            let (availability, last_used) = account.snapshot(now);
+            let (availability, last_used, used) = account.snapshot(now);
             let bound = bound_name.as_ref() == Some(&account.name);
             if wanted.tried.contains(&account.id) {
                 if bound {
@@ -343,6 +355,8 @@ impl Pool {
                     Order {
                         bound,
                         priority: account.spec.priority,
+                        over_reserve: self.over_reserve(used),
+                        quota_step: (used.clamp(0.0, 100.0) / QUOTA_STEP) as u8,
                         load: account.load(),
                         last_used,
                     },
@@ -363,6 +377,7 @@ impl Pool {
                 Selection::AllCooling { earliest }
             };
         }
+        self.leave_bound_over_reserve(&mut ready, wanted);
         let mut rng = rand::thread_rng();
         while !ready.is_empty() {
             // The best by order; among equals a uniformly random one (reservoir sampling).
@@ -396,6 +411,44 @@ impl Pool {
         Selection::AllBusy { queue_full: false }
     }
 
+    /// Whether an account not yet tried could serve `wanted` now with quota room: ready, not
+    /// past `gateway.quota_reserve_percent` (nor 100 %). Slots are not counted: a full account
+    /// is worth waiting for. For `groups[].model_fallback`.
+    pub fn has_room(&self, wanted: &Wanted<'_>) -> bool {
+        let now = Instant::now();
+        Self::members(&self.accounts(), wanted.group, wanted.platform)
+            .filter(|a| wanted.kind.is_none_or(|k| a.spec.kind == k))
+            .filter(|a| a.serves_model(wanted.model) && !wanted.tried.contains(&a.id))
+            .any(|a| {
+                let (availability, _, used) = a.snapshot(now);
+                availability == Availability::Ready && !self.over_reserve(used)
+            })
+    }
+
+    /// Whether an account whose tightest window is `used` percent used is past the reserve
+    /// (`gateway.quota_reserve_percent`); at 100 % it is, reserve or not.
+    fn over_reserve(&self, used: f64) -> bool {
+        used >= 100.0
+            || (self.policy().quota_reserve_percent > 0.0
+                && used > 100.0 - self.policy().quota_reserve_percent)
+    }
+
+    /// A conversation bound to an account over its reserve moves when an account of the same
+    /// or a better priority has room; otherwise the binding stays.
+    fn leave_bound_over_reserve(&self, ready: &mut [(&Arc<Account>, Order)], wanted: &Wanted<'_>) {
+        let Some(at) = ready.iter().position(|(_, o)| o.bound && o.over_reserve) else {
+            return;
+        };
+        let priority = ready[at].1.priority;
+        if ready
+            .iter()
+            .any(|(_, o)| !o.over_reserve && o.priority <= priority)
+        {
+            ready[at].1.bound = false;
+            wanted.sticky.inspect(|key| self.sticky.release(key));
+        }
+    }
+
     /// Whether every eligible account was tried by this request.
     fn all_tried(accounts: &[Arc<Account>], wanted: &Wanted<'_>) -> bool {
         Self::members(accounts, wanted.group, wanted.platform)
@@ -405,11 +458,15 @@ impl Pool {
     }
 }
 
-/// Selection order: the sticky binding, then lowest priority, lowest load, least recently used.
+/// Selection order: the sticky binding, then lowest priority, not over the quota reserve, most
+/// quota room (in steps), lowest load, least recently used.
 #[derive(Debug, Clone, Copy)]
 struct Order {
     bound: bool,
     priority: i32,
+    over_reserve: bool,
+    /// The tightest window's use ÷ [`QUOTA_STEP`].
+    quota_step: u8,
     load: f64,
     last_used: Option<Instant>,
 }
@@ -420,6 +477,8 @@ impl Order {
             .bound
             .cmp(&self.bound)
             .then(self.priority.cmp(&other.priority))
+            .then(self.over_reserve.cmp(&other.over_reserve))
+            .then(self.quota_step.cmp(&other.quota_step))
             .then(self.load.total_cmp(&other.load))
             .then(self.last_used.cmp(&other.last_used))
     }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use super::*;
 use crate::domain::{AccountCredential, Secret};
 
+mod simulation;
+
 fn spec(name: &str, priority: i32, concurrency: u32) -> AccountSpec {
     AccountSpec {
         name: name.into(),
@@ -206,8 +208,10 @@ async fn cooldowns_skip_the_account_and_heal_after_their_time() {
     }
     tokio::time::advance(Duration::from_secs(121)).await;
     assert_eq!(name(&pick(&p, &[]).unwrap()), "a");
-    // A short pause never shortens a longer one.
-    b.apply(&AccountEffect::Transient, "502", &policy);
+    // A short pause never shortens a longer one (three transient failures: a cooldown of 10 s).
+    for _ in 0..cooldown::TRANSIENT_STRIKES {
+        b.apply(&AccountEffect::Transient, "502", &policy);
+    }
     assert!(matches!(
         b.availability(tokio::time::Instant::now()),
         Availability::Cooling {
@@ -321,7 +325,7 @@ async fn a_sticky_binding_wins_over_priority_and_moves_when_its_account_cools() 
     // Cooling: the binding is released and the normal order applies.
     p.find("second")
         .unwrap()
-        .apply(&AccountEffect::Transient, "502", &p.policy().cooldowns);
+        .apply(&AccountEffect::AuthFailed, "401", &p.policy().cooldowns);
     let got = p.select(&wanted(&[], Some(&key)));
     assert!(matches!(got, Selection::Slot(ref s) if s.account().spec.name == "first"));
     assert_eq!(p.sticky.get(&key), None);
@@ -414,7 +418,15 @@ async fn each_failure_rests_the_account_for_its_own_duration() {
     for (effect, reason, duration) in cases {
         let p = pool(vec![spec("a", 0, 0)]);
         let a = p.find("a").unwrap();
-        a.apply(&effect, "failed", &p.policy().cooldowns);
+        // A transient failure cools on the strike that makes it too many in a row.
+        let times = if effect.is_transient() {
+            cooldown::TRANSIENT_STRIKES
+        } else {
+            1
+        };
+        for _ in 0..times {
+            a.apply(&effect, "failed", &p.policy().cooldowns);
+        }
         match a.availability(tokio::time::Instant::now()) {
             Availability::Cooling { reason: got, left } => {
                 assert_eq!((got, left), (reason, duration), "{effect:?}");
@@ -484,11 +496,11 @@ async fn the_relay_reports_outcomes_through_the_pool() {
 
     assert!(!p.keep_sticky(Some(&key), &second, None));
     p.failed(&second, &AccountEffect::Transient, "502", Some(&key));
-    assert_eq!(p.sticky.get(&key), None, "a failure moves the binding");
-    assert!(matches!(
-        second.availability(tokio::time::Instant::now()),
-        Availability::Cooling { .. }
-    ));
+    assert_eq!(
+        p.sticky.get(&key),
+        None,
+        "a failure moves the binding, even one that does not cool the account"
+    );
     p.failed(&second, &AccountEffect::RateLimited(None), "429", None);
     p.succeeded(&second, None);
     assert_eq!(
@@ -504,7 +516,7 @@ async fn an_account_replaced_at_runtime_starts_with_fresh_health_and_slots() {
     let held = pick(&p, &[]).unwrap();
     p.find("a")
         .unwrap()
-        .apply(&AccountEffect::Transient, "502", &p.policy().cooldowns);
+        .apply(&AccountEffect::AuthFailed, "401", &p.policy().cooldowns);
     p.upsert(spec("a", 0, 1), reqwest::Client::new()).unwrap();
     let fresh = p.find("a").unwrap();
     assert_eq!(
@@ -517,4 +529,265 @@ async fn an_account_replaced_at_runtime_starts_with_fresh_health_and_slots() {
         "the old version's slot is not counted"
     );
     assert_eq!(held.account().in_flight(), 1);
+}
+
+fn is_cooling(account: &Account) -> bool {
+    matches!(
+        account.availability(tokio::time::Instant::now()),
+        Availability::Cooling { .. }
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_cool_on_the_third_in_a_row_and_again_at_once_after() {
+    let p = pool(vec![spec("only", 0, 0)]);
+    let only = p.find("only").unwrap();
+    let policy = p.policy().cooldowns;
+    for effect in [AccountEffect::Transient, AccountEffect::Stalled] {
+        assert!(!is_cooling(&only), "{effect:?}");
+        only.apply(&effect, "502", &policy);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(
+            pick(&p, &[]).is_some(),
+            "the only account still serves after one"
+        );
+    }
+    only.apply(&AccountEffect::Transient, "502", &policy);
+    match only.availability(tokio::time::Instant::now()) {
+        Availability::Cooling { left, reason } => {
+            assert_eq!(
+                (left, reason),
+                (Duration::from_secs(10), CooldownReason::Transient)
+            );
+        }
+        other => panic!("the third in a row cools: {other:?}"),
+    }
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(pick(&p, &[]).is_some(), "healed");
+    // Back but still failing: one more strike before any success cools at once.
+    only.apply(&AccountEffect::Transient, "502", &policy);
+    assert!(is_cooling(&only));
+}
+
+#[tokio::test(start_paused = true)]
+async fn strikes_start_again_after_a_success_or_a_quiet_window() {
+    let p = pool(vec![spec("only", 0, 0)]);
+    let only = p.find("only").unwrap();
+    let policy = p.policy().cooldowns;
+    let strike = || only.apply(&AccountEffect::Transient, "502", &policy);
+    strike();
+    strike();
+    p.succeeded(&only, None);
+    strike();
+    strike();
+    assert!(!is_cooling(&only), "two since the success");
+    tokio::time::advance(cooldown::STRIKE_WINDOW + Duration::from_secs(1)).await;
+    strike();
+    strike();
+    assert!(!is_cooling(&only), "two since the quiet minute");
+    strike();
+    assert!(is_cooling(&only), "control: the third in a row cools");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_auth_and_billing_still_cool_at_the_first() {
+    for effect in [
+        AccountEffect::RateLimited(None),
+        AccountEffect::AuthFailed,
+        AccountEffect::PaymentRequired,
+        AccountEffect::Overloaded,
+    ] {
+        let p = pool(vec![spec("only", 0, 0)]);
+        let only = p.find("only").unwrap();
+        only.apply(&effect, "failed", &p.policy().cooldowns);
+        assert!(is_cooling(&only), "{effect:?}");
+    }
+}
+
+/// A quota report: the 5 h window `used` percent, resetting in an hour.
+fn used(percent: f64) -> Option<quota::QuotaSnapshot> {
+    let resets = std::time::SystemTime::now() + Duration::from_secs(3600);
+    Some(quota::QuotaSnapshot {
+        primary: Some(quota::QuotaWindow {
+            used_percent: percent,
+            window_minutes: Some(300),
+            resets_at: Some(humantime::format_rfc3339_seconds(resets).to_string()),
+        }),
+        secondary: None,
+    })
+}
+
+fn report(p: &Pool, name: &str, percent: f64) {
+    p.succeeded(&p.find(name).unwrap(), used(percent));
+}
+
+fn reserve(percent: f64) -> PoolPolicy {
+    PoolPolicy {
+        quota_reserve_percent: percent,
+        ..default_policy()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_most_quota_room_goes_first_within_a_priority_and_in_steps() {
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0), spec("low", 1, 0)]);
+    report(&p, "a", 62.0);
+    report(&p, "b", 35.0);
+    for _ in 0..8 {
+        assert_eq!(name(&pick(&p, &[]).unwrap()), "b", "more room");
+    }
+    // Within one 10-point step the usual order (last use) applies: both are served.
+    report(&p, "b", 68.0);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        seen.insert(name(&pick(&p, &[]).unwrap()));
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Priority still comes first: an emptier account of a worse priority waits.
+    report(&p, "low", 0.0);
+    assert_ne!(name(&pick(&p, &[]).unwrap()), "low");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_past_its_reset_counts_as_empty() {
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0)]);
+    report(&p, "a", 90.0);
+    report(&p, "b", 40.0);
+    assert_eq!(name(&pick(&p, &[]).unwrap()), "b");
+    tokio::time::advance(Duration::from_secs(3601)).await;
+    assert_eq!(
+        name(&pick(&p, &[]).unwrap()),
+        "a",
+        "a's window reset; b was used last"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_account_past_the_reserve_is_passed_over_while_another_has_room() {
+    let p = Pool::new(
+        with_clients(vec![spec("a", 0, 0), spec("b", 0, 0)]),
+        reserve(5.0),
+    )
+    .unwrap();
+    // 96 and 91 share a step; the reserve still tells them apart.
+    report(&p, "a", 91.0);
+    report(&p, "b", 96.0);
+    for _ in 0..4 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(name(&pick(&p, &[]).unwrap()), "a");
+    }
+    // Control: without a reserve both are served (same step, by last use).
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0)]);
+    report(&p, "a", 91.0);
+    report(&p, "b", 96.0);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        seen.insert(name(&pick(&p, &[]).unwrap()));
+    }
+    assert_eq!(seen.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_binding_moves_off_an_account_past_the_reserve_only_when_another_has_room() {
+    let p = Pool::new(
+        with_clients(vec![spec("a", 0, 0), spec("b", 0, 0)]),
+        reserve(5.0),
+    )
+    .unwrap();
+    let key = StickyKey::new(b"key-a", "conversation-1");
+    p.sticky.bind(key, &"a".into(), Duration::from_secs(3600));
+    report(&p, "a", 80.0);
+    report(&p, "b", 10.0);
+    let got = p.select(&wanted(&[], Some(&key)));
+    assert!(
+        matches!(got, Selection::Slot(ref s) if s.account().spec.name == "a"),
+        "room left: the binding holds"
+    );
+    report(&p, "a", 97.0);
+    report(&p, "b", 98.0);
+    let got = p.select(&wanted(&[], Some(&key)));
+    assert!(
+        matches!(got, Selection::Slot(ref s) if s.account().spec.name == "a"),
+        "no one has room: it holds"
+    );
+    assert!(p.sticky.get(&key).is_some());
+    report(&p, "b", 50.0);
+    let got = p.select(&wanted(&[], Some(&key)));
+    assert!(
+        matches!(got, Selection::Slot(ref s) if s.account().spec.name == "b"),
+        "b has room: it moves"
+    );
+    assert_eq!(
+        p.sticky.get(&key),
+        None,
+        "released, to be bound to b by the relay"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_used_up_account_is_passed_over_even_without_a_reserve() {
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0)]);
+    report(&p, "a", 100.0);
+    report(&p, "b", 99.0);
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(name(&pick(&p, &[]).unwrap()), "b");
+    }
+}
+
+fn probe(ok: bool) -> ProbeRecord {
+    ProbeRecord {
+        at: "2026-12-01T00:00:00Z".into(),
+        ok,
+        detail: String::new(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passing_probe_ends_an_error_cooldown_but_not_a_quota_wait() {
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0)]);
+    let (a, b) = (p.find("a").unwrap(), p.find("b").unwrap());
+    a.apply(&AccountEffect::Overloaded, "529", &p.policy().cooldowns);
+    b.apply(
+        &AccountEffect::RateLimited(Some(Duration::from_secs(1800))),
+        "429",
+        &p.policy().cooldowns,
+    );
+    let cap = Duration::from_secs(3600);
+    a.note_probe(probe(true), Duration::from_secs(60), cap);
+    b.note_probe(probe(true), Duration::from_secs(60), cap);
+    let now = tokio::time::Instant::now();
+    assert_eq!(a.availability(now), Availability::Ready);
+    assert!(matches!(b.availability(now), Availability::Cooling { .. }));
+    assert_eq!(a.view().last_probe, Some(probe(true)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_probe_extends_an_error_cooldown_within_the_cap() {
+    let p = pool(vec![spec("a", 0, 0)]);
+    let a = p.find("a").unwrap();
+    a.apply(&AccountEffect::Overloaded, "529", &p.policy().cooldowns);
+    let left = |a: &Account| match a.availability(tokio::time::Instant::now()) {
+        Availability::Cooling { left, .. } => left,
+        other => panic!("{other:?}"),
+    };
+    let before = left(&a);
+    a.note_probe(
+        probe(false),
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+    );
+    assert_eq!(left(&a), before + Duration::from_secs(60));
+    a.note_probe(
+        probe(false),
+        Duration::from_secs(7200),
+        Duration::from_secs(3600),
+    );
+    assert_eq!(
+        left(&a),
+        Duration::from_secs(3600),
+        "never past the cap from now"
+    );
 }

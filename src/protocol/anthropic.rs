@@ -243,7 +243,7 @@ impl StreamWatch for Watch {
 
     fn failure_event(&self, code: &str, message: &str) -> Bytes {
         let kind = match code {
-            "stream_stalled" | "header_timeout" => "timeout_error",
+            "stream_stalled" | "header_timeout" | "first_token_timeout" => "timeout_error",
             "overloaded_error" => "overloaded_error",
             _ => "api_error",
         };

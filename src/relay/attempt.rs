@@ -117,8 +117,22 @@ async fn send(
     // send — the wait is real from here on, so keepalive may start
     let since_send = Instant::now();
     let limit = state.gateway().response_header_timeout;
+    // A streaming client's first output is due `gateway.first_token_timeout` after the send:
+    // headers that have not come by then are no output either.
+    let first_token = state
+        .gateway()
+        .first_token_timeout
+        .filter(|_| ctx.client_streams())
+        .map(|after| respond::FirstToken {
+            deadline: since_send + after,
+            after,
+        });
+    let header_wait = first_token.map_or(limit, |ft| ft.after.min(limit));
     let send = account.sender.send(request);
-    let response = match writer.wait(tokio::time::timeout(limit, send)).await {
+    let response = match writer.wait(tokio::time::timeout(header_wait, send)).await {
+        Err(_) if header_wait < limit => {
+            return Err(AttemptFailure::first_token_timeout(header_wait))
+        }
         Err(_) => return Err(AttemptFailure::header_timeout(limit)),
         Ok(Err(e)) if e.local => return Err(AttemptFailure::local_resources(&e)),
         Ok(Err(e)) if e.connect => return Err(AttemptFailure::connect(&e)),
@@ -145,7 +159,7 @@ async fn send(
         ));
     }
     let quota = quota::from_headers(response.headers(), SystemTime::now());
-    let outcome = respond::answer(state, ctx, writer, response)
+    let outcome = respond::answer(state, ctx, writer, response, first_token)
         .await
         .map_err(|failure| redact_failure(failure, credential.expose()))?;
     Ok(Attempted {
@@ -166,7 +180,12 @@ fn build(
 ) -> Result<(http::Uri, http::HeaderMap, Bytes), AttemptFailure> {
     let spec = &account.spec;
     let mapped = account.upstream_model(&ctx.inspected.model);
-    let model = (mapped != ctx.inspected.model).then_some(mapped);
+    // The body names the model the client asked for (`requested_model` after a fallback).
+    let in_body = ctx
+        .requested_model
+        .as_deref()
+        .unwrap_or(&ctx.inspected.model);
+    let model = (mapped != in_body).then_some(mapped);
     let streams = ctx.client_streams();
     let built = match ctx.endpoint.protocol() {
         Protocol::Responses => {

@@ -29,7 +29,9 @@ pub(super) fn outcome(failure: &AttemptFailure) -> &'static str {
     match failure.kind {
         FailureKind::Status => by_status(failure.status),
         FailureKind::Connect => "connect",
-        FailureKind::HeaderTimeout | FailureKind::Stalled => "timeout",
+        FailureKind::HeaderTimeout | FailureKind::Stalled | FailureKind::FirstTokenTimeout => {
+            "timeout"
+        }
         FailureKind::Transport => "transport",
         FailureKind::StreamFailed => "stream_failed",
         FailureKind::BadAnswer => "bad_answer",

@@ -30,6 +30,8 @@ pub enum FailureKind {
     Transport,
     /// The stream went silent longer than `gateway.stream_data_interval_timeout`.
     Stalled,
+    /// A stream with no real output within `gateway.first_token_timeout` of the send.
+    FirstTokenTimeout,
     /// `response.failed` / `error` before any output.
     StreamFailed,
     /// An answer subrelay cannot use: too large, or a stream without a terminal event.
@@ -50,6 +52,7 @@ impl FailureKind {
             FailureKind::HeaderTimeout => "header_timeout",
             FailureKind::Transport => "transport_error",
             FailureKind::Stalled => "stream_stalled",
+            FailureKind::FirstTokenTimeout => "first_token_timeout",
             FailureKind::StreamFailed => "response_failed",
             FailureKind::BadAnswer => "bad_upstream_answer",
             FailureKind::Abandoned => "orphan_read_limit",
@@ -205,6 +208,19 @@ impl AttemptFailure {
         )
     }
 
+    /// Nothing real within `gateway.first_token_timeout` of the send: a strike on the account
+    /// (a slow start is not yet a dead account), and the next account is tried.
+    pub fn first_token_timeout(after: Duration) -> Self {
+        Self::new(
+            FailureKind::FirstTokenTimeout,
+            AccountEffect::Transient,
+            format!(
+                "no output within {} s of the request (gateway.first_token_timeout)",
+                after.as_secs()
+            ),
+        )
+    }
+
     pub fn stalled(after: Duration) -> Self {
         Self::new(
             FailureKind::Stalled,
@@ -293,6 +309,7 @@ pub fn refusal(failure: &AttemptFailure, tried: usize, request_id: &str) -> Refu
         FailureKind::HeaderTimeout => UpstreamWhy::NoHeaders,
         FailureKind::Transport => UpstreamWhy::Broken,
         FailureKind::Stalled => UpstreamWhy::Stalled,
+        FailureKind::FirstTokenTimeout => UpstreamWhy::NoFirstToken,
         FailureKind::StreamFailed if !failure.retryable => UpstreamWhy::RequestRefused {
             detail: failure.message.clone(),
         },

@@ -21,6 +21,7 @@ mod attempt;
 mod attempt_outcome;
 pub mod failure;
 mod outcome;
+pub mod probe;
 mod respond;
 pub mod writer;
 
@@ -117,6 +118,9 @@ pub struct RequestContext {
     /// The key's concurrency slot, held until the request ends.
     key_slot: Option<crate::runtime_state::Lease>,
     pub attempts: Vec<AttemptRecord>,
+    /// The model the client asked for, when `groups[].model_fallback` replaced it in
+    /// `inspected.model` (the body still names this one).
+    pub requested_model: Option<String>,
 }
 
 impl RequestContext {
@@ -239,6 +243,7 @@ pub async fn handle(
         sticky,
         key_slot: None,
         attempts: Vec::new(),
+        requested_model: None,
     };
 
     // 4–7: admit, attempt loop, respond and record, in a task that outlives the answer's head.
@@ -396,6 +401,7 @@ async fn attempt_loop(
         if tried.len() > state.gateway().max_account_switches {
             break;
         }
+        fall_back_if_no_room(state, ctx, &tried);
         let wanted = Wanted {
             group: &ctx.key.group,
             platform: ctx.endpoint.platform(),
@@ -606,6 +612,56 @@ async fn respond_refusal(
     Outcome::refused(status, usage)
 }
 
+/// `groups[].model_fallback`: when no account can serve the model asked for now (each cooling,
+/// disabled, past its quota or already tried), the request goes to the first model of its list
+/// that one can serve. When none can, it stays on the model it is on (and is refused as usual).
+fn fall_back_if_no_room(state: &AppState, ctx: &mut RequestContext, tried: &[AccountId]) {
+    let requested = ctx
+        .requested_model
+        .as_deref()
+        .unwrap_or(&ctx.inspected.model);
+    let Some(next) = state
+        .model_fallback
+        .get(&ctx.key.group)
+        .and_then(|models| models.get(requested))
+    else {
+        return;
+    };
+    let has_room = |model: &str| {
+        state.pool.has_room(&Wanted {
+            group: &ctx.key.group,
+            platform: ctx.endpoint.platform(),
+            kind: (ctx.endpoint == Endpoint::Chat).then_some(AccountKind::ApiKey),
+            model,
+            tried,
+            sticky: None,
+        })
+    };
+    let Some(model) = std::iter::once(requested)
+        .chain(next.iter().map(String::as_str))
+        .find(|m| has_room(m))
+    else {
+        return;
+    };
+    if model == ctx.inspected.model {
+        return;
+    }
+    let model = model.to_owned();
+    let requested = requested.to_owned();
+    tracing::info!(
+        request_id = %ctx.id,
+        requested = %requested,
+        model = %model,
+        "no account can serve the model asked for now; falling back (groups[].model_fallback)"
+    );
+    ctx.inspected.model = model;
+    if requested != ctx.inspected.model {
+        ctx.requested_model.get_or_insert(requested);
+    } else {
+        ctx.requested_model = None;
+    }
+}
+
 /// The request's record; takes what the finished request no longer needs instead of copying it.
 fn usage_record(
     ctx: &mut RequestContext,
@@ -644,6 +700,7 @@ fn usage_record(
         account: attempts.last().map(|a| a.account.clone()),
         endpoint: ctx.endpoint.as_str(),
         model: std::mem::take(&mut ctx.inspected.model),
+        requested_model: ctx.requested_model.take(),
         stream: ctx.client_streams(),
         compact: ctx.endpoint == Endpoint::Compact,
         status: status.as_u16(),

@@ -22,11 +22,20 @@ use crate::upstream::{self, SendError};
 /// usage, but not forever.
 const ORPHAN_IDLE_LIMIT: Duration = Duration::from_secs(300);
 
+/// `gateway.first_token_timeout` for one attempt: a stream with no real output by `deadline`
+/// (`after` the send) fails over.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FirstToken {
+    pub deadline: Instant,
+    pub after: Duration,
+}
+
 pub(super) async fn answer(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
     response: upstream::Response,
+    first_token: Option<FirstToken>,
 ) -> Result<Outcome, AttemptFailure> {
     let is_sse = response
         .headers()
@@ -37,7 +46,7 @@ pub(super) async fn answer(
         (true, true) => {
             let drop_usage_chunk = protocol == Protocol::Chat && !ctx.inspected.include_usage;
             let watch = protocol.stream_watch(drop_usage_chunk);
-            stream_through(state, ctx, writer, response, watch).await
+            stream_through(state, ctx, writer, response, watch, first_token).await
         }
         (false, true) if protocol == Protocol::Responses => {
             aggregate(state, ctx, writer, response).await
@@ -70,6 +79,8 @@ fn detached(value: &HeaderValue) -> HeaderValue {
 
 enum ReadError {
     Idle(Duration),
+    /// No real output by `gateway.first_token_timeout` (this long after the send).
+    NoFirstToken(Duration),
     Transport(SendError),
     /// The client is gone and a bound on reading for it was hit (or the gateway is stopping).
     Orphan(&'static str),
@@ -79,6 +90,7 @@ impl ReadError {
     fn into_failure(self) -> AttemptFailure {
         match self {
             ReadError::Idle(after) => AttemptFailure::stalled(after),
+            ReadError::NoFirstToken(after) => AttemptFailure::first_token_timeout(after),
             ReadError::Transport(e) => AttemptFailure::transport(&e),
             ReadError::Orphan(why) => AttemptFailure::abandoned(why),
         }
@@ -95,17 +107,22 @@ struct Orphan {
 }
 
 impl Orphan {
-    /// Reads the next chunk, within the orphan bounds once the client is gone.
+    /// Reads the next chunk, within the orphan bounds once the client is gone, and by
+    /// `first_token`'s deadline if one applies (a client still waiting for its first output).
     async fn next(
         &mut self,
         state: &AppState,
         writer: &mut DownstreamWriter,
         body: &mut upstream::Body,
         request_id: &str,
+        first_token: Option<FirstToken>,
     ) -> Result<Option<Bytes>, ReadError> {
         let idle = idle_limit(state, writer);
         if !writer.client_gone() {
-            return writer.wait(next_chunk(body, idle)).await;
+            // Inside `wait`, so keepalives go on until the deadline.
+            return writer
+                .wait(by_first_token(first_token, next_chunk(body, idle)))
+                .await;
         }
         let since = *self.since.get_or_insert_with(|| {
             tracing::info!(
@@ -129,6 +146,22 @@ impl Orphan {
             }
         }
         Ok(chunk)
+    }
+}
+
+/// `read`, given up at the first-token deadline if there is one.
+async fn by_first_token<F>(
+    first_token: Option<FirstToken>,
+    read: F,
+) -> Result<Option<Bytes>, ReadError>
+where
+    F: std::future::Future<Output = Result<Option<Bytes>, ReadError>>,
+{
+    match first_token {
+        Some(ft) => tokio::time::timeout_at(ft.deadline, read)
+            .await
+            .unwrap_or(Err(ReadError::NoFirstToken(ft.after))),
+        None => read.await,
     }
 }
 
@@ -178,6 +211,7 @@ async fn stream_through(
     writer: &mut DownstreamWriter,
     response: upstream::Response,
     mut watch: Box<dyn StreamWatch>,
+    first_token: Option<FirstToken>,
 ) -> Result<Outcome, AttemptFailure> {
     // Taken (not cloned) by the first write, so the map is not kept for the stream's life.
     let mut headers = client_headers(response.headers(), "text/event-stream");
@@ -193,7 +227,12 @@ async fn stream_through(
     // events, so an in-protocol failure written after them is an event of its own.
     let mut unsent = BytesMut::new();
     loop {
-        let chunk = match orphan.next(state, writer, &mut body, &ctx.id).await {
+        // Until the first real output, by the first-token deadline if there is one.
+        let deadline = first_token.filter(|_| first_output_at.is_none());
+        let chunk = match orphan
+            .next(state, writer, &mut body, &ctx.id, deadline)
+            .await
+        {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => {
@@ -371,7 +410,7 @@ async fn aggregate(
     let mut read = 0usize;
     let mut orphan = Orphan::default();
     loop {
-        let chunk = match orphan.next(state, writer, &mut body, &ctx.id).await {
+        let chunk = match orphan.next(state, writer, &mut body, &ctx.id, None).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => return Err(error.into_failure()),
@@ -435,7 +474,7 @@ async fn json_through(
     let mut collected = BytesMut::new();
     let mut orphan = Orphan::default();
     loop {
-        match orphan.next(state, writer, &mut body, &ctx.id).await {
+        match orphan.next(state, writer, &mut body, &ctx.id, None).await {
             Ok(Some(chunk)) => {
                 if collected.len() + chunk.len() > limit {
                     return Err(AttemptFailure::bad_answer(format!(
@@ -457,4 +496,57 @@ async fn json_through(
     let outcome = Outcome::answered(tokens, true, Some(Instant::now()));
     writer.finish(StatusCode::OK, headers, body).await;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    //! `gateway.first_token_timeout` on paused time.
+
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::time::Duration;
+
+    use tokio::time::{sleep, Instant};
+
+    use super::super::writer::{BodyMode, DownstreamWriter};
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// A silent upstream is given up at the deadline (counted from the send, not from the read),
+    /// keepalives go on until then, and the attempt can still fail over.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_stream_is_given_up_at_the_first_token_deadline_with_failover_open() {
+        let send = Instant::now();
+        let (mut writer, _head) = DownstreamWriter::new(BodyMode::Sse, Some(secs(10)), "req_1");
+        sleep(secs(5)).await; // the headers took 5 s
+        let ft = FirstToken {
+            deadline: send + secs(30),
+            after: secs(30),
+        };
+        let silent = std::future::pending::<Result<Option<Bytes>, ReadError>>();
+        let read = writer.wait(by_first_token(Some(ft), silent)).await;
+        assert!(matches!(read, Err(ReadError::NoFirstToken(after)) if after == secs(30)));
+        assert_eq!(send.elapsed(), secs(30));
+        assert_eq!(writer.keepalives_sent(), 2, "at 15 s and 25 s");
+        assert!(writer.can_fail_over(), "only keepalives went out");
+    }
+
+    /// Control: a chunk that comes before the deadline is read as usual.
+    #[tokio::test(start_paused = true)]
+    async fn output_before_the_deadline_is_read() {
+        let send = Instant::now();
+        let ft = FirstToken {
+            deadline: send + secs(25),
+            after: secs(25),
+        };
+        let chunk = async {
+            sleep(secs(24)).await;
+            Ok(Some(Bytes::from_static(b"data: {}\n\n")))
+        };
+        let read = by_first_token(Some(ft), chunk).await;
+        assert!(matches!(read, Ok(Some(_))));
+    }
 }

@@ -94,7 +94,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let accounts = accounts
         .into_iter()
         .map(|a| {
-            crate::upstream::client(a.proxy.as_ref())
+            crate::upstream::client(a.proxy.as_ref(), config.gateway.connect_timeout)
                 .map(|client| (a.clone(), client))
                 .map_err(|e| format!("cannot build the HTTP client of account {}: {e}", a.name))
         })
@@ -113,6 +113,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let (reload_requests, reload_queue) = crate::config::ReloadRequests::channel();
     let state = Arc::new(AppState {
         gateway_config: Live::new(config.gateway.clone()),
+                model_fallback: config.model_fallback.clone(),
         oauth: config.oauth.clone(),
         pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,
@@ -176,6 +177,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
         stop_accepting.clone(),
         connection_policy,
     ));
+    // Health probes (gateway.probe_interval); they stop with state.shutdown.
+    let prober = config.gateway.probe_interval.map(|every| {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let shutdown = state.shutdown.clone();
+            crate::relay::probe::probe_loop(Arc::clone(&state), every, shutdown).await
+        })
+    });
     let refresher = tokio::spawn({
         let state = Arc::clone(&state);
         async move {
@@ -253,6 +262,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     state.shutdown.cancel();
     let _ = refresher.await;
     let _ = reloader.await;
+    if let Some(prober) = prober {
+        let _ = prober.await;
+    }
     state.tasks.close();
     let drained = tokio::time::timeout(grace, async {
         let _ = server.await;

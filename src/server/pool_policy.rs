@@ -15,5 +15,7 @@ pub fn pool_policy(g: &GatewayConfig) -> PoolPolicy {
         sticky_slow_strikes: g.sticky_slow_strikes,
         queue_wait: g.queue_wait_timeout,
         queue_max_waiting: g.queue_max_waiting,
+        connect_timeout: g.connect_timeout,
+        quota_reserve_percent: f64::from(g.quota_reserve_percent),
     }
 }

@@ -206,7 +206,7 @@ async fn accounts(state: &AppState) -> Result<bool, String> {
             continue;
         }
         let name = spec.name.clone();
-        let client = crate::upstream::client(spec.proxy.as_ref())
+        let client = crate::upstream::client(spec.proxy.as_ref(), state.gateway().connect_timeout)
             .map_err(|e| format!("cannot build the HTTP client of account {name}: {e}"))?;
         state.pool.upsert(spec, client)?;
         tracing::info!(account = %name, "account added or changed by the configuration reload");

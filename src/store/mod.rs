@@ -130,6 +130,9 @@ pub struct UsageRow {
     pub account: Option<String>,
     pub endpoint: String,
     pub model: String,
+    /// The model the client asked for, when `groups[].model_fallback` served `model` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_model: Option<String>,
     pub stream: bool,
     pub status: u16,
     pub success: bool,

@@ -192,6 +192,7 @@ impl StoreUsageSink {
             account: record.account,
             endpoint: record.endpoint.to_owned(),
             model: record.model,
+            requested_model: record.requested_model,
             stream: record.stream,
             status: record.status,
             success: record.success,

@@ -10,6 +10,9 @@ pub mod session;
 pub mod trust;
 mod url;
 
+#[cfg(test)]
+mod connect_tests;
+
 pub use headers::{
     anthropic_headers, chat_headers, keep_used, upstream_headers, SessionRewrite, SESSION_HEADERS,
 };
@@ -22,7 +25,11 @@ use std::time::Duration;
 /// With a proxy configured, a broken proxy fails the request; there is no direct fallback.
 /// Its TLS trust is the process's ([`trust`]); reqwest retries a stream the server refused
 /// (RST_STREAM REFUSED_STREAM) or sent a graceful GOAWAY on by itself.
-pub fn client(proxy: Option<&crate::domain::Secret>) -> Result<reqwest::Client, String> {
+/// `connect_timeout` is `gateway.connect_timeout`.
+pub fn client(
+    proxy: Option<&crate::domain::Secret>,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, String> {
     let builder = match proxy {
         Some(url) => reqwest::Client::builder()
             .proxy(reqwest::Proxy::all(url.expose()).map_err(|e| e.to_string())?),
@@ -31,7 +38,7 @@ pub fn client(proxy: Option<&crate::domain::Secret>) -> Result<reqwest::Client, 
     builder
         .use_preconfigured_tls(trust::reqwest_config()?)
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         // The relay forwards bodies as they are; it never asks for compression it would have

@@ -10,8 +10,8 @@
 //! complete and tested.
 //!
 //! The paths behave alike: TLS by rustls with the process's trust (`trust.rs`: the webpki roots
-//! and `upstream.ca_file`), ALPN offering HTTP/2 and HTTP/1.1, TCP_NODELAY, a 10 s connect
-//! timeout, idle connections kept 90 s (up to 256 per host on HTTP/1.1), no redirects followed,
+//! and `upstream.ca_file`), ALPN offering HTTP/2 and HTTP/1.1, TCP_NODELAY, `gateway.connect_timeout` to
+//! connect, idle connections kept 90 s (up to 256 per host on HTTP/1.1), no redirects followed,
 //! no compression asked for, and a stream the server refused before answering (REFUSED_STREAM,
 //! a graceful GOAWAY) sent again (reqwest's default retry policy does the same).
 
@@ -27,7 +27,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::h2_pool::{H2Body, H2Pools, Sent};
 use crate::domain::Secret;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
@@ -82,15 +81,19 @@ pub struct SendError {
 
 impl Sender {
     /// The sender of an account with this proxy; `client` is the account's reqwest client, used
-    /// when a proxy is involved.
-    pub fn new(proxy: Option<&Secret>, client: &reqwest::Client) -> Self {
+    /// when a proxy is involved (it was built with the same `connect_timeout`).
+    pub fn new(
+        proxy: Option<&Secret>,
+        client: &reqwest::Client,
+        connect_timeout: Duration,
+    ) -> Self {
         let system_proxy = PROXY_VARIABLES
             .iter()
             .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
         if proxy.is_some() || system_proxy {
             return Self::Proxied(client.clone());
         }
-        match direct() {
+        match direct(connect_timeout) {
             Ok(direct) => Self::Direct(Arc::new(direct)),
             // Cannot happen with the bundled TLS provider; reqwest still works if it does.
             Err(e) => {
@@ -204,17 +207,17 @@ mod libc_errno {
     pub const EADDRNOTAVAIL: i32 = 49;
 }
 
-fn direct() -> Result<Direct, String> {
+fn direct(connect_timeout: Duration) -> Result<Direct, String> {
     Ok(Direct {
-        http1: direct_client()?,
+        http1: direct_client(connect_timeout)?,
         http2: H2Pools::new(super::trust::client_config()?),
     })
 }
 
-fn direct_client() -> Result<DirectClient, String> {
+fn direct_client(connect_timeout: Duration) -> Result<DirectClient, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_connect_timeout(Some(connect_timeout));
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(super::trust::client_config()?)
@@ -274,7 +277,7 @@ mod tests {
         let client = reqwest::Client::new();
         let proxy = Secret::new("socks5://127.0.0.1:1080");
         assert!(matches!(
-            Sender::new(Some(&proxy), &client),
+            Sender::new(Some(&proxy), &client, Duration::from_secs(10)),
             Sender::Proxied(_)
         ));
     }
@@ -294,7 +297,7 @@ mod tests {
             hello.truncate(n);
             hello
         });
-        let sender = Sender::Direct(Arc::new(direct().unwrap()));
+        let sender = Sender::Direct(Arc::new(direct(Duration::from_secs(10)).unwrap()));
         let request = http::Request::post(format!("https://127.0.0.1:{port}/v1/responses"))
             .body(Bytes::from_static(b"{}"))
             .unwrap();
@@ -370,7 +373,7 @@ YFHthjtd83blORVBI7sd20apTsVZvkmbR92oRt+aZQUj4j8h2zB6lbra
             outcomes
         });
 
-        let sender = Sender::Direct(Arc::new(direct().unwrap()));
+        let sender = Sender::Direct(Arc::new(direct(Duration::from_secs(10)).unwrap()));
         let request = http::Request::post(format!("https://127.0.0.1:{port}/v1/responses"))
             .body(Bytes::from_static(b"{}"))
             .unwrap();

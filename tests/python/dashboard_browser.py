@@ -353,6 +353,7 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.text_eq(tired + " .state", "cooling")
     page.text_is(tired, "rate_limited")
     page.text_is(tired, "5 h")
+    page.text_is(tired, "resets")
     # Its last error: the upstream's message, the recorded text only on demand.
     pool = admin_get(base, admin_token, "/admin/api/accounts")["accounts"]
     raw = next(a for a in pool if a["name"] == "tired")["last_error"]
@@ -367,6 +368,9 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.find(tired + ' button[data-action="reset"]').click()
     page.text_eq(tired + " .state", "available")
     page.text_is("#flash", "tired: reset")
+    # Test: a probe of the API-key account (the free model list), its result in the state cell.
+    page.find('tr[data-account="up"] button[data-action="test"]').click()
+    page.text_is('tr[data-account="up"] .probe', "probe ok")
 
     # Sign an account in: OAuth code + PKCE against the fake upstream, then it serves a request.
     page.open("signin")

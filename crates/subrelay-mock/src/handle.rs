@@ -105,7 +105,7 @@ async fn answer(ledger: Arc<Ledger>, request: Request<Incoming>) -> Response<Moc
                 .collect();
             return respond(Ok(reply), &extra, None, target.dialect());
         }
-        Target::Api(_) | Target::Token(_) | Target::Unknown => {}
+        Target::Api(_) | Target::Token(_) | Target::Models | Target::Unknown => {}
     }
     let dialect = target.dialect();
 
@@ -130,6 +130,23 @@ async fn answer(ledger: Arc<Ledger>, request: Request<Incoming>) -> Response<Moc
     ledger.arrive(&parts, &body, credential);
     let counted = Some(&ledger);
 
+    // The model list: free, scriptable to fail.
+    if target == Target::Models {
+        let step = ledger.next_step(credential).unwrap_or_default();
+        let reply = match step.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+            Some(status) if status.as_u16() >= 300 => {
+                scripted_error(status, &step, dialect, &parts.headers)
+            }
+            _ => Ok(Reply::json(
+                StatusCode::OK,
+                Bytes::from_static(
+                    br#"{"object":"list","data":[{"id":"gpt-5","object":"model","owned_by":"subrelay-mock"}]}"#,
+                ),
+            )),
+        };
+        return respond(reply, &step.headers, counted, dialect);
+    }
+
     // 4. Refuse what the imitated upstream refuses.
     let Target::Api(route) = target else {
         let message = format!("Invalid URL ({} {})", parts.method, parts.uri.path());
@@ -146,7 +163,7 @@ async fn answer(ledger: Arc<Ledger>, request: Request<Incoming>) -> Response<Moc
 
     // 5. Choose the behaviour.
     let (model, options) = model_options::split_model(ask.model());
-    let behavior = match ledger.next_step(credential) {
+    let mut behavior = match ledger.next_step(credential) {
         Some(step) => step,
         None => match options.map(model_options::parse) {
             None => Behavior::default(),
@@ -161,6 +178,21 @@ async fn answer(ledger: Arc<Ledger>, request: Request<Incoming>) -> Response<Moc
             }
         },
     };
+
+    // A credential with usage windows: report them, use some, refuse when one is full. A
+    // scripted error is answered as scripted.
+    if behavior.status.is_none_or(|s| (200..300).contains(&s)) {
+        let free = route == Route::CountTokens;
+        if let Some((windows, refused)) = ledger.spend_quota(credential, free) {
+            if refused {
+                behavior.status = Some(429);
+                behavior.error_code = Some("usage_limit_reached".to_owned());
+            }
+            let mut headers = windows.headers(dialect, refused);
+            headers.append(&mut behavior.headers);
+            behavior.headers = headers;
+        }
+    }
 
     // 6. Wait before the headers, or refuse the stream.
     if behavior.refuse_stream {

@@ -15,6 +15,7 @@ use http::{HeaderMap, Method};
 
 use crate::behavior::Behavior;
 use crate::oauth::TokenDesk;
+use crate::quota::Quota;
 
 /// One request as the mock received it.
 #[derive(Clone, Debug)]
@@ -50,6 +51,7 @@ struct Book {
     by_credential: HashMap<String, usize>,
     scripts: HashMap<String, VecDeque<Behavior>>,
     requests: Vec<RecordedRequest>,
+    quotas: HashMap<String, Quota>,
 }
 
 /// The counts served by `GET /__mock/calls`.
@@ -151,6 +153,27 @@ impl Ledger {
             .entry(credential.to_owned())
             .or_default()
             .extend(steps);
+    }
+
+    /// Gives this credential usage windows (replacing any it had).
+    pub(crate) fn set_quota(&self, credential: &str, quota: Quota) {
+        self.book().quotas.insert(credential.to_owned(), quota);
+    }
+
+    pub(crate) fn quota(&self, credential: &str) -> Option<Quota> {
+        self.book().quotas.get(credential).cloned()
+    }
+
+    /// One call on this credential's windows, if it has any: what to report, and whether the
+    /// call is refused (a window is full).
+    pub(crate) fn spend_quota(
+        &self,
+        credential: Option<&str>,
+        free: bool,
+    ) -> Option<(Quota, bool)> {
+        let credential = credential?;
+        let mut book = self.book();
+        book.quotas.get_mut(credential).map(|q| q.spend(free))
     }
 
     /// Marks one answer as written to its end.

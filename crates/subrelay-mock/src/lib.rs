@@ -30,7 +30,12 @@
 //! | `GET /oauth/authorize` | `auth.openai.com`, `claude.ai` | sign-in page: PKCE (S256) required; signs in at once and redirects (302) to `redirect_uri?code=…&state=…` |
 //! | `POST /oauth/token` | `auth.openai.com` | refresh-token and authorization-code (PKCE-checked, single-use) grants, JSON or form; rotates refresh tokens |
 //! | `POST /v1/oauth/token` | `console.anthropic.com` | refresh-token and authorization-code grants, JSON; rotates refresh tokens |
+//! | `GET /v1/models`, `GET /backend-api/codex/models` | model lists | a free call (health probes); counted; a scripted error status is answered |
 //! | `GET /__mock/calls`, `POST /__mock/reset` | — | counts as JSON; reset |
+//!
+//! Quota windows that move with use: [`MockUpstream::set_quota`] gives a credential a [`Quota`];
+//! its answers then report the windows (`x-codex-*`, `anthropic-ratelimit-unified-*`), each call
+//! uses some, and a full window answers 429 (see `quota`).
 //!
 //! Hostile modes (an upstream that attacks the gateway; [`Behavior`] fields, or model options):
 //!
@@ -81,6 +86,7 @@ mod ids;
 mod ledger;
 mod model_options;
 mod oauth;
+mod quota;
 mod reply;
 mod request;
 mod server;
@@ -92,5 +98,6 @@ mod wire;
 pub use behavior::{Behavior, Usage, DEFAULT_EVENTS, DEFAULT_TEXT};
 pub use certs::{Leaf, TestCa};
 pub use ledger::RecordedRequest;
+pub use quota::Quota;
 pub use server::MockUpstream;
 pub use tls::{ConnectionRecord, MockTls};

@@ -67,6 +67,9 @@ pub(crate) enum Target {
     Token(Issuer),
     /// `GET /oauth/authorize`: the sign-in page, which redirects with a code at once.
     Authorize,
+    /// `GET /v1/models`, `GET /backend-api/codex/models`: the model list, a free call (health
+    /// probes use it). Counted; a scripted error status is answered as scripted.
+    Models,
     /// `GET /__mock/calls`.
     Counts,
     /// `POST /__mock/reset`.
@@ -92,6 +95,7 @@ impl Target {
             (&Method::POST, "/oauth/token") => Self::Token(Issuer::OpenAi),
             (&Method::POST, "/v1/oauth/token") => Self::Token(Issuer::Anthropic),
             (&Method::GET, "/oauth/authorize") => Self::Authorize,
+            (&Method::GET, "/v1/models" | "/backend-api/codex/models") => Self::Models,
             (&Method::GET, "/__mock/calls") => Self::Counts,
             (&Method::POST, "/__mock/reset") => Self::Reset,
             _ => Self::Unknown,
@@ -106,9 +110,12 @@ impl Target {
     pub(crate) fn dialect(self) -> Dialect {
         match self {
             Self::Api(route) => route.dialect(),
-            Self::Token(_) | Self::Authorize | Self::Counts | Self::Reset | Self::Unknown => {
-                Dialect::OpenAi
-            }
+            Self::Token(_)
+            | Self::Authorize
+            | Self::Models
+            | Self::Counts
+            | Self::Reset
+            | Self::Unknown => Dialect::OpenAi,
         }
     }
 }

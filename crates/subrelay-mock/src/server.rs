@@ -139,6 +139,17 @@ impl MockUpstream {
         self.ledger.script(credential, steps);
     }
 
+    /// Gives this credential usage windows that move with use (see [`Quota`]), replacing any it
+    /// had.
+    pub fn set_quota(&self, credential: &str, quota: crate::Quota) {
+        self.ledger.set_quota(credential, quota);
+    }
+
+    /// This credential's usage windows now, if it was given some.
+    pub fn quota(&self, credential: &str) -> Option<crate::Quota> {
+        self.ledger.quota(credential)
+    }
+
     /// Requests received with this credential (any route but the control ones and the token
     /// endpoints).
     pub fn calls(&self, credential: &str) -> usize {

@@ -298,7 +298,7 @@ fn upstream_refused(message: String) -> Refusal {
 /// Exchanges the code for tokens.
 async fn exchange(state: &AppState, flow: &Flow, code: &str) -> Result<Tokens, Refusal> {
     let oauth = &state.oauth;
-    let client = crate::upstream::client(None)
+    let client = crate::upstream::client(None, state.gateway().connect_timeout)
         .map_err(|e| upstream_refused(format!("no HTTP client: {e}")))?;
     let request = if flow.platform == Platform::OpenAi {
         let form = format!(

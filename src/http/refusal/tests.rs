@@ -93,6 +93,7 @@ fn table() -> Vec<Row> {
         (upstream(UpstreamWhy::NoHeaders, 1, "header_timeout"), 504, "timeout_error", Some("header_timeout"), s("the upstream of the account tried did not answer in time (request req_1)"), None),
         (upstream(UpstreamWhy::Broken, 1, "transport_error"), 502, "upstream_error", Some("transport_error"), s("the upstream connection broke on the account tried (request req_1)"), None),
         (upstream(UpstreamWhy::Stalled, 1, "stream_stalled"), 504, "timeout_error", Some("stream_stalled"), s("the upstream stream stalled on the account tried (request req_1)"), None),
+        (upstream(UpstreamWhy::NoFirstToken, 2, "first_token_timeout"), 504, "timeout_error", Some("first_token_timeout"), s("the upstream stream of all 2 accounts tried sent no output in time (request req_1)"), None),
         (upstream(UpstreamWhy::RequestRefused { detail: s("bad input") }, 1, "invalid_prompt"), 400, "invalid_request_error", Some("invalid_prompt"), s("upstream refused the request: bad input (request req_1)"), None),
         (upstream(UpstreamWhy::ResponseFailed, 1, "server_error"), 502, "upstream_error", Some("server_error"), s("the upstream response failed on the account tried (request req_1)"), None),
         (upstream(UpstreamWhy::Unusable { detail: s("too big") }, 1, "bad_upstream_answer"), 502, "upstream_error", Some("bad_upstream_answer"), s("unusable upstream answer on the account tried: too big (request req_1)"), None),

@@ -29,6 +29,8 @@ pub enum UpstreamWhy {
     Broken,
     /// The stream went silent too long.
     Stalled,
+    /// The stream sent no real output in time (`gateway.first_token_timeout`).
+    NoFirstToken,
     /// The upstream's stream failed for a reason of the request's own (not worth another account).
     RequestRefused { detail: String },
     /// The upstream's stream failed before any output.
@@ -76,7 +78,9 @@ impl UpstreamRefusal {
             UpstreamWhy::Overloaded | UpstreamWhy::OutOfResources => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            UpstreamWhy::NoHeaders | UpstreamWhy::Stalled => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamWhy::NoHeaders | UpstreamWhy::Stalled | UpstreamWhy::NoFirstToken => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             UpstreamWhy::RequestRefused { .. } => StatusCode::BAD_REQUEST,
             UpstreamWhy::NotJson { status, .. } => *status,
         }
@@ -94,7 +98,9 @@ impl UpstreamRefusal {
             | UpstreamWhy::Unusable { .. }
             | UpstreamWhy::ClientGone => "upstream_error",
             UpstreamWhy::Overloaded => "overloaded_error",
-            UpstreamWhy::NoHeaders | UpstreamWhy::Stalled => "timeout_error",
+            UpstreamWhy::NoHeaders | UpstreamWhy::Stalled | UpstreamWhy::NoFirstToken => {
+                "timeout_error"
+            }
             UpstreamWhy::RequestRefused { .. } | UpstreamWhy::NotJson { .. } => {
                 "invalid_request_error"
             }
@@ -124,6 +130,9 @@ impl UpstreamRefusal {
             UpstreamWhy::NoHeaders => format!("the upstream of {tried} did not answer in time"),
             UpstreamWhy::Broken => format!("the upstream connection broke on {tried}"),
             UpstreamWhy::Stalled => format!("the upstream stream stalled on {tried}"),
+            UpstreamWhy::NoFirstToken => {
+                format!("the upstream stream of {tried} sent no output in time")
+            }
             UpstreamWhy::RequestRefused { detail } => {
                 format!("upstream refused the request: {detail}")
             }

@@ -25,6 +25,7 @@ fn record(n: usize) -> UsageRecord {
         account: Some("a".into()),
         endpoint: "responses",
         model: "gpt-5".into(),
+        requested_model: None,
         stream: false,
         compact: false,
         status: 200,

@@ -169,7 +169,7 @@ fn error_type(code: Option<&str>) -> &'static str {
         | "invalid_prompt"
         | "invalid_request_error"
         | "invalid_encrypted_content" => "invalid_request_error",
-        "stream_stalled" | "header_timeout" => "timeout_error",
+        "stream_stalled" | "header_timeout" | "first_token_timeout" => "timeout_error",
         _ => "api_error",
     }
 }

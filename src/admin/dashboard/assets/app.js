@@ -350,6 +350,15 @@ function lastError(text) {
 /** Text cut to its cell's width, whole in a tooltip. */
 const clip = (text) => el("span", { class: "clip", title: text }, text);
 
+/** A time within a day as hours and minutes, a later one as its date (the tooltip has both). */
+function shortTime(value) {
+  const at = new Date(value);
+  const soon = at.getTime() - Date.now() < 86400 * 1000;
+  return soon
+    ? at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : at.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
 function quotaBar(label, window) {
   if (!window) return null;
   const used = Math.max(0, Math.min(100, window.used_percent));
@@ -359,6 +368,7 @@ function quotaBar(label, window) {
     `${label} `,
     el("span", { class: "bar" }, el("span", { style: `width:${used}%` })),
     ` ${used.toFixed(0)}%`,
+    window.resets_at ? el("div", { class: "muted" }, `resets ${shortTime(window.resets_at)}`) : null,
   );
 }
 
@@ -374,7 +384,15 @@ async function accounts() {
       "tr",
       { "data-account": a.name },
       el("td", {}, clip(a.name), el("div", { class: "muted" }, `${a.platform} · ${a.type}`)),
-      el("td", {}, el("span", { class: "state " + a.state }, a.state), why ? el("div", { class: "reason" }, why) : null),
+      el(
+        "td",
+        {},
+        el("span", { class: "state " + a.state }, a.state),
+        why ? el("div", { class: "reason" }, why) : null,
+        a.last_probe
+          ? el("div", { class: "probe muted", title: a.last_probe.detail }, `probe ${a.last_probe.ok ? "ok" : "failed"} ${shortTime(a.last_probe.at)}`)
+          : null,
+      ),
       el("td", {}, localTime(a.cooldown_until)),
       el("td", { class: "nowrap" }, `${a.in_flight} / ${a.concurrency || "∞"}`),
       el("td", { class: "nowrap" }, a.quota ? [quotaBar("5 h", a.quota.primary), quotaBar("7 d", a.quota.secondary)] : "—"),
@@ -385,6 +403,7 @@ async function accounts() {
         "td",
         { class: "actions" },
         el("button", { type: "button", "data-action": "reset", onclick: () => act(`${a.name}: reset`, () => api("POST", path(a.name, "/reset"))) }, "Reset"),
+        el("button", { type: "button", "data-action": "test", title: "Probe the account now (no quota used)", onclick: () => act(`${a.name}: tested`, () => api("POST", path(a.name, "/test"))) }, "Test"),
         a.type === "oauth"
           ? el("button", { type: "button", "data-action": "refresh", onclick: () => act(`${a.name}: token refreshed`, () => api("POST", path(a.name, "/refresh"))) }, "Refresh token")
           : null,
