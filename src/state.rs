@@ -26,6 +26,9 @@ pub struct AppState {
     pub pool: Pool,
     /// Every API key (config and admin-created); updated in place by the admin API.
     pub keys: KeyDirectory,
+    /// Translation and model maps of the groups that have them (`groups[].translate`,
+    /// `groups[].model_map`; from the config file only).
+    pub group_routing: std::collections::BTreeMap<String, crate::domain::GroupRouting>,
     /// Per-key rpm and spending limits, checked after inspect.
     pub limits: Arc<Limits>,
     /// Groups, keys, accounts and usage that outlive a restart.
@@ -53,6 +56,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The routing settings of `group` (none: no translation, no model map).
+    pub fn routing(&self, group: &str) -> Option<&crate::domain::GroupRouting> {
+        self.group_routing.get(group)
+    }
+
     /// What keeping the accounts' state across restarts needs (`store::account_state`).
     pub fn account_state(&self) -> StateKeeper<'_> {
         StateKeeper {

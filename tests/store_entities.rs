@@ -68,6 +68,7 @@ fn account() -> AccountSpec {
         models: Some(vec!["gpt-5".into()]),
         model_map: BTreeMap::from([("fast".to_owned(), "gpt-5-mini".to_owned())]),
         proxy: Some(Secret::new(PROXY)),
+        protocols: None,
     }
 }
 
@@ -79,6 +80,7 @@ fn usage(id: &str, key: &str, at_ms: i64, cost: f64) -> UsageRow {
         account: Some("codex-1".into()),
         endpoint: "responses".into(),
         model: "gpt-5".into(),
+        client_model: None,
         stream: true,
         status: 200,
         success: true,

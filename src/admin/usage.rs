@@ -61,6 +61,10 @@ pub struct UsageRow {
     pub account: Option<String>,
     pub endpoint: String,
     pub model: String,
+    /// The model the client asked for, when the group's `model_map` changed it (`model` is the
+    /// upstream model the row is priced by).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_model: Option<String>,
     pub stream: bool,
     pub status: u16,
     pub success: bool,
@@ -88,6 +92,7 @@ impl From<store::UsageRow> for UsageRow {
             account: r.account,
             endpoint: r.endpoint,
             model: r.model,
+            client_model: r.client_model,
             stream: r.stream,
             status: r.status,
             success: r.success,
@@ -263,6 +268,7 @@ mod tests {
             account: Some("acct".into()),
             endpoint: "responses".into(),
             model: "gpt-5".into(),
+            client_model: None,
             stream: true,
             status: 200,
             success: true,

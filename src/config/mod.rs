@@ -30,6 +30,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Every group a key or an account names, with the platform that serves it.
     pub groups: std::collections::BTreeMap<String, Platform>,
+    /// The groups that translate or map model names (`groups[].translate`, `groups[].model_map`).
+    pub group_routing: std::collections::BTreeMap<String, crate::domain::GroupRouting>,
     pub accounts: Vec<AccountSpec>,
     pub api_keys: Vec<KeySpec>,
     /// The shipped prices with the config's `prices:` applied.

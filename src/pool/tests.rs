@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::domain::{AccountCredential, Secret};
+use crate::domain::{AccountCredential, AccountKind, Secret};
 
 fn spec(name: &str, priority: i32, concurrency: u32) -> AccountSpec {
     AccountSpec {
@@ -26,6 +26,7 @@ fn spec(name: &str, priority: i32, concurrency: u32) -> AccountSpec {
         models: None,
         model_map: Default::default(),
         proxy: None,
+        protocols: None,
     }
 }
 
@@ -48,8 +49,8 @@ fn pool(specs: Vec<AccountSpec>) -> Pool {
 fn wanted<'a>(tried: &'a [AccountId], sticky: Option<&'a StickyKey>) -> Wanted<'a> {
     Wanted {
         group: "default",
-        platform: Platform::OpenAi,
-        kind: None,
+        platform: Some(Platform::OpenAi),
+        protocols: &[Protocol::Responses],
         model: "gpt-5",
         tried,
         sticky,

@@ -65,7 +65,7 @@ pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap)
     };
     let mut models = BTreeSet::new();
     let accounts = state.pool.accounts();
-    for account in crate::pool::Pool::members(&accounts, &key.group, key.platform) {
+    for account in crate::pool::Pool::members(&accounts, &key.group, Some(key.platform)) {
         let defaults = match (account.spec.platform, account.spec.kind) {
             (Platform::Anthropic, _) => CLAUDE_MODELS,
             (Platform::OpenAi, AccountKind::OAuth) => CODEX_MODELS,

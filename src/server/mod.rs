@@ -101,6 +101,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         oauth: config.oauth.clone(),
         pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,
+        group_routing: config.group_routing.clone(),
         limits,
         store: Arc::clone(&opened.store),
         sealer: Arc::clone(&opened.sealer),

@@ -190,6 +190,7 @@ impl StoreUsageSink {
             account: record.account,
             endpoint: record.endpoint.to_owned(),
             model: record.model,
+            client_model: record.client_model,
             stream: record.stream,
             status: record.status,
             success: record.success,
@@ -439,8 +440,9 @@ fn write_some(file: &mut File, buf: &[u8]) -> (usize, std::io::Result<()>) {
 
 impl UsageSink for StoreUsageSink {
     fn record(&self, record: UsageRecord) {
-        let anthropic = matches!(record.endpoint, "messages" | "count_tokens");
-        let cost = self.prices.cost(&record.model, &record.tokens, !anthropic);
+        let cost = self
+            .prices
+            .cost(&record.model, &record.tokens, !record.anthropic_tokens);
         log_record(&record, Some((cost.usd, cost.priced)));
         self.spend.add_spend(&record.key, cost.usd);
         self.enqueue(Self::row(record, cost));

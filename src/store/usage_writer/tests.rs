@@ -25,6 +25,8 @@ fn record(n: usize) -> UsageRecord {
         account: Some("a".into()),
         endpoint: "responses",
         model: "gpt-5".into(),
+        client_model: None,
+        anthropic_tokens: false,
         stream: false,
         compact: false,
         status: 200,
