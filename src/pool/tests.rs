@@ -519,3 +519,38 @@ async fn an_account_replaced_at_runtime_starts_with_fresh_health_and_slots() {
     );
     assert_eq!(held.account().in_flight(), 1);
 }
+
+/// Issue 16: an account must speak one of the wanted APIs; one speaking the client's own is
+/// preferred over a better-priority one the request would be translated for.
+#[tokio::test(start_paused = true)]
+async fn accounts_speaking_the_clients_api_come_first() {
+    let mut chat_only = spec("chat-only", 0, 0);
+    chat_only.protocols = Some(vec![Protocol::Chat]);
+    let mut native = spec("native", 9, 0);
+    native.protocols = Some(vec![Protocol::Responses]);
+    let p = pool(vec![chat_only, native]);
+    let translating = |tried: &[AccountId]| match p.select(&Wanted {
+        platform: None,
+        protocols: &[Protocol::Responses, Protocol::Chat],
+        ..wanted(tried, None)
+    }) {
+        Selection::Slot(s) => name(&s),
+        _ => "none".into(),
+    };
+    assert_eq!(
+        translating(&[]),
+        "native",
+        "native first, despite its priority"
+    );
+    let native_id = id(&p, "native");
+    assert_eq!(
+        translating(&[native_id]),
+        "chat-only",
+        "then the translated one"
+    );
+    // Without translation only the client's API counts: the chat-only account is not eligible.
+    assert!(matches!(
+        p.select(&wanted(&[native_id], None)),
+        Selection::Exhausted
+    ));
+}

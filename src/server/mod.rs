@@ -119,6 +119,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             admin_failures: Default::default(),
         },
     });
+    crate::relay::warm_token_counter(&state);
     let restored = crate::store::tokens::restore(state.tokens(), &state.pool).await?;
     if restored > 0 {
         tracing::info!(
