@@ -43,6 +43,10 @@
 //! | `echo_auth` | `echo_credential` | an error answer quotes the request's `Authorization` / `x-api-key` headers in its message |
 //! | `text_error` | `text_error` | an error answer is an HTML page (`text/html`), not JSON |
 //!
+//! Function calls: `calls=N` ([`Behavior::tool_calls`]) answers a request that declares tools
+//! with N calls of them, on every API, stream or JSON, until the request carries a tool's
+//! result (see `tools`).
+//!
 //! API routes count in [`MockUpstream::calls`] / [`MockUpstream::total_calls`]; token endpoints
 //! count apart in [`MockUpstream::token_calls`]. Everything but the control routes is in
 //! [`MockUpstream::requests`].
@@ -78,6 +82,7 @@ mod request;
 mod server;
 pub mod skip;
 mod sse;
+mod tools;
 mod wire;
 
 pub use behavior::{Behavior, Usage, DEFAULT_EVENTS, DEFAULT_TEXT};
