@@ -408,3 +408,57 @@ async fn count_tokens_is_answered_locally_without_a_messages_account() {
     assert!((8..40).contains(&n), "{counted}");
     assert_eq!(mock.total_calls(), 0);
 }
+
+#[tokio::test]
+async fn an_upstream_refusal_is_told_in_the_clients_shape() {
+    let mock = MockUpstream::start().await;
+    let refused = Behavior {
+        status: Some(400),
+        ..Behavior::default()
+    };
+    mock.script("tok-codex", vec![refused]);
+    let gw = Gateway::start(&group_config(
+        &mock,
+        true,
+        &[("codex", "openai", "oauth", "tok-codex", None)],
+    ));
+    let body = messages_request(false, json!({"role": "user", "content": "hi"}));
+    let answer = post_messages(&gw, &body).await;
+    assert_eq!(answer.status(), 400);
+    let error: Value = answer.json().await.unwrap();
+    // The Codex backend answered OpenAI's shape; the Messages client reads Anthropic's.
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().len() > 3,
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_translated_stream_cut_after_output_ends_with_the_clients_error_event() {
+    let mock = MockUpstream::start().await;
+    let cut = Behavior {
+        events: Some(6),
+        cut_after: Some(6),
+        ..Behavior::default()
+    };
+    mock.script("tok-codex", vec![cut]);
+    let gw = Gateway::start(&group_config(
+        &mock,
+        true,
+        &[("codex", "openai", "oauth", "tok-codex", None)],
+    ));
+    let body = messages_request(true, json!({"role": "user", "content": "hi"}));
+    let answer = post_messages(&gw, &body).await;
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    let types = event_types(&text);
+    assert!(
+        types.iter().any(|t| t == "content_block_delta"),
+        "output went out first: {text}"
+    );
+    assert_eq!(types.last().unwrap(), "error", "{text}");
+    assert!(!types.iter().any(|t| t == "message_stop"), "{text}");
+    assert_eq!(mock.total_calls(), 1, "no failover after output");
+}
