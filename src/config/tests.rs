@@ -551,6 +551,7 @@ fn out_of_range_names_what_is_allowed() {
     );
     let unknown = super::validate::out_of_range("server.nothing", "1", &[]);
     assert_eq!(unknown, "server.nothing = 1: out of range");
+}
 
 /// Issue 16: `groups[].translate`, `groups[].model_map` and `accounts[].protocols`.
 #[test]
