@@ -462,3 +462,65 @@ async fn a_translated_stream_cut_after_output_ends_with_the_clients_error_event(
     assert!(!types.iter().any(|t| t == "message_stop"), "{text}");
     assert_eq!(mock.total_calls(), 1, "no failover after output");
 }
+
+#[tokio::test]
+async fn a_translated_stream_failing_before_output_fails_over_unseen() {
+    let mock = MockUpstream::start().await;
+    let failing = Behavior {
+        fail_before_output: true,
+        ..Behavior::default()
+    };
+    mock.script("tok-codex-1", vec![failing]);
+    let gw = Gateway::start(&group_config(
+        &mock,
+        true,
+        &[
+            ("codex-1", "openai", "oauth", "tok-codex-1", None),
+            ("codex-2", "openai", "oauth", "tok-codex-2", None),
+        ],
+    ));
+    let body = messages_request(true, json!({"role": "user", "content": "hi"}));
+    let answer = post_messages(&gw, &body).await;
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    let types = event_types(&text);
+    // The first account's translated preamble was held back and dropped with it: one clean
+    // stream from the second.
+    assert_eq!(
+        types.iter().filter(|t| *t == "message_start").count(),
+        1,
+        "{text}"
+    );
+    assert!(!types.iter().any(|t| t == "error"), "{text}");
+    assert_eq!(types.last().unwrap(), "message_stop", "{text}");
+    assert_eq!(mock.calls("tok-codex-1"), 1);
+    assert_eq!(mock.calls("tok-codex-2"), 1);
+}
+
+#[tokio::test]
+async fn a_translated_json_answer_keeps_the_client_alive_while_waiting() {
+    let mock = MockUpstream::start().await;
+    let slow = Behavior {
+        delay_headers: std::time::Duration::from_secs(6),
+        ..Behavior::default()
+    };
+    mock.script("tok-codex", vec![slow]);
+    let config = group_config(
+        &mock,
+        true,
+        &[("codex", "openai", "oauth", "tok-codex", None)],
+    );
+    let gw = Gateway::start(&format!(
+        "gateway:\n  nonstream_keepalive_interval: 5\n{config}"
+    ));
+    let body = messages_request(false, json!({"role": "user", "content": "hi"}));
+    let answer = post_messages(&gw, &body).await;
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    assert!(
+        text.starts_with('\n'),
+        "keepalive bytes before the JSON: {text:?}"
+    );
+    let message: Value = serde_json::from_str(text.trim_start()).unwrap();
+    assert_eq!(message["type"], "message", "{message}");
+}
