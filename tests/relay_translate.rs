@@ -524,3 +524,22 @@ async fn a_translated_json_answer_keeps_the_client_alive_while_waiting() {
     let message: Value = serde_json::from_str(text.trim_start()).unwrap();
     assert_eq!(message["type"], "message", "{message}");
 }
+
+#[tokio::test]
+async fn a_chat_clients_prompt_cache_key_reaches_a_responses_account_derived_per_key() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&group_config(
+        &mock,
+        true,
+        &[("codex", "openai", "oauth", "tok-codex", None)],
+    ));
+    let body = json!({
+        "model": "gpt-5.1-codex",
+        "prompt_cache_key": "conversation-42",
+        "messages": [{"role": "user", "content": "hi"}],
+    });
+    assert_eq!(post(&gw, "/v1/chat/completions", &body).await.status(), 200);
+    let sent: Value = serde_json::from_slice(&mock.requests().pop().unwrap().body).unwrap();
+    let key = sent["prompt_cache_key"].as_str().unwrap();
+    assert!(!key.is_empty() && key != "conversation-42", "{sent}");
+}
