@@ -24,12 +24,15 @@ use crate::usage::UsageSink;
 pub struct AppState {
     /// `gateway.*`, replaced by a configuration reload: read it through [`AppState::gateway`].
     pub gateway_config: Live<GatewayConfig>,
-        /// `groups[].model_fallback`, by group.
+    /// `groups[].model_fallback`, by group.
     pub model_fallback: crate::config::ModelFallback,
     pub oauth: OAuthConfig,
     pub pool: Pool,
     /// Every API key (config and admin-created); updated in place by the admin API.
     pub keys: KeyDirectory,
+    /// Translation and model maps of the groups that have them (`groups[].translate`,
+    /// `groups[].model_map`; from the config file only).
+    pub group_routing: std::collections::BTreeMap<String, crate::domain::GroupRouting>,
     /// Per-key rpm and spending limits, checked after inspect.
     pub limits: Arc<Limits>,
     /// The shipped prices with the config's `prices:` (shared with the limits and the usage
@@ -66,6 +69,11 @@ impl AppState {
     /// `gateway.*` now; a request keeps what it read.
     pub fn gateway(&self) -> Arc<GatewayConfig> {
         self.gateway_config.get()
+    }
+
+    /// The routing settings of `group` (none: no translation, no model map).
+    pub fn routing(&self, group: &str) -> Option<&crate::domain::GroupRouting> {
+        self.group_routing.get(group)
     }
 
     /// What keeping the accounts' state across restarts needs (`store::account_state`).

@@ -16,11 +16,15 @@ pub struct UsageRecord {
     pub account: Option<String>,
     /// `responses`, `responses_compact`, `chat_completions`, `messages`, `count_tokens`.
     pub endpoint: &'static str,
-    /// The model that answered (or was last tried).
+    /// The model the request is priced by: the upstream model (after the group's `model_map`).
     pub model: String,
-    /// The model the client asked for, when `groups[].model_fallback` served another.
+    /// The model the client asked for, when the group's `model_map` changed it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub requested_model: Option<String>,
+    pub client_model: Option<String>,
+    /// The tokens are counted the Anthropic way (input excludes cache reads): the upstream that
+    /// answered spoke Messages, whatever the client spoke.
+    #[serde(skip)]
+    pub anthropic_tokens: bool,
     pub stream: bool,
     pub compact: bool,
     /// The status the client received (200 also when an error followed keepalive bytes).

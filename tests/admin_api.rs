@@ -449,3 +449,66 @@ async fn usage_can_be_filtered_by_status() {
     let (status, answer) = admin(&gw, "GET", "/admin/api/usage?status=teapot", None).await;
     assert_eq!(status, 400, "{answer}");
 }
+
+/// Issue 16: an account's `protocols` through the admin API: set, shown (defaults filled in),
+/// checked, and reset with an empty list.
+#[tokio::test]
+async fn accounts_carry_the_apis_they_speak() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+    let account = |protocols: Value| {
+        json!({
+            "name": "deepseek",
+            "platform": "openai",
+            "type": "apikey",
+            "base_url": format!("{}/v1", mock.url()),
+            "api_key": "sk-deepseek-account-key",
+            "protocols": protocols,
+        })
+    };
+    let (status, answer) = admin(
+        &gw,
+        "POST",
+        "/admin/api/accounts",
+        Some(account(json!(["grpc"]))),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("protocols"), "{answer}");
+    let (status, answer) = admin(
+        &gw,
+        "POST",
+        "/admin/api/accounts",
+        Some(account(json!(["messages"]))),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.to_string().contains("cannot speak messages"),
+        "{answer}"
+    );
+
+    let (status, answer) = admin(
+        &gw,
+        "POST",
+        "/admin/api/accounts",
+        Some(account(json!(["chat"]))),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["account"]["protocols"], json!(["chat"]), "{answer}");
+    let (status, answer) = admin(
+        &gw,
+        "PATCH",
+        "/admin/api/accounts/deepseek",
+        Some(json!({"protocols": []})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["account"]["protocols"],
+        json!(["responses", "chat"]),
+        "the defaults again: {answer}"
+    );
+}

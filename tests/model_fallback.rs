@@ -56,7 +56,7 @@ async fn a_cooling_model_falls_back_to_the_next_and_the_record_says_so() {
     let records = gw.wait_for_usage(2).await;
     for record in &records {
         assert_eq!(record["model"], "gpt-5.4", "{record}");
-        assert_eq!(record["requested_model"], "gpt-5.5", "{record}");
+        assert_eq!(record["client_model"], "gpt-5.5", "{record}");
     }
     let tried: Vec<usize> = records
         .iter()
@@ -86,11 +86,7 @@ async fn without_a_fallback_the_request_is_refused_while_the_model_cools() {
     assert_eq!(mock.calls("tok-small"), 0);
     let records = gw.wait_for_usage(1).await;
     assert_eq!(records[0]["model"], "gpt-5.5");
-    assert!(
-        records[0].get("requested_model").is_none(),
-        "{}",
-        records[0]
-    );
+    assert!(records[0].get("client_model").is_none(), "{}", records[0]);
 }
 
 #[tokio::test]
@@ -113,7 +109,7 @@ async fn a_model_whose_accounts_are_out_of_quota_falls_back_before_any_429() {
     assert_eq!((mock.calls("tok-big"), mock.calls("tok-small")), (1, 1));
     let records = gw.wait_for_usage(2).await;
     assert_eq!(records[1]["model"], "gpt-5.4");
-    assert_eq!(records[1]["requested_model"], "gpt-5.5");
+    assert_eq!(records[1]["client_model"], "gpt-5.5");
 }
 
 /// The same on an Anthropic group: an overloaded Claude model falls back to the next one.
@@ -147,5 +143,5 @@ async fn claude_models_fall_back_on_an_anthropic_group() {
     assert_eq!(v["model"], "claude-sonnet-4-5", "{v}");
     assert_eq!(sent_models(&mock, "sk-ant-sonnet"), ["claude-sonnet-4-5"]);
     let records = gw.wait_for_usage(1).await;
-    assert_eq!(records[0]["requested_model"], "claude-opus-4-5");
+    assert_eq!(records[0]["client_model"], "claude-opus-4-5");
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use subrelay::domain::Secret;
-use subrelay::domain::{AccountCredential, AccountKind, AccountSpec, Platform};
+use subrelay::domain::{AccountCredential, AccountKind, AccountSpec, Platform, Protocol};
 use subrelay::store::accounts::{to_record, to_spec};
 use subrelay::store::crypto::Sealer;
 use subrelay::store::keys::KeyHasher;
@@ -68,6 +68,7 @@ fn account() -> AccountSpec {
         models: Some(vec!["gpt-5".into()]),
         model_map: BTreeMap::from([("fast".to_owned(), "gpt-5-mini".to_owned())]),
         proxy: Some(Secret::new(PROXY)),
+        protocols: Some(vec![Protocol::Responses]),
     }
 }
 
@@ -79,7 +80,7 @@ fn usage(id: &str, key: &str, at_ms: i64, cost: f64) -> UsageRow {
         account: Some("codex-1".into()),
         endpoint: "responses".into(),
         model: "gpt-5".into(),
-        requested_model: (cost >= 1.0).then(|| "gpt-5.5".into()),
+        client_model: (cost >= 1.0).then(|| "gpt-5.5".into()),
         stream: true,
         status: 200,
         success: true,
@@ -191,6 +192,7 @@ async fn accounts_round_trip_with_sealed_credentials() {
     assert_eq!(spec.proxy.as_ref().unwrap().expose(), PROXY);
     assert_eq!(spec.model_map["fast"], "gpt-5-mini");
     assert_eq!((spec.priority, spec.concurrency), (3, 4));
+    assert_eq!(spec.protocols, Some(vec![Protocol::Responses]));
 
     // Sealed to its row: another key, or the blob under another name, does not open.
     assert!(to_spec(&listed[0], &Sealer::new(&[6; 32])).is_err());

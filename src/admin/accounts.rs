@@ -42,6 +42,9 @@ pub struct StoredAccount {
     pub enabled: bool,
     pub models: Option<Vec<String>>,
     pub model_map: BTreeMap<String, String>,
+    /// The upstream APIs the account speaks (`responses`, `chat`, `messages`): as set, else the
+    /// defaults of its platform and type.
+    pub protocols: Vec<String>,
     pub source: Source,
     pub created_at: i64,
     pub updated_at: i64,
@@ -61,6 +64,13 @@ pub fn stored_view(a: &AccountRecord) -> StoredAccount {
         enabled: a.enabled,
         models: a.models.clone(),
         model_map: a.model_map.clone(),
+        protocols: match &a.protocols {
+            Some(list) => list.as_slice(),
+            None => AccountSpec::possible_protocols(a.platform, a.kind),
+        }
+        .iter()
+        .map(|p| p.api_name().to_owned())
+        .collect(),
         source: a.source,
         created_at: a.created_at,
         updated_at: a.updated_at,
@@ -108,6 +118,9 @@ pub struct CreateAccount {
     /// Write-only: `http://`, `https://`, `socks5://` or `socks5h://`.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// `responses`, `chat`, `messages`; absent = the defaults of the platform and type.
+    #[serde(default)]
+    pub protocols: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -139,6 +152,9 @@ pub struct UpdateAccount {
     /// Write-only.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// `responses`, `chat`, `messages`; an empty list goes back to the defaults.
+    #[serde(default)]
+    pub protocols: Option<Vec<String>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -187,7 +203,7 @@ fn check_spec(spec: &AccountSpec, state: &AppState) -> Result<(), Refusal> {
                     "group {group:?} does not exist; create it with POST /admin/api/groups"
                 )))
             }
-            Some(p) if p != spec.platform => {
+            Some(p) if p != spec.platform && !state.routing(group).is_some_and(|r| r.translate) => {
                 return Err(bad_request(format!(
                     "group {group:?} is served by {} accounts",
                     p.as_str()
@@ -241,7 +257,17 @@ fn spec_from(body: CreateAccount) -> Result<AccountSpec, Refusal> {
         models: body.models,
         model_map: body.model_map.unwrap_or_default(),
         proxy: body.proxy.map(|p| secret("proxy", p)).transpose()?,
+        protocols: body.protocols.map(|l| protocols(&l)).transpose()?,
     })
+}
+
+/// `protocols` of a create or update body, by name.
+fn protocols(names: &[String]) -> Result<Vec<crate::domain::Protocol>, Refusal> {
+    names
+        .iter()
+        .map(|n| crate::domain::Protocol::from_api_name(n))
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad_request(format!("protocols: {e}")))
 }
 
 fn sealed(spec: &AccountSpec, state: &AppState) -> Result<AccountRecord, Refusal> {
@@ -389,6 +415,9 @@ fn apply(spec: &mut AccountSpec, body: UpdateAccount) -> Result<(), Refusal> {
     }
     if let Some(v) = body.proxy {
         spec.proxy = Some(secret("proxy", v)?);
+    }
+    if let Some(v) = body.protocols {
+        spec.protocols = (!v.is_empty()).then(|| protocols(&v)).transpose()?;
     }
     match &mut spec.credential {
         AccountCredential::ApiKey { api_key } => {

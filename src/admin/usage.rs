@@ -61,9 +61,10 @@ pub struct UsageRow {
     pub account: Option<String>,
     pub endpoint: String,
     pub model: String,
-    /// The model the client asked for, when `groups[].model_fallback` served `model` instead.
+    /// The model the client asked for, when the group's `model_map` changed it (`model` is the
+    /// upstream model the row is priced by).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub requested_model: Option<String>,
+    pub client_model: Option<String>,
     pub stream: bool,
     pub status: u16,
     pub success: bool,
@@ -91,7 +92,7 @@ impl From<store::UsageRow> for UsageRow {
             account: r.account,
             endpoint: r.endpoint,
             model: r.model,
-            requested_model: r.requested_model,
+            client_model: r.client_model,
             stream: r.stream,
             status: r.status,
             success: r.success,
@@ -267,7 +268,7 @@ mod tests {
             account: Some("acct".into()),
             endpoint: "responses".into(),
             model: "gpt-5".into(),
-            requested_model: Some("gpt-5.5".into()),
+            client_model: Some("gpt-5.5".into()),
             stream: true,
             status: 200,
             success: true,

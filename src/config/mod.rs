@@ -42,6 +42,8 @@ pub struct Config {
     pub groups: std::collections::BTreeMap<String, Platform>,
     /// `groups[].model_fallback`, by group.
     pub model_fallback: ModelFallback,
+    /// The groups that translate or map model names (`groups[].translate`, `groups[].model_map`).
+    pub group_routing: std::collections::BTreeMap<String, crate::domain::GroupRouting>,
     pub accounts: Vec<AccountSpec>,
     pub api_keys: Vec<KeySpec>,
     /// The shipped prices with the config's `prices:` applied.

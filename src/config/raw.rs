@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::secret::SecretRef;
-use crate::domain::{AccountKind, Platform};
+use crate::domain::{AccountKind, Platform, Protocol};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -254,6 +254,14 @@ pub struct RawGroup {
     /// Model → the models to try instead, in order, when no account can serve it now.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub model_fallback: std::collections::BTreeMap<String, Vec<String>>,
+    // Translation (issue 16).
+    /// A key of the group may call any client protocol; accounts that do not speak it get the
+    /// request translated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub translate: bool,
+    /// Client model name (`*` wildcards) → upstream model name, before account selection.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub model_map: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -293,6 +301,14 @@ pub struct RawAccount {
     /// Outbound proxy for this account only: http://, https://, socks5://, socks5h://.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<SecretRef>,
+    /// The upstream APIs the account speaks (`responses`, `chat`, `messages`); absent = the
+    /// defaults of its platform and type.
+    #[serde(
+        default,
+        with = "crate::domain::api_names",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub protocols: Option<Vec<Protocol>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -725,3 +725,62 @@ fn model_fallback_is_kept_by_group_and_refuses_a_model_falling_back_to_itself() 
         "{err}"
     );
 }
+
+/// Issue 16: `groups[].translate`, `groups[].model_map` and `accounts[].protocols`.
+#[test]
+fn translation_settings_are_read_and_defaulted() {
+    let config = load_text(
+        "groups:\n  - {name: mixed, platform: anthropic, translate: true, model_map: {'claude-*': gpt-5.1-codex}}\n  - {name: plain, platform: openai}\naccounts:\n  - {name: codex, platform: openai, type: oauth, access_token: t, groups: [mixed]}\n  - {name: claude, platform: anthropic, type: apikey, api_key: k, groups: [mixed]}\n  - {name: deepseek, platform: openai, type: apikey, api_key: k, protocols: [chat], groups: [plain]}\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    let mixed = &config.group_routing["mixed"];
+    assert!(mixed.translate);
+    assert_eq!(
+        mixed.model_map.map("claude-sonnet-4-5"),
+        Some("gpt-5.1-codex")
+    );
+    assert!(
+        !config.group_routing.contains_key("plain"),
+        "no translation, no map: nothing to keep"
+    );
+    let protocols = |name: &str| {
+        let a = config.accounts.iter().find(|a| a.name == name).unwrap();
+        a.protocols().to_vec()
+    };
+    use crate::domain::Protocol;
+    assert_eq!(protocols("codex"), [Protocol::Responses]);
+    assert_eq!(protocols("claude"), [Protocol::Messages]);
+    assert_eq!(protocols("deepseek"), [Protocol::Chat]);
+}
+
+#[test]
+fn translation_settings_are_refused_with_their_field() {
+    let cases = [
+        (
+            "accounts:\n  - {name: a, platform: openai, type: apikey, api_key: k, protocols: [grpc]}\n",
+            "\"grpc\" is not supported: must be responses, chat or messages",
+        ),
+        (
+            "accounts:\n  - {name: a, platform: openai, type: oauth, access_token: t, protocols: [chat]}\n",
+            "accounts[0].protocols: an openai oauth account cannot speak chat: allowed are responses",
+        ),
+        (
+            "accounts:\n  - {name: a, platform: anthropic, type: apikey, api_key: k, protocols: []}\n",
+            "accounts[0].protocols: must list at least one of: messages",
+        ),
+        (
+            "groups:\n  - {name: g, platform: openai, model_map: {'gpt-*': ''}}\n",
+            "groups[0].model_map: \"gpt-*\" maps to an empty model name",
+        ),
+        (
+            // Without translate, a group still holds one platform only.
+            "groups:\n  - {name: g, platform: openai}\naccounts:\n  - {name: a, platform: anthropic, type: apikey, api_key: k, groups: [g]}\n",
+            "accounts[0].groups: a anthropic account cannot join: group \"g\" is declared with platform openai",
+        ),
+    ];
+    for (text, said) in cases {
+        let err = load_text(text, &MapEnv::default()).unwrap_err().to_string();
+        assert!(err.contains(said), "{err}\n  should contain: {said}");
+    }
+}

@@ -15,7 +15,9 @@ use super::{
     TelemetryConfig, UpstreamConfig,
 };
 use crate::domain::KeySpec;
-use crate::domain::{AccountCredential, AccountKind, AccountSpec, Platform};
+use crate::domain::{
+    AccountCredential, AccountKind, AccountSpec, GroupRouting, ModelMap, Platform,
+};
 
 pub(super) fn config(
     raw: RawConfig,
@@ -57,10 +59,12 @@ pub(super) fn config(
     let admin = admin(&raw.admin, env, &from_env)?;
     let accounts = accounts(&raw.accounts, env)?;
     let api_keys = api_keys(&raw.api_keys, env)?;
-    let groups = groups(&raw.groups, &accounts, &api_keys)?;
+    let group_routing = group_routing(&raw.groups)?;
+    let groups = groups(&raw.groups, &group_routing, &accounts, &api_keys)?;
     let model_fallback = model_fallback(&raw.groups)?;
     Ok(Config {
         groups,
+        group_routing,
         model_fallback,
         server,
         gateway,
@@ -670,6 +674,7 @@ fn accounts(raw: &[RawAccount], env: &dyn Environment) -> Result<Vec<AccountSpec
                 models: account.models.clone(),
                 model_map: account.model_map.clone(),
                 proxy,
+                protocols: account.protocols.clone(),
             };
             spec.validate()
                 .map_err(|e| fail(e.field(), e.to_string()))?;
@@ -718,10 +723,29 @@ fn model_fallback(raw: &[RawGroup]) -> Result<super::ModelFallback, ConfigError>
     Ok(out)
 }
 
+/// The declared groups' translation settings (only those that translate or map models).
+fn group_routing(raw: &[RawGroup]) -> Result<BTreeMap<String, GroupRouting>, ConfigError> {
+    let mut routing = BTreeMap::new();
+    for (i, group) in raw.iter().enumerate() {
+        let model_map = ModelMap::new(&group.model_map)
+            .map_err(|m| ConfigError(format!("groups[{i}].model_map: {m}")))?;
+        if group.translate || !model_map.is_empty() {
+            let settings = GroupRouting {
+                translate: group.translate,
+                model_map,
+            };
+            routing.insert(group.name.clone(), settings);
+        }
+    }
+    Ok(routing)
+}
+
 /// Every group named anywhere, with its platform: as declared under `groups:`, else the
-/// platform of its accounts, else openai. A group's accounts must all be of its platform.
+/// platform of its accounts, else openai. A group's accounts must all be of its platform,
+/// unless the group translates (`translate: true`), which may hold accounts of both.
 fn groups(
     raw: &[RawGroup],
+    routing: &BTreeMap<String, GroupRouting>,
     accounts: &[AccountSpec],
     keys: &[KeySpec],
 ) -> Result<BTreeMap<String, Platform>, ConfigError> {
@@ -739,8 +763,9 @@ fn groups(
     let mut resolved = declared.clone();
     for (i, account) in accounts.iter().enumerate() {
         for group in &account.groups {
+            let translates = routing.get(group).is_some_and(|r| r.translate);
             match resolved.get(group) {
-                Some(platform) if *platform != account.platform => {
+                Some(platform) if *platform != account.platform && !translates => {
                     let why = if declared.contains_key(group) {
                         format!(
                             "group {group:?} is declared with platform {}",

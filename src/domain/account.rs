@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Secret;
+use super::{Protocol, Secret};
 
 /// The provider an account (and a group, and a key through its group) belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -165,6 +165,34 @@ pub struct AccountSpec {
     pub model_map: BTreeMap<String, String>,
     /// This account's own outbound proxy; never bypassed.
     pub proxy: Option<Secret>,
+    /// The upstream APIs the account speaks, as declared; `None` = the defaults of its platform
+    /// and kind ([`AccountSpec::protocols`]).
+    pub protocols: Option<Vec<Protocol>>,
+}
+
+impl AccountSpec {
+    /// The upstream APIs an account of this platform and kind may speak, the defaults first
+    /// (OpenAI sign-in: the Codex backend's Responses API; OpenAI API key: Responses and Chat;
+    /// Anthropic: Messages).
+    pub fn possible_protocols(platform: Platform, kind: AccountKind) -> &'static [Protocol] {
+        match (platform, kind) {
+            (Platform::OpenAi, AccountKind::OAuth) => &[Protocol::Responses],
+            (Platform::OpenAi, AccountKind::ApiKey) => &[Protocol::Responses, Protocol::Chat],
+            (Platform::Anthropic, _) => &[Protocol::Messages],
+        }
+    }
+
+    /// The upstream APIs this account speaks: as declared, else the defaults.
+    pub fn protocols(&self) -> &[Protocol] {
+        match &self.protocols {
+            Some(list) => list,
+            None => Self::possible_protocols(self.platform, self.kind),
+        }
+    }
+
+    pub fn speaks(&self, protocol: Protocol) -> bool {
+        self.protocols().contains(&protocol)
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! use it without tying itself to another (`tests/module_dag.rs` keeps the modules a DAG).
 
 mod account;
+mod group;
 mod key;
 mod name;
 mod protocol;
@@ -10,8 +11,9 @@ pub(crate) mod secret;
 mod validate;
 
 pub use account::{AccountCredential, AccountKind, AccountSpec, Platform, UnknownName};
+pub use group::{GroupRouting, ModelMap};
 pub use key::{KeyLimits, KeySpec};
 pub use name::{valid_name, NAME_RULE};
-pub use protocol::Protocol;
+pub use protocol::{api_names, Protocol};
 pub use secret::Secret;
 pub use validate::AccountSpecError;

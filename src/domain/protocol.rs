@@ -28,6 +28,55 @@ impl Protocol {
     }
 }
 
+impl Protocol {
+    /// The name of the upstream API in `accounts[].protocols` (`responses`, `chat`, `messages`).
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Protocol::Responses => "responses",
+            Protocol::Chat => "chat",
+            Protocol::Messages => "messages",
+        }
+    }
+
+    /// Reads an `accounts[].protocols` entry.
+    pub fn from_api_name(text: &str) -> Result<Self, UnknownName> {
+        match text {
+            "responses" => Ok(Protocol::Responses),
+            "chat" => Ok(Protocol::Chat),
+            "messages" => Ok(Protocol::Messages),
+            other => Err(UnknownName {
+                given: other.to_owned(),
+                allowed: "responses, chat or messages",
+            }),
+        }
+    }
+}
+
+/// A list of upstream APIs by their `accounts[].protocols` names (config, store, admin API).
+pub mod api_names {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Protocol;
+
+    pub fn serialize<S: Serializer>(list: &Option<Vec<Protocol>>, s: S) -> Result<S::Ok, S::Error> {
+        match list {
+            None => s.serialize_none(),
+            Some(list) => s.collect_seq(list.iter().map(|p| p.api_name())),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Protocol>>, D::Error> {
+        let Some(names) = Option::<Vec<String>>::deserialize(d)? else {
+            return Ok(None);
+        };
+        names
+            .iter()
+            .map(|n| Protocol::from_api_name(n).map_err(serde::de::Error::custom))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
+
 impl FromStr for Protocol {
     type Err = UnknownName;
 

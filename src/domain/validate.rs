@@ -18,6 +18,8 @@ pub enum AccountSpecError {
     GroupName(String),
     #[error("must be an http://, https://, socks5:// or socks5h:// URL")]
     Proxy,
+    #[error("{0}")]
+    Protocols(String),
 }
 
 impl AccountSpecError {
@@ -28,6 +30,7 @@ impl AccountSpecError {
             AccountSpecError::BaseUrl(_) => "base_url",
             AccountSpecError::NoGroup | AccountSpecError::GroupName(_) => "groups",
             AccountSpecError::Proxy => "proxy",
+            AccountSpecError::Protocols(_) => "protocols",
         }
     }
 }
@@ -63,6 +66,9 @@ impl AccountSpec {
         if let Some(bad) = self.groups.iter().find(|g| !valid_name(g)) {
             return Err(AccountSpecError::GroupName(bad.clone()));
         }
+        if let Some(list) = &self.protocols {
+            check_protocols(self, list)?;
+        }
         if let Some(proxy) = &self.proxy {
             let proxy = proxy.expose();
             let scheme_ok = ["http://", "https://", "socks5://", "socks5h://"]
@@ -74,6 +80,43 @@ impl AccountSpec {
         }
         Ok(())
     }
+}
+
+/// A declared `protocols` list: not empty, no repeats, each one the account's platform and kind
+/// can speak.
+fn check_protocols(spec: &AccountSpec, list: &[super::Protocol]) -> Result<(), AccountSpecError> {
+    let possible = AccountSpec::possible_protocols(spec.platform, spec.kind);
+    let names = || {
+        possible
+            .iter()
+            .map(|p| p.api_name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if list.is_empty() {
+        return Err(AccountSpecError::Protocols(format!(
+            "must list at least one of: {}",
+            names()
+        )));
+    }
+    for (i, p) in list.iter().enumerate() {
+        if list[..i].contains(p) {
+            return Err(AccountSpecError::Protocols(format!(
+                "{} is listed twice",
+                p.api_name()
+            )));
+        }
+        if !possible.contains(p) {
+            return Err(AccountSpecError::Protocols(format!(
+                "an {} {} account cannot speak {}: allowed are {}",
+                spec.platform.as_str(),
+                spec.kind.as_str(),
+                p.api_name(),
+                names()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// An http(s) URL with a host, which (like each endpoint joined to it) parses both as a URL
@@ -99,7 +142,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::domain::{AccountCredential, AccountKind, Platform, Secret};
+    use crate::domain::{AccountCredential, AccountKind, Platform, Protocol, Secret};
 
     fn spec() -> AccountSpec {
         AccountSpec {
@@ -117,12 +160,18 @@ mod tests {
             models: None,
             model_map: BTreeMap::new(),
             proxy: None,
+            protocols: None,
         }
     }
 
     #[test]
     fn a_usable_account_passes() {
         assert_eq!(spec().validate(), Ok(()));
+        let mut chat_only = spec();
+        chat_only.protocols = Some(vec![Protocol::Chat]);
+        assert_eq!(chat_only.validate(), Ok(()));
+        assert_eq!(chat_only.protocols(), [Protocol::Chat]);
+        assert_eq!(spec().protocols(), [Protocol::Responses, Protocol::Chat]);
         let mut s = spec();
         s.base_url = "http://127.0.0.1:8080".into();
         s.proxy = Some(Secret::new("socks5h://user:pw@proxy:1080"));
@@ -133,7 +182,7 @@ mod tests {
     fn each_field_is_refused_with_its_name() {
         /// How to break a spec, the field named, and a part of the message.
         type Case = (fn(&mut AccountSpec), &'static str, &'static str);
-        let cases: [Case; 6] = [
+        let cases: [Case; 9] = [
             (|s| s.name = "has/slash".into(), "name", "use 1–64"),
             (
                 |s| s.base_url = "ftp://x".into(),
@@ -155,6 +204,21 @@ mod tests {
                 |s| s.proxy = Some(Secret::new("ftp://p")),
                 "proxy",
                 "socks5h://",
+            ),
+            (
+                |s| s.protocols = Some(vec![]),
+                "protocols",
+                "must list at least one of: responses, chat",
+            ),
+            (
+                |s| s.protocols = Some(vec![Protocol::Chat, Protocol::Chat]),
+                "protocols",
+                "chat is listed twice",
+            ),
+            (
+                |s| s.protocols = Some(vec![Protocol::Messages]),
+                "protocols",
+                "an openai apikey account cannot speak messages: allowed are responses, chat",
             ),
         ];
         for (break_it, field, said) in cases {

@@ -12,11 +12,12 @@
 //! The relay reports outcomes through [`Pool::succeeded`], [`Pool::failed`] and
 //! [`Pool::keep_sticky`]; it does not touch health or bindings itself.
 //!
-//! Order of selection: the conversation's sticky binding ([`sticky`]), then lowest `priority`,
-//! then quota (an account over `gateway.quota_reserve_percent` last, then the most room in the
-//! tightest usage window, in steps of [`QUOTA_STEP`] points), then lowest load (in flight ÷
-//! concurrency), then least recently used; ties at random. A binding to an account over its
-//! reserve moves when another account has room.
+//! Order of selection: the conversation's sticky binding ([`sticky`]), then accounts speaking the
+//! client's API natively (before those a translating group translates for), then lowest
+//! `priority`, then quota (an account over `gateway.quota_reserve_percent` last, then the most
+//! room in the tightest usage window, in steps of [`QUOTA_STEP`] points), then lowest load (in
+//! flight ÷ concurrency), then least recently used; ties at random. A binding to an account over
+//! its reserve moves when another account has room.
 
 mod account;
 pub mod cooldown;
@@ -32,7 +33,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::domain::{AccountKind, AccountSpec, Platform};
+use crate::domain::{AccountSpec, Platform, Protocol};
 use crate::runtime_state::{Live, RuntimeState, Signal, WaitQueue};
 
 pub use account::{Account, AccountSlot, AccountView, Availability, LastingState, ProbeRecord};
@@ -85,9 +86,12 @@ pub struct Pool {
 /// What a request is looking for.
 pub struct Wanted<'a> {
     pub group: &'a str,
-    pub platform: Platform,
-    /// Only accounts of this kind (Chat Completions needs API keys).
-    pub kind: Option<AccountKind>,
+    /// Only accounts of this platform; `None` (a group that translates): either.
+    pub platform: Option<Platform>,
+    /// The upstream APIs that can serve the request, the client's own first: an account must
+    /// speak one of them, and accounts speaking the first are preferred (after the sticky
+    /// binding) over those the request is translated for.
+    pub protocols: &'a [Protocol],
     pub model: &'a str,
     /// Accounts this request already tried.
     pub tried: &'a [AccountId],
@@ -213,17 +217,24 @@ impl Pool {
         removed
     }
 
-    /// Enabled accounts of `group` on `platform` in a snapshot, whatever their health.
+    /// Enabled accounts of `group` on `platform` (`None`: either) in a snapshot, whatever their
+    /// health.
     pub fn members<'a>(
         accounts: &'a [Arc<Account>],
         group: &'a str,
-        platform: Platform,
+        platform: Option<Platform>,
     ) -> impl Iterator<Item = &'a Arc<Account>> + 'a {
         accounts.iter().filter(move |a| {
             a.spec.enabled
-                && a.spec.platform == platform
+                && platform.is_none_or(|p| a.spec.platform == p)
                 && a.spec.groups.iter().any(|g| g == group)
         })
+    }
+
+    /// Whether `account` can serve `wanted` (its APIs and model), health aside.
+    fn eligible(account: &Account, wanted: &Wanted<'_>) -> bool {
+        wanted.protocols.iter().any(|p| account.spec.speaks(*p))
+            && account.serves_model(wanted.model)
     }
 
     /// Requests waiting in the queue now.
@@ -330,9 +341,7 @@ impl Pool {
         // The conversation's account, looked up once (one lock), not once per candidate.
         let bound_name = wanted.sticky.and_then(|key| self.sticky.get(key));
         for account in Self::members(&accounts, wanted.group, wanted.platform) {
-            if wanted.kind.is_some_and(|k| account.spec.kind != k)
-                || !account.serves_model(wanted.model)
-            {
+            if !Self::eligible(account, wanted) {
                 continue;
             }
             any_eligible = true;
@@ -354,6 +363,10 @@ impl Pool {
                     account,
                     Order {
                         bound,
+                        native: wanted
+                            .protocols
+                            .first()
+                            .is_some_and(|p| account.spec.speaks(*p)),
                         priority: account.spec.priority,
                         over_reserve: self.over_reserve(used),
                         quota_step: (used.clamp(0.0, 100.0) / QUOTA_STEP) as u8,
@@ -417,7 +430,7 @@ impl Pool {
     pub fn has_room(&self, wanted: &Wanted<'_>) -> bool {
         let now = Instant::now();
         Self::members(&self.accounts(), wanted.group, wanted.platform)
-            .filter(|a| wanted.kind.is_none_or(|k| a.spec.kind == k))
+            .filter(|a| wanted.protocols.iter().any(|p| a.spec.speaks(*p)))
             .filter(|a| a.serves_model(wanted.model) && !wanted.tried.contains(&a.id))
             .any(|a| {
                 let (availability, _, used) = a.snapshot(now);
@@ -452,17 +465,18 @@ impl Pool {
     /// Whether every eligible account was tried by this request.
     fn all_tried(accounts: &[Arc<Account>], wanted: &Wanted<'_>) -> bool {
         Self::members(accounts, wanted.group, wanted.platform)
-            .filter(|a| wanted.kind.is_none_or(|k| a.spec.kind == k))
-            .filter(|a| a.serves_model(wanted.model))
+            .filter(|a| Self::eligible(a, wanted))
             .all(|a| wanted.tried.contains(&a.id))
     }
 }
 
-/// Selection order: the sticky binding, then lowest priority, not over the quota reserve, most
-/// quota room (in steps), lowest load, least recently used.
+/// Selection order: the sticky binding, then speaking the client's API natively, then lowest
+/// priority, not over the quota reserve, most quota room (in steps), lowest load, least recently
+/// used.
 #[derive(Debug, Clone, Copy)]
 struct Order {
     bound: bool,
+    native: bool,
     priority: i32,
     over_reserve: bool,
     /// The tightest window's use ÷ [`QUOTA_STEP`].
@@ -476,6 +490,7 @@ impl Order {
         other
             .bound
             .cmp(&self.bound)
+            .then(other.native.cmp(&self.native))
             .then(self.priority.cmp(&other.priority))
             .then(self.over_reserve.cmp(&other.over_reserve))
             .then(self.quota_step.cmp(&other.quota_step))

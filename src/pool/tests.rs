@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::domain::{AccountCredential, Secret};
+use crate::domain::{AccountCredential, AccountKind, Secret};
 
 mod simulation;
 
@@ -28,6 +28,7 @@ fn spec(name: &str, priority: i32, concurrency: u32) -> AccountSpec {
         models: None,
         model_map: Default::default(),
         proxy: None,
+        protocols: None,
     }
 }
 
@@ -50,8 +51,8 @@ fn pool(specs: Vec<AccountSpec>) -> Pool {
 fn wanted<'a>(tried: &'a [AccountId], sticky: Option<&'a StickyKey>) -> Wanted<'a> {
     Wanted {
         group: "default",
-        platform: Platform::OpenAi,
-        kind: None,
+        platform: Some(Platform::OpenAi),
+        protocols: &[Protocol::Responses],
         model: "gpt-5",
         tried,
         sticky,
@@ -790,4 +791,39 @@ async fn a_failing_probe_extends_an_error_cooldown_within_the_cap() {
         Duration::from_secs(3600),
         "never past the cap from now"
     );
+}
+
+/// Issue 16: an account must speak one of the wanted APIs; one speaking the client's own is
+/// preferred over a better-priority one the request would be translated for.
+#[tokio::test(start_paused = true)]
+async fn accounts_speaking_the_clients_api_come_first() {
+    let mut chat_only = spec("chat-only", 0, 0);
+    chat_only.protocols = Some(vec![Protocol::Chat]);
+    let mut native = spec("native", 9, 0);
+    native.protocols = Some(vec![Protocol::Responses]);
+    let p = pool(vec![chat_only, native]);
+    let translating = |tried: &[AccountId]| match p.select(&Wanted {
+        platform: None,
+        protocols: &[Protocol::Responses, Protocol::Chat],
+        ..wanted(tried, None)
+    }) {
+        Selection::Slot(s) => name(&s),
+        _ => "none".into(),
+    };
+    assert_eq!(
+        translating(&[]),
+        "native",
+        "native first, despite its priority"
+    );
+    let native_id = id(&p, "native");
+    assert_eq!(
+        translating(&[native_id]),
+        "chat-only",
+        "then the translated one"
+    );
+    // Without translation only the client's API counts: the chat-only account is not eligible.
+    assert!(matches!(
+        p.select(&wanted(&[native_id], None)),
+        Selection::Exhausted
+    ));
 }

@@ -22,6 +22,8 @@ pub struct ChatRequest {
     pub stream: bool,
     /// The client asked for the usage chunk itself.
     pub include_usage: bool,
+    /// `prompt_cache_key` (OpenAI's Chat API takes one too): the conversation's identity.
+    pub prompt_cache_key: Option<String>,
 }
 
 pub fn inspect(body: &[u8]) -> Result<ChatRequest, String> {
@@ -33,6 +35,8 @@ pub fn inspect(body: &[u8]) -> Result<ChatRequest, String> {
         stream: Option<bool>,
         #[serde(default)]
         stream_options: Option<StreamOptions>,
+        #[serde(borrow, default)]
+        prompt_cache_key: Option<Cow<'a, str>>,
     }
     #[derive(Deserialize)]
     struct StreamOptions {
@@ -47,6 +51,7 @@ pub fn inspect(body: &[u8]) -> Result<ChatRequest, String> {
             .stream_options
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
+        prompt_cache_key: probe.prompt_cache_key.map(Cow::into_owned),
     })
 }
 

@@ -66,7 +66,7 @@ impl Wire for Protocol {
                 Inspected {
                     model: r.model,
                     stream: r.stream,
-                    prompt_cache_key: None,
+                    prompt_cache_key: r.prompt_cache_key,
                     user_id: None,
                     include_usage: r.include_usage,
                 }
@@ -99,7 +99,7 @@ impl Wire for Protocol {
 pub struct Inspected {
     pub model: String,
     pub stream: bool,
-    /// Responses: the client's `prompt_cache_key` (a conversation identity).
+    /// Responses and Chat: the client's `prompt_cache_key` (a conversation identity).
     pub prompt_cache_key: Option<String>,
     /// Messages: `metadata.user_id` (Claude Code's session).
     pub user_id: Option<String>,

@@ -7,16 +7,19 @@ use http::StatusCode;
 use tokio::time::Instant;
 
 use super::failure::AttemptFailure;
+use super::route::{self, Direction, Route};
 use super::writer::DownstreamWriter;
 use super::{respond, Endpoint, Outcome, RequestContext};
 use crate::domain::{AccountKind, Secret};
 use crate::http::refusal::Refusal;
 use crate::pool::quota::{self, QuotaSnapshot};
 use crate::pool::{Account, AccountEffect};
+use crate::protocol::errors::{self, ErrorShape};
 use crate::protocol::responses::{self, BodyEdits};
 use crate::protocol::{anthropic, chat, Protocol, Wire};
 use crate::state::AppState;
 use crate::store::tokens::{self, TokenError};
+use crate::translate::{Target, Untranslatable};
 use crate::upstream::{self, SessionRewrite};
 
 /// Largest upstream error body kept (for the log and for passing a 4xx through).
@@ -43,11 +46,19 @@ pub(super) async fn run(
     writer: &mut DownstreamWriter,
     account: &Account,
 ) -> Result<Attempted, AttemptFailure> {
+    // native or translated: selection only offers accounts that can do one of them
+    let Some(route) = route::route(ctx.endpoint, &account.spec) else {
+        let mut failure =
+            AttemptFailure::bad_answer("the account speaks no API this request can use");
+        failure.effect = AccountEffect::None;
+        return Err(failure);
+    };
+    ctx.upstream_protocol = Some(route.upstream(ctx.endpoint));
     // credential
     let (credential, generation) = tokens::fresh(state.tokens(), account)
         .await
         .map_err(token_failure)?;
-    let result = match send(state, ctx, writer, account, &credential, None).await {
+    let result = match send(state, ctx, writer, account, route, &credential, None).await {
         Err(failure)
             if failure.status == Some(StatusCode::UNAUTHORIZED) && writer.can_fail_over() =>
         {
@@ -56,14 +67,18 @@ pub(super) async fn run(
                 Some(Err(refresh_failure)) => Err(token_failure(refresh_failure)),
                 Some(Ok((renewed, _))) => {
                     tracing::info!(request_id = %ctx.id, account = %account.spec.name, "upstream refused the token; retrying once with a refreshed one");
-                    send(state, ctx, writer, account, &renewed, None).await
+                    send(state, ctx, writer, account, route, &renewed, None).await
                 }
             }
         }
         other => other,
     };
     match result {
-        Err(failure) if is_foreign_thinking_signature(ctx, &failure) && writer.can_fail_over() => {
+        Err(failure)
+            if route == Route::Native
+                && is_foreign_thinking_signature(ctx, &failure)
+                && writer.can_fail_over() =>
+        {
             let Some(stripped) = anthropic::strip_thinking(&ctx.body) else {
                 return Err(failure);
             };
@@ -72,7 +87,16 @@ pub(super) async fn run(
                 account = %account.spec.name,
                 "the upstream refused thinking blocks signed by another account; retrying once without them"
             );
-            send(state, ctx, writer, account, &credential, Some(stripped)).await
+            send(
+                state,
+                ctx,
+                writer,
+                account,
+                route,
+                &credential,
+                Some(stripped),
+            )
+            .await
         }
         other => other,
     }
@@ -104,11 +128,17 @@ async fn send(
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
     account: &Account,
+    route: Route,
     credential: &Secret,
     body_override: Option<Bytes>,
 ) -> Result<Attempted, AttemptFailure> {
     // build
-    let (uri, headers, body) = build(state, ctx, account, credential, body_override)?;
+    let (uri, headers, body) = match route {
+        Route::Native => build(state, ctx, account, credential, body_override)?,
+        Route::Translated(direction) => {
+            build_translated(state, ctx, account, credential, direction)?
+        }
+    };
     let mut request = http::Request::new(body);
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;
@@ -151,15 +181,15 @@ async fn send(
         // Some upstreams quote the credential they were sent; it must reach neither the
         // client nor the log.
         let body = redact(body, credential.expose());
-        return Err(AttemptFailure::from_status(
-            status,
-            &headers,
-            body,
-            account.spec.platform,
-        ));
+        let mut failure =
+            AttemptFailure::from_status(status, &headers, body, account.spec.platform);
+        if let Route::Translated(direction) = route {
+            reshape_passthrough(&mut failure, ctx, direction);
+        }
+        return Err(failure);
     }
     let quota = quota::from_headers(response.headers(), SystemTime::now());
-    let outcome = respond::answer(state, ctx, writer, response, first_token)
+    let outcome = respond::answer(state, ctx, writer, response, first_token, route)
         .await
         .map_err(|failure| redact_failure(failure, credential.expose()))?;
     Ok(Attempted {
@@ -180,12 +210,8 @@ fn build(
 ) -> Result<(http::Uri, http::HeaderMap, Bytes), AttemptFailure> {
     let spec = &account.spec;
     let mapped = account.upstream_model(&ctx.inspected.model);
-    // The body names the model the client asked for (`requested_model` after a fallback).
-    let in_body = ctx
-        .requested_model
-        .as_deref()
-        .unwrap_or(&ctx.inspected.model);
-    let model = (mapped != in_body).then_some(mapped);
+    // The body names the client's model; the group's and the account's maps may both change it.
+    let model = (mapped != ctx.client_model()).then_some(mapped);
     let streams = ctx.client_streams();
     let built = match ctx.endpoint.protocol() {
         Protocol::Responses => {
@@ -258,6 +284,145 @@ fn build(
         failure.passthrough = Some((StatusCode::BAD_REQUEST, body));
         failure
     })
+}
+
+/// The upstream request of a translated attempt: the direction's body (then the Codex rules and
+/// the per-key `prompt_cache_key` for a Responses upstream), and the upstream API's URL and
+/// headers. Content the upstream API has no form for is refused (400 in the client's shape).
+fn build_translated(
+    state: &AppState,
+    ctx: &RequestContext,
+    account: &Account,
+    credential: &Secret,
+    direction: Direction,
+) -> Result<(http::Uri, http::HeaderMap, Bytes), AttemptFailure> {
+    let spec = &account.spec;
+    let upstream = direction.upstream();
+    let codex = spec.kind == AccountKind::OAuth && upstream == Protocol::Responses;
+    let target = Target {
+        upstream_model: account.upstream_model(&ctx.inspected.model).to_owned(),
+        codex_backend: codex,
+    };
+    let translated = direction
+        .request(&ctx.body, &target)
+        .map_err(|u| untranslatable(ctx, u, upstream))?;
+    let streams = translated.upstream_stream;
+    let built = match upstream {
+        Protocol::Responses => {
+            // The conversation's identity (Messages: `metadata.user_id`), derived per key as
+            // for a native client.
+            let cache_key = ctx
+                .inspected
+                .prompt_cache_key
+                .as_deref()
+                .or(ctx.inspected.user_id.as_deref())
+                .filter(|k| !k.is_empty())
+                .map(|k| state.sessions.derive(&ctx.key.id, k));
+            let edits = BodyEdits {
+                codex: codex.then_some(false),
+                model: None,
+                prompt_cache_key: cache_key.as_deref(),
+            };
+            let body = if edits.is_empty() {
+                Ok(translated.body)
+            } else {
+                responses::rewrite(&translated.body, &edits)
+            };
+            let sessions = SessionRewrite {
+                ids: &state.sessions,
+                key_id: &ctx.key.id,
+            };
+            let headers = upstream::upstream_headers(
+                spec,
+                credential,
+                &ctx.client_headers,
+                streams,
+                false,
+                &sessions,
+            );
+            body.map(|b| (account.endpoints.responses(false), headers, b))
+        }
+        Protocol::Chat => {
+            let headers = upstream::chat_headers(credential, &ctx.client_headers, streams);
+            Ok((account.endpoints.chat(), headers, translated.body))
+        }
+        Protocol::Messages => {
+            let url = account.endpoints.messages(spec, false, None);
+            let headers =
+                upstream::anthropic_headers(spec, credential, &ctx.client_headers, streams);
+            Ok((url, headers, translated.body))
+        }
+    };
+    built.map_err(|message| {
+        untranslatable(
+            ctx,
+            Untranslatable {
+                field: String::new(),
+                message,
+            },
+            upstream,
+        )
+    })
+}
+
+/// A request the upstream API cannot take: refused before anything is sent, with a 400 in the
+/// client's shape naming the field; another account would not do better.
+fn untranslatable(ctx: &RequestContext, u: Untranslatable, upstream: Protocol) -> AttemptFailure {
+    let refusal = Refusal::Untranslatable {
+        field: u.field,
+        message: u.message,
+        upstream: upstream.api_name(),
+    };
+    let mut failure = AttemptFailure::bad_answer(refusal.message().into_owned());
+    failure.retryable = false;
+    failure.effect = AccountEffect::None;
+    let body = refusal.body(ctx.endpoint.protocol().error_shape());
+    failure.passthrough = Some((StatusCode::BAD_REQUEST, body));
+    failure
+}
+
+/// An upstream error body passed through to the client is in the upstream's error shape: for a
+/// translated attempt it is said again in the client's (same status, the upstream's message).
+fn reshape_passthrough(failure: &mut AttemptFailure, ctx: &RequestContext, direction: Direction) {
+    let client = ctx.endpoint.protocol().error_shape();
+    if direction.upstream().error_shape() == client {
+        return;
+    }
+    let Some((status, body)) = failure.passthrough.take() else {
+        return;
+    };
+    let message = upstream_error_message(&body)
+        .unwrap_or_else(|| format!("the upstream answered status {}", status.as_u16()));
+    let body = match client {
+        ErrorShape::OpenAi => {
+            let code = format!("upstream_status_{}", status.as_u16());
+            errors::openai_error_body(&message, openai_error_type(status), Some(&code))
+        }
+        ErrorShape::Anthropic => errors::anthropic_error_body(status, &message),
+    };
+    failure.passthrough = Some((status, body));
+}
+
+/// `error.message` (OpenAI, Anthropic), a string `error`, or a top-level `message`.
+fn upstream_error_message(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let text = value
+        .pointer("/error/message")
+        .or_else(|| value.get("error").filter(|e| e.is_string()))
+        .or_else(|| value.get("message"))?
+        .as_str()?;
+    Some(text.to_owned())
+}
+
+/// The OpenAI error `type` for an upstream status.
+fn openai_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 | 403 => "authentication_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    }
 }
 
 /// Shortest credential that is redacted from error bodies: a shorter one would match ordinary

@@ -23,6 +23,7 @@ pub mod failure;
 mod outcome;
 pub mod probe;
 mod respond;
+pub mod route;
 pub mod writer;
 
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::domain::{AccountKind, Platform};
+use crate::domain::Platform;
 use crate::http::auth::ApiKey;
 use crate::http::body::read_body;
 use crate::http::refusal::Refusal;
@@ -112,7 +113,15 @@ pub struct RequestContext {
     /// The client's query string (`beta=true` on Messages is forwarded).
     pub query: Option<String>,
     pub body: Bytes,
+    /// `inspected.model` is the upstream model name (after the group's `model_map`).
     pub inspected: Inspected,
+    /// The model name the client asked for, when the group's `model_map` changed it: reported
+    /// back in translated answers and noted on the usage row.
+    pub client_model: Option<String>,
+    /// The key's group translates (`groups[].translate`): accounts of other APIs may serve.
+    pub translate: bool,
+    /// The API the answering (or last) attempt spoke upstream: its usage counts tokens that way.
+    pub upstream_protocol: Option<Protocol>,
     /// The conversation's binding key (session header or `prompt_cache_key`, scoped by key).
     pub sticky: Option<StickyKey>,
     /// The key's concurrency slot, held until the request ends.
@@ -132,6 +141,14 @@ impl RequestContext {
     /// Frees the request's body and headers once output has started: from then on no other
     /// account may be tried, so the request is never built again, and a stream can stay open
     /// for minutes holding a body that is often hundreds of KiB (a whole conversation).
+    /// The model name the client asked for.
+    pub fn client_model(&self) -> &str {
+        self.client_model
+            .as_deref()
+            .or(self.requested_model.as_deref())
+            .unwrap_or(&self.inspected.model)
+    }
+
     pub fn release_request(&mut self) {
         self.body = Bytes::new();
         self.client_headers = HeaderMap::new();
@@ -196,7 +213,9 @@ pub async fn handle(
         Ok(key) => key,
         Err(error) => return refuse(error, None, None),
     };
-    if key.platform != endpoint.platform() {
+    let routing = state.routing(&key.group);
+    let translate = routing.is_some_and(|r| r.translate);
+    if key.platform != endpoint.platform() && !translate {
         let refusal = Refusal::WrongPlatform {
             group: key.group.clone(),
             platform: key.platform,
@@ -217,13 +236,18 @@ pub async fn handle(
         Ok(body) => body,
         Err(error) => return refuse(error, Some(&key), None),
     };
-    let inspected = match endpoint.protocol().inspect(&body) {
+    let mut inspected = match endpoint.protocol().inspect(&body) {
         Ok(inspected) => inspected,
         Err(message) => return refuse(Refusal::InvalidRequest(message), Some(&key), None),
     };
     if let Err(error) = state.limits.check(&key, &inspected.model) {
         return refuse(error, Some(&key), Some(&inspected.model));
     }
+    // The group's model map, before selection: accounts see the upstream name.
+    let client_model = routing
+        .and_then(|r| r.model_map.map(&inspected.model))
+        .filter(|mapped| *mapped != inspected.model)
+        .map(|mapped| std::mem::replace(&mut inspected.model, mapped.to_owned()));
     let sticky = state
         .pool
         .sticky_enabled()
@@ -240,6 +264,9 @@ pub async fn handle(
         query: parts.uri.query().map(str::to_owned),
         body,
         inspected,
+        client_model,
+        translate,
+        upstream_protocol: None,
         sticky,
         key_slot: None,
         attempts: Vec::new(),
@@ -293,6 +320,7 @@ async fn relay(state: Arc<AppState>, mut ctx: RequestContext, mut writer: Downst
     let outcome = async {
         // 4. admit, then 5. attempt loop with 6. respond inside each successful attempt
         let ended = match admit(&state, &mut ctx, &mut writer).await {
+            Ok(()) if counts_locally(&state, &ctx) => count_tokens_locally(&ctx, &mut writer).await,
             Ok(()) => attempt_loop(&state, &mut ctx, &mut writer).await,
             Err(refusal) => Ended::Refused {
                 refusal,
@@ -356,6 +384,57 @@ fn request_span(ctx: &RequestContext) -> tracing::Span {
     )
 }
 
+/// `count_tokens` of a translating group none of whose accounts speaks Messages: answered here
+/// with an estimate (`translate::count_tokens`), as OpenAI accounts have no such endpoint.
+fn counts_locally(state: &AppState, ctx: &RequestContext) -> bool {
+    if ctx.endpoint != Endpoint::CountTokens || !ctx.translate {
+        return false;
+    }
+    let accounts = state.pool.accounts();
+    let native = crate::pool::Pool::members(&accounts, &ctx.key.group, None)
+        .any(|a| a.spec.speaks(Protocol::Messages));
+    !native
+}
+
+async fn count_tokens_locally(ctx: &RequestContext, writer: &mut DownstreamWriter) -> Ended {
+    let body = ctx.body.clone();
+    // The tokenizer is CPU work (and its first use builds its tables): off the event loop.
+    let counted = writer
+        .wait(tokio::task::spawn_blocking(move || {
+            crate::translate::count_tokens::count_tokens_estimate(&body)
+        }))
+        .await;
+    let refusal = match counted {
+        Ok(Ok(tokens)) => {
+            let body = Bytes::from(format!("{{\"input_tokens\":{tokens}}}"));
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            writer.finish(StatusCode::OK, headers, body).await;
+            let outcome = Outcome::answered(TokenUsage::default(), true, Some(Instant::now()));
+            return Ended::Answered(outcome);
+        }
+        Ok(Err(untranslatable)) => Refusal::InvalidRequest(untranslatable.to_string()),
+        Err(_) => Refusal::RelayFailed,
+    };
+    Ended::Refused {
+        refusal,
+        usage: TokenUsage::default(),
+    }
+}
+
+/// Warms the local token counter (its first use builds the tokenizer: seconds in a debug
+/// build), so the first `count_tokens` answered locally does not wait for it.
+pub fn warm_token_counter(state: &AppState) {
+    if state.group_routing.values().any(|r| r.translate) {
+        drop(tokio::task::spawn_blocking(|| {
+            let _ = crate::translate::count_tokens::count_tokens_estimate(br#"{"messages":[]}"#);
+        }));
+    }
+}
+
 /// Takes the key's concurrency slot, waiting up to `gateway.queue_wait_timeout`.
 async fn admit(
     state: &AppState,
@@ -404,9 +483,9 @@ async fn attempt_loop(
         fall_back_if_no_room(state, ctx, &tried);
         let wanted = Wanted {
             group: &ctx.key.group,
-            platform: ctx.endpoint.platform(),
-            // Sign-in (Codex) accounts serve only the Responses API.
-            kind: (ctx.endpoint == Endpoint::Chat).then_some(AccountKind::ApiKey),
+            // A translating group's accounts may be of either platform.
+            platform: (!ctx.translate).then_some(ctx.endpoint.platform()),
+            protocols: route::candidates(ctx.endpoint, ctx.translate),
             model: &ctx.inspected.model,
             tried: &tried,
             sticky: ctx.sticky.as_ref(),
@@ -414,7 +493,7 @@ async fn attempt_loop(
         let selection = writer.wait_in_queue(state.pool.acquire(&wanted)).await;
         let slot = match selection {
             Selection::Slot(slot) => slot,
-            Selection::NoAccount if ctx.endpoint == Endpoint::Chat => {
+            Selection::NoAccount if ctx.endpoint == Endpoint::Chat && !ctx.translate => {
                 let refusal = Refusal::NoChatAccount {
                     group: ctx.key.group.clone(),
                     model: ctx.inspected.model.clone(),
@@ -630,8 +709,8 @@ fn fall_back_if_no_room(state: &AppState, ctx: &mut RequestContext, tried: &[Acc
     let has_room = |model: &str| {
         state.pool.has_room(&Wanted {
             group: &ctx.key.group,
-            platform: ctx.endpoint.platform(),
-            kind: (ctx.endpoint == Endpoint::Chat).then_some(AccountKind::ApiKey),
+            platform: (!ctx.translate).then_some(ctx.endpoint.platform()),
+            protocols: route::candidates(ctx.endpoint, ctx.translate),
             model,
             tried,
             sticky: None,
@@ -700,7 +779,12 @@ fn usage_record(
         account: attempts.last().map(|a| a.account.clone()),
         endpoint: ctx.endpoint.as_str(),
         model: std::mem::take(&mut ctx.inspected.model),
-        requested_model: ctx.requested_model.take(),
+        client_model: ctx
+            .client_model
+            .take()
+            .or_else(|| ctx.requested_model.take()),
+        anthropic_tokens: ctx.upstream_protocol.unwrap_or(ctx.endpoint.protocol())
+            == Protocol::Messages,
         stream: ctx.client_streams(),
         compact: ctx.endpoint == Endpoint::Compact,
         status: status.as_u16(),

@@ -10,12 +10,14 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::failure::AttemptFailure;
+use super::route::{Direction, Route};
 use super::writer::DownstreamWriter;
 use super::{Outcome, RequestContext};
 use crate::protocol::responses::{self, Aggregator};
 use crate::protocol::sse::SseScanner;
 use crate::protocol::{EventRole, Protocol, StreamWatch, Terminal, TokenUsage, Wire};
 use crate::state::AppState;
+use crate::translate::StreamTranslator;
 use crate::upstream::{self, SendError};
 
 /// When the client is gone and no idle timeout is configured, the upstream is still read for
@@ -36,11 +38,15 @@ pub(super) async fn answer(
     writer: &mut DownstreamWriter,
     response: upstream::Response,
     first_token: Option<FirstToken>,
+    route: Route,
 ) -> Result<Outcome, AttemptFailure> {
     let is_sse = response
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if let Route::Translated(direction) = route {
+        return translated(state, ctx, writer, response, direction, is_sse).await;
+    }
     let protocol = ctx.endpoint.protocol();
     match (ctx.client_streams(), is_sse) {
         (true, true) => {
@@ -398,6 +404,20 @@ async fn aggregate(
     writer: &mut DownstreamWriter,
     response: upstream::Response,
 ) -> Result<Outcome, AttemptFailure> {
+    let (headers, body, usage) = collect_response(state, ctx, writer, response).await?;
+    let outcome = Outcome::answered(usage, true, Some(Instant::now()));
+    writer.finish(StatusCode::OK, headers, body).await;
+    Ok(outcome)
+}
+
+/// Reads a whole Responses stream into the final `response` object (with the headers for the
+/// client and the usage).
+async fn collect_response(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    writer: &mut DownstreamWriter,
+    response: upstream::Response,
+) -> Result<(HeaderMap, Bytes, TokenUsage), AttemptFailure> {
     let headers = client_headers(response.headers(), "application/json");
     let mut body = body_of(response);
     let limit = state.gateway().upstream_response_read_max_bytes;
@@ -453,9 +473,7 @@ async fn aggregate(
             "the upstream's response.completed carried no response object",
         ));
     };
-    let outcome = Outcome::answered(usage.unwrap_or_default(), true, Some(Instant::now()));
-    writer.finish(StatusCode::OK, headers, body).await;
-    Ok(outcome)
+    Ok((headers, body, usage.unwrap_or_default()))
 }
 
 /// Passes a JSON answer through unchanged, reading only its `usage`.
@@ -465,6 +483,21 @@ async fn json_through(
     writer: &mut DownstreamWriter,
     response: upstream::Response,
 ) -> Result<Outcome, AttemptFailure> {
+    let (headers, body, tokens) =
+        collect_json(state, ctx, writer, response, ctx.endpoint.protocol()).await?;
+    let outcome = Outcome::answered(tokens, true, Some(Instant::now()));
+    writer.finish(StatusCode::OK, headers, body).await;
+    Ok(outcome)
+}
+
+/// Reads a whole JSON answer of `protocol` (within the read limit) and its usage.
+async fn collect_json(
+    state: &AppState,
+    ctx: &RequestContext,
+    writer: &mut DownstreamWriter,
+    response: upstream::Response,
+    protocol: Protocol,
+) -> Result<(HeaderMap, Bytes, TokenUsage), AttemptFailure> {
     let mut headers = client_headers(response.headers(), "application/json");
     if let Some(ct) = response.headers().get(CONTENT_TYPE) {
         headers.insert(CONTENT_TYPE, detached(ct));
@@ -488,14 +521,215 @@ async fn json_through(
         }
     }
     let body = collected.freeze();
-    let tokens = ctx.endpoint.protocol().usage_of_json(&body).map_err(|e| {
+    let tokens = protocol.usage_of_json(&body).map_err(|e| {
         AttemptFailure::bad_answer(format!(
             "the upstream answered 2xx with a body that is not a JSON object: {e}"
         ))
     })?;
+    Ok((headers, body, tokens))
+}
+
+/// A translated attempt's answer (issue 16): the upstream's stream or JSON, read and metered in
+/// the upstream's protocol, answered in the client's through the direction's translator.
+async fn translated(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    writer: &mut DownstreamWriter,
+    response: upstream::Response,
+    direction: Direction,
+    is_sse: bool,
+) -> Result<Outcome, AttemptFailure> {
+    let upstream = direction.upstream();
+    let (headers, body, tokens) = match (ctx.client_streams(), is_sse) {
+        (true, true) => return stream_translated(state, ctx, writer, response, direction).await,
+        (true, false) => {
+            return Err(AttemptFailure::bad_answer(
+                "the upstream answered JSON to a stream request",
+            ))
+        }
+        // The Codex backend streams whatever the client asked for.
+        (false, true) if upstream == Protocol::Responses => {
+            collect_response(state, ctx, writer, response).await?
+        }
+        (false, true) => {
+            return Err(AttemptFailure::bad_answer(
+                "the upstream answered a stream to a request for JSON",
+            ))
+        }
+        (false, false) => collect_json(state, ctx, writer, response, upstream).await?,
+    };
+    let answer = direction
+        .json_for(&body, &ctx.body, ctx.client_model())
+        .map_err(|e| {
+            AttemptFailure::bad_answer(format!("the upstream's answer cannot be translated: {e}"))
+        })?;
     let outcome = Outcome::answered(tokens, true, Some(Instant::now()));
-    writer.finish(StatusCode::OK, headers, body).await;
+    writer.finish(StatusCode::OK, headers, answer).await;
     Ok(outcome)
+}
+
+/// [`stream_through`] for a translated attempt. The upstream's events are classified and metered
+/// by the upstream protocol's watch (hold back until real output, fail over before it, usage in
+/// upstream tokens); every event, held ones included, goes through the translator, whose client
+/// events are held back or written in their place. The translator writes whole events, so a
+/// failure written after them is an event of its own.
+async fn stream_translated(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    writer: &mut DownstreamWriter,
+    response: upstream::Response,
+    direction: Direction,
+) -> Result<Outcome, AttemptFailure> {
+    let mut headers = client_headers(response.headers(), "text/event-stream");
+    let mut body = body_of(response);
+    // The upstream's usage chunk (Chat) is read by the translator, which decides what the
+    // client sees.
+    let mut watch = direction.upstream().stream_watch(false);
+    let mut translator = direction.stream_for(&ctx.body, ctx.client_model());
+    let mut scanner = SseScanner::new();
+    let mut held = BytesMut::new();
+    let mut orphan = Orphan::default();
+    let mut first_output_at: Option<Instant> = None;
+    let max_event = state.gateway().max_event_bytes;
+    loop {
+        // `gateway.first_token_timeout` is not applied to translated streams (yet).
+        let chunk = match orphan.next(state, writer, &mut body, &ctx.id, None).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(error) => {
+                let failure = error.into_failure().with_usage(watch.usage());
+                let Some(first_output_at) = first_output_at else {
+                    return Err(failure);
+                };
+                return Err(fail_translated(
+                    ctx,
+                    writer,
+                    translator.as_mut(),
+                    failure,
+                    first_output_at,
+                )
+                .await);
+            }
+        };
+        let mut out = BytesMut::new();
+        let mut failed_early: Option<Terminal> = None;
+        let mut starts_output = false;
+        let output_started = first_output_at.is_some();
+        scanner.feed(&chunk, |event| {
+            if failed_early.is_some() {
+                return;
+            }
+            match watch.observe(&event, output_started || starts_output) {
+                EventRole::Hold | EventRole::Drop => {}
+                EventRole::Output => starts_output = true,
+                EventRole::FailBeforeOutput(t) => {
+                    failed_early = Some(t);
+                    return;
+                }
+            }
+            translator.event(&event, &mut out);
+        });
+        let too_large = if scanner.pending() > max_event {
+            Some(oversized("unfinished event", max_event))
+        } else if !output_started && !starts_output && held.len() + out.len() > max_event {
+            Some(oversized("preamble (events before any output)", max_event))
+        } else {
+            None
+        };
+        if let Some(failure) = too_large {
+            let failure = failure.with_usage(watch.usage());
+            let Some(first_output_at) = first_output_at else {
+                return Err(failure);
+            };
+            if !out.is_empty() {
+                writer.write_output(HeaderMap::new(), out.freeze()).await;
+            }
+            return Err(fail_translated(
+                ctx,
+                writer,
+                translator.as_mut(),
+                failure,
+                first_output_at,
+            )
+            .await);
+        }
+        if output_started {
+            if !out.is_empty() {
+                writer.write_output(HeaderMap::new(), out.freeze()).await;
+            }
+        } else if let Some(t) = failed_early {
+            // The upstream's own failure stream is of the other protocol: the client gets the
+            // final refusal in its own instead.
+            let mut failure = AttemptFailure::stream_failed(t, Bytes::new());
+            failure.failed_stream = None;
+            return Err(failure.with_usage(watch.usage()));
+        } else if starts_output {
+            first_output_at = Some(Instant::now());
+            ctx.release_request();
+            held.extend_from_slice(&out);
+            let bytes = std::mem::take(&mut held).freeze();
+            writer
+                .write_output(std::mem::take(&mut headers), bytes)
+                .await;
+        } else {
+            held.extend_from_slice(&out);
+        }
+        if watch.finished() && scanner.pending() == 0 {
+            break;
+        }
+    }
+
+    if watch.finished() {
+        let mut out = BytesMut::new();
+        translator.finish(&mut out);
+        let first = match first_output_at {
+            Some(first) => first,
+            None => {
+                // A stream whose terminal event came before anything the watch calls output.
+                ctx.release_request();
+                held.extend_from_slice(&out);
+                out = std::mem::take(&mut held);
+                Instant::now()
+            }
+        };
+        if !out.is_empty() || first_output_at.is_none() {
+            writer
+                .write_output(std::mem::take(&mut headers), out.freeze())
+                .await;
+        }
+        writer.close();
+        return Ok(Outcome::answered(
+            watch.usage(),
+            watch.succeeded(),
+            Some(first),
+        ));
+    }
+    let Some(first_output_at) = first_output_at else {
+        return Err(AttemptFailure::bad_answer(
+            "the upstream stream ended before any output",
+        ));
+    };
+    let failure = AttemptFailure::bad_answer("the upstream stream ended before its final event")
+        .with_usage(watch.usage());
+    Err(fail_translated(ctx, writer, translator.as_mut(), failure, first_output_at).await)
+}
+
+/// [`end_stream_with_failure`] for a translated stream: the translator writes the client
+/// protocol's failure (closing what it has open first).
+async fn fail_translated(
+    ctx: &RequestContext,
+    writer: &mut DownstreamWriter,
+    translator: &mut dyn StreamTranslator,
+    failure: AttemptFailure,
+    first_output_at: Instant,
+) -> AttemptFailure {
+    let message = format!("{} (request {})", failure.message, ctx.id);
+    let mut out = BytesMut::new();
+    translator.fail(failure.kind.as_str(), &message, &mut out);
+    writer.write_output(HeaderMap::new(), out.freeze()).await;
+    writer.close();
+    let tokens = failure.usage.unwrap_or_default();
+    failure.after_output(Outcome::answered(tokens, false, Some(first_output_at)))
 }
 
 #[cfg(test)]

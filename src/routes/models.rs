@@ -65,7 +65,10 @@ pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap)
     };
     let mut models = BTreeSet::new();
     let accounts = state.pool.accounts();
-    for account in crate::pool::Pool::members(&accounts, &key.group, key.platform) {
+    // A translating group's accounts may be of either platform.
+    let translate = state.routing(&key.group).is_some_and(|r| r.translate);
+    let platform = (!translate).then_some(key.platform);
+    for account in crate::pool::Pool::members(&accounts, &key.group, platform) {
         let defaults = match (account.spec.platform, account.spec.kind) {
             (Platform::Anthropic, _) => CLAUDE_MODELS,
             (Platform::OpenAi, AccountKind::OAuth) => CODEX_MODELS,

@@ -113,10 +113,11 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let (reload_requests, reload_queue) = crate::config::ReloadRequests::channel();
     let state = Arc::new(AppState {
         gateway_config: Live::new(config.gateway.clone()),
-                model_fallback: config.model_fallback.clone(),
+        model_fallback: config.model_fallback.clone(),
         oauth: config.oauth.clone(),
         pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,
+        group_routing: config.group_routing.clone(),
         limits,
         prices,
         store: Arc::clone(&opened.store),
@@ -136,6 +137,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             admin_failures: Default::default(),
         },
     });
+    crate::relay::warm_token_counter(&state);
     let restored = crate::store::tokens::restore(state.tokens(), &state.pool).await?;
     if restored > 0 {
         tracing::info!(

@@ -76,6 +76,7 @@ pub fn to_record(
         enabled: spec.enabled,
         models: spec.models.clone(),
         model_map: spec.model_map.clone(),
+        protocols: spec.protocols.clone(),
         credentials: sealer.seal(&context(&spec.name), &plain)?,
         source,
         created_at: now,
@@ -123,6 +124,7 @@ pub fn to_spec(record: &AccountRecord, sealer: &Sealer) -> Result<AccountSpec, S
         models: record.models.clone(),
         model_map: record.model_map.clone(),
         proxy: credentials.proxy.map(Secret::new),
+        protocols: record.protocols.clone(),
     })
 }
 

@@ -113,6 +113,8 @@ pub struct AccountRecord {
     pub enabled: bool,
     pub models: Option<Vec<String>>,
     pub model_map: std::collections::BTreeMap<String, String>,
+    /// The upstream APIs the account speaks, as declared (`None`: the defaults).
+    pub protocols: Option<Vec<crate::domain::Protocol>>,
     pub credentials: Vec<u8>,
     pub source: Source,
     pub created_at: i64,
@@ -130,9 +132,9 @@ pub struct UsageRow {
     pub account: Option<String>,
     pub endpoint: String,
     pub model: String,
-    /// The model the client asked for, when `groups[].model_fallback` served `model` instead.
+    /// The model the client asked for, when it differs from `model` (a group's `model_map`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_model: Option<String>,
+    pub client_model: Option<String>,
     pub stream: bool,
     pub status: u16,
     pub success: bool,

@@ -184,11 +184,31 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AccountRecord, sqlx
         enabled: row.try_get("enabled")?,
         models: parse_list(row.try_get("models")?),
         model_map: serde_json::from_str(row.try_get::<&str, _>("model_map")?).unwrap_or_default(),
+        protocols: protocols_of(row)?,
         credentials: row.try_get("credentials")?,
         source: Source::parse(row.try_get::<&str, _>("source")?),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// The `protocols` column: a JSON list of API names, or NULL for the defaults; an unknown name is
+/// a decoding error that names the row.
+fn protocols_of(
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<Option<Vec<crate::domain::Protocol>>, sqlx::Error> {
+    let Some(names) = parse_list(row.try_get("protocols")?) else {
+        return Ok(None);
+    };
+    names
+        .iter()
+        .map(|n| crate::domain::Protocol::from_api_name(n))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(|e| {
+            let name: String = row.try_get("name").unwrap_or_default();
+            sqlx::Error::Decode(format!("{name:?}: protocols: {e}").into())
+        })
 }
 
 /// A column holding one of an enum's names (`openai`, `apikey`); an unknown name is a decoding
@@ -212,7 +232,7 @@ fn usage_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UsageRow, sqlx::Error
         account: row.try_get("account")?,
         endpoint: row.try_get("endpoint")?,
         model: row.try_get("model")?,
-        requested_model: row.try_get("requested_model")?,
+        client_model: row.try_get("client_model")?,
         stream: row.try_get("stream")?,
         status: u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(0),
         success: row.try_get("success")?,
@@ -261,7 +281,7 @@ fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &UsageFilter) {
 
 /// Usage rows per INSERT: 21 columns each stays far below SQLite's 32,766 bound parameters.
 const USAGE_ROWS_PER_STATEMENT: usize = 200;
-const USAGE_COLUMNS: &str = "request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected, requested_model";
+const USAGE_COLUMNS: &str = "request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected, client_model";
 /// The text of the full-size insert, made once: sqlx's query builder formatted 4,000
 /// placeholders on every batch (2% of the instructions per request).
 static FULL_USAGE_INSERT: std::sync::LazyLock<String> =
@@ -277,7 +297,7 @@ fn usage_insert_sql(rows: usize) -> String {
     )
 }
 const KEY_COLUMNS: &str = "name, key_hash, prefix, suffix, group_name, enabled, expires_at, concurrency, rpm_limit, daily_spend_limit, monthly_spend_limit, allowed_models, source, created_at";
-const ACCOUNT_COLUMNS: &str = "name, platform, kind, base_url, chatgpt_account_id, expires_at, priority, concurrency, groups, enabled, models, model_map, credentials, source, created_at, updated_at";
+const ACCOUNT_COLUMNS: &str = "name, platform, kind, base_url, chatgpt_account_id, expires_at, priority, concurrency, groups, enabled, models, model_map, credentials, source, created_at, updated_at, protocols";
 
 impl SqliteStore {
     async fn write_key(&self, key: &KeyRecord, upsert: bool) -> StoreResult<()> {
@@ -311,12 +331,12 @@ impl SqliteStore {
 
     async fn write_account(&self, a: &AccountRecord, upsert: bool) -> StoreResult<()> {
         let conflict = if upsert {
-            " ON CONFLICT(name) DO UPDATE SET platform = excluded.platform, kind = excluded.kind, base_url = excluded.base_url, chatgpt_account_id = excluded.chatgpt_account_id, expires_at = excluded.expires_at, priority = excluded.priority, concurrency = excluded.concurrency, groups = excluded.groups, enabled = excluded.enabled, models = excluded.models, model_map = excluded.model_map, credentials = excluded.credentials, source = excluded.source, updated_at = excluded.updated_at"
+            " ON CONFLICT(name) DO UPDATE SET platform = excluded.platform, kind = excluded.kind, base_url = excluded.base_url, chatgpt_account_id = excluded.chatgpt_account_id, expires_at = excluded.expires_at, priority = excluded.priority, concurrency = excluded.concurrency, groups = excluded.groups, enabled = excluded.enabled, models = excluded.models, model_map = excluded.model_map, credentials = excluded.credentials, source = excluded.source, updated_at = excluded.updated_at, protocols = excluded.protocols"
         } else {
             ""
         };
         sqlx::query(&format!(
-            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict}"
+            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict}"
         ))
         .bind(&a.name)
         .bind(a.platform.as_str())
@@ -334,6 +354,9 @@ impl SqliteStore {
         .bind(a.source.as_str())
         .bind(a.created_at)
         .bind(a.updated_at)
+        .bind(json_list(&a.protocols.as_ref().map(|list| {
+            list.iter().map(|p| p.api_name().to_owned()).collect()
+        })))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -631,7 +654,7 @@ impl Store for SqliteStore {
                         .bind(r.ttft_ms)
                         .bind(r.attempts)
                         .bind(r.client_disconnected)
-                        .bind(r.requested_model.as_deref());
+                        .bind(r.client_model.as_deref());
                 }
                 let done = insert
                     .persistent(full)
@@ -752,7 +775,7 @@ mod tests {
             account: None,
             endpoint: "responses".into(),
             model: "m".into(),
-            requested_model: None,
+            client_model: None,
             stream: false,
             status: 200,
             success: true,

@@ -192,7 +192,7 @@ impl StoreUsageSink {
             account: record.account,
             endpoint: record.endpoint.to_owned(),
             model: record.model,
-            requested_model: record.requested_model,
+            client_model: record.client_model,
             stream: record.stream,
             status: record.status,
             success: record.success,
@@ -442,11 +442,10 @@ fn write_some(file: &mut File, buf: &[u8]) -> (usize, std::io::Result<()>) {
 
 impl UsageSink for StoreUsageSink {
     fn record(&self, record: UsageRecord) {
-        let anthropic = matches!(record.endpoint, "messages" | "count_tokens");
         let cost = self
             .prices
             .get()
-            .cost(&record.model, &record.tokens, !anthropic);
+            .cost(&record.model, &record.tokens, !record.anthropic_tokens);
         log_record(&record, Some((cost.usd, cost.priced)));
         if let Some(metrics) = crate::metrics::get() {
             metrics.cost(cost.usd);

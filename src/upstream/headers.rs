@@ -253,6 +253,7 @@ mod tests {
             models: None,
             model_map: Default::default(),
             proxy: None,
+            protocols: None,
         }
     }
 

@@ -89,6 +89,35 @@ pub fn config(mock: &MockUpstream, accounts: &[Acct<'_>], gateway_extra: &str) -
     yaml
 }
 
+/// One account of a translating group: `(name, platform, type, token, protocols)`; accounts are
+/// tried in the order given.
+pub type GroupAccount<'a> = (&'a str, &'a str, &'a str, &'a str, Option<&'a str>);
+
+/// A group `tr` (`translate` as given, model map `claude-*` → `gpt-5.1-codex`) holding
+/// `accounts`, and the test key in it.
+pub fn group_config(mock: &MockUpstream, translate: bool, accounts: &[GroupAccount<'_>]) -> String {
+    let mut yaml = format!(
+        "groups:\n  - {{name: tr, platform: openai, translate: {translate}, model_map: {{'claude-*': gpt-5.1-codex}}}}\napi_keys:\n  - {{key: {KEY}, name: tester, group: tr}}\naccounts:\n"
+    );
+    for (i, (name, platform, kind, token, protocols)) in accounts.iter().enumerate() {
+        let (base, secret) = match (*platform, *kind) {
+            ("openai", "oauth") => (
+                format!("{}/backend-api/codex", mock.url()),
+                format!("access_token: {token}"),
+            ),
+            ("openai", _) => (format!("{}/v1", mock.url()), format!("api_key: {token}")),
+            _ => (mock.url(), format!("api_key: {token}")),
+        };
+        yaml.push_str(&format!(
+            "  - name: {name}\n    platform: {platform}\n    type: {kind}\n    base_url: {base}\n    {secret}\n    groups: [tr]\n    priority: {i}\n"
+        ));
+        if let Some(p) = protocols {
+            yaml.push_str(&format!("    protocols: [{p}]\n"));
+        }
+    }
+    yaml
+}
+
 impl Gateway {
     pub fn start(config_yaml: &str) -> Gateway {
         Self::start_with_env(config_yaml, &[])

@@ -86,6 +86,9 @@ pub struct Behavior {
     pub echo_credential: bool,
     /// Error answers (a scripted `status`) are an HTML page (`text/html`), not JSON.
     pub text_error: bool,
+    /// Answer with this many function calls of the request's tools when it declares tools and
+    /// does not end with a tool's result (see `tools`); otherwise the usual text.
+    pub tool_calls: Option<usize>,
 }
 
 /// Token counts reported in an answer's usage.

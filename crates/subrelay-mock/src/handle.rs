@@ -33,6 +33,7 @@ use crate::ledger::Ledger;
 use crate::model_options;
 use crate::reply::Reply;
 use crate::request::{self, ResponsesRoute, Route, Target};
+use crate::tools;
 
 /// Largest request body the mock reads; Codex conversations can be large.
 const MAX_BODY: usize = 256 * 1024 * 1024;
@@ -208,7 +209,15 @@ async fn answer(ledger: Arc<Ledger>, request: Request<Incoming>) -> Response<Moc
     }
 
     // 7. Answer.
-    let reply = compose(&ask, model, credential, &behavior, dialect, &parts.headers);
+    let reply = compose(
+        &ask,
+        model,
+        credential,
+        &behavior,
+        dialect,
+        &parts.headers,
+        &body,
+    );
     respond(reply, &behavior.headers, counted, dialect)
 }
 
@@ -220,6 +229,7 @@ fn compose(
     behavior: &Behavior,
     dialect: Dialect,
     headers: &HeaderMap,
+    body: &[u8],
 ) -> Result<Reply, serde_json::Error> {
     if let Some(code) = behavior.status {
         match StatusCode::from_u16(code) {
@@ -241,6 +251,19 @@ fn compose(
                 );
                 return dialect.reject(&Rejection::unscriptable(message));
             }
+        }
+    }
+    let with_calls = match ask {
+        Ask::Responses(ResponsesRoute::CodexResponses | ResponsesRoute::ApiResponses, ask) => {
+            Some((tools::Api::Responses, ask.stream))
+        }
+        Ask::Chat(ask) => Some((tools::Api::Chat, ask.stream)),
+        Ask::Anthropic(ask) if !ask.count_tokens => Some((tools::Api::Messages, ask.stream)),
+        _ => None,
+    };
+    if let Some((api, stream)) = with_calls.filter(|_| !behavior.fail_before_output) {
+        if let Some(names) = tools::calls(api, body, behavior) {
+            return tools::answer(api, model, stream, &names, behavior);
         }
     }
     match ask {

@@ -55,6 +55,10 @@
 //! sends open connections a GOAWAY. `refuse_stream` ([`Behavior::refuse_stream`]) answers
 //! RST_STREAM REFUSED_STREAM.
 //!
+//! Function calls: `calls=N` ([`Behavior::tool_calls`]) answers a request that declares tools
+//! with N calls of them, on every API, stream or JSON, until the request carries a tool's
+//! result (see `tools`).
+//!
 //! API routes count in [`MockUpstream::calls`] / [`MockUpstream::total_calls`]; token endpoints
 //! count apart in [`MockUpstream::token_calls`]. Everything but the control routes is in
 //! [`MockUpstream::requests`].
@@ -93,6 +97,7 @@ mod server;
 pub mod skip;
 mod sse;
 mod tls;
+mod tools;
 mod wire;
 
 pub use behavior::{Behavior, Usage, DEFAULT_EVENTS, DEFAULT_TEXT};

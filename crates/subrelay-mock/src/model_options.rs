@@ -14,7 +14,7 @@ use crate::behavior::Behavior;
 /// The options this parser knows, listed in error messages.
 const KNOWN: &str = "status=N, retry_after=S, delay_ms=N, events=N, interval_ms=N, fail, cut=N, \
                      hang=N, hang_headers, refuse_stream, text_bytes=N, tokens=N, garbage_usage, huge_line=N, \
-                     preamble_bytes=N, endless, at=N, echo_auth, text_error";
+                     preamble_bytes=N, endless, at=N, echo_auth, text_error, calls=N";
 
 /// A model option that could not be understood; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,7 @@ pub(crate) fn parse(options: &str) -> Result<Behavior, OptionError> {
             "at" => behavior.hostile_at = Some(number(key, value)?),
             "echo_auth" => behavior.echo_credential = flag(key, value)?,
             "text_error" => behavior.text_error = flag(key, value)?,
+            "calls" => behavior.tool_calls = Some(number(key, value)?),
             _ => {
                 return Err(OptionError(format!(
                     "unknown model option '{option}' (known: {KNOWN})"

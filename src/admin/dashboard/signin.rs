@@ -410,6 +410,7 @@ pub async fn finish(
         models: None,
         model_map: None,
         proxy: None,
+        protocols: None,
     };
     accounts::create(admin, State(state), AdminJson(create)).await
 }

@@ -72,6 +72,14 @@ pub enum Refusal {
     InflateFailed,
     /// The body is not a request of the route's protocol (no model, not JSON, ...).
     InvalidRequest(String),
+    /// A translated request (issue 16) carries content the account's API has no form for.
+    Untranslatable {
+        /// The field, as a JSON path in the client's body.
+        field: String,
+        message: String,
+        /// The API the request was to be translated for (`responses`, `chat`, `messages`).
+        upstream: &'static str,
+    },
     // --- routing (http/mod.rs, relay/mod.rs) ---
     UnknownRoute {
         method: String,
@@ -192,6 +200,7 @@ impl Refusal {
             Refusal::BodyUnreadable(_)
             | Refusal::BadEncoding { .. }
             | Refusal::InvalidRequest(_)
+            | Refusal::Untranslatable { .. }
             | Refusal::AdminBadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::InflateFailed | Refusal::RelayFailed => StatusCode::INTERNAL_SERVER_ERROR,
@@ -237,6 +246,7 @@ impl Refusal {
             | Refusal::UnsupportedEncoding(_)
             | Refusal::BadEncoding { .. }
             | Refusal::InvalidRequest(_)
+            | Refusal::Untranslatable { .. }
             | Refusal::UnknownRoute { .. }
             | Refusal::MethodNotAllowed { .. }
             | Refusal::NoChatAccount { .. }
@@ -283,6 +293,7 @@ impl Refusal {
             Refusal::UnknownRoute { .. } => "unknown_route",
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
             Refusal::WrongPlatform { .. } => "route_not_served_by_key_group",
+            Refusal::Untranslatable { .. } => "untranslatable",
             Refusal::UsageNotRecordable { .. } => "usage_not_recordable",
             Refusal::ModelNotAllowed { .. } => "model_not_allowed",
             Refusal::ModelUnpriced { .. } => "model_unpriced",
@@ -362,6 +373,20 @@ impl Refusal {
             | Refusal::RefreshFailed(message)
             | Refusal::SignInFailed(message)
             | Refusal::ReloadRefused(message) => message,
+            Refusal::Untranslatable {
+                field,
+                message,
+                upstream,
+            } => {
+                let at = if field.is_empty() {
+                    String::new()
+                } else {
+                    format!("{field}: ")
+                };
+                return Cow::Owned(format!(
+                    "{at}{message} (the request is translated for an account speaking the {upstream} API, which has no form for it)"
+                ));
+            }
             Refusal::UnknownRoute { method, path } => {
                 return Cow::Owned(format!("no route for {method} {path}"))
             }

@@ -75,6 +75,7 @@ fn table() -> Vec<Row> {
         (Refusal::AdminBadRequest(s("limit: must be 1–1000")), 400, "invalid_request_error", Some("invalid_request"), s("limit: must be 1–1000"), None),
         (Refusal::AdminNotFound { what: "account", name: s("a") }, 404, "not_found_error", Some("unknown_account"), s("no account named \"a\""), None),
         (Refusal::Conflict(s("a key named \"k\" exists")), 409, "conflict_error", Some("conflict"), s("a key named \"k\" exists"), None),
+        (Refusal::Untranslatable { field: s("messages[0].content[1]"), message: s("document blocks have no Chat form"), upstream: "chat" }, 400, "invalid_request_error", Some("untranslatable"), s("messages[0].content[1]: document blocks have no Chat form (the request is translated for an account speaking the chat API, which has no form for it)"), None),
         (Refusal::DeclaredInConfig { what: "key", name: s("k") }, 409, "conflict_error", Some("declared_in_config"), s("key \"k\" is declared in the config file; change it there and reload (SIGHUP or `subrelay reload`; the store rewrites config entries at every start and reload)"), None),
         (Refusal::StoreNotFound(s("k")), 404, "not_found_error", Some("not_found"), s("not found: k"), None),
         (Refusal::StoreUnavailable, 503, "server_error", Some("store_unavailable"), s("the store is unavailable; try again"), None),
@@ -132,6 +133,7 @@ fn has_a_row(refusal: &Refusal) {
         | Refusal::AccountsCooling { .. }
         | Refusal::PoolBusy { .. }
         | Refusal::Upstream(_)
+        | Refusal::Untranslatable { .. }
         | Refusal::AdminOff
         | Refusal::InvalidAdminToken
         | Refusal::WrongAdminToken
