@@ -167,6 +167,12 @@ pub const KEYS: &[KeyDoc] = &[
         description: "Largest single event of an upstream stream, and largest preamble (events before the first output) held back. Beyond it the attempt fails over when the client has seen no output, else the stream ends in-protocol (`response.failed`, an Anthropic `error` event, a Chat error chunk).",
     },
     KeyDoc {
+        path: "gateway.websocket_max_history_bytes",
+        default: "33554432",
+        allowed: "65536–1073741824 bytes",
+        description: "What one Responses WebSocket keeps of its conversation (the input and output items of earlier turns) to rebuild the full request of a turn that sends only new items with `previous_response_id`. A turn that takes the history past it is answered in full, then the socket is closed (1000, the reason names this key): the client reconnects and sends its whole conversation on a new socket.",
+    },
+    KeyDoc {
         path: "gateway.orphan_read_timeout",
         default: "600",
         allowed: "1–86400 seconds",

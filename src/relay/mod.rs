@@ -21,6 +21,7 @@ mod attempt;
 pub mod failure;
 mod outcome;
 mod respond;
+pub mod websocket;
 pub mod writer;
 
 use std::sync::Arc;
@@ -39,7 +40,7 @@ use crate::pool::{Account, AccountId, Selection, StickyKey, Wanted};
 use crate::protocol::{Inspected, Protocol, TokenUsage, Wire};
 use crate::state::AppState;
 use crate::upstream::SESSION_HEADERS;
-use crate::usage::{AttemptRecord, UsageRecord};
+use crate::usage::{AttemptRecord, Transport, UsageRecord};
 use attempt::Attempted;
 use failure::AttemptFailure;
 use outcome::Ended;
@@ -115,6 +116,8 @@ pub struct RequestContext {
     /// The key's concurrency slot, held until the request ends.
     key_slot: Option<crate::runtime_state::Lease>,
     pub attempts: Vec<AttemptRecord>,
+    /// HTTP, or one turn of a Responses WebSocket (a [`Transport`] extension on the request).
+    pub transport: Transport,
 }
 
 impl RequestContext {
@@ -223,6 +226,11 @@ pub async fn handle(
         sticky,
         key_slot: None,
         attempts: Vec::new(),
+        transport: parts
+            .extensions
+            .get::<Transport>()
+            .copied()
+            .unwrap_or_default(),
     };
 
     // 4–7: admit, attempt loop, respond and record, in a task that outlives the answer's head.
@@ -588,6 +596,7 @@ fn usage_record(
         ttft_ms: first_output_at.map(|t| millis(t - ctx.started)),
         attempts,
         client_disconnected: writer.client_gone(),
+        transport: ctx.transport,
     }
 }
 

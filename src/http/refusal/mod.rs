@@ -72,6 +72,11 @@ pub enum Refusal {
     InflateFailed,
     /// The body is not a request of the route's protocol (no model, not JSON, ...).
     InvalidRequest(String),
+    /// A Responses WebSocket turn named a `previous_response_id` the socket does not remember
+    /// (relay/websocket).
+    PreviousResponseNotFound {
+        id: String,
+    },
     // --- routing (http/mod.rs, relay/mod.rs) ---
     UnknownRoute {
         method: String,
@@ -189,6 +194,7 @@ impl Refusal {
             Refusal::BodyUnreadable(_)
             | Refusal::BadEncoding { .. }
             | Refusal::InvalidRequest(_)
+            | Refusal::PreviousResponseNotFound { .. }
             | Refusal::AdminBadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::InflateFailed | Refusal::RelayFailed => StatusCode::INTERNAL_SERVER_ERROR,
@@ -233,6 +239,7 @@ impl Refusal {
             | Refusal::UnsupportedEncoding(_)
             | Refusal::BadEncoding { .. }
             | Refusal::InvalidRequest(_)
+            | Refusal::PreviousResponseNotFound { .. }
             | Refusal::UnknownRoute { .. }
             | Refusal::MethodNotAllowed { .. }
             | Refusal::NoChatAccount { .. }
@@ -275,6 +282,7 @@ impl Refusal {
             Refusal::ApiKeyExpired => "api_key_expired",
             Refusal::BodyTooLarge { .. } => "request_too_large",
             Refusal::BodyTimeout { .. } => "request_timeout",
+            Refusal::PreviousResponseNotFound { .. } => "previous_response_not_found",
             Refusal::UnknownRoute { .. } => "unknown_route",
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
             Refusal::WrongPlatform { .. } => "route_not_served_by_key_group",
@@ -357,6 +365,11 @@ impl Refusal {
             | Refusal::SignInFailed(message) => message,
             Refusal::UnknownRoute { method, path } => {
                 return Cow::Owned(format!("no route for {method} {path}"))
+            }
+            Refusal::PreviousResponseNotFound { id } => {
+                return Cow::Owned(format!(
+                    "previous_response_id {id:?} is not a response of this WebSocket: a socket continues only the responses it answered itself; send the whole conversation without previous_response_id"
+                ))
             }
             Refusal::MethodNotAllowed { method, path } => {
                 return Cow::Owned(format!("{method} is not allowed on {path}"))
