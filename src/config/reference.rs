@@ -80,7 +80,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "gateway.stream_keepalive_interval",
         default: "10",
         allowed: "0 (off) or 5–30 seconds",
-        description: "Streaming requests: after this much silence (before the upstream answers, or between its events) a `: keepalive` SSE comment goes downstream.",
+        description: "Streaming requests: after this much silence (before the upstream answers, or between its events) a `: keepalive` SSE comment goes downstream. A Responses WebSocket gets a ping after this much silence instead (during a turn and between turns); a client that leaves two pings in a row unanswered is closed.",
     },
     KeyDoc {
         path: "gateway.stream_data_interval_timeout",
