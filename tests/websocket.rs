@@ -513,3 +513,67 @@ async fn websocket_turns_show_as_such_in_the_admin_api() {
     transports.sort_unstable();
     assert_eq!(transports, ["http", "websocket"]);
 }
+
+// === hardening limits ===
+
+#[tokio::test]
+async fn open_websockets_hold_their_connection_slots() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start_with_env(
+        &config(&mock, &[apikey("a", "tok-a")], ""),
+        &[("SERVER_MAX_CONNECTIONS", "2")],
+    );
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut ws = connect(&gw).await;
+        send(&mut ws, create(json!([user("hi")]), None)).await;
+        turn_events(&mut ws).await;
+        open.push(ws);
+    }
+    // Both upgraded sockets still count: a third connection is closed at once.
+    assert!(connect_to(&gw.url, "/v1/responses", KEY).await.is_err());
+    gw.wait_for_log("server.max_connections (2) reached").await;
+    // Once one closes, its slot is free again.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    drop(first);
+    let deadline = std::time::Instant::now() + HUNG;
+    loop {
+        if let Ok(mut ws) = connect_to(&gw.url, "/v1/responses", KEY).await {
+            send(&mut ws, create(json!([user("hi")]), None)).await;
+            assert_eq!(
+                turn_events(&mut ws).await.last().unwrap()["type"],
+                "response.completed"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_request_whose_head_never_ends_is_closed_by_the_header_timeout() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start_with_env(
+        &config(&mock, &[apikey("a", "tok-a")], ""),
+        &[("SERVER_HEADER_READ_TIMEOUT", "1")],
+    );
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    tcp.write_all(
+        b"GET /v1/responses HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(HUNG, tcp.read(&mut buf))
+        .await
+        .expect("the socket stayed open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer: {:?}", &buf[..n]);
+}
