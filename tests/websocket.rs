@@ -577,3 +577,55 @@ async fn an_upgrade_request_whose_head_never_ends_is_closed_by_the_header_timeou
         .unwrap_or(0);
     assert_eq!(n, 0, "closed without an answer: {:?}", &buf[..n]);
 }
+
+// === the real Codex CLI ===
+
+#[tokio::test]
+async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
+    let codex = std::env::var("SUBRELAY_TEST_CODEX").unwrap_or_else(|_| "codex".into());
+    let found = std::process::Command::new(&codex)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        skip_or_fail("the Codex CLI (python3 tests/run installs it, or set SUBRELAY_TEST_CODEX)");
+        return;
+    }
+    let (mock, gw) = gateway(&[apikey("a", "tok-a")], "").await;
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "model = \"gpt-5\"\nmodel_provider = \"subrelay\"\n\n[model_providers.subrelay]\nname = \"subrelay\"\nbase_url = \"{}/v1\"\nwire_api = \"responses\"\nenv_key = \"SUBRELAY_TEST_KEY\"\nsupports_websockets = true\n",
+            gw.url
+        ),
+    )
+    .unwrap();
+    let run = tokio::process::Command::new(&codex)
+        .args(["exec", "--skip-git-repo-check", "say hi"])
+        .current_dir(work.path())
+        .env("CODEX_HOME", home.path())
+        .env("SUBRELAY_TEST_KEY", KEY)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("codex hung")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(subrelay_mock::DEFAULT_TEXT),
+        "{stdout}\n{stderr}"
+    );
+    let records = gw.wait_for_usage(1).await;
+    assert!(
+        records.iter().all(|r| r["transport"] == "websocket"),
+        "no fallback to HTTP: {records:?}"
+    );
+    // Its prewarm was answered by the gateway: the upstream saw the turn only.
+    assert_eq!(mock.total_calls(), records.len());
+}
