@@ -629,3 +629,61 @@ async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
     // Its prewarm was answered by the gateway: the upstream saw the turn only.
     assert_eq!(mock.total_calls(), records.len());
 }
+
+// === bounds and endings ===
+
+#[tokio::test]
+async fn a_turn_past_websocket_max_history_bytes_is_answered_then_the_socket_closes() {
+    let (_mock, gw) = gateway(
+        &[apikey("a", "tok-a")],
+        "  websocket_max_history_bytes: 65536\n",
+    )
+    .await;
+    let mut ws = connect(&gw).await;
+    // Positive control: a small turn leaves the socket open for the next.
+    send(&mut ws, create(json!([user("hi")]), None)).await;
+    let first = response_id(&turn_events(&mut ws).await);
+    send(
+        &mut ws,
+        create(json!([user(&"x".repeat(70_000))]), Some(&first)),
+    )
+    .await;
+    let events = turn_events(&mut ws).await;
+    assert_eq!(events.last().unwrap()["type"], "response.completed");
+    assert_eq!(close_code(&mut ws).await, 1000);
+}
+
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_closed() {
+    let (_mock, gw) = gateway(&[apikey("a", "tok-a")], "  stream_keepalive_interval: 5\n").await;
+    // A raw socket answers nothing: it gets pings, then a close.
+    let mut tcp = raw_socket(&gw).await;
+    let mut pings = 0;
+    let code = loop {
+        let mut head = [0u8; 2];
+        tokio::time::timeout(HUNG, tcp.read_exact(&mut head))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+        tcp.read_exact(&mut payload).await.unwrap();
+        match head[0] & 0x0f {
+            0x9 => pings += 1,
+            0x8 => break u16::from_be_bytes([payload[0], payload[1]]),
+            other => panic!("opcode {other}"),
+        }
+    };
+    assert_eq!((pings, code), (2, 1008));
+}
+
+#[tokio::test]
+async fn shutdown_closes_an_idle_socket_with_1001() {
+    let (_mock, mut gw) = gateway(&[apikey("a", "tok-a")], "").await;
+    let mut ws = connect(&gw).await;
+    send(&mut ws, create(json!([user("hi")]), None)).await;
+    turn_events(&mut ws).await;
+    gw.sigterm();
+    assert_eq!(close_code(&mut ws).await, 1001);
+    drop(ws);
+    assert!(gw.wait_exit().success());
+}
