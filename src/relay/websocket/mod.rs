@@ -60,7 +60,8 @@ mod close {
 /// Pings a client may leave unanswered in a row before the socket is closed.
 const MAX_UNANSWERED_PINGS: u32 = 2;
 
-/// Messages a client may send ahead while a turn runs (Codex sends one turn at a time).
+/// Messages a client may send ahead while a turn runs (Codex sends one turn at a time); their
+/// bytes together are bounded by `gateway.max_body_size` too.
 const MAX_QUEUED_MESSAGES: usize = 8;
 
 /// Request headers that belong to the upgrade, not to the turns relayed over it.
@@ -278,7 +279,11 @@ impl Session {
     /// A message that arrived during a turn: kept for after it.
     async fn client_during_turn(&mut self, message: Option<Result<Message, axum::Error>>) -> Flow {
         match self.classify(message) {
-            Client::Text(text) if self.queued.len() < MAX_QUEUED_MESSAGES => {
+            Client::Text(text)
+                if self.queued.len() < MAX_QUEUED_MESSAGES
+                    && self.queued.iter().map(|t| t.len()).sum::<usize>() + text.len()
+                        <= self.state.gateway.max_body_size =>
+            {
                 self.queued.push_back(text);
                 Flow::Open
             }
