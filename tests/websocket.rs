@@ -304,6 +304,17 @@ async fn the_upgrade_is_authenticated_like_http_on_every_responses_route() {
             "{path}"
         );
     }
+    // The upgrades have access lines of their own: the 101s and the refusals (written before
+    // the turns' usage lines, so they are read once those are).
+    gw.wait_for_usage(3).await;
+    let logs = gw.logs();
+    let upgrades = |status: &str| {
+        logs.iter()
+            .filter(|l| l.contains("\"method\":\"GET\"") && l.contains(status))
+            .count()
+    };
+    assert_eq!(upgrades("\"status\":101"), 3, "{logs:?}");
+    assert_eq!(upgrades("\"status\":401"), 3, "{logs:?}");
     // A plain GET is still refused as before.
     let plain = client()
         .get(format!("{}/v1/responses", gw.url))

@@ -80,8 +80,34 @@ const UPGRADE_HEADERS: &[header::HeaderName] = &[
     header::TRANSFER_ENCODING,
 ];
 
-/// `GET` on a Responses route: a WebSocket upgrade, else 405 as before.
+/// `GET` on a Responses route: a WebSocket upgrade, else 405 as before. Its access line says
+/// how the upgrade was answered (101, or the refusal); each turn writes its own.
 pub async fn upgrade(state: Arc<AppState>, request: http::Request<Body>) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path().to_owned();
+    let (response, key) = answer_upgrade(state.clone(), request).await;
+    if state.access_log {
+        crate::http::access::Access {
+            request_id: crate::http::access::NONE,
+            method: "GET",
+            route: &crate::http::access::route_of(&path),
+            status: response.status().as_u16(),
+            key: key.as_deref(),
+            account: None,
+            model: None,
+            started,
+            bytes: crate::http::access::body_len(&response),
+        }
+        .write();
+    }
+    response
+}
+
+/// The upgrade's answer, and the key's name once it is known.
+async fn answer_upgrade(
+    state: Arc<AppState>,
+    request: http::Request<Body>,
+) -> (Response, Option<String>) {
     let shape = ErrorShape::OpenAi;
     let (mut parts, _) = request.into_parts();
     let path = parts.uri.path().to_owned();
@@ -94,24 +120,28 @@ pub async fn upgrade(state: Arc<AppState>, request: http::Request<Body>) -> Resp
             method: parts.method.to_string(),
             path,
         };
-        return refusal.response(shape);
+        return (refusal.response(shape), None);
     }
     // Authenticated like HTTP, before the 101: a refused client gets the status and JSON body.
     let key = match state.keys.authenticate(&parts.headers) {
         Ok(key) => key,
-        Err(refusal) => return refusal.response(shape),
+        Err(refusal) => return (refusal.response(shape), None),
     };
+    let name = Some(key.name.clone());
     if key.platform != Endpoint::Responses.platform() {
         let refusal = Refusal::WrongPlatform {
             group: key.group.clone(),
             platform: key.platform,
             endpoint: Endpoint::Responses.as_str(),
         };
-        return refusal.response(shape);
+        return (refusal.response(shape), name);
     }
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
-        Err(rejection) => return Refusal::InvalidRequest(rejection.body_text()).response(shape),
+        Err(rejection) => {
+            let refusal = Refusal::InvalidRequest(rejection.body_text());
+            return (refusal.response(shape), name);
+        }
     };
     let limit = state.gateway.max_body_size;
     let mut headers = parts.headers;
@@ -133,7 +163,8 @@ pub async fn upgrade(state: Arc<AppState>, request: http::Request<Body>) -> Resp
     let peer = parts.extensions.get::<PeerAddr>().copied();
     // The session runs in axum's upgrade task; the token keeps shutdown waiting for it.
     let tracked = state.tasks.token();
-    ws.max_message_size(limit)
+    let response = ws
+        .max_message_size(limit)
         .max_frame_size(limit)
         // tungstenite's 128 KiB default read buffer was most of an idle socket's memory: 142 KiB
         // RSS per open idle socket with it, 18 KiB with 8 KiB (an idle HTTP keep-alive
@@ -157,7 +188,8 @@ pub async fn upgrade(state: Arc<AppState>, request: http::Request<Body>) -> Resp
             }
             .run()
             .await;
-        })
+        });
+    (response, name)
 }
 
 /// One open socket.
