@@ -605,13 +605,14 @@ async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
     let (mock, gw) = gateway(&[apikey("a", "tok-a")], "").await;
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    std::fs::write(
+    tokio::fs::write(
         home.path().join("config.toml"),
         format!(
             "model = \"gpt-5\"\nmodel_provider = \"subrelay\"\n\n[model_providers.subrelay]\nname = \"subrelay\"\nbase_url = \"{}/v1\"\nwire_api = \"responses\"\nenv_key = \"SUBRELAY_TEST_KEY\"\nsupports_websockets = true\n",
             gw.url
         ),
     )
+    .await
     .unwrap();
     let run = tokio::process::Command::new(&codex)
         .args(["exec", "--skip-git-repo-check", "say hi"])
