@@ -38,6 +38,27 @@ pub struct UsageRecord {
     /// Every account tried, in order, with its outcome.
     pub attempts: Vec<AttemptRecord>,
     pub client_disconnected: bool,
+    /// How the client reached the gateway: an HTTP request, or one turn of a WebSocket.
+    pub transport: Transport,
+}
+
+/// How a request reached the gateway; one usage row per HTTP request or per WebSocket turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Http,
+    /// One `response.create` turn of a Responses WebSocket (`relay::websocket`).
+    WebSocket,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::WebSocket => "websocket",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

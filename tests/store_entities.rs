@@ -95,6 +95,7 @@ fn usage(id: &str, key: &str, at_ms: i64, cost: f64) -> UsageRow {
         ttft_ms: Some(300),
         attempts: 1,
         client_disconnected: false,
+        transport: "http".to_owned(),
     }
 }
 

@@ -81,6 +81,8 @@ pub struct UsageRow {
     /// Accounts tried.
     pub attempts: i32,
     pub client_disconnected: bool,
+    /// `http`, or `websocket` for one turn of a Responses WebSocket.
+    pub transport: String,
 }
 
 impl From<store::UsageRow> for UsageRow {
@@ -107,6 +109,7 @@ impl From<store::UsageRow> for UsageRow {
             ttft_ms: r.ttft_ms,
             attempts: r.attempts,
             client_disconnected: r.client_disconnected,
+            transport: r.transport,
         }
     }
 }
@@ -283,6 +286,7 @@ mod tests {
             ttft_ms: Some(120),
             attempts: 1,
             client_disconnected: false,
+            transport: "http".to_owned(),
         };
         let before = serde_json::to_value(&stored).unwrap();
         assert_eq!(

@@ -120,6 +120,9 @@ pub struct GatewayConfig {
     pub orphan_read_timeout: Duration,
     /// After the client left, how many more bytes of the upstream are read for usage.
     pub orphan_read_max_bytes: usize,
+    /// What one Responses WebSocket keeps of its conversation (earlier turns' input and output
+    /// items) to rebuild a turn that names `previous_response_id`.
+    pub websocket_max_history_bytes: usize,
 }
 
 /// How subrelay reaches the providers.

@@ -91,6 +91,7 @@ pub struct RawGateway {
     pub max_event_bytes: i64,
     pub orphan_read_timeout: i64,
     pub orphan_read_max_bytes: i64,
+    pub websocket_max_history_bytes: i64,
 }
 
 impl Default for RawGateway {
@@ -118,6 +119,7 @@ impl Default for RawGateway {
             max_event_bytes: 16 * 1024 * 1024,
             orphan_read_timeout: 600,
             orphan_read_max_bytes: 64 * 1024 * 1024,
+            websocket_max_history_bytes: 32 * 1024 * 1024,
         }
     }
 }

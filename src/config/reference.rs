@@ -98,7 +98,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "gateway.stream_keepalive_interval",
         default: "10",
         allowed: "0 (off) or 5–30 seconds",
-        description: "Streaming requests: after this much silence (before the upstream answers, or between its events) a `: keepalive` SSE comment goes downstream.",
+        description: "Streaming requests: after this much silence (before the upstream answers, or between its events) a `: keepalive` SSE comment goes downstream. A Responses WebSocket gets a ping after this much silence instead (during a turn and between turns); a client that leaves two pings in a row unanswered is closed.",
     },
     KeyDoc {
         path: "gateway.stream_data_interval_timeout",
@@ -195,6 +195,12 @@ pub const KEYS: &[KeyDoc] = &[
         default: "16777216",
         allowed: "1024–1073741824 bytes",
         description: "Largest single event of an upstream stream, and largest preamble (events before the first output) held back. Beyond it the attempt fails over when the client has seen no output, else the stream ends in-protocol (`response.failed`, an Anthropic `error` event, a Chat error chunk).",
+    },
+    KeyDoc {
+        path: "gateway.websocket_max_history_bytes",
+        default: "33554432",
+        allowed: "65536–1073741824 bytes",
+        description: "What one Responses WebSocket keeps of its conversation (the input and output items of earlier turns) to rebuild the full request of a turn that sends only new items with `previous_response_id`. A turn that takes the history past it is answered in full, then the socket is closed (1000, the reason names this key): the client reconnects and sends its whole conversation on a new socket.",
     },
     KeyDoc {
         path: "gateway.orphan_read_timeout",

@@ -323,6 +323,12 @@ pub(super) fn gateway(raw: &RawGateway) -> Result<GatewayConfig, KeyError> {
             1024,
             GIB4,
         )? as usize,
+        websocket_max_history_bytes: in_range(
+            "gateway.websocket_max_history_bytes",
+            raw.websocket_max_history_bytes,
+            65_536,
+            1 << 30,
+        )? as usize,
     })
 }
 

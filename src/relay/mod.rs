@@ -24,6 +24,7 @@ mod outcome;
 pub mod probe;
 mod respond;
 pub mod route;
+pub mod websocket;
 pub mod writer;
 
 use std::sync::Arc;
@@ -43,7 +44,7 @@ use crate::pool::{Account, AccountId, Selection, StickyKey, Wanted};
 use crate::protocol::{Inspected, Protocol, TokenUsage, Wire};
 use crate::state::AppState;
 use crate::upstream::SESSION_HEADERS;
-use crate::usage::{AttemptRecord, UsageRecord};
+use crate::usage::{AttemptRecord, Transport, UsageRecord};
 use attempt::Attempted;
 use failure::AttemptFailure;
 use outcome::Ended;
@@ -130,6 +131,8 @@ pub struct RequestContext {
     /// The model the client asked for, when `groups[].model_fallback` replaced it in
     /// `inspected.model` (the body still names this one).
     pub requested_model: Option<String>,
+    /// HTTP, or one turn of a Responses WebSocket (a [`Transport`] extension on the request).
+    pub transport: Transport,
 }
 
 impl RequestContext {
@@ -271,6 +274,11 @@ pub async fn handle(
         key_slot: None,
         attempts: Vec::new(),
         requested_model: None,
+        transport: parts
+            .extensions
+            .get::<Transport>()
+            .copied()
+            .unwrap_or_default(),
     };
 
     // 4–7: admit, attempt loop, respond and record, in a task that outlives the answer's head.
@@ -794,6 +802,7 @@ fn usage_record(
         ttft_ms: first_output_at.map(|t| millis(t - ctx.started)),
         attempts,
         client_disconnected: writer.client_gone(),
+        transport: ctx.transport,
     }
 }
 

@@ -43,7 +43,10 @@ pub fn app(state: Arc<AppState>, console: Arc<crate::admin::dashboard::Console>)
     let mut router = Router::new();
     for prefix in RESPONSES_PREFIXES {
         router = router
-            .route(&format!("{prefix}/responses"), post(responses))
+            .route(
+                &format!("{prefix}/responses"),
+                post(responses).get(responses_websocket),
+            )
             .route(&format!("{prefix}/responses/compact"), post(compact));
     }
     router
@@ -59,6 +62,11 @@ pub fn app(state: Arc<AppState>, console: Arc<crate::admin::dashboard::Console>)
 
 async fn responses(State(state): State<Arc<AppState>>, request: Request) -> Response {
     handle(state, Endpoint::Responses, request).await
+}
+
+/// `GET` with `Upgrade: websocket`: Codex's Responses WebSocket (relay/websocket).
+async fn responses_websocket(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    crate::relay::websocket::upgrade(state, request).await
 }
 
 async fn compact(State(state): State<Arc<AppState>>, request: Request) -> Response {

@@ -9,7 +9,8 @@
 //! Every connection holds one of `server.max_connections` slots (shared by all workers); one
 //! accepted beyond them is closed at once, so those already open (a load balancer's `/healthz`
 //! included) keep being served. Its head and its idle time between requests are bounded by
-//! [`super::watchdog`].
+//! [`super::watchdog`]. A connection upgraded to a WebSocket keeps its slot (the socket holds
+//! it) until the socket closes; the head timeout applies to its upgrade request.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -156,12 +157,12 @@ async fn serve_connection(
     app: Router,
     stop: CancellationToken,
     policy: Arc<ConnectionPolicy>,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
 ) {
     // Every SSE event should leave at once, not wait for Nagle.
     let _ = tcp.set_nodelay(true);
     let activity = Activity::new();
-    let io = TokioIo::new(Watched::new(tcp, Arc::clone(&activity)));
+    let io = TokioIo::new(Watched::new(tcp, Arc::clone(&activity)).holding(slot));
     let router = TowerToHyperService::new(app);
     let body_read_timeout = policy.body_read_timeout;
     let service = {
@@ -185,7 +186,11 @@ async fn serve_connection(
         })
     };
     // No hyper timer: its header-read timeout would also be the idle timeout, see watchdog.
-    let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    // Upgrades on: a Responses WebSocket takes the socket (and its slot) over from hyper, and
+    // this future ends when the 101 went out.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades();
     let mut connection = std::pin::pin!(connection);
     let expired = activity.expired(policy.header_read_timeout, policy.idle_timeout);
     let mut expired = std::pin::pin!(expired);

@@ -117,6 +117,10 @@ pub struct Watched<T> {
     activity: Arc<Activity>,
     /// Our answer in place of hyper's automatic one, and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
+    /// The connection's `server.max_connections` slot, held by the socket itself: a connection
+    /// upgraded to a WebSocket leaves hyper (and `serve_connection`) but keeps its slot until the
+    /// socket closes.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<T> Watched<T> {
@@ -125,7 +129,14 @@ impl<T> Watched<T> {
             inner,
             activity,
             replacement: None,
+            _slot: None,
         }
+    }
+
+    /// Holds `slot` for as long as the socket lives.
+    pub fn holding(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        self._slot = Some(slot);
+        self
     }
 }
 

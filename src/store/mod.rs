@@ -151,6 +151,14 @@ pub struct UsageRow {
     /// Accounts tried.
     pub attempts: i32,
     pub client_disconnected: bool,
+    /// `http`, or `websocket` for one turn of a Responses WebSocket. Spool lines written before
+    /// the field existed read as `http`.
+    #[serde(default = "http_transport")]
+    pub transport: String,
+}
+
+fn http_transport() -> String {
+    "http".to_owned()
 }
 
 /// Which usage rows a query looks at. Times are unix milliseconds, `from` inclusive, `to`

@@ -247,6 +247,7 @@ fn usage_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UsageRow, sqlx::Error
         ttft_ms: row.try_get("ttft_ms")?,
         attempts: row.try_get("attempts")?,
         client_disconnected: row.try_get("client_disconnected")?,
+        transport: row.try_get("transport")?,
     })
 }
 
@@ -281,7 +282,7 @@ fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &UsageFilter) {
 
 /// Usage rows per INSERT: 21 columns each stays far below SQLite's 32,766 bound parameters.
 const USAGE_ROWS_PER_STATEMENT: usize = 200;
-const USAGE_COLUMNS: &str = "request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected, client_model";
+const USAGE_COLUMNS: &str = "request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected, client_model, transport";
 /// The text of the full-size insert, made once: sqlx's query builder formatted 4,000
 /// placeholders on every batch (2% of the instructions per request).
 static FULL_USAGE_INSERT: std::sync::LazyLock<String> =
@@ -654,7 +655,8 @@ impl Store for SqliteStore {
                         .bind(r.ttft_ms)
                         .bind(r.attempts)
                         .bind(r.client_disconnected)
-                        .bind(r.client_model.as_deref());
+                        .bind(r.client_model.as_deref())
+                        .bind(r.transport.as_str());
                 }
                 let done = insert
                     .persistent(full)
@@ -790,6 +792,7 @@ mod tests {
             ttft_ms: None,
             attempts: 1,
             client_disconnected: false,
+            transport: "http".to_owned(),
         }
     }
 

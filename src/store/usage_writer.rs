@@ -207,6 +207,7 @@ impl StoreUsageSink {
             ttft_ms: record.ttft_ms.map(count),
             attempts: i32::try_from(record.attempts.len()).unwrap_or(i32::MAX),
             client_disconnected: record.client_disconnected,
+            transport: record.transport.as_str().to_owned(),
         }
     }
 

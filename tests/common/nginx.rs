@@ -1,5 +1,6 @@
 //! A real nginx in front of the gateway, started per test on a free port with its own config:
-//! default `proxy_buffering` (on), upstream HTTP/1.1, and a short `proxy_read_timeout`.
+//! default `proxy_buffering` (on), upstream HTTP/1.1, WebSocket upgrades passed on (README's
+//! `map $http_upgrade`), and a short `proxy_read_timeout`.
 
 #![allow(
     clippy::disallowed_methods,
@@ -53,12 +54,14 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     upstream subrelay {{ server {upstream}; keepalive 16; }}
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
             proxy_pass http://subrelay;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
             proxy_read_timeout {read_timeout_secs}s;
         }}
     }}

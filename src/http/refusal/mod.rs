@@ -80,6 +80,11 @@ pub enum Refusal {
         /// The API the request was to be translated for (`responses`, `chat`, `messages`).
         upstream: &'static str,
     },
+    /// A Responses WebSocket turn named a `previous_response_id` the socket does not remember
+    /// (relay/websocket).
+    PreviousResponseNotFound {
+        id: String,
+    },
     // --- routing (http/mod.rs, relay/mod.rs) ---
     UnknownRoute {
         method: String,
@@ -201,6 +206,7 @@ impl Refusal {
             | Refusal::BadEncoding { .. }
             | Refusal::InvalidRequest(_)
             | Refusal::Untranslatable { .. }
+            | Refusal::PreviousResponseNotFound { .. }
             | Refusal::AdminBadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::InflateFailed | Refusal::RelayFailed => StatusCode::INTERNAL_SERVER_ERROR,
@@ -247,6 +253,7 @@ impl Refusal {
             | Refusal::BadEncoding { .. }
             | Refusal::InvalidRequest(_)
             | Refusal::Untranslatable { .. }
+            | Refusal::PreviousResponseNotFound { .. }
             | Refusal::UnknownRoute { .. }
             | Refusal::MethodNotAllowed { .. }
             | Refusal::NoChatAccount { .. }
@@ -290,6 +297,7 @@ impl Refusal {
             Refusal::ApiKeyExpired => "api_key_expired",
             Refusal::BodyTooLarge { .. } => "request_too_large",
             Refusal::BodyTimeout { .. } => "request_timeout",
+            Refusal::PreviousResponseNotFound { .. } => "previous_response_not_found",
             Refusal::UnknownRoute { .. } => "unknown_route",
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
             Refusal::WrongPlatform { .. } => "route_not_served_by_key_group",
@@ -389,6 +397,11 @@ impl Refusal {
             }
             Refusal::UnknownRoute { method, path } => {
                 return Cow::Owned(format!("no route for {method} {path}"))
+            }
+            Refusal::PreviousResponseNotFound { id } => {
+                return Cow::Owned(format!(
+                    "previous_response_id {id:?} is not a response of this WebSocket: a socket continues only the responses it answered itself; send the whole conversation without previous_response_id"
+                ))
             }
             Refusal::MethodNotAllowed { method, path } => {
                 return Cow::Owned(format!("{method} is not allowed on {path}"))

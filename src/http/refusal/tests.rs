@@ -48,6 +48,7 @@ fn table() -> Vec<Row> {
         (Refusal::BadEncoding { codec: "gzip", detail: s("bad header") }, 400, "invalid_request_error", None, s("the request body is not valid gzip: bad header"), None),
         (Refusal::InflateFailed, 500, "server_error", None, s("could not decompress the request body (the gateway is shutting down)"), None),
         (Refusal::InvalidRequest(s("missing model")), 400, "invalid_request_error", None, s("missing model"), None),
+        (Refusal::PreviousResponseNotFound { id: s("resp_1") }, 400, "invalid_request_error", Some("previous_response_not_found"), s("previous_response_id \"resp_1\" is not a response of this WebSocket: a socket continues only the responses it answered itself; send the whole conversation without previous_response_id"), None),
         (Refusal::UnknownRoute { method: s("GET"), path: s("/nope") }, 404, "invalid_request_error", Some("unknown_route"), s("no route for GET /nope"), None),
         (Refusal::MethodNotAllowed { method: s("GET"), path: s("/v1/messages") }, 405, "invalid_request_error", Some("method_not_allowed"), s("GET is not allowed on /v1/messages"), None),
         (Refusal::WrongPlatform { group: s("g"), platform: Platform::Anthropic, endpoint: "responses" }, 404, "not_found_error", Some("route_not_served_by_key_group"), s("this API key's group 'g' is served by anthropic accounts, which cannot serve responses; use /v1/messages"), None),
@@ -118,6 +119,7 @@ fn has_a_row(refusal: &Refusal) {
         | Refusal::BadEncoding { .. }
         | Refusal::InflateFailed
         | Refusal::InvalidRequest(_)
+        | Refusal::PreviousResponseNotFound { .. }
         | Refusal::UnknownRoute { .. }
         | Refusal::MethodNotAllowed { .. }
         | Refusal::WrongPlatform { .. }

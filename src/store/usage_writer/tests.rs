@@ -36,6 +36,7 @@ fn record(n: usize) -> UsageRecord {
         ttft_ms: None,
         attempts: Vec::new(),
         client_disconnected: false,
+        transport: crate::usage::Transport::Http,
     }
 }
 

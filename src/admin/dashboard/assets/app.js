@@ -768,6 +768,7 @@ async function usage() {
       el("td", {}, r.key),
       el("td", {}, r.account || "—"),
       el("td", {}, r.model),
+      el("td", {}, r.transport === "websocket" ? "WebSocket" : "HTTP"),
       el("td", {}, `${r.status} ${r.success ? "ok" : "failed"}`),
       el("td", {}, num(r.input_tokens)),
       el("td", {}, num(r.output_tokens)),
@@ -803,14 +804,14 @@ async function usage() {
       el(
         "table",
         { id: "usage-table" },
-        el("thead", {}, el("tr", {}, ["Time", "Key", "Account", "Model", "Status", "Input tokens", "Output tokens", "Cost", "Duration"].map((h) => el("th", {}, h)))),
+        el("thead", {}, el("tr", {}, ["Time", "Key", "Account", "Model", "Via", "Status", "Input tokens", "Output tokens", "Cost", "Duration"].map((h) => el("th", {}, h)))),
         el("tbody", {}, rows),
       ),
     ),
   ];
 }
 
-const CSV_COLUMNS = ["request_id", "at_ms", "key", "account", "endpoint", "model", "stream", "status", "success", "input_tokens", "cached_input_tokens", "cache_creation_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "priced", "duration_ms", "ttft_ms", "attempts", "client_disconnected"];
+const CSV_COLUMNS = ["request_id", "at_ms", "key", "account", "endpoint", "model", "stream", "status", "success", "input_tokens", "cached_input_tokens", "cache_creation_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "priced", "duration_ms", "ttft_ms", "attempts", "client_disconnected", "transport"];
 
 // A text cell starting with = + - @ tab or CR would be a live formula in a spreadsheet (a model
 // name `=HYPERLINK(...)` from any API key): prefixed with ' as OWASP advises. Numbers stay.
