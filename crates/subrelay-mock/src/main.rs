@@ -4,6 +4,11 @@
 //! library docs). The first stdout line announces the URL so a script can wait for it and parse
 //! it; nothing is logged per request because this process is the baseline benchmarks subtract.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the mock's binary reads and writes its certificate files at start-up"
+)]
+
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

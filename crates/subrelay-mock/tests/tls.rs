@@ -2,6 +2,10 @@
 //! refused certificate recorded with its alert, a GOAWAY that sends new requests to a new
 //! connection, and a refused stream.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use serde_json::json;
