@@ -303,6 +303,12 @@ fn reference(protocol: Protocol, v: &Value) -> Option<Expected> {
             Some(_) => return None,
         },
         Protocol::Chat => {
+            // OpenAI's Chat API takes a `prompt_cache_key` too (the conversation's identity).
+            match object.get("prompt_cache_key") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(k)) => expected.2 = Some(k.clone()),
+                Some(_) => return None,
+            }
             let include_usage = one_field(object.get("stream_options"), "include_usage")?;
             expected.4 = match include_usage {
                 None | Some(Value::Null) => false,

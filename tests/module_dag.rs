@@ -33,19 +33,6 @@ fn top_level_modules_form_a_dag() {
     assert!(cycles.is_empty(), "{}", describe(&graph, &cycles));
 }
 
-/// Prints every cycle of a source tree: `MODULE_DAG_SRC=/path/to/src cargo
-/// test --test module_dag -- --ignored --nocapture` (measures another tree, e.g. before a change).
-#[test]
-#[ignore = "a report, not a check"]
-fn report_cycles() {
-    let src = std::env::var_os("MODULE_DAG_SRC").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-        PathBuf::from,
-    );
-    let graph = crate_graph(&src);
-    println!("{}", describe(&graph, &cycles(&graph)));
-}
-
 /// Positive control: the cycle finder finds a cycle in a hand-made graph, and none in its DAG.
 #[test]
 fn cycle_finder_finds_a_hand_made_cycle() {
