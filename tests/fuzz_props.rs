@@ -296,19 +296,18 @@ fn reference(protocol: Protocol, v: &Value) -> Option<Expected> {
     };
     let stream = optional_bool("stream", object)?;
     let mut expected = (model, stream, None, None, false);
-    match protocol {
-        Protocol::Responses => match object.get("prompt_cache_key") {
+    // OpenAI's Responses and Chat APIs both take a `prompt_cache_key` (the conversation's
+    // identity).
+    if matches!(protocol, Protocol::Responses | Protocol::Chat) {
+        match object.get("prompt_cache_key") {
             None | Some(Value::Null) => {}
             Some(Value::String(k)) => expected.2 = Some(k.clone()),
             Some(_) => return None,
-        },
+        }
+    }
+    match protocol {
+        Protocol::Responses => {}
         Protocol::Chat => {
-            // OpenAI's Chat API takes a `prompt_cache_key` too (the conversation's identity).
-            match object.get("prompt_cache_key") {
-                None | Some(Value::Null) => {}
-                Some(Value::String(k)) => expected.2 = Some(k.clone()),
-                Some(_) => return None,
-            }
             let include_usage = one_field(object.get("stream_options"), "include_usage")?;
             expected.4 = match include_usage {
                 None | Some(Value::Null) => false,

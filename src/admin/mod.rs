@@ -91,7 +91,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     ) -> Result<Self, Self::Rejection> {
         if !parts.headers.contains_key(http::header::AUTHORIZATION) {
             admin_on(state).map_err(IntoResponse::into_response)?;
-            let console = parts.extensions.get::<Arc<dashboard::Console>>().cloned();
+            let console = parts.extensions.get::<Arc<dashboard::Console>>();
             if let Some(outcome) = console.and_then(|console| {
                 dashboard::authorize_session(&console.sessions, &parts.method, &parts.headers)
             }) {

@@ -430,8 +430,7 @@ impl Pool {
     pub fn has_room(&self, wanted: &Wanted<'_>) -> bool {
         let now = Instant::now();
         Self::members(&self.accounts(), wanted.group, wanted.platform)
-            .filter(|a| wanted.protocols.iter().any(|p| a.spec.speaks(*p)))
-            .filter(|a| a.serves_model(wanted.model) && !wanted.tried.contains(&a.id))
+            .filter(|a| Self::eligible(a, wanted) && !wanted.tried.contains(&a.id))
             .any(|a| {
                 let (availability, _, used) = a.snapshot(now);
                 availability == Availability::Ready && !self.over_reserve(used)

@@ -146,11 +146,11 @@ async fn send(
 
     // send — the wait is real from here on, so keepalive may start
     let since_send = Instant::now();
-    let limit = state.gateway().response_header_timeout;
+    let limit = ctx.gateway.response_header_timeout;
     // A streaming client's first output is due `gateway.first_token_timeout` after the send:
     // headers that have not come by then are no output either.
-    let first_token = state
-        .gateway()
+    let first_token = ctx
+        .gateway
         .first_token_timeout
         .filter(|_| ctx.client_streams())
         .map(|after| respond::FirstToken {

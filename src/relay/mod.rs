@@ -36,6 +36,7 @@ use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::config::GatewayConfig;
 use crate::domain::Platform;
 use crate::http::auth::ApiKey;
 use crate::http::body::read_body;
@@ -104,6 +105,9 @@ impl Endpoint {
 
 /// Everything one request carries through the phases.
 pub struct RequestContext {
+    /// `gateway.*` as it was when the request came in: a configuration reload applies to the
+    /// next request, never halfway through this one (and no stream chunk reads the live value).
+    pub gateway: Arc<GatewayConfig>,
     /// The request's path, kept for the access log (`None` when `log.access` is off).
     pub route: Option<String>,
     pub id: String,
@@ -234,8 +238,9 @@ pub async fn handle(
         return refuse(refusal, Some(&key), None);
     }
 
-    // 3. inspect
-    let body = match read_body(body, &parts.headers, state.gateway().max_body_size).await {
+    // 3. inspect (`gateway.*` read once: a reload applies to the next request)
+    let gateway = state.gateway();
+    let body = match read_body(body, &parts.headers, gateway.max_body_size).await {
         Ok(body) => body,
         Err(error) => return refuse(error, Some(&key), None),
     };
@@ -258,6 +263,7 @@ pub async fn handle(
         .flatten()
         .map(|session| StickyKey::new(&key.id, session));
     let ctx = RequestContext {
+        gateway,
         id,
         route,
         started,
@@ -283,14 +289,14 @@ pub async fn handle(
 
     // 4–7: admit, attempt loop, respond and record, in a task that outlives the answer's head.
     let (mode, keepalive) = if ctx.client_streams() {
-        (BodyMode::Sse, state.gateway().stream_keepalive_interval)
+        (BodyMode::Sse, ctx.gateway.stream_keepalive_interval)
     } else if endpoint == Endpoint::Compact {
         (
             BodyMode::Json,
-            state.gateway().compact_nonstream_keepalive_interval,
+            ctx.gateway.compact_nonstream_keepalive_interval,
         )
     } else {
-        (BodyMode::Json, state.gateway().nonstream_keepalive_interval)
+        (BodyMode::Json, ctx.gateway.nonstream_keepalive_interval)
     };
     let (writer, head) = DownstreamWriter::new(mode, keepalive, &ctx.id);
     // The request head's header values share hyper's read buffer; held until the answer's head,
@@ -485,7 +491,7 @@ async fn attempt_loop(
     // The last usage a failed stream reported: recorded if no attempt answers.
     let mut usage = TokenUsage::default();
     loop {
-        if tried.len() > state.gateway().max_account_switches {
+        if tried.len() > ctx.gateway.max_account_switches {
             break;
         }
         fall_back_if_no_room(state, ctx, &tried);

@@ -13,6 +13,7 @@ use super::failure::AttemptFailure;
 use super::route::{Direction, Route};
 use super::writer::DownstreamWriter;
 use super::{Outcome, RequestContext};
+use crate::config::GatewayConfig;
 use crate::protocol::responses::{self, Aggregator};
 use crate::protocol::sse::SseScanner;
 use crate::protocol::{EventRole, Protocol, StreamWatch, Terminal, TokenUsage, Wire};
@@ -120,10 +121,10 @@ impl Orphan {
         state: &AppState,
         writer: &mut DownstreamWriter,
         body: &mut upstream::Body,
-        request_id: &str,
+        ctx: &RequestContext,
         first_token: Option<FirstToken>,
     ) -> Result<Option<Bytes>, ReadError> {
-        let idle = idle_limit(state, writer);
+        let idle = idle_limit(&ctx.gateway, writer);
         if !writer.client_gone() {
             // Inside `wait`, so keepalives go on until the deadline.
             return writer
@@ -132,12 +133,12 @@ impl Orphan {
         }
         let since = *self.since.get_or_insert_with(|| {
             tracing::info!(
-                request_id,
+                request_id = %ctx.id,
                 "the client went away; reading the upstream on for its usage (within gateway.orphan_read_timeout and gateway.orphan_read_max_bytes)"
             );
             Instant::now()
         });
-        let deadline = since + state.gateway().orphan_read_timeout;
+        let deadline = since + ctx.gateway.orphan_read_timeout;
         let read = tokio::select! {
             read = tokio::time::timeout_at(deadline, next_chunk(body, idle)) => read,
             () = state.shutdown.cancelled() => {
@@ -147,7 +148,7 @@ impl Orphan {
         let chunk = read.map_err(|_| ReadError::Orphan("gateway.orphan_read_timeout"))??;
         if let Some(chunk) = &chunk {
             self.bytes += chunk.len();
-            if self.bytes > state.gateway().orphan_read_max_bytes {
+            if self.bytes > ctx.gateway.orphan_read_max_bytes {
                 return Err(ReadError::Orphan("gateway.orphan_read_max_bytes"));
             }
         }
@@ -198,8 +199,8 @@ async fn next_chunk(
     }
 }
 
-fn idle_limit(state: &AppState, writer: &DownstreamWriter) -> Option<Duration> {
-    let configured = state.gateway().stream_data_interval_timeout;
+fn idle_limit(gateway: &GatewayConfig, writer: &DownstreamWriter) -> Option<Duration> {
+    let configured = gateway.stream_data_interval_timeout;
     if writer.client_gone() {
         Some(configured.unwrap_or(ORPHAN_IDLE_LIMIT))
     } else {
@@ -228,17 +229,14 @@ async fn stream_through(
     let mut orphan = Orphan::default();
     // Set when the first real event goes out; from then on no other account may answer.
     let mut first_output_at: Option<Instant> = None;
-    let max_event = state.gateway().max_event_bytes;
+    let max_event = ctx.gateway.max_event_bytes;
     // The start of an event still arriving, not yet written: the client only ever gets whole
     // events, so an in-protocol failure written after them is an event of its own.
     let mut unsent = BytesMut::new();
     loop {
         // Until the first real output, by the first-token deadline if there is one.
         let deadline = first_token.filter(|_| first_output_at.is_none());
-        let chunk = match orphan
-            .next(state, writer, &mut body, &ctx.id, deadline)
-            .await
-        {
+        let chunk = match orphan.next(state, writer, &mut body, ctx, deadline).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => {
@@ -420,8 +418,8 @@ async fn collect_response(
 ) -> Result<(HeaderMap, Bytes, TokenUsage), AttemptFailure> {
     let headers = client_headers(response.headers(), "application/json");
     let mut body = body_of(response);
-    let limit = state.gateway().upstream_response_read_max_bytes;
-    let max_event = state.gateway().max_event_bytes;
+    let limit = ctx.gateway.upstream_response_read_max_bytes;
+    let max_event = ctx.gateway.max_event_bytes;
     let mut scanner = SseScanner::new();
     let mut aggregator = Aggregator::default();
     let mut terminal: Option<(Terminal, Option<TokenUsage>)> = None;
@@ -430,7 +428,7 @@ async fn collect_response(
     let mut read = 0usize;
     let mut orphan = Orphan::default();
     loop {
-        let chunk = match orphan.next(state, writer, &mut body, &ctx.id, None).await {
+        let chunk = match orphan.next(state, writer, &mut body, ctx, None).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => return Err(error.into_failure()),
@@ -503,11 +501,11 @@ async fn collect_json(
         headers.insert(CONTENT_TYPE, detached(ct));
     }
     let mut body = body_of(response);
-    let limit = state.gateway().upstream_response_read_max_bytes;
+    let limit = ctx.gateway.upstream_response_read_max_bytes;
     let mut collected = BytesMut::new();
     let mut orphan = Orphan::default();
     loop {
-        match orphan.next(state, writer, &mut body, &ctx.id, None).await {
+        match orphan.next(state, writer, &mut body, ctx, None).await {
             Ok(Some(chunk)) => {
                 if collected.len() + chunk.len() > limit {
                     return Err(AttemptFailure::bad_answer(format!(
@@ -590,10 +588,10 @@ async fn stream_translated(
     let mut held = BytesMut::new();
     let mut orphan = Orphan::default();
     let mut first_output_at: Option<Instant> = None;
-    let max_event = state.gateway().max_event_bytes;
+    let max_event = ctx.gateway.max_event_bytes;
     loop {
         // `gateway.first_token_timeout` is not applied to translated streams (yet).
-        let chunk = match orphan.next(state, writer, &mut body, &ctx.id, None).await {
+        let chunk = match orphan.next(state, writer, &mut body, ctx, None).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => {
