@@ -16,7 +16,7 @@ use crate::state::AppState;
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AccountList {
     /// The pool's accounts as they run now: state, cooldown (until when, why), in flight,
-    /// token expiry, last error, quota.
+    /// token expiry, last error, quota, the last 5 minutes' outcomes (`performance`).
     #[schema(value_type = Vec<Object>)]
     pub accounts: Vec<serde_json::Value>,
     /// Every stored account (config and admin-created); admin-created ones join the pool at
@@ -34,9 +34,9 @@ pub struct AccountList {
 pub async fn list_accounts(_: Admin, State(state): State<Arc<AppState>>) -> Response {
     let accounts = state
         .pool
-        .accounts()
+        .views()
         .iter()
-        .map(|a| serde_json::to_value(a.view()).unwrap_or_default())
+        .map(|v| serde_json::to_value(v).unwrap_or_default())
         .collect();
     let stored = match state.store.list_accounts().await {
         Ok(records) => records.iter().map(stored_view).collect(),
@@ -63,7 +63,7 @@ pub async fn reset_account(
     };
     account.reset();
     tracing::info!(account = %name, "account reset by the admin API");
-    Json(json!({ "account": account.view() })).into_response()
+    Json(json!({ "account": state.pool.view(&account) })).into_response()
 }
 
 /// Probes the account now with its platform's cheapest request (the model list; a token count
@@ -88,7 +88,7 @@ pub async fn test_account(
         .probe_interval
         .unwrap_or(std::time::Duration::from_secs(60));
     let probe = crate::relay::probe::probe(&state, &account, extend).await;
-    Json(json!({ "probe": probe, "account": account.view() })).into_response()
+    Json(json!({ "probe": probe, "account": state.pool.view(&account) })).into_response()
 }
 
 /// Refreshes a sign-in account's token now.
@@ -113,7 +113,7 @@ pub async fn refresh_account(
         return Refusal::NoRefreshToken { account: name }.into_response();
     }
     match crate::store::tokens::refresh_account(state.tokens(), &account, None).await {
-        Ok(_) => Json(json!({ "account": account.view() })).into_response(),
+        Ok(_) => Json(json!({ "account": state.pool.view(&account) })).into_response(),
         Err(e) => Refusal::RefreshFailed(e.to_string()).into_response(),
     }
 }

@@ -162,7 +162,11 @@ pub fn table(accounts: &[AccountView]) -> String {
                 a.name.clone(),
                 a.platform.to_string(),
                 a.kind.to_string(),
-                a.state.clone(),
+                if a.performance.demoted {
+                    format!("{} (demoted)", a.state)
+                } else {
+                    a.state.clone()
+                },
                 cooldown,
                 format!("{}/{limit}", a.in_flight),
                 a.token_expires_at.clone().unwrap_or_else(|| "-".to_owned()),

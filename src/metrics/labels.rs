@@ -25,6 +25,11 @@ pub(super) struct AttemptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct AccountLabels {
+    pub account: Arc<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct AccountStateLabels {
     pub account: Arc<String>,
     pub state: &'static str,

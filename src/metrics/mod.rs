@@ -26,7 +26,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::protocol::{Protocol, TokenUsage};
-use labels::{AccountStateLabels, AttemptLabels, Interned, OutcomeLabels, RequestLabels};
+use labels::{
+    AccountLabels, AccountStateLabels, AttemptLabels, Interned, OutcomeLabels, RequestLabels,
+};
 pub use scrape::{serve, PoolReading, ReadPool};
 
 /// The protocol label of a request no route took.
@@ -43,6 +45,7 @@ pub struct Metrics {
     attempts: Family<AttemptLabels, Counter>,
     failovers: PerProtocol<Counter>,
     account_state: Family<AccountStateLabels, Gauge>,
+    account_demoted: Family<AccountLabels, Gauge>,
     /// `input`, `cached_input`, `output`, `reasoning`.
     tokens: [Counter; 4],
     cost: Counter<f64, AtomicU64>,
@@ -153,6 +156,12 @@ impl Metrics {
             "1 for the account's current state (available, cooling, disabled), 0 for the others; read at scrape",
             account_state.clone(),
         );
+        let account_demoted = Family::<AccountLabels, Gauge>::default();
+        registry.register(
+            "subrelay_account_demoted",
+            "1 when the account was far worse than the others of its groups over the last 5 minutes (error rate or time to first token) and is ranked after them, else 0; read at scrape",
+            account_demoted.clone(),
+        );
         let token_family = Family::<labels::DirectionLabels, Counter>::default();
         let tokens = TOKEN_DIRECTIONS.map(|direction| {
             token_family.get_or_create_owned(&labels::DirectionLabels { direction })
@@ -230,6 +239,7 @@ impl Metrics {
             attempts,
             failovers,
             account_state,
+            account_demoted,
             tokens,
             cost,
             in_flight,

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use super::labels::AccountStateLabels;
+use super::labels::{AccountLabels, AccountStateLabels};
 use super::Metrics;
 
 /// The states `subrelay_account_state` shows; `busy` (all slots taken) counts as available.
@@ -18,11 +18,12 @@ const STATES: [&str; 3] = ["available", "cooling", "disabled"];
 /// accounts would be needed to reach it).
 const MAX_EXPOSITION: usize = 8 * 1024 * 1024;
 
-/// The pool as it is when scraped: requests waiting for a slot, and each account's name and state
-/// (`available`, `busy`, `cooling` or `disabled`, as the pool's account view says).
+/// The pool as it is when scraped: requests waiting for a slot, and each account's name, state
+/// (`available`, `busy`, `cooling` or `disabled`, as the pool's account view says) and whether it
+/// is demoted (far worse than its peers lately: ranked after them).
 pub struct PoolReading {
     pub waiting: usize,
-    pub accounts: Vec<(String, String)>,
+    pub accounts: Vec<(String, String, bool)>,
 }
 
 /// Reads the pool at scrape time (the server gives it; metrics knows nothing of the pool).
@@ -103,12 +104,19 @@ impl Scraper {
         metrics.queue_waiting.set(i64_of(pool.waiting));
         // Rebuilt whole, so an account the admin API removed disappears.
         metrics.account_state.clear();
-        for (name, state) in &pool.accounts {
+        metrics.account_demoted.clear();
+        for (name, state, demoted) in &pool.accounts {
             let current = match state.as_str() {
                 "busy" => "available",
                 other => other,
             };
             let name = metrics.names.get(name);
+            metrics
+                .account_demoted
+                .get_or_create(&AccountLabels {
+                    account: Arc::clone(&name),
+                })
+                .set(i64::from(*demoted));
             for state in STATES {
                 metrics
                     .account_state

@@ -10,6 +10,7 @@ use super::cooldown::{
     AccountEffect, CooldownPolicy, CooldownReason, STRIKE_WINDOW, TRANSIENT_STRIKES,
 };
 use super::credentials::Credentials;
+use super::performance::{OutcomeWindow, Performance, PerformanceView};
 use super::quota::{Headroom, QuotaSnapshot};
 use super::AccountId;
 use crate::domain::{AccountKind, AccountSpec, Platform};
@@ -51,6 +52,9 @@ struct Health {
     /// Transient failures in a row (see [`super::cooldown`]), and when the last one was.
     strikes: u32,
     last_strike: Option<Instant>,
+    /// Answers, upstream failures and times to first token of the last minutes
+    /// ([`super::performance`]).
+    window: OutcomeWindow,
 }
 
 /// A health probe's result, as the admin API and the dashboard show it.
@@ -115,18 +119,23 @@ impl Account {
     }
 
     pub fn availability(&self, now: Instant) -> Availability {
-        self.snapshot(now).0
+        self.health.read(|health| Self::available(health, now))
     }
 
-    /// Availability, last use and the tightest usage window's percent used, under one lock.
-    pub(super) fn snapshot(&self, now: Instant) -> (Availability, Option<Instant>, f64) {
-        self.health.read(|health| {
-            (
-                Self::available(health, now),
-                health.last_used,
-                health.headroom.used(now),
-            )
+    /// Availability, last use, the tightest usage window's percent used and the recent
+    /// outcomes, under one lock.
+    pub(super) fn snapshot(&self, now: Instant) -> Snapshot {
+        self.health.read(|health| Snapshot {
+            availability: Self::available(health, now),
+            last_used: health.last_used,
+            used: health.headroom.used(now),
+            performance: health.window.summary(now),
         })
+    }
+
+    /// The recent outcomes ([`super::performance`]).
+    pub fn performance(&self, now: Instant) -> Performance {
+        self.health.read(|health| health.window.summary(now))
     }
 
     /// The tightest usage window's percent used, as selection sees it (0 when unknown).
@@ -154,6 +163,7 @@ impl Account {
             .map(|lease| AccountSlot {
                 account: Arc::clone(self),
                 _lease: lease,
+                demoted: false,
             })
     }
 
@@ -186,6 +196,10 @@ impl Account {
             return;
         }
         let now = Instant::now();
+        if effect.is_transient() {
+            // The upstream's fault: it counts against the account's error rate.
+            health.window.record_failure(now);
+        }
         if effect.is_transient() && !Self::strike(health, now) {
             return;
         }
@@ -222,21 +236,32 @@ impl Account {
         });
     }
 
-    /// A successful answer: the account is healthy, its quota is what the answer says, and a
-    /// rate limit it was still marked with is stale.
-    pub fn note_success(&self, quota: Option<QuotaSnapshot>) {
+    /// A successful answer (`ttft` after the send, if known): the account is healthy, its
+    /// quota is what the answer says, a rate limit it was still marked with is stale, and the
+    /// answer counts in its window ([`super::performance`]).
+    pub fn note_answer(&self, quota: Option<QuotaSnapshot>, ttft: Option<Duration>) {
         self.health.update(|health| {
-            health.last_error = None;
-            health.strikes = 0;
-            if health.cooldown_reason == Some(CooldownReason::RateLimited) {
-                health.cooldown_until = None;
-                health.cooldown_reason = None;
-            }
-            if let Some(quota) = quota {
-                health.headroom = Headroom::of(&quota, SystemTime::now(), Instant::now());
-                health.quota = Some(quota);
-            }
+            health.window.record_success(Instant::now(), ttft);
+            Self::succeed(health, quota);
         });
+    }
+
+    /// What a success says, without counting an answer (a quota restored at start).
+    pub fn note_success(&self, quota: Option<QuotaSnapshot>) {
+        self.health.update(|health| Self::succeed(health, quota));
+    }
+
+    fn succeed(health: &mut Health, quota: Option<QuotaSnapshot>) {
+        health.last_error = None;
+        health.strikes = 0;
+        if health.cooldown_reason == Some(CooldownReason::RateLimited) {
+            health.cooldown_until = None;
+            health.cooldown_reason = None;
+        }
+        if let Some(quota) = quota {
+            health.headroom = Headroom::of(&quota, SystemTime::now(), Instant::now());
+            health.quota = Some(quota);
+        }
     }
 
     /// A health probe's result: a pass clears a cooldown for an error and a runtime disable (a
@@ -264,7 +289,8 @@ impl Account {
         }
     }
 
-    /// Clears a cooldown and a runtime disable (`subrelay accounts reset`).
+    /// Clears a cooldown, a runtime disable and the recent outcomes (`subrelay accounts
+    /// reset`: a demoted account is back in full preference).
     pub fn reset(&self) {
         self.health.update(|health| {
             health.cooldown_until = None;
@@ -272,6 +298,7 @@ impl Account {
             health.disabled = None;
             health.last_error = None;
             health.strikes = 0;
+            health.window.clear();
         });
         // Usable again: requests waiting for a slot look again.
         self.changed.notify();
@@ -304,8 +331,9 @@ impl Account {
         lasting
     }
 
-    /// The account's state for people: the admin API and `subrelay accounts`.
-    pub fn view(&self) -> AccountView {
+    /// The account's state for people: the admin API and `subrelay accounts`. `performance`
+    /// is judged against its peers by the pool ([`super::Pool::views`]).
+    pub(super) fn view(&self, performance: PerformanceView) -> AccountView {
         let now = Instant::now();
         let wall = SystemTime::now();
         let availability = self.availability(now);
@@ -356,8 +384,18 @@ impl Account {
             last_probe,
             groups: self.spec.groups.clone(),
             priority: self.spec.priority,
+            performance,
         }
     }
+}
+
+/// What selection reads of an account's health, under one lock.
+pub(super) struct Snapshot {
+    pub availability: Availability,
+    pub last_used: Option<Instant>,
+    /// The tightest usage window's percent used.
+    pub used: f64,
+    pub performance: Performance,
 }
 
 /// What of an account's health is kept across restarts: a runtime disable with its reason, a
@@ -392,6 +430,10 @@ pub struct AccountView {
     pub last_probe: Option<ProbeRecord>,
     pub groups: Vec<String>,
     pub priority: i32,
+    /// The last 5 minutes: attempts, success rate, median time to first token, and whether the
+    /// account is far worse than the others of its groups (then ranked after them).
+    #[serde(default)]
+    pub performance: PerformanceView,
 }
 
 /// A request's hold on one account. Dropping it gives the concurrency slot (its lease) back and
@@ -399,10 +441,18 @@ pub struct AccountView {
 pub struct AccountSlot {
     account: Arc<Account>,
     _lease: Lease,
+    /// Whether selection found the account far worse than the other candidates.
+    pub(super) demoted: bool,
 }
 
 impl AccountSlot {
     pub fn account(&self) -> &Arc<Account> {
         &self.account
+    }
+
+    /// Whether selection found the account far worse than the other candidates (a new
+    /// conversation is then not bound to it: [`super::Pool::keep_sticky`]).
+    pub fn demoted(&self) -> bool {
+        self.demoted
     }
 }

@@ -14,14 +14,18 @@
 //!
 //! Order of selection: the conversation's sticky binding ([`sticky`]), then accounts speaking the
 //! client's API natively (before those a translating group translates for), then lowest
-//! `priority`, then quota (an account over `gateway.quota_reserve_percent` last, then the most
-//! room in the tightest usage window, in steps of [`QUOTA_STEP`] points), then lowest load (in
-//! flight ÷ concurrency), then least recently used; ties at random. A binding to an account over
-//! its reserve moves when another account has room.
+//! `priority`, then quota (an account over `gateway.quota_reserve_percent` last), then recent
+//! outcomes (an account far worse than the other candidates — error rate or time to first token
+//! over the last 5 minutes, [`performance`] — after them), then the most room in the tightest
+//! usage window (in steps of [`QUOTA_STEP`] points), then lowest load (in flight ÷
+//! concurrency), then least recently used; ties at random. A binding to an account over its
+//! reserve moves when another account has room; a binding to a demoted account moves, with a
+//! probability growing with how bad it is, when a healthy one has room.
 
 mod account;
 pub mod cooldown;
 pub mod credentials;
+pub mod performance;
 pub mod quota;
 mod source;
 pub mod sticky;
@@ -36,9 +40,11 @@ use tokio::time::Instant;
 use crate::domain::{AccountSpec, Platform, Protocol};
 use crate::runtime_state::{Live, RuntimeState, Signal, WaitQueue};
 
+use account::Snapshot;
 pub use account::{Account, AccountSlot, AccountView, Availability, LastingState, ProbeRecord};
 pub use cooldown::{AccountEffect, CooldownPolicy, CooldownReason};
 pub use credentials::TokenState;
+pub use performance::{Performance, PerformanceView};
 pub use source::AccountSource;
 pub use sticky::{StickyKey, StickyTable};
 
@@ -254,9 +260,15 @@ impl Pool {
         self.policy().sticky_ttl.is_some()
     }
 
-    /// A successful answer from `account` (with the quota its headers reported).
-    pub fn succeeded(&self, account: &Account, quota: Option<quota::QuotaSnapshot>) {
-        account.note_success(quota);
+    /// A successful answer from `account` (with the quota its headers reported, and its first
+    /// token `ttft` after the send).
+    pub fn succeeded(
+        &self,
+        account: &Account,
+        quota: Option<quota::QuotaSnapshot>,
+        ttft: Option<Duration>,
+    ) {
+        account.note_answer(quota, ttft);
     }
 
     /// A failed attempt on `account`: its state takes the failure's effect, and the
@@ -275,13 +287,16 @@ impl Pool {
     }
 
     /// After a success: keeps (or moves) the conversation's binding to `account`, unless its
-    /// first token (`ttft` after the send) was slow too many times in a row. Returns whether
-    /// the binding was released for slowness.
+    /// first token (`ttft` after the send) was slow too many times in a row. An account
+    /// selection found far worse than its peers (`demoted`, [`AccountSlot::demoted`]) keeps a
+    /// binding it has but gets no new one. Returns whether the binding was released for
+    /// slowness.
     pub fn keep_sticky(
         &self,
         key: Option<&StickyKey>,
         account: &Account,
         ttft: Option<Duration>,
+        demoted: bool,
     ) -> bool {
         let (Some(key), Some(ttl)) = (key, self.policy().sticky_ttl) else {
             return false;
@@ -294,6 +309,9 @@ impl Pool {
             {
                 return true;
             }
+        }
+        if demoted && self.sticky.get(key).as_ref() != Some(&account.name) {
+            return false;
         }
         self.sticky.bind(*key, &account.name, ttl);
         false
@@ -337,7 +355,7 @@ impl Pool {
         let mut any_eligible = false;
         let mut earliest: Option<Duration> = None;
         // One pass over the accounts, one health lock each; no sort (this runs per request).
-        let mut ready: Vec<(&Arc<Account>, Order)> = Vec::with_capacity(accounts.len());
+        let mut ready: Vec<Candidate<'_>> = Vec::with_capacity(accounts.len());
         // The conversation's account, looked up once (one lock), not once per candidate.
         let bound_name = wanted.sticky.and_then(|key| self.sticky.get(key));
         for account in Self::members(&accounts, wanted.group, wanted.platform) {
@@ -345,7 +363,12 @@ impl Pool {
                 continue;
             }
             any_eligible = true;
-            let (availability, last_used, used) = account.snapshot(now);
+            let Snapshot {
+                availability,
+                last_used,
+                used,
+                performance,
+            } = account.snapshot(now);
             let bound = bound_name.as_ref() == Some(&account.name);
             if wanted.tried.contains(&account.id) {
                 if bound {
@@ -359,9 +382,9 @@ impl Pool {
                 wanted.sticky.inspect(|key| self.sticky.release(key));
             }
             match availability {
-                Availability::Ready => ready.push((
+                Availability::Ready => ready.push(Candidate {
                     account,
-                    Order {
+                    order: Order {
                         bound,
                         native: wanted
                             .protocols
@@ -369,11 +392,14 @@ impl Pool {
                             .is_some_and(|p| account.spec.speaks(*p)),
                         priority: account.spec.priority,
                         over_reserve: self.over_reserve(used),
+                        demoted: false,
                         quota_step: (used.clamp(0.0, 100.0) / QUOTA_STEP) as u8,
                         load: account.load(),
                         last_used,
                     },
-                )),
+                    performance,
+                    severity: 0.0,
+                }),
                 Availability::Cooling { left, .. } => {
                     earliest = Some(earliest.map_or(left, |e| e.min(left)));
                 }
@@ -390,14 +416,16 @@ impl Pool {
                 Selection::AllCooling { earliest }
             };
         }
+        Self::judge(&mut ready);
         self.leave_bound_over_reserve(&mut ready, wanted);
         let mut rng = rand::thread_rng();
+        self.leave_bound_demoted(&mut ready, wanted, &mut rng);
         while !ready.is_empty() {
             // The best by order; among equals a uniformly random one (reservoir sampling).
             let mut best = 0;
             let mut ties = 1u32;
             for i in 1..ready.len() {
-                match ready[i].1.cmp(&ready[best].1) {
+                match ready[i].order.cmp(&ready[best].order) {
                     std::cmp::Ordering::Less => {
                         best = i;
                         ties = 1;
@@ -411,9 +439,10 @@ impl Pool {
                     std::cmp::Ordering::Greater => {}
                 }
             }
-            let (account, order) = ready.swap_remove(best);
-            if let Some(slot) = account.try_acquire() {
+            let Candidate { account, order, .. } = ready.swap_remove(best);
+            if let Some(mut slot) = account.try_acquire() {
                 account.touch(now);
+                slot.demoted = order.demoted;
                 return Selection::Slot(slot);
             }
             if order.bound {
@@ -432,7 +461,9 @@ impl Pool {
         Self::members(&self.accounts(), wanted.group, wanted.platform)
             .filter(|a| Self::eligible(a, wanted) && !wanted.tried.contains(&a.id))
             .any(|a| {
-                let (availability, _, used) = a.snapshot(now);
+                let Snapshot {
+                    availability, used, ..
+                } = a.snapshot(now);
                 availability == Availability::Ready && !self.over_reserve(used)
             })
     }
@@ -447,18 +478,115 @@ impl Pool {
 
     /// A conversation bound to an account over its reserve moves when an account of the same
     /// or a better priority has room; otherwise the binding stays.
-    fn leave_bound_over_reserve(&self, ready: &mut [(&Arc<Account>, Order)], wanted: &Wanted<'_>) {
-        let Some(at) = ready.iter().position(|(_, o)| o.bound && o.over_reserve) else {
+    fn leave_bound_over_reserve(&self, ready: &mut [Candidate<'_>], wanted: &Wanted<'_>) {
+        let Some(at) = ready
+            .iter()
+            .position(|c| c.order.bound && c.order.over_reserve)
+        else {
             return;
         };
-        let priority = ready[at].1.priority;
+        let priority = ready[at].order.priority;
         if ready
             .iter()
-            .any(|(_, o)| !o.over_reserve && o.priority <= priority)
+            .any(|c| !c.order.over_reserve && c.order.priority <= priority)
         {
-            ready[at].1.bound = false;
+            ready[at].order.bound = false;
             wanted.sticky.inspect(|key| self.sticky.release(key));
         }
+    }
+
+    /// Marks the candidates far worse than the others ([`performance`]). Nothing to do (and
+    /// nothing read) with fewer than two candidates.
+    fn judge(ready: &mut [Candidate<'_>]) {
+        if ready.len() < 2 {
+            return;
+        }
+        let peers = performance::Peers::of(ready, |c| &c.performance);
+        if peers == performance::Peers::default() {
+            return;
+        }
+        for candidate in ready.iter_mut() {
+            if let Some(demotion) = candidate.performance.judge(&peers) {
+                candidate.order.demoted = true;
+                candidate.severity = demotion.severity;
+            }
+        }
+    }
+
+    /// The sticky slow-release: a conversation bound to a demoted account moves, when a healthy
+    /// account of the same or a better priority has room, with a probability growing with how
+    /// bad the account is ([`performance::release_probability`]) — so a blip does not throw
+    /// its prompt cache away.
+    fn leave_bound_demoted(
+        &self,
+        ready: &mut [Candidate<'_>],
+        wanted: &Wanted<'_>,
+        rng: &mut impl Rng,
+    ) {
+        let Some(at) = ready.iter().position(|c| c.order.bound && c.order.demoted) else {
+            return;
+        };
+        let priority = ready[at].order.priority;
+        let healthy = ready
+            .iter()
+            .any(|c| !c.order.demoted && !c.order.over_reserve && c.order.priority <= priority);
+        if healthy && rng.gen_bool(performance::release_probability(ready[at].severity)) {
+            ready[at].order.bound = false;
+            wanted.sticky.inspect(|key| self.sticky.release(key));
+        }
+    }
+
+    /// Every account as people see it (the admin API, the dashboard, the metrics), each
+    /// account's recent outcomes judged against the enabled accounts of its groups (demoted
+    /// when far worse than the peers of any of them).
+    pub fn views(&self) -> Vec<AccountView> {
+        let now = Instant::now();
+        let accounts = self.accounts();
+        let performances: Vec<Performance> = accounts.iter().map(|a| a.performance(now)).collect();
+        let mut groups: Vec<(&str, performance::Peers)> = Vec::new();
+        for group in accounts
+            .iter()
+            .filter(|a| a.spec.enabled)
+            .flat_map(|a| &a.spec.groups)
+        {
+            if groups.iter().any(|(g, _)| g == group) {
+                continue;
+            }
+            let mut members: Vec<&Performance> = accounts
+                .iter()
+                .zip(&performances)
+                .filter(|(a, _)| a.spec.enabled && a.spec.groups.contains(group))
+                .map(|(_, p)| p)
+                .collect();
+            groups.push((group, performance::Peers::of(&mut members, |p| p)));
+        }
+        accounts
+            .iter()
+            .zip(&performances)
+            .map(|(account, perf)| {
+                let demotion = groups
+                    .iter()
+                    .filter(|(g, _)| {
+                        account.spec.enabled && account.spec.groups.iter().any(|m| m == g)
+                    })
+                    .filter_map(|(_, peers)| perf.judge(peers))
+                    .max_by(|a, b| a.severity.total_cmp(&b.severity));
+                account.view(PerformanceView::of(perf, demotion))
+            })
+            .collect()
+    }
+
+    /// One account as people see it (see [`Pool::views`]).
+    pub fn view(&self, account: &Account) -> AccountView {
+        self.views()
+            .into_iter()
+            .find(|v| v.name == account.spec.name)
+            .unwrap_or_else(|| {
+                account.view(PerformanceView::of(
+                    &account.performance(Instant::now()),
+                    None,
+                ))
+            })
     }
 
     /// Whether every eligible account was tried by this request.
@@ -469,15 +597,26 @@ impl Pool {
     }
 }
 
+/// A ready account, with where it stands.
+struct Candidate<'a> {
+    account: &'a Arc<Account>,
+    order: Order,
+    performance: Performance,
+    /// How far past the demotion threshold (`0..=1`), when demoted.
+    severity: f64,
+}
+
 /// Selection order: the sticky binding, then speaking the client's API natively, then lowest
-/// priority, not over the quota reserve, most quota room (in steps), lowest load, least recently
-/// used.
+/// priority, not over the quota reserve, not demoted, most quota room (in steps), lowest load,
+/// least recently used.
 #[derive(Debug, Clone, Copy)]
 struct Order {
     bound: bool,
     native: bool,
     priority: i32,
     over_reserve: bool,
+    /// Far worse than the other candidates lately ([`performance`]).
+    demoted: bool,
     /// The tightest window's use ÷ [`QUOTA_STEP`].
     quota_step: u8,
     load: f64,
@@ -492,6 +631,7 @@ impl Order {
             .then(other.native.cmp(&self.native))
             .then(self.priority.cmp(&other.priority))
             .then(self.over_reserve.cmp(&other.over_reserve))
+            .then(self.demoted.cmp(&other.demoted))
             .then(self.quota_step.cmp(&other.quota_step))
             .then(self.load.total_cmp(&other.load))
             .then(self.last_used.cmp(&other.last_used))

@@ -267,7 +267,7 @@ async fn a_success_clears_a_stale_rate_limit_and_records_the_quota() {
         a.availability(tokio::time::Instant::now()),
         Availability::Ready
     );
-    assert_eq!(a.view().quota, Some(quota));
+    assert_eq!(p.view(&a).quota, Some(quota));
 }
 
 #[tokio::test(start_paused = true)]
@@ -284,7 +284,7 @@ async fn a_permanent_failure_disables_with_its_reason_until_reset() {
         p.select(&wanted(&[], None)),
         Selection::AllCooling { earliest: None }
     ));
-    let view = a.view();
+    let view = p.view(&a);
     assert_eq!(view.state, "disabled");
     assert_eq!(view.disabled_reason.as_deref(), Some("API key revoked"));
     a.reset();
@@ -486,16 +486,16 @@ async fn the_relay_reports_outcomes_through_the_pool() {
     .unwrap();
     let key = StickyKey::new(b"k", "c");
     let second = p.find("second").unwrap();
-    assert!(!p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(1))));
+    assert!(!p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(1)), false));
     assert_eq!(p.sticky.get(&key).as_deref(), Some("second"), "bound");
-    assert!(!p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(6))));
+    assert!(!p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(6)), false));
     assert!(
-        p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(6))),
+        p.keep_sticky(Some(&key), &second, Some(Duration::from_secs(6)), false),
         "the second slow first token in a row releases the binding"
     );
     assert_eq!(p.sticky.get(&key), None);
 
-    assert!(!p.keep_sticky(Some(&key), &second, None));
+    assert!(!p.keep_sticky(Some(&key), &second, None, false));
     p.failed(&second, &AccountEffect::Transient, "502", Some(&key));
     assert_eq!(
         p.sticky.get(&key),
@@ -503,7 +503,7 @@ async fn the_relay_reports_outcomes_through_the_pool() {
         "a failure moves the binding, even one that does not cool the account"
     );
     p.failed(&second, &AccountEffect::RateLimited(None), "429", None);
-    p.succeeded(&second, None);
+    p.succeeded(&second, None, None);
     assert_eq!(
         second.availability(tokio::time::Instant::now()),
         Availability::Ready,
@@ -578,7 +578,7 @@ async fn strikes_start_again_after_a_success_or_a_quiet_window() {
     let strike = || only.apply(&AccountEffect::Transient, "502", &policy);
     strike();
     strike();
-    p.succeeded(&only, None);
+    p.succeeded(&only, None, None);
     strike();
     strike();
     assert!(!is_cooling(&only), "two since the success");
@@ -619,7 +619,7 @@ fn used(percent: f64) -> Option<quota::QuotaSnapshot> {
 }
 
 fn report(p: &Pool, name: &str, percent: f64) {
-    p.succeeded(&p.find(name).unwrap(), used(percent));
+    p.succeeded(&p.find(name).unwrap(), used(percent), None);
 }
 
 fn reserve(percent: f64) -> PoolPolicy {
@@ -762,7 +762,7 @@ async fn a_passing_probe_ends_an_error_cooldown_but_not_a_quota_wait() {
     let now = tokio::time::Instant::now();
     assert_eq!(a.availability(now), Availability::Ready);
     assert!(matches!(b.availability(now), Availability::Cooling { .. }));
-    assert_eq!(a.view().last_probe, Some(probe(true)));
+    assert_eq!(p.view(&a).last_probe, Some(probe(true)));
 }
 
 #[tokio::test(start_paused = true)]

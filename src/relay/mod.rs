@@ -28,6 +28,7 @@ pub mod websocket;
 pub mod writer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
@@ -544,6 +545,7 @@ async fn attempt_loop(
             }
         };
         let account = Arc::clone(slot.account());
+        let demoted = slot.demoted();
         tried.push(account.id);
         let span = tracing::Span::current();
         span.record("account", account.spec.name.as_str());
@@ -558,7 +560,10 @@ async fn attempt_loop(
                 since_send,
                 outcome,
             }) => {
-                state.pool.succeeded(&account, quota);
+                let ttft = outcome
+                    .first_output_at
+                    .map(|first| first.saturating_duration_since(since_send));
+                state.pool.succeeded(&account, quota, ttft);
                 if let Some(metrics) = crate::metrics::get() {
                     metrics.attempt(&account.spec.name, "ok");
                 }
@@ -567,7 +572,7 @@ async fn attempt_loop(
                     status: Some(status),
                     outcome: "ok",
                 });
-                keep_sticky(state, ctx, &account, since_send, outcome.first_output_at);
+                keep_sticky(state, ctx, &account, ttft, demoted);
                 return Ended::Answered(outcome);
             }
             Err(failure) => {
@@ -634,16 +639,19 @@ async fn attempt_loop(
 }
 
 /// After a success: keep (or move) the conversation's binding to this account, unless its first
-/// token was slow too many times in a row.
+/// token (`ttft` after the send) was slow too many times in a row, or selection found it far
+/// worse than its peers (`demoted`: no new binding).
 fn keep_sticky(
     state: &AppState,
     ctx: &RequestContext,
     account: &Account,
-    since_send: Instant,
-    first_output_at: Option<Instant>,
+    ttft: Option<Duration>,
+    demoted: bool,
 ) {
-    let ttft = first_output_at.map(|first| first.saturating_duration_since(since_send));
-    if state.pool.keep_sticky(ctx.sticky.as_ref(), account, ttft) {
+    if state
+        .pool
+        .keep_sticky(ctx.sticky.as_ref(), account, ttft, demoted)
+    {
         tracing::info!(request_id = %ctx.id, "sticky binding released: the account was slow to answer");
     }
 }

@@ -220,12 +220,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
             waiting: pool_of.pool.waiting(),
             accounts: pool_of
                 .pool
-                .accounts()
-                .iter()
-                .map(|account| {
-                    let view = account.view();
-                    (view.name, view.state)
-                })
+                .views()
+                .into_iter()
+                .map(|view| (view.name, view.state, view.performance.demoted))
                 .collect(),
         });
         tokio::spawn(crate::metrics::serve(

@@ -162,7 +162,7 @@ async fn run_day(quota_aware: bool, reserve: f64) -> Tally {
                 }
                 u.five_hour = (u.five_hour + COST_5H).min(100.0);
                 u.weekly = (u.weekly + COST_7D).min(100.0);
-                p.succeeded(&account, quota_aware.then(|| u.snapshot(now)));
+                p.succeeded(&account, quota_aware.then(|| u.snapshot(now)), None);
                 break;
             }
         }
