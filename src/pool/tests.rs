@@ -827,3 +827,172 @@ async fn accounts_speaking_the_clients_api_come_first() {
         Selection::Exhausted
     ));
 }
+
+/// `n` answers of `name` (first token after `ttft`) and `failed` upstream failures.
+fn outcomes(p: &Pool, name: &str, ok: u32, failed: u32, ttft: Duration) {
+    let account = p.find(name).unwrap();
+    for _ in 0..ok {
+        p.succeeded(&account, None, Some(ttft));
+    }
+    for _ in 0..failed {
+        // Strikes would cool it; a success clears them, as between real failures.
+        p.failed(&account, &AccountEffect::Transient, "502", None);
+        account.note_success(None);
+    }
+}
+
+/// Who serves `rounds` requests one after another (a millisecond apart: least recently used
+/// decides among equals).
+async fn served_by(
+    p: &Pool,
+    tried: &[AccountId],
+    rounds: usize,
+) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..rounds {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let slot = pick(p, tried).unwrap();
+        *counts.entry(name(&slot)).or_insert(0) += 1;
+    }
+    counts
+}
+
+const FAST: Duration = Duration::from_millis(300);
+
+#[tokio::test(start_paused = true)]
+async fn an_account_far_worse_than_its_peers_is_ranked_after_them_but_still_serves() {
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0), spec("bad", 0, 0)]);
+    outcomes(&p, "a", 20, 0, FAST);
+    outcomes(&p, "b", 20, 1, FAST);
+    outcomes(&p, "bad", 10, 10, FAST);
+    let counts = served_by(&p, &[], 30).await;
+    assert_eq!(counts.get("bad"), None, "{counts:?}");
+    assert_eq!(counts.len(), 2, "the healthy ones share the traffic: {counts:?}");
+    let view = p.view(&p.find("bad").unwrap());
+    assert!(view.performance.demoted);
+    assert_eq!(view.performance.success_rate, Some(0.5));
+    assert!(!p.view(&p.find("a").unwrap()).performance.demoted);
+    // Not disabled: when the others were tried (or cool, or are full), it serves.
+    let tried = [id(&p, "a"), id(&p, "b")];
+    assert_eq!(name(&pick(&p, &tried).unwrap()), "bad");
+    p.find("a").unwrap().apply(
+        &AccountEffect::RateLimited(Some(Duration::from_secs(60))),
+        "429",
+        &p.policy().cooldowns,
+    );
+    assert_eq!(name(&pick(&p, &[id(&p, "b")]).unwrap()), "bad");
+    // Five minutes without traffic: its record left the window, it is judged afresh.
+    tokio::time::advance(performance::WINDOW).await;
+    assert!(!p.view(&p.find("bad").unwrap()).performance.demoted);
+    let counts = served_by(&p, &[id(&p, "a")], 10).await;
+    assert_eq!(counts.get("bad"), Some(&5), "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn equal_accounts_share_the_traffic_and_a_slow_first_token_demotes() {
+    // Positive control: similar records, nobody demoted, least recently used spreads the load.
+    let p = pool(vec![spec("a", 0, 0), spec("b", 0, 0), spec("c", 0, 0)]);
+    outcomes(&p, "a", 20, 1, FAST);
+    outcomes(&p, "b", 20, 2, FAST);
+    outcomes(&p, "c", 20, 2, Duration::from_millis(600));
+    let counts = served_by(&p, &[], 30).await;
+    assert_eq!(counts.values().copied().collect::<Vec<_>>(), [10, 10, 10], "{counts:?}");
+    // c's first tokens become far slower than the others'.
+    outcomes(&p, "c", 40, 0, Duration::from_secs(5));
+    let counts = served_by(&p, &[], 30).await;
+    assert_eq!(counts.get("c"), None, "{counts:?}");
+    let view = p.view(&p.find("c").unwrap());
+    assert_eq!(
+        view.performance.demoted_for,
+        Some(performance::DemotionReason::Ttft)
+    );
+    // Priority still comes first: a demoted account of a better priority is chosen first.
+    let p = pool(vec![spec("a", 1, 0), spec("b", 1, 0), spec("bad", 0, 0)]);
+    outcomes(&p, "a", 20, 0, FAST);
+    outcomes(&p, "b", 20, 0, FAST);
+    outcomes(&p, "bad", 10, 10, FAST);
+    assert_eq!(name(&pick(&p, &[]).unwrap()), "bad");
+}
+
+fn sticky_policy() -> PoolPolicy {
+    PoolPolicy {
+        sticky_ttl: Some(Duration::from_secs(3600)),
+        ..default_policy()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_binding_to_a_demoted_account_moves_more_readily_the_worse_it_is() {
+    let p = Pool::new(
+        with_clients(vec![spec("good", 0, 0), spec("peer", 0, 0), spec("bad", 0, 0)]),
+        sticky_policy(),
+    )
+    .unwrap();
+    let bad = p.find("bad").unwrap();
+    outcomes(&p, "good", 20, 0, FAST);
+    outcomes(&p, "peer", 20, 0, FAST);
+    // Not far worse (15 % errors): bindings hold, every time.
+    outcomes(&p, "bad", 17, 3, FAST);
+    let key = StickyKey::new(b"k", "held");
+    p.keep_sticky(Some(&key), &bad, Some(FAST), false);
+    for _ in 0..50 {
+        let slot = match p.select(&wanted(&[], Some(&key))) {
+            Selection::Slot(slot) => slot,
+            _ => panic!("no account"),
+        };
+        assert_eq!(name(&slot), "bad");
+        assert!(!slot.demoted());
+    }
+    // Every answer fails now (100 %, the worst): the binding moves at the next request.
+    tokio::time::advance(performance::WINDOW).await;
+    outcomes(&p, "good", 20, 0, FAST);
+    outcomes(&p, "peer", 20, 0, FAST);
+    outcomes(&p, "bad", 0, 20, FAST);
+    p.keep_sticky(Some(&key), &bad, Some(FAST), false);
+    assert_eq!(p.sticky.get(&key).as_deref(), Some("bad"), "an existing binding is kept");
+    assert_ne!(name(&pick_for(&p, &key)), "bad");
+    assert_eq!(p.sticky.get(&key), None, "released");
+    // Just past the threshold (25 %: severity 1/16): most requests keep the binding, some
+    // move it ({release_probability} ≈ 0.16 per request).
+    let mut moved = 0;
+    for round in 0..200 {
+        tokio::time::advance(performance::WINDOW).await;
+        outcomes(&p, "good", 20, 0, FAST);
+        outcomes(&p, "peer", 20, 0, FAST);
+        outcomes(&p, "bad", 15, 5, FAST);
+        let key = StickyKey::new(b"k", &format!("c{round}"));
+        p.keep_sticky(Some(&key), &bad, Some(FAST), false);
+        if name(&pick_for(&p, &key)) != "bad" {
+            moved += 1;
+        }
+    }
+    assert!((10..100).contains(&moved), "{moved} of 200 moved");
+}
+
+fn pick_for(p: &Pool, key: &StickyKey) -> AccountSlot {
+    match p.select(&wanted(&[], Some(key))) {
+        Selection::Slot(slot) => slot,
+        _ => panic!("no account"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_conversation_is_not_bound_to_a_demoted_account() {
+    let p = Pool::new(
+        with_clients(vec![spec("good", 0, 1), spec("peer", 0, 1), spec("bad", 0, 0)]),
+        sticky_policy(),
+    )
+    .unwrap();
+    outcomes(&p, "good", 20, 0, FAST);
+    outcomes(&p, "peer", 20, 0, FAST);
+    outcomes(&p, "bad", 10, 10, FAST);
+    // The healthy ones are full: the demoted one serves, and says so.
+    let _good = pick(&p, &[]).unwrap();
+    let _peer = pick(&p, &[]).unwrap();
+    let key = StickyKey::new(b"k", "new");
+    let slot = pick_for(&p, &key);
+    assert_eq!(name(&slot), "bad");
+    assert!(slot.demoted());
+    p.keep_sticky(Some(&key), slot.account(), Some(FAST), slot.demoted());
+    assert_eq!(p.sticky.get(&key), None, "no binding to the demoted account");
+}
