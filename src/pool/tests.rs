@@ -867,7 +867,11 @@ async fn an_account_far_worse_than_its_peers_is_ranked_after_them_but_still_serv
     outcomes(&p, "bad", 10, 10, FAST);
     let counts = served_by(&p, &[], 30).await;
     assert_eq!(counts.get("bad"), None, "{counts:?}");
-    assert_eq!(counts.len(), 2, "the healthy ones share the traffic: {counts:?}");
+    assert_eq!(
+        counts.len(),
+        2,
+        "the healthy ones share the traffic: {counts:?}"
+    );
     let view = p.view(&p.find("bad").unwrap());
     assert!(view.performance.demoted);
     assert_eq!(view.performance.success_rate, Some(0.5));
@@ -896,7 +900,11 @@ async fn equal_accounts_share_the_traffic_and_a_slow_first_token_demotes() {
     outcomes(&p, "b", 20, 2, FAST);
     outcomes(&p, "c", 20, 2, Duration::from_millis(600));
     let counts = served_by(&p, &[], 30).await;
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), [10, 10, 10], "{counts:?}");
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        [10, 10, 10],
+        "{counts:?}"
+    );
     // c's first tokens become far slower than the others'.
     outcomes(&p, "c", 40, 0, Duration::from_secs(5));
     let counts = served_by(&p, &[], 30).await;
@@ -924,7 +932,11 @@ fn sticky_policy() -> PoolPolicy {
 #[tokio::test(start_paused = true)]
 async fn a_binding_to_a_demoted_account_moves_more_readily_the_worse_it_is() {
     let p = Pool::new(
-        with_clients(vec![spec("good", 0, 0), spec("peer", 0, 0), spec("bad", 0, 0)]),
+        with_clients(vec![
+            spec("good", 0, 0),
+            spec("peer", 0, 0),
+            spec("bad", 0, 0),
+        ]),
         sticky_policy(),
     )
     .unwrap();
@@ -949,7 +961,11 @@ async fn a_binding_to_a_demoted_account_moves_more_readily_the_worse_it_is() {
     outcomes(&p, "peer", 20, 0, FAST);
     outcomes(&p, "bad", 0, 20, FAST);
     p.keep_sticky(Some(&key), &bad, Some(FAST), false);
-    assert_eq!(p.sticky.get(&key).as_deref(), Some("bad"), "an existing binding is kept");
+    assert_eq!(
+        p.sticky.get(&key).as_deref(),
+        Some("bad"),
+        "an existing binding is kept"
+    );
     assert_ne!(name(&pick_for(&p, &key)), "bad");
     assert_eq!(p.sticky.get(&key), None, "released");
     // Just past the threshold (25 %: severity 1/16): most requests keep the binding, some
@@ -979,7 +995,11 @@ fn pick_for(p: &Pool, key: &StickyKey) -> AccountSlot {
 #[tokio::test(start_paused = true)]
 async fn a_new_conversation_is_not_bound_to_a_demoted_account() {
     let p = Pool::new(
-        with_clients(vec![spec("good", 0, 1), spec("peer", 0, 1), spec("bad", 0, 0)]),
+        with_clients(vec![
+            spec("good", 0, 1),
+            spec("peer", 0, 1),
+            spec("bad", 0, 0),
+        ]),
         sticky_policy(),
     )
     .unwrap();
@@ -994,5 +1014,9 @@ async fn a_new_conversation_is_not_bound_to_a_demoted_account() {
     assert_eq!(name(&slot), "bad");
     assert!(slot.demoted());
     p.keep_sticky(Some(&key), slot.account(), Some(FAST), slot.demoted());
-    assert_eq!(p.sticky.get(&key), None, "no binding to the demoted account");
+    assert_eq!(
+        p.sticky.get(&key),
+        None,
+        "no binding to the demoted account"
+    );
 }
