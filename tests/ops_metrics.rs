@@ -28,6 +28,7 @@ const SERIES: &[&str] = &[
     "subrelay_upstream_attempts_total",
     "subrelay_failovers_total",
     "subrelay_account_state",
+    "subrelay_account_demoted",
     "subrelay_tokens_total",
     "subrelay_cost_usd_total",
     "subrelay_in_flight_requests",

@@ -372,6 +372,21 @@ function quotaBar(label, window) {
   );
 }
 
+// The last 5 minutes: success rate, median time to first token, and whether the account is
+// demoted (far worse than the others of its groups: ranked after them, not disabled).
+function recentOutcomes(p) {
+  if (!p || !p.attempts) return null;
+  const parts = [`${Math.round(p.success_rate * 100)}% ok of ${p.attempts} (5 min)`];
+  if (p.ttft_p50_ms != null) parts.push(`TTFT ${(p.ttft_p50_ms / 1000).toFixed(1)} s`);
+  const why = p.demoted_for === "ttft" ? "slow first tokens" : "errors";
+  return el(
+    "div",
+    { class: "performance muted" },
+    parts.join(" · "),
+    p.demoted ? el("span", { class: "reason", title: "ranked after the other accounts of its groups, still used when they have no room" }, ` demoted (${why})`) : null,
+  );
+}
+
 async function accounts() {
   const data = await api("GET", "/admin/api/accounts");
   const stored = new Map(data.stored.map((s) => [s.name, s]));
@@ -392,6 +407,7 @@ async function accounts() {
         a.last_probe
           ? el("div", { class: "probe muted", title: a.last_probe.detail }, `probe ${a.last_probe.ok ? "ok" : "failed"} ${shortTime(a.last_probe.at)}`)
           : null,
+        recentOutcomes(a.performance),
       ),
       el("td", {}, localTime(a.cooldown_until)),
       el("td", { class: "nowrap" }, `${a.in_flight} / ${a.concurrency || "∞"}`),
