@@ -2,7 +2,8 @@
 //!
 //! Each account's health record carries an [`OutcomeWindow`]: the last [`WINDOW`] (5 min) in
 //! [`BUCKETS`] buckets of [`BUCKET`] (10 s), each counting answered attempts, failed ones and a
-//! histogram of times to first token. Recording is O(1) (a bucket that fell out of the window is
+//! histogram of times to first token (of streamed answers: a JSON answer's first output is its
+//! end, which says more about its length than about the account). Recording is O(1) (a bucket that fell out of the window is
 //! taken off the running totals when its slot is reused); reading ([`OutcomeWindow::summary`])
 //! never writes — it takes off the totals the buckets that left the window since the last
 //! record — so selection can read it under a shared lock, and a shared backend can mirror it.

@@ -3,7 +3,11 @@
 //!
 //! A binding is keyed by a digest of (API key, session value) — two keys never share one, and
 //! the client's value is not kept. It lives `gateway.sticky_session_ttl`, refreshed on use, and
-//! moves when its account fails, cools, is disabled, or answers slowly too often.
+//! moves when its account fails, cools, is disabled, or answers slowly too often
+//! (`gateway.sticky_slow_ttft_ms`). The slow-release: when the account is far worse than the
+//! other candidates lately (error rate or time to first token over 5 minutes, see
+//! [`super::performance`]), a new conversation is not bound to it and a binding to it moves
+//! with a chance per request that grows with how bad it is (`Pool::select`, `Pool::keep_sticky`).
 
 //!
 //! The bindings are runtime state ([`ExpiringMap`]) keyed by that digest and pointing to the

@@ -563,7 +563,10 @@ async fn attempt_loop(
                 let ttft = outcome
                     .first_output_at
                     .map(|first| first.saturating_duration_since(since_send));
-                state.pool.succeeded(&account, quota, ttft);
+                // A JSON answer's first output is its end: only streams say how soon an
+                // account starts answering.
+                let streamed_ttft = ttft.filter(|_| ctx.client_streams());
+                state.pool.succeeded(&account, quota, streamed_ttft);
                 if let Some(metrics) = crate::metrics::get() {
                     metrics.attempt(&account.spec.name, "ok");
                 }
