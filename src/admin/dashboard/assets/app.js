@@ -376,12 +376,12 @@ function quotaBar(label, window) {
 // demoted (far worse than the others of its groups: ranked after them, not disabled).
 function recentOutcomes(p) {
   if (!p || !p.attempts) return null;
-  const parts = [`${Math.round(p.success_rate * 100)}% ok of ${p.attempts} (5 min)`];
+  const parts = [`${Math.round(p.success_rate * 100)}% ok of ${p.attempts}`];
   if (p.ttft_p50_ms != null) parts.push(`TTFT ${(p.ttft_p50_ms / 1000).toFixed(1)} s`);
   const why = p.demoted_for === "ttft" ? "slow first tokens" : "errors";
   return el(
     "div",
-    { class: "performance muted" },
+    { class: "performance muted", title: "last 5 minutes: answers ÷ attempts, median time to first token" },
     parts.join(" · "),
     p.demoted ? el("span", { class: "reason", title: "ranked after the other accounts of its groups, still used when they have no room" }, ` demoted (${why})`) : null,
   );
