@@ -13,8 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
-    AccountRecord, GroupRecord, KeyRecord, Source, Store, StoreError, StoreResult, TotalsBy,
-    UsageFilter, UsageRow, UsageTotals,
+    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, Source, Store, StoreError,
+    StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
 };
 
 pub const FILE_NAME: &str = "subrelay.db";
@@ -753,6 +753,85 @@ impl Store for SqliteStore {
                 .map(|r| Ok((r.try_get("key_name")?, r.try_get("cost")?)))
                 .collect::<Result<_, sqlx::Error>>()
                 .map_err(db)
+        })
+    }
+
+    fn append_audit<'a>(&'a self, row: &'a AuditRow) -> BoxFuture<'a, StoreResult<()>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO audit (at_ms, actor, client, action, target, before_json, after_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(row.at_ms)
+            .bind(row.actor.as_str())
+            .bind(row.client.as_deref())
+            .bind(row.action.as_str())
+            .bind(row.target.as_str())
+            .bind(row.before.as_deref())
+            .bind(row.after.as_deref())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<AuditRow>>> {
+        let filter = filter.clone();
+        Box::pin(async move {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT id, at_ms, actor, client, action, target, before_json, after_json FROM audit WHERE 1=1",
+            );
+            if let Some(prefix) = &filter.action_prefix {
+                // `substr`, not LIKE: a `_` or `%` in the prefix means itself.
+                query
+                    .push(" AND substr(action, 1, ")
+                    .push_bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+                    .push(") = ")
+                    .push_bind(prefix.clone());
+            }
+            if let Some(since) = filter.since_ms {
+                query.push(" AND at_ms >= ").push_bind(since);
+            }
+            if let Some(until) = filter.until_ms {
+                query.push(" AND at_ms < ").push_bind(until);
+            }
+            if let Some(before) = filter.before_id {
+                query.push(" AND id < ").push_bind(before);
+            }
+            query
+                .push(" ORDER BY id DESC LIMIT ")
+                .push_bind(i64::from(limit));
+            let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditRow {
+                        id: r.try_get("id")?,
+                        at_ms: r.try_get("at_ms")?,
+                        actor: r.try_get("actor")?,
+                        client: r.try_get("client")?,
+                        action: r.try_get("action")?,
+                        target: r.try_get("target")?,
+                        before: r.try_get("before_json")?,
+                        after: r.try_get("after_json")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn prune_audit(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM audit WHERE at_ms < ?")
+                .bind(before_ms)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            Ok(done.rows_affected())
         })
     }
 

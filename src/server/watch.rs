@@ -1,0 +1,71 @@
+//! `config.watch`: the configuration file's changes start a reload, as SIGHUP does
+//! (`reload.rs` takes them in turn with the other reload requests).
+//!
+//! The watch is on the file's directory, not on the file: an editor that saves by writing a new
+//! file and renaming it over the old one replaces the inode a watch on the file would hold. Events
+//! are debounced: the reload starts once [`DEBOUNCE`] passed without another one, so a save that
+//! truncates then writes, or several saves in a row, reload once, with the file complete. The
+//! watcher (its own thread, owned by [`Watch`]) stops when the reload task drops it at shutdown.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+/// Quiet time after the last event before the file is read.
+pub(super) const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// A running watch of one file.
+pub(super) struct Watch {
+    /// Dropped with the watch: that stops notify's thread.
+    _watcher: notify::RecommendedWatcher,
+    events: mpsc::Receiver<()>,
+}
+
+/// Starts watching `file` (through its directory).
+pub(super) fn start(file: &Path) -> Result<Watch, String> {
+    let absolute = std::path::absolute(file)
+        .map_err(|e| format!("config.watch: cannot resolve {}: {e}", file.display()))?;
+    let dir = absolute
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    let name = absolute.file_name().map(ToOwned::to_owned);
+    // One pending signal is enough: the reload reads the whole file anyway.
+    let (tx, events) = mpsc::channel(1);
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) => {
+                let relevant = !matches!(event.kind, EventKind::Access(_))
+                    && (event.paths.is_empty()
+                        || event
+                            .paths
+                            .iter()
+                            .any(|p| p.file_name().map(ToOwned::to_owned) == name));
+                if relevant {
+                    let _ = tx.try_send(());
+                }
+            }
+            Err(e) => tracing::warn!("config.watch: {e}"),
+        })
+        .map_err(|e| format!("config.watch: cannot watch files here: {e}"))?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("config.watch: cannot watch {}: {e}", dir.display()))?;
+    tracing::info!(file = %absolute.display(), "config.watch: a change to the file reloads it");
+    Ok(Watch {
+        _watcher: watcher,
+        events,
+    })
+}
+
+/// Resolves when the file changed and then stayed quiet for [`DEBOUNCE`]; never without a watch.
+pub(super) async fn changed(watch: &mut Option<Watch>) {
+    let Some(watch) = watch else {
+        return std::future::pending().await;
+    };
+    if watch.events.recv().await.is_none() {
+        return std::future::pending().await;
+    }
+    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, watch.events.recv()).await {}
+}
