@@ -414,3 +414,40 @@ async fn config_watch_reloads_a_changed_file_and_keeps_the_running_one_when_brok
     // A refused file changes nothing and records nothing.
     assert_eq!(of(&trail(&gw).await, "config.reload").len(), 1);
 }
+
+#[tokio::test]
+async fn rows_older_than_the_retention_are_pruned_at_start_and_newer_ones_stay() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = store_config(&mock, dir.path(), "");
+    let gw = Gateway::start(&yaml);
+    create_key(&gw, json!({ "name": "old" })).await;
+    create_key(&gw, json!({ "name": "new" })).await;
+    drop(gw);
+    // `old`'s row is moved back 400 days, past the default retention of 365.
+    let db = dir.path().join("subrelay.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let moved = sqlx::query("UPDATE audit SET at_ms = at_ms - 400 * 86400000 WHERE target = 'old'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(moved.rows_affected(), 1);
+    pool.close().await;
+
+    let gw = Gateway::start(&yaml);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let targets: Vec<String> = trail(&gw)
+            .await
+            .iter()
+            .map(|e| e["target"].as_str().unwrap().to_owned())
+            .collect();
+        if targets == ["new"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not pruned: {targets:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -37,33 +37,31 @@ impl Actor {
 }
 
 /// Whether a field of this name holds a secret: keys, tokens, credentials, passwords, and proxy
-/// URLs (which may carry a user and password).
+/// URLs (which may carry a user and password). By whole name or suffix, so that
+/// `first_token_timeout` or `token_url` stay readable.
 fn is_secret(field: &str) -> bool {
     let field = field.to_ascii_lowercase();
-    [
+    const NAMES: &[&str] = &[
         "key",
         "token",
         "secret",
         "password",
+        "passwd",
         "credential",
+        "credentials",
         "authorization",
         "proxy",
         "cookie",
         "csrf",
-    ]
-    .iter()
-    .any(|word| field.contains(word))
-        && !matches!(
-            field.as_str(),
-            // Names and limits, not secrets.
-            "key_name" | "keys" | "api_keys_count"
-        )
+        "key_hash",
+    ];
+    const SUFFIXES: &[&str] = &["_key", "_token", "_secret", "_password", "_credentials"];
+    NAMES.contains(&field.as_str()) || SUFFIXES.iter().any(|s| field.ends_with(s))
 }
 
 /// Replaces, anywhere in `value`, the value of every field that names a secret by
-/// [`REDACTED`] (`null` stays `null`, so a reader still sees whether one was set). A string
-/// that equals one of `known` (the secrets of this change) is replaced wherever it appears.
-pub fn redact(value: &mut Value, known: &[&str]) {
+/// [`REDACTED`] (`null` stays `null`, so a reader still sees whether one was set).
+pub fn redact(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (field, inner) in map.iter_mut() {
@@ -72,19 +70,11 @@ pub fn redact(value: &mut Value, known: &[&str]) {
                         *inner = Value::String(REDACTED.to_owned());
                     }
                 } else {
-                    redact(inner, known);
+                    redact(inner);
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|item| redact(item, known)),
-        Value::String(text) => {
-            if known
-                .iter()
-                .any(|secret| !secret.is_empty() && text.contains(secret))
-            {
-                *text = REDACTED.to_owned();
-            }
-        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
         _ => {}
     }
 }
@@ -108,7 +98,7 @@ pub async fn record(
 ) {
     let text = |value: Option<Value>| {
         value.map(|mut v| {
-            redact(&mut v, &[]);
+            redact(&mut v);
             v.to_string()
         })
     };
@@ -181,9 +171,11 @@ mod tests {
             "refresh_token": null,
             "accounts": [{"name": "a", "access_token": "tok", "proxy": "http://u:p@h"}],
             "admin": {"token": "adm"},
-            "note": "mentions sk-known",
+            "gateway": {"first_token_timeout": 30},
+            "oauth": {"openai_token_url": "https://x"},
+            "note": "a name",
         });
-        redact(&mut value, &["sk-known"]);
+        redact(&mut value);
         assert_eq!(
             value,
             json!({
@@ -192,7 +184,9 @@ mod tests {
                 "refresh_token": null,
                 "accounts": [{"name": "a", "access_token": REDACTED, "proxy": REDACTED}],
                 "admin": {"token": REDACTED},
-                "note": REDACTED,
+                "gateway": {"first_token_timeout": 30},
+                "oauth": {"openai_token_url": "https://x"},
+                "note": "a name",
             })
         );
     }

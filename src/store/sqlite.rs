@@ -888,6 +888,67 @@ mod tests {
         total
     }
 
+    fn audit(at_ms: i64, action: &str) -> AuditRow {
+        AuditRow {
+            id: 0,
+            at_ms,
+            actor: "admin-token".into(),
+            client: Some("127.0.0.1".into()),
+            action: action.into(),
+            target: "t".into(),
+            before: None,
+            after: Some("{}".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn audit_rows_filter_by_prefix_and_time_page_by_id_and_prune_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        for (at, action) in [
+            (10, "key.create"),
+            (20, "key_x.create"),
+            (30, "account.update"),
+            (40, "key.delete"),
+        ] {
+            store.append_audit(&audit(at, action)).await.unwrap();
+        }
+        let actions = |rows: Vec<AuditRow>| rows.into_iter().map(|r| r.action).collect::<Vec<_>>();
+        let prefix = AuditFilter {
+            action_prefix: Some("key.".into()),
+            ..Default::default()
+        };
+        // `.` and `_` mean themselves: `key_x.create` is not under `key.`.
+        assert_eq!(
+            actions(store.list_audit(&prefix, 10).await.unwrap()),
+            ["key.delete", "key.create"]
+        );
+        let newest = store.list_audit(&AuditFilter::default(), 2).await.unwrap();
+        assert_eq!(actions(newest.clone()), ["key.delete", "account.update"]);
+        let older = AuditFilter {
+            before_id: Some(newest[1].id),
+            ..Default::default()
+        };
+        assert_eq!(
+            actions(store.list_audit(&older, 10).await.unwrap()),
+            ["key_x.create", "key.create"]
+        );
+        let window = AuditFilter {
+            since_ms: Some(20),
+            until_ms: Some(40),
+            ..Default::default()
+        };
+        assert_eq!(
+            actions(store.list_audit(&window, 10).await.unwrap()),
+            ["account.update", "key_x.create"]
+        );
+        assert_eq!(store.prune_audit(30).await.unwrap(), 2);
+        assert_eq!(
+            actions(store.list_audit(&AuditFilter::default(), 10).await.unwrap()),
+            ["key.delete", "account.update"]
+        );
+    }
+
     #[tokio::test]
     async fn batches_of_every_size_keep_few_prepared_statements() {
         let dir = tempfile::tempdir().unwrap();
