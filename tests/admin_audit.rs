@@ -451,3 +451,41 @@ async fn rows_older_than_the_retention_are_pruned_at_start_and_newer_ones_stay()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_row_that_cannot_be_stored_is_logged_and_the_change_still_applies() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, dir.path(), ""));
+    // The store refuses every audit row from now on (a second connection to the running
+    // gateway's database; SQLite's WAL lets it write beside the gateway).
+    let db = dir.path().join("subrelay.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let raw = create_key(&gw, json!({ "name": "unaudited" })).await;
+    let line = gw.wait_for_log("its row could not be stored").await;
+    assert!(line.contains("key.create"), "{line}");
+    assert!(line.contains("unaudited"), "{line}");
+    assert!(line.contains("audit refused by the test"), "{line}");
+    assert!(!line.contains(&raw), "the key is not logged: {line}");
+    // The change applies: the key serves.
+    let status = client()
+        .post(gw.responses_url())
+        .bearer_auth(&raw)
+        .json(&body("gpt-5", false))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    assert!(trail(&gw).await.is_empty());
+}
