@@ -61,11 +61,39 @@ pub(super) fn start(file: &Path) -> Result<Watch, String> {
 
 /// Resolves when the file changed and then stayed quiet for [`DEBOUNCE`]; never without a watch.
 pub(super) async fn changed(watch: &mut Option<Watch>) {
-    let Some(watch) = watch else {
-        return std::future::pending().await;
-    };
-    if watch.events.recv().await.is_none() {
+    match watch {
+        Some(watch) => debounced(&mut watch.events).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once an event came and [`DEBOUNCE`] then passed without another one.
+async fn debounced(events: &mut mpsc::Receiver<()>) {
+    if events.recv().await.is_none() {
         return std::future::pending().await;
     }
-    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, watch.events.recv()).await {}
+    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_events_resolves_once_after_the_last_one_went_quiet() {
+        let (tx, mut events) = mpsc::channel(1);
+        let start = tokio::time::Instant::now();
+        let burst = async {
+            for _ in 0..3 {
+                tx.send(()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        };
+        let ((), ()) = tokio::join!(debounced(&mut events), burst);
+        // The last event came at 600 ms; the quiet time after it ends at 1,100 ms.
+        assert_eq!(start.elapsed(), Duration::from_millis(1100));
+        // Nothing more came: the next wait does not resolve.
+        let next = tokio::time::timeout(Duration::from_secs(60), debounced(&mut events)).await;
+        assert!(next.is_err());
+    }
 }
