@@ -489,3 +489,80 @@ async fn a_row_that_cannot_be_stored_is_logged_and_the_change_still_applies() {
     assert_eq!(status, 200);
     assert!(trail(&gw).await.is_empty());
 }
+
+#[tokio::test]
+async fn each_kind_of_change_is_named_by_its_action_and_target() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, dir.path(), ""));
+    let call = |method: &'static str, path: &'static str, body: Option<Value>| {
+        let gw = &gw;
+        async move {
+            let (status, answer) = admin(gw, method, path, body).await;
+            assert!(status < 300, "{method} {path}: {status} {answer}");
+        }
+    };
+    call(
+        "POST",
+        "/admin/api/groups",
+        Some(json!({"name": "g", "platform": "openai"})),
+    )
+    .await;
+    call(
+        "POST",
+        "/admin/api/keys",
+        Some(json!({"name": "k", "group": "g"})),
+    )
+    .await;
+    call("PATCH", "/admin/api/keys/k", Some(json!({"rpm_limit": 7}))).await;
+    call("DELETE", "/admin/api/keys/k", None).await;
+    call("DELETE", "/admin/api/groups/g", None).await;
+    call(
+        "POST",
+        "/admin/api/accounts",
+        Some(json!({
+            "name": "a", "platform": "openai", "type": "apikey",
+            "base_url": format!("{}/v1", mock.url()), "api_key": "sk-audit-kinds-secret",
+        })),
+    )
+    .await;
+    call("POST", "/admin/api/accounts/a/reset", None).await;
+    call("DELETE", "/admin/api/accounts/a", None).await;
+    // A refused change (the config's own key) records nothing.
+    let (status, _) = admin(&gw, "DELETE", "/admin/api/keys/tester", None).await;
+    assert_eq!(status, 409);
+
+    let mut entries = trail(&gw).await;
+    entries.reverse();
+    let seen: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("group.create", "g"),
+        ("key.create", "k"),
+        ("key.update", "k"),
+        ("key.delete", "k"),
+        ("group.delete", "g"),
+        ("account.create", "a"),
+        ("account.reset", "a"),
+        ("account.delete", "a"),
+    ];
+    assert_eq!(
+        seen,
+        expected
+            .iter()
+            .map(|(a, t)| ((*a).to_owned(), (*t).to_owned()))
+            .collect::<Vec<_>>()
+    );
+    let update = &entries[2];
+    assert_eq!(update["before"]["rpm_limit"], 0);
+    assert_eq!(update["after"]["rpm_limit"], 7);
+    assert_eq!(entries[3]["after"], Value::Null, "a deletion has no after");
+    assert_eq!(entries[3]["before"]["name"], "k");
+}
