@@ -263,6 +263,13 @@ async fn every_source_of_change_is_recorded_once_with_who_and_what_and_no_secret
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["key.disable", "key.create", "key.create"]);
+    let (ok, out, err) = cli(&gw, &["audit", "--json", "--since", "1h"]);
+    assert!(ok, "{err}");
+    let recent: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(recent["entries"].as_array().unwrap().len(), 7, "{recent}");
+    let (ok, _, err) = cli(&gw, &["audit", "--limit", "1001"]);
+    assert!(!ok, "a page is at most 1000 rows");
+    assert!(err.contains("1001"), "{err}");
 
     // No secret anywhere in the database: the keys handed out, the account's credentials old
     // and new, the key the reload added, the admin token.
