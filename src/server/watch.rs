@@ -36,12 +36,14 @@ pub(super) fn start(file: &Path) -> Result<Watch, String> {
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) => {
+                // The file itself, or Kubernetes' `..data` link: a mounted ConfigMap is updated
+                // by pointing that link at a new directory, never by touching the file's name.
                 let relevant = !matches!(event.kind, EventKind::Access(_))
                     && (event.paths.is_empty()
-                        || event
-                            .paths
-                            .iter()
-                            .any(|p| p.file_name().map(ToOwned::to_owned) == name));
+                        || event.paths.iter().any(|p| {
+                            let file = p.file_name().map(ToOwned::to_owned);
+                            file == name || file.as_deref() == Some(std::ffi::OsStr::new("..data"))
+                        }));
                 if relevant {
                     let _ = tx.try_send(());
                 }
