@@ -8,7 +8,8 @@
 //! the dashboard and serving a request, an account added, edited and deleted, every key limit
 //! shown, the Accounts and Keys Actions in view at 1280 px, the last error's message with its
 //! details on demand, charts with y-axis labels, a phone-sized screen, Settings (redacted, with
-//! what came from the environment), the Overview screenshot, no resource that failed to load
+//! what came from the environment), Audit (who made each change: this session or the token,
+//! filtered by action), the Overview screenshot, no resource that failed to load
 //! (the favicon), sign out.
 //!
 //! `SUBRELAY_UPDATE_SCREENSHOT=1` copies the screenshot to docs/overview.png (the README's).

@@ -21,7 +21,7 @@ use crate::domain::{AccountCredential, AccountKind, AccountSpec, Platform, Secre
 use crate::http::refusal::Refusal;
 use crate::state::AppState;
 use crate::store::accounts::{to_record, to_spec};
-use crate::store::{AccountRecord, Source, StoreError};
+use crate::store::{audit, AccountRecord, Source, StoreError};
 
 /// A stored account, without its credentials.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -287,7 +287,7 @@ fn sealed(spec: &AccountSpec, state: &AppState) -> Result<AccountRecord, Refusal
         (status = 409, description = "An account with this name exists", body = ErrorBody),
     ))]
 pub async fn create(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     AdminJson(body): AdminJson<CreateAccount>,
 ) -> Response {
@@ -307,6 +307,15 @@ pub async fn create(
             })?;
         tracing::info!(account = %record.name, "account stored by the admin API");
         go_live(&state, spec)?;
+        audit::record(
+            state.store.as_ref(),
+            &admin.actor,
+            "account.create",
+            &record.name,
+            None,
+            trail(&record, &[]),
+        )
+        .await;
         Ok::<_, Refusal>(record)
     }
     .await;
@@ -353,7 +362,7 @@ pub async fn get(
         (status = 409, description = "The account is declared in the config file", body = ErrorBody),
     ))]
 pub async fn update(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     AdminJson(body): AdminJson<UpdateAccount>,
@@ -367,6 +376,7 @@ pub async fn update(
                 "account {name:?} cannot be decrypted with this key"
             ))
         })?;
+        let replaced = replaced_secrets(&body);
         apply(&mut spec, body)?;
         check_spec(&spec, &state)?;
         let mut updated = sealed(&spec, &state)?;
@@ -378,6 +388,15 @@ pub async fn update(
             .map_err(store_error)?;
         tracing::info!(account = %name, "account changed by the admin API");
         go_live(&state, spec)?;
+        audit::record(
+            state.store.as_ref(),
+            &admin.actor,
+            "account.update",
+            &name,
+            trail(&record, &[]),
+            trail(&updated, &replaced),
+        )
+        .await;
         Ok::<_, Refusal>(updated)
     }
     .await;
@@ -389,6 +408,31 @@ pub async fn update(
         .into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// An account as the audit trail keeps it: the view without credentials, and which secret
+/// fields this change replaced (named, their values never).
+fn trail(record: &AccountRecord, replaced: &[&str]) -> Option<serde_json::Value> {
+    let mut value = serde_json::to_value(stored_view(record)).ok()?;
+    if let Some(map) = value.as_object_mut() {
+        for field in replaced {
+            map.insert((*field).to_owned(), audit::REDACTED.into());
+        }
+    }
+    Some(value)
+}
+
+/// The write-only fields an update body sets.
+fn replaced_secrets(body: &UpdateAccount) -> Vec<&'static str> {
+    [
+        ("api_key", body.api_key.is_some()),
+        ("access_token", body.access_token.is_some()),
+        ("refresh_token", body.refresh_token.is_some()),
+        ("proxy", body.proxy.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(field, set)| set.then_some(field))
+    .collect()
 }
 
 fn apply(spec: &mut AccountSpec, body: UpdateAccount) -> Result<(), Refusal> {
@@ -459,7 +503,7 @@ fn apply(spec: &mut AccountSpec, body: UpdateAccount) -> Result<(), Refusal> {
         (status = 409, description = "The account is declared in the config file", body = ErrorBody),
     ))]
 pub async fn delete(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Response {
@@ -473,6 +517,15 @@ pub async fn delete(
             .map_err(store_error)?;
         tracing::info!(account = %name, "account deleted by the admin API");
         state.pool.remove(&name);
+        audit::record(
+            state.store.as_ref(),
+            &admin.actor,
+            "account.delete",
+            &name,
+            trail(&record, &[]),
+            None,
+        )
+        .await;
         Ok::<_, Refusal>(())
     }
     .await;

@@ -15,7 +15,7 @@ use super::{
 use crate::domain::Platform;
 use crate::http::refusal::Refusal;
 use crate::state::AppState;
-use crate::store::{now_secs, GroupRecord, Source};
+use crate::store::{audit, now_secs, GroupRecord, Source};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct GroupView {
@@ -78,7 +78,7 @@ pub async fn list(_: Admin, State(state): State<Arc<AppState>>) -> Response {
         (status = 409, description = "A group with this name exists", body = ErrorBody),
     ))]
 pub async fn create(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     AdminJson(body): AdminJson<CreateGroup>,
 ) -> Response {
@@ -107,6 +107,15 @@ pub async fn create(
             .await
             .map_err(store_error)?;
         state.keys.set_group(&record.name, platform);
+        audit::record(
+            state.store.as_ref(),
+            &admin.actor,
+            "group.create",
+            &record.name,
+            None,
+            serde_json::to_value(view(record.clone())).ok(),
+        )
+        .await;
         Ok::<_, Refusal>(record)
     }
     .await;
@@ -126,7 +135,7 @@ pub async fn create(
         (status = 409, description = "Declared in the config, or still used", body = ErrorBody),
     ))]
 pub async fn delete(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Response {
@@ -150,6 +159,15 @@ pub async fn delete(
         }
         state.store.delete_group(&name).await.map_err(store_error)?;
         state.keys.remove_group(&name);
+        audit::record(
+            state.store.as_ref(),
+            &admin.actor,
+            "group.delete",
+            &name,
+            serde_json::to_value(view(group)).ok(),
+            None,
+        )
+        .await;
         Ok::<_, Refusal>(())
     }
     .await;

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::http::refusal::Refusal;
 use crate::state::AppState;
+use crate::store::audit;
 use crate::store::keys::{generate, hint};
 use crate::store::{now_secs, KeyRecord, Source};
 
@@ -199,12 +200,25 @@ pub async fn list(_: Admin, State(state): State<Arc<AppState>>) -> Response {
         (status = 409, description = "A key with this name exists", body = ErrorBody),
     ))]
 pub async fn create(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     AdminJson(body): AdminJson<CreateKey>,
 ) -> Response {
     match create_key(&state, body).await {
-        Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
+        Ok(created) => {
+            // The view only: the raw key is in the answer, never in the trail.
+            let after = serde_json::to_value(&created.key).ok();
+            audit::record(
+                state.store.as_ref(),
+                &admin.actor,
+                "key.create",
+                &created.key.name,
+                None,
+                after,
+            )
+            .await;
+            (StatusCode::CREATED, Json(created)).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -274,20 +288,27 @@ pub async fn get(
         (status = 409, description = "The key is declared in the config file", body = ErrorBody),
     ))]
 pub async fn update(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     AdminJson(body): AdminJson<UpdateKey>,
 ) -> Response {
-    match update_key(&state, &name, body).await {
+    match update_key(&state, &admin, "key.update", &name, body).await {
         Ok(record) => Json(view(&record)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn update_key(state: &AppState, name: &str, body: UpdateKey) -> Result<KeyRecord, Refusal> {
+async fn update_key(
+    state: &AppState,
+    admin: &Admin,
+    action: &str,
+    name: &str,
+    body: UpdateKey,
+) -> Result<KeyRecord, Refusal> {
     let mut record = find(state, name).await?;
     refuse_config_row("key", name, record.source)?;
+    let before = serde_json::to_value(view(&record)).ok();
     if let Some(group) = body.group {
         record.group = group;
     }
@@ -316,6 +337,15 @@ async fn update_key(state: &AppState, name: &str, body: UpdateKey) -> Result<Key
     state.store.update_key(&record).await.map_err(store_error)?;
     state.keys.upsert(&record);
     tracing::info!(key = %name, "API key changed by the admin API");
+    audit::record(
+        state.store.as_ref(),
+        &admin.actor,
+        action,
+        name,
+        before,
+        serde_json::to_value(view(&record)).ok(),
+    )
+    .await;
     Ok(record)
 }
 
@@ -329,7 +359,7 @@ async fn update_key(state: &AppState, name: &str, body: UpdateKey) -> Result<Key
         (status = 409, description = "The key is declared in the config file", body = ErrorBody),
     ))]
 pub async fn disable(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Response {
@@ -343,7 +373,7 @@ pub async fn disable(
         monthly_spend_limit: None,
         allowed_models: None,
     };
-    match update_key(&state, &name, body).await {
+    match update_key(&state, &admin, "key.disable", &name, body).await {
         Ok(record) => Json(view(&record)).into_response(),
         Err(e) => e.into_response(),
     }
@@ -359,7 +389,7 @@ pub async fn disable(
         (status = 409, description = "The key is declared in the config file", body = ErrorBody),
     ))]
 pub async fn delete(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Response {
@@ -369,6 +399,15 @@ pub async fn delete(
         state.store.delete_key(&name).await.map_err(store_error)?;
         state.keys.remove(&name);
         tracing::info!(key = %name, "API key deleted by the admin API");
+        audit::record(
+            state.store.as_ref(),
+            &admin.actor,
+            "key.delete",
+            &name,
+            serde_json::to_value(view(&record)).ok(),
+            None,
+        )
+        .await;
         Ok::<_, Refusal>(())
     }
     .await;

@@ -7,6 +7,7 @@
 //! handlers ([`openapi`]) and served at `/admin/api/openapi.json`.
 
 mod accounts;
+mod audit;
 pub mod dashboard;
 mod groups;
 mod keys;
@@ -33,6 +34,7 @@ use subtle::ConstantTimeEq;
 use crate::http::refusal::Refusal;
 use crate::http::throttle;
 use crate::state::AppState;
+use crate::store::audit::Actor;
 use crate::store::{Source, StoreError};
 
 /// The admin API and the dashboard; `console` holds the dashboard's sessions and sign-in flows.
@@ -72,6 +74,7 @@ pub fn routes(console: Arc<dashboard::Console>) -> Router<Arc<AppState>> {
         .route("/admin/api/usage", get(usage::list))
         .route("/admin/api/usage/totals", get(usage::totals))
         .route("/admin/api/reload", post(reload::reload))
+        .route("/admin/api/audit", get(audit::list))
         .merge(dashboard::routes())
         .layer(axum::Extension(console))
 }
@@ -79,8 +82,14 @@ pub fn routes(console: Arc<dashboard::Console>) -> Router<Arc<AppState>> {
 /// Proof that the request carried the admin token, or (without an `Authorization` header) a
 /// live dashboard session and, for a state-changing method, its CSRF token from this origin.
 /// Taking it as a handler argument is the whole authorization; the comparison takes the same
-/// time whatever the guess.
-pub struct Admin;
+/// time whatever the guess. `actor` says who it was, for the audit trail: `admin-token`, `cli`
+/// (the token, sent by `subrelay`'s own client), or `dashboard (session …)`.
+pub struct Admin {
+    pub actor: Actor,
+}
+
+/// The `User-Agent` of `subrelay`'s own admin client (src/cli/admin_client.rs).
+pub const CLI_AGENT: &str = "subrelay-cli/";
 
 impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = Response;
@@ -89,19 +98,28 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        let client = state.clients.client_of(&parts.extensions, &parts.headers);
+        let actor = |who: String| Admin {
+            actor: Actor::new(who, Some(client.to_string())),
+        };
         if !parts.headers.contains_key(http::header::AUTHORIZATION) {
             admin_on(state).map_err(IntoResponse::into_response)?;
             let console = parts.extensions.get::<Arc<dashboard::Console>>();
             if let Some(outcome) = console.and_then(|console| {
                 dashboard::authorize_session(&console.sessions, &parts.method, &parts.headers)
             }) {
-                return outcome.map(|()| Admin).map_err(IntoResponse::into_response);
+                return outcome.map(actor).map_err(IntoResponse::into_response);
             }
         }
-        let client = state.clients.client_of(&parts.extensions, &parts.headers);
-        authorize(state, &parts.headers, client)
-            .map(|()| Admin)
-            .map_err(IntoResponse::into_response)
+        authorize(state, &parts.headers, client).map_err(IntoResponse::into_response)?;
+        let from_cli = parts
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|agent| agent.starts_with(CLI_AGENT));
+        Ok(actor(
+            if from_cli { "cli" } else { "admin-token" }.to_owned(),
+        ))
     }
 }
 

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dashboard::{settings, signin};
-use super::{accounts, admin_on, groups, keys, pool, reload, usage};
+use super::{accounts, admin_on, audit, groups, keys, pool, reload, usage};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -43,6 +43,7 @@ use crate::state::AppState;
         usage::totals,
         settings::get,
         reload::reload,
+        audit::list,
     ),
     modifiers(&AdminToken),
     security(("admin_token" = []))

@@ -54,15 +54,25 @@ pub async fn list_accounts(_: Admin, State(state): State<Arc<AppState>>) -> Resp
         (status = 404, description = "No such account in the pool, or the admin API is off", body = ErrorBody),
     ))]
 pub async fn reset_account(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Response {
     let Some(account) = state.pool.find(&name) else {
         return not_found("account", &name).into_response();
     };
+    let before = serde_json::to_value(state.pool.view(&account)).ok();
     account.reset();
     tracing::info!(account = %name, "account reset by the admin API");
+    crate::store::audit::record(
+        state.store.as_ref(),
+        &admin.actor,
+        "account.reset",
+        &name,
+        before,
+        serde_json::to_value(state.pool.view(&account)).ok(),
+    )
+    .await;
     Json(json!({ "account": state.pool.view(&account) })).into_response()
 }
 
@@ -102,7 +112,7 @@ pub async fn test_account(
         (status = 502, description = "The token endpoint refused the refresh", body = ErrorBody),
     ))]
 pub async fn refresh_account(
-    _: Admin,
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Response {
@@ -113,7 +123,19 @@ pub async fn refresh_account(
         return Refusal::NoRefreshToken { account: name }.into_response();
     }
     match crate::store::tokens::refresh_account(state.tokens(), &account, None).await {
-        Ok(_) => Json(json!({ "account": state.pool.view(&account) })).into_response(),
+        Ok(_) => {
+            // The account's view only: the new tokens never reach the trail.
+            crate::store::audit::record(
+                state.store.as_ref(),
+                &admin.actor,
+                "account.refresh",
+                &name,
+                None,
+                serde_json::to_value(state.pool.view(&account)).ok(),
+            )
+            .await;
+            Json(json!({ "account": state.pool.view(&account) })).into_response()
+        }
         Err(e) => Refusal::RefreshFailed(e.to_string()).into_response(),
     }
 }

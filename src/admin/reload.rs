@@ -22,8 +22,9 @@ use crate::state::AppState;
         (status = 404, description = "The admin API is off", body = ErrorBody),
         (status = 422, description = "The file was refused; the running configuration stays", body = ErrorBody),
     ))]
-pub async fn reload(_: Admin, State(state): State<Arc<AppState>>) -> Response {
-    match state.reload.reload().await {
+pub async fn reload(admin: Admin, State(state): State<Arc<AppState>>) -> Response {
+    let Admin { actor } = admin;
+    match state.reload.reload(actor.who, actor.client).await {
         Ok(report) => Json(report).into_response(),
         Err(why) => Refusal::ReloadRefused(why).into_response(),
     }

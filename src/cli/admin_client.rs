@@ -27,8 +27,14 @@ pub fn call(
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
+        // The agent tells the audit trail the change came from the CLI (`cli`, not
+        // `admin-token`).
         let mut request = reqwest::Client::new()
             .request(method, format!("{base}{path}"))
+            .header(
+                reqwest::header::USER_AGENT,
+                format!("{}{}", crate::admin::CLI_AGENT, env!("CARGO_PKG_VERSION")),
+            )
             .bearer_auth(token.expose());
         if let Some(body) = body {
             request = request.json(&body);

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `reload`, `completions`,
+//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `audit`, `reload`, `completions`,
 //! `--version`, `--help`.
 
 #![allow(
@@ -10,6 +10,7 @@
 
 mod accounts;
 mod admin_client;
+mod audit;
 mod completions;
 mod keys;
 mod reload;
@@ -94,6 +95,27 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         last: u32,
         /// Print the admin API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running server's audit trail: who changed which key, account, group or setting,
+    /// when and from where, newest first (needs admin.token).
+    Audit {
+        #[arg(long, short, env = "SUBRELAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// The server's address; by default server.host and server.port of the config.
+        #[arg(long)]
+        url: Option<String>,
+        /// How many entries, 1–1000.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Only actions starting with this, e.g. `key.` or `account.update`.
+        #[arg(long)]
+        action: Option<String>,
+        /// How far back, e.g. 24h, 7d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Print the admin API's JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -259,6 +281,29 @@ pub fn run() -> ExitCode {
                 Some(KeysAction::Disable { name }) => keys::Action::Disable(name),
             };
             keys::run(&config, url, action)
+        }
+        Command::Audit {
+            config,
+            url,
+            limit,
+            action,
+            since,
+            json,
+        } => {
+            let config = match load(config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            audit::run(
+                &config,
+                url,
+                &audit::Query {
+                    limit,
+                    action,
+                    since,
+                    json,
+                },
+            )
         }
         Command::Reload { config, url, json } => {
             let config = match load(config) {

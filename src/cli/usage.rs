@@ -133,7 +133,7 @@ fn rows_table(body: &Value) -> String {
 }
 
 /// Percent-encodes a query value (key names are simple, but a space or `&` must not break it).
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use env::{env_name, Environment, MapEnv, ProcessEnv};
 pub use raw::RawConfig;
-pub use reload::{ReloadReply, ReloadReport, ReloadRequests};
+pub use reload::{ReloadReply, ReloadReport, ReloadRequest, ReloadRequests};
 pub use secret::{Secret, SecretRef};
 
 use crate::domain::{AccountSpec, KeySpec, Platform};
@@ -38,6 +38,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub telemetry: TelemetryConfig,
+    /// `config.*`: the configuration file itself.
+    pub config_file: ConfigFileConfig,
     /// Every group a key or an account names, with the platform that serves it.
     pub groups: std::collections::BTreeMap<String, Platform>,
     /// `groups[].model_fallback`, by group.
@@ -178,6 +180,18 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
     /// How long a dashboard session lasts after sign-in (`admin.session_ttl`).
     pub session_ttl: Duration,
+    /// How long the audit trail keeps a row (`admin.audit_retention_days`).
+    pub audit_retention: Duration,
+}
+
+/// The days the audit trail keeps a row unless `admin.audit_retention_days` says otherwise.
+pub const AUDIT_RETENTION_DAYS: u64 = 365;
+
+/// `config.*`.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigFileConfig {
+    /// `config.watch`: reload when the file changes (src/server/watch.rs).
+    pub watch: bool,
 }
 
 /// How long a dashboard session lasts after sign-in unless `admin.session_ttl` says otherwise.
@@ -188,6 +202,7 @@ impl Default for AdminConfig {
         Self {
             token: None,
             session_ttl: SESSION_TTL,
+            audit_retention: Duration::from_secs(AUDIT_RETENTION_DAYS * 86_400),
         }
     }
 }

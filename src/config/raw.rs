@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub metrics: RawMetrics,
     pub telemetry: RawTelemetry,
+    pub config: RawConfigFile,
     pub groups: Vec<RawGroup>,
     pub accounts: Vec<RawAccount>,
     pub api_keys: Vec<RawApiKey>,
@@ -158,6 +159,14 @@ pub struct RawTelemetry {
     pub otlp_endpoint: String,
 }
 
+/// The configuration file itself.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfigFile {
+    /// Reload when the file changes (as on SIGHUP).
+    pub watch: bool,
+}
+
 /// The Prometheus endpoint.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -236,6 +245,8 @@ pub struct RawAdmin {
     pub token: Option<SecretRef>,
     /// Seconds a dashboard session lasts after sign-in.
     pub session_ttl: i64,
+    /// Days the audit trail keeps a row.
+    pub audit_retention_days: i64,
 }
 
 impl Default for RawAdmin {
@@ -243,6 +254,7 @@ impl Default for RawAdmin {
         Self {
             token: None,
             session_ttl: 43_200,
+            audit_retention_days: 365,
         }
     }
 }

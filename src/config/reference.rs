@@ -311,6 +311,18 @@ pub const KEYS: &[KeyDoc] = &[
         description: "How long a dashboard session lasts after sign-in (12 hours by default); the server refuses the session cookie after that, and the browser is sent back to sign-in.",
     },
     KeyDoc {
+        path: "admin.audit_retention_days",
+        default: "365",
+        allowed: "1–36500 days",
+        description: "How long the audit trail (`GET /admin/api/audit`, `subrelay audit`, the dashboard's Audit page) keeps a row: who changed which key, account, group or setting, when and from where. Older rows are deleted in the background (at start, then hourly).",
+    },
+    KeyDoc {
+        path: "config.watch",
+        default: "false",
+        allowed: "true or false",
+        description: "Watch the configuration file and reload it when it changes (debounced 500 ms; an editor that replaces the file by renaming counts too), exactly as SIGHUP does: a file that does not validate is refused whole, logged and counted, and the running configuration stays. Needs `--config`.",
+    },
+    KeyDoc {
         path: "log.format",
         default: "pretty",
         allowed: "pretty or json",

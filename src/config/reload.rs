@@ -57,23 +57,36 @@ pub struct ReloadReport {
 /// stays).
 pub type ReloadReply = Result<ReloadReport, String>;
 
+/// One request for a reload: who asked (for the audit trail) and where the answer goes.
+pub struct ReloadRequest {
+    /// Who asked through the admin API (`admin-token`, `cli`, `dashboard (session …)`).
+    pub by: String,
+    /// The client's address.
+    pub client: Option<String>,
+    pub reply: oneshot::Sender<ReloadReply>,
+}
+
 /// How a handler asks the server to reload: the server's reload task takes one request at a
 /// time, so reloads never overlap.
 #[derive(Clone)]
-pub struct ReloadRequests(mpsc::Sender<oneshot::Sender<ReloadReply>>);
+pub struct ReloadRequests(mpsc::Sender<ReloadRequest>);
 
 impl ReloadRequests {
     /// The handle, and the receiving end the server's reload task reads.
-    pub fn channel() -> (Self, mpsc::Receiver<oneshot::Sender<ReloadReply>>) {
+    pub fn channel() -> (Self, mpsc::Receiver<ReloadRequest>) {
         let (tx, rx) = mpsc::channel(4);
         (Self(tx), rx)
     }
 
-    /// Asks for a reload and waits for its answer.
-    pub async fn reload(&self) -> ReloadReply {
+    /// Asks for a reload on behalf of `by` (from `client`) and waits for its answer.
+    pub async fn reload(&self, by: String, client: Option<String>) -> ReloadReply {
         let (tx, rx) = oneshot::channel();
         self.0
-            .send(tx)
+            .send(ReloadRequest {
+                by,
+                client,
+                reply: tx,
+            })
             .await
             .map_err(|_| "the server is shutting down".to_owned())?;
         rx.await

@@ -394,6 +394,48 @@ fn admin_session_ttl_is_read_and_bounded() {
 }
 
 #[test]
+fn audit_retention_and_config_watch_are_read_and_bounded() {
+    let default = load(None, &MapEnv::default()).unwrap();
+    assert_eq!(
+        default.admin.audit_retention,
+        Duration::from_secs(365 * 86_400)
+    );
+    assert!(!default.config_file.watch, "config.watch is off by default");
+    let set = load_text(
+        "admin:\n  audit_retention_days: 30\nconfig:\n  watch: true\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(set.admin.audit_retention, Duration::from_secs(30 * 86_400));
+    assert!(set.config_file.watch);
+    let from_env = load(
+        None,
+        &MapEnv::from([
+            ("ADMIN_AUDIT_RETENTION_DAYS", "7"),
+            ("CONFIG_WATCH", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        from_env.admin.audit_retention,
+        Duration::from_secs(7 * 86_400)
+    );
+    assert!(from_env.config_file.watch);
+    for given in ["0", "36501", "-3"] {
+        let err = load_text(
+            &format!("admin:\n  audit_retention_days: {given}\n"),
+            &MapEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            format!("admin.audit_retention_days = {given}: must be 1–36500 days")
+        );
+    }
+}
+
+#[test]
 fn config_names_pass_the_admin_api_name_check() {
     let rule = crate::domain::NAME_RULE;
     for (yaml, wanted) in [

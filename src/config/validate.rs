@@ -10,9 +10,9 @@ use super::raw::{
 };
 use super::reference;
 use super::{
-    env_name, AdminConfig, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig,
-    LogConfig, LogFormat, MetricsConfig, OAuthConfig, RawConfig, ServerConfig, StorageConfig,
-    TelemetryConfig, UpstreamConfig,
+    env_name, AdminConfig, Config, ConfigError, ConfigFileConfig, ConfigOrigin, Environment,
+    GatewayConfig, LogConfig, LogFormat, MetricsConfig, OAuthConfig, RawConfig, ServerConfig,
+    StorageConfig, TelemetryConfig, UpstreamConfig,
 };
 use crate::domain::KeySpec;
 use crate::domain::{
@@ -75,6 +75,9 @@ pub(super) fn config(
         admin,
         metrics,
         telemetry,
+        config_file: ConfigFileConfig {
+            watch: raw.config.watch,
+        },
         accounts,
         api_keys,
         prices,
@@ -501,10 +504,19 @@ fn admin(
 ) -> Result<AdminConfig, ConfigError> {
     let session_ttl = seconds("admin.session_ttl", raw.session_ttl, 10, 2_592_000)
         .map_err(|e| e.with_origin(from_env))?;
+    let audit_days = in_range(
+        "admin.audit_retention_days",
+        raw.audit_retention_days,
+        1,
+        36_500,
+    )
+    .map_err(|e| e.with_origin(from_env))?;
+    let audit_retention = Duration::from_secs(audit_days * 86_400);
     let Some(reference) = &raw.token else {
         return Ok(AdminConfig {
             token: None,
             session_ttl,
+            audit_retention,
         });
     };
     let token = reference
@@ -520,6 +532,7 @@ fn admin(
     Ok(AdminConfig {
         token: Some(token),
         session_ttl,
+        audit_retention,
     })
 }
 

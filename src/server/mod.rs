@@ -6,6 +6,7 @@ mod files;
 mod hyper_errors;
 mod pool_policy;
 mod reload;
+mod watch;
 mod watchdog;
 mod workers;
 
@@ -33,7 +34,7 @@ pub use pool_policy::pool_policy;
 #[allow(
     clippy::disallowed_methods,
     reason = "the server's own long-lived tasks (acceptor, refresher, usage writer, state keeper, \
-              metrics listener, reloader) are joined at shutdown below; request tasks go on \
+              metrics listener, reloader, audit pruner) are joined at shutdown below; request tasks go on \
               state.tasks"
 )]
 pub async fn serve(config: Config) -> Result<(), String> {
@@ -138,6 +139,15 @@ pub async fn serve(config: Config) -> Result<(), String> {
         },
     });
     crate::relay::warm_token_counter(&state);
+    // Started before anything runs, so a file that cannot be watched stops the start cleanly.
+    let watch = match (&config.origin.file, config.config_file.watch) {
+        (Some(file), true) => Some(watch::start(file)?),
+        (None, true) => {
+            tracing::warn!("config.watch is set but there is no --config file to watch");
+            None
+        }
+        (_, false) => None,
+    };
     let restored = crate::store::tokens::restore(state.tokens(), &state.pool).await?;
     if restored > 0 {
         tracing::info!(
@@ -234,12 +244,22 @@ pub async fn serve(config: Config) -> Result<(), String> {
     });
     let drain_delay = config.server.drain_delay;
     let grace = config.server.shutdown_timeout;
+    // Old audit rows go at start, then hourly; stopped with state.shutdown.
+    let pruner = tokio::spawn({
+        let state = Arc::clone(&state);
+        let retention = config.admin.audit_retention;
+        async move {
+            crate::store::audit::prune(state.store.as_ref(), retention, state.shutdown.clone())
+                .await
+        }
+    });
     // Installed before the server says it is ready: from then on SIGHUP reloads.
     let reloader = tokio::spawn(reload::run(
         Arc::clone(&state),
         config,
         reload::Hangup::install(),
         reload_queue,
+        watch,
     ));
     crate::routes::ready::set_ready();
 
@@ -261,6 +281,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     state.shutdown.cancel();
     let _ = refresher.await;
     let _ = reloader.await;
+    let _ = pruner.await;
     if let Some(prober) = prober {
         let _ = prober.await;
     }

@@ -13,12 +13,13 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::config::{reload::restart_needed, Config, ProcessEnv, ReloadReply, ReloadReport};
 use crate::pool::AccountSource;
 use crate::state::AppState;
 use crate::store::accounts::StoreAccounts;
+use crate::store::audit::Actor;
 
 /// SIGHUP, installed when this is called (before the server says it is ready): from then on the
 /// signal reloads instead of ending the process.
@@ -50,25 +51,40 @@ impl Hangup {
     }
 }
 
-/// Takes reload requests until shutdown. `running` is the configuration in effect.
+/// What started a reload, for the log and the audit trail.
+enum Cause {
+    Hangup,
+    Watch,
+    /// The admin API, on behalf of `by` from `client`; the answer goes to `reply`.
+    Api(crate::config::ReloadRequest),
+}
+
+/// Takes reload requests until shutdown: SIGHUP, the admin API's, and (with `config.watch`)
+/// the file's changes. `running` is the configuration in effect.
 pub(super) async fn run(
     state: Arc<AppState>,
     mut running: Config,
     mut hangup: Hangup,
-    mut requests: mpsc::Receiver<oneshot::Sender<ReloadReply>>,
+    mut requests: mpsc::Receiver<crate::config::ReloadRequest>,
+    mut watch: Option<super::watch::Watch>,
 ) {
     loop {
-        let reply = tokio::select! {
+        let cause = tokio::select! {
             () = state.shutdown.cancelled() => return,
             () = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                None
+                Cause::Hangup
+            }
+            () = super::watch::changed(&mut watch) => {
+                tracing::info!("the configuration file changed (config.watch): reloading it");
+                Cause::Watch
             }
             request = requests.recv() => match request {
-                Some(reply) => Some(reply),
+                Some(request) => Cause::Api(request),
                 None => return,
             },
         };
+        let before = state.config_origin.get();
         let result = reload(&state, &mut running).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         if let Some(metrics) = crate::metrics::get() {
@@ -78,10 +94,71 @@ pub(super) async fn run(
             Ok(report) => announce(report),
             Err(e) => tracing::error!("configuration reload refused: {e}"),
         }
+        let (actor, by, reply) = match cause {
+            Cause::Hangup => (Actor::new("reload (SIGHUP)", None), None, None),
+            Cause::Watch => (Actor::new("reload (watch)", None), None, None),
+            Cause::Api(request) => (
+                Actor::new("reload (API)", request.client),
+                Some(request.by),
+                Some(request.reply),
+            ),
+        };
+        if let Ok(report) = &result {
+            let (old, new) = trail(
+                &before.effective_yaml,
+                &state.config_origin.get().effective_yaml,
+                report,
+                by,
+            );
+            crate::store::audit::record(
+                state.store.as_ref(),
+                &actor,
+                "config.reload",
+                &report.file,
+                Some(old),
+                Some(new),
+            )
+            .await;
+        }
         if let Some(reply) = reply {
             let _ = reply.send(result);
         }
     }
+}
+
+/// The audit trail's before and after of a reload: the sections that took effect, as the
+/// effective YAML shows them (secrets already redacted there, and again by the trail), and in
+/// the after what needs a restart and who asked through the admin API.
+fn trail(
+    old_yaml: &str,
+    new_yaml: &str,
+    report: &ReloadReport,
+    by: Option<String>,
+) -> (serde_json::Value, serde_json::Value) {
+    let parse = |yaml: &str| {
+        serde_yaml::from_str::<serde_json::Value>(yaml).unwrap_or(serde_json::Value::Null)
+    };
+    let (old_tree, new_tree) = (parse(old_yaml), parse(new_yaml));
+    let mut old = serde_json::Map::new();
+    let mut new = serde_json::Map::new();
+    for section in &report.applied {
+        let pointer = format!("/{}", section.replace('.', "/"));
+        let pick = |tree: &serde_json::Value| {
+            tree.pointer(&pointer)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null)
+        };
+        old.insert(section.clone(), pick(&old_tree));
+        new.insert(section.clone(), pick(&new_tree));
+    }
+    new.insert(
+        "restart_needed".to_owned(),
+        report.restart_needed.clone().into(),
+    );
+    if let Some(by) = by {
+        new.insert("requested_by".to_owned(), by.into());
+    }
+    (old.into(), new.into())
 }
 
 fn announce(report: &ReloadReport) {

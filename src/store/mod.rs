@@ -8,6 +8,7 @@
 
 pub mod account_state;
 pub mod accounts;
+pub mod audit;
 pub mod crypto;
 pub mod data_dir;
 pub mod keys;
@@ -216,6 +217,37 @@ pub enum TotalsBy {
     Key,
 }
 
+/// One admin change as stored (the audit trail). `before`/`after` are JSON texts already
+/// redacted ([`audit::redact`]): no secret reaches the store through them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    /// Assigned by the store (0 in a row not yet stored); newer rows have larger ids.
+    pub id: i64,
+    /// Unix milliseconds of the change.
+    pub at_ms: i64,
+    /// Who: `admin-token`, `cli`, `dashboard (session …)`, `reload (SIGHUP)`, ...
+    pub actor: String,
+    /// The client's address, when the change came over HTTP.
+    pub client: Option<String>,
+    /// What, e.g. `key.create`.
+    pub action: String,
+    /// Which: a key, account or group name, or the configuration file.
+    pub target: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// Which audit rows a query looks at, newest first. Times are unix milliseconds, `since_ms`
+/// inclusive, `until_ms` exclusive; `before_id` is the paging cursor (rows with a smaller id).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Actions starting with this text (`key.` matches `key.create`, `key.delete`, ...).
+    pub action_prefix: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub before_id: Option<i64>,
+}
+
 /// An account's name and its sealed sign-in tokens.
 pub type SealedTokens = (String, Vec<u8>);
 
@@ -274,6 +306,18 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'_, StoreResult<Vec<UsageTotals>>>;
     /// Cost per key name since a time (unix ms), for the spending limits at start-up.
     fn spend_since(&self, from_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(String, f64)>>>;
+
+    // === audit trail ===
+    /// Appends one row (its `id` is ignored; the store assigns it).
+    fn append_audit<'a>(&'a self, row: &'a AuditRow) -> BoxFuture<'a, StoreResult<()>>;
+    /// Newest first, at most `limit` rows.
+    fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<AuditRow>>>;
+    /// Deletes the rows older than `before_ms` (unix ms); returns how many.
+    fn prune_audit(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
 
     /// Waits for pending writes and closes the connections.
     fn close(&self) -> BoxFuture<'_, ()>;

@@ -13,8 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
-    AccountRecord, GroupRecord, KeyRecord, Source, Store, StoreError, StoreResult, TotalsBy,
-    UsageFilter, UsageRow, UsageTotals,
+    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, Source, Store, StoreError,
+    StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
 };
 
 pub const FILE_NAME: &str = "subrelay.db";
@@ -756,6 +756,85 @@ impl Store for SqliteStore {
         })
     }
 
+    fn append_audit<'a>(&'a self, row: &'a AuditRow) -> BoxFuture<'a, StoreResult<()>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO audit (at_ms, actor, client, action, target, before_json, after_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(row.at_ms)
+            .bind(row.actor.as_str())
+            .bind(row.client.as_deref())
+            .bind(row.action.as_str())
+            .bind(row.target.as_str())
+            .bind(row.before.as_deref())
+            .bind(row.after.as_deref())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<AuditRow>>> {
+        let filter = filter.clone();
+        Box::pin(async move {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT id, at_ms, actor, client, action, target, before_json, after_json FROM audit WHERE 1=1",
+            );
+            if let Some(prefix) = &filter.action_prefix {
+                // `substr`, not LIKE: a `_` or `%` in the prefix means itself.
+                query
+                    .push(" AND substr(action, 1, ")
+                    .push_bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+                    .push(") = ")
+                    .push_bind(prefix.clone());
+            }
+            if let Some(since) = filter.since_ms {
+                query.push(" AND at_ms >= ").push_bind(since);
+            }
+            if let Some(until) = filter.until_ms {
+                query.push(" AND at_ms < ").push_bind(until);
+            }
+            if let Some(before) = filter.before_id {
+                query.push(" AND id < ").push_bind(before);
+            }
+            query
+                .push(" ORDER BY id DESC LIMIT ")
+                .push_bind(i64::from(limit));
+            let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditRow {
+                        id: r.try_get("id")?,
+                        at_ms: r.try_get("at_ms")?,
+                        actor: r.try_get("actor")?,
+                        client: r.try_get("client")?,
+                        action: r.try_get("action")?,
+                        target: r.try_get("target")?,
+                        before: r.try_get("before_json")?,
+                        after: r.try_get("after_json")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn prune_audit(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM audit WHERE at_ms < ?")
+                .bind(before_ms)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            Ok(done.rows_affected())
+        })
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.pool.close().await })
     }
@@ -807,6 +886,67 @@ mod tests {
             total += conn.cached_statements_size();
         }
         total
+    }
+
+    fn audit(at_ms: i64, action: &str) -> AuditRow {
+        AuditRow {
+            id: 0,
+            at_ms,
+            actor: "admin-token".into(),
+            client: Some("127.0.0.1".into()),
+            action: action.into(),
+            target: "t".into(),
+            before: None,
+            after: Some("{}".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn audit_rows_filter_by_prefix_and_time_page_by_id_and_prune_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        for (at, action) in [
+            (10, "key.create"),
+            (20, "key_x.create"),
+            (30, "account.update"),
+            (40, "key.delete"),
+        ] {
+            store.append_audit(&audit(at, action)).await.unwrap();
+        }
+        let actions = |rows: Vec<AuditRow>| rows.into_iter().map(|r| r.action).collect::<Vec<_>>();
+        let prefix = AuditFilter {
+            action_prefix: Some("key.".into()),
+            ..Default::default()
+        };
+        // `.` and `_` mean themselves: `key_x.create` is not under `key.`.
+        assert_eq!(
+            actions(store.list_audit(&prefix, 10).await.unwrap()),
+            ["key.delete", "key.create"]
+        );
+        let newest = store.list_audit(&AuditFilter::default(), 2).await.unwrap();
+        assert_eq!(actions(newest.clone()), ["key.delete", "account.update"]);
+        let older = AuditFilter {
+            before_id: Some(newest[1].id),
+            ..Default::default()
+        };
+        assert_eq!(
+            actions(store.list_audit(&older, 10).await.unwrap()),
+            ["key_x.create", "key.create"]
+        );
+        let window = AuditFilter {
+            since_ms: Some(20),
+            until_ms: Some(40),
+            ..Default::default()
+        };
+        assert_eq!(
+            actions(store.list_audit(&window, 10).await.unwrap()),
+            ["account.update", "key_x.create"]
+        );
+        assert_eq!(store.prune_audit(30).await.unwrap(), 2);
+        assert_eq!(
+            actions(store.list_audit(&AuditFilter::default(), 10).await.unwrap()),
+            ["key.delete", "account.update"]
+        );
     }
 
     #[tokio::test]

@@ -459,9 +459,27 @@ def run(driver, base, mock, client_key, admin_token, upstream_secret, screenshot
     page.text_is("#effective-config", "<redacted>")
     assert page.find("#config-file").text.startswith("/"), page.find("#config-file").text
 
+    # Audit: who made each change (this session, or the token), filtered by action, newest
+    # first; no secret on the page (open() checks).
+    page.open("audit")
+    page.text_is("#audit-table tbody", "dashboard (session ")
+    page.find("#a-action").send_keys("key.create")
+    page.find("#audit-filter button[type=submit]").click()
+
+    def key_creations(d):
+        rows = d.find_elements(By.CSS_SELECTOR, "#audit-table tbody tr")
+        cells = [[td.text for td in r.find_elements(By.CSS_SELECTOR, "td")] for r in rows]
+        return [(c[1], c[3], c[4]) for c in cells]
+
+    page.wait.until(lambda d: len(key_creations(d)) == 2)
+    (newest_who, *newest), (oldest_who, *oldest) = key_creations(driver)
+    assert newest == ["key.create", wide["name"]] and newest_who == "admin-token", newest
+    assert oldest == ["key.create", "colleague"], oldest
+    assert oldest_who.startswith("dashboard (session "), oldest_who
+
     # A phone-sized screen: nothing wider than the screen (tables scroll in their box).
     driver.set_window_size(390, 844)
-    for name in ("overview", "accounts", "signin", "keys", "usage", "settings"):
+    for name in ("overview", "accounts", "signin", "keys", "usage", "audit", "settings"):
         page.open(name)
         page.fits_a_phone()
 

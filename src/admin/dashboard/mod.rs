@@ -178,19 +178,28 @@ fn forbidden(why: &'static str) -> Refusal {
 
 /// Authorization by the dashboard session, for the [`Admin`](super::Admin) extractor:
 /// `None` when the request carries no session cookie (the caller then asks for the token).
+/// A session is named, for the audit trail, by the first characters of its id's digest
+/// (`dashboard (session 1a2b3c4d)`): stable for the session, and no use to anyone who reads it.
 pub(super) fn authorize_session(
     sessions: &Sessions,
     method: &Method,
     headers: &HeaderMap,
-) -> Option<Result<(), Refusal>> {
-    session_id(headers)?;
+) -> Option<Result<String, Refusal>> {
+    let id = session_id(headers)?;
     let Some(csrf) = sessions.live(headers) else {
         return Some(Err(Refusal::SessionExpired));
     };
+    let label = format!(
+        "dashboard (session {})",
+        digest(&id)[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        return Some(Ok(()));
+        return Some(Ok(label));
     }
-    Some(check_csrf(&csrf, headers))
+    Some(check_csrf(&csrf, headers).map(|()| label))
 }
 
 fn check_csrf(csrf: &str, headers: &HeaderMap) -> Result<(), Refusal> {
@@ -442,7 +451,7 @@ mod tests {
         let get = headers(&[("cookie", &cookie)]);
         assert!(matches!(
             authorize_session(&sessions, &Method::GET, &get),
-            Some(Ok(()))
+            Some(Ok(_))
         ));
         assert!(matches!(
             authorize_session(&sessions, &Method::POST, &get),
@@ -451,7 +460,7 @@ mod tests {
         let post = headers(&[("cookie", &cookie), ("x-csrf-token", "c5rf")]);
         assert!(matches!(
             authorize_session(&sessions, &Method::POST, &post),
-            Some(Ok(()))
+            Some(Ok(_))
         ));
         let wrong = headers(&[("cookie", &cookie), ("x-csrf-token", "c5rg")]);
         assert!(matches!(

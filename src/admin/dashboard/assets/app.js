@@ -855,6 +855,74 @@ async function exportCsv(filter) {
   }
 }
 
+// ---------- Audit ----------
+
+// Newest first; "Older" follows the server's cursor, "Newest" goes back to the top.
+const auditState = { action: "", cursors: [] };
+
+/** The top-level fields a change touched (a creation or deletion: the whole thing). */
+function auditChanged(before, after) {
+  if (!before || !after || typeof before !== "object" || typeof after !== "object") return "—";
+  const skip = new Set(["restart_needed", "requested_by", "updated_at"]);
+  const fields = Object.keys(after).filter((k) => !skip.has(k) && JSON.stringify(before[k]) !== JSON.stringify(after[k]));
+  return fields.length ? fields.join(", ") : "—";
+}
+
+async function audit() {
+  const cursor = auditState.cursors[auditState.cursors.length - 1];
+  const page = await api("GET", "/admin/api/audit?" + query({ action: auditState.action, limit: PAGE, cursor }));
+  const form = el(
+    "form",
+    { class: "inline", id: "audit-filter" },
+    el("div", {}, el("label", { for: "a-action" }, "Action starts with (key., account., group., config.)"), el("input", { id: "a-action", type: "text", value: auditState.action })),
+    el("button", { type: "submit", class: "primary" }, "Filter"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    auditState.action = document.getElementById("a-action").value.trim();
+    auditState.cursors = [];
+    route();
+  });
+  const detail = (value) => (value === null || value === undefined ? "—" : el("details", {}, el("summary", {}, "show"), el("pre", {}, JSON.stringify(value, null, 2))));
+  const rows = page.entries.map((e) =>
+    el(
+      "tr",
+      { "data-audit": String(e.id) },
+      el("td", {}, localTime(e.at_ms)),
+      el("td", {}, e.actor),
+      el("td", {}, e.client || "—"),
+      el("td", {}, el("code", {}, e.action)),
+      el("td", {}, e.target),
+      el("td", {}, auditChanged(e.before, e.after)),
+      el("td", {}, detail(e.before)),
+      el("td", {}, detail(e.after)),
+    ),
+  );
+  const pager = el(
+    "div",
+    { class: "pager" },
+    el("button", { type: "button", id: "audit-newest", disabled: auditState.cursors.length === 0, onclick: () => { auditState.cursors = []; route(); } }, "← Newest"),
+    el("span", { id: "audit-count" }, page.entries.length ? `${page.entries.length} entries` : "no entries"),
+    el("button", { type: "button", id: "audit-older", disabled: page.next_cursor === null, onclick: () => { auditState.cursors.push(page.next_cursor); route(); } }, "Older →"),
+  );
+  return [
+    el("h1", {}, "Audit"),
+    el("p", { class: "muted" }, "Every change to keys, accounts, groups and the configuration: who, when, from where, and the thing before and after (secrets are never stored)."),
+    form,
+    pager,
+    el(
+      "div",
+      { class: "scroll" },
+      el(
+        "table",
+        { id: "audit-table" },
+        el("thead", {}, el("tr", {}, ["Time", "Who", "Client", "Action", "Target", "Changed", "Before", "After"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, rows),
+      ),
+    ),
+  ];
+}
+
 // ---------- Settings ----------
 
 async function settings() {
@@ -874,7 +942,7 @@ async function settings() {
 
 // ---------- routing ----------
 
-const PAGES = { overview, accounts, signin, keys, usage, settings };
+const PAGES = { overview, accounts, signin, keys, usage, audit, settings };
 
 async function route() {
   const name = (window.location.hash || "#overview").slice(1);
