@@ -52,6 +52,14 @@ struct Book {
     scripts: HashMap<String, VecDeque<Behavior>>,
     requests: Vec<RecordedRequest>,
     quotas: HashMap<String, Quota>,
+    /// WebSocket upgrade requests on the Responses routes, refused ones included.
+    upgrades: usize,
+    /// `response.create` messages received over WebSockets.
+    turns: usize,
+    /// POST requests on any API route.
+    posts: usize,
+    /// Answer upgrades with this status instead of 101.
+    refuse_websocket: Option<u16>,
 }
 
 /// The counts served by `GET /__mock/calls`.
@@ -87,6 +95,9 @@ impl Ledger {
         let record = self.record(request, body, credential);
         let mut book = self.book();
         book.total += 1;
+        if request.method == Method::POST {
+            book.posts += 1;
+        }
         if let Some(credential) = credential {
             match book.by_credential.get_mut(credential) {
                 Some(count) => *count += 1,
@@ -98,6 +109,55 @@ impl Ledger {
         if let Some(record) = record {
             book.requests.push(record);
         }
+    }
+
+    /// Counts a WebSocket upgrade request (not an API call) and keeps a copy of it.
+    pub(crate) fn note_upgrade<B>(&self, request: &http::Request<B>, credential: Option<&str>) {
+        let record = self
+            .keep_records
+            .load(Ordering::Relaxed)
+            .then(|| RecordedRequest {
+                method: request.method().clone(),
+                path: request.uri().path().to_owned(),
+                headers: request.headers().clone(),
+                body: Bytes::new(),
+                credential: credential.map(str::to_owned),
+            });
+        let mut book = self.book();
+        book.upgrades += 1;
+        if let Some(record) = record {
+            book.requests.push(record);
+        }
+    }
+
+    /// Counts one `response.create` message as an API call, recorded with the method `WS`.
+    pub(crate) fn note_turn(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+        credential: Option<&str>,
+    ) {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = Method::from_bytes(b"WS").unwrap_or(Method::GET);
+        parts.uri = path.parse().unwrap_or_default();
+        parts.headers = headers.clone();
+        self.arrive(&parts, body, credential);
+        self.book().turns += 1;
+    }
+
+    pub(crate) fn websocket_refusal(&self) -> Option<u16> {
+        self.book().refuse_websocket
+    }
+
+    pub(crate) fn set_websocket_refusal(&self, status: Option<u16>) {
+        self.book().refuse_websocket = status;
+    }
+
+    /// Upgrades, turns and POSTs so far.
+    pub(crate) fn transports(&self) -> (usize, usize, usize) {
+        let book = self.book();
+        (book.upgrades, book.turns, book.posts)
     }
 
     /// Keeps a copy of a token-endpoint request (when records are kept) without counting it as

@@ -98,6 +98,7 @@ pub mod skip;
 mod sse;
 mod tls;
 mod tools;
+mod websocket;
 mod wire;
 
 pub use behavior::{Behavior, Usage, DEFAULT_EVENTS, DEFAULT_TEXT};

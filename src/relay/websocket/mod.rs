@@ -43,6 +43,7 @@ use crate::http::PeerAddr;
 use crate::protocol::errors::ErrorShape;
 use crate::protocol::sse::SseScanner;
 use crate::state::AppState;
+use crate::upstream::websocket::{Link, Turn as UpstreamTurn};
 use crate::usage::Transport;
 use history::{Continues, History, Item};
 
@@ -174,6 +175,7 @@ async fn answer_upgrade(
         .on_upgrade(move |socket| async move {
             let _tracked = tracked;
             let keepalive = state.gateway().stream_keepalive_interval;
+            let link = Arc::new(Link::default());
             Session {
                 state,
                 socket,
@@ -185,9 +187,12 @@ async fn answer_upgrade(
                 next_ping: keepalive.map(|every| Instant::now() + every),
                 unanswered: 0,
                 queued: VecDeque::new(),
+                link: Arc::clone(&link),
             }
             .run()
             .await;
+            // The downstream socket is closed: so is the upstream one.
+            link.close().await;
         });
     (response, name)
 }
@@ -209,6 +214,8 @@ struct Session {
     unanswered: u32,
     /// Messages that arrived while a turn ran.
     queued: VecDeque<Utf8Bytes>,
+    /// The upstream socket of this socket's turns, for accounts reached over WebSocket.
+    link: Arc<Link>,
 }
 
 /// What a client frame means for the session.
@@ -363,7 +370,12 @@ impl Session {
             return self.prewarm(at, create).await;
         }
         let body = full_body(&create.fields, self.history.before(at), &create.input);
-        let request = self.request(body);
+        let turn = UpstreamTurn {
+            link: Arc::clone(&self.link),
+            previous: create.previous.clone(),
+            new_items: create.input.len(),
+        };
+        let request = self.request(body, turn);
 
         let head = handle(Arc::clone(&self.state), Endpoint::Responses, request);
         let mut head = std::pin::pin!(head);
@@ -510,7 +522,7 @@ impl Session {
     }
 
     /// The turn as the `POST` the relay serves.
-    fn request(&self, body: String) -> http::Request<Body> {
+    fn request(&self, body: String, turn: UpstreamTurn) -> http::Request<Body> {
         let mut request = http::Request::new(Body::from(body));
         *request.method_mut() = Method::POST;
         if let Ok(uri) = self.path.parse() {
@@ -518,6 +530,7 @@ impl Session {
         }
         *request.headers_mut() = self.headers.clone();
         request.extensions_mut().insert(Transport::WebSocket);
+        request.extensions_mut().insert(turn);
         if let Some(peer) = self.peer {
             request.extensions_mut().insert(peer);
         }
