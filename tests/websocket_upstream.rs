@@ -172,9 +172,17 @@ async fn turns_to_a_signin_account_share_one_upstream_socket_and_continue_by_pre
         "{records:?}"
     );
 
-    // The downstream socket closes: so does the upstream one (the mock's session ends, which
-    // the test cannot see directly; the gateway must at least not fail the close).
+    // The downstream socket closes: so does the upstream one.
+    assert_eq!(mock.open_websockets(), 1);
     ws.close(None).await.unwrap();
+    let closed = async {
+        while mock.open_websockets() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(HUNG, closed)
+        .await
+        .expect("the upstream socket outlived the downstream one");
 }
 
 #[tokio::test]

@@ -187,7 +187,7 @@ pub async fn send(
             .filter(|p| open.last_response.as_ref() == Some(p))
             .and_then(|p| continuation(body, p, turn.new_items));
         let message = delta.unwrap_or_else(|| create_message(body));
-        match first_event(&mut open.socket, message).await {
+        match first_event(&mut open.socket, message, limits.keepalive).await {
             First::Event(text) => {
                 return Ok(Sent::Answer(answer(
                     turn,
@@ -216,7 +216,7 @@ pub async fn send(
         socket,
         last_response: None,
     };
-    match first_event(&mut open.socket, create_message(body)).await {
+    match first_event(&mut open.socket, create_message(body), limits.keepalive).await {
         First::Event(text) => Ok(Sent::Answer(answer(
             turn,
             open,
@@ -309,12 +309,12 @@ enum First {
 }
 
 /// Sends the message and reads the first event of its answer.
-async fn first_event(socket: &mut Socket, message: String) -> First {
+async fn first_event(socket: &mut Socket, message: String, keepalive: Option<Duration>) -> First {
     if socket.send(Message::text(message)).await.is_err() {
         return First::Gone;
     }
     loop {
-        match socket.next().await {
+        match next_message(socket, keepalive).await {
             Some(Ok(Message::Text(text))) => return First::Event(text),
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Binary(_))) => {
@@ -328,6 +328,28 @@ async fn first_event(socket: &mut Socket, message: String) -> First {
                 return First::Failed(SendError::new(false, &e))
             }
             Some(Err(_)) => return First::Gone,
+        }
+    }
+}
+
+/// The socket's next message; a ping goes out after each `keepalive` of silence (a ping that
+/// cannot be sent ends the socket like a broken read).
+async fn next_message(
+    socket: &mut Socket,
+    keepalive: Option<Duration>,
+) -> Option<Result<Message, tungstenite::Error>> {
+    let Some(every) = keepalive else {
+        return socket.next().await;
+    };
+    loop {
+        // `next` is cancel-safe: a message half read stays in the stream's buffer.
+        match tokio::time::timeout(every, socket.next()).await {
+            Ok(next) => return next,
+            Err(_) => {
+                if let Err(e) = socket.send(Message::Ping(Bytes::new())).await {
+                    return Some(Err(e));
+                }
+            }
         }
     }
 }
@@ -471,19 +493,7 @@ impl TurnBody {
         }
         let open = self.open.as_mut()?;
         loop {
-            let next = match self.keepalive {
-                Some(every) => match tokio::time::timeout(every, open.socket.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        if open.socket.send(Message::Ping(Bytes::new())).await.is_err() {
-                            self.open = None;
-                            return None;
-                        }
-                        continue;
-                    }
-                },
-                None => open.socket.next().await,
-            };
+            let next = next_message(&mut open.socket, self.keepalive).await;
             match next {
                 Some(Ok(Message::Text(text))) => return Some(Ok(self.event(&text))),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -555,6 +565,75 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+
+    /// A socket pair over an in-memory pipe: the gateway's end and the upstream's.
+    async fn pair() -> (Socket, WebSocketStream<tokio::io::DuplexStream>) {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let ours: Box<dyn Io> = Box::new(ours);
+        let client = WebSocketStream::from_raw_socket(ours, Role::Client, None).await;
+        let server = WebSocketStream::from_raw_socket(theirs, Role::Server, None).await;
+        (client, server)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_waiting_in_silence_pings_the_upstream_and_a_completed_turn_gives_the_socket_back(
+    ) {
+        let (socket, mut upstream) = pair().await;
+        let link = Arc::new(Link::default());
+        let mut body = TurnBody {
+            first: None,
+            open: Some(Open {
+                account: "a".to_owned(),
+                socket,
+                last_response: None,
+            }),
+            link: Arc::clone(&link),
+            keepalive: Some(Duration::from_secs(10)),
+            ended: None,
+        };
+        let upstream_side = async {
+            let first = upstream.next().await.unwrap().unwrap();
+            assert!(matches!(first, Message::Ping(_)), "{first:?}");
+            upstream
+                .send(Message::text(
+                    r#"{"type":"response.completed","response":{"id":"resp_9"}}"#,
+                ))
+                .await
+                .unwrap();
+        };
+        let (chunk, ()) = tokio::join!(body.chunk(), upstream_side);
+        let chunk = chunk.unwrap().unwrap();
+        assert!(
+            chunk.starts_with(b"event: response.completed\ndata: {"),
+            "{chunk:?}"
+        );
+        let open = link.take().expect("the socket went back to the link");
+        assert_eq!(open.last_response.as_deref(), Some("resp_9"));
+        assert!(body.chunk().await.is_none(), "the turn ended");
+    }
+
+    #[tokio::test]
+    async fn a_socket_closed_mid_turn_ends_the_body_and_is_not_reused() {
+        let (socket, mut upstream) = pair().await;
+        let link = Arc::new(Link::default());
+        let mut body = TurnBody {
+            first: Some(r#"{"type":"response.created"}"#.into()),
+            open: Some(Open {
+                account: "a".to_owned(),
+                socket,
+                last_response: None,
+            }),
+            link: Arc::clone(&link),
+            keepalive: None,
+            ended: None,
+        };
+        let first = body.chunk().await.unwrap().unwrap();
+        assert!(first.starts_with(b"event: response.created\n"));
+        upstream.close(None).await.unwrap();
+        assert!(body.chunk().await.is_none());
+        assert!(link.take().is_none());
+    }
 
     #[test]
     fn a_continuation_carries_only_the_new_items_and_the_previous_id() {

@@ -60,6 +60,8 @@ struct Book {
     posts: usize,
     /// Answer upgrades with this status instead of 101.
     refuse_websocket: Option<u16>,
+    /// WebSocket sessions open now.
+    open_websockets: usize,
 }
 
 /// The counts served by `GET /__mock/calls`.
@@ -144,6 +146,20 @@ impl Ledger {
         parts.headers = headers.clone();
         self.arrive(&parts, body, credential);
         self.book().turns += 1;
+    }
+
+    /// A WebSocket session opened (`true`) or ended.
+    pub(crate) fn websocket_open(&self, open: bool) {
+        let mut book = self.book();
+        if open {
+            book.open_websockets += 1;
+        } else {
+            book.open_websockets = book.open_websockets.saturating_sub(1);
+        }
+    }
+
+    pub(crate) fn open_websockets(&self) -> usize {
+        self.book().open_websockets
     }
 
     pub(crate) fn websocket_refusal(&self) -> Option<u16> {

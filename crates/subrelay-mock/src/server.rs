@@ -157,6 +157,12 @@ impl MockUpstream {
         self.ledger.transports().1
     }
 
+    /// WebSocket sessions open now (a session ends when the client closes its socket or drops
+    /// the connection).
+    pub fn open_websockets(&self) -> usize {
+        self.ledger.open_websockets()
+    }
+
     /// POST requests received on the API routes (token endpoints aside).
     pub fn posts(&self) -> usize {
         self.ledger.transports().2

@@ -141,8 +141,19 @@ enum Flow {
     Cut,
 }
 
+/// Counts a session as open for as long as it lives.
+struct OpenGuard(Arc<Ledger>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.websocket_open(false);
+    }
+}
+
 impl Session {
     async fn run(mut self, mut socket: Socket) {
+        self.ledger.websocket_open(true);
+        let _open = OpenGuard(Arc::clone(&self.ledger));
         while let Some(Ok(message)) = socket.next().await {
             let text = match message {
                 Message::Text(text) => text,

@@ -6,10 +6,14 @@
 //! exactly as a streaming `POST /responses` would be — the same admission, failover, held-back
 //! preamble, in-protocol failure after output and usage record (one per turn, with
 //! `transport: websocket`) — and the events of its SSE answer go back one text frame each, in
-//! order. Every turn reaches its upstream as one streaming POST carrying the whole conversation
-//! (the HTTP bridge): the socket remembers earlier turns' input and output items
-//! ([`history`]) and rebuilds the full `input` of a turn that sends only new items with
-//! `previous_response_id`, which is then removed (the Codex backend refuses it over HTTP with
+//! order. A turn that reaches a ChatGPT sign-in account goes over the socket's upstream
+//! WebSocket (`upstream::websocket`: the relay's attempt finds the socket's `Link` in the
+//! request's extensions, and sends only the new items with `previous_response_id` when the
+//! upstream socket holds the conversation); every other turn reaches its upstream as one
+//! streaming POST carrying the whole conversation (the HTTP bridge). Either way the socket
+//! remembers earlier turns' input and output items ([`history`]) and rebuilds the full `input`
+//! of a turn that sends only new items with `previous_response_id`, which is then removed (the
+//! Codex backend refuses it over HTTP with
 //! `store: false`). A prewarm (`generate: false`) is answered here, with no upstream call.
 //!
 //! The socket survives a failed turn (the failure is an `error` event, or `response.failed`
