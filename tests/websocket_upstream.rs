@@ -215,6 +215,25 @@ async fn an_upstream_that_refuses_the_upgrade_is_bridged_over_http_and_not_asked
 }
 
 #[tokio::test]
+async fn an_upgrade_answered_429_fails_over_like_a_post_and_is_not_taken_for_a_refusal() {
+    let (mock, gw) = gateway(&[oauth("a", "tok-a"), oauth("b", "tok-b")]).await;
+    mock.refuse_websocket_for("tok-a", 429);
+    let mut ws = connect(&gw).await;
+    send(&mut ws, create(json!([user("one")]), None)).await;
+    let events = turn_events(&mut ws).await;
+    assert_eq!(last_type(&events), "response.completed", "{events:?}");
+
+    // `a`'s 429 moved the turn to `b` over its own socket; `a` was not bridged over HTTP.
+    assert_eq!(mock.websocket_upgrades(), 2);
+    assert_eq!(mock.posts(), 0);
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(records[0]["account"], "b");
+    let attempts = records[0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["account"], "a");
+    assert_eq!(attempts[0]["status"], 429, "{attempts:?}");
+}
+
+#[tokio::test]
 async fn a_failure_before_the_first_event_moves_the_turn_to_a_new_socket_with_the_whole_input() {
     let (mock, gw) = gateway(&[oauth("a", "tok-a"), oauth("b", "tok-b")]).await;
     let mut ws = connect(&gw).await;

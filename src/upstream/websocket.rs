@@ -21,8 +21,10 @@
 //! turns the socket is not read: a socket the upstream closed meanwhile is found out when the
 //! next turn uses it, and that turn is sent again on a new socket with the whole conversation.
 //!
-//! An upstream that refuses the upgrade (any answer but 101) is remembered per account for
-//! [`REFUSAL_MEMORY`] ([`Refusals`]) and its turns go over HTTP meanwhile. Accounts behind a
+//! An upstream that refuses the upgrade (an answer but 101 that is not about the account: 404,
+//! 405, 426, …) is remembered per account for [`REFUSAL_MEMORY`] ([`Refusals`]) and its turns go
+//! over HTTP meanwhile. An upgrade answered 401, 403, 408, 429 or 5xx is that attempt's answer,
+//! as it would be to a POST (a refreshed token, a cooldown, the next account). Accounts behind a
 //! proxy always go over HTTP.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -209,6 +211,7 @@ pub async fn send(
     }
     let (socket, handshake) = match connect(uri, headers, limits).await? {
         Connected::Socket(socket, handshake) => (socket, handshake),
+        Connected::Failed(answer) => return Ok(Sent::Answer(answer)),
         Connected::Refused(status) => return Ok(Sent::Refused(status)),
     };
     let mut open = Open {
@@ -234,7 +237,16 @@ pub async fn send(
 
 enum Connected {
     Socket(Socket, HeaderMap),
+    /// The upgrade was answered with an error that concerns the account, not the transport
+    /// (401, 403, 408, 429, 5xx): the attempt's answer, as over HTTP.
+    Failed(Response),
     Refused(StatusCode),
+}
+
+/// Whether an answer to the upgrade says the account or the upstream failed (handled like the
+/// same answer to a POST) rather than that the transport is not served there.
+fn fails_the_attempt(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 403 | 408 | 429) || status.is_server_error()
 }
 
 /// Opens a socket to the account's Responses URL within `limits.connect_timeout`.
@@ -286,6 +298,14 @@ async fn connect(uri: &Uri, headers: &HeaderMap, limits: Limits) -> Result<Conne
         };
         match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
             Ok((socket, response)) => Ok(Connected::Socket(socket, response.headers().clone())),
+            Err(tungstenite::Error::Http(response)) if fails_the_attempt(response.status()) => {
+                let (parts, body) = response.into_parts();
+                let body = Bytes::from(body.unwrap_or_default());
+                let mut answer = http::Response::new(Body::Socket(Box::new(TurnBody::done(body))));
+                *answer.status_mut() = parts.status;
+                *answer.headers_mut() = parts.headers;
+                Ok(Connected::Failed(answer))
+            }
             Err(tungstenite::Error::Http(response)) => Ok(Connected::Refused(response.status())),
             Err(e) => Err(connect_error(&e)),
         }
@@ -374,8 +394,11 @@ fn answer(
     }
     let error = error_status(first.as_str());
     if let Some((status, body)) = error {
-        // The socket stays usable after an error event.
-        turn.link.put(open);
+        // The socket stays usable after an error event, except one whose credential was
+        // refused: it was opened with that credential, and a retry needs a new one.
+        if status != StatusCode::UNAUTHORIZED {
+            turn.link.put(open);
+        }
         let mut response = http::Response::new(Body::Socket(Box::new(TurnBody::done(body))));
         *response.status_mut() = status;
         headers.insert(

@@ -60,6 +60,8 @@ struct Book {
     posts: usize,
     /// Answer upgrades with this status instead of 101.
     refuse_websocket: Option<u16>,
+    /// The same, for one credential's upgrades.
+    refuse_websocket_for: HashMap<String, u16>,
     /// WebSocket sessions open now.
     open_websockets: usize,
 }
@@ -162,8 +164,17 @@ impl Ledger {
         self.book().open_websockets
     }
 
-    pub(crate) fn websocket_refusal(&self) -> Option<u16> {
-        self.book().refuse_websocket
+    pub(crate) fn websocket_refusal(&self, credential: Option<&str>) -> Option<u16> {
+        let book = self.book();
+        credential
+            .and_then(|c| book.refuse_websocket_for.get(c).copied())
+            .or(book.refuse_websocket)
+    }
+
+    pub(crate) fn set_websocket_refusal_for(&self, credential: &str, status: u16) {
+        self.book()
+            .refuse_websocket_for
+            .insert(credential.to_owned(), status);
     }
 
     pub(crate) fn set_websocket_refusal(&self, status: Option<u16>) {

@@ -145,6 +145,12 @@ impl MockUpstream {
         self.ledger.set_websocket_refusal(status);
     }
 
+    /// Makes this credential's WebSocket upgrades fail with this status (429, 401, ...), whatever
+    /// [`refuse_websocket`](Self::refuse_websocket) says.
+    pub fn refuse_websocket_for(&self, credential: &str, status: u16) {
+        self.ledger.set_websocket_refusal_for(credential, status);
+    }
+
     /// WebSocket upgrade requests received on the Responses routes, refused ones included
     /// (not counted in [`calls`](Self::calls)).
     pub fn websocket_upgrades(&self) -> usize {

@@ -70,7 +70,7 @@ pub(crate) fn upgrade(
 ) -> Response<MockBody> {
     let credential = request::credential(request.headers()).map(str::to_owned);
     ledger.note_upgrade(&request, credential.as_deref());
-    if let Some(status) = ledger.websocket_refusal() {
+    if let Some(status) = ledger.websocket_refusal(credential.as_deref()) {
         let body = Bytes::from(format!(
             r#"{{"error":{{"message":"subrelay-mock: WebSocket transport refused with {status}","type":"invalid_request_error","code":"websocket_unsupported","param":null}}}}"#
         ));
