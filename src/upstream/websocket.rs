@@ -216,7 +216,7 @@ pub async fn send(
     };
     let mut open = Open {
         account: account.to_owned(),
-        socket,
+        socket: *socket,
         last_response: None,
     };
     match first_event(&mut open.socket, create_message(body), limits.keepalive).await {
@@ -236,7 +236,7 @@ pub async fn send(
 }
 
 enum Connected {
-    Socket(Socket, HeaderMap),
+    Socket(Box<Socket>, HeaderMap),
     /// The upgrade was answered with an error that concerns the account, not the transport
     /// (401, 403, 408, 429, 5xx): the attempt's answer, as over HTTP.
     Failed(Response),
@@ -297,7 +297,10 @@ async fn connect(uri: &Uri, headers: &HeaderMap, limits: Limits) -> Result<Conne
             Box::new(tcp)
         };
         match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
-            Ok((socket, response)) => Ok(Connected::Socket(socket, response.headers().clone())),
+            Ok((socket, response)) => Ok(Connected::Socket(
+                Box::new(socket),
+                response.headers().clone(),
+            )),
             Err(tungstenite::Error::Http(response)) if fails_the_attempt(response.status()) => {
                 let (parts, body) = response.into_parts();
                 let body = Bytes::from(body.unwrap_or_default());
