@@ -591,8 +591,9 @@ async fn an_upgrade_request_whose_head_never_ends_is_closed_by_the_header_timeou
 
 // === the real Codex CLI ===
 
-#[tokio::test]
-async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
+/// Runs `codex exec "say hi"` (with `supports_websockets = true`) through a gateway serving
+/// these accounts; `None` when the Codex CLI is missing on a developer machine.
+async fn codex_cli_turn(accounts: &[Acct<'_>]) -> Option<(MockUpstream, Gateway, Vec<Value>)> {
     let codex = std::env::var("SUBRELAY_TEST_CODEX").unwrap_or_else(|_| "codex".into());
     let found = std::process::Command::new(&codex)
         .arg("--version")
@@ -600,9 +601,9 @@ async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
         .is_ok_and(|o| o.status.success());
     if !found {
         skip_or_fail("the Codex CLI (python3 tests/run installs it, or set SUBRELAY_TEST_CODEX)");
-        return;
+        return None;
     }
-    let (mock, gw) = gateway(&[apikey("a", "tok-a")], "").await;
+    let (mock, gw) = gateway(accounts, "").await;
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     tokio::fs::write(
@@ -638,8 +639,26 @@ async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
         records.iter().all(|r| r["transport"] == "websocket"),
         "no fallback to HTTP: {records:?}"
     );
+    Some((mock, gw, records))
+}
+
+#[tokio::test]
+async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
+    let Some((mock, _gw, records)) = codex_cli_turn(&[apikey("a", "tok-a")]).await else {
+        return;
+    };
     // Its prewarm was answered by the gateway: the upstream saw the turn only.
     assert_eq!(mock.total_calls(), records.len());
+}
+
+#[tokio::test]
+async fn codex_cli_reaches_a_signin_account_over_an_upstream_websocket() {
+    let Some((mock, _gw, records)) = codex_cli_turn(&[oauth("a", "tok-a")]).await else {
+        return;
+    };
+    assert_eq!(mock.websocket_upgrades(), 1, "one upstream socket");
+    assert_eq!(mock.websocket_turns(), records.len());
+    assert_eq!(mock.posts(), 0, "no turn went over HTTP");
 }
 
 // === bounds and endings ===
