@@ -171,6 +171,10 @@ async fn turns_to_a_signin_account_share_one_upstream_socket_and_continue_by_pre
             .all(|r| r["transport"] == "websocket" && r["account"] == "a"),
         "{records:?}"
     );
+    assert!(
+        records.iter().all(|r| r["tokens"]["output"] == 7),
+        "usage read from each turn's response.completed: {records:?}"
+    );
 
     // The downstream socket closes: so does the upstream one.
     assert_eq!(mock.open_websockets(), 1);

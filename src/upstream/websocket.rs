@@ -16,10 +16,11 @@
 //! Limits: connecting and the handshake within `gateway.connect_timeout` (then the relay's
 //! header and first-token waits bound the first event); one upstream message at most
 //! `gateway.max_event_bytes` (the bound of one SSE event on HTTP); the relay's idle timeout
-//! between events; a ping after `gateway.stream_keepalive_interval` of silence while a turn
-//! waits; the upstream's pings are answered by tungstenite while the socket is read. Between
-//! turns the socket is not read: a socket the upstream closed meanwhile is found out when the
-//! next turn uses it, and that turn is sent again on a new socket with the whole conversation.
+//! between events; a ping after `gateway.stream_keepalive_interval` of silence, while a turn
+//! waits and between turns ([`Link::idle`], a branch of the downstream session's wait); the
+//! upstream's pings are answered by tungstenite while the socket is read. A socket the upstream
+//! closes between turns is dropped; one found closed only when a turn is sent on it has that
+//! turn sent again on a new socket with the whole conversation.
 //!
 //! An upstream that refuses the upgrade (an answer but 101 that is not about the account: 404,
 //! 405, 426, …) is remembered per account for [`REFUSAL_MEMORY`] ([`Refusals`]) and its turns go
@@ -155,10 +156,50 @@ impl Link {
         drop(old);
     }
 
+    /// Keeps the upstream socket between turns: reads it (tungstenite answers its pings), pings
+    /// it after every `keepalive` of silence, and drops it when the upstream closes it or sends
+    /// anything unexpected. Never completes: it is a branch of the session's wait for the next
+    /// message, and cancelling it puts the socket back.
+    pub async fn idle(&self, keepalive: Option<Duration>) {
+        if let Some(open) = self.take() {
+            let mut held = Held {
+                link: self,
+                open: Some(open),
+            };
+            while let Some(open) = held.open.as_mut() {
+                match next_message(&mut open.socket, keepalive).await {
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    other => {
+                        tracing::debug!(
+                            account = %open.account,
+                            "upstream WebSocket dropped between turns: {other:?}"
+                        );
+                        held.open = None;
+                    }
+                }
+            }
+        }
+        std::future::pending::<()>().await;
+    }
+
     /// Closes the upstream socket, if one is open (the downstream socket closed).
     pub async fn close(&self) {
         if let Some(mut open) = self.take() {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, open.socket.close(None)).await;
+        }
+    }
+}
+
+/// A socket taken out of its link for a while; dropping it puts the socket back.
+struct Held<'a> {
+    link: &'a Link,
+    open: Option<Open>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            self.link.put(open);
         }
     }
 }
@@ -659,6 +700,46 @@ mod tests {
         upstream.close(None).await.unwrap();
         assert!(body.chunk().await.is_none());
         assert!(link.take().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn between_turns_the_socket_is_pinged_and_dropped_once_the_upstream_closes_it() {
+        let (socket, mut upstream) = pair().await;
+        let link = Link::default();
+        link.put(Open {
+            account: "a".to_owned(),
+            socket,
+            last_response: None,
+        });
+        let upstream_side = async {
+            let first = upstream.next().await.unwrap().unwrap();
+            assert!(matches!(first, Message::Ping(_)), "{first:?}");
+            upstream.close(None).await.unwrap();
+            while upstream.next().await.is_some() {}
+        };
+        tokio::select! {
+            () = link.idle(Some(Duration::from_secs(10))) => unreachable!("idle never ends"),
+            () = upstream_side => {}
+        }
+        assert!(link.take().is_none(), "a closed socket is not kept");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_between_turns_keeps_the_socket() {
+        let (socket, _upstream) = pair().await;
+        let link = Link::default();
+        link.put(Open {
+            account: "a".to_owned(),
+            socket,
+            last_response: Some("resp_1".to_owned()),
+        });
+        tokio::select! {
+            biased;
+            () = link.idle(None) => unreachable!("idle never ends"),
+            () = std::future::ready(()) => {}
+        }
+        let open = link.take().expect("the socket is back in the link");
+        assert_eq!(open.last_response.as_deref(), Some("resp_1"));
     }
 
     #[test]

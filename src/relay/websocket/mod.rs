@@ -281,9 +281,12 @@ impl Session {
         if let Some(text) = self.queued.pop_front() {
             return Some(text);
         }
+        // Between turns the upstream socket (if any) is kept alive too.
+        let link = Arc::clone(&self.link);
         loop {
             let ping_at = self.next_ping;
             tokio::select! {
+                () = link.idle(self.keepalive) => {}
                 message = self.socket.recv() => match self.classify(message) {
                     Client::Text(text) => return Some(text),
                     Client::Alive => {}
