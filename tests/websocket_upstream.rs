@@ -317,6 +317,29 @@ async fn an_upstream_socket_cut_after_output_is_an_in_protocol_failure_and_the_s
 }
 
 #[tokio::test]
+async fn an_upstream_that_forgot_the_previous_response_gets_the_whole_conversation_on_the_same_socket(
+) {
+    let (mock, gw) = gateway(&[oauth("a", "tok-a")]).await;
+    let mut ws = connect(&gw).await;
+    send(&mut ws, create(json!([user("one")]), None)).await;
+    let first = response_id(&turn_events(&mut ws).await);
+    mock.websocket_forgets(true);
+    send(&mut ws, create(json!([user("two")]), Some(&first))).await;
+    let events = turn_events(&mut ws).await;
+    assert_eq!(last_type(&events), "response.completed", "{events:?}");
+
+    assert_eq!(mock.websocket_upgrades(), 1, "the same socket");
+    let turns = upstream_turns(&mock);
+    assert_eq!(turns.len(), 3, "one, two as a continuation, two whole");
+    assert_eq!(turns[1].1["previous_response_id"], first.as_str());
+    let whole = &turns[2].1;
+    assert!(whole.get("previous_response_id").is_none(), "{whole}");
+    assert_eq!(whole["input"].as_array().unwrap().len(), 3, "{whole}");
+    let records = gw.wait_for_usage(2).await;
+    assert_eq!(records[1]["status"], 200);
+}
+
+#[tokio::test]
 async fn an_api_key_account_is_still_reached_over_http() {
     let (mock, gw) = gateway(&[apikey("k", "tok-k")]).await;
     let mut ws = connect(&gw).await;

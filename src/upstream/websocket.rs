@@ -229,8 +229,18 @@ pub async fn send(
             .as_ref()
             .filter(|p| open.last_response.as_ref() == Some(p))
             .and_then(|p| continuation(body, p, turn.new_items));
+        let continued = delta.is_some();
         let message = delta.unwrap_or_else(|| create_message(body));
-        match first_event(&mut open.socket, message, limits.keepalive).await {
+        let mut first = first_event(&mut open.socket, message, limits.keepalive).await;
+        if continued && matches!(&first, First::Event(text) if forgot_previous(text)) {
+            // The upstream no longer holds the conversation: once more, whole.
+            tracing::debug!(
+                account,
+                "the upstream WebSocket forgot the previous response; sending the whole conversation"
+            );
+            first = first_event(&mut open.socket, create_message(body), limits.keepalive).await;
+        }
+        match first {
             First::Event(text) => {
                 return Ok(Sent::Answer(answer(
                     turn,
@@ -488,6 +498,14 @@ fn error_status(text: &str) -> Option<(StatusCode, Bytes)> {
     }
     let error = event.error.map_or("{}", |e| e.get());
     Some((status, Bytes::from(format!(r#"{{"error":{error}}}"#))))
+}
+
+/// An `error` event saying the upstream does not know the `previous_response_id` it was sent.
+fn forgot_previous(text: &str) -> bool {
+    text.contains("previous_response_not_found")
+        && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|event| {
+            event["type"] == "error" && event["error"]["code"] == "previous_response_not_found"
+        })
 }
 
 /// `{"type":"response.create", …body}`.

@@ -64,6 +64,8 @@ struct Book {
     refuse_websocket_for: HashMap<String, u16>,
     /// WebSocket sessions open now.
     open_websockets: usize,
+    /// Every `previous_response_id` is unknown (an upstream that lost a socket's state).
+    websocket_forgets: bool,
 }
 
 /// The counts served by `GET /__mock/calls`.
@@ -158,6 +160,14 @@ impl Ledger {
         } else {
             book.open_websockets = book.open_websockets.saturating_sub(1);
         }
+    }
+
+    pub(crate) fn websocket_forgets(&self) -> bool {
+        self.book().websocket_forgets
+    }
+
+    pub(crate) fn set_websocket_forgets(&self, forgets: bool) {
+        self.book().websocket_forgets = forgets;
     }
 
     pub(crate) fn open_websockets(&self) -> usize {

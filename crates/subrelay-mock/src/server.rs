@@ -151,6 +151,12 @@ impl MockUpstream {
         self.ledger.set_websocket_refusal_for(credential, status);
     }
 
+    /// Makes every `previous_response_id` on a WebSocket unknown (`true`), as an upstream that
+    /// lost a socket's state answers: an `error` event with code `previous_response_not_found`.
+    pub fn websocket_forgets(&self, forgets: bool) {
+        self.ledger.set_websocket_forgets(forgets);
+    }
+
     /// WebSocket upgrade requests received on the Responses routes, refused ones included
     /// (not counted in [`calls`](Self::calls)).
     pub fn websocket_upgrades(&self) -> usize {

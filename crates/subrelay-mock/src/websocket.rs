@@ -183,7 +183,8 @@ impl Session {
         }
         match fields.remove("previous_response_id") {
             None => {}
-            Some(Value::String(id)) if self.known.contains(&id) => {}
+            Some(Value::String(id))
+                if self.known.contains(&id) && !self.ledger.websocket_forgets() => {}
             Some(other) => {
                 let message = format!("Previous response with id {other} not found.");
                 let error = invalid(&message, "previous_response_not_found");
