@@ -340,6 +340,38 @@ async fn an_upstream_that_forgot_the_previous_response_gets_the_whole_conversati
 }
 
 #[tokio::test]
+async fn an_upstream_message_over_max_event_bytes_before_output_fails_over() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&config(
+        &mock,
+        &[oauth("a", "tok-a"), oauth("b", "tok-b")],
+        "  max_event_bytes: 65536\n",
+    ));
+    // `a` answers with one event of 200 kB before any output.
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            huge_line: Some(200_000),
+            ..Default::default()
+        }],
+    );
+    let mut ws = connect(&gw).await;
+    send(&mut ws, create(json!([user("one")]), None)).await;
+    let events = turn_events(&mut ws).await;
+    assert_eq!(last_type(&events), "response.completed", "{events:?}");
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(records[0]["account"], "b", "{records:?}");
+    // Refused by the socket's own message limit as it arrived (a transport error), not read
+    // whole and then refused by the SSE scan (`bad_upstream_answer`).
+    assert_eq!(
+        records[0]["attempts"][0]["outcome"], "transport_error",
+        "{records:?}"
+    );
+    assert_eq!(mock.websocket_upgrades(), 2);
+    assert_eq!(mock.posts(), 0);
+}
+
+#[tokio::test]
 async fn an_api_key_account_is_still_reached_over_http() {
     let (mock, gw) = gateway(&[apikey("k", "tok-k")]).await;
     let mut ws = connect(&gw).await;
