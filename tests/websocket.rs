@@ -1,6 +1,7 @@
 //! Responses over WebSocket (issue 18): the real binary, a tokio-tungstenite client (and a raw
 //! socket for frames no well-behaved client sends), the fake upstream reached over the HTTP
-//! bridge.
+//! bridge (API-key accounts) or, in the Codex CLI test with a sign-in account, over an upstream
+//! WebSocket (`tests/websocket_upstream.rs` has the rest of that side).
 
 #![allow(
     clippy::unwrap_used,
