@@ -49,6 +49,9 @@ pub struct AppState {
     pub admin_token: Option<Secret>,
     /// `log.access`: one access line per request (src/http/access.rs).
     pub access_log: bool,
+    /// Accounts whose upstream refused the Responses WebSocket upgrade lately: their WebSocket
+    /// turns go over HTTP.
+    pub websocket_refusals: crate::upstream::websocket::Refusals,
     /// Every relay task; shutdown closes it and waits for the in-flight ones to drain.
     pub tasks: TaskTracker,
     /// Where the configuration came from (file, environment), for the Settings page; replaced

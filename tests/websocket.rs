@@ -1,6 +1,7 @@
 //! Responses over WebSocket (issue 18): the real binary, a tokio-tungstenite client (and a raw
 //! socket for frames no well-behaved client sends), the fake upstream reached over the HTTP
-//! bridge.
+//! bridge (API-key accounts) or, in the Codex CLI test with a sign-in account, over an upstream
+//! WebSocket (`tests/websocket_upstream.rs` has the rest of that side).
 
 #![allow(
     clippy::unwrap_used,
@@ -591,8 +592,13 @@ async fn an_upgrade_request_whose_head_never_ends_is_closed_by_the_header_timeou
 
 // === the real Codex CLI ===
 
-#[tokio::test]
-async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
+/// Runs `codex exec "say hi"` (with `supports_websockets = true`) through a gateway serving
+/// these accounts (behind nginx when asked); `None` when the Codex CLI (or nginx) is missing on
+/// a developer machine.
+async fn codex_cli_turn(
+    accounts: &[Acct<'_>],
+    through_nginx: bool,
+) -> Option<(MockUpstream, Gateway, Vec<Value>)> {
     let codex = std::env::var("SUBRELAY_TEST_CODEX").unwrap_or_else(|_| "codex".into());
     let found = std::process::Command::new(&codex)
         .arg("--version")
@@ -600,16 +606,21 @@ async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
         .is_ok_and(|o| o.status.success());
     if !found {
         skip_or_fail("the Codex CLI (python3 tests/run installs it, or set SUBRELAY_TEST_CODEX)");
-        return;
+        return None;
     }
-    let (mock, gw) = gateway(&[apikey("a", "tok-a")], "").await;
+    let (mock, gw) = gateway(accounts, "").await;
+    let nginx = match through_nginx {
+        true => Some(common::nginx::Nginx::start(&gw.url, 60)?),
+        false => None,
+    };
+    let base = nginx.as_ref().map_or(gw.url.as_str(), |n| n.url.as_str());
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     tokio::fs::write(
         home.path().join("config.toml"),
         format!(
             "model = \"gpt-5\"\nmodel_provider = \"subrelay\"\n\n[model_providers.subrelay]\nname = \"subrelay\"\nbase_url = \"{}/v1\"\nwire_api = \"responses\"\nenv_key = \"SUBRELAY_TEST_KEY\"\nsupports_websockets = true\n",
-            gw.url
+            base
         ),
     )
     .await
@@ -638,8 +649,26 @@ async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
         records.iter().all(|r| r["transport"] == "websocket"),
         "no fallback to HTTP: {records:?}"
     );
+    Some((mock, gw, records))
+}
+
+#[tokio::test]
+async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
+    let Some((mock, _gw, records)) = codex_cli_turn(&[apikey("a", "tok-a")], false).await else {
+        return;
+    };
     // Its prewarm was answered by the gateway: the upstream saw the turn only.
     assert_eq!(mock.total_calls(), records.len());
+}
+
+#[tokio::test]
+async fn codex_cli_through_nginx_reaches_a_signin_account_over_an_upstream_websocket() {
+    let Some((mock, _gw, records)) = codex_cli_turn(&[oauth("a", "tok-a")], true).await else {
+        return;
+    };
+    assert_eq!(mock.websocket_upgrades(), 1, "one upstream socket");
+    assert_eq!(mock.websocket_turns(), records.len());
+    assert_eq!(mock.posts(), 0, "no turn went over HTTP");
 }
 
 // === bounds and endings ===

@@ -158,7 +158,7 @@ async fn send(
             after,
         });
     let header_wait = first_token.map_or(limit, |ft| ft.after.min(limit));
-    let send = account.sender.send(request);
+    let send = send_request(state, ctx, account, route, request);
     let response = match writer.wait(tokio::time::timeout(header_wait, send)).await {
         Err(_) if header_wait < limit => {
             return Err(AttemptFailure::first_token_timeout(header_wait))
@@ -198,6 +198,65 @@ async fn send(
         quota,
         since_send,
     })
+}
+
+/// Sends the request: over the WebSocket turn's upstream socket when the account's backend
+/// speaks that transport (`upstream::websocket`), else as the POST it is. An upstream that
+/// refuses the upgrade is remembered and this turn (and later ones) go as POSTs.
+async fn send_request(
+    state: &AppState,
+    ctx: &RequestContext,
+    account: &Account,
+    route: Route,
+    request: http::Request<Bytes>,
+) -> Result<upstream::Response, upstream::SendError> {
+    if let Some(turn) = websocket_turn(state, ctx, account, route) {
+        let limits = upstream::websocket::Limits {
+            connect_timeout: ctx.gateway.connect_timeout,
+            max_message: ctx.gateway.max_event_bytes,
+            keepalive: ctx.gateway.stream_keepalive_interval,
+        };
+        let name = &account.spec.name;
+        let sent = upstream::websocket::send(
+            turn,
+            name,
+            request.uri(),
+            request.headers(),
+            request.body(),
+            limits,
+        )
+        .await?;
+        match sent {
+            upstream::websocket::Sent::Answer(response) => return Ok(response),
+            upstream::websocket::Sent::Refused(status) => {
+                tracing::info!(
+                    request_id = %ctx.id,
+                    account = %name,
+                    status = status.as_u16(),
+                    "the upstream refused the WebSocket upgrade; this account's turns go over HTTP for an hour"
+                );
+                state.websocket_refusals.remember(name, status.as_u16());
+            }
+        }
+    }
+    account.sender.send(request).await
+}
+
+/// The WebSocket turn to send over a socket: a native Responses turn of a downstream socket, to
+/// a sign-in account reached directly whose upstream has not refused the upgrade.
+fn websocket_turn<'c>(
+    state: &AppState,
+    ctx: &'c RequestContext,
+    account: &Account,
+    route: Route,
+) -> Option<&'c upstream::websocket::Turn> {
+    let turn = ctx.upstream_socket.as_ref()?;
+    let usable = route == Route::Native
+        && ctx.endpoint == Endpoint::Responses
+        && account.spec.kind == AccountKind::OAuth
+        && matches!(account.sender, upstream::Sender::Direct(_))
+        && !state.websocket_refusals.refused(&account.spec.name);
+    usable.then_some(turn)
 }
 
 /// The upstream request for this account: URL, headers and body by protocol and account kind.

@@ -138,6 +138,9 @@ pub struct RequestContext {
     pub requested_model: Option<String>,
     /// HTTP, or one turn of a Responses WebSocket (a [`Transport`] extension on the request).
     pub transport: Transport,
+    /// A WebSocket turn's link to its upstream socket: sign-in accounts are reached over it
+    /// (`upstream::websocket`) instead of a POST.
+    pub upstream_socket: Option<crate::upstream::websocket::Turn>,
 }
 
 impl RequestContext {
@@ -286,6 +289,10 @@ pub async fn handle(
             .get::<Transport>()
             .copied()
             .unwrap_or_default(),
+        upstream_socket: parts
+            .extensions
+            .get::<crate::upstream::websocket::Turn>()
+            .cloned(),
     };
 
     // 4–7: admit, attempt loop, respond and record, in a task that outlives the answer's head.

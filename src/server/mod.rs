@@ -129,6 +129,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         admin_token: config.admin.token.clone(),
         access_log: config.log.access,
         tasks: TaskTracker::new(),
+        websocket_refusals: crate::upstream::websocket::Refusals::new(&runtime),
         shutdown: CancellationToken::new(),
         config_origin: Live::new(config.origin.clone()),
         reload: reload_requests,

@@ -153,7 +153,7 @@ pub(super) async fn dial(
 }
 
 /// TCP to the first address of `host` that answers, within [`CONNECT_TIMEOUT`].
-async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
+pub(super) async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
     let attempt = async {
         let mut last = None;
         for addr in tokio::net::lookup_host((host, port)).await? {

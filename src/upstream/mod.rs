@@ -9,6 +9,7 @@ mod send;
 pub mod session;
 pub mod trust;
 mod url;
+pub mod websocket;
 
 #[cfg(test)]
 mod connect_tests;

@@ -65,6 +65,8 @@ pub enum Body {
     Direct(hyper::body::Incoming),
     Http2(H2Body),
     Proxied(reqwest::Body),
+    /// A turn's events on an upstream WebSocket, as SSE (`websocket.rs`).
+    Socket(Box<super::websocket::TurnBody>),
 }
 
 /// A request that got no answer, or an answer whose body broke off.
@@ -133,14 +135,16 @@ impl Sender {
 impl Body {
     /// The next chunk of data, `None` at the end. Trailers are skipped.
     pub async fn chunk(&mut self) -> Option<Result<Bytes, SendError>> {
-        if let Self::Http2(body) = self {
-            return body.chunk().await;
+        match self {
+            Self::Http2(body) => return body.chunk().await,
+            Self::Socket(body) => return body.chunk().await,
+            Self::Direct(_) | Self::Proxied(_) => {}
         }
         loop {
             let frame = match self {
                 Self::Direct(body) => body.frame().await?.map_err(|e| SendError::new(false, &e)),
                 Self::Proxied(body) => body.frame().await?.map_err(|e| SendError::new(false, &e)),
-                Self::Http2(_) => return None,
+                Self::Http2(_) | Self::Socket(_) => return None,
             };
             match frame {
                 Err(e) => return Some(Err(e)),

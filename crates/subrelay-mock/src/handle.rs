@@ -39,7 +39,7 @@ use crate::tools;
 const MAX_BODY: usize = 256 * 1024 * 1024;
 
 /// What an accepted request asks for, per API.
-enum Ask {
+pub(crate) enum Ask {
     Responses(ResponsesRoute, request::Ask),
     Anthropic(anthropic::Ask),
     Chat(chat::Ask),
@@ -72,8 +72,13 @@ impl Ask {
 /// on HTTP/1.1 the connection closes without an answer).
 pub(crate) async fn handle(
     ledger: Arc<Ledger>,
+    closed: tokio::sync::watch::Receiver<()>,
     request: Request<Incoming>,
 ) -> Result<Response<MockBody>, h2::Error> {
+    // The Responses WebSocket transport: an upgrade, then turns on a task of their own.
+    if let Some(route) = crate::websocket::wants_upgrade(&request) {
+        return Ok(crate::websocket::upgrade(ledger, closed, route, request));
+    }
     let response = answer(ledger, request).await;
     if response.extensions().get::<RefuseStream>().is_some() {
         return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
@@ -222,7 +227,7 @@ async fn answer(ledger: Arc<Ledger>, request: Request<Incoming>) -> Response<Moc
 }
 
 /// The answer a behaviour asks for on this request's route.
-fn compose(
+pub(crate) fn compose(
     ask: &Ask,
     model: &str,
     credential: Option<&str>,

@@ -52,6 +52,20 @@ struct Book {
     scripts: HashMap<String, VecDeque<Behavior>>,
     requests: Vec<RecordedRequest>,
     quotas: HashMap<String, Quota>,
+    /// WebSocket upgrade requests on the Responses routes, refused ones included.
+    upgrades: usize,
+    /// `response.create` messages received over WebSockets.
+    turns: usize,
+    /// POST requests on any API route.
+    posts: usize,
+    /// Answer upgrades with this status instead of 101.
+    refuse_websocket: Option<u16>,
+    /// The same, for one credential's upgrades.
+    refuse_websocket_for: HashMap<String, u16>,
+    /// WebSocket sessions open now.
+    open_websockets: usize,
+    /// Every `previous_response_id` is unknown (an upstream that lost a socket's state).
+    websocket_forgets: bool,
 }
 
 /// The counts served by `GET /__mock/calls`.
@@ -87,6 +101,9 @@ impl Ledger {
         let record = self.record(request, body, credential);
         let mut book = self.book();
         book.total += 1;
+        if request.method == Method::POST {
+            book.posts += 1;
+        }
         if let Some(credential) = credential {
             match book.by_credential.get_mut(credential) {
                 Some(count) => *count += 1,
@@ -98,6 +115,86 @@ impl Ledger {
         if let Some(record) = record {
             book.requests.push(record);
         }
+    }
+
+    /// Counts a WebSocket upgrade request (not an API call) and keeps a copy of it.
+    pub(crate) fn note_upgrade<B>(&self, request: &http::Request<B>, credential: Option<&str>) {
+        let record = self
+            .keep_records
+            .load(Ordering::Relaxed)
+            .then(|| RecordedRequest {
+                method: request.method().clone(),
+                path: request.uri().path().to_owned(),
+                headers: request.headers().clone(),
+                body: Bytes::new(),
+                credential: credential.map(str::to_owned),
+            });
+        let mut book = self.book();
+        book.upgrades += 1;
+        if let Some(record) = record {
+            book.requests.push(record);
+        }
+    }
+
+    /// Counts one `response.create` message as an API call, recorded with the method `WS`.
+    pub(crate) fn note_turn(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+        credential: Option<&str>,
+    ) {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = Method::from_bytes(b"WS").unwrap_or(Method::GET);
+        parts.uri = path.parse().unwrap_or_default();
+        parts.headers = headers.clone();
+        self.arrive(&parts, body, credential);
+        self.book().turns += 1;
+    }
+
+    /// A WebSocket session opened (`true`) or ended.
+    pub(crate) fn websocket_open(&self, open: bool) {
+        let mut book = self.book();
+        if open {
+            book.open_websockets += 1;
+        } else {
+            book.open_websockets = book.open_websockets.saturating_sub(1);
+        }
+    }
+
+    pub(crate) fn websocket_forgets(&self) -> bool {
+        self.book().websocket_forgets
+    }
+
+    pub(crate) fn set_websocket_forgets(&self, forgets: bool) {
+        self.book().websocket_forgets = forgets;
+    }
+
+    pub(crate) fn open_websockets(&self) -> usize {
+        self.book().open_websockets
+    }
+
+    pub(crate) fn websocket_refusal(&self, credential: Option<&str>) -> Option<u16> {
+        let book = self.book();
+        credential
+            .and_then(|c| book.refuse_websocket_for.get(c).copied())
+            .or(book.refuse_websocket)
+    }
+
+    pub(crate) fn set_websocket_refusal_for(&self, credential: &str, status: u16) {
+        self.book()
+            .refuse_websocket_for
+            .insert(credential.to_owned(), status);
+    }
+
+    pub(crate) fn set_websocket_refusal(&self, status: Option<u16>) {
+        self.book().refuse_websocket = status;
+    }
+
+    /// Upgrades, turns and POSTs so far.
+    pub(crate) fn transports(&self) -> (usize, usize, usize) {
+        let book = self.book();
+        (book.upgrades, book.turns, book.posts)
     }
 
     /// Keeps a copy of a token-endpoint request (when records are kept) without counting it as

@@ -31,6 +31,7 @@
 //! | `POST /oauth/token` | `auth.openai.com` | refresh-token and authorization-code (PKCE-checked, single-use) grants, JSON or form; rotates refresh tokens |
 //! | `POST /v1/oauth/token` | `console.anthropic.com` | refresh-token and authorization-code grants, JSON; rotates refresh tokens |
 //! | `GET /v1/models`, `GET /backend-api/codex/models` | model lists | a free call (health probes); counted; a scripted error status is answered |
+//! | `GET /backend-api/codex/responses`, `GET /v1/responses` with `Upgrade: websocket` | the Responses WebSocket transport | one `response.create` message per turn, scripted and checked like a POST on the route, events as text frames; `previous_response_id` of a response completed on the socket; refused with a status by [`MockUpstream::refuse_websocket`]; counted in [`MockUpstream::websocket_upgrades`] / [`MockUpstream::websocket_turns`] (turns also in `calls`, recorded with the method `WS`), POSTs in [`MockUpstream::posts`] (see `websocket`) |
 //! | `GET /__mock/calls`, `POST /__mock/reset` | — | counts as JSON; reset |
 //!
 //! Quota windows that move with use: [`MockUpstream::set_quota`] gives a credential a [`Quota`];
@@ -98,6 +99,7 @@ pub mod skip;
 mod sse;
 mod tls;
 mod tools;
+mod websocket;
 mod wire;
 
 pub use behavior::{Behavior, Usage, DEFAULT_EVENTS, DEFAULT_TEXT};

@@ -139,6 +139,47 @@ impl MockUpstream {
         self.ledger.script(credential, steps);
     }
 
+    /// Makes WebSocket upgrades on the Responses routes fail with this status (404, 426, ...)
+    /// as an upstream without that transport does; `None` accepts them again (the default).
+    pub fn refuse_websocket(&self, status: Option<u16>) {
+        self.ledger.set_websocket_refusal(status);
+    }
+
+    /// Makes this credential's WebSocket upgrades fail with this status (429, 401, ...), whatever
+    /// [`refuse_websocket`](Self::refuse_websocket) says.
+    pub fn refuse_websocket_for(&self, credential: &str, status: u16) {
+        self.ledger.set_websocket_refusal_for(credential, status);
+    }
+
+    /// Makes every `previous_response_id` on a WebSocket unknown (`true`), as an upstream that
+    /// lost a socket's state answers: an `error` event with code `previous_response_not_found`.
+    pub fn websocket_forgets(&self, forgets: bool) {
+        self.ledger.set_websocket_forgets(forgets);
+    }
+
+    /// WebSocket upgrade requests received on the Responses routes, refused ones included
+    /// (not counted in [`calls`](Self::calls)).
+    pub fn websocket_upgrades(&self) -> usize {
+        self.ledger.transports().0
+    }
+
+    /// `response.create` messages received over WebSockets (each one is also a call, recorded
+    /// with the method `WS`).
+    pub fn websocket_turns(&self) -> usize {
+        self.ledger.transports().1
+    }
+
+    /// WebSocket sessions open now (a session ends when the client closes its socket or drops
+    /// the connection).
+    pub fn open_websockets(&self) -> usize {
+        self.ledger.open_websockets()
+    }
+
+    /// POST requests received on the API routes (token endpoints aside).
+    pub fn posts(&self) -> usize {
+        self.ledger.transports().2
+    }
+
     /// Gives this credential usage windows that move with use (see [`Quota`]), replacing any it
     /// had.
     pub fn set_quota(&self, credential: &str, quota: crate::Quota) {
@@ -310,11 +351,13 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ledger = Arc::clone(&shared.ledger);
+    let closed = shared.closed.clone();
     let service = service_fn(move |request| {
         let ledger = Arc::clone(&ledger);
-        async move { handle(ledger, request).await }
+        let closed = closed.clone();
+        async move { handle(ledger, closed, request).await }
     });
-    let connection = serving.builder.serve_connection(io, service);
+    let connection = serving.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let mut goaway = shared.goaway;
     goaway.mark_unchanged();
@@ -331,7 +374,7 @@ where
 }
 
 /// Runs `work` until it finishes or the mock's handle is dropped.
-async fn until_closed(mut closed: watch::Receiver<()>, work: impl Future<Output = ()>) {
+pub(crate) async fn until_closed(mut closed: watch::Receiver<()>, work: impl Future<Output = ()>) {
     tokio::select! {
         () = work => {}
         _ = closed.changed() => {}

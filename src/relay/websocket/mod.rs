@@ -6,10 +6,14 @@
 //! exactly as a streaming `POST /responses` would be — the same admission, failover, held-back
 //! preamble, in-protocol failure after output and usage record (one per turn, with
 //! `transport: websocket`) — and the events of its SSE answer go back one text frame each, in
-//! order. Every turn reaches its upstream as one streaming POST carrying the whole conversation
-//! (the HTTP bridge): the socket remembers earlier turns' input and output items
-//! ([`history`]) and rebuilds the full `input` of a turn that sends only new items with
-//! `previous_response_id`, which is then removed (the Codex backend refuses it over HTTP with
+//! order. A turn that reaches a ChatGPT sign-in account goes over the socket's upstream
+//! WebSocket (`upstream::websocket`: the relay's attempt finds the socket's `Link` in the
+//! request's extensions, and sends only the new items with `previous_response_id` when the
+//! upstream socket holds the conversation); every other turn reaches its upstream as one
+//! streaming POST carrying the whole conversation (the HTTP bridge). Either way the socket
+//! remembers earlier turns' input and output items ([`history`]) and rebuilds the full `input`
+//! of a turn that sends only new items with `previous_response_id`, which is then removed (the
+//! Codex backend refuses it over HTTP with
 //! `store: false`). A prewarm (`generate: false`) is answered here, with no upstream call.
 //!
 //! The socket survives a failed turn (the failure is an `error` event, or `response.failed`
@@ -43,6 +47,7 @@ use crate::http::PeerAddr;
 use crate::protocol::errors::ErrorShape;
 use crate::protocol::sse::SseScanner;
 use crate::state::AppState;
+use crate::upstream::websocket::{Link, Turn as UpstreamTurn};
 use crate::usage::Transport;
 use history::{Continues, History, Item};
 
@@ -174,6 +179,7 @@ async fn answer_upgrade(
         .on_upgrade(move |socket| async move {
             let _tracked = tracked;
             let keepalive = state.gateway().stream_keepalive_interval;
+            let link = Arc::new(Link::default());
             Session {
                 state,
                 socket,
@@ -185,9 +191,12 @@ async fn answer_upgrade(
                 next_ping: keepalive.map(|every| Instant::now() + every),
                 unanswered: 0,
                 queued: VecDeque::new(),
+                link: Arc::clone(&link),
             }
             .run()
             .await;
+            // The downstream socket is closed: so is the upstream one.
+            link.close().await;
         });
     (response, name)
 }
@@ -209,6 +218,8 @@ struct Session {
     unanswered: u32,
     /// Messages that arrived while a turn ran.
     queued: VecDeque<Utf8Bytes>,
+    /// The upstream socket of this socket's turns, for accounts reached over WebSocket.
+    link: Arc<Link>,
 }
 
 /// What a client frame means for the session.
@@ -270,9 +281,12 @@ impl Session {
         if let Some(text) = self.queued.pop_front() {
             return Some(text);
         }
+        // Between turns the upstream socket (if any) is kept alive too.
+        let link = Arc::clone(&self.link);
         loop {
             let ping_at = self.next_ping;
             tokio::select! {
+                () = link.idle(self.keepalive) => {}
                 message = self.socket.recv() => match self.classify(message) {
                     Client::Text(text) => return Some(text),
                     Client::Alive => {}
@@ -363,7 +377,12 @@ impl Session {
             return self.prewarm(at, create).await;
         }
         let body = full_body(&create.fields, self.history.before(at), &create.input);
-        let request = self.request(body);
+        let turn = UpstreamTurn {
+            link: Arc::clone(&self.link),
+            previous: create.previous.clone(),
+            new_items: create.input.len(),
+        };
+        let request = self.request(body, turn);
 
         let head = handle(Arc::clone(&self.state), Endpoint::Responses, request);
         let mut head = std::pin::pin!(head);
@@ -510,7 +529,7 @@ impl Session {
     }
 
     /// The turn as the `POST` the relay serves.
-    fn request(&self, body: String) -> http::Request<Body> {
+    fn request(&self, body: String, turn: UpstreamTurn) -> http::Request<Body> {
         let mut request = http::Request::new(Body::from(body));
         *request.method_mut() = Method::POST;
         if let Ok(uri) = self.path.parse() {
@@ -518,6 +537,7 @@ impl Session {
         }
         *request.headers_mut() = self.headers.clone();
         request.extensions_mut().insert(Transport::WebSocket);
+        request.extensions_mut().insert(turn);
         if let Some(peer) = self.peer {
             request.extensions_mut().insert(peer);
         }
