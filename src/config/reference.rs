@@ -299,6 +299,24 @@ pub const KEYS: &[KeyDoc] = &[
         description: "Usage rows kept in memory while the usage spool cannot be written (a full disk, a read-only file system); a row leaves memory only once it is in the spool. While the spool fails and this many rows wait, new requests are refused with 503 (\"usage cannot be recorded\") instead of being served unrecorded. About 0.5 KiB per row.",
     },
     KeyDoc {
+        path: "storage.backend",
+        default: "sqlite",
+        allowed: "sqlite or postgres",
+        description: "Where groups, API keys, accounts, sign-in tokens and usage live. `sqlite`: `subrelay.db` in `storage.data_dir`, for one instance. `postgres`: the database at `storage.postgres_url`, shared by several instances that then act as one gateway (docs/DEPLOY.md, \"Shared store\"); needs `storage.encryption_key` set explicitly. `storage.data_dir` stays per instance (usage spool, lock file).",
+    },
+    KeyDoc {
+        path: "storage.postgres_url",
+        default: "",
+        allowed: "empty, or a postgres:// URL (inline, env:NAME or file:PATH); required when storage.backend is postgres",
+        description: "The PostgreSQL database of `storage.backend: postgres`, e.g. `postgres://subrelay:PASSWORD@db:5432/subrelay` (`?sslmode=require` for TLS). Redacted in `check-config` unless written as a reference. Migrations (`migrations/postgres/`) run at start under an advisory lock.",
+    },
+    KeyDoc {
+        path: "storage.postgres_max_connections",
+        default: "10",
+        allowed: "1–100 connections",
+        description: "Connections each instance keeps to PostgreSQL at most (the usage writer, the admin API, the change poll).",
+    },
+    KeyDoc {
         path: "admin.token",
         default: "",
         allowed: "empty (admin API off) or a secret of at least 16 characters (inline, env:NAME or file:PATH)",

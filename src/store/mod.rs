@@ -1,8 +1,8 @@
 //! The store: groups, API keys, accounts and usage that outlive a restart.
 //!
 //! [`Store`] is the interface; [`sqlite::SqliteStore`] (a file in `storage.data_dir`) is the
-//! embedded default, and a PostgreSQL backend of a later issue implements the same trait with its
-//! own SQL and migrations. The trait speaks in plain values (unix times, names, sealed bytes), so
+//! embedded default, and [`postgres::PostgresStore`] (`storage.backend: postgres`, shared by
+//! several instances) implements the same trait with its own SQL and migrations. The trait speaks in plain values (unix times, names, sealed bytes), so
 //! nothing in it depends on one engine. Secrets never reach it in the clear: API keys arrive as
 //! keyed hashes ([`keys`]) and account credentials sealed by [`crypto::Sealer`].
 
@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod crypto;
 pub mod data_dir;
 pub mod keys;
+pub mod postgres;
 pub mod sqlite;
 pub mod startup;
 pub mod sync;
@@ -226,6 +227,23 @@ pub trait Store: Send + Sync {
     // === meta ===
     fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>>;
     fn set_meta(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<()>>;
+    /// Writes `value` under `name` unless a value is there already, and returns the stored value:
+    /// instances creating the same value at once all end up with the first one written.
+    fn meta_or_insert(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>>;
+    /// Every `meta` row (for `subrelay store copy`).
+    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<(String, Vec<u8>)>>>;
+
+    // === changes ===
+    /// Whether other processes share this store (PostgreSQL): then their writes must be
+    /// followed through [`Store::change_counter`].
+    fn shared(&self) -> bool {
+        false
+    }
+    /// A number that moves with every write of groups, keys and accounts (by any instance);
+    /// `None` when the store is not shared.
+    fn change_counter(&self) -> BoxFuture<'_, StoreResult<Option<i64>>> {
+        Box::pin(async { Ok(None) })
+    }
 
     // === groups ===
     fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>>;

@@ -1,0 +1,603 @@
+//! [`Store`] on PostgreSQL. Writes of groups, keys and accounts run in a transaction that also
+//! bumps the `changes` counter, so another instance polling it sees every write.
+
+use futures_util::future::BoxFuture;
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+
+use super::rows::{self, ACCOUNT_COLUMNS, KEY_COLUMNS, USAGE_COLUMNS};
+use super::{affected, db, PostgresStore};
+use crate::store::{
+    AccountRecord, GroupRecord, KeyRecord, SealedTokens, Source, StatusFilter, Store, StoreResult,
+    TotalsBy, UsageFilter, UsageRow, UsageTotals,
+};
+
+/// Usage rows per INSERT: 22 values each stays far below PostgreSQL's 65,535 parameters.
+const USAGE_ROWS_PER_STATEMENT: usize = 500;
+
+/// Moves the change counter inside the write's transaction.
+async fn bump(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
+    sqlx::query("UPDATE changes SET counter = counter + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// `CAST(LEAST(SUM(col), i64::MAX) AS BIGINT)`: `SUM` of BIGINT is NUMERIC in PostgreSQL, so it
+/// cannot overflow; the total saturates like the SQLite store's.
+fn saturating_sum(column: &str) -> String {
+    format!("CAST(LEAST(COALESCE(SUM({column}), 0), 9223372036854775807) AS BIGINT)")
+}
+
+/// Appends ` WHERE …` for the filter.
+fn push_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &UsageFilter) {
+    query.push(" WHERE 1=1");
+    if let Some(key) = &filter.key {
+        query.push(" AND key_name = ").push_bind(key.clone());
+    }
+    if let Some(account) = &filter.account {
+        query.push(" AND account = ").push_bind(account.clone());
+    }
+    if let Some(model) = &filter.model {
+        query.push(" AND model = ").push_bind(model.clone());
+    }
+    if let Some(from) = filter.from_ms {
+        query.push(" AND at_ms >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to_ms {
+        query.push(" AND at_ms < ").push_bind(to);
+    }
+    match filter.status {
+        Some(StatusFilter::Code(code)) => {
+            query.push(" AND status = ").push_bind(i32::from(code));
+        }
+        Some(StatusFilter::Success(ok)) => {
+            query.push(" AND success = ").push_bind(ok);
+        }
+        None => {}
+    }
+}
+
+/// `INSERT INTO usage (…) VALUES ($1, …), … ON CONFLICT (request_id) DO NOTHING`.
+fn usage_insert_sql(rows: usize) -> String {
+    let columns = USAGE_COLUMNS.split(", ").count();
+    let values: Vec<String> = (0..rows)
+        .map(|r| rows::placeholders(r * columns, columns))
+        .collect();
+    format!(
+        "INSERT INTO usage ({USAGE_COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING",
+        values.join(", ")
+    )
+}
+
+static FULL_USAGE_INSERT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| usage_insert_sql(USAGE_ROWS_PER_STATEMENT));
+
+impl PostgresStore {
+    async fn write_key(&self, key: &KeyRecord, upsert: bool) -> StoreResult<()> {
+        let conflict = if upsert {
+            " ON CONFLICT (name) DO UPDATE SET key_hash = excluded.key_hash, prefix = excluded.prefix, suffix = excluded.suffix, group_name = excluded.group_name, enabled = excluded.enabled, expires_at = excluded.expires_at, concurrency = excluded.concurrency, rpm_limit = excluded.rpm_limit, daily_spend_limit = excluded.daily_spend_limit, monthly_spend_limit = excluded.monthly_spend_limit, allowed_models = excluded.allowed_models, source = excluded.source"
+        } else {
+            ""
+        };
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(&format!(
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES {}{conflict}",
+            rows::placeholders(0, 14)
+        ))
+        .bind(&key.name)
+        .bind(&key.key_hash)
+        .bind(&key.prefix)
+        .bind(&key.suffix)
+        .bind(&key.group)
+        .bind(key.enabled)
+        .bind(key.expires_at)
+        .bind(i64::from(key.concurrency))
+        .bind(i64::from(key.rpm_limit))
+        .bind(key.daily_spend_limit)
+        .bind(key.monthly_spend_limit)
+        .bind(rows::json_list(&key.allowed_models))
+        .bind(key.source.as_str())
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        bump(&mut tx).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn write_account(&self, a: &AccountRecord, upsert: bool) -> StoreResult<()> {
+        let conflict = if upsert {
+            " ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, kind = excluded.kind, base_url = excluded.base_url, chatgpt_account_id = excluded.chatgpt_account_id, expires_at = excluded.expires_at, priority = excluded.priority, concurrency = excluded.concurrency, groups = excluded.groups, enabled = excluded.enabled, models = excluded.models, model_map = excluded.model_map, credentials = excluded.credentials, source = excluded.source, updated_at = excluded.updated_at, protocols = excluded.protocols"
+        } else {
+            ""
+        };
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(&format!(
+            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES {}{conflict}",
+            rows::placeholders(0, 17)
+        ))
+        .bind(&a.name)
+        .bind(a.platform.as_str())
+        .bind(a.kind.as_str())
+        .bind(&a.base_url)
+        .bind(&a.chatgpt_account_id)
+        .bind(a.expires_at)
+        .bind(i64::from(a.priority))
+        .bind(i64::from(a.concurrency))
+        .bind(serde_json::to_string(&a.groups).unwrap_or_default())
+        .bind(a.enabled)
+        .bind(rows::json_list(&a.models))
+        .bind(serde_json::to_string(&a.model_map).unwrap_or_default())
+        .bind(&a.credentials)
+        .bind(a.source.as_str())
+        .bind(a.created_at)
+        .bind(a.updated_at)
+        .bind(rows::json_list(&a.protocols.as_ref().map(|list| {
+            list.iter().map(|p| p.api_name().to_owned()).collect()
+        })))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        bump(&mut tx).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// One statement that changes groups, keys or accounts, with the counter bumped; how many
+    /// rows it touched.
+    async fn changing(&self, sql: &str, name: &str) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let done = sqlx::query(sql)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        bump(&mut tx).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected())
+    }
+}
+
+impl Store for PostgresStore {
+    fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let row = sqlx::query("SELECT value FROM meta WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            row.map(|r| r.try_get::<Vec<u8>, _>("value"))
+                .transpose()
+                .map_err(db)
+        })
+    }
+
+    fn set_meta(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn meta_or_insert(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>> {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&name)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            let row = sqlx::query("SELECT value FROM meta WHERE name = $1")
+                .bind(&name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+            row.try_get::<Vec<u8>, _>("value").map_err(db)
+        })
+    }
+
+    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<(String, Vec<u8>)>>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT name, value FROM meta ORDER BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("name")?, r.try_get("value")?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn change_counter(&self) -> BoxFuture<'_, StoreResult<Option<i64>>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT counter FROM changes WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+            row.try_get::<i64, _>("counter").map(Some).map_err(db)
+        })
+    }
+
+    fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT name, platform, source, created_at FROM groups ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
+            let mut groups = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let platform = match rows::named(r, "platform") {
+                    Ok(platform) => platform,
+                    Err(e) => {
+                        tracing::warn!("a stored group is left out: {e}");
+                        continue;
+                    }
+                };
+                groups.push(GroupRecord {
+                    name: r.try_get("name").map_err(db)?,
+                    platform,
+                    source: Source::parse(r.try_get::<&str, _>("source").map_err(db)?),
+                    created_at: r.try_get("created_at").map_err(db)?,
+                });
+            }
+            Ok(groups)
+        })
+    }
+
+    fn upsert_group(&self, group: &GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let group = group.clone();
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            sqlx::query(
+                "INSERT INTO groups (name, platform, source, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, source = excluded.source",
+            )
+            .bind(&group.name)
+            .bind(group.platform.as_str())
+            .bind(group.source.as_str())
+            .bind(group.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            bump(&mut tx).await?;
+            tx.commit().await.map_err(db)
+        })
+    }
+
+    fn delete_group(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let done = self
+                .changing("DELETE FROM groups WHERE name = $1", &name)
+                .await?;
+            affected(done, &name)
+        })
+    }
+
+    fn list_keys(&self) -> BoxFuture<'_, StoreResult<Vec<KeyRecord>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(rows::key)
+                .collect::<Result<_, _>>()
+                .map_err(db)
+        })
+    }
+
+    fn insert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let key = key.clone();
+        Box::pin(async move { self.write_key(&key, false).await })
+    }
+
+    fn update_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let key = key.clone();
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            let done = sqlx::query(
+                "UPDATE api_keys SET group_name = $1, enabled = $2, expires_at = $3, concurrency = $4, rpm_limit = $5, daily_spend_limit = $6, monthly_spend_limit = $7, allowed_models = $8, source = $9 WHERE name = $10",
+            )
+            .bind(&key.group)
+            .bind(key.enabled)
+            .bind(key.expires_at)
+            .bind(i64::from(key.concurrency))
+            .bind(i64::from(key.rpm_limit))
+            .bind(key.daily_spend_limit)
+            .bind(key.monthly_spend_limit)
+            .bind(rows::json_list(&key.allowed_models))
+            .bind(key.source.as_str())
+            .bind(&key.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            affected(done.rows_affected(), &key.name)?;
+            bump(&mut tx).await?;
+            tx.commit().await.map_err(db)
+        })
+    }
+
+    fn upsert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let key = key.clone();
+        Box::pin(async move { self.write_key(&key, true).await })
+    }
+
+    fn delete_key(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let done = self
+                .changing("DELETE FROM api_keys WHERE name = $1", &name)
+                .await?;
+            affected(done, &name)
+        })
+    }
+
+    fn list_accounts(&self) -> BoxFuture<'_, StoreResult<Vec<AccountRecord>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY priority, name"
+            ))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            rows.iter()
+                .map(rows::account)
+                .collect::<Result<_, _>>()
+                .map_err(db)
+        })
+    }
+
+    fn insert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let account = account.clone();
+        Box::pin(async move { self.write_account(&account, false).await })
+    }
+
+    fn upsert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let account = account.clone();
+        Box::pin(async move { self.write_account(&account, true).await })
+    }
+
+    fn delete_account(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            sqlx::query("DELETE FROM account_state WHERE name = $1")
+                .bind(&name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            let done = sqlx::query("DELETE FROM accounts WHERE name = $1")
+                .bind(&name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            affected(done.rows_affected(), &name)?;
+            bump(&mut tx).await?;
+            tx.commit().await.map_err(db)
+        })
+    }
+
+    fn save_account_state(&self, name: &str, state: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let (name, state) = (name.to_owned(), state.to_owned());
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO account_state (name, state, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(state)
+            .bind(crate::store::now_secs())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT name, state FROM account_state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("name")?, r.try_get("state")?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
+        let (name, sealed) = (name.to_owned(), sealed.to_vec());
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO account_tokens (name, sealed, updated_at, generation) VALUES ($1, $2, $3, 1) ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at, generation = account_tokens.generation + 1",
+            )
+            .bind(name)
+            .bind(sealed)
+            .bind(crate::store::now_secs())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<SealedTokens>>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT name, sealed FROM account_tokens")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("name")?, r.try_get("sealed")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn insert_usage<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, StoreResult<u64>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            let mut new = 0;
+            for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT) {
+                // Only the full-size statement stays prepared (see the SQLite store).
+                let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
+                let remainder_sql;
+                let sql: &str = if full {
+                    &FULL_USAGE_INSERT
+                } else {
+                    remainder_sql = usage_insert_sql(chunk.len());
+                    &remainder_sql
+                };
+                let mut insert = sqlx::query(sql);
+                for r in chunk {
+                    insert = insert
+                        .bind(r.request_id.as_str())
+                        .bind(r.at_ms)
+                        .bind(r.key.as_str())
+                        .bind(r.account.as_deref())
+                        .bind(r.endpoint.as_str())
+                        .bind(r.model.as_str())
+                        .bind(r.stream)
+                        .bind(i32::from(r.status))
+                        .bind(r.success)
+                        .bind(r.input_tokens)
+                        .bind(r.cached_input_tokens)
+                        .bind(r.cache_creation_tokens)
+                        .bind(r.output_tokens)
+                        .bind(r.reasoning_tokens)
+                        .bind(r.cost_usd)
+                        .bind(r.priced)
+                        .bind(r.duration_ms)
+                        .bind(r.ttft_ms)
+                        .bind(r.attempts)
+                        .bind(r.client_disconnected)
+                        .bind(r.client_model.as_deref())
+                        .bind(r.transport.as_str());
+                }
+                let done = insert
+                    .persistent(full)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                new += done.rows_affected();
+            }
+            tx.commit().await.map_err(db)?;
+            Ok(new)
+        })
+    }
+
+    fn list_usage(
+        &self,
+        filter: &UsageFilter,
+        limit: u32,
+        offset: u64,
+    ) -> BoxFuture<'_, StoreResult<Vec<UsageRow>>> {
+        let filter = filter.clone();
+        Box::pin(async move {
+            let mut query =
+                QueryBuilder::<Postgres>::new(format!("SELECT {USAGE_COLUMNS} FROM usage"));
+            push_filter(&mut query, &filter);
+            query
+                .push(" ORDER BY at_ms DESC, request_id LIMIT ")
+                .push_bind(i64::from(limit))
+                .push(" OFFSET ")
+                .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+            let found = query.build().fetch_all(&self.pool).await.map_err(db)?;
+            found
+                .iter()
+                .map(rows::usage)
+                .collect::<Result<_, _>>()
+                .map_err(db)
+        })
+    }
+
+    fn count_usage(&self, filter: &UsageFilter) -> BoxFuture<'_, StoreResult<u64>> {
+        let filter = filter.clone();
+        Box::pin(async move {
+            let mut query = QueryBuilder::<Postgres>::new("SELECT COUNT(*) AS n FROM usage");
+            push_filter(&mut query, &filter);
+            let row = query.build().fetch_one(&self.pool).await.map_err(db)?;
+            let n: i64 = row.try_get("n").map_err(db)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn usage_totals(
+        &self,
+        filter: &UsageFilter,
+        by: TotalsBy,
+    ) -> BoxFuture<'_, StoreResult<Vec<UsageTotals>>> {
+        let filter = filter.clone();
+        Box::pin(async move {
+            let bucket = match by {
+                TotalsBy::Day => {
+                    "to_char(to_timestamp(CAST(at_ms / 1000 AS DOUBLE PRECISION)) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+                }
+                TotalsBy::Key => "key_name",
+            };
+            let mut query = QueryBuilder::<Postgres>::new(format!(
+                "SELECT {bucket} AS bucket, COUNT(*) AS requests, {} AS input_tokens, {} AS cached_input_tokens, {} AS output_tokens, CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd FROM usage",
+                saturating_sum("input_tokens"),
+                saturating_sum("cached_input_tokens"),
+                saturating_sum("output_tokens")
+            ));
+            push_filter(&mut query, &filter);
+            query.push(" GROUP BY 1 ORDER BY 1");
+            let found = query.build().fetch_all(&self.pool).await.map_err(db)?;
+            found
+                .iter()
+                .map(|r| {
+                    Ok(UsageTotals {
+                        bucket: r.try_get("bucket")?,
+                        requests: r.try_get("requests")?,
+                        input_tokens: r.try_get("input_tokens")?,
+                        cached_input_tokens: r.try_get("cached_input_tokens")?,
+                        output_tokens: r.try_get("output_tokens")?,
+                        cost_usd: r.try_get("cost_usd")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn spend_since(&self, from_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(String, f64)>>> {
+        Box::pin(async move {
+            let found = sqlx::query(
+                "SELECT key_name, CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost FROM usage WHERE at_ms >= $1 GROUP BY key_name",
+            )
+            .bind(from_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            found
+                .iter()
+                .map(|r| Ok((r.try_get("key_name")?, r.try_get("cost")?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.pool.close().await })
+    }
+}
