@@ -8,6 +8,7 @@
 
 pub mod account_state;
 pub mod accounts;
+pub mod copy;
 pub mod crypto;
 pub mod data_dir;
 pub mod keys;
