@@ -1,0 +1,304 @@
+//! PostgreSQL for tests: the machine's server at 127.0.0.1:5432 when it answers, else (or when
+//! a test must stop and start it) a private one made with `initdb` and `pg_ctl` from
+//! /usr/lib/postgresql/*/bin on a free port in a temporary directory. PostgreSQL refuses to run
+//! as root, so as root the private server runs as the `postgres` user (`runuser`) in a directory
+//! it owns. Each test makes its own database ([`PgServer::database`]), dropped when the test
+//! ends.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test helpers: they block on child processes and own their temporary directories"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A PostgreSQL server (trust authentication, user `postgres`) on 127.0.0.1.
+pub struct PgServer {
+    pub port: u16,
+    /// `Some` for a private server this process started (and stops on drop).
+    private: Option<Private>,
+}
+
+struct Private {
+    bin: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    as_postgres: bool,
+    _dir: tempfile::TempDir,
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` that has `initdb` and `pg_ctl`.
+pub fn bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+        .collect();
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// `psql` (or another client program) from the PostgreSQL bin directory, else the PATH.
+fn client_program(name: &str) -> PathBuf {
+    bin_dir()
+        .map(|b| b.join(name))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Whether a server on `port` accepts `psql` as `postgres` without a password.
+fn answers(port: u16) -> bool {
+    Command::new(client_program("psql"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(["-d", "postgres", "-tAc", "SELECT 1"])
+        .env("PGCONNECT_TIMEOUT", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PgServer {
+    /// The machine's server when it answers on 5432, else a private one.
+    pub fn any() -> PgServer {
+        if answers(5432) {
+            return PgServer {
+                port: 5432,
+                private: None,
+            };
+        }
+        Self::private()
+    }
+
+    /// A server of this test's own, which it may stop and start.
+    pub fn private() -> PgServer {
+        let bin = bin_dir().expect(
+            "no PostgreSQL server programs in /usr/lib/postgresql/*/bin: install the `postgresql` package (tests/run does as root)",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = is_root();
+        let data = dir.path().join("data");
+        let log = dir.path().join("server.log");
+        std::fs::create_dir(&data).unwrap();
+        if as_postgres {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::write(&log, b"").unwrap();
+            let status = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&data)
+                .arg(&log)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown of the private server's directory");
+        }
+        let server = PgServer {
+            port: free_port(),
+            private: Some(Private {
+                bin,
+                data,
+                log,
+                as_postgres,
+                _dir: dir,
+            }),
+        };
+        let private = server.private.as_ref().unwrap();
+        let mut initdb = private.command("initdb");
+        initdb
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&private.data);
+        let out = initdb.output().unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.start();
+        server
+    }
+
+    /// Starts the private server (again) and waits until it accepts connections.
+    pub fn start(&self) {
+        let private = self.private.as_ref().expect("only a private server starts");
+        let mut ctl = private.command("pg_ctl");
+        ctl.arg("-D")
+            .arg(&private.data)
+            .arg("-l")
+            .arg(&private.log)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-p {} -h 127.0.0.1 -k '' -c fsync=off -c max_connections=200",
+                self.port
+            ))
+            .arg("start");
+        let out = ctl.output().unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&private.log).unwrap_or_default()
+        );
+    }
+
+    /// Stops the private server (fast shutdown: open connections are cut).
+    pub fn stop(&self) {
+        let private = self.private.as_ref().expect("only a private server stops");
+        let mut ctl = private.command("pg_ctl");
+        ctl.arg("-D")
+            .arg(&private.data)
+            .args(["-w", "-t", "60", "-m", "fast", "stop"]);
+        let out = ctl.output().unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A fresh database with a unique name, dropped when the returned value is.
+    pub fn database(&self) -> TestDb<'_> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "subrelay_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        self.psql(&format!("CREATE DATABASE {name}"));
+        TestDb { server: self, name }
+    }
+
+    /// Runs one SQL statement on `postgres` as `postgres`; panics when it fails.
+    pub fn psql(&self, sql: &str) -> String {
+        self.psql_on("postgres", sql)
+    }
+
+    pub fn psql_on(&self, database: &str, sql: &str) -> String {
+        let out = Command::new(client_program("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Private {
+    /// A server program, run as `postgres` when this process is root.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command.current_dir(Path::new("/"));
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Some(private) = &self.private {
+            let mut ctl = private.command("pg_ctl");
+            ctl.arg("-D")
+                .arg(&private.data)
+                .args(["-w", "-m", "immediate", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let _ = ctl.status();
+        }
+    }
+}
+
+/// A database of one test.
+pub struct TestDb<'a> {
+    server: &'a PgServer,
+    pub name: String,
+}
+
+impl TestDb<'_> {
+    pub fn url(&self) -> String {
+        self.server.url(&self.name)
+    }
+
+    pub fn psql(&self, sql: &str) -> String {
+        self.server.psql_on(&self.name, sql)
+    }
+}
+
+impl Drop for TestDb<'_> {
+    fn drop(&mut self) {
+        // WITH (FORCE): gateways of the test may still hold connections.
+        let _ = Command::new(client_program("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.server.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-tAc"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
