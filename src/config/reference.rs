@@ -284,7 +284,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "storage.encryption_key",
         default: "",
         allowed: "empty (a key generated into storage.data_dir/encryption.key) or 64 hex digits (inline, env:NAME or file:PATH)",
-        description: "AES-256-GCM key that encrypts upstream credentials in the store. Keep it with your backups: a store cannot be opened with another key (start-up stops with an error; nothing is re-encrypted or dropped).",
+        description: "AES-256-GCM key that encrypts upstream credentials in the store (and, with `storage.backend: postgres`, the shared key-hashing and session secrets). Keep it with your backups: a store cannot be opened with another key (start-up stops with an error; nothing is re-encrypted or dropped). Required, the same on every instance, when `storage.backend` is postgres.",
     },
     KeyDoc {
         path: "storage.usage_batch_interval_ms",
