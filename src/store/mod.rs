@@ -273,6 +273,23 @@ pub trait Store: Send + Sync {
     fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>>;
     /// Every account's saved tokens (sealed), by account name.
     fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<SealedTokens>>>;
+    /// The generation of an account's saved tokens: 0 when none are saved; every save moves it
+    /// on. Read before a refresh, given back to [`Store::save_tokens_if`].
+    fn token_generation(&self, _name: &str) -> BoxFuture<'_, StoreResult<i64>> {
+        Box::pin(async { Ok(0) })
+    }
+    /// Saves tokens only while the stored generation is still `seen` (compare-and-swap), so
+    /// tokens another instance saved meanwhile are never overwritten by older ones. Whether it
+    /// saved. A store no other process writes (SQLite) saves unconditionally: the process's own
+    /// refresh lock already orders its refreshes.
+    fn save_tokens_if<'a>(
+        &'a self,
+        name: &'a str,
+        sealed: &'a [u8],
+        _seen: i64,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        Box::pin(async move { self.save_tokens(name, sealed).await.map(|()| true) })
+    }
 
     // === usage ===
     /// Inserts the rows in one transaction; rows whose request id is already stored are

@@ -453,6 +453,40 @@ impl Store for PostgresStore {
         })
     }
 
+    fn token_generation(&self, name: &str) -> BoxFuture<'_, StoreResult<i64>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let row = sqlx::query("SELECT generation FROM account_tokens WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            row.map_or(Ok(0), |r| r.try_get::<i64, _>("generation"))
+                .map_err(db)
+        })
+    }
+
+    fn save_tokens_if<'a>(
+        &'a self,
+        name: &'a str,
+        sealed: &'a [u8],
+        seen: i64,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "INSERT INTO account_tokens (name, sealed, updated_at, generation) VALUES ($1, $2, $3, $4 + 1) ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at, generation = excluded.generation WHERE account_tokens.generation = $4",
+            )
+            .bind(name)
+            .bind(sealed)
+            .bind(crate::store::now_secs())
+            .bind(seen)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
     fn insert_usage<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, StoreResult<u64>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(db)?;
