@@ -83,22 +83,29 @@ fn free_port() -> u16 {
 }
 
 impl PgServer {
-    /// The machine's server when it answers on 5432, else a private one.
-    pub fn any() -> PgServer {
+    /// The machine's server when it answers on 5432, else a private one. `None` (a visible
+    /// skip, a failure in CI) when neither is possible.
+    pub fn any() -> Option<PgServer> {
         if answers(5432) {
-            return PgServer {
+            return Some(PgServer {
                 port: 5432,
                 private: None,
-            };
+            });
         }
         Self::private()
     }
 
-    /// A server of this test's own, which it may stop and start.
-    pub fn private() -> PgServer {
-        let bin = bin_dir().expect(
-            "no PostgreSQL server programs in /usr/lib/postgresql/*/bin: install the `postgresql` package (tests/run does as root)",
-        );
+    /// A server of this test's own, which it may stop and start; `None` as for [`PgServer::any`].
+    pub fn private() -> Option<PgServer> {
+        let Some(bin) = bin_dir() else {
+            assert!(
+                super::skip_or_fail(
+                    "PostgreSQL's server programs (/usr/lib/postgresql/*/bin/initdb): install the `postgresql` package (tests/run does as root)"
+                ),
+                "PostgreSQL's server programs are missing"
+            );
+            return None;
+        };
         let dir = tempfile::tempdir().unwrap();
         let as_postgres = is_root();
         let data = dir.path().join("data");
@@ -147,7 +154,7 @@ impl PgServer {
             String::from_utf8_lossy(&out.stderr)
         );
         server.start();
-        server
+        Some(server)
     }
 
     /// Starts the private server (again) and waits until it accepts connections.
