@@ -221,6 +221,9 @@ pub enum TotalsBy {
 /// An account's name and its sealed sign-in tokens.
 pub type SealedTokens = (String, Vec<u8>);
 
+/// A `meta` row: its name and value.
+pub type MetaRow = (String, Vec<u8>);
+
 /// The persistence interface. Every backend keeps its own SQL and migrations; callers see only
 /// these operations. Writes of a row that already exists fail with [`StoreError::Conflict`],
 /// except usage, whose inserts are idempotent by request id.
@@ -232,7 +235,7 @@ pub trait Store: Send + Sync {
     /// instances creating the same value at once all end up with the first one written.
     fn meta_or_insert(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>>;
     /// Every `meta` row (for `subrelay store copy`).
-    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<(String, Vec<u8>)>>>;
+    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<MetaRow>>>;
 
     // === changes ===
     /// Whether other processes share this store (PostgreSQL): then their writes must be

@@ -208,7 +208,7 @@ impl Store for PostgresStore {
         })
     }
 
-    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<(String, Vec<u8>)>>> {
+    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<crate::store::MetaRow>>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT name, value FROM meta ORDER BY name")
                 .fetch_all(&self.pool)
