@@ -4,6 +4,10 @@
 //! as root, so as root the private server runs as the `postgres` user (`runuser`) in a directory
 //! it owns. Each test makes its own database ([`PgServer::database`]), dropped when the test
 //! ends.
+//!
+//! `SUBRELAY_TEST_STORAGE=postgres` runs the rest of the suite on PostgreSQL too: every gateway
+//! a test starts ([`suite_storage`]) gets `storage.backend: postgres` with a database of its
+//! data directory's own (so a restart on the same directory finds its store again).
 
 #![allow(
     clippy::disallowed_methods,
@@ -308,4 +312,130 @@ impl Drop for TestDb<'_> {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// `SUBRELAY_TEST_STORAGE`: `postgres` puts every gateway of the suite on PostgreSQL.
+pub const SUITE_ENV: &str = "SUBRELAY_TEST_STORAGE";
+/// The encryption key of suite gateways whose config names none (PostgreSQL requires one).
+pub const SUITE_ENCRYPTION_KEY: &str =
+    "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+/// A suite gateway's database; dropped with the gateway when the gateway owned its data
+/// directory (the test cannot start it again). A database of a test's own directory is kept for
+/// a restart, and dropped by the next sweep once that directory is gone.
+pub struct SuiteDb {
+    port: u16,
+    name: String,
+    drop_it: bool,
+}
+
+impl Drop for SuiteDb {
+    fn drop(&mut self) {
+        if self.drop_it {
+            let _ = Command::new(client_program("psql"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args(["-d", "postgres", "-tAc"])
+                .arg(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Drops the suite databases whose data directory is gone (its test ended), so a run leaves at
+/// most the databases of the tests still running.
+fn sweep_suite_databases(server: &PgServer) {
+    let listed = server.psql(
+        "SELECT datname || '|' || COALESCE(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname LIKE 'subrelay_suite_%'",
+    );
+    for line in listed.lines() {
+        let Some((name, dir)) = line.split_once('|') else {
+            continue;
+        };
+        if !dir.is_empty() && !Path::new(dir).exists() {
+            let _ = Command::new(client_program("psql"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &server.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args(["-d", "postgres", "-tAc"])
+                .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// With `SUBRELAY_TEST_STORAGE=postgres`, rewrites a gateway's config to use PostgreSQL (the
+/// machine's server on 5432; one must answer there). `owned_dir`: the data directory the harness
+/// made; else the config's `data_dir` (relative to `cwd`) names the database.
+pub fn suite_storage(yaml: &mut String, owned_dir: Option<&Path>, cwd: &Path) -> Option<SuiteDb> {
+    if std::env::var(SUITE_ENV).ok().as_deref() != Some("postgres") || yaml.contains("backend:") {
+        return None;
+    }
+    assert!(
+        answers(5432),
+        "{SUITE_ENV}=postgres needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust)"
+    );
+    let dir = match owned_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let named = yaml
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("data_dir:"))
+                .map(|v| v.trim().trim_matches('"').to_owned())
+                .unwrap_or_else(|| "./data".to_owned());
+            cwd.join(named)
+        }
+    };
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    let name = format!("subrelay_suite_{:016x}", hasher.finish());
+    let server = PgServer {
+        port: 5432,
+        private: None,
+    };
+    sweep_suite_databases(&server);
+    let exists = format!("SELECT 1 FROM pg_database WHERE datname = '{name}'");
+    if server.psql(&exists) != "1" {
+        server.psql(&format!("CREATE DATABASE {name}"));
+        // The directory it belongs to, for the sweep.
+        let dir_text = dir.display().to_string().replace('\'', "''");
+        server.psql(&format!("COMMENT ON DATABASE {name} IS '{dir_text}'"));
+    }
+    let mut lines = format!(
+        "storage:\n  backend: postgres\n  postgres_url: {}\n",
+        server.url(&name)
+    );
+    if !yaml.contains("encryption_key") {
+        lines.push_str(&format!("  encryption_key: {SUITE_ENCRYPTION_KEY}\n"));
+    }
+    if yaml.contains("storage:\n") {
+        *yaml = yaml.replacen("storage:\n", &lines, 1);
+    } else {
+        yaml.push('\n');
+        yaml.push_str(&lines);
+    }
+    Some(SuiteDb {
+        port: 5432,
+        name,
+        drop_it: owned_dir.is_some(),
+    })
 }
