@@ -358,6 +358,45 @@ async fn two_instances_share_keys_and_usage_and_migrate_once() {
     })
     .await;
 
+    // An account added on A joins B's live pool; deleted on B, it leaves A's.
+    let (status, answer) = admin(
+        &a,
+        "POST",
+        "/admin/api/accounts",
+        Some(
+            json!({"name": "second", "platform": "openai", "type": "apikey",
+                    "base_url": format!("{}/v1", mock.url()), "api_key": "sk-second-0123456789"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    eventually(
+        "B's pool has A's account",
+        Duration::from_secs(10),
+        async || {
+            admin(&b, "GET", "/admin/api/accounts", None)
+                .await
+                .1
+                .to_string()
+                .contains("\"second\"")
+        },
+    )
+    .await;
+    let (status, _) = admin(&b, "DELETE", "/admin/api/accounts/second", None).await;
+    assert_eq!(status, 204);
+    eventually(
+        "A's pool lost the account",
+        Duration::from_secs(10),
+        async || {
+            !admin(&a, "GET", "/admin/api/accounts", None)
+                .await
+                .1
+                .to_string()
+                .contains("\"second\"")
+        },
+    )
+    .await;
+
     // A key disabled on B is refused by A.
     let (status, _) = admin(&b, "POST", "/admin/api/keys/shared/disable", None).await;
     assert_eq!(status, 200);
@@ -617,4 +656,53 @@ async fn store_copy_moves_a_sqlite_store_and_its_keys_work_on_postgres() {
     let (status, totals) = admin(&shared, "GET", "/admin/api/usage/totals?by=key", None).await;
     assert_eq!(status, 200);
     assert_eq!(totals_of(&totals, "moved"), Some(3), "{totals}");
+}
+
+/// Runs `subrelay serve` with `yaml` expecting it to stop at start; its stderr.
+fn refused_start(yaml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("subrelay.yaml");
+    std::fs::write(&file, format!("server:\n  port: 0\n{yaml}")).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_subrelay"));
+    without_config_env(&mut command);
+    let out = command
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started");
+    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+}
+
+#[tokio::test]
+async fn an_instance_with_another_encryption_key_or_no_database_stops_at_start() {
+    let mock = MockUpstream::start().await;
+    let Some(server) = PgServer::any() else {
+        return;
+    };
+    let db = server.database();
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = Gateway::start(&pg_config(&mock, first_dir.path(), &db.url(), ""));
+    drop(first);
+
+    // Same database, another key: refused before anything is written.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_key = "cd".repeat(32);
+    let err = refused_start(
+        &pg_config(&mock, other_dir.path(), &db.url(), "").replace(ENCRYPTION_KEY, &other_key),
+    );
+    assert!(err.contains("does not match"), "{err}");
+
+    // A database that cannot be reached: a clear error that never shows the password.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://subrelay:hunter2-secret@127.0.0.1:{port}/nothing");
+    let err = refused_start(&pg_config(&mock, other_dir.path(), &url, ""));
+    assert!(err.contains("PostgreSQL"), "{err}");
+    assert!(!err.contains("hunter2-secret"), "{err}");
 }
