@@ -10,6 +10,7 @@
 
 mod rows;
 mod store;
+mod usage;
 
 use std::str::FromStr;
 use std::time::Duration;
