@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `audit`, `reload`, `completions`,
+//! The command line: `serve`, `check-config`, `accounts`, `keys`, `usage`, `audit`, `reload`,
+//! `store copy`, `completions`,
 //! `--version`, `--help`.
 
 #![allow(
@@ -14,6 +15,7 @@ mod audit;
 mod completions;
 mod keys;
 mod reload;
+mod store;
 mod usage;
 
 use std::path::PathBuf;
@@ -131,6 +133,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Work on a store without a running server.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Print the reference table of every config key (the table in docs/CONFIG.md).
     #[command(hide = true)]
     ConfigReference,
@@ -138,6 +145,27 @@ enum Command {
     Completions {
         /// bash, zsh, fish, powershell or elvish.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Copy a single-instance SQLite store (groups, keys, accounts with their sealed credentials,
+    /// sign-in tokens, account state, secrets, usage) into a PostgreSQL database for
+    /// `storage.backend: postgres`. Rows already there are kept; a second run adds nothing.
+    Copy {
+        /// `sqlite:PATH`: the source's data directory (or its subrelay.db). No subrelay may be
+        /// running on it.
+        #[arg(long)]
+        from: String,
+        /// `postgres://user:password@host:port/database`, or env:NAME / file:PATH holding it.
+        #[arg(long)]
+        to: String,
+        /// The source's storage.encryption_key (64 hex digits, env:NAME or file:PATH); without
+        /// it, the encryption.key file of the source's data directory. The instances on the
+        /// destination must use the same key.
+        #[arg(long, env = "STORAGE_ENCRYPTION_KEY")]
+        encryption_key: Option<String>,
     },
 }
 
@@ -335,6 +363,18 @@ pub fn run() -> ExitCode {
                 },
             )
         }
+        Command::Store {
+            action:
+                StoreAction::Copy {
+                    from,
+                    to,
+                    encryption_key,
+                },
+        } => store::copy_command(store::CopyArgs {
+            from,
+            to,
+            encryption_key,
+        }),
         Command::ConfigReference => {
             print!("{}", config::reference::markdown_table());
             ExitCode::SUCCESS

@@ -172,6 +172,22 @@ pub struct StorageConfig {
     pub usage_batch_interval: Duration,
     /// Usage rows kept in memory before they are only in the spool file.
     pub usage_queue_capacity: usize,
+    /// Where groups, keys, accounts and usage live.
+    pub backend: StorageBackend,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone)]
+pub enum StorageBackend {
+    /// `subrelay.db` in `storage.data_dir`.
+    Sqlite,
+    /// A PostgreSQL database that several instances share.
+    Postgres {
+        /// `storage.postgres_url`: `postgres://user:password@host:port/database`.
+        url: Secret,
+        /// `storage.postgres_max_connections`.
+        max_connections: u32,
+    },
 }
 
 #[derive(Debug, Clone)]

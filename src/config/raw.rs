@@ -213,6 +213,11 @@ pub struct RawStorage {
     pub encryption_key: Option<SecretRef>,
     pub usage_batch_interval_ms: i64,
     pub usage_queue_capacity: i64,
+    /// `sqlite` (embedded) or `postgres` (shared by several instances).
+    pub backend: String,
+    /// Required with `backend: postgres`.
+    pub postgres_url: Option<SecretRef>,
+    pub postgres_max_connections: i64,
 }
 
 impl Default for RawStorage {
@@ -222,6 +227,9 @@ impl Default for RawStorage {
             encryption_key: None,
             usage_batch_interval_ms: 500,
             usage_queue_capacity: 100_000,
+            backend: "sqlite".to_owned(),
+            postgres_url: None,
+            postgres_max_connections: 10,
         }
     }
 }

@@ -284,7 +284,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "storage.encryption_key",
         default: "",
         allowed: "empty (a key generated into storage.data_dir/encryption.key) or 64 hex digits (inline, env:NAME or file:PATH)",
-        description: "AES-256-GCM key that encrypts upstream credentials in the store. Keep it with your backups: a store cannot be opened with another key (start-up stops with an error; nothing is re-encrypted or dropped).",
+        description: "AES-256-GCM key that encrypts upstream credentials in the store (and, with `storage.backend: postgres`, the shared key-hashing and session secrets). Keep it with your backups: a store cannot be opened with another key (start-up stops with an error; nothing is re-encrypted or dropped). Required, the same on every instance, when `storage.backend` is postgres.",
     },
     KeyDoc {
         path: "storage.usage_batch_interval_ms",
@@ -297,6 +297,24 @@ pub const KEYS: &[KeyDoc] = &[
         default: "100000",
         allowed: "100–1000000 rows",
         description: "Usage rows kept in memory while the usage spool cannot be written (a full disk, a read-only file system); a row leaves memory only once it is in the spool. While the spool fails and this many rows wait, new requests are refused with 503 (\"usage cannot be recorded\") instead of being served unrecorded. About 0.5 KiB per row.",
+    },
+    KeyDoc {
+        path: "storage.backend",
+        default: "sqlite",
+        allowed: "sqlite or postgres",
+        description: "Where groups, API keys, accounts, sign-in tokens and usage live. `sqlite`: `subrelay.db` in `storage.data_dir`, for one instance. `postgres`: the database at `storage.postgres_url`, shared by several instances that then act as one gateway (docs/DEPLOY.md, \"Shared store\"); needs `storage.encryption_key` set explicitly. `storage.data_dir` stays per instance (usage spool, lock file).",
+    },
+    KeyDoc {
+        path: "storage.postgres_url",
+        default: "",
+        allowed: "empty, or a postgres:// URL (inline, env:NAME or file:PATH); required when storage.backend is postgres",
+        description: "The PostgreSQL database of `storage.backend: postgres`, e.g. `postgres://subrelay:PASSWORD@db:5432/subrelay` (`?sslmode=require` for TLS). Redacted in `check-config` unless written as a reference. Migrations (`migrations/postgres/`) run at start under an advisory lock.",
+    },
+    KeyDoc {
+        path: "storage.postgres_max_connections",
+        default: "10",
+        allowed: "1–100 connections",
+        description: "Connections each instance keeps to PostgreSQL at most (the usage writer, the admin API, the change poll).",
     },
     KeyDoc {
         path: "admin.token",

@@ -31,6 +31,9 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
                 "admin.token" => {
                     expose(running.admin.token.as_ref()) != expose(new.admin.token.as_ref())
                 }
+                "storage.postgres_url" => {
+                    postgres_url(&running.storage.backend) != postgres_url(&new.storage.backend)
+                }
                 "storage.encryption_key" => {
                     expose(running.storage.encryption_key.as_ref())
                         != expose(new.storage.encryption_key.as_ref())
@@ -39,6 +42,13 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
             }
         })
         .collect()
+}
+
+fn postgres_url(backend: &super::StorageBackend) -> Option<&str> {
+    match backend {
+        super::StorageBackend::Postgres { url, .. } => Some(url.expose()),
+        super::StorageBackend::Sqlite => None,
+    }
 }
 
 /// What a reload did.

@@ -826,3 +826,67 @@ fn translation_settings_are_refused_with_their_field() {
         assert!(err.contains(said), "{err}\n  should contain: {said}");
     }
 }
+
+#[test]
+fn the_postgres_backend_needs_its_url_and_an_explicit_encryption_key() {
+    let key = "ab".repeat(32);
+    let url = "postgres://subrelay:pg-password-123@db:5432/subrelay";
+    // The default is SQLite.
+    let default = load(None, &MapEnv::default()).unwrap();
+    assert!(matches!(default.storage.backend, StorageBackend::Sqlite));
+    // Through the environment, the URL as a reference: read, with the pool size.
+    let env = MapEnv::from([
+        ("STORAGE_BACKEND", "postgres"),
+        ("STORAGE_POSTGRES_URL", "env:PG_URL"),
+        ("PG_URL", url),
+        ("STORAGE_POSTGRES_MAX_CONNECTIONS", "25"),
+        ("STORAGE_ENCRYPTION_KEY", key.as_str()),
+    ]);
+    let config = load(None, &env).unwrap();
+    match &config.storage.backend {
+        StorageBackend::Postgres {
+            url: got,
+            max_connections,
+        } => {
+            assert_eq!(got.expose(), url);
+            assert_eq!(*max_connections, 25);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Inline, the URL (with its password) is redacted in the effective configuration.
+    let inline = load_text(
+        &format!("storage:\n  backend: postgres\n  postgres_url: {url}\n  encryption_key: {key}\n"),
+        &MapEnv::default(),
+    )
+    .unwrap();
+    let shown = &inline.origin.effective_yaml;
+    assert!(!shown.contains("pg-password-123"), "{shown}");
+    assert!(shown.contains("backend: postgres"), "{shown}");
+
+    for (yaml, wanted) in [
+        (
+            format!("storage:\n  backend: postgres\n  postgres_url: {url}\n"),
+            "storage.encryption_key: must be set explicitly when storage.backend is postgres",
+        ),
+        (
+            format!("storage:\n  backend: postgres\n  encryption_key: {key}\n"),
+            "storage.postgres_url: required when storage.backend is postgres",
+        ),
+        (
+            format!("storage:\n  backend: postgres\n  postgres_url: mysql://x\n  encryption_key: {key}\n"),
+            "storage.postgres_url = <redacted>: must be",
+        ),
+        (
+            "storage:\n  backend: mongo\n".to_owned(),
+            "storage.backend = \"mongo\": must be sqlite or postgres",
+        ),
+        (
+            "storage:\n  postgres_max_connections: 0\n".to_owned(),
+            "storage.postgres_max_connections = 0: must be 1–100",
+        ),
+    ] {
+        let err = load_text(&yaml, &MapEnv::default()).unwrap_err().to_string();
+        assert!(err.contains(wanted), "{yaml}: {err}");
+        assert!(!err.contains("pg-password-123"), "{err}");
+    }
+}

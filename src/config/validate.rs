@@ -12,7 +12,7 @@ use super::reference;
 use super::{
     env_name, AdminConfig, Config, ConfigError, ConfigFileConfig, ConfigOrigin, Environment,
     GatewayConfig, LogConfig, LogFormat, MetricsConfig, OAuthConfig, RawConfig, ServerConfig,
-    StorageConfig, TelemetryConfig, UpstreamConfig,
+    StorageBackend, StorageConfig, TelemetryConfig, UpstreamConfig,
 };
 use crate::domain::KeySpec;
 use crate::domain::{
@@ -54,6 +54,14 @@ pub(super) fn config(
                 &from_env,
             )));
         }
+    }
+    storage.backend = storage_backend(&raw.storage, env, &from_env)?;
+    if matches!(storage.backend, StorageBackend::Postgres { .. })
+        && storage.encryption_key.is_none()
+    {
+        return Err(ConfigError(
+            "storage.encryption_key: must be set explicitly when storage.backend is postgres (every instance seals and opens the shared credentials with it); generate one with `openssl rand -hex 32` and give every instance the same value, e.g. encryption_key: env:SUBRELAY_ENCRYPTION_KEY".to_owned(),
+        ));
     }
     let prices = prices(&raw.prices)?;
     let admin = admin(&raw.admin, env, &from_env)?;
@@ -397,7 +405,57 @@ fn storage(raw: &RawStorage) -> Result<StorageConfig, KeyError> {
             1_000_000,
         )?)
         .unwrap_or(100_000),
+        backend: StorageBackend::Sqlite,
     })
+}
+
+/// `storage.backend` with its PostgreSQL settings: the URL must be there (and say postgres) when
+/// the backend is postgres.
+fn storage_backend(
+    raw: &RawStorage,
+    env: &dyn Environment,
+    from_env: &[&'static str],
+) -> Result<StorageBackend, ConfigError> {
+    let max_connections = u32::try_from(
+        in_range(
+            "storage.postgres_max_connections",
+            raw.postgres_max_connections,
+            1,
+            100,
+        )
+        .map_err(|e| e.with_origin(from_env))?,
+    )
+    .unwrap_or(10);
+    match raw.backend.as_str() {
+        "sqlite" => Ok(StorageBackend::Sqlite),
+        "postgres" => {
+            let Some(reference) = &raw.postgres_url else {
+                return Err(ConfigError(
+                    "storage.postgres_url: required when storage.backend is postgres (e.g. env:SUBRELAY_POSTGRES_URL holding postgres://user:password@host:5432/subrelay)".to_owned(),
+                ));
+            };
+            let url = reference
+                .resolve(env)
+                .map_err(|msg| ConfigError(format!("storage.postgres_url: {msg}")))?;
+            let text = url.expose();
+            if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+                return Err(ConfigError(out_of_range(
+                    "storage.postgres_url",
+                    "<redacted>",
+                    from_env,
+                )));
+            }
+            Ok(StorageBackend::Postgres {
+                url,
+                max_connections,
+            })
+        }
+        other => Err(ConfigError(out_of_range(
+            "storage.backend",
+            &format!("{other:?}"),
+            from_env,
+        ))),
+    }
 }
 
 /// `upstream.ca_file`: read and checked now, so a missing file or one without a usable

@@ -3,6 +3,7 @@
 mod body_timer;
 mod connections;
 mod files;
+mod follow;
 mod hyper_errors;
 mod pool_policy;
 mod reload;
@@ -82,6 +83,12 @@ pub async fn serve(config: Config) -> Result<(), String> {
     if metrics_listener.is_some() {
         crate::metrics::install();
     }
+    // Read before accounts and keys are loaded: a change after this point is followed.
+    let changes = opened
+        .store
+        .change_counter()
+        .await
+        .map_err(|e| format!("cannot read the store: {e}"))?;
     // The config's accounts are in the store now, next to those added through the admin API.
     let source = StoreAccounts {
         store: Arc::clone(&opened.store),
@@ -100,7 +107,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 .map_err(|e| format!("cannot build the HTTP client of account {}: {e}", a.name))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let sessions = SessionIds::new(data_dir.secret("session.key")?);
+    let sessions = SessionIds::new(opened.session_secret);
     let runtime = RuntimeState::default();
     let keys = KeyDirectory::with_state(opened.hasher.clone(), runtime.clone());
     keys.load(
@@ -221,6 +228,12 @@ pub async fn serve(config: Config) -> Result<(), String> {
         let stop = stop_state.clone();
         async move { crate::store::account_state::keep(state.account_state(), saved_states, stop).await }
     });
+    // Other instances' writes to a shared store; a no-op on SQLite.
+    let follower = tokio::spawn(follow::run(
+        Arc::clone(&state),
+        changes,
+        state.shutdown.clone(),
+    ));
     // Stopped with the connections: it answers while the gateway drains.
     let metrics_server = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
@@ -283,6 +296,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let _ = refresher.await;
     let _ = reloader.await;
     let _ = pruner.await;
+    let _ = follower.await;
     if let Some(prober) = prober {
         let _ = prober.await;
     }
@@ -372,15 +386,22 @@ fn announce(config: &Config, state: &AppState, addr: SocketAddr) {
     } else {
         tracing::info!("{} API key(s) accepted", state.keys.len());
     }
-    tracing::info!(
-        "store: {} (usage spool: {})",
-        state
-            .data_dir
-            .path()
-            .join(crate::store::sqlite::FILE_NAME)
-            .display(),
-        state.data_dir.path().join("usage-spool").display()
-    );
+    let spool = state.data_dir.path().join("usage-spool");
+    match &config.storage.backend {
+        crate::config::StorageBackend::Sqlite => tracing::info!(
+            "store: {} (usage spool: {})",
+            state
+                .data_dir
+                .path()
+                .join(crate::store::sqlite::FILE_NAME)
+                .display(),
+            spool.display()
+        ),
+        crate::config::StorageBackend::Postgres { .. } => tracing::info!(
+            "store: PostgreSQL (storage.postgres_url), shared with the other instances; changes made through any of them apply here within a second (usage spool: {})",
+            spool.display()
+        ),
+    }
     match &state.admin_token {
         Some(_) => {
             tracing::info!("dashboard on http://{addr}/admin/ (sign in with admin.token)");

@@ -207,18 +207,9 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
     )
     .await
     .map_err(|e| format!("{e}; the running configuration stays"))?;
-    if accounts(state).await? {
+    if from_store(state, "the configuration reload").await? {
         applied.push("accounts");
     }
-    let keys = state
-        .store
-        .list_keys()
-        .await
-        .map_err(|e| format!("cannot read API keys from the store: {e}"))?;
-    state.keys.load(
-        &keys,
-        crate::store::startup::groups(state.store.as_ref()).await?,
-    );
     if new.gateway != running.gateway {
         state.pool.set_policy(super::pool_policy(&new.gateway));
         state.gateway_config.set(new.gateway.clone());
@@ -256,10 +247,28 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
     Ok(report)
 }
 
+/// The running snapshot takes what the store holds now: its accounts (see [`accounts`]), then its
+/// keys and groups (keys that stay keep their slots). Whether an account changed. Used by the
+/// configuration reload and, on a shared store, whenever another instance wrote
+/// (`server::follow`). `why` names the cause in the log.
+pub(super) async fn from_store(state: &AppState, why: &str) -> Result<bool, String> {
+    let changed = accounts(state, why).await?;
+    let keys = state
+        .store
+        .list_keys()
+        .await
+        .map_err(|e| format!("cannot read API keys from the store: {e}"))?;
+    state.keys.load(
+        &keys,
+        crate::store::startup::groups(state.store.as_ref()).await?,
+    );
+    Ok(changed)
+}
+
 /// The pool takes the store's accounts: new or changed ones are (re)built (sign-in accounts with
 /// the tokens saved since, as at start), removed ones leave selection, unchanged ones keep their
 /// health, slots and tokens. Whether anything changed.
-async fn accounts(state: &AppState) -> Result<bool, String> {
+async fn accounts(state: &AppState, why: &str) -> Result<bool, String> {
     let source = StoreAccounts {
         store: Arc::clone(&state.store),
         sealer: Arc::clone(&state.sealer),
@@ -274,7 +283,7 @@ async fn accounts(state: &AppState) -> Result<bool, String> {
     for account in current.iter() {
         if !stored.iter().any(|spec| spec.name == account.spec.name) {
             state.pool.remove(&account.spec.name);
-            tracing::info!(account = %account.spec.name, "account removed by the configuration reload; its requests in flight finish on it");
+            tracing::info!(account = %account.spec.name, "account removed by {why}; its requests in flight finish on it");
             changed = true;
         }
     }
@@ -286,7 +295,7 @@ async fn accounts(state: &AppState) -> Result<bool, String> {
         let client = crate::upstream::client(spec.proxy.as_ref(), state.gateway().connect_timeout)
             .map_err(|e| format!("cannot build the HTTP client of account {name}: {e}"))?;
         state.pool.upsert(spec, client)?;
-        tracing::info!(account = %name, "account added or changed by the configuration reload");
+        tracing::info!(account = %name, "account added or changed by {why}");
         rebuilt.push(name);
         changed = true;
     }

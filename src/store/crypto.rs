@@ -116,22 +116,22 @@ impl Sealer {
         }
     }
 
-    /// Checks this key against the store (first start: records the check value).
+    /// Checks this key against the store (first start: records the check value; instances
+    /// starting together on a shared store keep the first one written and check against it).
     pub async fn verify(&self, store: &dyn Store) -> Result<(), String> {
-        let stored = store
+        if let Some(sealed) = store
             .get_meta(CHECK_NAME)
             .await
-            .map_err(|e| format!("cannot read the store: {e}"))?;
-        match stored {
-            Some(sealed) => self.check(&sealed),
-            None => {
-                let sealed = self.seal(CHECK_NAME, CHECK_PLAINTEXT)?;
-                store
-                    .set_meta(CHECK_NAME, &sealed)
-                    .await
-                    .map_err(|e| format!("cannot write the store: {e}"))
-            }
+            .map_err(|e| format!("cannot read the store: {e}"))?
+        {
+            return self.check(&sealed);
         }
+        let ours = self.seal(CHECK_NAME, CHECK_PLAINTEXT)?;
+        let stored = store
+            .meta_or_insert(CHECK_NAME, &ours)
+            .await
+            .map_err(|e| format!("cannot write the store: {e}"))?;
+        self.check(&stored)
     }
 }
 

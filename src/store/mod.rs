@@ -1,17 +1,19 @@
 //! The store: groups, API keys, accounts and usage that outlive a restart.
 //!
 //! [`Store`] is the interface; [`sqlite::SqliteStore`] (a file in `storage.data_dir`) is the
-//! embedded default, and a PostgreSQL backend of a later issue implements the same trait with its
-//! own SQL and migrations. The trait speaks in plain values (unix times, names, sealed bytes), so
+//! embedded default, and [`postgres::PostgresStore`] (`storage.backend: postgres`, shared by
+//! several instances) implements the same trait with its own SQL and migrations. The trait speaks in plain values (unix times, names, sealed bytes), so
 //! nothing in it depends on one engine. Secrets never reach it in the clear: API keys arrive as
 //! keyed hashes ([`keys`]) and account credentials sealed by [`crypto::Sealer`].
 
 pub mod account_state;
 pub mod accounts;
 pub mod audit;
+pub mod copy;
 pub mod crypto;
 pub mod data_dir;
 pub mod keys;
+pub mod postgres;
 pub mod sqlite;
 pub mod startup;
 pub mod sync;
@@ -251,6 +253,9 @@ pub struct AuditFilter {
 /// An account's name and its sealed sign-in tokens.
 pub type SealedTokens = (String, Vec<u8>);
 
+/// A `meta` row: its name and value.
+pub type MetaRow = (String, Vec<u8>);
+
 /// The persistence interface. Every backend keeps its own SQL and migrations; callers see only
 /// these operations. Writes of a row that already exists fail with [`StoreError::Conflict`],
 /// except usage, whose inserts are idempotent by request id.
@@ -258,6 +263,23 @@ pub trait Store: Send + Sync {
     // === meta ===
     fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>>;
     fn set_meta(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<()>>;
+    /// Writes `value` under `name` unless a value is there already, and returns the stored value:
+    /// instances creating the same value at once all end up with the first one written.
+    fn meta_or_insert(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>>;
+    /// Every `meta` row (for `subrelay store copy`).
+    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<MetaRow>>>;
+
+    // === changes ===
+    /// Whether other processes share this store (PostgreSQL): then their writes must be
+    /// followed through [`Store::change_counter`].
+    fn shared(&self) -> bool {
+        false
+    }
+    /// A number that moves with every write of groups, keys and accounts (by any instance);
+    /// `None` when the store is not shared.
+    fn change_counter(&self) -> BoxFuture<'_, StoreResult<Option<i64>>> {
+        Box::pin(async { Ok(None) })
+    }
 
     // === groups ===
     fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>>;
@@ -286,6 +308,23 @@ pub trait Store: Send + Sync {
     fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>>;
     /// Every account's saved tokens (sealed), by account name.
     fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<SealedTokens>>>;
+    /// The generation of an account's saved tokens: 0 when none are saved; every save moves it
+    /// on. Read before a refresh, given back to [`Store::save_tokens_if`].
+    fn token_generation(&self, _name: &str) -> BoxFuture<'_, StoreResult<i64>> {
+        Box::pin(async { Ok(0) })
+    }
+    /// Saves tokens only while the stored generation is still `seen` (compare-and-swap), so
+    /// tokens another instance saved meanwhile are never overwritten by older ones. Whether it
+    /// saved. A store no other process writes (SQLite) saves unconditionally: the process's own
+    /// refresh lock already orders its refreshes.
+    fn save_tokens_if<'a>(
+        &'a self,
+        name: &'a str,
+        sealed: &'a [u8],
+        _seen: i64,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        Box::pin(async move { self.save_tokens(name, sealed).await.map(|()| true) })
+    }
 
     // === usage ===
     /// Inserts the rows in one transaction; rows whose request id is already stored are

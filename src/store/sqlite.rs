@@ -395,6 +395,39 @@ impl Store for SqliteStore {
         })
     }
 
+    fn meta_or_insert(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>> {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+            )
+            .bind(&name)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            let row = sqlx::query("SELECT value FROM meta WHERE name = ?")
+                .bind(&name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+            row.try_get::<Vec<u8>, _>("value").map_err(db)
+        })
+    }
+
+    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<super::MetaRow>>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT name, value FROM meta ORDER BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("name")?, r.try_get("value")?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
     fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
         Box::pin(async move {
             let rows =

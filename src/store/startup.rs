@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use super::crypto::{KeyOrigin, Sealer};
 use super::keys::{KeyHasher, HASH_SECRET_FILE};
+use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::usage_writer::replay;
 use super::{sync, Store};
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 use crate::domain::Platform;
 use crate::store::data_dir::DataDir;
 
@@ -18,6 +19,8 @@ pub struct Opened {
     pub store: Arc<dyn Store>,
     pub sealer: Arc<Sealer>,
     pub hasher: KeyHasher,
+    /// The secret upstream session ids are derived from (`session.key`, or the store's).
+    pub session_secret: [u8; 32],
     /// USD per key since the month began, and since the day began (with the spool replayed).
     pub month_spend: Vec<(String, f64)>,
     pub day_spend: Vec<(String, f64)>,
@@ -30,15 +33,37 @@ pub async fn open(
     (day_start, month_start): (i64, i64),
 ) -> Result<Opened, String> {
     let (sealer, origin) = Sealer::from_config(config.storage.encryption_key.as_ref(), data_dir)?;
-    // A wrong key is refused before the store is opened for writing (not even a migration or a
-    // WAL checkpoint touches the file).
-    if let Some(sealed) = SqliteStore::peek_meta(data_dir.path(), Sealer::CHECK_NAME).await? {
-        sealer.check(&sealed)?;
-    }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir.path()).await?);
+    let store: Arc<dyn Store> = match &config.storage.backend {
+        StorageBackend::Sqlite => {
+            // A wrong key is refused before the store is opened for writing (not even a
+            // migration or a WAL checkpoint touches the file).
+            if let Some(sealed) =
+                SqliteStore::peek_meta(data_dir.path(), Sealer::CHECK_NAME).await?
+            {
+                sealer.check(&sealed)?;
+            }
+            Arc::new(SqliteStore::open(data_dir.path()).await?)
+        }
+        StorageBackend::Postgres {
+            url,
+            max_connections,
+        } => Arc::new(PostgresStore::open(url, *max_connections).await?),
+    };
     sealer.verify(store.as_ref()).await?;
     announce_key(&origin);
-    let hasher = KeyHasher::new(data_dir.secret(HASH_SECRET_FILE)?);
+    // A shared store keeps the secrets every instance must agree on; one instance keeps them
+    // in its data directory.
+    let (hasher, session_secret) = if store.shared() {
+        (
+            KeyHasher::new(shared_secret(store.as_ref(), &sealer, KEY_HASH_SECRET).await?),
+            shared_secret(store.as_ref(), &sealer, SESSION_SECRET).await?,
+        )
+    } else {
+        (
+            KeyHasher::new(data_dir.secret(HASH_SECRET_FILE)?),
+            data_dir.secret(SESSION_SECRET_FILE)?,
+        )
+    };
     sync::config_into_store(config, store.as_ref(), &hasher, &sealer).await?;
 
     let replayed = replay(data_dir.path(), store.as_ref()).await?;
@@ -52,9 +77,35 @@ pub async fn open(
         store,
         sealer: Arc::new(sealer),
         hasher,
+        session_secret,
         month_spend,
         day_spend,
     })
+}
+
+/// The data directory's file of the secret upstream session ids are derived from.
+pub const SESSION_SECRET_FILE: &str = "session.key";
+/// The `meta` names (and sealing contexts) of the shared secrets in a shared store.
+pub const KEY_HASH_SECRET: &str = "secret:key_hash";
+pub const SESSION_SECRET: &str = "secret:session";
+
+/// A 32-byte secret kept sealed in the store's `meta`: the first instance to start creates it
+/// (insert if absent, then read back, so instances starting together agree), every other one
+/// reads it.
+pub async fn shared_secret(
+    store: &dyn Store,
+    sealer: &Sealer,
+    name: &str,
+) -> Result<[u8; 32], String> {
+    let fresh: [u8; 32] = rand::random();
+    let sealed = sealer.seal(name, &fresh)?;
+    let stored = store
+        .meta_or_insert(name, &sealed)
+        .await
+        .map_err(|e| format!("cannot read {name} from the store: {e}"))?;
+    let plain = sealer.open(name, &stored)?;
+    <[u8; 32]>::try_from(plain.as_slice())
+        .map_err(|_| format!("{name} in the store is damaged: expected 32 bytes"))
 }
 
 /// Every group the store knows, with its platform.

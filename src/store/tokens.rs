@@ -92,6 +92,14 @@ pub async fn refresh_account(
     let Some(refresh_token) = current.refresh.clone() else {
         return Ok(current);
     };
+    // The store's generation of the saved tokens before this refresh: the save below is a
+    // compare-and-swap over it, so tokens another instance saved meanwhile are never replaced by
+    // ours. Unreadable (the store is down): the save is tried over 0 and refused if any exist.
+    let stored_generation = keeper
+        .store
+        .token_generation(&account.spec.name)
+        .await
+        .unwrap_or(0);
     let result = refresh::refresh(
         &account.client,
         keeper.oauth,
@@ -116,10 +124,16 @@ pub async fn refresh_account(
                     Some(&next_refresh),
                     issued.expires_at,
                 );
-                if let Err(e) = save(keeper, &account.spec.name, &persisted).await {
+                match save(keeper, &account.spec.name, &persisted, stored_generation).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(account = %account.spec.name, "another instance saved newer tokens of this account during the refresh; the store keeps theirs")
+                    }
                     // The old refresh token is spent either way; keep the account working and
                     // say loudly that a restart would lose it.
-                    tracing::error!(account = %account.spec.name, "rotated tokens could not be saved: {e}; a restart will need a new sign-in");
+                    Err(e) => {
+                        tracing::error!(account = %account.spec.name, "rotated tokens could not be saved: {e}; a restart will need a new sign-in")
+                    }
                 }
             }
             // Compare-and-set over the generation this refresh started from: under the lock
@@ -182,17 +196,20 @@ fn context(account: &str) -> String {
     format!("tokens:{account}")
 }
 
-/// Seals the tokens with the store's key and writes them; returns once they are stored.
+/// Seals the tokens with the store's key and writes them over generation `seen` of the saved
+/// ones (compare-and-swap); returns once they are stored, with whether they were (`false`:
+/// another instance saved newer ones since `seen`).
 async fn save(
     keeper: TokenKeeper<'_>,
     account: &str,
     tokens: &PersistedTokens,
-) -> Result<(), String> {
+    seen: i64,
+) -> Result<bool, String> {
     let plain = serde_json::to_vec(tokens).map_err(|e| e.to_string())?;
     let sealed = keeper.sealer.seal(&context(account), &plain)?;
     keeper
         .store
-        .save_tokens(account, &sealed)
+        .save_tokens_if(account, &sealed, seen)
         .await
         .map_err(|e| e.to_string())
 }

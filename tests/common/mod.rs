@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub mod http_proxy;
 pub mod nginx;
+pub mod postgres;
 pub mod socks;
 
 pub use subrelay_mock::{Behavior, MockUpstream};
@@ -36,6 +37,8 @@ pub struct Gateway {
     pub data_dir: Option<tempfile::TempDir>,
     /// The process's working directory: a relative path in a test's config stays in here.
     _cwd: tempfile::TempDir,
+    /// With `SUBRELAY_TEST_STORAGE=postgres`: the database this gateway's store is in.
+    _suite_db: Option<postgres::SuiteDb>,
 }
 
 /// One upstream account of a test config.
@@ -135,8 +138,10 @@ impl Gateway {
                 dir.path().display()
             ));
         }
-        file.write_all(yaml.as_bytes()).unwrap();
         let cwd = tempfile::tempdir().unwrap();
+        let suite_db =
+            postgres::suite_storage(&mut yaml, data_dir.as_ref().map(|d| d.path()), cwd.path());
+        file.write_all(yaml.as_bytes()).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_subrelay"));
         command
             .current_dir(cwd.path())
@@ -157,6 +162,7 @@ impl Gateway {
             _config: file,
             data_dir,
             _cwd: cwd,
+            _suite_db: suite_db,
         }
     }
 
