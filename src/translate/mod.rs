@@ -120,6 +120,13 @@ pub trait StreamTranslator: Send {
     /// One upstream event.
     fn event(&mut self, event: &SseEvent<'_>, out: &mut BytesMut);
 
+    /// Whether what was written so far holds real output (text, reasoning, a tool call, a
+    /// content block), not only the client protocol's preamble (`message_start`,
+    /// `response.created`). The relay holds everything back until this is true, so an
+    /// upstream failure before it still fails over unseen, and `gateway.first_token_timeout`
+    /// waits for it.
+    fn has_output(&self) -> bool;
+
     /// The upstream stream ended (its terminal event was seen, or the bytes simply stopped).
     /// Writes whatever closes the client's stream properly (e.g. `message_stop`,
     /// `data: [DONE]`) if it is not closed yet.
