@@ -21,8 +21,10 @@
 //! - [`Translation::json`]: a whole upstream JSON answer → the client's JSON answer.
 //!
 //! The relay keeps its guarantees around these: it classifies and meters the *upstream* events
-//! with the upstream protocol's `StreamWatch` (hold back until real output, fail over before
-//! output, usage in upstream tokens), and forwards the translator's output in their place.
+//! with the upstream protocol's `StreamWatch` (a failure before output, usage in upstream
+//! tokens, the end), holds the translator's output back until [`StreamTranslator::has_output`]
+//! says real output began (so a failure before it fails over unseen, and
+//! `gateway.first_token_timeout` waits for it), and forwards it in the upstream's place.
 //!
 //! Golden cases for every direction are files under `tests/translate/<module>/` (see
 //! [`golden`]), run by each module's unit tests.
