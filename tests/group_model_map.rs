@@ -197,3 +197,84 @@ async fn a_group_that_starts_translating_on_sighup_serves_the_other_apis_next() 
     assert_eq!(answer["type"], "message", "{answer}");
     assert_eq!(mock.calls("tok-codex"), 1);
 }
+
+#[tokio::test]
+async fn a_paced_native_stream_is_whole_with_the_clients_name_in_the_events_that_carry_it() {
+    let mock = MockUpstream::start().await;
+    // One event per write: most chunks carry no model and pass through as they came; the ones
+    // that do are re-framed. The client's stream must be whole and in order either way.
+    let paced = Behavior {
+        events: Some(8),
+        event_interval: std::time::Duration::from_millis(2),
+        ..Behavior::default()
+    };
+    mock.script("tok-codex", vec![paced]);
+    let gw = Gateway::start(&group_config(
+        &mock,
+        true,
+        &[("codex", "openai", "oauth", "tok-codex", None)],
+    ));
+    let body = json!({"model": "claude-sonnet-4-5", "stream": true, "input": "hi"});
+    let text = send(&gw, "/v1/responses", &body).await;
+    let events = data_of(&text);
+    let types = event_types(&text);
+    assert_eq!(types.first().map(String::as_str), Some("response.created"));
+    assert_eq!(types.last().map(String::as_str), Some("response.completed"));
+    let deltas: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, "Hello from the subrelay mock upstream.", "{text}");
+    for event in events.iter().filter(|e| e["response"].is_object()) {
+        assert_eq!(event["response"]["model"], "claude-sonnet-4-5", "{text}");
+    }
+    assert!(!text.contains("gpt-5.1-codex"), "{text}");
+}
+
+#[tokio::test]
+async fn events_cut_across_reads_reach_the_client_once_and_whole_under_a_model_map() {
+    let mock = MockUpstream::start().await;
+    // A 300 KiB `data:` line written in 64 KiB pieces: an event cut across many reads, right
+    // after `response.created` (before output), then after output.
+    // Paced, so the line's start (`data: `) comes in a read of its own: passed through as it
+    // came, it must not be sent again when the event is re-framed whole.
+    let cut = |at: usize| Behavior {
+        huge_line: Some(300 * 1024),
+        hostile_at: Some(at),
+        event_interval: std::time::Duration::from_millis(2),
+        ..Behavior::default()
+    };
+    mock.script("tok-codex", vec![cut(1), cut(4)]);
+    let gw = Gateway::start(&group_config(
+        &mock,
+        true,
+        &[("codex", "openai", "oauth", "tok-codex", None)],
+    ));
+    let body = json!({"model": "claude-sonnet-4-5", "stream": true, "input": "hi"});
+    let line = format!("data: {}\n\n", "x".repeat(300 * 1024));
+    for _ in 0..2 {
+        let text = send(&gw, "/v1/responses", &body).await;
+        assert_eq!(text.matches(&line).count(), 1, "the line whole");
+        assert!(!text.contains("data: data: "), "its start not twice");
+        let rest = text.replacen(&line, "", 1);
+        assert!(!rest.contains("xxxxxxxx"), "no piece of it twice");
+        let types = event_types(&text);
+        assert_eq!(types.first().map(String::as_str), Some("response.created"));
+        assert_eq!(types.last().map(String::as_str), Some("response.completed"));
+        assert!(!text.contains("gpt-5.1-codex"), "{rest}");
+        let carrying = [
+            "response.created",
+            "response.in_progress",
+            "response.completed",
+        ];
+        assert_eq!(
+            text.matches(r#""model":"claude-sonnet-4-5""#).count(),
+            types
+                .iter()
+                .filter(|t| carrying.contains(&t.as_str()))
+                .count(),
+            "{rest}"
+        );
+    }
+}

@@ -207,3 +207,27 @@ async fn a_chat_upstreams_error_chunk_after_output_ends_the_clients_stream_with_
     );
     assert_eq!(mock.total_calls(), 1);
 }
+
+#[tokio::test]
+async fn when_every_chat_upstream_fails_before_output_the_client_gets_the_error_in_its_shape() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "sk-only",
+        vec![Behavior {
+            error_chunk_after: Some(1),
+            ..Default::default()
+        }],
+    );
+    let gw = Gateway::start(&group_config(&mock, true, &[chat_only("only", "sk-only")]));
+    let answer = post(&gw, "/v1/responses", &responses_request()).await;
+    let status = answer.status();
+    let text = answer.text().await.unwrap();
+    assert!(status.is_server_error(), "{status}: {text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(!message.is_empty(), "OpenAI's error shape: {error}");
+    assert!(
+        !text.contains("chat.completion"),
+        "no Chat chunk leaked: {text}"
+    );
+}

@@ -58,6 +58,13 @@ impl ModelRewrite {
         }
     }
 
+    /// Whether a chunk of a stream may hold an event that carries the model (every Chat chunk
+    /// does; other chunks only if they mention a `"model"` key): a chunk that cannot passes
+    /// through untouched.
+    pub fn may_carry(&self, chunk: &[u8]) -> bool {
+        self.protocol == Protocol::Chat || memchr::memmem::find(chunk, b"\"model\"").is_some()
+    }
+
     /// Appends `event` to `out`, its model name replaced when it carries one, and the blank
     /// line that ends it.
     pub fn write_event(&self, event: &SseEvent<'_>, out: &mut BytesMut) {

@@ -226,9 +226,10 @@ fn idle_limit(gateway: &GatewayConfig, writer: &DownstreamWriter) -> Option<Dura
 /// mapper, so the native path pays for no indirection, and [`Native`] passes the upstream's
 /// chunks through as they came unless it must drop or rewrite events.
 trait EventMapper {
-    /// Whether the client's bytes are built event by event (into the `out` that
-    /// [`EventMapper::event`] gets); otherwise the upstream's chunks go out as they came.
-    fn reframes(&self) -> bool;
+    /// Whether the client's bytes for `chunk` are built event by event (into the `out` that
+    /// [`EventMapper::event`] gets); otherwise the chunk goes out as it came. `carried`: the
+    /// chunk completes an event whose start came in an earlier chunk.
+    fn reframes(&self, chunk: &[u8], carried: bool) -> bool;
 
     /// One upstream event, as the upstream protocol's watch classified it: writes what the
     /// client gets for it into `out` (given when the mapper reframes) and says whether the
@@ -250,15 +251,20 @@ trait EventMapper {
 
 /// The upstream's events, in the client's (same) protocol: dropped where the watch says so (a
 /// usage chunk the client did not ask for), and with the client's model name where the
-/// group's `model_map` changed it.
+/// group's `model_map` changed it. Only chunks that may hold such an event are re-framed (with a
+/// model map: every Chat chunk, else those mentioning `"model"`); the rest pass as they came.
 struct Native {
     drop_events: bool,
     model: Option<ModelRewrite>,
 }
 
 impl EventMapper for Native {
-    fn reframes(&self) -> bool {
-        self.drop_events || self.model.is_some()
+    fn reframes(&self, chunk: &[u8], carried: bool) -> bool {
+        self.drop_events
+            || self
+                .model
+                .as_ref()
+                .is_some_and(|model| carried || model.may_carry(chunk))
     }
 
     fn event(
@@ -308,7 +314,7 @@ impl EventMapper for Native {
 struct Translated(Box<dyn StreamTranslator>);
 
 impl EventMapper for Translated {
-    fn reframes(&self) -> bool {
+    fn reframes(&self, _chunk: &[u8], _carried: bool) -> bool {
         true
     }
 
@@ -366,7 +372,6 @@ async fn stream<M: EventMapper>(
     // Taken (not cloned) by the first write, so the map is not kept for the stream's life.
     let mut headers = client_headers(response.headers(), "text/event-stream");
     let mut body = body_of(response);
-    let reframes = mapper.reframes();
     let mut scanner = SseScanner::new();
     let mut held = BytesMut::new();
     let mut orphan = Orphan::default();
@@ -376,6 +381,10 @@ async fn stream<M: EventMapper>(
     // The start of an event still arriving, not yet written: the client only ever gets whole
     // events, so an in-protocol failure written after them is an event of its own.
     let mut unsent = BytesMut::new();
+    // How many bytes at the end of `held` (before output) or `unsent` (after) are the start of
+    // the scanner's unfinished event, passed through as they came: a chunk that is re-framed
+    // gets that event whole from the scanner, so they are taken back first.
+    let mut carried = 0usize;
     loop {
         // Until the first real output, by the first-token deadline if there is one.
         let deadline = first_token.filter(|_| first_output_at.is_none());
@@ -401,8 +410,16 @@ async fn stream<M: EventMapper>(
 
         let mut failed_early: Option<Terminal> = None;
         let mut starts_output = false;
-        let mut out = reframes.then(BytesMut::new);
         let output_started = first_output_at.is_some();
+        let reframes = mapper.reframes(&chunk, scanner.pending() > 0);
+        if reframes && carried > 0 {
+            if output_started {
+                unsent.clear();
+            } else {
+                held.truncate(held.len().saturating_sub(carried));
+            }
+        }
+        let mut out = reframes.then(BytesMut::new);
         scanner.feed(&chunk, |event| {
             if failed_early.is_some() {
                 return;
@@ -426,6 +443,7 @@ async fn stream<M: EventMapper>(
         };
         // Reframed events are whole; passed-through chunks may end inside an event.
         let pending = if reframes { 0 } else { scanner.pending() };
+        carried = pending;
         if let Some(failure) = too_large {
             let failure = failure.with_usage(watch.usage());
             let Some(first_output_at) = first_output_at else {
