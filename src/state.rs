@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ConfigOrigin, GatewayConfig, OAuthConfig};
+use crate::config::{ConfigOrigin, GatewayConfig, GroupSettings, OAuthConfig};
 use crate::domain::Secret;
 use crate::http::auth::KeyDirectory;
 use crate::limits::Limits;
@@ -24,15 +24,14 @@ use crate::usage::UsageSink;
 pub struct AppState {
     /// `gateway.*`, replaced by a configuration reload: read it through [`AppState::gateway`].
     pub gateway_config: Live<GatewayConfig>,
-    /// `groups[].model_fallback`, by group.
-    pub model_fallback: crate::config::ModelFallback,
+    /// `groups[].translate`, `groups[].model_map` and `groups[].model_fallback` (from the config
+    /// file only), replaced by a configuration reload: read them through
+    /// [`AppState::group_settings`].
+    pub groups: Live<GroupSettings>,
     pub oauth: OAuthConfig,
     pub pool: Pool,
     /// Every API key (config and admin-created); updated in place by the admin API.
     pub keys: KeyDirectory,
-    /// Translation and model maps of the groups that have them (`groups[].translate`,
-    /// `groups[].model_map`; from the config file only).
-    pub group_routing: std::collections::BTreeMap<String, crate::domain::GroupRouting>,
     /// Per-key rpm and spending limits, checked after inspect.
     pub limits: Arc<Limits>,
     /// The shipped prices with the config's `prices:` (shared with the limits and the usage
@@ -74,9 +73,9 @@ impl AppState {
         self.gateway_config.get()
     }
 
-    /// The routing settings of `group` (none: no translation, no model map).
-    pub fn routing(&self, group: &str) -> Option<&crate::domain::GroupRouting> {
-        self.group_routing.get(group)
+    /// The groups' routing settings now; a request keeps what it read.
+    pub fn group_settings(&self) -> Arc<GroupSettings> {
+        self.groups.get()
     }
 
     /// What keeping the accounts' state across restarts needs (`store::account_state`).

@@ -145,3 +145,32 @@ async fn claude_models_fall_back_on_an_anthropic_group() {
     let records = gw.wait_for_usage(1).await;
     assert_eq!(records[0]["client_model"], "claude-opus-4-5");
 }
+
+/// A fallback added to the file applies to the next request after a reload (SIGHUP).
+#[tokio::test]
+async fn a_fallback_added_by_sighup_applies_to_the_next_request() {
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-big",
+        vec![Behavior {
+            status: Some(429),
+            headers: vec![("retry-after".into(), "600".into())],
+            ..Default::default()
+        }],
+    );
+    let gw = Gateway::start(&yaml(&mock, false));
+    let r = post(&gw, "/v1/responses", &body("gpt-5.5", false)).await;
+    assert_eq!(r.status(), 429, "no fallback yet, and big cools");
+
+    let groups = yaml(&mock, true);
+    let groups = &groups[..groups.find("api_keys:").unwrap()];
+    gw.edit_config(|text| text.replacen("api_keys:", &format!("{groups}api_keys:"), 1));
+    gw.sighup();
+    gw.wait_for_log("configuration reloaded").await;
+    let r = post(&gw, "/v1/responses", &body("gpt-5.5", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(sent_models(&mock, "tok-small"), ["gpt-5.4"]);
+    let records = gw.wait_for_usage(2).await;
+    assert_eq!(records[1]["model"], "gpt-5.4");
+    assert_eq!(records[1]["client_model"], "gpt-5.5");
+}

@@ -203,7 +203,7 @@ fn check_spec(spec: &AccountSpec, state: &AppState) -> Result<(), Refusal> {
                     "group {group:?} does not exist; create it with POST /admin/api/groups"
                 )))
             }
-            Some(p) if p != spec.platform && !state.routing(group).is_some_and(|r| r.translate) => {
+            Some(p) if p != spec.platform && !state.group_settings().translates(group) => {
                 return Err(bad_request(format!(
                     "group {group:?} is served by {} accounts",
                     p.as_str()

@@ -26,6 +26,29 @@ use crate::domain::{AccountSpec, KeySpec, Platform};
 pub type ModelFallback =
     std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
 
+/// The groups' routing settings (`groups[].translate`, `groups[].model_map`,
+/// `groups[].model_fallback`): read once by each request, replaced whole by a configuration
+/// reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// The groups that translate or map model names.
+    pub routing: std::collections::BTreeMap<String, crate::domain::GroupRouting>,
+    /// `groups[].model_fallback`, by group.
+    pub model_fallback: ModelFallback,
+}
+
+impl GroupSettings {
+    /// The routing settings of `group` (none: no translation, no model map).
+    pub fn routing(&self, group: &str) -> Option<&crate::domain::GroupRouting> {
+        self.routing.get(group)
+    }
+
+    /// Whether keys of `group` may call every client API (`groups[].translate`).
+    pub fn translates(&self, group: &str) -> bool {
+        self.routing(group).is_some_and(|r| r.translate)
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -52,6 +75,16 @@ pub struct Config {
     pub prices: crate::pricing::PriceTable,
     /// Where the values came from, for the start-up log and `check-config`.
     pub origin: ConfigOrigin,
+}
+
+impl Config {
+    /// The groups' routing settings, as the running gateway holds them.
+    pub fn group_settings(&self) -> GroupSettings {
+        GroupSettings {
+            routing: self.group_routing.clone(),
+            model_fallback: self.model_fallback.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -131,6 +131,47 @@ pub fn error_chunk(code: &str, message: &str) -> Bytes {
     Bytes::from(format!("data: {chunk}\n\n"))
 }
 
+/// The failure a stream chunk reports, if it is one: `{"error":{…}}` (OpenAI, DeepSeek,
+/// OpenRouter, newer vLLM), `{"error":"…"}` (llama.cpp-style servers) or a top-level
+/// `{"object":"error",…}` (older vLLM). The code is the error's `code`, else its `type`.
+pub fn stream_failure(data: &[u8]) -> Option<Terminal> {
+    #[derive(Deserialize)]
+    struct ErrorChunk {
+        #[serde(default)]
+        error: Option<Value>,
+        #[serde(default)]
+        object: Option<Value>,
+        #[serde(default)]
+        message: Option<Value>,
+        #[serde(default)]
+        code: Option<Value>,
+        #[serde(default, rename = "type")]
+        kind: Option<Value>,
+    }
+    let chunk: ErrorChunk = serde_json::from_slice(data).ok()?;
+    let (code, kind, message) = match chunk.error {
+        Some(Value::String(message)) => (None, None, Some(Value::String(message))),
+        Some(Value::Object(mut error)) => (
+            error.remove("code"),
+            error.remove("type"),
+            error.remove("message"),
+        ),
+        _ if chunk.object.as_ref().and_then(Value::as_str) == Some("error") => {
+            (chunk.code, chunk.kind, chunk.message)
+        }
+        _ => return None,
+    };
+    let code = code
+        .filter(|c| !c.is_null())
+        .or(kind.filter(|k| !k.is_null()))
+        .map(super::code_text);
+    Some(Terminal {
+        response_id: None,
+        error_code: code,
+        error_message: message.and_then(|m| m.as_str().map(str::to_owned)),
+    })
+}
+
 /// Watches a Chat Completions stream.
 pub struct Watch {
     drop_usage_chunk: bool,
@@ -160,21 +201,7 @@ impl StreamWatch for Watch {
         // Only chunks that mention usage or an error are parsed; content chunks are not.
         let mentions = |key: &[u8]| memmem::find(&data, key).is_some();
         if mentions(b"\"error\"") {
-            #[derive(Deserialize)]
-            struct ErrorChunk {
-                error: Option<WireError>,
-            }
-            #[derive(Deserialize)]
-            struct WireError {
-                message: Option<String>,
-                code: Option<Value>,
-            }
-            if let Ok(ErrorChunk { error: Some(e) }) = serde_json::from_slice(&data) {
-                let terminal = Terminal {
-                    response_id: None,
-                    error_code: e.code.map(super::code_text),
-                    error_message: e.message,
-                };
+            if let Some(terminal) = stream_failure(&data) {
                 if !output_started {
                     return EventRole::FailBeforeOutput(terminal);
                 }
@@ -287,5 +314,25 @@ mod tests {
         assert!(
             matches!(&roles[0], EventRole::FailBeforeOutput(t) if t.error_code.as_deref() == Some("503"))
         );
+    }
+
+    #[test]
+    fn every_error_chunk_shape_is_a_failure_and_content_mentioning_errors_is_not() {
+        let vllm = stream_failure(br#"{"object":"error","message":"boom","type":"BadRequestError","param":null,"code":400}"#).unwrap();
+        assert_eq!(vllm.error_code.as_deref(), Some("400"));
+        assert_eq!(vllm.error_message.as_deref(), Some("boom"));
+        let typed = stream_failure(
+            br#"{"error":{"message":"m","type":"invalid_request_error","code":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(typed.error_code.as_deref(), Some("invalid_request_error"));
+        let text = stream_failure(br#"{"error":"the model crashed"}"#).unwrap();
+        assert_eq!(text.error_message.as_deref(), Some("the model crashed"));
+        assert!(text.error_code.is_none());
+        assert!(stream_failure(
+            br#"{"object":"chat.completion.chunk","choices":[{"delta":{"content":"\"error\""}}]}"#
+        )
+        .is_none());
+        assert!(stream_failure(br#"{"error":null,"choices":[]}"#).is_none());
     }
 }

@@ -9,6 +9,7 @@ pub mod anthropic;
 pub mod body;
 pub mod chat;
 pub mod errors;
+pub mod model_name;
 pub mod responses;
 pub mod sse;
 

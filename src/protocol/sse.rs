@@ -46,6 +46,25 @@ impl<'a> SseEvent<'a> {
             }
         }
     }
+
+    /// The `data:` payload when it is one line (the norm), with where it starts in
+    /// [`SseEvent::raw`]: what a caller needs to splice a new value into the event without
+    /// rebuilding it. `None` for no data or several lines.
+    pub fn single_data(&self) -> Option<(usize, &'a [u8])> {
+        let mut found = None;
+        let mut at = 0;
+        for line in self.raw.split(|&b| b == b'\n') {
+            let text = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(value) = field(text, b"data") {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some((at + text.len() - value.len(), value));
+            }
+            at += line.len() + 1;
+        }
+        found
+    }
 }
 
 #[derive(Default)]

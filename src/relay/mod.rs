@@ -37,7 +37,7 @@ use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, GroupSettings};
 use crate::domain::Platform;
 use crate::http::auth::ApiKey;
 use crate::http::body::read_body;
@@ -109,6 +109,9 @@ pub struct RequestContext {
     /// `gateway.*` as it was when the request came in: a configuration reload applies to the
     /// next request, never halfway through this one (and no stream chunk reads the live value).
     pub gateway: Arc<GatewayConfig>,
+    /// The groups' `translate`, `model_map` and `model_fallback` as they were when the request
+    /// came in (read once, like `gateway`).
+    pub groups: Arc<GroupSettings>,
     /// The request's path, kept for the access log (`None` when `log.access` is off).
     pub route: Option<String>,
     pub id: String,
@@ -224,7 +227,9 @@ pub async fn handle(
         Ok(key) => key,
         Err(error) => return refuse(error, None, None),
     };
-    let routing = state.routing(&key.group);
+    // The groups' settings read once: a reload applies to the next request.
+    let groups = state.group_settings();
+    let routing = groups.routing(&key.group);
     let translate = routing.is_some_and(|r| r.translate);
     if key.platform != endpoint.platform() && !translate {
         let refusal = Refusal::WrongPlatform {
@@ -268,6 +273,7 @@ pub async fn handle(
         .map(|session| StickyKey::new(&key.id, session));
     let ctx = RequestContext {
         gateway,
+        groups,
         id,
         route,
         started,
@@ -450,7 +456,7 @@ async fn count_tokens_locally(ctx: &RequestContext, writer: &mut DownstreamWrite
 /// Warms the local token counter (its first use builds the tokenizer: seconds in a debug
 /// build), so the first `count_tokens` answered locally does not wait for it.
 pub fn warm_token_counter(state: &AppState) {
-    if state.group_routing.values().any(|r| r.translate) {
+    if state.group_settings().routing.values().any(|r| r.translate) {
         drop(tokio::task::spawn_blocking(|| {
             let _ = crate::translate::count_tokens::count_tokens_estimate(br#"{"messages":[]}"#);
         }));
@@ -727,11 +733,12 @@ async fn respond_refusal(
 /// disabled, past its quota or already tried), the request goes to the first model of its list
 /// that one can serve. When none can, it stays on the model it is on (and is refused as usual).
 fn fall_back_if_no_room(state: &AppState, ctx: &mut RequestContext, tried: &[AccountId]) {
+    let groups = Arc::clone(&ctx.groups);
     let requested = ctx
         .requested_model
         .as_deref()
         .unwrap_or(&ctx.inspected.model);
-    let Some(next) = state
+    let Some(next) = groups
         .model_fallback
         .get(&ctx.key.group)
         .and_then(|models| models.get(requested))

@@ -14,8 +14,9 @@ use super::route::{Direction, Route};
 use super::writer::DownstreamWriter;
 use super::{Outcome, RequestContext};
 use crate::config::GatewayConfig;
+use crate::protocol::model_name::ModelRewrite;
 use crate::protocol::responses::{self, Aggregator};
-use crate::protocol::sse::SseScanner;
+use crate::protocol::sse::{SseEvent, SseScanner};
 use crate::protocol::{EventRole, Protocol, StreamWatch, Terminal, TokenUsage, Wire};
 use crate::state::AppState;
 use crate::translate::StreamTranslator;
@@ -46,22 +47,32 @@ pub(super) async fn answer(
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if let Route::Translated(direction) = route {
-        return translated(state, ctx, writer, response, direction, is_sse).await;
+        return translated(state, ctx, writer, response, direction, is_sse, first_token).await;
     }
     let protocol = ctx.endpoint.protocol();
+    // The group's `model_map` sent the request upstream under another name: the answer says
+    // the client's (a translated answer is written with it).
+    let model = ctx
+        .client_model
+        .as_deref()
+        .map(|client| ModelRewrite::new(protocol, client));
     match (ctx.client_streams(), is_sse) {
         (true, true) => {
             let drop_usage_chunk = protocol == Protocol::Chat && !ctx.inspected.include_usage;
             let watch = protocol.stream_watch(drop_usage_chunk);
-            stream_through(state, ctx, writer, response, watch, first_token).await
+            let mapper = Native {
+                drop_events: watch.filters(),
+                model,
+            };
+            stream(state, ctx, writer, response, watch, mapper, first_token).await
         }
         (false, true) if protocol == Protocol::Responses => {
-            aggregate(state, ctx, writer, response).await
+            aggregate(state, ctx, writer, response, model).await
         }
         (false, true) => Err(AttemptFailure::bad_answer(
             "the upstream answered a stream to a request for JSON",
         )),
-        (_, false) => json_through(state, ctx, writer, response).await,
+        (_, false) => json_through(state, ctx, writer, response, model).await,
     }
 }
 
@@ -208,22 +219,159 @@ fn idle_limit(gateway: &GatewayConfig, writer: &DownstreamWriter) -> Option<Dura
     }
 }
 
-/// Streams events to the client as they arrive. Events the protocol holds back (preamble such as
-/// `response.created` or `message_start`) wait until the first real event, so a failure before
-/// it still fails over. Chunks go out as they came, unless the watcher drops events (then the
-/// kept events are re-framed).
-async fn stream_through(
+// === The stream loop ===
+
+/// What the client gets for an upstream stream's events: the upstream's own ([`Native`]) or a
+/// translator's ([`Translated`]). [`stream`] is the one loop over both; it is generic over the
+/// mapper, so the native path pays for no indirection, and [`Native`] passes the upstream's
+/// chunks through as they came unless it must drop or rewrite events.
+trait EventMapper {
+    /// Whether the client's bytes for `chunk` are built event by event (into the `out` that
+    /// [`EventMapper::event`] gets); otherwise the chunk goes out as it came. `carried`: the
+    /// chunk completes an event whose start came in an earlier chunk.
+    fn reframes(&self, chunk: &[u8], carried: bool) -> bool;
+
+    /// One upstream event, as the upstream protocol's watch classified it: writes what the
+    /// client gets for it into `out` (given when the mapper reframes) and says whether the
+    /// client's real output has begun.
+    fn event(&mut self, event: &SseEvent<'_>, role: &EventRole, out: Option<&mut BytesMut>)
+        -> bool;
+
+    /// The upstream stream reached its terminal event: writes what closes the client's.
+    fn finish(&mut self, out: &mut BytesMut);
+
+    /// The client protocol's event that ends a stream which cannot go on after output.
+    fn fail(&mut self, watch: &dyn StreamWatch, code: &str, message: &str) -> Bytes;
+
+    /// The attempt's failure when the upstream reported one before any output. `held`: the
+    /// client's events held back so far, the failing one's included.
+    fn failed_early(&self, terminal: Terminal, held: BytesMut, usage: TokenUsage)
+        -> AttemptFailure;
+}
+
+/// The upstream's events, in the client's (same) protocol: dropped where the watch says so (a
+/// usage chunk the client did not ask for), and with the client's model name where the
+/// group's `model_map` changed it. Only chunks that may hold such an event are re-framed (with a
+/// model map: every Chat chunk, else those mentioning `"model"`); the rest pass as they came.
+struct Native {
+    drop_events: bool,
+    model: Option<ModelRewrite>,
+}
+
+impl EventMapper for Native {
+    fn reframes(&self, chunk: &[u8], carried: bool) -> bool {
+        self.drop_events
+            || self
+                .model
+                .as_ref()
+                .is_some_and(|model| carried || model.may_carry(chunk))
+    }
+
+    fn event(
+        &mut self,
+        event: &SseEvent<'_>,
+        role: &EventRole,
+        out: Option<&mut BytesMut>,
+    ) -> bool {
+        let output = match role {
+            EventRole::Drop => return false,
+            EventRole::Output => true,
+            EventRole::Hold | EventRole::FailBeforeOutput(_) => false,
+        };
+        if let Some(out) = out {
+            match &self.model {
+                Some(model) => model.write_event(event, out),
+                None => {
+                    out.extend_from_slice(event.raw());
+                    out.extend_from_slice(b"\n\n");
+                }
+            }
+        }
+        output
+    }
+
+    fn finish(&mut self, _out: &mut BytesMut) {}
+
+    fn fail(&mut self, watch: &dyn StreamWatch, code: &str, message: &str) -> Bytes {
+        watch.failure_event(code, message)
+    }
+
+    fn failed_early(
+        &self,
+        terminal: Terminal,
+        held: BytesMut,
+        _usage: TokenUsage,
+    ) -> AttemptFailure {
+        // The upstream's own failure stream is valid in the client's protocol: a streaming
+        // client whose every account fails this way gets it.
+        AttemptFailure::stream_failed(terminal, held.freeze())
+    }
+}
+
+/// The direction's translator: every upstream event, held ones included, is translated; the
+/// client's events are whole, and output begins when the translator says so (a Chat
+/// upstream's role chunk, say, is only `response.created` for a Responses client).
+struct Translated(Box<dyn StreamTranslator>);
+
+impl EventMapper for Translated {
+    fn reframes(&self, _chunk: &[u8], _carried: bool) -> bool {
+        true
+    }
+
+    fn event(
+        &mut self,
+        event: &SseEvent<'_>,
+        role: &EventRole,
+        out: Option<&mut BytesMut>,
+    ) -> bool {
+        if let Some(out) = out.filter(|_| !matches!(role, EventRole::FailBeforeOutput(_))) {
+            self.0.event(event, out);
+        }
+        self.0.has_output()
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        self.0.finish(out);
+    }
+
+    fn fail(&mut self, _watch: &dyn StreamWatch, code: &str, message: &str) -> Bytes {
+        let mut out = BytesMut::new();
+        self.0.fail(code, message, &mut out);
+        out.freeze()
+    }
+
+    fn failed_early(
+        &self,
+        terminal: Terminal,
+        _held: BytesMut,
+        usage: TokenUsage,
+    ) -> AttemptFailure {
+        // The upstream's failure stream is of the other protocol: the client gets the final
+        // refusal in its own instead.
+        let mut failure = AttemptFailure::stream_failed(terminal, Bytes::new());
+        failure.failed_stream = None;
+        failure.with_usage(usage)
+    }
+}
+
+/// Streams events to the client as they arrive, through `mapper`. The upstream's events are
+/// classified and metered by its protocol's `watch` (usage in upstream tokens, the end, a
+/// failure); what the client gets for them is held back until the first real output, so a
+/// failure before it still fails over, and `first_token`'s deadline applies until then.
+/// Passed-through chunks go out as they came (the client only ever gets whole events: the
+/// start of an event still arriving waits for its end).
+async fn stream<M: EventMapper>(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
     response: upstream::Response,
     mut watch: Box<dyn StreamWatch>,
+    mut mapper: M,
     first_token: Option<FirstToken>,
 ) -> Result<Outcome, AttemptFailure> {
     // Taken (not cloned) by the first write, so the map is not kept for the stream's life.
     let mut headers = client_headers(response.headers(), "text/event-stream");
     let mut body = body_of(response);
-    let filters = watch.filters();
     let mut scanner = SseScanner::new();
     let mut held = BytesMut::new();
     let mut orphan = Orphan::default();
@@ -233,6 +381,10 @@ async fn stream_through(
     // The start of an event still arriving, not yet written: the client only ever gets whole
     // events, so an in-protocol failure written after them is an event of its own.
     let mut unsent = BytesMut::new();
+    // How many bytes at the end of `held` (before output) or `unsent` (after) are the start of
+    // the scanner's unfinished event, passed through as they came: a chunk that is re-framed
+    // gets that event whole from the scanner, so they are taken back first.
+    let mut carried = 0usize;
     loop {
         // Until the first real output, by the first-token deadline if there is one.
         let deadline = first_token.filter(|_| first_output_at.is_none());
@@ -247,6 +399,7 @@ async fn stream_through(
                 return Err(end_stream_with_failure(
                     ctx,
                     writer,
+                    &mut mapper,
                     watch.as_ref(),
                     failure,
                     first_output_at,
@@ -257,25 +410,28 @@ async fn stream_through(
 
         let mut failed_early: Option<Terminal> = None;
         let mut starts_output = false;
-        let mut kept = if filters { Some(BytesMut::new()) } else { None };
         let output_started = first_output_at.is_some();
+        let reframes = mapper.reframes(&chunk, scanner.pending() > 0);
+        if reframes && carried > 0 {
+            if output_started {
+                unsent.clear();
+            } else {
+                held.truncate(held.len().saturating_sub(carried));
+            }
+        }
+        let mut out = reframes.then(BytesMut::new);
         scanner.feed(&chunk, |event| {
             if failed_early.is_some() {
                 return;
             }
-            match watch.observe(&event, output_started || starts_output) {
-                EventRole::Hold => {}
-                EventRole::Output => starts_output = true,
-                EventRole::FailBeforeOutput(t) => failed_early = Some(t),
-                EventRole::Drop => return,
-            }
-            if let Some(kept) = kept.as_mut() {
-                kept.extend_from_slice(event.raw());
-                kept.extend_from_slice(b"\n\n");
+            let role = watch.observe(&event, output_started || starts_output);
+            starts_output |= mapper.event(&event, &role, out.as_mut());
+            if let EventRole::FailBeforeOutput(t) = role {
+                failed_early = Some(t);
             }
         });
-        let chunk = match kept {
-            Some(kept) => kept.freeze(),
+        let chunk = match out {
+            Some(out) => out.freeze(),
             None => chunk,
         };
         let too_large = if scanner.pending() > max_event {
@@ -285,8 +441,9 @@ async fn stream_through(
         } else {
             None
         };
-        // Kept events are whole; passed-through chunks may end inside an event.
-        let pending = if filters { 0 } else { scanner.pending() };
+        // Reframed events are whole; passed-through chunks may end inside an event.
+        let pending = if reframes { 0 } else { scanner.pending() };
+        carried = pending;
         if let Some(failure) = too_large {
             let failure = failure.with_usage(watch.usage());
             let Some(first_output_at) = first_output_at else {
@@ -300,6 +457,7 @@ async fn stream_through(
             return Err(end_stream_with_failure(
                 ctx,
                 writer,
+                &mut mapper,
                 watch.as_ref(),
                 failure,
                 first_output_at,
@@ -314,7 +472,7 @@ async fn stream_through(
             }
         } else if let Some(t) = failed_early {
             held.extend_from_slice(&chunk);
-            return Err(AttemptFailure::stream_failed(t, held.freeze()));
+            return Err(mapper.failed_early(t, held, watch.usage()));
         } else if starts_output {
             first_output_at = Some(Instant::now());
             ctx.release_request();
@@ -341,11 +499,29 @@ async fn stream_through(
     }
 
     if watch.finished() {
+        let mut out = BytesMut::new();
+        mapper.finish(&mut out);
+        let first = match first_output_at {
+            Some(first) => first,
+            None => {
+                // A stream whose terminal event came before any real output (an empty answer):
+                // what was held back is the answer.
+                ctx.release_request();
+                held.extend_from_slice(&out);
+                out = std::mem::take(&mut held);
+                Instant::now()
+            }
+        };
+        if !out.is_empty() || first_output_at.is_none() {
+            writer
+                .write_output(std::mem::take(&mut headers), out.freeze())
+                .await;
+        }
         writer.close();
         return Ok(Outcome::answered(
             watch.usage(),
             watch.succeeded(),
-            first_output_at,
+            Some(first),
         ));
     }
     let Some(first_output_at) = first_output_at else {
@@ -355,7 +531,15 @@ async fn stream_through(
     };
     let failure = AttemptFailure::bad_answer("the upstream stream ended before its final event")
         .with_usage(watch.usage());
-    Err(end_stream_with_failure(ctx, writer, watch.as_ref(), failure, first_output_at).await)
+    Err(end_stream_with_failure(
+        ctx,
+        writer,
+        &mut mapper,
+        watch.as_ref(),
+        failure,
+        first_output_at,
+    )
+    .await)
 }
 
 /// The part of `bytes` (which follows `unsent`) that ends on an event boundary, given that the
@@ -378,17 +562,19 @@ fn whole_events(unsent: &mut BytesMut, bytes: Bytes, pending: usize) -> Bytes {
 }
 
 /// After output, a failure can only be told in-protocol: `response.failed`, an Anthropic
-/// `error` event, or a Chat error chunk. The failure comes back with the client's answer
-/// delivered (200, not a success, the usage seen so far).
-async fn end_stream_with_failure(
+/// `error` event, or a Chat error chunk (the mapper writes the client's, closing what it has
+/// open first). The failure comes back with the client's answer delivered (200, not a success,
+/// the usage seen so far).
+async fn end_stream_with_failure<M: EventMapper>(
     ctx: &RequestContext,
     writer: &mut DownstreamWriter,
+    mapper: &mut M,
     watch: &dyn StreamWatch,
     failure: AttemptFailure,
     first_output_at: Instant,
 ) -> AttemptFailure {
     let message = format!("{} (request {})", failure.message, ctx.id);
-    let event = watch.failure_event(failure.kind.as_str(), &message);
+    let event = mapper.fail(watch, failure.kind.as_str(), &message);
     writer.write_output(HeaderMap::new(), event).await;
     writer.close();
     let tokens = failure.usage.unwrap_or_default();
@@ -401,8 +587,13 @@ async fn aggregate(
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
     response: upstream::Response,
+    model: Option<ModelRewrite>,
 ) -> Result<Outcome, AttemptFailure> {
     let (headers, body, usage) = collect_response(state, ctx, writer, response).await?;
+    let body = match model {
+        Some(model) => model.json(body),
+        None => body,
+    };
     let outcome = Outcome::answered(usage, true, Some(Instant::now()));
     writer.finish(StatusCode::OK, headers, body).await;
     Ok(outcome)
@@ -474,15 +665,21 @@ async fn collect_response(
     Ok((headers, body, usage.unwrap_or_default()))
 }
 
-/// Passes a JSON answer through unchanged, reading only its `usage`.
+/// Passes a JSON answer through, reading only its `usage` (and with the client's model name
+/// when the group's `model_map` changed it).
 async fn json_through(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
     response: upstream::Response,
+    model: Option<ModelRewrite>,
 ) -> Result<Outcome, AttemptFailure> {
     let (headers, body, tokens) =
         collect_json(state, ctx, writer, response, ctx.endpoint.protocol()).await?;
+    let body = match model {
+        Some(model) => model.json(body),
+        None => body,
+    };
     let outcome = Outcome::answered(tokens, true, Some(Instant::now()));
     writer.finish(StatusCode::OK, headers, body).await;
     Ok(outcome)
@@ -536,10 +733,17 @@ async fn translated(
     response: upstream::Response,
     direction: Direction,
     is_sse: bool,
+    first_token: Option<FirstToken>,
 ) -> Result<Outcome, AttemptFailure> {
     let upstream = direction.upstream();
     let (headers, body, tokens) = match (ctx.client_streams(), is_sse) {
-        (true, true) => return stream_translated(state, ctx, writer, response, direction).await,
+        (true, true) => {
+            // The upstream's usage chunk (Chat) is read by the translator, which decides what
+            // the client sees.
+            let watch = upstream.stream_watch(false);
+            let mapper = Translated(direction.stream_for(&ctx.body, ctx.client_model()));
+            return stream(state, ctx, writer, response, watch, mapper, first_token).await;
+        }
         (true, false) => {
             return Err(AttemptFailure::bad_answer(
                 "the upstream answered JSON to a stream request",
@@ -564,170 +768,6 @@ async fn translated(
     let outcome = Outcome::answered(tokens, true, Some(Instant::now()));
     writer.finish(StatusCode::OK, headers, answer).await;
     Ok(outcome)
-}
-
-/// [`stream_through`] for a translated attempt. The upstream's events are classified and metered
-/// by the upstream protocol's watch (hold back until real output, fail over before it, usage in
-/// upstream tokens); every event, held ones included, goes through the translator, whose client
-/// events are held back or written in their place. The translator writes whole events, so a
-/// failure written after them is an event of its own.
-async fn stream_translated(
-    state: &AppState,
-    ctx: &mut RequestContext,
-    writer: &mut DownstreamWriter,
-    response: upstream::Response,
-    direction: Direction,
-) -> Result<Outcome, AttemptFailure> {
-    let mut headers = client_headers(response.headers(), "text/event-stream");
-    let mut body = body_of(response);
-    // The upstream's usage chunk (Chat) is read by the translator, which decides what the
-    // client sees.
-    let mut watch = direction.upstream().stream_watch(false);
-    let mut translator = direction.stream_for(&ctx.body, ctx.client_model());
-    let mut scanner = SseScanner::new();
-    let mut held = BytesMut::new();
-    let mut orphan = Orphan::default();
-    let mut first_output_at: Option<Instant> = None;
-    let max_event = ctx.gateway.max_event_bytes;
-    loop {
-        // `gateway.first_token_timeout` is not applied to translated streams (yet).
-        let chunk = match orphan.next(state, writer, &mut body, ctx, None).await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(error) => {
-                let failure = error.into_failure().with_usage(watch.usage());
-                let Some(first_output_at) = first_output_at else {
-                    return Err(failure);
-                };
-                return Err(fail_translated(
-                    ctx,
-                    writer,
-                    translator.as_mut(),
-                    failure,
-                    first_output_at,
-                )
-                .await);
-            }
-        };
-        let mut out = BytesMut::new();
-        let mut failed_early: Option<Terminal> = None;
-        let mut starts_output = false;
-        let output_started = first_output_at.is_some();
-        scanner.feed(&chunk, |event| {
-            if failed_early.is_some() {
-                return;
-            }
-            match watch.observe(&event, output_started || starts_output) {
-                EventRole::Hold | EventRole::Drop => {}
-                EventRole::Output => starts_output = true,
-                EventRole::FailBeforeOutput(t) => {
-                    failed_early = Some(t);
-                    return;
-                }
-            }
-            translator.event(&event, &mut out);
-        });
-        let too_large = if scanner.pending() > max_event {
-            Some(oversized("unfinished event", max_event))
-        } else if !output_started && !starts_output && held.len() + out.len() > max_event {
-            Some(oversized("preamble (events before any output)", max_event))
-        } else {
-            None
-        };
-        if let Some(failure) = too_large {
-            let failure = failure.with_usage(watch.usage());
-            let Some(first_output_at) = first_output_at else {
-                return Err(failure);
-            };
-            if !out.is_empty() {
-                writer.write_output(HeaderMap::new(), out.freeze()).await;
-            }
-            return Err(fail_translated(
-                ctx,
-                writer,
-                translator.as_mut(),
-                failure,
-                first_output_at,
-            )
-            .await);
-        }
-        if output_started {
-            if !out.is_empty() {
-                writer.write_output(HeaderMap::new(), out.freeze()).await;
-            }
-        } else if let Some(t) = failed_early {
-            // The upstream's own failure stream is of the other protocol: the client gets the
-            // final refusal in its own instead.
-            let mut failure = AttemptFailure::stream_failed(t, Bytes::new());
-            failure.failed_stream = None;
-            return Err(failure.with_usage(watch.usage()));
-        } else if starts_output {
-            first_output_at = Some(Instant::now());
-            ctx.release_request();
-            held.extend_from_slice(&out);
-            let bytes = std::mem::take(&mut held).freeze();
-            writer
-                .write_output(std::mem::take(&mut headers), bytes)
-                .await;
-        } else {
-            held.extend_from_slice(&out);
-        }
-        if watch.finished() && scanner.pending() == 0 {
-            break;
-        }
-    }
-
-    if watch.finished() {
-        let mut out = BytesMut::new();
-        translator.finish(&mut out);
-        let first = match first_output_at {
-            Some(first) => first,
-            None => {
-                // A stream whose terminal event came before anything the watch calls output.
-                ctx.release_request();
-                held.extend_from_slice(&out);
-                out = std::mem::take(&mut held);
-                Instant::now()
-            }
-        };
-        if !out.is_empty() || first_output_at.is_none() {
-            writer
-                .write_output(std::mem::take(&mut headers), out.freeze())
-                .await;
-        }
-        writer.close();
-        return Ok(Outcome::answered(
-            watch.usage(),
-            watch.succeeded(),
-            Some(first),
-        ));
-    }
-    let Some(first_output_at) = first_output_at else {
-        return Err(AttemptFailure::bad_answer(
-            "the upstream stream ended before any output",
-        ));
-    };
-    let failure = AttemptFailure::bad_answer("the upstream stream ended before its final event")
-        .with_usage(watch.usage());
-    Err(fail_translated(ctx, writer, translator.as_mut(), failure, first_output_at).await)
-}
-
-/// [`end_stream_with_failure`] for a translated stream: the translator writes the client
-/// protocol's failure (closing what it has open first).
-async fn fail_translated(
-    ctx: &RequestContext,
-    writer: &mut DownstreamWriter,
-    translator: &mut dyn StreamTranslator,
-    failure: AttemptFailure,
-    first_output_at: Instant,
-) -> AttemptFailure {
-    let message = format!("{} (request {})", failure.message, ctx.id);
-    let mut out = BytesMut::new();
-    translator.fail(failure.kind.as_str(), &message, &mut out);
-    writer.write_output(HeaderMap::new(), out.freeze()).await;
-    writer.close();
-    let tokens = failure.usage.unwrap_or_default();
-    failure.after_output(Outcome::answered(tokens, false, Some(first_output_at)))
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap)
     let mut models = BTreeSet::new();
     let accounts = state.pool.accounts();
     // A translating group's accounts may be of either platform.
-    let translate = state.routing(&key.group).is_some_and(|r| r.translate);
+    let translate = state.group_settings().translates(&key.group);
     let platform = (!translate).then_some(key.platform);
     for account in crate::pool::Pool::members(&accounts, &key.group, platform) {
         let defaults = match (account.spec.platform, account.spec.kind) {

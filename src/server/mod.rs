@@ -121,11 +121,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let (reload_requests, reload_queue) = crate::config::ReloadRequests::channel();
     let state = Arc::new(AppState {
         gateway_config: Live::new(config.gateway.clone()),
-        model_fallback: config.model_fallback.clone(),
+        groups: Live::new(config.group_settings()),
         oauth: config.oauth.clone(),
         pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,
-        group_routing: config.group_routing.clone(),
         limits,
         prices,
         store: Arc::clone(&opened.store),

@@ -6,8 +6,8 @@
 //! store (`store::sync`, as at start), the pool takes the accounts that are new or changed and
 //! drops the removed ones (a request in flight keeps the `Arc<Account>` it holds, so it finishes
 //! on the account it started with), the key directory is reloaded from the store (keys that stay
-//! keep their slots), and `gateway.*`, the prices and `log.level` are swapped for the next
-//! request. Keys that only apply at start (listen address, storage, workers, ...) are named in
+//! keep their slots), and the groups' `translate`, `model_map` and `model_fallback`,
+//! `gateway.*`, the prices and `log.level` are swapped for the next request. Keys that only apply at start (listen address, storage, workers, ...) are named in
 //! the log when they differ. One reload at a time: a single task takes SIGHUP and the admin
 //! API's requests in turn.
 
@@ -193,7 +193,9 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
         .map_err(|e| format!("{e} (in {shown}); the running configuration stays"))?;
 
     let mut applied = Vec::new();
-    if new.groups != running.groups {
+    let groups = new.group_settings();
+    let groups_changed = groups != running.group_settings();
+    if new.groups != running.groups || groups_changed {
         applied.push("groups");
     }
     if new.api_keys != running.api_keys {
@@ -209,6 +211,12 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
     .map_err(|e| format!("{e}; the running configuration stays"))?;
     if from_store(state, "the configuration reload").await? {
         applied.push("accounts");
+    }
+    if groups_changed {
+        // `translate`, `model_map` and `model_fallback`, for the next request (after the keys
+        // and accounts, so a group that starts translating finds its accounts in the pool).
+        state.groups.set(groups);
+        crate::relay::warm_token_counter(state);
     }
     if new.gateway != running.gateway {
         state.pool.set_policy(super::pool_policy(&new.gateway));
@@ -238,6 +246,8 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
     // The running configuration takes what is now in effect; the rest keeps the values the
     // server started with, so the next reload names them again.
     running.groups = new.groups;
+    running.group_routing = new.group_routing;
+    running.model_fallback = new.model_fallback;
     running.api_keys = new.api_keys;
     running.accounts = new.accounts;
     running.gateway = new.gateway;

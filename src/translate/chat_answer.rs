@@ -60,6 +60,11 @@ impl ChatStream {
         self.closed
     }
 
+    /// Whether a chunk with content (text, reasoning, a tool call) was written.
+    pub fn has_output(&self) -> bool {
+        self.role_sent
+    }
+
     /// Whether any tool call was written (the finish reason is then `tool_calls`).
     pub fn has_tool_calls(&self) -> bool {
         !self.tool_keys.is_empty()

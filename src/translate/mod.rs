@@ -21,8 +21,10 @@
 //! - [`Translation::json`]: a whole upstream JSON answer → the client's JSON answer.
 //!
 //! The relay keeps its guarantees around these: it classifies and meters the *upstream* events
-//! with the upstream protocol's `StreamWatch` (hold back until real output, fail over before
-//! output, usage in upstream tokens), and forwards the translator's output in their place.
+//! with the upstream protocol's `StreamWatch` (a failure before output, usage in upstream
+//! tokens, the end), holds the translator's output back until [`StreamTranslator::has_output`]
+//! says real output began (so a failure before it fails over unseen, and
+//! `gateway.first_token_timeout` waits for it), and forwards it in the upstream's place.
 //!
 //! Golden cases for every direction are files under `tests/translate/<module>/` (see
 //! [`golden`]), run by each module's unit tests.
@@ -119,6 +121,13 @@ pub trait Translation {
 pub trait StreamTranslator: Send {
     /// One upstream event.
     fn event(&mut self, event: &SseEvent<'_>, out: &mut BytesMut);
+
+    /// Whether what was written so far holds real output (text, reasoning, a tool call, a
+    /// content block), not only the client protocol's preamble (`message_start`,
+    /// `response.created`). The relay holds everything back until this is true, so an
+    /// upstream failure before it still fails over unseen, and `gateway.first_token_timeout`
+    /// waits for it.
+    fn has_output(&self) -> bool;
 
     /// The upstream stream ended (its terminal event was seen, or the bytes simply stopped).
     /// Writes whatever closes the client's stream properly (e.g. `message_stop`,

@@ -47,6 +47,15 @@ pub struct Behavior {
     ///   failure event).
     /// - Other JSON answers: a 500 (`server_error`, Anthropic `api_error`).
     pub fail_before_output: bool,
+    /// Chat Completions text stream: after this many chunks (the first carries the role), an
+    /// error chunk instead of the rest, then `data: [DONE]` — what OpenAI-compatible servers
+    /// send when a stream fails midway: `{"error":{"message","type":"server_error","param":
+    /// null,"code":null}}` (OpenAI, OpenRouter, DeepSeek, newer vLLM), or with
+    /// [`Behavior::legacy_error_chunk`] older vLLM's top-level `{"object":"error",…}`.
+    pub error_chunk_after: Option<usize>,
+    /// With [`Behavior::error_chunk_after`]: the error chunk in older vLLM's shape
+    /// (`{"object":"error","message","type":"InternalServerError","param":null,"code":500}`).
+    pub legacy_error_chunk: bool,
     /// Stream: close the connection abruptly after this many events, with no terminal event (the
     /// count is clamped so the terminal event is never sent). JSON answers: half of the body, then
     /// the cut.

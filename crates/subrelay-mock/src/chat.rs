@@ -5,8 +5,9 @@
 //! has `stream_options.include_usage: true`, a chunk with `choices: []` and the usage (every
 //! other chunk then carries `usage: null`, as the real API does), and `data: [DONE]`.
 //!
-//! Chat Completions has no failure event inside a stream, so `fail_before_output` answers a 500
-//! before any chunk, for streams as for JSON.
+//! `fail_before_output` answers a 500 before any chunk, for streams as for JSON. A stream that
+//! fails midway (`error_chunk_after`) sends an error chunk, as OpenAI-compatible servers do, and
+//! `data: [DONE]`.
 //!
 //! Body rules (OpenAI-shaped 400s): a non-empty string `model`, a `messages` array, and
 //! `stream_options` only together with `stream: true`.
@@ -179,8 +180,21 @@ fn stream(
         },
         None,
     )];
+    // Chunks written so far; at `error_chunk_after` the error chunk takes the rest's place.
+    let mut written = 0;
+    let mut fails_here = || {
+        let fails = behavior.error_chunk_after == Some(written);
+        written += 1;
+        fails
+    };
+    if fails_here() {
+        return failed(sse, behavior);
+    }
     sse.data(&head.chunk(&first))?;
     for piece in split_even(&text, deltas) {
+        if fails_here() {
+            return failed(sse, behavior);
+        }
         let delta = [ChunkChoice::new(
             Delta {
                 role: None,
@@ -189,6 +203,9 @@ fn stream(
             None,
         )];
         sse.data(&head.chunk(&delta))?;
+    }
+    if fails_here() {
+        return failed(sse, behavior);
     }
     let finish = [ChunkChoice::new(
         Delta {
@@ -202,6 +219,30 @@ fn stream(
         let mut last = head.chunk(&[]);
         last.usage = Some(Some(ChatUsage::from(behavior.usage_or_default())));
         sse.data(&last)?;
+    }
+    sse.done();
+    Ok(sse.into_reply(behavior))
+}
+
+/// The stream so far, then the error chunk of [`Behavior::error_chunk_after`] and `[DONE]`.
+fn failed(mut sse: SseWriter, behavior: &Behavior) -> Result<Reply, serde_json::Error> {
+    if behavior.legacy_error_chunk {
+        sse.data(&serde_json::json!({
+            "object": "error",
+            "message": "The mock upstream failed while generating (legacy vLLM error object).",
+            "type": "InternalServerError",
+            "param": null,
+            "code": 500,
+        }))?;
+    } else {
+        sse.data(&serde_json::json!({
+            "error": {
+                "message": "The server had an error while processing your request. Sorry about that!",
+                "type": "server_error",
+                "param": null,
+                "code": null,
+            }
+        }))?;
     }
     sse.done();
     Ok(sse.into_reply(behavior))
@@ -252,6 +293,30 @@ mod tests {
         assert!(chunks
             .iter()
             .all(|c| c.starts_with(b"data: ") && c.ends_with(b"\n\n")));
+    }
+
+    #[tokio::test]
+    async fn a_stream_failing_midway_sends_an_error_chunk_and_done() {
+        let at_two = Behavior {
+            error_chunk_after: Some(2),
+            event_interval: std::time::Duration::from_millis(1),
+            ..Behavior::default()
+        };
+        let chunks = frames(stream("c", 1, "m", false, &at_two).unwrap()).await;
+        assert_eq!(chunks.len(), 4, "role, 1 content, error, [DONE]");
+        assert!(chunks[2].starts_with(b"data: {\"error\":{"));
+        assert_eq!(chunks[3], &b"data: [DONE]\n\n"[..]);
+        let legacy = Behavior {
+            error_chunk_after: Some(0),
+            legacy_error_chunk: true,
+            ..Behavior::default()
+        };
+        let all = frames(stream("c", 1, "m", false, &legacy).unwrap())
+            .await
+            .concat();
+        let all = String::from_utf8(all).unwrap();
+        assert!(all.contains(r#""object":"error""#), "{all}");
+        assert!(!all.contains("assistant"), "no chunk before it: {all}");
     }
 
     #[test]

@@ -60,6 +60,11 @@
 //! with N calls of them, on every API, stream or JSON, until the request carries a tool's
 //! result (see `tools`).
 //!
+//! A Chat stream failing midway: `error_chunk=N` ([`Behavior::error_chunk_after`]) sends an
+//! error chunk after N chunks (the first carries the role), then `data: [DONE]`, as
+//! OpenAI-compatible servers do; `legacy_error` ([`Behavior::legacy_error_chunk`]) writes it in
+//! older vLLM's top-level `{"object":"error",…}` shape.
+//!
 //! API routes count in [`MockUpstream::calls`] / [`MockUpstream::total_calls`]; token endpoints
 //! count apart in [`MockUpstream::token_calls`]. Everything but the control routes is in
 //! [`MockUpstream::requests`].

@@ -14,7 +14,8 @@ use crate::behavior::Behavior;
 /// The options this parser knows, listed in error messages.
 const KNOWN: &str = "status=N, retry_after=S, delay_ms=N, events=N, interval_ms=N, fail, cut=N, \
                      hang=N, hang_headers, refuse_stream, text_bytes=N, tokens=N, garbage_usage, huge_line=N, \
-                     preamble_bytes=N, endless, at=N, echo_auth, text_error, calls=N";
+                     preamble_bytes=N, endless, at=N, echo_auth, text_error, calls=N, error_chunk=N, \
+                     legacy_error";
 
 /// A model option that could not be understood; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub(crate) fn parse(options: &str) -> Result<Behavior, OptionError> {
             "echo_auth" => behavior.echo_credential = flag(key, value)?,
             "text_error" => behavior.text_error = flag(key, value)?,
             "calls" => behavior.tool_calls = Some(number(key, value)?),
+            "error_chunk" => behavior.error_chunk_after = Some(number(key, value)?),
+            "legacy_error" => behavior.legacy_error_chunk = flag(key, value)?,
             _ => {
                 return Err(OptionError(format!(
                     "unknown model option '{option}' (known: {KNOWN})"
@@ -153,6 +156,9 @@ mod tests {
         assert_eq!(b.hostile_at, Some(4));
         assert_eq!(b.preamble_bytes, Some(9));
         assert!(b.endless && b.echo_credential && b.text_error);
+        let b = parse("error_chunk=2+legacy_error").unwrap();
+        assert_eq!(b.error_chunk_after, Some(2));
+        assert!(b.legacy_error_chunk);
     }
 
     #[test]

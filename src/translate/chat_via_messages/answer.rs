@@ -245,6 +245,10 @@ impl StreamTranslator for Stream {
         }
     }
 
+    fn has_output(&self) -> bool {
+        self.chat.has_output()
+    }
+
     fn finish(&mut self, out: &mut BytesMut) {
         if self.stop_reason.is_some() {
             // The answer was complete (`message_delta` carried its stop reason); only

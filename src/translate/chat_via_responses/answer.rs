@@ -339,6 +339,10 @@ impl StreamTranslator for Stream {
         }
     }
 
+    fn has_output(&self) -> bool {
+        self.chat.has_output()
+    }
+
     fn finish(&mut self, out: &mut BytesMut) {
         self.chat.error(
             "upstream_incomplete",

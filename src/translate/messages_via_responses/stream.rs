@@ -504,6 +504,11 @@ impl StreamTranslator for Translator {
         }
     }
 
+    fn has_output(&self) -> bool {
+        // `message_start` is the preamble; a content block is output.
+        self.next_index > 0
+    }
+
     fn finish(&mut self, out: &mut BytesMut) {
         if self.ended {
             return;

@@ -87,7 +87,9 @@
 //!   `{"object":"error",…}`; `code`, else `type`, is the code), [`StreamTranslator::fail`], or
 //!   the end of the bytes with no `finish_reason` → `response.failed` with `error.code` and
 //!   `message`; unfinished items are left unfinished. A stream whose first event is an error
-//!   still opens with `response.created` / `response.in_progress`, so it is well formed.
+//!   still opens with `response.created` / `response.in_progress`, so it is well formed. (Before
+//!   any output item the relay never feeds it one: the Chat watch reads the same shapes,
+//!   `protocol::chat::stream_failure`, as a failure of the attempt, which fails over unseen.)
 //! - a chunk that is JSON but not of the Chat shape (e.g. `content` as a list) →
 //!   `response.failed` with code `upstream_bad_chunk`: skipping it could lose output silently.
 //!   Data that is not JSON at all is skipped.

@@ -593,6 +593,11 @@ impl StreamTranslator for Translator {
         }
     }
 
+    fn has_output(&self) -> bool {
+        // `response.created` and `.in_progress` are the preamble; an output item is output.
+        !self.items.is_empty()
+    }
+
     fn finish(&mut self, out: &mut BytesMut) {
         if self.ended {
             return;
