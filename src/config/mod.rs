@@ -35,6 +35,7 @@ pub struct Config {
     pub log: LogConfig,
     pub oauth: OAuthConfig,
     pub storage: StorageConfig,
+    pub state: StateConfig,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub telemetry: TelemetryConfig,
@@ -170,6 +171,15 @@ pub struct StorageConfig {
     pub usage_batch_interval: Duration,
     /// Usage rows kept in memory before they are only in the spool file.
     pub usage_queue_capacity: usize,
+}
+
+/// `state.*`: where runtime state lives.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// `None`: in this process (`state.backend: local`); `Some(url)`: in Redis.
+    pub redis_url: Option<Secret>,
+    pub redis_prefix: String,
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]

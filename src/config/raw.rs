@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub oauth: RawOAuth,
     pub storage: RawStorage,
+    pub state: RawState,
     pub admin: RawAdmin,
     pub metrics: RawMetrics,
     pub telemetry: RawTelemetry,
@@ -204,6 +205,29 @@ pub struct RawStorage {
     pub encryption_key: Option<SecretRef>,
     pub usage_batch_interval_ms: i64,
     pub usage_queue_capacity: i64,
+}
+
+/// Where runtime state lives (issue 17): this process, or Redis shared by several instances.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawState {
+    pub backend: String,
+    /// `redis://host:port/db` or `rediss://…`; a secret reference (`env:`, `file:`) is allowed.
+    pub redis_url: Option<SecretRef>,
+    pub redis_prefix: String,
+    /// Seconds a concurrency lease lives without renewal.
+    pub lease_ttl: i64,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        Self {
+            backend: "local".to_owned(),
+            redis_url: None,
+            redis_prefix: "subrelay:".to_owned(),
+            lease_ttl: 30,
+        }
+    }
 }
 
 impl Default for RawStorage {

@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::raw::{
     RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawMetrics, RawOAuth, RawPrice,
-    RawServer, RawStorage, RawTelemetry, RawUpstream,
+    RawServer, RawState, RawStorage, RawTelemetry, RawUpstream,
 };
 use super::reference;
 use super::{
     env_name, AdminConfig, Config, ConfigError, ConfigOrigin, Environment, GatewayConfig,
-    LogConfig, LogFormat, MetricsConfig, OAuthConfig, RawConfig, ServerConfig, StorageConfig,
-    TelemetryConfig, UpstreamConfig,
+    LogConfig, LogFormat, MetricsConfig, OAuthConfig, RawConfig, ServerConfig, StateConfig,
+    StorageConfig, TelemetryConfig, UpstreamConfig,
 };
 use crate::domain::KeySpec;
 use crate::domain::{
@@ -55,6 +55,7 @@ pub(super) fn config(
             )));
         }
     }
+    let state = state(&raw.state, env, &from_env)?;
     let prices = prices(&raw.prices)?;
     let admin = admin(&raw.admin, env, &from_env)?;
     let accounts = accounts(&raw.accounts, env)?;
@@ -72,6 +73,7 @@ pub(super) fn config(
         log,
         oauth,
         storage,
+        state,
         admin,
         metrics,
         telemetry,
@@ -394,6 +396,54 @@ fn storage(raw: &RawStorage) -> Result<StorageConfig, KeyError> {
             1_000_000,
         )?)
         .unwrap_or(100_000),
+    })
+}
+
+/// `state.*`: a Redis URL is required (and checked) only for `state.backend: redis`.
+fn state(
+    raw: &RawState,
+    env: &dyn Environment,
+    from_env: &[&'static str],
+) -> Result<StateConfig, ConfigError> {
+    let lease_ttl =
+        seconds("state.lease_ttl", raw.lease_ttl, 1, 3600).map_err(|e| e.with_origin(from_env))?;
+    let prefix = raw.redis_prefix.clone();
+    if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError(out_of_range(
+            "state.redis_prefix",
+            &format!("{prefix:?}"),
+            from_env,
+        )));
+    }
+    let redis_url = match raw.backend.as_str() {
+        "local" => None,
+        "redis" => {
+            let Some(reference) = &raw.redis_url else {
+                return Err(ConfigError(
+                    "state.redis_url: required when state.backend is redis".to_owned(),
+                ));
+            };
+            let url = reference
+                .resolve(env)
+                .map_err(|msg| ConfigError(format!("state.redis_url: {msg}")))?;
+            let text = url.expose();
+            if !(text.starts_with("redis://") || text.starts_with("rediss://"))
+                || redis::Client::open(text).is_err()
+            {
+                return Err(ConfigError(out_of_range(
+                    "state.redis_url",
+                    "<redacted>",
+                    from_env,
+                )));
+            }
+            Some(url)
+        }
+        other => return Err(ConfigError(out_of_range("state.backend", other, from_env))),
+    };
+    Ok(StateConfig {
+        redis_url,
+        redis_prefix: prefix,
+        lease_ttl,
     })
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState};
+use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState, SharedKey, SharedValue};
 
 /// A conversation's identity within one API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,6 +28,28 @@ impl StickyKey {
         hasher.update([0]);
         hasher.update(session.as_bytes());
         Self(hasher.finalize().into())
+    }
+}
+
+impl SharedKey for StickyKey {
+    fn to_shared(&self) -> String {
+        self.0.to_shared()
+    }
+    fn from_shared(text: &str) -> Option<Self> {
+        <[u8; 32]>::from_shared(text).map(Self)
+    }
+}
+
+impl SharedValue for Binding {
+    fn encode(&self) -> String {
+        format!("{}|{}", self.slow_strikes, self.account)
+    }
+    fn decode(text: &str) -> Option<Self> {
+        let (strikes, account) = text.split_once('|')?;
+        Some(Self {
+            account: account.into(),
+            slow_strikes: strikes.parse().ok()?,
+        })
     }
 }
 

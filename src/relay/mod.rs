@@ -458,7 +458,7 @@ async fn admit(
     let Some(slots) = ctx.key.slots.clone() else {
         return Ok(());
     };
-    if let Some(lease) = slots.try_acquire() {
+    if let Some(lease) = slots.try_acquire().await {
         ctx.key_slot = Some(lease);
         return Ok(());
     }

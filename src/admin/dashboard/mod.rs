@@ -50,6 +50,17 @@ struct Session {
     csrf: String,
 }
 
+impl crate::runtime_state::SharedValue for Session {
+    fn encode(&self) -> String {
+        self.csrf.clone()
+    }
+    fn decode(text: &str) -> Option<Self> {
+        Some(Self {
+            csrf: text.to_owned(),
+        })
+    }
+}
+
 /// The dashboard's sessions, by the SHA-256 of their id (the id itself is kept only by the
 /// browser), and how long each lasts. Part of the shared state, so every test server has its own.
 pub struct Sessions {
