@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub mod http_proxy;
 pub mod nginx;
+pub mod redis;
 pub mod socks;
 
 pub use subrelay_mock::{Behavior, MockUpstream};

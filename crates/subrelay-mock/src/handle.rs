@@ -74,11 +74,18 @@ pub(crate) async fn handle(
     ledger: Arc<Ledger>,
     request: Request<Incoming>,
 ) -> Result<Response<MockBody>, h2::Error> {
+    let in_flight = matches!(
+        Target::of(request.method(), request.uri().path()),
+        Target::Api(_)
+    )
+    .then(|| ledger.enter());
     let response = answer(ledger, request).await;
     if response.extensions().get::<RefuseStream>().is_some() {
         return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
     }
-    Ok(response)
+    let (parts, mut body) = response.into_parts();
+    body.in_flight = in_flight;
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Marks an answer that must not be sent: the stream is refused instead (`refuse_stream`).
