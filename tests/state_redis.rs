@@ -322,8 +322,8 @@ async fn requests_go_on_while_redis_is_down_and_state_is_shared_again_after() {
     first.wait_for_log("Redis is unreachable").await;
     second.wait_for_log("Redis is unreachable").await;
     redis.restart();
-    first.wait_for_log("Redis answers again").await;
-    second.wait_for_log("Redis answers again").await;
+    first.wait_for_log("the state is shared again").await;
+    second.wait_for_log("the state is shared again").await;
     // Shared again: a 429 on the first instance cools `a` on the second.
     assert_eq!(account(&second, "a").await["state"], "available");
     mock.script("tok-a", vec![rate_limited()]);

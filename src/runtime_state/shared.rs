@@ -143,7 +143,7 @@ pub struct Shared {
     conn: ConnectionManager,
     client: redis::Client,
     up: AtomicBool,
-    writes: mpsc::Sender<Vec<redis::Cmd>>,
+    writes: mpsc::Sender<Batch>,
     signals: Mutex<HashMap<String, Weak<Notify>>>,
     mirrors: Mutex<HashMap<String, Vec<Weak<dyn Mirror>>>>,
     maps: Mutex<HashMap<String, Weak<dyn MapMirror>>>,
@@ -243,11 +243,29 @@ impl Shared {
 
     /// Queues commands for the writer (in order, one pipeline per batch).
     pub fn send(&self, cmds: Vec<redis::Cmd>) {
+        self.send_noting(cmds, None);
+    }
+
+    /// Queues commands; `lost` is set if they do not reach Redis (the value is pushed again when
+    /// Redis is back).
+    pub fn send_noting(&self, cmds: Vec<redis::Cmd>, lost: Option<&Arc<AtomicBool>>) {
         if cmds.is_empty() {
             return;
         }
-        if self.writes.try_send(cmds).is_err() && self.is_up() {
-            self.went_down(&"the write queue is full");
+        let batch = Batch {
+            cmds,
+            lost: lost.cloned(),
+        };
+        if let Err(e) = self.writes.try_send(batch) {
+            let batch = match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+            };
+            if let Some(lost) = batch.lost {
+                lost.store(true, Ordering::Release);
+            }
+            if self.is_up() {
+                self.went_down(&"the write queue is full");
+            }
         }
     }
 
@@ -270,6 +288,10 @@ impl Shared {
 
     /// Stores a mirrored value and tells the other instances.
     pub fn write_mirror(&self, key: &str, value: &str) {
+        self.write_mirror_noting(key, value, None);
+    }
+
+    pub fn write_mirror_noting(&self, key: &str, value: &str, lost: Option<&Arc<AtomicBool>>) {
         let mut set = redis::cmd("SET");
         set.arg(key).arg(value);
         let publish = self.publish(&Message {
@@ -278,12 +300,12 @@ impl Shared {
             v: Some(value.to_owned()),
             ..Default::default()
         });
-        self.send(vec![set, publish]);
+        self.send_noting(vec![set, publish], lost);
     }
 
     /// Stores `value` (with generation `gen`) if the stored one is `gen - 1`, and tells the other
     /// instances.
-    pub fn cas_mirror(&self, key: &str, expected: u64, value: &str) {
+    pub fn cas_mirror(&self, key: &str, expected: u64, value: &str, lost: &Arc<AtomicBool>) {
         let mut cas = redis::cmd("EVAL");
         cas.arg(CAS_LUA).arg(1).arg(key).arg(expected).arg(value);
         let publish = self.publish(&Message {
@@ -292,7 +314,7 @@ impl Shared {
             v: Some(value.to_owned()),
             ..Default::default()
         });
-        self.send(vec![cas, publish]);
+        self.send_noting(vec![cas, publish], Some(lost));
     }
 
     /// Stores (or removes) an expiring value and tells the other instances.
@@ -360,11 +382,7 @@ impl Shared {
     }
 
     fn note_error(&self, e: &redis::RedisError) {
-        if e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_timeout()
-            || e.is_connection_refusal()
-        {
+        if connection_lost(e) {
             self.went_down(e);
         } else {
             tracing::warn!("runtime state: a Redis command failed: {e}");
@@ -570,10 +588,16 @@ impl Shared {
     }
 }
 
+/// Commands the writer sends together, and the flag to raise if they are lost.
+pub struct Batch {
+    cmds: Vec<redis::Cmd>,
+    lost: Option<Arc<AtomicBool>>,
+}
+
 /// Sends queued commands, each batch in one pipeline, in order.
 async fn write_loop(
     shared: Arc<Shared>,
-    mut queue: mpsc::Receiver<Vec<redis::Cmd>>,
+    mut queue: mpsc::Receiver<Batch>,
     shutdown: CancellationToken,
 ) {
     let mut conn = shared.conn.clone();
@@ -583,30 +607,51 @@ async fn write_loop(
             () = shutdown.cancelled() => None,
         };
         let Some(first) = first else { break };
-        let mut batch = first;
-        while batch.len() < 1024 {
+        let mut cmds = first.cmds;
+        let mut lost: Vec<Arc<AtomicBool>> = first.lost.into_iter().collect();
+        while cmds.len() < 1024 {
             match queue.try_recv() {
-                Ok(more) => batch.extend(more),
+                Ok(more) => {
+                    cmds.extend(more.cmds);
+                    lost.extend(more.lost);
+                }
                 Err(_) => break,
             }
         }
-        flush(&shared, &mut conn, batch).await;
+        flush(&shared, &mut conn, cmds, &lost).await;
     }
     // Shutting down: what is queued (lease releases, last writes) still goes out, briefly.
     let mut rest = Vec::new();
     while let Ok(more) = queue.try_recv() {
-        rest.extend(more);
+        rest.extend(more.cmds);
     }
     if shared.is_up() && !rest.is_empty() {
-        flush(&shared, &mut conn, rest).await;
+        flush(&shared, &mut conn, rest, &[]).await;
     }
 }
 
-async fn flush(shared: &Arc<Shared>, conn: &mut ConnectionManager, batch: Vec<redis::Cmd>) {
-    if !shared.is_up() {
-        // Dropped: the state is resynchronised when Redis answers again.
-        return;
+async fn flush(
+    shared: &Arc<Shared>,
+    conn: &mut ConnectionManager,
+    batch: Vec<redis::Cmd>,
+    lost: &[Arc<AtomicBool>],
+) {
+    if !shared.is_up() || !send_pipeline(shared, conn, batch).await {
+        // Values changed here are pushed again when Redis answers (lease releases and bindings
+        // are not: leases expire, bindings are re-made).
+        for flag in lost {
+            flag.store(true, Ordering::Release);
+        }
     }
+}
+
+/// One pipeline, tried again once after a broken connection (the manager reconnects); false if
+/// it did not go through.
+async fn send_pipeline(
+    shared: &Arc<Shared>,
+    conn: &mut ConnectionManager,
+    batch: Vec<redis::Cmd>,
+) -> bool {
     let gets: Vec<Option<String>> = batch
         .iter()
         .map(|cmd| {
@@ -623,21 +668,39 @@ async fn flush(shared: &Arc<Shared>, conn: &mut ConnectionManager, batch: Vec<re
     for cmd in batch {
         pipe.add_command(cmd);
     }
-    shared.pipelines.fetch_add(1, Ordering::Relaxed);
-    let result: Result<redis::RedisResult<Vec<redis::Value>>, _> =
-        tokio::time::timeout(CALL_TIMEOUT, pipe.query_async(conn)).await;
-    match result {
-        Ok(Ok(values)) => {
-            for (key, value) in gets.iter().zip(values) {
-                if let Some(key) = key {
-                    let text: Option<String> = redis::from_redis_value(value).ok().flatten();
-                    shared.load_mirrors(key, text.as_deref());
+    for attempt in 0..2 {
+        shared.pipelines.fetch_add(1, Ordering::Relaxed);
+        let result: Result<redis::RedisResult<Vec<redis::Value>>, _> =
+            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async(conn)).await;
+        match result {
+            Ok(Ok(values)) => {
+                for (key, value) in gets.iter().zip(values) {
+                    if let Some(key) = key {
+                        let text: Option<String> = redis::from_redis_value(value).ok().flatten();
+                        shared.load_mirrors(key, text.as_deref());
+                    }
                 }
+                return true;
+            }
+            Ok(Err(e)) if attempt == 0 && connection_lost(&e) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(Err(e)) => {
+                shared.note_error(&e);
+                // A command error (not the connection): the others went through.
+                return !connection_lost(&e);
+            }
+            Err(_) => {
+                shared.went_down(&"a write timed out");
+                return false;
             }
         }
-        Ok(Err(e)) => shared.note_error(&e),
-        Err(_) => shared.went_down(&"a write timed out"),
     }
+    false
+}
+
+fn connection_lost(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal()
 }
 
 /// Listens on the pool channel; (re)subscribes, resynchronising each time, until shutdown.

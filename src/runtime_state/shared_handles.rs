@@ -122,7 +122,8 @@ pub struct RecordInner<T> {
     last: Mutex<Option<String>>,
     key: String,
     shared: Arc<Shared>,
-    dirty: AtomicBool,
+    /// A write that did not reach Redis: pushed again when Redis answers.
+    dirty: Arc<AtomicBool>,
 }
 
 pub struct Record<T>(Arc<RecordInner<T>>);
@@ -134,7 +135,7 @@ impl<T: SharedRecord + Send + 'static> Record<T> {
             last: Mutex::new(None),
             key: shared.key(&format!("account:{name}")),
             shared: Arc::clone(shared),
-            dirty: AtomicBool::new(false),
+            dirty: Arc::new(AtomicBool::new(false)),
         });
         let weak: Weak<RecordInner<T>> = Arc::downgrade(&inner);
         shared.register_mirror(&inner.key, weak);
@@ -159,7 +160,9 @@ impl<T: SharedRecord + Send + 'static> Record<T> {
             *last = Some(exported.clone());
         }
         if self.0.shared.is_up() {
-            self.0.shared.write_mirror(&self.0.key, &exported);
+            self.0
+                .shared
+                .write_mirror_noting(&self.0.key, &exported, Some(&self.0.dirty));
         } else {
             self.0.dirty.store(true, Ordering::Release);
         }
@@ -295,7 +298,7 @@ pub struct CellInner<T> {
     local: local::VersionedCell<T>,
     key: String,
     shared: Arc<Shared>,
-    dirty: AtomicBool,
+    dirty: Arc<AtomicBool>,
 }
 
 pub struct VersionedCell<T>(Arc<CellInner<T>>);
@@ -312,7 +315,7 @@ impl<T: Clone + SharedValue + Send + 'static> VersionedCell<T> {
             local: local::VersionedCell::new(initial),
             key: shared.key(&format!("tokens:{name}")),
             shared: Arc::clone(shared),
-            dirty: AtomicBool::new(false),
+            dirty: Arc::new(AtomicBool::new(false)),
         });
         let weak: Weak<CellInner<T>> = Arc::downgrade(&inner);
         shared.register_mirror(&inner.key, weak);
@@ -336,7 +339,9 @@ impl<T: Clone + SharedValue + Send + 'static> VersionedCell<T> {
         })
         .unwrap_or_default();
         if self.0.shared.is_up() {
-            self.0.shared.cas_mirror(&self.0.key, expected, &stored);
+            self.0
+                .shared
+                .cas_mirror(&self.0.key, expected, &stored, &self.0.dirty);
         } else {
             self.0.dirty.store(true, Ordering::Release);
         }
