@@ -380,3 +380,66 @@ async fn a_dashboard_session_opened_on_one_instance_works_on_the_other() {
     })
     .await;
 }
+
+/// The value of the `subrelay_state_redis_calls{kind="…"}` sample.
+fn calls(text: &str, kind: &str) -> u64 {
+    let prefix = format!("subrelay_state_redis_calls{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_request_costs_at_most_two_redis_round_trips() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let yaml = format!(
+        "{}{}metrics:\n  listen: 127.0.0.1:0\n",
+        pair(&mock, 0, 1),
+        state(&redis, 30)
+    );
+    let gw = Gateway::start(&yaml);
+    let line = gw.wait_for_log("Prometheus metrics on http://").await;
+    let at = line.find("http://").unwrap();
+    let url: String = line[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"')
+        .collect();
+    let scrape = async || {
+        client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // Warmed up: the first answer writes the account's health once.
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = scrape().await;
+    assert!(before.contains("subrelay_state_backend_up 1"), "{before}");
+    for _ in 0..10 {
+        let r = post(&gw, "/v1/responses", &body("gpt-5", true)).await;
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = scrape().await;
+    let waited = calls(&after, "waited") - calls(&before, "waited");
+    let background = calls(&after, "background") - calls(&before, "background");
+    assert_eq!(waited, 10, "one lease script per request");
+    assert!(
+        waited + background <= 20,
+        "at most two round trips per request: {waited} waited, {background} in the background"
+    );
+}

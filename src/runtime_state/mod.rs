@@ -46,6 +46,8 @@ mod local;
 mod shared;
 mod shared_handles;
 #[cfg(test)]
+mod shared_tests;
+#[cfg(test)]
 mod tests;
 
 use std::future::Future;
