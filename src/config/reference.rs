@@ -312,7 +312,7 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         path: "state.redis_prefix",
-        default: "subrelay:",
+        default: "'subrelay:'",
         allowed: "up to 64 characters without spaces",
         description: "Prefix of every Redis key and of the pub/sub channel: instances with the same prefix act as one gateway; another prefix keeps a second gateway apart in the same Redis.",
     },

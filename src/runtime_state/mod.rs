@@ -1,45 +1,51 @@
 //! Runtime state: what the gateway knows only while it runs, behind a few small interfaces keyed
-//! by stable names (account name, key name, a digest), so that one process (`local`, today) or
-//! several instances sharing Redis (issue 17) can hold it.
+//! by stable names (account name, key name, a digest), so that one process (`state.backend:
+//! local`, `local.rs`) or several instances sharing Redis (`state.backend: redis`, `shared.rs`)
+//! can hold it.
 //!
 //! This module imports nothing of the crate: it stores the values its users define (the pool's
 //! account health, the dashboard's sessions) and knows only names, limits, times and versions.
 //!
 //! ## The interfaces
 //!
-//! | trait | what it stores | key | Redis (issue 17) |
+//! | trait | what it stores | key | Redis (`shared.rs`, `shared_handles.rs`) |
 //! |---|---|---|---|
-//! | [`Leases`] | concurrency slots of one account or one API key, as leases that end when their [`LeaseHandle`] drops, or at their expiry if never released | account name / key name | a sorted set `{prefix}lease:{name}` of lease ids scored by expiry; acquire is one Lua call (drop expired members, count, add if under the limit); drop is `ZREM` plus a `PUBLISH` on the pool channel; [`LeaseHandle::renew`] pushes the score forward (a per-instance task renews every held lease each `state.lease_ttl`/3, one pipeline) |
-//! | [`Records`] | one record per name, read and changed in place: an account's health (cooldown and its reason, disabled flag, last error, quota) | account name | a hash `{prefix}account:{name}`; reads come from an in-process mirror (no round trip on the hot path), writes go to Redis and are announced on the pool channel, and every instance reloads the record when told |
-//! | [`Expiring`] | values that live for a time: sticky bindings, dashboard sessions, sign-in flows | a digest (key + conversation, session id) or the flow id | `SET … PX ttl`; `update` is a Lua read-modify-write; `take` is `GETDEL` |
-//! | [`Versioned`] | a value with a generation that only moves by compare-and-set: an account's sign-in tokens | account name | a hash with the value and `gen`; a Lua script writes only when `gen` equals the expected one |
-//! | [`SingleFlight`] | at most one holder at a time, others wait: the token refresh | account name | `SET {prefix}refresh:{name} <owner> NX PX ttl`, released by compare-and-delete (Lua), waiters poll briefly or wake on the pool channel |
-//! | [`Signal`] | "something changed, look again": a slot was freed, an account's state changed (and its record must be reloaded) | one per pool, one per API key with a concurrency limit | a pub/sub channel `{prefix}pool` (messages name the account or key); a subscriber task turns each message into a local notification and a mirror reload, so waiters of every instance wake |
-//! | [`WaitQueue`] | how many requests wait for a slot, bounded | one per pool | a counter per instance (`HINCRBY {prefix}queue <instance>`), summed when a request joins |
-//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | rpm: a sorted set per key trimmed to the window in one Lua call; spending: `INCRBYFLOAT {prefix}spend:{key}:{day}` (and month) with an expiry past the period |
+//! | [`Leases`] | concurrency slots of one account or one API key, as leases that end when their [`LeaseHandle`] drops, or at their expiry if never released | `account:{name}` / `key:{name}` | a sorted set `{prefix}lease:{name}` of lease ids (`{instance}:{n}`) scored by expiry on Redis's clock; taking one is a local pre-check (this instance alone stays under the limit) then one Lua call (drop expired members, count, add if under the limit: [`Lease::confirm`]); drop is `ZREM` plus a `PUBLISH`, sent by the writer; the instance's renewer pushes every held lease `state.lease_ttl` forward each `state.lease_ttl`/3 (one pipeline), so a killed instance's slots come back within the lease time; waiters also look again every 250 ms |
+//! | [`Records`] | one record per name, read and changed in place: an account's health (cooldown and its reason, disabled flag, last error, quota, last probe; last use and strikes stay per instance) | account name | a string `{prefix}account:{name}` (JSON, no expiry; a cooldown's end in Unix ms); reads come from an in-process mirror (no round trip on the hot path); a change of the shared part is `SET` plus a `PUBLISH` carrying the value, and every other instance copies it into its mirror |
+//! | [`Expiring`] | values that live for a time: sticky bindings, dashboard sessions, sign-in flows | a digest (key + conversation, session id) or the flow id | `{prefix}{kind}:{key}` with `SET … PX ttl` (`KEEPTTL` when only the value changes), `DEL` on removal; each change is published with its value and ttl and copied into every instance's mirror; [`ExpiringMap::fetch`] reads a value written before this instance subscribed |
+//! | [`Versioned`] | a value with a generation that only moves by compare-and-set: an account's sign-in tokens | account name | a string `{prefix}tokens:{name}` (JSON with `gen`); a Lua script writes only when the stored `gen` is the expected one; the refresh reads it ([`VersionedCell::sync`]) after taking the lock, so a refresh done by another instance is found, not repeated |
+//! | [`SingleFlight`] | at most one holder at a time, others wait: the token refresh | account name | this instance's mutex first, then `SET {prefix}refresh:{name} <owner> NX PX 60000`, released by compare-and-delete (Lua); waiters poll every 50 ms |
+//! | [`Signal`] | "something changed, look again": a slot was freed, an account may be usable | `pool`, `key:{name}` | a `PUBLISH` on `{prefix}pool` naming the signal; the subscriber task wakes that signal's local waiters on every other instance |
+//! | [`WaitQueue`] | how many requests wait for a slot, bounded | one per pool | per instance, also with Redis (`gateway.queue_max_waiting` bounds each instance's queue) |
+//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | per instance, also with Redis, for now: a key's rpm and spending limits hold per instance |
+//!
+//! Redis unreachable: every handle goes on with this instance's own state (mirrors, local
+//! leases), one warning is logged and `subrelay_state_backend_up` is 0; record and token writes
+//! that did not reach Redis are pushed when it answers again, the other values are reloaded and
+//! the leases held here are written back.
 //!
 //! ## How a Redis backend fits without slowing the local one
 //!
 //! Dispatch is static: each handle is an enum of backends ([`LeaseSet`], [`Record`],
 //! [`ExpiringMap`], [`VersionedCell`], [`RefreshLock`], [`Signal`], [`WaitQueue`],
-//! [`KeyWindows`]) with `Local` as the only variant for now, so a call is a `match` and a
-//! direct, inlinable call — no `dyn`, no boxed future, no allocation that today's code did not
-//! make. Handles are resolved once per name (when an account or key is loaded) and kept, so the
+//! [`KeyWindows`]) with a `Local` and a `Redis` variant (the queue and the windows are local
+//! only), so a call is a `match` and a direct, inlinable call — no `dyn`, no boxed future, no
+//! allocation for the local backend that its code did not make before. Handles are resolved once per name (when an account or key is loaded) and kept, so the
 //! hot path never hashes a name to find its state. The local backend makes a fresh handle each
 //! time (an account replaced through the admin API starts with fresh health and slots, as it
 //! always did); a shared backend returns the name's existing state.
 //!
-//! What the local backend answers at once is a plain method. A Redis backend keeps most of
-//! them plain too by answering from an in-process mirror kept current by the pool channel
-//! (records, sticky bindings, the queue count); writes go out without the request waiting for
-//! them where losing one to a race only costs a sub-optimal choice (health, bindings). Two calls
-//! need a real round trip: the refresh lock ([`SingleFlight::lock`], already `impl Future`) and
-//! taking a lease ([`Leases::try_acquire`], called by `Pool::select` inside the async
-//! `Pool::acquire`, and by the relay's admission). When the Redis variant lands, `try_acquire`
-//! becomes a method returning `impl Future` whose local future is ready at once
-//! (`std::future::ready`) and `Pool::select` becomes `async` — still no `dyn`, no box. Budget
-//! (issue 17): at most two round trips per request on the hot path — one lease script on the way
-//! in, one pipeline (lease release, binding, health) on the way out.
+//! What the local backend answers at once is a plain method. The Redis backend keeps them plain
+//! too by answering from in-process mirrors kept current by the pool channel (records, sticky
+//! bindings, sessions, flows, tokens); its writes go out through the writer task without the
+//! request waiting for them. Two calls need a real round trip: the refresh lock
+//! ([`SingleFlight::lock`]) and taking a lease across instances ([`Lease::confirm`], awaited by
+//! `Pool::acquire` after the synchronous `Pool::select` picked an account and took its local
+//! slot, and by the relay's key admission through [`LeaseSet::try_acquire_shared`]); the local
+//! lease's `confirm` is ready at once. Budget (issue 17): at most two round trips per request on
+//! the hot path — one lease script on the way in, one pipeline (lease release, binding, health)
+//! on the way out, counted by `subrelay_state_redis_calls` (tests/state_redis.rs checks it). A
+//! key with a concurrency limit adds one script.
 
 mod live;
 mod local;
