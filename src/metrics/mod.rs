@@ -191,7 +191,7 @@ impl Metrics {
         let state_backend_up = Gauge::default();
         registry.register(
             "subrelay_state_backend_up",
-            "With state.backend redis: 1 while Redis answers, 0 while this instance runs on its own state; read at scrape",
+            "1 while the runtime state backend answers (always with state.backend local); with redis, 0 while this instance runs on its own state; read at scrape",
             state_backend_up.clone(),
         );
         let state_calls = Family::<labels::KindLabels, Gauge>::default();

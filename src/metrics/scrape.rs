@@ -105,9 +105,10 @@ impl Scraper {
         let i64_of = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let pool = (self.read_pool)();
         metrics.queue_waiting.set(i64_of(pool.waiting));
-        if let Some(up) = pool.state_backend_up {
-            metrics.state_backend_up.set(i64::from(up));
-        }
+        // The local state is always there.
+        metrics
+            .state_backend_up
+            .set(i64::from(pool.state_backend_up.unwrap_or(true)));
         if let Some((waited, pipelines)) = pool.state_round_trips {
             metrics
                 .state_calls

@@ -1,7 +1,7 @@
 //! Sticky sessions: a conversation keeps the account that served it, so the upstream's prompt
 //! cache and account-bound encrypted content keep working.
 //!
-//! A binding is keyed by a digest of (API key, session value) — two keys never share one, and
+//! A binding is keyed by a digest of (API key name, session value) — two keys never share one, and
 //! the client's value is not kept. It lives `gateway.sticky_session_ttl`, refreshed on use, and
 //! moves when its account fails, cools, is disabled, or answers slowly too often.
 
@@ -21,7 +21,7 @@ use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState, SharedKey, Share
 pub struct StickyKey([u8; 32]);
 
 impl StickyKey {
-    /// `key_id` identifies the API key (its digest), `session` is the client's value.
+    /// `key_id` identifies the API key (its name), `session` is the client's value.
     pub fn new(key_id: &[u8], session: &str) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(key_id);

@@ -261,7 +261,9 @@ pub async fn handle(
         .sticky_enabled()
         .then(|| conversation(&parts.headers, &inspected))
         .flatten()
-        .map(|session| StickyKey::new(&key.id, session));
+        // By the key's name (unique, and the same on every instance sharing runtime state), not
+        // its hash, whose secret may differ between instances.
+        .map(|session| StickyKey::new(key.name.as_bytes(), session));
     let ctx = RequestContext {
         gateway,
         id,
