@@ -379,6 +379,15 @@ async fn a_dashboard_session_opened_on_one_instance_works_on_the_other() {
             == 200
     })
     .await;
+    // An instance started after the sign-in reads the session from Redis on first sight.
+    let third = Gateway::start(&yaml);
+    let shell = no_redirects
+        .get(format!("{}/admin/", third.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shell.status(), 200);
 }
 
 /// The value of the `subrelay_state_redis_calls{kind="…"}` sample.

@@ -257,7 +257,8 @@ impl Account {
     }
 
     pub(super) fn touch(&self, now: Instant) {
-        self.health.update(|health| health.last_used = Some(now));
+        self.health
+            .update_local(|health| health.last_used = Some(now));
     }
 
     /// Applies what a failed attempt implies for this account.

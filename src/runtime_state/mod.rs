@@ -155,6 +155,9 @@ pub trait LeaseHandle {
 pub trait Records<T> {
     fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R;
     fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R;
+    /// Changes only what stays this instance's (no part of [`SharedRecord::export`]): a shared
+    /// backend neither exports nor writes (the last use, on every request).
+    fn update_local<R>(&self, f: impl FnOnce(&mut T) -> R) -> R;
 }
 
 /// Values that expire.
@@ -473,6 +476,14 @@ impl<T: SharedRecord + Send + 'static> Records<T> for Record<T> {
         match self {
             Record::Local(record) => record.update(f),
             Record::Redis(record) => record.update(f),
+        }
+    }
+
+    #[inline]
+    fn update_local<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        match self {
+            Record::Local(record) => record.update(f),
+            Record::Redis(record) => record.update_local(f),
         }
     }
 }

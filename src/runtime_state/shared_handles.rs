@@ -146,6 +146,10 @@ impl<T: SharedRecord + Send + 'static> Record<T> {
         f(&lock(&self.0.value))
     }
 
+    pub fn update_local<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut lock(&self.0.value))
+    }
+
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let (result, exported) = {
             let mut value = lock(&self.0.value);

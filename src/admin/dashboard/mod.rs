@@ -115,6 +115,14 @@ impl Sessions {
         })
     }
 
+    /// With a shared state backend: reads the request's session from Redis when this instance
+    /// does not know it (opened before it started). One round trip, on a miss only.
+    pub(super) async fn load(&self, headers: &HeaderMap) {
+        if let Some(id) = session_id(headers) {
+            self.map.fetch(&digest(&id)).await;
+        }
+    }
+
     /// Opens a session and returns its id (for the cookie).
     fn open(&self) -> String {
         let id = random_hex();
@@ -280,6 +288,7 @@ async fn shell(
     if let Err(e) = admin_on(&state) {
         return e.into_response();
     }
+    console.sessions.load(&headers).await;
     match console.sessions.live(&headers) {
         Some(csrf) => page(SHELL_HTML.replace("{{csrf}}", &csrf)),
         None => sign_in_redirect(),
