@@ -831,4 +831,10 @@ fn the_redis_url_may_come_from_the_environment_and_is_never_shown() {
     )
     .unwrap();
     assert!(!inline.origin.effective_yaml.contains("hunter2"));
+    let tls = load_text(
+        "state:\n  backend: redis\n  redis_url: 'rediss://redis.example:6380/0'\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert!(tls.state.redis_url.is_some(), "rediss:// is accepted");
 }
