@@ -105,6 +105,9 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         if !parts.headers.contains_key(http::header::AUTHORIZATION) {
             admin_on(state).map_err(IntoResponse::into_response)?;
             let console = parts.extensions.get::<Arc<dashboard::Console>>();
+            if let Some(console) = console {
+                console.sessions.load(&parts.headers).await;
+            }
             if let Some(outcome) = console.and_then(|console| {
                 dashboard::authorize_session(&console.sessions, &parts.method, &parts.headers)
             }) {

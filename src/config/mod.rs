@@ -58,6 +58,7 @@ pub struct Config {
     pub log: LogConfig,
     pub oauth: OAuthConfig,
     pub storage: StorageConfig,
+    pub state: StateConfig,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub telemetry: TelemetryConfig,
@@ -221,6 +222,15 @@ pub enum StorageBackend {
         /// `storage.postgres_max_connections`.
         max_connections: u32,
     },
+}
+
+/// `state.*`: where runtime state lives.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// `None`: in this process (`state.backend: local`); `Some(url)`: in Redis.
+    pub redis_url: Option<Secret>,
+    pub redis_prefix: String,
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]

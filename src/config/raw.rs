@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub oauth: RawOAuth,
     pub storage: RawStorage,
+    pub state: RawState,
     pub admin: RawAdmin,
     pub metrics: RawMetrics,
     pub telemetry: RawTelemetry,
@@ -218,6 +219,29 @@ pub struct RawStorage {
     /// Required with `backend: postgres`.
     pub postgres_url: Option<SecretRef>,
     pub postgres_max_connections: i64,
+}
+
+/// Where runtime state lives (issue 17): this process, or Redis shared by several instances.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawState {
+    pub backend: String,
+    /// `redis://host:port/db` or `rediss://…`; a secret reference (`env:`, `file:`) is allowed.
+    pub redis_url: Option<SecretRef>,
+    pub redis_prefix: String,
+    /// Seconds a concurrency lease lives without renewal.
+    pub lease_ttl: i64,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        Self {
+            backend: "local".to_owned(),
+            redis_url: None,
+            redis_prefix: "subrelay:".to_owned(),
+            lease_ttl: 30,
+        }
+    }
 }
 
 impl Default for RawStorage {

@@ -315,6 +315,28 @@ pub const KEYS: &[KeyDoc] = &[
         default: "10",
         allowed: "1–100 connections",
         description: "Connections each instance keeps to PostgreSQL at most (the usage writer, the admin API, the change poll).",
+        path: "state.backend",
+        default: "local",
+        allowed: "local or redis",
+        description: "Where runtime state lives (cooldowns, disabled flags, quota, concurrency slots, sticky bindings, dashboard sessions and sign-ins, the token refresh lock): `local` in this process; `redis` in the Redis at `state.redis_url`, shared by every instance using the same Redis and `state.redis_prefix` (docs/DEPLOY.md, \"Shared runtime state\"). If Redis cannot be reached, each instance goes on with its own state, logs a warning and sets `subrelay_state_backend_up` to 0 until it is back.",
+    },
+    KeyDoc {
+        path: "state.redis_url",
+        default: "",
+        allowed: "a redis:// or rediss:// URL (inline, env:NAME or file:PATH); required with state.backend redis",
+        description: "The Redis of `state.backend: redis`: `redis://[user:password@]host:port/db`, or `rediss://` for TLS. Shown redacted.",
+    },
+    KeyDoc {
+        path: "state.redis_prefix",
+        default: "'subrelay:'",
+        allowed: "up to 64 characters without spaces",
+        description: "Prefix of every Redis key and of the pub/sub channel: instances with the same prefix act as one gateway; another prefix keeps a second gateway apart in the same Redis.",
+    },
+    KeyDoc {
+        path: "state.lease_ttl",
+        default: "30",
+        allowed: "1–3600 seconds",
+        description: "With `state.backend: redis`: how long a concurrency slot outlives its instance. Each instance renews the slots it holds every third of this; the slots of an instance that died (SIGKILL, lost machine) come back after at most this long.",
     },
     KeyDoc {
         path: "admin.token",

@@ -889,4 +889,55 @@ fn the_postgres_backend_needs_its_url_and_an_explicit_encryption_key() {
         assert!(err.contains(wanted), "{yaml}: {err}");
         assert!(!err.contains("pg-password-123"), "{err}");
     }
+fn the_state_backend_is_local_unless_redis_is_named_with_a_url() {
+    let config = load_text("", &MapEnv::default()).unwrap();
+    assert!(config.state.redis_url.is_none());
+    assert_eq!(config.state.redis_prefix, "subrelay:");
+    assert_eq!(config.state.lease_ttl, Duration::from_secs(30));
+    let err = load_text("state:\n  backend: redis\n", &MapEnv::default()).unwrap_err();
+    assert!(err.0.contains("state.redis_url: required"), "{err}");
+    let err = load_text("state:\n  backend: etcd\n", &MapEnv::default()).unwrap_err();
+    assert!(err.0.contains("state.backend = etcd"), "{err}");
+    let err = load_text(
+        "state:\n  backend: redis\n  redis_url: http://x:1\n",
+        &MapEnv::default(),
+    )
+    .unwrap_err();
+    assert!(err.0.contains("state.redis_url = <redacted>"), "{err}");
+}
+
+#[test]
+fn the_redis_url_may_come_from_the_environment_and_is_never_shown() {
+    let env = MapEnv::from([
+        ("STATE_BACKEND", "redis"),
+        ("STATE_LEASE_TTL", "2"),
+        (
+            "REDIS_URL_FOR_TEST",
+            "redis://:hunter2-secret@127.0.0.1:6379/3",
+        ),
+    ]);
+    let config = load_text(
+        "state:\n  redis_url: env:REDIS_URL_FOR_TEST\n  redis_prefix: 'gw-a:'\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        config.state.redis_url.as_ref().map(|s| s.expose()),
+        Some("redis://:hunter2-secret@127.0.0.1:6379/3")
+    );
+    assert_eq!(config.state.redis_prefix, "gw-a:");
+    assert_eq!(config.state.lease_ttl, Duration::from_secs(2));
+    assert!(!config.origin.effective_yaml.contains("hunter2"));
+    let inline = load_text(
+        "state:\n  backend: redis\n  redis_url: 'redis://:hunter2-secret@h:6379/0'\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert!(!inline.origin.effective_yaml.contains("hunter2"));
+    let tls = load_text(
+        "state:\n  backend: redis\n  redis_url: 'rediss://redis.example:6380/0'\n",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert!(tls.state.redis_url.is_some(), "rediss:// is accepted");
 }

@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::raw::{
     RawAccount, RawAdmin, RawApiKey, RawGateway, RawGroup, RawLog, RawMetrics, RawOAuth, RawPrice,
-    RawServer, RawStorage, RawTelemetry, RawUpstream,
+    RawServer, RawState, RawStorage, RawTelemetry, RawUpstream,
 };
 use super::reference;
 use super::{
     env_name, AdminConfig, Config, ConfigError, ConfigFileConfig, ConfigOrigin, Environment,
     GatewayConfig, LogConfig, LogFormat, MetricsConfig, OAuthConfig, RawConfig, ServerConfig,
-    StorageBackend, StorageConfig, TelemetryConfig, UpstreamConfig,
+    StateConfig, StorageBackend, StorageConfig, TelemetryConfig, UpstreamConfig,
 };
 use crate::domain::KeySpec;
 use crate::domain::{
@@ -63,6 +63,7 @@ pub(super) fn config(
             "storage.encryption_key: must be set explicitly when storage.backend is postgres (every instance seals and opens the shared credentials with it); generate one with `openssl rand -hex 32` and give every instance the same value, e.g. encryption_key: env:SUBRELAY_ENCRYPTION_KEY".to_owned(),
         ));
     }
+    let state = state(&raw.state, env, &from_env)?;
     let prices = prices(&raw.prices)?;
     let admin = admin(&raw.admin, env, &from_env)?;
     let accounts = accounts(&raw.accounts, env)?;
@@ -80,6 +81,7 @@ pub(super) fn config(
         log,
         oauth,
         storage,
+        state,
         admin,
         metrics,
         telemetry,
@@ -432,6 +434,28 @@ fn storage_backend(
             let Some(reference) = &raw.postgres_url else {
                 return Err(ConfigError(
                     "storage.postgres_url: required when storage.backend is postgres (e.g. env:SUBRELAY_POSTGRES_URL holding postgres://user:password@host:5432/subrelay)".to_owned(),
+/// `state.*`: a Redis URL is required (and checked) only for `state.backend: redis`.
+fn state(
+    raw: &RawState,
+    env: &dyn Environment,
+    from_env: &[&'static str],
+) -> Result<StateConfig, ConfigError> {
+    let lease_ttl =
+        seconds("state.lease_ttl", raw.lease_ttl, 1, 3600).map_err(|e| e.with_origin(from_env))?;
+    let prefix = raw.redis_prefix.clone();
+    if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError(out_of_range(
+            "state.redis_prefix",
+            &format!("{prefix:?}"),
+            from_env,
+        )));
+    }
+    let redis_url = match raw.backend.as_str() {
+        "local" => None,
+        "redis" => {
+            let Some(reference) = &raw.redis_url else {
+                return Err(ConfigError(
+                    "state.redis_url: required when state.backend is redis".to_owned(),
                 ));
             };
             let url = reference
@@ -441,6 +465,13 @@ fn storage_backend(
             if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
                 return Err(ConfigError(out_of_range(
                     "storage.postgres_url",
+                .map_err(|msg| ConfigError(format!("state.redis_url: {msg}")))?;
+            let text = url.expose();
+            if !(text.starts_with("redis://") || text.starts_with("rediss://"))
+                || redis::Client::open(text).is_err()
+            {
+                return Err(ConfigError(out_of_range(
+                    "state.redis_url",
                     "<redacted>",
                     from_env,
                 )));
@@ -456,6 +487,15 @@ fn storage_backend(
             from_env,
         ))),
     }
+            Some(url)
+        }
+        other => return Err(ConfigError(out_of_range("state.backend", other, from_env))),
+    };
+    Ok(StateConfig {
+        redis_url,
+        redis_prefix: prefix,
+        lease_ttl,
+    })
 }
 
 /// `upstream.ca_file`: read and checked now, so a missing file or one without a usable

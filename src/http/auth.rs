@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::refusal::Refusal;
 use crate::domain::{KeyLimits, Platform};
-use crate::runtime_state::{Lease, LeaseSet, Leases, RuntimeState};
+use crate::runtime_state::{Lease, LeaseSet, RuntimeState};
 use crate::store::keys::{from_hex, KeyHasher};
 use crate::store::{now_secs, KeyRecord};
 
@@ -45,8 +45,8 @@ pub struct KeySlots {
 
 impl KeySlots {
     /// A slot if one is free now; it is given back when the lease drops.
-    pub fn try_acquire(&self) -> Option<Lease> {
-        self.leases.try_acquire(self.limit)
+    pub async fn try_acquire(&self) -> Option<Lease> {
+        self.leases.try_acquire_shared(self.limit).await
     }
 
     /// Waits for a free slot (the caller bounds the wait).
@@ -186,7 +186,10 @@ fn build(
         Some(old) if old.concurrency == record.concurrency => old.slots.clone(),
         _ => (record.concurrency > 0).then(|| {
             Arc::new(KeySlots {
-                leases: runtime.leases(&record.name, &runtime.signal(&record.name)),
+                leases: runtime.leases(
+                    &format!("key:{}", record.name),
+                    &runtime.signal(&format!("key:{}", record.name)),
+                ),
                 limit: record.concurrency,
             })
         }),

@@ -70,3 +70,8 @@ impl Interned {
         )
     }
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct KindLabels {
+    pub kind: &'static str,
+}

@@ -52,6 +52,8 @@ pub struct Metrics {
     in_flight: Gauge,
     queue_waiting: Gauge,
     usage_pending: Gauge,
+    state_backend_up: Gauge,
+    state_calls: Family<labels::KindLabels, Gauge>,
     keepalive_bytes: Counter,
     token_refreshes: Family<OutcomeLabels, Counter>,
     config_reloads: Family<OutcomeLabels, Counter>,
@@ -195,6 +197,18 @@ impl Metrics {
             "Usage rows recorded by this process and not yet in the store",
             usage_pending.clone(),
         );
+        let state_backend_up = Gauge::default();
+        registry.register(
+            "subrelay_state_backend_up",
+            "1 while the runtime state backend answers (always with state.backend local); with redis, 0 while this instance runs on its own state; read at scrape",
+            state_backend_up.clone(),
+        );
+        let state_calls = Family::<labels::KindLabels, Gauge>::default();
+        registry.register(
+            "subrelay_state_redis_calls",
+            "With state.backend redis: Redis round trips since start, by kind (waited: a request waited for the answer; background: pipelines sent without waiting); read at scrape",
+            state_calls.clone(),
+        );
         let keepalive_bytes = Counter::default();
         registry.register(
             "subrelay_keepalive_bytes",
@@ -245,6 +259,8 @@ impl Metrics {
             in_flight,
             queue_waiting,
             usage_pending,
+            state_backend_up,
+            state_calls,
             keepalive_bytes,
             token_refreshes,
             config_reloads,

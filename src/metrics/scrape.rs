@@ -23,6 +23,10 @@ const MAX_EXPOSITION: usize = 8 * 1024 * 1024;
 /// is demoted (far worse than its peers lately: ranked after them).
 pub struct PoolReading {
     pub waiting: usize,
+    /// Whether the shared runtime state answers (`None`: state.backend local).
+    pub state_backend_up: Option<bool>,
+    /// Redis round trips requests waited for, and background pipelines (`None`: local).
+    pub state_round_trips: Option<(u64, u64)>,
     pub accounts: Vec<(String, String, bool)>,
 }
 
@@ -102,6 +106,20 @@ impl Scraper {
         let i64_of = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let pool = (self.read_pool)();
         metrics.queue_waiting.set(i64_of(pool.waiting));
+        // The local state is always there.
+        metrics
+            .state_backend_up
+            .set(i64::from(pool.state_backend_up.unwrap_or(true)));
+        if let Some((waited, pipelines)) = pool.state_round_trips {
+            metrics
+                .state_calls
+                .get_or_create(&super::labels::KindLabels { kind: "waited" })
+                .set(i64::try_from(waited).unwrap_or(i64::MAX));
+            metrics
+                .state_calls
+                .get_or_create(&super::labels::KindLabels { kind: "background" })
+                .set(i64::try_from(pipelines).unwrap_or(i64::MAX));
+        }
         // Rebuilt whole, so an account the admin API removed disappears.
         metrics.account_state.clear();
         metrics.account_demoted.clear();

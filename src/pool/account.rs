@@ -14,7 +14,9 @@ use super::performance::{OutcomeWindow, Performance, PerformanceView};
 use super::quota::{Headroom, QuotaSnapshot};
 use super::AccountId;
 use crate::domain::{AccountKind, AccountSpec, Platform};
-use crate::runtime_state::{Lease, LeaseSet, Leases, Record, Records, RuntimeState, Signal};
+use crate::runtime_state::{
+    Lease, LeaseSet, Leases, Record, Records, RuntimeState, SharedRecord, Signal,
+};
 
 pub struct Account {
     pub id: AccountId,
@@ -57,6 +59,85 @@ struct Health {
     window: OutcomeWindow,
 }
 
+/// The part of an account's health every instance sees (a shared state backend): cooldown with
+/// its reason and end (wall clock, Unix milliseconds), disable reason, last error, quota, last
+/// probe. Last use and strikes stay this instance's.
+#[derive(Serialize, serde::Deserialize, Default)]
+struct SharedHealth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cooldown_until_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cooldown_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disabled: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quota: Option<QuotaSnapshot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_probe: Option<ProbeRecord>,
+}
+
+fn reason_of(text: &str) -> Option<CooldownReason> {
+    [
+        CooldownReason::RateLimited,
+        CooldownReason::Overloaded,
+        CooldownReason::AuthFailed,
+        CooldownReason::PaymentRequired,
+        CooldownReason::Transient,
+        CooldownReason::Stalled,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == text)
+}
+
+impl SharedRecord for Health {
+    fn export(&self) -> String {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let until = self.cooldown_until.filter(|u| *u > now).and_then(|u| {
+            (wall + (u - now))
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .ok()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        });
+        let shared = SharedHealth {
+            cooldown_until_ms: until,
+            cooldown_reason: until
+                .and(self.cooldown_reason)
+                .map(|r| r.as_str().to_owned()),
+            disabled: self.disabled.clone(),
+            last_error: self.last_error.clone(),
+            quota: self.quota.clone(),
+            last_probe: self.last_probe.clone(),
+        };
+        serde_json::to_string(&shared).unwrap_or_default()
+    }
+
+    fn import(&mut self, stored: &str) {
+        let Ok(shared) = serde_json::from_str::<SharedHealth>(stored) else {
+            return;
+        };
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let until = shared.cooldown_until_ms.and_then(|ms| {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+            at.duration_since(wall).ok().map(|left| now + left)
+        });
+        self.cooldown_until = until;
+        self.cooldown_reason = until.and(shared.cooldown_reason.as_deref().and_then(reason_of));
+        self.disabled = shared.disabled;
+        self.last_error = shared.last_error;
+        if let Some(quota) = &shared.quota {
+            if self.quota.as_ref() != Some(quota) {
+                self.headroom = Headroom::of(quota, wall, now);
+            }
+        }
+        self.quota = shared.quota;
+        self.last_probe = shared.last_probe;
+    }
+}
+
 /// A health probe's result, as the admin API and the dashboard show it.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ProbeRecord {
@@ -95,7 +176,7 @@ impl Account {
             client,
             endpoints: crate::upstream::Endpoints::of(&spec)?,
             name: spec.name.as_str().into(),
-            slots: runtime.leases(&spec.name, changed),
+            slots: runtime.leases(&format!("account:{}", spec.name), changed),
             health: runtime.record(&spec.name, Health::default()),
             changed: changed.clone(),
             spec,
@@ -157,6 +238,12 @@ impl Account {
         }
     }
 
+    /// Takes the slot across instances too (a shared state backend: one round trip); false when
+    /// every slot of the account is held somewhere.
+    pub(super) async fn confirm(&self, slot: &AccountSlot) -> bool {
+        slot._lease.confirm(self.spec.concurrency).await
+    }
+
     pub(super) fn try_acquire(self: &Arc<Self>) -> Option<AccountSlot> {
         self.slots
             .try_acquire(self.spec.concurrency)
@@ -180,7 +267,8 @@ impl Account {
     }
 
     pub(super) fn touch(&self, now: Instant) {
-        self.health.update(|health| health.last_used = Some(now));
+        self.health
+            .update_local(|health| health.last_used = Some(now));
     }
 
     /// Applies what a failed attempt implies for this account.

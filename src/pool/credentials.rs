@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::domain::{AccountCredential, Secret};
-use crate::runtime_state::{RefreshLock, RuntimeState, Versioned, VersionedCell};
+use crate::runtime_state::{RefreshLock, RuntimeState, SharedValue, Versioned, VersionedCell};
 
 #[derive(Debug, Clone)]
 pub struct TokenState {
@@ -38,6 +38,42 @@ struct Tokens {
     access: Secret,
     refresh: Option<Secret>,
     expires_at: Option<SystemTime>,
+}
+
+/// The tokens as a shared state backend stores them (Unix milliseconds for the expiry).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredTokens {
+    access: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at_ms: Option<u64>,
+}
+
+impl SharedValue for Tokens {
+    fn encode(&self) -> String {
+        serde_json::to_string(&StoredTokens {
+            access: self.access.expose().to_owned(),
+            refresh: self.refresh.as_ref().map(|r| r.expose().to_owned()),
+            expires_at_ms: self.expires_at.and_then(|t| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }),
+        })
+        .unwrap_or_default()
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let stored: StoredTokens = serde_json::from_str(text).ok()?;
+        Some(Self {
+            access: Secret::new(stored.access),
+            refresh: stored.refresh.map(Secret::new),
+            expires_at: stored
+                .expires_at_ms
+                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+        })
+    }
 }
 
 pub struct Credentials {
@@ -93,6 +129,12 @@ impl Credentials {
             backoff: Mutex::new(None),
             seed,
         }
+    }
+
+    /// Reads the tokens other instances installed (a shared state backend; call it holding the
+    /// refresh lock, before deciding whether to refresh).
+    pub async fn sync(&self) {
+        self.tokens.sync().await;
     }
 
     pub fn snapshot(&self) -> TokenState {

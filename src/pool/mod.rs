@@ -328,7 +328,7 @@ impl Pool {
             let freed = self.changed.notified();
             let mut freed = std::pin::pin!(freed);
             freed.as_mut().enable();
-            match self.select(wanted) {
+            match self.select_shared(wanted).await {
                 Selection::AllBusy { .. } => {}
                 other => return other,
             }
@@ -342,8 +342,45 @@ impl Pool {
                 }
                 queued = Some(ticket);
             }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            // A shared backend's slot of a dead instance comes back by expiry, unannounced.
+            let look_again = self
+                .runtime
+                .poll_every()
+                .map_or(deadline, |every| deadline.min(Instant::now() + every));
+            if tokio::time::timeout_at(look_again, freed).await.is_err()
+                && Instant::now() >= deadline
+            {
                 return Selection::AllBusy { queue_full: false };
+            }
+        }
+    }
+
+    /// [`Pool::select`], then the slot taken across instances (a shared backend: one round trip;
+    /// the local backend's slot is already whole). An account whose slots are all held elsewhere
+    /// is passed over; if every candidate is, the pool is busy.
+    async fn select_shared(&self, wanted: &Wanted<'_>) -> Selection {
+        let mut refused: Vec<AccountId> = Vec::new();
+        loop {
+            let selection = if refused.is_empty() {
+                self.select(wanted)
+            } else {
+                let tried: Vec<AccountId> = wanted.tried.iter().chain(&refused).copied().collect();
+                let narrowed = Wanted {
+                    tried: &tried,
+                    ..*wanted
+                };
+                self.select(&narrowed)
+            };
+            match selection {
+                Selection::Slot(slot) => {
+                    let account = Arc::clone(slot.account());
+                    if account.confirm(&slot).await {
+                        return Selection::Slot(slot);
+                    }
+                    refused.push(account.id);
+                }
+                _ if !refused.is_empty() => return Selection::AllBusy { queue_full: false },
+                other => return other,
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Sticky sessions: a conversation keeps the account that served it, so the upstream's prompt
 //! cache and account-bound encrypted content keep working.
 //!
-//! A binding is keyed by a digest of (API key, session value) — two keys never share one, and
+//! A binding is keyed by a digest of (API key name, session value) — two keys never share one, and
 //! the client's value is not kept. It lives `gateway.sticky_session_ttl`, refreshed on use, and
 //! moves when its account fails, cools, is disabled, or answers slowly too often
 //! (`gateway.sticky_slow_ttft_ms`). The slow-release: when the account is far worse than the
@@ -18,20 +18,42 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState};
+use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState, SharedKey, SharedValue};
 
 /// A conversation's identity within one API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StickyKey([u8; 32]);
 
 impl StickyKey {
-    /// `key_id` identifies the API key (its digest), `session` is the client's value.
+    /// `key_id` identifies the API key (its name), `session` is the client's value.
     pub fn new(key_id: &[u8], session: &str) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(key_id);
         hasher.update([0]);
         hasher.update(session.as_bytes());
         Self(hasher.finalize().into())
+    }
+}
+
+impl SharedKey for StickyKey {
+    fn to_shared(&self) -> String {
+        self.0.to_shared()
+    }
+    fn from_shared(text: &str) -> Option<Self> {
+        <[u8; 32]>::from_shared(text).map(Self)
+    }
+}
+
+impl SharedValue for Binding {
+    fn encode(&self) -> String {
+        format!("{}|{}", self.slow_strikes, self.account)
+    }
+    fn decode(text: &str) -> Option<Self> {
+        let (strikes, account) = text.split_once('|')?;
+        Some(Self {
+            account: account.into(),
+            slow_strikes: strikes.parse().ok()?,
+        })
     }
 }
 

@@ -270,7 +270,9 @@ pub async fn handle(
         .sticky_enabled()
         .then(|| conversation(&parts.headers, &inspected))
         .flatten()
-        .map(|session| StickyKey::new(&key.id, session));
+        // By the key's name (unique, and the same on every instance sharing runtime state), not
+        // its hash, whose secret may differ between instances.
+        .map(|session| StickyKey::new(key.name.as_bytes(), session));
     let ctx = RequestContext {
         gateway,
         groups,
@@ -472,7 +474,7 @@ async fn admit(
     let Some(slots) = ctx.key.slots.clone() else {
         return Ok(());
     };
-    if let Some(lease) = slots.try_acquire() {
+    if let Some(lease) = slots.try_acquire().await {
         ctx.key_slot = Some(lease);
         return Ok(());
     }

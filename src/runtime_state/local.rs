@@ -109,6 +109,11 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// This lease's id within its set.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     pub fn renew(&self) {
         let Some(ttl) = self.set.ttl else {
             return;
@@ -231,6 +236,14 @@ impl<T: Clone> VersionedCell<T> {
     pub fn read<R>(&self, f: impl FnOnce(&T, u64) -> R) -> R {
         let cell = lock(&self.0);
         f(&cell.0, cell.1)
+    }
+
+    /// Takes a value of generation `generation` written elsewhere, unless this one is newer.
+    pub fn replace_if_newer(&self, generation: u64, value: T) {
+        let mut cell = lock(&self.0);
+        if generation >= cell.1 {
+            *cell = (value, generation);
+        }
     }
 
     pub fn compare_and_set(&self, expected: u64, value: T) -> Result<u64, u64> {

@@ -1,59 +1,134 @@
 //! Runtime state: what the gateway knows only while it runs, behind a few small interfaces keyed
-//! by stable names (account name, key name, a digest), so that one process (`local`, today) or
-//! several instances sharing Redis (issue 17) can hold it.
+//! by stable names (account name, key name, a digest), so that one process (`state.backend:
+//! local`, `local.rs`) or several instances sharing Redis (`state.backend: redis`, `shared.rs`)
+//! can hold it.
 //!
 //! This module imports nothing of the crate: it stores the values its users define (the pool's
 //! account health, the dashboard's sessions) and knows only names, limits, times and versions.
 //!
 //! ## The interfaces
 //!
-//! | trait | what it stores | key | Redis (issue 17) |
+//! | trait | what it stores | key | Redis (`shared.rs`, `shared_handles.rs`) |
 //! |---|---|---|---|
-//! | [`Leases`] | concurrency slots of one account or one API key, as leases that end when their [`LeaseHandle`] drops, or at their expiry if never released | account name / key name | a sorted set `{prefix}lease:{name}` of lease ids scored by expiry; acquire is one Lua call (drop expired members, count, add if under the limit); drop is `ZREM` plus a `PUBLISH` on the pool channel; [`LeaseHandle::renew`] pushes the score forward (a per-instance task renews every held lease each `state.lease_ttl`/3, one pipeline) |
-//! | [`Records`] | one record per name, read and changed in place: an account's health (cooldown and its reason, disabled flag, last error, quota) | account name | a hash `{prefix}account:{name}`; reads come from an in-process mirror (no round trip on the hot path), writes go to Redis and are announced on the pool channel, and every instance reloads the record when told |
-//! | [`Expiring`] | values that live for a time: sticky bindings, dashboard sessions, sign-in flows | a digest (key + conversation, session id) or the flow id | `SET … PX ttl`; `update` is a Lua read-modify-write; `take` is `GETDEL` |
-//! | [`Versioned`] | a value with a generation that only moves by compare-and-set: an account's sign-in tokens | account name | a hash with the value and `gen`; a Lua script writes only when `gen` equals the expected one |
-//! | [`SingleFlight`] | at most one holder at a time, others wait: the token refresh | account name | `SET {prefix}refresh:{name} <owner> NX PX ttl`, released by compare-and-delete (Lua), waiters poll briefly or wake on the pool channel |
-//! | [`Signal`] | "something changed, look again": a slot was freed, an account's state changed (and its record must be reloaded) | one per pool, one per API key with a concurrency limit | a pub/sub channel `{prefix}pool` (messages name the account or key); a subscriber task turns each message into a local notification and a mirror reload, so waiters of every instance wake |
-//! | [`WaitQueue`] | how many requests wait for a slot, bounded | one per pool | a counter per instance (`HINCRBY {prefix}queue <instance>`), summed when a request joins |
-//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | rpm: a sorted set per key trimmed to the window in one Lua call; spending: `INCRBYFLOAT {prefix}spend:{key}:{day}` (and month) with an expiry past the period |
+//! | [`Leases`] | concurrency slots of one account or one API key, as leases that end when their [`LeaseHandle`] drops, or at their expiry if never released | `account:{name}` / `key:{name}` | a sorted set `{prefix}lease:{name}` of lease ids (`{instance}:{n}`) scored by expiry on Redis's clock; taking one is a local pre-check (this instance alone stays under the limit) then one Lua call (drop expired members, count, add if under the limit: [`Lease::confirm`]); drop is `ZREM` plus a `PUBLISH`, sent by the writer; the instance's renewer pushes every held lease `state.lease_ttl` forward each `state.lease_ttl`/3 (one pipeline), so a killed instance's slots come back within the lease time; waiters also look again every 250 ms |
+//! | [`Records`] | one record per name, read and changed in place: an account's health (cooldown and its reason, disabled flag, last error, quota, last probe; last use and strikes stay per instance) | account name | a string `{prefix}account:{name}` (JSON, no expiry; a cooldown's end in Unix ms); reads come from an in-process mirror (no round trip on the hot path); a change of the shared part is `SET` plus a `PUBLISH` carrying the value, and every other instance copies it into its mirror |
+//! | [`Expiring`] | values that live for a time: sticky bindings, dashboard sessions, sign-in flows | a digest (key + conversation, session id) or the flow id | `{prefix}{kind}:{key}` with `SET … PX ttl` (`KEEPTTL` when only the value changes), `DEL` on removal; each change is published with its value and ttl and copied into every instance's mirror; [`ExpiringMap::fetch`] reads a value written before this instance subscribed |
+//! | [`Versioned`] | a value with a generation that only moves by compare-and-set: an account's sign-in tokens | account name | a string `{prefix}tokens:{name}` (JSON with `gen`); a Lua script writes only when the stored `gen` is the expected one; the refresh reads it ([`VersionedCell::sync`]) after taking the lock, so a refresh done by another instance is found, not repeated |
+//! | [`SingleFlight`] | at most one holder at a time, others wait: the token refresh | account name | this instance's mutex first, then `SET {prefix}refresh:{name} <owner> NX PX 60000`, released by compare-and-delete (Lua); waiters poll every 50 ms |
+//! | [`Signal`] | "something changed, look again": a slot was freed, an account may be usable | `pool`, `key:{name}` | a `PUBLISH` on `{prefix}pool` naming the signal; the subscriber task wakes that signal's local waiters on every other instance |
+//! | [`WaitQueue`] | how many requests wait for a slot, bounded | one per pool | per instance, also with Redis (`gateway.queue_max_waiting` bounds each instance's queue) |
+//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | per instance, also with Redis, for now: a key's rpm and spending limits hold per instance |
+//!
+//! Redis unreachable: every handle goes on with this instance's own state (mirrors, local
+//! leases), one warning is logged and `subrelay_state_backend_up` is 0; record and token writes
+//! that did not reach Redis are pushed when it answers again, the other values are reloaded and
+//! the leases held here are written back.
 //!
 //! ## How a Redis backend fits without slowing the local one
 //!
 //! Dispatch is static: each handle is an enum of backends ([`LeaseSet`], [`Record`],
 //! [`ExpiringMap`], [`VersionedCell`], [`RefreshLock`], [`Signal`], [`WaitQueue`],
-//! [`KeyWindows`]) with `Local` as the only variant for now, so a call is a `match` and a
-//! direct, inlinable call — no `dyn`, no boxed future, no allocation that today's code did not
-//! make. Handles are resolved once per name (when an account or key is loaded) and kept, so the
+//! [`KeyWindows`]) with a `Local` and a `Redis` variant (the queue and the windows are local
+//! only), so a call is a `match` and a direct, inlinable call — no `dyn`, no boxed future, no
+//! allocation for the local backend that its code did not make before. Handles are resolved once per name (when an account or key is loaded) and kept, so the
 //! hot path never hashes a name to find its state. The local backend makes a fresh handle each
 //! time (an account replaced through the admin API starts with fresh health and slots, as it
 //! always did); a shared backend returns the name's existing state.
 //!
-//! What the local backend answers at once is a plain method. A Redis backend keeps most of
-//! them plain too by answering from an in-process mirror kept current by the pool channel
-//! (records, sticky bindings, the queue count); writes go out without the request waiting for
-//! them where losing one to a race only costs a sub-optimal choice (health, bindings). Two calls
-//! need a real round trip: the refresh lock ([`SingleFlight::lock`], already `impl Future`) and
-//! taking a lease ([`Leases::try_acquire`], called by `Pool::select` inside the async
-//! `Pool::acquire`, and by the relay's admission). When the Redis variant lands, `try_acquire`
-//! becomes a method returning `impl Future` whose local future is ready at once
-//! (`std::future::ready`) and `Pool::select` becomes `async` — still no `dyn`, no box. Budget
-//! (issue 17): at most two round trips per request on the hot path — one lease script on the way
-//! in, one pipeline (lease release, binding, health) on the way out.
+//! What the local backend answers at once is a plain method. The Redis backend keeps them plain
+//! too by answering from in-process mirrors kept current by the pool channel (records, sticky
+//! bindings, sessions, flows, tokens); its writes go out through the writer task without the
+//! request waiting for them. Two calls need a real round trip: the refresh lock
+//! ([`SingleFlight::lock`]) and taking a lease across instances ([`Lease::confirm`], awaited by
+//! `Pool::acquire` after the synchronous `Pool::select` picked an account and took its local
+//! slot, and by the relay's key admission through [`LeaseSet::try_acquire_shared`]); the local
+//! lease's `confirm` is ready at once. Budget (issue 17): at most two round trips per request on
+//! the hot path — one lease script on the way in, one pipeline (lease release, binding, health)
+//! on the way out, counted by `subrelay_state_redis_calls` (tests/state_redis.rs checks it). A
+//! key with a concurrency limit adds one script.
 
 mod live;
 mod local;
+mod shared;
+mod shared_handles;
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;
 
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
 pub use live::Live;
+pub use shared::Shared;
+
+/// A key of an expiring map as a shared backend names it.
+pub trait SharedKey: Sized {
+    fn to_shared(&self) -> String;
+    fn from_shared(text: &str) -> Option<Self>;
+}
+
+/// A value as a shared backend stores it.
+pub trait SharedValue: Sized {
+    fn encode(&self) -> String;
+    fn decode(text: &str) -> Option<Self>;
+}
+
+/// A record whose shared part (what other instances must see) is exported as text; what is
+/// only this instance's business (last use, strikes) stays out of it.
+pub trait SharedRecord {
+    fn export(&self) -> String;
+    /// Takes the shared part written by another instance.
+    fn import(&mut self, stored: &str);
+}
+
+impl SharedKey for String {
+    fn to_shared(&self) -> String {
+        self.clone()
+    }
+    fn from_shared(text: &str) -> Option<Self> {
+        Some(text.to_owned())
+    }
+}
+
+impl SharedKey for [u8; 32] {
+    fn to_shared(&self) -> String {
+        self.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    fn from_shared(text: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        if text.len() != 64 {
+            return None;
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
+    }
+}
+
+impl SharedValue for String {
+    fn encode(&self) -> String {
+        self.clone()
+    }
+    fn decode(text: &str) -> Option<Self> {
+        Some(text.to_owned())
+    }
+}
+
+impl SharedValue for u32 {
+    fn encode(&self) -> String {
+        self.to_string()
+    }
+    fn decode(text: &str) -> Option<Self> {
+        text.parse().ok()
+    }
+}
 
 /// Concurrency slots of one name (an account, an API key).
 pub trait Leases {
@@ -80,6 +155,9 @@ pub trait LeaseHandle {
 pub trait Records<T> {
     fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R;
     fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R;
+    /// Changes only what stays this instance's (no part of [`SharedRecord::export`]): a shared
+    /// backend neither exports nor writes (the last use, on every request).
+    fn update_local<R>(&self, f: impl FnOnce(&mut T) -> R) -> R;
 }
 
 /// Values that expire.
@@ -128,69 +206,141 @@ pub trait Windows {
     fn totals(&self, key: &str, day: i64, month: i64) -> (f64, f64);
 }
 
-/// Which backend holds the runtime state (`state.backend` in issue 17; `local` only for now).
+/// Which backend holds the runtime state (`state.backend`).
 #[derive(Clone, Default)]
 pub enum RuntimeState {
     /// In this process's memory.
     #[default]
     Local,
+    /// In Redis, shared by the instances using the same prefix; read through mirrors here.
+    Redis(Arc<Shared>),
 }
 
 impl RuntimeState {
+    /// Redis at `url` under `prefix` (`state.backend: redis`); its tasks run on `tasks` until
+    /// `shutdown`. Connects lazily: a Redis down at start is served like one that goes down.
+    pub fn redis(
+        url: &str,
+        prefix: &str,
+        lease_ttl: Duration,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<Self, String> {
+        Shared::start(url, prefix, lease_ttl, tasks, shutdown).map(RuntimeState::Redis)
+    }
+
+    /// Whether the shared backend answers (`None`: local state).
+    pub fn backend_up(&self) -> Option<bool> {
+        match self {
+            RuntimeState::Local => None,
+            RuntimeState::Redis(shared) => Some(shared.is_up()),
+        }
+    }
+
+    /// Round trips a request waited for, and background pipelines, since start (`None`: local).
+    pub fn round_trips(&self) -> Option<(u64, u64)> {
+        match self {
+            RuntimeState::Local => None,
+            RuntimeState::Redis(shared) => Some(shared.counts()),
+        }
+    }
+
+    /// How often a waiter for a slot looks again without being woken (a shared lease of a dead
+    /// instance expires without a message).
+    pub fn poll_every(&self) -> Option<Duration> {
+        match self {
+            RuntimeState::Local => None,
+            RuntimeState::Redis(_) => Some(shared::POLL_EVERY),
+        }
+    }
+
     /// The concurrency slots of `name`; releasing one notifies `freed`.
     pub fn leases(&self, name: &str, freed: &Signal) -> LeaseSet {
         match self {
             RuntimeState::Local => {
                 LeaseSet::Local(local::LeaseSet::new(name, None, freed.local_notify()))
             }
+            RuntimeState::Redis(shared) => LeaseSet::Redis(shared_handles::LeaseSet::new(
+                shared,
+                name,
+                freed.name(),
+                freed.local_notify(),
+            )),
         }
     }
 
     /// The record of `name`, starting from `initial` (a local record starts fresh; a shared one
     /// starts from what the other instances wrote).
-    pub fn record<T>(&self, _name: &str, initial: T) -> Record<T> {
+    pub fn record<T: SharedRecord + Send + 'static>(&self, name: &str, initial: T) -> Record<T> {
         match self {
             RuntimeState::Local => Record::Local(local::Record::new(initial)),
+            RuntimeState::Redis(shared) => {
+                Record::Redis(shared_handles::Record::new(shared, name, initial))
+            }
         }
     }
 
     /// A map of expiring values (`kind` names it: `sticky`, `session`, `flow`).
-    pub fn expiring<K: Eq + Hash, V>(&self, _kind: &str) -> ExpiringMap<K, V> {
+    pub fn expiring<K, V>(&self, kind: &str) -> ExpiringMap<K, V>
+    where
+        K: Eq + Hash + Clone + SharedKey + Send + 'static,
+        V: SharedValue + Send + 'static,
+    {
         match self {
             RuntimeState::Local => ExpiringMap::Local(local::ExpiringMap::default()),
+            RuntimeState::Redis(shared) => {
+                ExpiringMap::Redis(shared_handles::ExpiringMap::new(shared, kind))
+            }
         }
     }
 
     /// `name`'s versioned value, starting at generation 0.
-    pub fn versioned<T: Clone>(&self, _name: &str, initial: T) -> VersionedCell<T> {
+    pub fn versioned<T: Clone + SharedValue + Send + 'static>(
+        &self,
+        name: &str,
+        initial: T,
+    ) -> VersionedCell<T> {
         match self {
             RuntimeState::Local => VersionedCell::Local(local::VersionedCell::new(initial)),
+            RuntimeState::Redis(shared) => {
+                VersionedCell::Redis(shared_handles::VersionedCell::new(shared, name, initial))
+            }
         }
     }
 
     /// `name`'s single-flight lock.
-    pub fn refresh_lock(&self, _name: &str) -> RefreshLock {
+    pub fn refresh_lock(&self, name: &str) -> RefreshLock {
         match self {
             RuntimeState::Local => RefreshLock::Local(local::RefreshLock::default()),
+            RuntimeState::Redis(shared) => {
+                RefreshLock::Redis(shared_handles::RefreshLock::new(shared, name))
+            }
         }
     }
 
-    pub fn signal(&self, _channel: &str) -> Signal {
+    pub fn signal(&self, channel: &str) -> Signal {
         match self {
             RuntimeState::Local => Signal::Local(Default::default()),
+            RuntimeState::Redis(shared) => {
+                let notify = Arc::new(tokio::sync::Notify::new());
+                shared.register_signal(channel, &notify);
+                Signal::Redis {
+                    notify,
+                    name: channel.into(),
+                    shared: Arc::clone(shared),
+                }
+            }
         }
     }
 
+    /// Requests waiting for a slot: counted per instance (also with a shared backend).
     pub fn wait_queue(&self, _name: &str) -> WaitQueue {
-        match self {
-            RuntimeState::Local => WaitQueue::Local(Default::default()),
-        }
+        WaitQueue::Local(Default::default())
     }
 
+    /// Request windows and spending: per instance (also with a shared backend, for now).
     pub fn key_windows(&self) -> KeyWindows {
-        match self {
-            RuntimeState::Local => KeyWindows::Local(Default::default()),
-        }
+        KeyWindows::Local(Default::default())
     }
 }
 
@@ -200,11 +350,33 @@ impl RuntimeState {
 #[derive(Debug)]
 pub enum LeaseSet {
     Local(std::sync::Arc<local::LeaseSet>),
+    Redis(std::sync::Arc<shared_handles::LeaseSet>),
+}
+
+impl std::fmt::Debug for shared_handles::LeaseSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseSet")
+            .field("key", &self.key())
+            .finish()
+    }
 }
 
 /// One held slot of a [`LeaseSet`].
 pub enum Lease {
     Local(local::Lease),
+    Redis(shared_handles::Lease),
+}
+
+impl Lease {
+    /// Takes the slot across instances too (a shared backend; one round trip): false when all
+    /// of them are held somewhere (drop the lease). The local backend's lease is already whole.
+    #[inline]
+    pub async fn confirm(&self, limit: u32) -> bool {
+        match self {
+            Lease::Local(_) => true,
+            Lease::Redis(lease) => lease.confirm(limit).await,
+        }
+    }
 }
 
 impl Leases for LeaseSet {
@@ -214,12 +386,15 @@ impl Leases for LeaseSet {
     fn try_acquire(&self, limit: u32) -> Option<Lease> {
         match self {
             LeaseSet::Local(set) => local::LeaseSet::try_acquire(set, limit).map(Lease::Local),
+            LeaseSet::Redis(set) => local::LeaseSet::try_acquire(&set.local, limit)
+                .map(|lease| Lease::Redis(shared_handles::Lease::new(lease, set))),
         }
     }
 
     fn in_flight(&self) -> u32 {
         match self {
             LeaseSet::Local(set) => set.in_flight(),
+            LeaseSet::Redis(set) => set.local.in_flight(),
         }
     }
 }
@@ -228,6 +403,8 @@ impl LeaseHandle for Lease {
     fn renew(&self) {
         match self {
             Lease::Local(lease) => lease.renew(),
+            // The instance's renewer renews every lease it holds.
+            Lease::Redis(lease) => lease.local.renew(),
         }
     }
 }
@@ -241,11 +418,24 @@ impl LeaseSet {
             let mut freed = std::pin::pin!(freed);
             // Registered before looking, so a release in between is not missed.
             freed.as_mut().enable();
-            if let Some(lease) = self.try_acquire(limit) {
+            if let Some(lease) = self.try_acquire_shared(limit).await {
                 return lease;
             }
-            freed.await;
+            match self {
+                LeaseSet::Local(_) => freed.await,
+                // A slot of a dead instance comes back by expiry, without a message.
+                LeaseSet::Redis(_) => {
+                    let _ = tokio::time::timeout(shared::POLL_EVERY, freed).await;
+                }
+            }
         }
+    }
+
+    /// A lease if one is free now on every instance (a shared backend asks Redis: one round
+    /// trip).
+    pub async fn try_acquire_shared(&self, limit: u32) -> Option<Lease> {
+        let lease = self.try_acquire(limit)?;
+        lease.confirm(limit).await.then_some(lease)
     }
 
     /// Completes at the next release of one of this set's leases (or any other notification of
@@ -253,6 +443,7 @@ impl LeaseSet {
     fn released(&self) -> Notified<'_> {
         match self {
             LeaseSet::Local(set) => set.released(),
+            LeaseSet::Redis(set) => set.local.released(),
         }
     }
 
@@ -268,13 +459,15 @@ impl LeaseSet {
 /// One name's record.
 pub enum Record<T> {
     Local(local::Record<T>),
+    Redis(shared_handles::Record<T>),
 }
 
-impl<T> Records<T> for Record<T> {
+impl<T: SharedRecord + Send + 'static> Records<T> for Record<T> {
     #[inline]
     fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
         match self {
             Record::Local(record) => record.read(f),
+            Record::Redis(record) => record.read(f),
         }
     }
 
@@ -282,6 +475,15 @@ impl<T> Records<T> for Record<T> {
     fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         match self {
             Record::Local(record) => record.update(f),
+            Record::Redis(record) => record.update(f),
+        }
+    }
+
+    #[inline]
+    fn update_local<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        match self {
+            Record::Local(record) => record.update(f),
+            Record::Redis(record) => record.update_local(f),
         }
     }
 }
@@ -291,25 +493,47 @@ impl<T> Records<T> for Record<T> {
 /// Values that expire, by key.
 pub enum ExpiringMap<K, V> {
     Local(local::ExpiringMap<K, V>),
+    Redis(shared_handles::ExpiringMap<K, V>),
 }
 
-impl<K: Eq + Hash + Clone, V> Expiring<K, V> for ExpiringMap<K, V> {
+impl<K, V> ExpiringMap<K, V>
+where
+    K: Eq + Hash + Clone + SharedKey + Send + 'static,
+    V: SharedValue + Send + 'static,
+{
+    /// A shared backend reads `key` from Redis when this instance does not know it (a value
+    /// written before it started). Not for the hot path: one round trip on a miss.
+    pub async fn fetch(&self, key: &K) {
+        if let ExpiringMap::Redis(map) = self {
+            map.fetch(key).await;
+        }
+    }
+}
+
+impl<K, V> Expiring<K, V> for ExpiringMap<K, V>
+where
+    K: Eq + Hash + Clone + SharedKey + Send + 'static,
+    V: SharedValue + Send + 'static,
+{
     #[inline]
     fn update<R>(&self, key: &K, ttl: Option<Duration>, f: impl FnOnce(&mut Option<V>) -> R) -> R {
         match self {
             ExpiringMap::Local(map) => map.update(key, ttl, f),
+            ExpiringMap::Redis(map) => map.update(key, ttl, f),
         }
     }
 
     fn take(&self, key: &K) -> Option<V> {
         match self {
             ExpiringMap::Local(map) => map.take(key),
+            ExpiringMap::Redis(map) => map.take(key),
         }
     }
 
     fn remove(&self, key: &K) {
         match self {
             ExpiringMap::Local(map) => map.remove(key),
+            ExpiringMap::Redis(map) => map.remove(key),
         }
     }
 
@@ -317,6 +541,7 @@ impl<K: Eq + Hash + Clone, V> Expiring<K, V> for ExpiringMap<K, V> {
     fn len(&self) -> usize {
         match self {
             ExpiringMap::Local(map) => map.len(),
+            ExpiringMap::Redis(map) => map.len(),
         }
     }
 }
@@ -326,24 +551,38 @@ impl<K: Eq + Hash + Clone, V> Expiring<K, V> for ExpiringMap<K, V> {
 /// A value with a compare-and-set generation.
 pub enum VersionedCell<T> {
     Local(local::VersionedCell<T>),
+    Redis(shared_handles::VersionedCell<T>),
 }
 
-impl<T: Clone> Versioned<T> for VersionedCell<T> {
+impl<T: Clone + SharedValue + Send + 'static> VersionedCell<T> {
+    /// A shared backend reads the value other instances installed (after taking the refresh
+    /// lock); the local one has nothing to read.
+    pub async fn sync(&self) {
+        if let VersionedCell::Redis(cell) = self {
+            cell.sync().await;
+        }
+    }
+}
+
+impl<T: Clone + SharedValue + Send + 'static> Versioned<T> for VersionedCell<T> {
     fn load(&self) -> (T, u64) {
         match self {
             VersionedCell::Local(cell) => cell.load(),
+            VersionedCell::Redis(cell) => cell.load(),
         }
     }
 
     fn read<R>(&self, f: impl FnOnce(&T, u64) -> R) -> R {
         match self {
             VersionedCell::Local(cell) => cell.read(f),
+            VersionedCell::Redis(cell) => cell.read(f),
         }
     }
 
     fn compare_and_set(&self, expected: u64, value: T) -> Result<u64, u64> {
         match self {
             VersionedCell::Local(cell) => cell.compare_and_set(expected, value),
+            VersionedCell::Redis(cell) => cell.compare_and_set(expected, value),
         }
     }
 }
@@ -353,11 +592,17 @@ impl<T: Clone> Versioned<T> for VersionedCell<T> {
 /// One refresh at a time per account.
 pub enum RefreshLock {
     Local(local::RefreshLock),
+    Redis(shared_handles::RefreshLock),
 }
 
 /// Held while refreshing; dropping it lets the next waiter in.
 pub enum RefreshGuard<'a> {
     Local(tokio::sync::MutexGuard<'a, ()>),
+    /// This instance's lock, and Redis's (`None` while Redis is unreachable).
+    Redis(
+        #[allow(dead_code, reason = "held for its drop")] tokio::sync::MutexGuard<'a, ()>,
+        #[allow(dead_code, reason = "held for its drop")] Option<shared_handles::Unlock>,
+    ),
 }
 
 impl RefreshLock {
@@ -373,6 +618,10 @@ impl SingleFlight for RefreshLock {
     async fn lock(&self) -> RefreshGuard<'_> {
         match self {
             RefreshLock::Local(lock) => RefreshGuard::Local(lock.lock().await),
+            RefreshLock::Redis(lock) => {
+                let (local, unlock) = lock.lock().await;
+                RefreshGuard::Redis(local, unlock)
+            }
         }
     }
 }
@@ -383,6 +632,12 @@ impl SingleFlight for RefreshLock {
 #[derive(Clone)]
 pub enum Signal {
     Local(std::sync::Arc<tokio::sync::Notify>),
+    /// Wakes this instance's waiters, and the others' through the pool channel.
+    Redis {
+        notify: std::sync::Arc<tokio::sync::Notify>,
+        name: Arc<str>,
+        shared: Arc<Shared>,
+    },
 }
 
 impl Default for Signal {
@@ -396,6 +651,14 @@ impl Signal {
     pub fn notify(&self) {
         match self {
             Signal::Local(notify) => notify.notify_waiters(),
+            Signal::Redis {
+                notify,
+                name,
+                shared,
+            } => {
+                notify.notify_waiters();
+                shared.send(vec![shared.publish_signal(name)]);
+            }
         }
     }
 
@@ -403,13 +666,21 @@ impl Signal {
     /// a notification in between is not missed.
     pub fn notified(&self) -> Notified<'_> {
         match self {
-            Signal::Local(notify) => notify.notified(),
+            Signal::Local(notify) | Signal::Redis { notify, .. } => notify.notified(),
         }
     }
 
     fn local_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
         match self {
-            Signal::Local(notify) => std::sync::Arc::clone(notify),
+            Signal::Local(notify) | Signal::Redis { notify, .. } => std::sync::Arc::clone(notify),
+        }
+    }
+
+    /// The name other instances know the signal by.
+    fn name(&self) -> &str {
+        match self {
+            Signal::Local(_) => "",
+            Signal::Redis { name, .. } => name,
         }
     }
 }

@@ -132,25 +132,29 @@ async fn the_refresh_lock_lets_one_holder_in_at_a_time() {
 
 #[tokio::test(start_paused = true)]
 async fn expiring_values_live_their_ttl_from_the_last_update_and_take_spends_them() {
-    let map: ExpiringMap<&str, u32> = RuntimeState::default().expiring("test");
+    let map: ExpiringMap<String, u32> = RuntimeState::default().expiring("test");
     let ttl = Duration::from_secs(60);
-    map.update(&"a", Some(ttl), |v| *v = Some(1));
-    map.update(&"b", Some(ttl), |v| *v = Some(2));
+    map.update(&"a".to_owned(), Some(ttl), |v| *v = Some(1));
+    map.update(&"b".to_owned(), Some(ttl), |v| *v = Some(2));
     tokio::time::advance(Duration::from_secs(40)).await;
     // Changed in place with a new ttl; `None` keeps the expiry.
-    map.update(&"a", Some(ttl), |v| *v = v.map(|n| n + 10));
-    map.update(&"b", None, |v| *v = v.map(|n| n + 10));
+    map.update(&"a".to_owned(), Some(ttl), |v| *v = v.map(|n| n + 10));
+    map.update(&"b".to_owned(), None, |v| *v = v.map(|n| n + 10));
     tokio::time::advance(Duration::from_secs(30)).await;
     assert_eq!(
-        map.update(&"a", None, |v| *v),
+        map.update(&"a".to_owned(), None, |v| *v),
         Some(11),
         "refreshed at 40 s"
     );
-    assert_eq!(map.update(&"b", None, |v| *v), None, "expired at 60 s");
-    assert_eq!(map.take(&"a"), Some(11));
-    assert_eq!(map.take(&"a"), None, "taken once");
-    map.update(&"c", Some(ttl), |v| *v = Some(3));
-    map.update(&"c", None, |v| *v = None);
+    assert_eq!(
+        map.update(&"b".to_owned(), None, |v| *v),
+        None,
+        "expired at 60 s"
+    );
+    assert_eq!(map.take(&"a".to_owned()), Some(11));
+    assert_eq!(map.take(&"a".to_owned()), None, "taken once");
+    map.update(&"c".to_owned(), Some(ttl), |v| *v = Some(3));
+    map.update(&"c".to_owned(), None, |v| *v = None);
     assert_eq!(map.len(), 0, "set to None: removed");
 }
 

@@ -108,7 +108,27 @@ pub async fn serve(config: Config) -> Result<(), String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let sessions = SessionIds::new(opened.session_secret);
-    let runtime = RuntimeState::default();
+    // The shared state's tasks (writer, subscriber, lease renewer) stop after the requests
+    // drained, so the slots they give back still reach Redis.
+    let runtime_tasks = TaskTracker::new();
+    let runtime_stop = CancellationToken::new();
+    let runtime = match &config.state.redis_url {
+        None => RuntimeState::default(),
+        Some(url) => {
+            let runtime = RuntimeState::redis(
+                url.expose(),
+                &config.state.redis_prefix,
+                config.state.lease_ttl,
+                &runtime_tasks,
+                &runtime_stop,
+            )?;
+            tracing::info!(
+                prefix = %config.state.redis_prefix,
+                "runtime state is shared through Redis (state.backend: redis)"
+            );
+            runtime
+        }
+    };
     let keys = KeyDirectory::with_state(opened.hasher.clone(), runtime.clone());
     keys.load(
         &opened
@@ -241,6 +261,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         let pool_of = Arc::clone(&state);
         let read_pool: crate::metrics::ReadPool = Box::new(move || crate::metrics::PoolReading {
             waiting: pool_of.pool.waiting(),
+            state_backend_up: pool_of.runtime.backend_up(),
+            state_round_trips: pool_of.runtime.round_trips(),
             accounts: pool_of
                 .pool
                 .views()
@@ -315,6 +337,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
             "server.shutdown_timeout reached; exiting with requests still running"
         ),
     }
+    runtime_stop.cancel();
+    runtime_tasks.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), runtime_tasks.wait()).await;
     if let Some(mut metrics_server) = metrics_server {
         // A scrape in progress gets a moment; a client holding the connection does not hold us.
         if tokio::time::timeout(std::time::Duration::from_secs(2), &mut metrics_server)

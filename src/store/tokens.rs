@@ -85,6 +85,8 @@ pub async fn refresh_account(
     seen_generation: Option<u64>,
 ) -> Result<TokenState, TokenError> {
     let _one_at_a_time = account.credentials.refresh_lock.lock().await;
+    // Another instance may have refreshed while this one waited for the lock.
+    account.credentials.sync().await;
     let current = account.credentials.snapshot();
     if seen_generation.is_some_and(|seen| seen != current.generation) {
         return Ok(current);

@@ -22,6 +22,7 @@ use serde_json::Value;
 pub mod http_proxy;
 pub mod nginx;
 pub mod postgres;
+pub mod redis;
 pub mod socks;
 
 pub use subrelay_mock::{Behavior, MockUpstream};

@@ -70,6 +70,8 @@ pub(crate) struct MockBody {
     /// Whether the client may be told the length up front (plain JSON answers).
     known_length: bool,
     cut: CutState,
+    /// Counts the API answer in flight until the body is dropped.
+    pub(crate) in_flight: Option<crate::ledger::InFlight>,
 }
 
 /// Progress of a [`Ending::Cut`] once the chunks are out.
@@ -100,6 +102,7 @@ impl MockBody {
             ledger: None,
             known_length: false,
             cut: CutState::NotYet,
+            in_flight: None,
         }
     }
 

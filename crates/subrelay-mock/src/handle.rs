@@ -79,11 +79,18 @@ pub(crate) async fn handle(
     if let Some(route) = crate::websocket::wants_upgrade(&request) {
         return Ok(crate::websocket::upgrade(ledger, closed, route, request));
     }
+    let in_flight = matches!(
+        Target::of(request.method(), request.uri().path()),
+        Target::Api(_)
+    )
+    .then(|| ledger.enter());
     let response = answer(ledger, request).await;
     if response.extensions().get::<RefuseStream>().is_some() {
         return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
     }
-    Ok(response)
+    let (parts, mut body) = response.into_parts();
+    body.in_flight = in_flight;
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Marks an answer that must not be sent: the stream is refused instead (`refuse_stream`).

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -39,6 +39,9 @@ pub(crate) struct Ledger {
     book: Mutex<Book>,
     /// Kept apart from the book so finishing a body never takes the lock.
     completed: AtomicUsize,
+    /// API answers begun and not yet dropped, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     /// Whether `requests()` keeps copies; long benchmark runs turn it off to stay flat in memory.
     keep_records: AtomicBool,
     /// The token endpoints' own counts and tokens.
@@ -81,6 +84,8 @@ impl Ledger {
         Self {
             book: Mutex::new(Book::default()),
             completed: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
             keep_records: AtomicBool::new(true),
             tokens: TokenDesk::new(),
         }
@@ -273,6 +278,17 @@ impl Ledger {
         book.quotas.get_mut(credential).map(|q| q.spend(free))
     }
 
+    /// One API answer begins: in flight until the returned guard drops (with its body).
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlight {
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
+
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::Acquire)
+    }
+
     /// Marks one answer as written to its end.
     pub(crate) fn finish(&self) {
         self.completed.fetch_add(1, Ordering::Relaxed);
@@ -320,7 +336,18 @@ impl Ledger {
         let mut book = self.book();
         *book = Book::default();
         self.completed.store(0, Ordering::Relaxed);
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::Acquire), Ordering::Release);
         drop(book);
         self.tokens.reset();
+    }
+}
+
+/// An API answer in flight (see [`Ledger::enter`]).
+pub(crate) struct InFlight(Arc<Ledger>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

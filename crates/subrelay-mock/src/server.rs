@@ -197,6 +197,12 @@ impl MockUpstream {
         self.ledger.calls(credential)
     }
 
+    /// The most API answers that were in flight at once (from arrival until their body was
+    /// written or dropped); [`reset`](Self::reset) starts over from those in flight then.
+    pub fn max_in_flight(&self) -> usize {
+        self.ledger.max_in_flight()
+    }
+
     /// All requests received (any route but the control ones and the token endpoints, which
     /// [`token_calls`](Self::token_calls) counts).
     pub fn total_calls(&self) -> usize {

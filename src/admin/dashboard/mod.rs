@@ -50,6 +50,17 @@ struct Session {
     csrf: String,
 }
 
+impl crate::runtime_state::SharedValue for Session {
+    fn encode(&self) -> String {
+        self.csrf.clone()
+    }
+    fn decode(text: &str) -> Option<Self> {
+        Some(Self {
+            csrf: text.to_owned(),
+        })
+    }
+}
+
 /// The dashboard's sessions, by the SHA-256 of their id (the id itself is kept only by the
 /// browser), and how long each lasts. Part of the shared state, so every test server has its own.
 pub struct Sessions {
@@ -102,6 +113,14 @@ impl Sessions {
         self.map.update(&digest(&id), None, |session| {
             session.as_ref().map(|s| s.csrf.clone())
         })
+    }
+
+    /// With a shared state backend: reads the request's session from Redis when this instance
+    /// does not know it (opened before it started). One round trip, on a miss only.
+    pub(super) async fn load(&self, headers: &HeaderMap) {
+        if let Some(id) = session_id(headers) {
+            self.map.fetch(&digest(&id)).await;
+        }
     }
 
     /// Opens a session and returns its id (for the cookie).
@@ -278,6 +297,7 @@ async fn shell(
     if let Err(e) = admin_on(&state) {
         return e.into_response();
     }
+    console.sessions.load(&headers).await;
     match console.sessions.live(&headers) {
         Some(csrf) => page(SHELL_HTML.replace("{{csrf}}", &csrf)),
         None => sign_in_redirect(),

@@ -41,6 +41,25 @@ pub struct Flow {
     state: String,
 }
 
+impl crate::runtime_state::SharedValue for Flow {
+    fn encode(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.platform.as_str(),
+            self.verifier,
+            self.state
+        )
+    }
+    fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, '|');
+        Some(Self {
+            platform: parts.next()?.parse().ok()?,
+            verifier: parts.next()?.to_owned(),
+            state: parts.next()?.to_owned(),
+        })
+    }
+}
+
 /// The started sign-ins, by flow id; each lives [`FLOW_TTL`] and is spent by its first finish.
 pub struct Flows(ExpiringMap<String, Flow>);
 

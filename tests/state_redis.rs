@@ -1,0 +1,454 @@
+//! Runtime state shared through Redis (`state.backend: redis`, issue 17): two or three instances
+//! of the real binary, each with its own data directory, reading the same configuration, act as
+//! one gateway. Redis is the machine's when it answers, else a private one
+//! (tests/common/redis.rs); each test has its own key prefix.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use common::redis::{prefix, Redis};
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-token-for-tests-0123";
+
+/// The shared-state section for `redis` under a fresh prefix, with `lease_ttl` seconds.
+fn state(redis: &Redis, lease_ttl: u64) -> String {
+    format!(
+        "state:\n  backend: redis\n  redis_url: {}\n  redis_prefix: '{}'\n  lease_ttl: {lease_ttl}\n",
+        redis.url(),
+        prefix()
+    )
+}
+
+/// Two accounts (`a`: tok-a, `b`: tok-b) of priorities `pa` and `pb`.
+fn pair(mock: &MockUpstream, pa: u32, pb: u32) -> String {
+    format!(
+        "admin:\n  token: {ADMIN}\napi_keys:\n  - {{key: {KEY}, name: tester}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{u}/v1', priority: {pa}}}\n  - {{name: b, platform: openai, type: apikey, api_key: tok-b, base_url: '{u}/v1', priority: {pb}}}\n",
+        u = mock.url()
+    )
+}
+
+/// A 429 for `a` that says to wait ten minutes.
+fn rate_limited() -> Behavior {
+    Behavior {
+        status: Some(429),
+        headers: vec![("retry-after".into(), "600".into())],
+        ..Default::default()
+    }
+}
+
+async fn account(gw: &Gateway, name: &str) -> Value {
+    let v: Value = client()
+        .get(format!("{}/admin/api/accounts", gw.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+async fn post_with(gw: &Gateway, headers: &[(&str, &str)], body: &Value) -> reqwest::Response {
+    let mut request = client()
+        .post(gw.responses_url())
+        .bearer_auth(KEY)
+        .json(body);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    request.send().await.unwrap()
+}
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_429_on_one_instance_cools_the_account_on_the_other() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    // `a` first on both instances.
+    let yaml = format!("{}{}", pair(&mock, 0, 1), state(&redis, 30));
+    let first = Gateway::start(&yaml);
+    let second = Gateway::start(&yaml);
+    assert_eq!(account(&second, "a").await["state"], "available");
+
+    mock.script("tok-a", vec![rate_limited()]);
+    let r = post(&first, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(r.status(), 200, "failed over to b");
+    assert_eq!((mock.calls("tok-a"), mock.calls("tok-b")), (1, 1));
+
+    wait_until("the other instance to see a cooling", async || {
+        account(&second, "a").await["state"] == "cooling"
+    })
+    .await;
+    let seen = account(&second, "a").await;
+    assert_eq!(seen["cooldown_reason"], "rate_limited");
+    // The other instance never saw the 429 itself, and does not try `a`.
+    let r = post(&second, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!((mock.calls("tok-a"), mock.calls("tok-b")), (1, 2));
+}
+
+#[tokio::test]
+async fn an_account_with_concurrency_1_never_serves_two_requests_across_instances() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let yaml = format!(
+        "admin:\n  token: {ADMIN}\ngateway:\n  queue_wait_timeout: 60\napi_keys:\n  - {{key: {KEY}, name: tester}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1', concurrency: 1}}\n{}",
+        mock.url(),
+        state(&redis, 30)
+    );
+    let gateways = [
+        Gateway::start(&yaml),
+        Gateway::start(&yaml),
+        Gateway::start(&yaml),
+    ];
+    let slow = Behavior {
+        event_interval: Duration::from_millis(60),
+        ..Default::default()
+    };
+    mock.script("tok-a", vec![slow; 9]);
+    let mut requests = Vec::new();
+    for i in 0..9 {
+        let url = gateways[i % 3].responses_url();
+        requests.push(tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&body("gpt-5", true))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let text = r.text().await.unwrap();
+            (status, text.contains("response.completed"))
+        }));
+    }
+    for request in requests {
+        assert_eq!(request.await.unwrap(), (reqwest::StatusCode::OK, true));
+    }
+    assert_eq!(mock.calls("tok-a"), 9);
+    assert_eq!(
+        mock.max_in_flight(),
+        1,
+        "the account's one slot held across the three instances"
+    );
+}
+
+#[tokio::test]
+async fn a_conversation_bound_on_one_instance_keeps_its_account_on_the_other() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let yaml = format!("{}{}", pair(&mock, 0, 0), state(&redis, 30));
+    let first = Gateway::start(&yaml);
+    let second = Gateway::start(&yaml);
+    // Ten conversations, each bound on the first instance to whichever account served it.
+    let mut bound = Vec::new();
+    for i in 0..10 {
+        let conv = format!("conversation-{i}");
+        let before = mock.calls("tok-a");
+        let r = post_with(&first, &[("session_id", &conv)], &body("gpt-5", false)).await;
+        assert_eq!(r.status(), 200);
+        bound.push(if mock.calls("tok-a") > before {
+            "tok-a"
+        } else {
+            "tok-b"
+        });
+    }
+    // The second instance never served them; with two equal accounts, only the shared binding
+    // sends each conversation back to its account.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (i, account) in bound.iter().enumerate() {
+        let conv = format!("conversation-{i}");
+        let before = mock.calls(account);
+        let r = post_with(&second, &[("session_id", &conv)], &body("gpt-5", false)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            mock.calls(account),
+            before + 1,
+            "conversation {i} stayed on {account}"
+        );
+    }
+}
+
+fn rfc3339(offset_secs: i64) -> String {
+    let now = SystemTime::now();
+    let at = if offset_secs >= 0 {
+        now + Duration::from_secs(offset_secs.unsigned_abs())
+    } else {
+        now - Duration::from_secs(offset_secs.unsigned_abs())
+    };
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refreshed_once_for_requests_spread_over_instances() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    // The refresh takes a while, so requests on both instances pile up behind it.
+    mock.set_token_delay(Duration::from_millis(300));
+    let yaml = format!(
+        "admin:\n  token: {ADMIN}\noauth:\n  openai_token_url: {u}/oauth/token\napi_keys:\n  - {{key: {KEY}}}\naccounts:\n  - name: s\n    platform: openai\n    type: oauth\n    base_url: {u}/backend-api/codex\n    access_token: at-expired\n    refresh_token: rt-seed\n    chatgpt_account_id: acct-s\n    expires_at: {}\n{}",
+        rfc3339(-60),
+        state(&redis, 30),
+        u = mock.url(),
+    );
+    let gateways = [Gateway::start(&yaml), Gateway::start(&yaml)];
+    let mut requests = Vec::new();
+    for i in 0..20 {
+        let url = gateways[i % 2].responses_url();
+        requests.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&body("gpt-5", false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(mock.token_calls(), 1, "one refresh for both instances");
+    let issued = mock.issued_access_tokens();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(
+        mock.calls(&issued[0]),
+        20,
+        "every request used the new token"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_instance_gives_its_slot_back_within_the_lease() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let yaml = format!(
+        "admin:\n  token: {ADMIN}\ngateway:\n  queue_wait_timeout: 30\napi_keys:\n  - {{key: {KEY}}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1', concurrency: 1}}\n{}",
+        mock.url(),
+        state(&redis, 2)
+    );
+    let mut doomed = Gateway::start(&yaml);
+    let survivor = Gateway::start(&yaml);
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            hang_before_headers: true,
+            ..Default::default()
+        }],
+    );
+    let url = doomed.responses_url();
+    let hanging = tokio::spawn(async move {
+        let _ = client()
+            .post(url)
+            .bearer_auth(KEY)
+            .json(&body("gpt-5", false))
+            .send()
+            .await;
+    });
+    while mock.calls("tok-a") == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The slot is held (and renewed) by the first instance: the other cannot take it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(account(&survivor, "a").await["state"], "available");
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg(doomed.pid().to_string())
+        .status();
+    doomed.wait_exit();
+    hanging.abort();
+    // The survivor's request waits for the dead instance's lease to expire, then is served.
+    let r = post(&survivor, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.calls("tok-a"), 2);
+}
+
+#[tokio::test]
+async fn requests_go_on_while_redis_is_down_and_state_is_shared_again_after() {
+    let Some(mut redis) = Redis::private() else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    let yaml = format!("{}{}", pair(&mock, 0, 1), state(&redis, 30));
+    let first = Gateway::start(&yaml);
+    let second = Gateway::start(&yaml);
+    for gw in [&first, &second, &first, &second] {
+        assert_eq!(
+            post(gw, "/v1/responses", &body("gpt-5", false))
+                .await
+                .status(),
+            200
+        );
+    }
+    redis.stop();
+    for _ in 0..5 {
+        for gw in [&first, &second] {
+            let r = post(gw, "/v1/responses", &body("gpt-5", true)).await;
+            assert_eq!(r.status(), 200, "served on local state");
+        }
+    }
+    first.wait_for_log("Redis is unreachable").await;
+    second.wait_for_log("Redis is unreachable").await;
+    redis.restart();
+    first.wait_for_log("the state is shared again").await;
+    second.wait_for_log("the state is shared again").await;
+    // Shared again: a 429 on the first instance cools `a` on the second.
+    assert_eq!(account(&second, "a").await["state"], "available");
+    mock.script("tok-a", vec![rate_limited()]);
+    let r = post(&first, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(r.status(), 200, "failed over to b");
+    wait_until("the second instance to see a cooling", async || {
+        account(&second, "a").await["state"] == "cooling"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dashboard_session_opened_on_one_instance_works_on_the_other() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let yaml = format!("{}{}", pair(&mock, 0, 0), state(&redis, 30));
+    let first = Gateway::start(&yaml);
+    let second = Gateway::start(&yaml);
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Without a session the other instance sends the browser to the sign-in page.
+    let shell = no_redirects
+        .get(format!("{}/admin/", second.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shell.status(), 303);
+    let login = no_redirects
+        .post(format!("{}/admin/login", first.url))
+        .json(&json!({ "token": ADMIN }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 204);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    wait_until("the session to reach the other instance", async || {
+        no_redirects
+            .get(format!("{}/admin/", second.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    // An instance started after the sign-in reads the session from Redis on first sight.
+    let third = Gateway::start(&yaml);
+    let shell = no_redirects
+        .get(format!("{}/admin/", third.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shell.status(), 200);
+}
+
+/// The value of the `subrelay_state_redis_calls{kind="…"}` sample.
+fn calls(text: &str, kind: &str) -> u64 {
+    let prefix = format!("subrelay_state_redis_calls{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_request_costs_at_most_two_redis_round_trips() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let yaml = format!(
+        "{}{}metrics:\n  listen: 127.0.0.1:0\n",
+        pair(&mock, 0, 1),
+        state(&redis, 30)
+    );
+    let gw = Gateway::start(&yaml);
+    let line = gw.wait_for_log("Prometheus metrics on http://").await;
+    let at = line.find("http://").unwrap();
+    let url: String = line[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"')
+        .collect();
+    let scrape = async || {
+        client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // Warmed up: the first answer writes the account's health once.
+    assert_eq!(
+        post(&gw, "/v1/responses", &body("gpt-5", false))
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = scrape().await;
+    assert!(before.contains("subrelay_state_backend_up 1"), "{before}");
+    for _ in 0..10 {
+        let r = post(&gw, "/v1/responses", &body("gpt-5", true)).await;
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = scrape().await;
+    let waited = calls(&after, "waited") - calls(&before, "waited");
+    let background = calls(&after, "background") - calls(&before, "background");
+    assert_eq!(waited, 10, "one lease script per request");
+    assert!(
+        waited + background <= 20,
+        "at most two round trips per request: {waited} waited, {background} in the background"
+    );
+}
