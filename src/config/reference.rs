@@ -315,6 +315,8 @@ pub const KEYS: &[KeyDoc] = &[
         default: "10",
         allowed: "1–100 connections",
         description: "Connections each instance keeps to PostgreSQL at most (the usage writer, the admin API, the change poll).",
+    },
+    KeyDoc {
         path: "state.backend",
         default: "local",
         allowed: "local or redis",

@@ -889,6 +889,9 @@ fn the_postgres_backend_needs_its_url_and_an_explicit_encryption_key() {
         assert!(err.contains(wanted), "{yaml}: {err}");
         assert!(!err.contains("pg-password-123"), "{err}");
     }
+}
+
+#[test]
 fn the_state_backend_is_local_unless_redis_is_named_with_a_url() {
     let config = load_text("", &MapEnv::default()).unwrap();
     assert!(config.state.redis_url.is_none());

@@ -434,6 +434,32 @@ fn storage_backend(
             let Some(reference) = &raw.postgres_url else {
                 return Err(ConfigError(
                     "storage.postgres_url: required when storage.backend is postgres (e.g. env:SUBRELAY_POSTGRES_URL holding postgres://user:password@host:5432/subrelay)".to_owned(),
+                ));
+            };
+            let url = reference
+                .resolve(env)
+                .map_err(|msg| ConfigError(format!("storage.postgres_url: {msg}")))?;
+            let text = url.expose();
+            if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+                return Err(ConfigError(out_of_range(
+                    "storage.postgres_url",
+                    "<redacted>",
+                    from_env,
+                )));
+            }
+            Ok(StorageBackend::Postgres {
+                url,
+                max_connections,
+            })
+        }
+        other => Err(ConfigError(out_of_range(
+            "storage.backend",
+            &format!("{other:?}"),
+            from_env,
+        ))),
+    }
+}
+
 /// `state.*`: a Redis URL is required (and checked) only for `state.backend: redis`.
 fn state(
     raw: &RawState,
@@ -460,11 +486,6 @@ fn state(
             };
             let url = reference
                 .resolve(env)
-                .map_err(|msg| ConfigError(format!("storage.postgres_url: {msg}")))?;
-            let text = url.expose();
-            if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
-                return Err(ConfigError(out_of_range(
-                    "storage.postgres_url",
                 .map_err(|msg| ConfigError(format!("state.redis_url: {msg}")))?;
             let text = url.expose();
             if !(text.starts_with("redis://") || text.starts_with("rediss://"))
@@ -476,17 +497,6 @@ fn state(
                     from_env,
                 )));
             }
-            Ok(StorageBackend::Postgres {
-                url,
-                max_connections,
-            })
-        }
-        other => Err(ConfigError(out_of_range(
-            "storage.backend",
-            &format!("{other:?}"),
-            from_env,
-        ))),
-    }
             Some(url)
         }
         other => return Err(ConfigError(out_of_range("state.backend", other, from_env))),

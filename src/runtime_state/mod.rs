@@ -130,6 +130,17 @@ impl SharedValue for u32 {
     }
 }
 
+/// The status an upstream refused a WebSocket upgrade with (`upstream::websocket`), shared so
+/// every instance bridges that account over HTTP.
+impl SharedValue for u16 {
+    fn encode(&self) -> String {
+        self.to_string()
+    }
+    fn decode(text: &str) -> Option<Self> {
+        text.parse().ok()
+    }
+}
+
 /// Concurrency slots of one name (an account, an API key).
 pub trait Leases {
     type Lease: LeaseHandle;
