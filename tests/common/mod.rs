@@ -142,6 +142,7 @@ impl Gateway {
         let cwd = tempfile::tempdir().unwrap();
         let suite_db =
             postgres::suite_storage(&mut yaml, data_dir.as_ref().map(|d| d.path()), cwd.path());
+        redis::suite_state(&mut yaml);
         file.write_all(yaml.as_bytes()).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_subrelay"));
         command

@@ -130,3 +130,26 @@ impl Drop for Redis {
         }
     }
 }
+
+/// `SUBRELAY_TEST_STATE`: `redis` puts every gateway of the suite on the machine's Redis (6379),
+/// each with a prefix of its own (so a gateway restarted within a test starts with fresh state,
+/// as a local one does).
+pub const SUITE_STATE_ENV: &str = "SUBRELAY_TEST_STATE";
+
+/// With `SUBRELAY_TEST_STATE=redis`, adds `state.backend: redis` to a gateway's config that
+/// names no `state:` of its own.
+pub fn suite_state(yaml: &mut String) {
+    if std::env::var(SUITE_STATE_ENV).ok().as_deref() != Some("redis")
+        || yaml.lines().any(|l| l.trim_end() == "state:")
+    {
+        return;
+    }
+    assert!(
+        answers(6379),
+        "{SUITE_STATE_ENV}=redis needs Redis on 127.0.0.1:6379"
+    );
+    yaml.push_str(&format!(
+        "\nstate:\n  backend: redis\n  redis_url: redis://127.0.0.1:6379/0\n  redis_prefix: \"{}\"\n",
+        prefix()
+    ));
+}
