@@ -5,7 +5,8 @@
 //! The counts are runtime state ([`KeyWindows`], keyed by key name) so the check costs no
 //! database round trip: spending is seeded from the store at start and grows as the usage sink
 //! prices each record; the rpm window holds the last minute's admissions. With the local backend
-//! the counts are per process.
+//! the counts are per process; with Redis (`state.backend: redis`) the rpm window is shared by
+//! every instance (spending is still counted per instance).
 
 use std::time::Duration;
 
@@ -76,8 +77,10 @@ impl Limits {
         self.windows.add(key, day_of(now), month_of(now), usd, usd);
     }
 
-    /// Whether this key may send this request now. Counts it against the rpm window when it may.
-    pub fn check(&self, key: &ApiKey, model: &str) -> Result<(), Refusal> {
+    /// Whether this key may send this request now. Counts it against the rpm window when it may
+    /// (with a shared backend, the window every instance shares: one round trip for a key with
+    /// an rpm limit).
+    pub async fn check(&self, key: &ApiKey, model: &str) -> Result<(), Refusal> {
         let limits = &key.limits;
         if let Some(allowed) = &limits.allowed_models {
             if !allowed.iter().any(|m| m == model) {
@@ -95,7 +98,7 @@ impl Limits {
             });
         }
         self.check_spend(key)?;
-        self.admit_rpm(key)
+        self.admit_rpm(key).await
     }
 
     fn check_spend(&self, key: &ApiKey) -> Result<(), Refusal> {
@@ -121,12 +124,16 @@ impl Limits {
         Ok(())
     }
 
-    fn admit_rpm(&self, key: &ApiKey) -> Result<(), Refusal> {
+    async fn admit_rpm(&self, key: &ApiKey) -> Result<(), Refusal> {
         let limit = key.limits.rpm_limit;
         if limit == 0 {
             return Ok(());
         }
-        if let Err(wait) = self.windows.admit(&key.name, limit, MINUTE, Instant::now()) {
+        if let Err(wait) = self
+            .windows
+            .admit_shared(&key.name, limit, MINUTE, Instant::now())
+            .await
+        {
             return Err(Refusal::RpmLimit { limit, wait });
         }
         Ok(())

@@ -452,3 +452,29 @@ async fn a_request_costs_at_most_two_redis_round_trips() {
         "at most two round trips per request: {waited} waited, {background} in the background"
     );
 }
+
+#[tokio::test]
+async fn a_keys_rpm_limit_holds_across_instances() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let yaml = format!(
+        "admin:\n  token: {ADMIN}\napi_keys:\n  - {{key: {KEY}, name: tester, rpm_limit: 4}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1'}}\n{}",
+        mock.url(),
+        state(&redis, 30)
+    );
+    let gateways = [Gateway::start(&yaml), Gateway::start(&yaml)];
+    // Four requests within the minute, two on each instance: all accepted.
+    for i in 0..4 {
+        let r = post(&gateways[i % 2], "/v1/responses", &body("gpt-5", false)).await;
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    // Each instance served only two, yet the fifth is refused on either.
+    for gw in &gateways {
+        let r = post(gw, "/v1/responses", &body("gpt-5", false)).await;
+        assert_eq!(r.status(), 429);
+        assert!(r.headers().contains_key("retry-after"));
+        let answer: Value = r.json().await.unwrap();
+        assert!(answer["error"].is_object(), "{answer}");
+    }
+    assert_eq!(mock.calls("tok-a"), 4);
+}

@@ -257,7 +257,7 @@ pub async fn handle(
         Ok(inspected) => inspected,
         Err(message) => return refuse(Refusal::InvalidRequest(message), Some(&key), None),
     };
-    if let Err(error) = state.limits.check(&key, &inspected.model) {
+    if let Err(error) = state.limits.check(&key, &inspected.model).await {
         return refuse(error, Some(&key), Some(&inspected.model));
     }
     // The group's model map, before selection: accounts see the upstream name.

@@ -17,7 +17,7 @@
 //! | [`SingleFlight`] | at most one holder at a time, others wait: the token refresh | account name | this instance's mutex first, then `SET {prefix}refresh:{name} <owner> NX PX 60000`, released by compare-and-delete (Lua); waiters poll every 50 ms |
 //! | [`Signal`] | "something changed, look again": a slot was freed, an account may be usable | `pool`, `key:{name}` | a `PUBLISH` on `{prefix}pool` naming the signal; the subscriber task wakes that signal's local waiters on every other instance |
 //! | [`WaitQueue`] | how many requests wait for a slot, bounded | one per pool | per instance, also with Redis (`gateway.queue_max_waiting` bounds each instance's queue) |
-//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | per instance, also with Redis, for now: a key's rpm and spending limits hold per instance |
+//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | rpm: a sorted set `{prefix}rpm:{key}` of admissions scored by Redis's clock, trimmed, counted and added to in one Lua call ([`KeyWindows::admit_shared`], awaited only for a key with an rpm limit), expiring a window after its last admission; spending: per instance, also with Redis, for now |
 //!
 //! Redis unreachable: every handle goes on with this instance's own state (mirrors, local
 //! leases), one warning is logged and `subrelay_state_backend_up` is 0; record and token writes
@@ -28,8 +28,7 @@
 //!
 //! Dispatch is static: each handle is an enum of backends ([`LeaseSet`], [`Record`],
 //! [`ExpiringMap`], [`VersionedCell`], [`RefreshLock`], [`Signal`], [`WaitQueue`],
-//! [`KeyWindows`]) with a `Local` and a `Redis` variant (the queue and the windows are local
-//! only), so a call is a `match` and a direct, inlinable call — no `dyn`, no boxed future, no
+//! [`KeyWindows`]) with a `Local` and a `Redis` variant (the queue is local only), so a call is a `match` and a direct, inlinable call — no `dyn`, no boxed future, no
 //! allocation for the local backend that its code did not make before. Handles are resolved once per name (when an account or key is loaded) and kept, so the
 //! hot path never hashes a name to find its state. The local backend makes a fresh handle each
 //! time (an account replaced through the admin API starts with fresh health and slots, as it
@@ -45,7 +44,7 @@
 //! lease's `confirm` is ready at once. Budget (issue 17): at most two round trips per request on
 //! the hot path — one lease script on the way in, one pipeline (lease release, binding, health)
 //! on the way out, counted by `subrelay_state_redis_calls` (tests/state_redis.rs checks it). A
-//! key with a concurrency limit adds one script.
+//! key with a concurrency limit adds one script, and so does a key with an rpm limit.
 
 mod live;
 mod local;
@@ -349,9 +348,16 @@ impl RuntimeState {
         WaitQueue::Local(Default::default())
     }
 
-    /// Request windows and spending: per instance (also with a shared backend, for now).
+    /// Request windows (shared with a shared backend) and spending (per instance, also with a
+    /// shared backend, for now).
     pub fn key_windows(&self) -> KeyWindows {
-        KeyWindows::Local(Default::default())
+        match self {
+            RuntimeState::Local => KeyWindows::Local(Default::default()),
+            RuntimeState::Redis(shared) => KeyWindows::Redis {
+                local: Default::default(),
+                shared: Arc::clone(shared),
+            },
+        }
     }
 }
 
@@ -732,24 +738,56 @@ impl WaitQueue {
 /// Per-key request windows and spending totals.
 pub enum KeyWindows {
     Local(local::KeyWindows),
+    /// Request windows in Redis (`{prefix}rpm:{key}`, a sorted set of admissions); spending and
+    /// the windows used while Redis does not answer in `local`.
+    Redis {
+        local: local::KeyWindows,
+        shared: Arc<Shared>,
+    },
+}
+
+impl KeyWindows {
+    /// [`Windows::admit`] across instances: with Redis, one script call (a round trip the
+    /// request waits for, only for keys with an rpm limit); this instance's own window while
+    /// Redis does not answer.
+    pub async fn admit_shared(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        match self {
+            KeyWindows::Local(_) => self.admit(key, limit, window, now),
+            KeyWindows::Redis { local, shared } => {
+                match shared
+                    .admit_window(&shared.key(&format!("rpm:{key}")), limit, window)
+                    .await
+                {
+                    Some(answer) => answer,
+                    None => local.admit(key, limit, window, now),
+                }
+            }
+        }
+    }
+
+    fn local(&self) -> &local::KeyWindows {
+        match self {
+            KeyWindows::Local(w) | KeyWindows::Redis { local: w, .. } => w,
+        }
+    }
 }
 
 impl Windows for KeyWindows {
     fn admit(&self, key: &str, limit: u32, window: Duration, now: Instant) -> Result<(), Duration> {
-        match self {
-            KeyWindows::Local(w) => w.admit(key, limit, window, now),
-        }
+        self.local().admit(key, limit, window, now)
     }
 
     fn add(&self, key: &str, day: i64, month: i64, day_amount: f64, month_amount: f64) {
-        match self {
-            KeyWindows::Local(w) => w.add(key, day, month, day_amount, month_amount),
-        }
+        self.local().add(key, day, month, day_amount, month_amount);
     }
 
     fn totals(&self, key: &str, day: i64, month: i64) -> (f64, f64) {
-        match self {
-            KeyWindows::Local(w) => w.totals(key, day, month),
-        }
+        self.local().totals(key, day, month)
     }
 }

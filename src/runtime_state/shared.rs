@@ -55,6 +55,25 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
 return 1
 ";
 
+/// Admits one request in a key's request window (a sorted set of admissions scored by their time
+/// on Redis's clock, trimmed to the window first): ARGV limit, window (ms), member. Returns -1
+/// when admitted, else the ms until the oldest admission leaves the window.
+pub const WINDOW_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local wait = tonumber(oldest[2]) + window - now
+  if wait < 0 then wait = 0 end
+  return wait
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return -1
+";
+
 /// Pushes the expiry of the given leases one lease time forward. ARGV[2] `xx`: only leases still
 /// there (renewal); `add`: put back missing ones too (after Redis came back empty).
 pub const RENEW_LUA: &str = r"
@@ -152,6 +171,9 @@ pub struct Shared {
     round_trips: AtomicU64,
     pipelines: AtomicU64,
     acquire: redis::Script,
+    window: redis::Script,
+    /// Numbers this instance's window admissions (members `{instance}:{n}`).
+    admissions: AtomicU64,
 }
 
 impl Shared {
@@ -194,6 +216,8 @@ impl Shared {
             round_trips: AtomicU64::new(0),
             pipelines: AtomicU64::new(0),
             acquire: redis::Script::new(ACQUIRE_LUA),
+            window: redis::Script::new(WINDOW_LUA),
+            admissions: AtomicU64::new(0),
         });
         tasks.spawn(write_loop(Arc::clone(&shared), queue, shutdown.clone()));
         tasks.spawn(subscribe_loop(Arc::clone(&shared), shutdown.clone()));
@@ -408,6 +432,41 @@ impl Shared {
             }
             Err(_) => {
                 self.went_down(&"taking a lease timed out");
+                None
+            }
+        }
+    }
+
+    /// Counts one admission in the request window `key` (of `window`) if fewer than `limit` are
+    /// in it: `Some(Ok)` admitted, `Some(Err(wait))` refused until the oldest leaves. `None`:
+    /// Redis did not answer (the caller goes on with its own window).
+    pub async fn admit_window(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Option<Result<(), Duration>> {
+        if !self.is_up() {
+            return None;
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.conn.clone();
+        let n = self.admissions.fetch_add(1, Ordering::Relaxed);
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = self.window.key(key);
+        invocation
+            .arg(limit)
+            .arg(window_ms)
+            .arg(format!("{}:{n}", self.instance));
+        match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(wait)) if wait < 0 => Some(Ok(())),
+            Ok(Ok(wait)) => Some(Err(Duration::from_millis(u64::try_from(wait).unwrap_or(0)))),
+            Ok(Err(e)) => {
+                self.note_error(&e);
+                None
+            }
+            Err(_) => {
+                self.went_down(&"a request window timed out");
                 None
             }
         }

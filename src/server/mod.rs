@@ -61,10 +61,33 @@ pub async fn serve(config: Config) -> Result<(), String> {
         crate::limits::period_starts(crate::store::now_ms()),
     )
     .await?;
-    // Spending limits seeded from what the store holds; the usage sink counts new spending.
+    // The shared state's tasks (writer, subscriber, lease renewer) stop after the requests
+    // drained, so the slots they give back still reach Redis.
+    let runtime_tasks = TaskTracker::new();
+    let runtime_stop = CancellationToken::new();
+    let runtime = match &config.state.redis_url {
+        None => RuntimeState::default(),
+        Some(url) => {
+            let runtime = RuntimeState::redis(
+                url.expose(),
+                &config.state.redis_prefix,
+                config.state.lease_ttl,
+                &runtime_tasks,
+                &runtime_stop,
+            )?;
+            tracing::info!(
+                prefix = %config.state.redis_prefix,
+                "runtime state is shared through Redis (state.backend: redis)"
+            );
+            runtime
+        }
+    };
+    // Spending limits seeded from what the store holds; the usage sink counts new spending;
+    // request windows in the runtime state (shared through Redis with `state.backend: redis`).
     let prices = Arc::new(Live::new(config.prices.clone()));
     let limits = Arc::new(
-        Limits::seeded(opened.month_spend, opened.day_spend).with_prices(Arc::clone(&prices)),
+        Limits::seeded_in(&runtime, opened.month_spend, opened.day_spend)
+            .with_prices(Arc::clone(&prices)),
     );
     let sink = Arc::new(StoreUsageSink::new(
         data_dir.path(),
@@ -108,27 +131,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let sessions = SessionIds::new(opened.session_secret);
-    // The shared state's tasks (writer, subscriber, lease renewer) stop after the requests
-    // drained, so the slots they give back still reach Redis.
-    let runtime_tasks = TaskTracker::new();
-    let runtime_stop = CancellationToken::new();
-    let runtime = match &config.state.redis_url {
-        None => RuntimeState::default(),
-        Some(url) => {
-            let runtime = RuntimeState::redis(
-                url.expose(),
-                &config.state.redis_prefix,
-                config.state.lease_ttl,
-                &runtime_tasks,
-                &runtime_stop,
-            )?;
-            tracing::info!(
-                prefix = %config.state.redis_prefix,
-                "runtime state is shared through Redis (state.backend: redis)"
-            );
-            runtime
-        }
-    };
     let keys = KeyDirectory::with_state(opened.hasher.clone(), runtime.clone());
     keys.load(
         &opened

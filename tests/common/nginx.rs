@@ -1,6 +1,7 @@
 //! A real nginx in front of the gateway, started per test on a free port with its own config:
 //! default `proxy_buffering` (on), upstream HTTP/1.1, WebSocket upgrades passed on (README's
-//! `map $http_upgrade`), and a short `proxy_read_timeout`.
+//! `map $http_upgrade`), and a short `proxy_read_timeout`; in front of one gateway or balancing
+//! over several.
 
 #![allow(
     clippy::disallowed_methods,
@@ -28,6 +29,11 @@ impl Nginx {
     /// `None` (after printing why) when nginx is missing on a developer machine; in CI a
     /// missing nginx fails the test.
     pub fn start(upstream: &str, read_timeout_secs: u64) -> Option<Nginx> {
+        Self::start_balanced(&[upstream], read_timeout_secs)
+    }
+
+    /// nginx balancing over several gateways, round robin (its default), one `server` line each.
+    pub fn start_balanced(upstreams: &[&str], read_timeout_secs: u64) -> Option<Nginx> {
         let Some(binary) = nginx_binary() else {
             super::skip_or_fail("nginx (Debian package nginx)");
             return None;
@@ -37,7 +43,10 @@ impl Nginx {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
-        let upstream = upstream.trim_start_matches("http://");
+        let servers: String = upstreams
+            .iter()
+            .map(|u| format!(" server {};", u.trim_start_matches("http://")))
+            .collect();
         let d = dir.path().display();
         let conf = format!(
             r#"daemon off;
@@ -53,7 +62,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    upstream subrelay {{ server {upstream}; keepalive 16; }}
+    upstream subrelay {{{servers} keepalive 16; }}
     map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
     server {{
         listen 127.0.0.1:{port};

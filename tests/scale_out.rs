@@ -1,0 +1,258 @@
+//! Scale-out (issue 17): three instances of the real binary share one PostgreSQL database
+//! (`storage.backend: postgres`) and one Redis prefix (`state.backend: redis`) behind a real
+//! nginx balancing round robin over them; the client talks only to nginx, the admin API too.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests may block, spawn freely and touch their own temporary files"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step should fail the test at once"
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::nginx::Nginx;
+use common::postgres::PgServer;
+use common::redis::{prefix, Redis};
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-token-for-scale-tests";
+const ENCRYPTION_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// One instance's config: the shared database and Redis prefix, its own data directory, two
+/// accounts (`a` first; `b` second, with one slot), and a queue that waits long enough for `b`.
+fn instance_config(
+    mock: &MockUpstream,
+    data_dir: &std::path::Path,
+    db_url: &str,
+    redis: &Redis,
+    redis_prefix: &str,
+) -> String {
+    format!(
+        "admin:\n  token: {ADMIN}\ngateway:\n  queue_wait_timeout: 60\nstorage:\n  backend: postgres\n  postgres_url: {db_url}\n  encryption_key: {ENCRYPTION_KEY}\n  usage_batch_interval_ms: 50\n  data_dir: {}\nstate:\n  backend: redis\n  redis_url: {}\n  redis_prefix: '{redis_prefix}'\n  lease_ttl: 30\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{u}/v1', priority: 0}}\n  - {{name: b, platform: openai, type: apikey, api_key: tok-b, base_url: '{u}/v1', priority: 1, concurrency: 1}}\n",
+        data_dir.display(),
+        redis.url(),
+        u = mock.url()
+    )
+}
+
+/// Starts one gateway per config at the same time (their migrations race, as in production).
+fn start_together(configs: Vec<String>) -> Vec<Gateway> {
+    let threads: Vec<_> = configs
+        .into_iter()
+        .map(|yaml| std::thread::spawn(move || Gateway::start(&yaml)))
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// An admin API call through `base`: the status and the JSON answer.
+async fn admin(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(ADMIN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    };
+    (status, value)
+}
+
+/// A relayed request through `base` with the API key `key`: the status and the whole body.
+async fn relay(base: &str, key: &str, stream: bool) -> (u16, String) {
+    let r = client()
+        .post(format!("{base}/v1/responses"))
+        .bearer_auth(key)
+        .json(&body("gpt-5", stream))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// The state of account `name` as the instance nginx picked answers it.
+async fn account_state(base: &str, name: &str) -> Value {
+    let (status, v) = admin(base, reqwest::Method::GET, "/admin/api/accounts", None).await;
+    assert_eq!(status, 200, "{v}");
+    v["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap()["state"]
+        .clone()
+}
+
+/// The request count of `key` in a `totals?by=key` answer.
+fn totals_of(totals: &Value, key: &str) -> Option<i64> {
+    let rows = totals
+        .as_array()
+        .or_else(|| totals["totals"].as_array())
+        .or_else(|| totals["rows"].as_array())?;
+    rows.iter()
+        .find(|r| r["bucket"] == key || r["key"] == key)
+        .and_then(|r| r["requests"].as_i64())
+}
+
+/// Polls `check` every 50 ms until it is true (at most 20 s, generous for a loaded machine).
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_instances_behind_nginx_act_as_one_gateway() {
+    let Some(server) = PgServer::any() else {
+        return;
+    };
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let db = server.database();
+    let redis_prefix = prefix();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let gateways = start_together(
+        dirs.iter()
+            .map(|d| instance_config(&mock, d.path(), &db.url(), &redis, &redis_prefix))
+            .collect(),
+    );
+    let urls: Vec<&str> = gateways.iter().map(|g| g.url.as_str()).collect();
+    let Some(nginx) = Nginx::start_balanced(&urls, 90) else {
+        return;
+    };
+    let lb = nginx.url.as_str();
+    // Every request made with the new key that reached an instance knowing it (so not a 401).
+    let mut served = 0i64;
+
+    // A key created through nginx (on whichever instance) works on every instance: three
+    // requests in a row, round robin, each answered 200.
+    let (status, answer) = admin(
+        lb,
+        reqwest::Method::POST,
+        "/admin/api/keys",
+        Some(json!({"name": "shared", "group": "default"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let key = answer["api_key"].as_str().unwrap().to_owned();
+    let mut in_a_row = 0;
+    eventually("three instances in a row accept the new key", async || {
+        let (status, text) = relay(lb, &key, false).await;
+        match status {
+            200 => {
+                served += 1;
+                in_a_row += 1;
+            }
+            401 => in_a_row = 0,
+            other => panic!("{other}: {text}"),
+        }
+        in_a_row >= 3
+    })
+    .await;
+    for gw in &gateways {
+        eventually("every instance served the key", async || {
+            gw.usage_records().iter().any(|r| r["key"] == "shared")
+        })
+        .await;
+    }
+    assert_eq!(mock.calls("tok-b"), 0, "`a` served while it was well");
+
+    // A 429 seen by one instance cools `a` on all of them: the next requests through nginx, on
+    // every instance, go to `b` without trying `a`.
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            status: Some(429),
+            headers: vec![("retry-after".into(), "600".into())],
+            ..Default::default()
+        }],
+    );
+    let (status, text) = relay(lb, &key, false).await;
+    assert_eq!(status, 200, "failed over to b: {text}");
+    served += 1;
+    let tried_a = mock.calls("tok-a");
+    let mut cooling_in_a_row = 0;
+    eventually("every instance sees `a` cooling", async || {
+        if account_state(lb, "a").await == "cooling" {
+            cooling_in_a_row += 1;
+        } else {
+            cooling_in_a_row = 0;
+        }
+        cooling_in_a_row >= 3
+    })
+    .await;
+    for _ in 0..6 {
+        let (status, text) = relay(lb, &key, false).await;
+        assert_eq!(status, 200, "{text}");
+        served += 1;
+    }
+    assert_eq!(mock.calls("tok-a"), tried_a, "no instance tried `a` again");
+
+    // `b` has one slot: nine slow streams spread over the three instances are served one at a
+    // time upstream.
+    mock.reset();
+    let slow = Behavior {
+        event_interval: Duration::from_millis(40),
+        ..Default::default()
+    };
+    mock.script("tok-b", vec![slow; 9]);
+    let mut requests = Vec::new();
+    for _ in 0..9 {
+        let (lb, key) = (lb.to_owned(), key.clone());
+        requests.push(tokio::spawn(async move { relay(&lb, &key, true).await }));
+    }
+    for request in requests {
+        let (status, text) = request.await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("response.completed"), "{text}");
+        served += 1;
+    }
+    assert_eq!((mock.calls("tok-a"), mock.calls("tok-b")), (0, 9));
+    assert_eq!(
+        mock.max_in_flight(),
+        1,
+        "`b`'s one slot held across the three instances"
+    );
+
+    // The shared ledger counts every request once: no row lost, none written twice.
+    eventually("the totals by key count every request", async || {
+        let (status, totals) = admin(
+            lb,
+            reqwest::Method::GET,
+            "/admin/api/usage/totals?by=key",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{totals}");
+        let counted = totals_of(&totals, "shared").unwrap_or(0);
+        assert!(counted <= served, "{counted} counted for {served} requests");
+        counted == served
+    })
+    .await;
+    assert_eq!(
+        db.psql("SELECT COUNT(*) FROM usage WHERE key_name = 'shared'"),
+        served.to_string()
+    );
+    let errors = nginx.error_log();
+    assert!(!errors.contains("[error]"), "{errors}");
+}
