@@ -5,6 +5,7 @@ logs). A `Stack` is started fresh for each scenario, so that the peak memory fig
 are not inherited from the one before it.
 """
 
+import atexit
 import os
 import re
 import resource
@@ -141,6 +142,38 @@ def api_keys(count=N_API_KEYS):
 METRICS = False
 SCRAPE_EVERY = 5
 
+# `bench/run --shared`: subrelay keeps its store in PostgreSQL (127.0.0.1:5432, user postgres,
+# trust) and its runtime state in Redis (127.0.0.1:6379), as instances of a scale-out deployment
+# do (docs/DEPLOY.md); each start gets a fresh database and key prefix, dropped at exit.
+SHARED = False
+SHARED_DATABASES = []
+
+
+def shared_store_lines():
+    """The `storage`/`state` lines of a fresh database and Redis prefix."""
+    name = f"subrelay_bench_{secrets.token_hex(6)}"
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c",
+                    f"CREATE DATABASE {name}"], check=True, stdout=subprocess.DEVNULL)
+    if not SHARED_DATABASES:
+        atexit.register(drop_shared_databases)
+    SHARED_DATABASES.append(name)
+    return ([
+        "  backend: postgres",
+        f"  postgres_url: postgres://postgres@127.0.0.1:5432/{name}",
+    ], [
+        "state:",
+        "  backend: redis",
+        "  redis_url: redis://127.0.0.1:6379/0",
+        f"  redis_prefix: \"bench-{secrets.token_hex(4)}:\"",
+    ])
+
+
+def drop_shared_databases():
+    for name in SHARED_DATABASES:
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c",
+                        f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
 
 def subrelay_config(mock_port, keys, data_dir, ca_file=None):
     """A realistic configuration: 1,000 keys, 20 accounts, log level info, a usage record per
@@ -156,6 +189,12 @@ def subrelay_config(mock_port, keys, data_dir, ca_file=None):
         "storage:",
         f"  data_dir: {data_dir}",
         f"  encryption_key: {secrets.token_hex(32)}",
+    ]
+    state = []
+    if SHARED:
+        storage, state = shared_store_lines()
+        lines += storage
+    lines += state + [
         "gateway:",
         "  openai_compact_nonstream_keepalive_interval: 5",
         "log:",
