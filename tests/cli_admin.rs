@@ -12,8 +12,8 @@
     reason = "tests: a failed step should fail the test at once"
 )]
 
-mod admin_common;
-mod common;
+use crate::admin_common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

@@ -10,7 +10,7 @@
     reason = "tests: a failed step should fail the test at once"
 )]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

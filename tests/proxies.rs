@@ -13,7 +13,7 @@
     reason = "tests: a failed step should fail the test at once"
 )]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 

@@ -15,7 +15,7 @@
     reason = "tests: a failed step should fail the test at once"
 )]
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

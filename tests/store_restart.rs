@@ -13,8 +13,8 @@
     reason = "tests: a failed step should fail the test at once"
 )]
 
-mod admin_common;
-mod common;
+use crate::admin_common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

@@ -9,7 +9,7 @@
     reason = "tests: a failed step should fail the test at once; they may block and spawn freely"
 )]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

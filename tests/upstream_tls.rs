@@ -9,7 +9,7 @@
     reason = "tests: a failed step should fail the test at once; blocking file writes set up"
 )]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};
