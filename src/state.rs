@@ -32,6 +32,12 @@ pub struct AppState {
     pub pool: Pool,
     /// Every API key (config and admin-created); updated in place by the admin API.
     pub keys: KeyDirectory,
+    /// One writer of the running snapshot of keys, groups and accounts at a time. The admin
+    /// API holds it from its store write to its snapshot update, a reload from the store
+    /// (`server::reload::from_store`) from its store read to its snapshot swap: without it, a
+    /// reload that read the store just before a change could put the old list back after the
+    /// change applied (a new key refused, a deleted one served, until the next reload).
+    pub snapshot_writes: tokio::sync::Mutex<()>,
     /// Per-key rpm and spending limits, checked after inspect.
     pub limits: Arc<Limits>,
     /// The shipped prices with the config's `prices:` (shared with the limits and the usage

@@ -295,6 +295,7 @@ pub async fn create(
         let spec = spec_from(body)?;
         check_spec(&spec, &state)?;
         let record = sealed(&spec, &state)?;
+        let _snapshot = state.snapshot_writes.lock().await;
         state
             .store
             .insert_account(&record)
@@ -381,6 +382,7 @@ pub async fn update(
         check_spec(&spec, &state)?;
         let mut updated = sealed(&spec, &state)?;
         updated.created_at = record.created_at;
+        let _snapshot = state.snapshot_writes.lock().await;
         state
             .store
             .upsert_account(&updated)
@@ -510,6 +512,7 @@ pub async fn delete(
     let outcome = async {
         let record = find(&state, &name).await?;
         refuse_config_row("account", &name, record.source)?;
+        let _snapshot = state.snapshot_writes.lock().await;
         state
             .store
             .delete_account(&name)

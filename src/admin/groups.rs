@@ -101,6 +101,7 @@ pub async fn create(
             source: Source::Admin,
             created_at: now_secs(),
         };
+        let _snapshot = state.snapshot_writes.lock().await;
         state
             .store
             .upsert_group(&record)
@@ -157,6 +158,7 @@ pub async fn delete(
                 "group {name:?} is still used by a key or an account"
             )));
         }
+        let _snapshot = state.snapshot_writes.lock().await;
         state.store.delete_group(&name).await.map_err(store_error)?;
         state.keys.remove_group(&name);
         audit::record(

@@ -244,6 +244,7 @@ async fn create_key(state: &AppState, body: CreateKey) -> Result<CreatedKey, Ref
         created_at: now_secs(),
     };
     check_limits(&record, state)?;
+    let _snapshot = state.snapshot_writes.lock().await;
     state.store.insert_key(&record).await.map_err(|e| match e {
         crate::store::StoreError::Conflict(_) => {
             super::conflict(format!("a key named {:?} exists", record.name))
@@ -334,6 +335,7 @@ async fn update_key(
         record.allowed_models = models;
     }
     check_limits(&record, state)?;
+    let _snapshot = state.snapshot_writes.lock().await;
     state.store.update_key(&record).await.map_err(store_error)?;
     state.keys.upsert(&record);
     tracing::info!(key = %name, "API key changed by the admin API");
@@ -396,6 +398,7 @@ pub async fn delete(
     let outcome = async {
         let record = find(&state, &name).await?;
         refuse_config_row("key", &name, record.source)?;
+        let _snapshot = state.snapshot_writes.lock().await;
         state.store.delete_key(&name).await.map_err(store_error)?;
         state.keys.remove(&name);
         tracing::info!(key = %name, "API key deleted by the admin API");

@@ -147,6 +147,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         oauth: config.oauth.clone(),
         pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,
+        snapshot_writes: tokio::sync::Mutex::new(()),
         limits,
         prices,
         store: Arc::clone(&opened.store),

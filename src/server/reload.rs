@@ -262,6 +262,7 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
 /// configuration reload and, on a shared store, whenever another instance wrote
 /// (`server::follow`). `why` names the cause in the log.
 pub(super) async fn from_store(state: &AppState, why: &str) -> Result<bool, String> {
+    let _snapshot = state.snapshot_writes.lock().await;
     let changed = accounts(state, why).await?;
     let keys = state
         .store
