@@ -79,6 +79,34 @@ pub struct Translated {
     pub upstream_stream: bool,
 }
 
+/// Why an upstream event's data, which failed to parse as the translator's reading of it, makes
+/// the stream malformed: always when it is not JSON at all; when it is JSON of another shape,
+/// only for an event the translator acts on (`acted_on`), since an event it ignores loses
+/// nothing. `None`: the event may be skipped (also an event with no data).
+pub(crate) fn unreadable(
+    name: &[u8],
+    data: &[u8],
+    error: &serde_json::Error,
+    acted_on: bool,
+) -> Option<String> {
+    if data.trim_ascii().is_empty() {
+        return None;
+    }
+    let what = match name {
+        b"" => "an event".to_owned(),
+        name => format!("a `{}` event", String::from_utf8_lossy(name)),
+    };
+    match error.classify() {
+        serde_json::error::Category::Data if !acted_on => None,
+        serde_json::error::Category::Data => Some(format!(
+            "the upstream sent {what} of an unknown shape: {error}"
+        )),
+        _ => Some(format!(
+            "the upstream sent {what} whose data is not JSON: {error}"
+        )),
+    }
+}
+
 /// One direction of translation.
 pub trait Translation {
     /// `body`: the client's request body as received (already size-checked and inflated).
@@ -128,6 +156,14 @@ pub trait StreamTranslator: Send {
     /// upstream failure before it still fails over unseen, and `gateway.first_token_timeout`
     /// waits for it.
     fn has_output(&self) -> bool;
+
+    /// The upstream sent an event this translator cannot accept: data that is not JSON, or JSON
+    /// of a shape the translator has no reading for where the event may carry output (skipping
+    /// it could lose content silently). The translator wrote nothing for that event and takes no
+    /// more; this says what was wrong (for the log and the client's failure message). The relay
+    /// treats it as a bad upstream answer: another account is tried while the client has no
+    /// output yet, and after output the stream ends with [`StreamTranslator::fail`].
+    fn malformed(&self) -> Option<&str>;
 
     /// The upstream stream ended (its terminal event was seen, or the bytes simply stopped).
     /// Writes whatever closes the client's stream properly (e.g. `message_stop`,
