@@ -374,7 +374,7 @@ async fn a_malformed_responses_event_after_output_ends_the_messages_stream_with_
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .last()
+        .next_back()
         .unwrap();
     assert_eq!(error["type"], "error", "{error}");
     assert!(

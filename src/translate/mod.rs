@@ -175,3 +175,92 @@ pub trait StreamTranslator: Send {
     /// needs that. `code` and `message` are safe to show the client.
     fn fail(&mut self, code: &str, message: &str, out: &mut BytesMut);
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::chat_via_messages::ChatViaMessages;
+    use super::chat_via_responses::ChatViaResponses;
+    use super::messages_via_responses::MessagesViaResponses;
+    use super::responses_via_chat::ResponsesViaChat;
+    use super::*;
+    use crate::protocol::sse::SseScanner;
+
+    fn feed(translator: &mut dyn StreamTranslator, frame: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        SseScanner::new().feed(frame.as_bytes(), |e| translator.event(&e, &mut out));
+        out
+    }
+
+    const RESPONSES_DELTA: &str = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n";
+
+    /// Each direction with an upstream event cut in half (not JSON), then a sound one.
+    fn cut_streams() -> Vec<(Box<dyn StreamTranslator>, &'static str, &'static str)> {
+        vec![
+            (
+                MessagesViaResponses::stream("m"),
+                "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.de\n\n",
+                RESPONSES_DELTA,
+            ),
+            (
+                ChatViaResponses::stream("m"),
+                "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.de\n\n",
+                RESPONSES_DELTA,
+            ),
+            (
+                ChatViaMessages::stream("m"),
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"ind\n\n",
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            ),
+            (
+                ResponsesViaChat::stream("m"),
+                "data: {\"id\":\"chatcmpl-1\",\"choi\n\n",
+                "data: {\"id\":\"chatcmpl-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_translator_reports_data_that_is_not_json_and_takes_nothing_more() {
+        for (mut translator, cut, sound) in cut_streams() {
+            assert!(translator.malformed().is_none(), "{cut}");
+            let out = feed(translator.as_mut(), cut);
+            assert!(out.is_empty(), "nothing written for {cut}: {out:?}");
+            let why = translator.malformed().unwrap();
+            assert!(why.contains("not JSON"), "{why}");
+            let after = feed(translator.as_mut(), sound);
+            assert!(after.is_empty(), "nothing after it: {after:?}");
+        }
+    }
+
+    /// Control: the same sound events are translated by a fresh translator.
+    #[test]
+    fn the_sound_events_alone_are_translated() {
+        for (mut translator, _, sound) in cut_streams() {
+            let out = feed(translator.as_mut(), sound);
+            assert!(!out.is_empty(), "{sound}");
+            assert!(translator.malformed().is_none());
+        }
+    }
+
+    #[test]
+    fn an_event_a_translator_ignores_may_have_any_shape_but_must_be_json() {
+        let odd = "event: response.future_event\ndata: {\"type\":\"response.future_event\",\"delta\":{\"x\":1}}\n\n";
+        let mut translator = MessagesViaResponses::stream("m");
+        feed(translator.as_mut(), odd);
+        assert!(translator.malformed().is_none());
+        let mut translator = ChatViaMessages::stream("m");
+        feed(
+            translator.as_mut(),
+            "event: future_event\ndata: {\"type\":\"future_event\",\"index\":\"x\"}\n\n",
+        );
+        assert!(translator.malformed().is_none());
+        let mut translator = MessagesViaResponses::stream("m");
+        feed(
+            translator.as_mut(),
+            "event: response.future_event\ndata: not json\n\n",
+        );
+        assert!(translator.malformed().is_some());
+    }
+}
