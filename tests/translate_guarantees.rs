@@ -231,3 +231,168 @@ async fn when_every_chat_upstream_fails_before_output_the_client_gets_the_error_
         "no Chat chunk leaked: {text}"
     );
 }
+
+fn messages_request() -> Value {
+    json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 256,
+        "stream": true,
+        "messages": [{"role": "user", "content": "hi"}],
+    })
+}
+
+/// The text of an Anthropic stream's `text_delta`s.
+fn messages_text(text: &str) -> String {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["delta"]["type"] == "text_delta")
+        .map(|v| v["delta"]["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_malformed_responses_event_before_output_fails_over_unseen() {
+    let mock = MockUpstream::start().await;
+    // `response.created`, then `response.in_progress` cut in half (not JSON): the Messages
+    // translator cannot read it, before any content block.
+    mock.script(
+        "tok-corrupt",
+        vec![Behavior {
+            malformed_event_at: Some(1),
+            ..Default::default()
+        }],
+    );
+    let gw = Gateway::start(&group_config(
+        &mock,
+        true,
+        &[
+            ("corrupt", "openai", "oauth", "tok-corrupt", None),
+            ("live", "openai", "oauth", "tok-live", None),
+        ],
+    ));
+    let answer = post_messages(&gw, &messages_request()).await;
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    let types = event_types(&text);
+    assert_eq!(
+        types.iter().filter(|t| *t == "message_start").count(),
+        1,
+        "only the answering account's preamble reached the client: {text}"
+    );
+    assert!(!types.iter().any(|t| t == "error"), "{text}");
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("message_stop"),
+        "{text}"
+    );
+    assert_eq!(messages_text(&text), subrelay_mock::DEFAULT_TEXT, "{text}");
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(
+        outcomes(&records[0]),
+        [pair("corrupt", "bad_upstream_answer"), pair("live", "ok")]
+    );
+    assert_eq!(records[0]["success"], true);
+    assert_eq!(mock.calls("tok-corrupt"), 1);
+    assert_eq!(mock.calls("tok-live"), 1);
+}
+
+#[tokio::test]
+async fn a_malformed_chat_chunk_before_output_fails_over_unseen() {
+    let mock = MockUpstream::start().await;
+    // The role chunk (only `response.created` for a Responses client), then the first content
+    // chunk cut in half.
+    mock.script(
+        "sk-corrupt",
+        vec![Behavior {
+            malformed_event_at: Some(1),
+            ..Default::default()
+        }],
+    );
+    let gw = Gateway::start(&group_config(
+        &mock,
+        true,
+        &[
+            chat_only("corrupt", "sk-corrupt"),
+            chat_only("fine", "sk-fine"),
+        ],
+    ));
+    let answer = post(&gw, "/v1/responses", &responses_request()).await;
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    let types = event_types(&text);
+    assert_eq!(
+        types.iter().filter(|t| *t == "response.created").count(),
+        1,
+        "the failed attempt's preamble was held back and dropped: {text}"
+    );
+    assert!(!types.iter().any(|t| t == "response.failed"), "{text}");
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("response.completed"),
+        "{text}"
+    );
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(
+        outcomes(&records[0]),
+        [pair("corrupt", "bad_upstream_answer"), pair("fine", "ok")]
+    );
+    assert_eq!(records[0]["success"], true);
+}
+
+#[tokio::test]
+async fn a_malformed_responses_event_after_output_ends_the_messages_stream_with_an_error_event() {
+    let mock = MockUpstream::start().await;
+    // created, in_progress, output_item.added, content_part.added (a content block: output),
+    // the first text delta, then the second delta cut in half.
+    mock.script(
+        "tok-corrupt",
+        vec![Behavior {
+            malformed_event_at: Some(5),
+            ..Default::default()
+        }],
+    );
+    let gw = Gateway::start(&group_config(
+        &mock,
+        true,
+        &[
+            ("corrupt", "openai", "oauth", "tok-corrupt", None),
+            ("spare", "openai", "oauth", "tok-spare", None),
+        ],
+    ));
+    let answer = post_messages(&gw, &messages_request()).await;
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    let types = event_types(&text);
+    assert!(
+        types.iter().any(|t| t == "content_block_delta"),
+        "output went out first: {text}"
+    );
+    assert_eq!(types.last().map(String::as_str), Some("error"), "{text}");
+    assert!(!types.iter().any(|t| t == "message_stop"), "{text}");
+    let error: Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .next_back()
+        .unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON"),
+        "the client is told why: {error}"
+    );
+    assert_eq!(mock.calls("tok-spare"), 0, "no failover after output");
+    let records = gw.wait_for_usage(1).await;
+    assert_eq!(
+        outcomes(&records[0]),
+        [pair("corrupt", "bad_upstream_answer")]
+    );
+    assert_eq!(
+        records[0]["success"], false,
+        "a stream that failed is not a success: {}",
+        records[0]
+    );
+}

@@ -598,7 +598,7 @@ async fn an_upgrade_request_whose_head_never_ends_is_closed_by_the_header_timeou
 async fn codex_cli_turn(
     accounts: &[Acct<'_>],
     through_nginx: bool,
-) -> Option<(MockUpstream, Gateway, Vec<Value>)> {
+) -> Option<(MockUpstream, Gateway, Vec<Value>, Option<String>)> {
     let codex = std::env::var("SUBRELAY_TEST_CODEX").unwrap_or_else(|_| "codex".into());
     let found = std::process::Command::new(&codex)
         .arg("--version")
@@ -649,12 +649,22 @@ async fn codex_cli_turn(
         records.iter().all(|r| r["transport"] == "websocket"),
         "no fallback to HTTP: {records:?}"
     );
-    Some((mock, gw, records))
+    // nginx logs an upgraded request when its socket closes (Codex has exited).
+    let access_log = match &nginx {
+        Some(nginx) => Some(nginx.access_log_with(is_upgrade_line).await),
+        None => None,
+    };
+    Some((mock, gw, records, access_log))
+}
+
+/// nginx's access-log line for the Responses WebSocket upgrade it passed on.
+fn is_upgrade_line(line: &str) -> bool {
+    line.trim() == "GET /v1/responses 101"
 }
 
 #[tokio::test]
 async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
-    let Some((mock, _gw, records)) = codex_cli_turn(&[apikey("a", "tok-a")], false).await else {
+    let Some((mock, _gw, records, _)) = codex_cli_turn(&[apikey("a", "tok-a")], false).await else {
         return;
     };
     // Its prewarm was answered by the gateway: the upstream saw the turn only.
@@ -663,9 +673,23 @@ async fn codex_cli_with_supports_websockets_runs_its_turn_over_one_socket() {
 
 #[tokio::test]
 async fn codex_cli_through_nginx_reaches_a_signin_account_over_an_upstream_websocket() {
-    let Some((mock, _gw, records)) = codex_cli_turn(&[oauth("a", "tok-a")], true).await else {
+    let Some((mock, _gw, records, access_log)) = codex_cli_turn(&[oauth("a", "tok-a")], true).await
+    else {
         return;
     };
+    // nginx's own record: the upgrade answered 101 (the positive control that the log is
+    // written and read), and no Responses request fell back to a POST.
+    let access_log = access_log.unwrap();
+    assert!(
+        access_log.lines().any(is_upgrade_line),
+        "nginx passed the upgrade on: {access_log}"
+    );
+    assert!(
+        !access_log
+            .lines()
+            .any(|l| l.starts_with("POST /v1/responses")),
+        "no fallback POST: {access_log}"
+    );
     assert_eq!(mock.websocket_upgrades(), 1, "one upstream socket");
     assert_eq!(mock.websocket_turns(), records.len());
     assert_eq!(mock.posts(), 0, "no turn went over HTTP");

@@ -380,3 +380,98 @@ async fn an_api_key_account_is_still_reached_over_http() {
     assert_eq!(mock.websocket_upgrades(), 0);
     assert_eq!(mock.posts(), 1);
 }
+
+// === through the account's proxy ===
+
+/// One sign-in account whose base URL names `upstream.invalid` (only the test proxies resolve
+/// it), through `proxy`.
+fn proxied_config(mock: &MockUpstream, proxy: &str) -> String {
+    format!(
+        "api_keys:\n  - key: {KEY}\n    name: tester\naccounts:\n  - name: a\n    platform: openai\n    type: oauth\n    base_url: http://upstream.invalid:{}/backend-api/codex\n    access_token: tok-a\n    chatgpt_account_id: acct-a\n    proxy: '{proxy}'\n",
+        mock.addr().port()
+    )
+}
+
+/// Two turns on one downstream socket to a proxied sign-in account: both over one upstream
+/// socket (no POST), the second continuing by `previous_response_id`.
+async fn two_turns_through(mock: &MockUpstream, gw: &Gateway) {
+    let mut ws = connect(gw).await;
+    send(&mut ws, create(json!([user("one")]), None)).await;
+    let first = turn_events(&mut ws).await;
+    assert_eq!(last_type(&first), "response.completed", "{first:?}");
+    send(
+        &mut ws,
+        create(json!([user("two")]), Some(&response_id(&first))),
+    )
+    .await;
+    let second = turn_events(&mut ws).await;
+    assert_eq!(last_type(&second), "response.completed", "{second:?}");
+    assert_eq!(mock.websocket_upgrades(), 1, "one upstream socket");
+    assert_eq!(mock.websocket_turns(), 2);
+    assert_eq!(mock.posts(), 0, "no turn went over HTTP");
+    let records = gw.wait_for_usage(2).await;
+    assert!(
+        records.iter().all(|r| r["transport"] == "websocket"),
+        "{records:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_proxied_signin_account_reaches_the_upstream_websocket_through_its_http_proxy() {
+    let mock = MockUpstream::start().await;
+    let proxy = common::http_proxy::HttpProxy::start().await;
+    let with_auth = proxy
+        .url
+        .replace("http://", "http://proxy-user:proxy-pass@");
+    let gw = Gateway::start(&proxied_config(&mock, &with_auth));
+    two_turns_through(&mock, &gw).await;
+    // The upgrade can only have arrived through the proxy (the name resolves nowhere else),
+    // and the proxy saw it as a CONNECT tunnel with the account's proxy credentials.
+    let heads = proxy.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let head = heads[0].to_ascii_lowercase();
+    assert!(
+        head.starts_with(&format!(
+            "connect upstream.invalid:{} http/1.1",
+            mock.addr().port()
+        )),
+        "{head}"
+    );
+    // base64("proxy-user:proxy-pass")
+    assert!(
+        head.contains(
+            "proxy-authorization: basic cHJveHktdXNlcjpwcm94eS1wYXNz"
+                .to_ascii_lowercase()
+                .as_str()
+        ),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn a_proxied_signin_account_reaches_the_upstream_websocket_through_socks5h_and_socks5() {
+    for (scheme, names_asked) in [("socks5h", true), ("socks5", false)] {
+        let mock = MockUpstream::start().await;
+        let proxy = common::socks::Socks5::start().await;
+        let url = proxy.url.replace("socks5://", &format!("{scheme}://"));
+        let upstream = format!("upstream.invalid:{}", mock.addr().port());
+        if !names_asked {
+            // The gateway resolves the name itself with `socks5`: give it one that resolves.
+            let gw = Gateway::start(
+                &proxied_config(&mock, &url).replace("upstream.invalid", "localhost"),
+            );
+            two_turns_through(&mock, &gw).await;
+            assert_eq!(proxy.connections(), 1, "{scheme}");
+            assert_eq!(proxy.names(), [None], "{scheme}: an address was asked for");
+            continue;
+        }
+        let gw = Gateway::start(&proxied_config(&mock, &url));
+        two_turns_through(&mock, &gw).await;
+        assert_eq!(proxy.connections(), 1, "{scheme}");
+        assert_eq!(
+            proxy.names(),
+            [Some(upstream.split(':').next().unwrap().to_owned())],
+            "{scheme}: the proxy resolved the name"
+        );
+    }
+}

@@ -224,6 +224,7 @@ async fn send_request(
             request.headers(),
             request.body(),
             limits,
+            account.spec.proxy.as_ref(),
         )
         .await?;
         match sent {
@@ -243,7 +244,8 @@ async fn send_request(
 }
 
 /// The WebSocket turn to send over a socket: a native Responses turn of a downstream socket, to
-/// a sign-in account reached directly whose upstream has not refused the upgrade.
+/// a sign-in account reached directly or through its own proxy (a proxy only from the
+/// environment keeps the account on HTTP), whose upstream has not refused the upgrade.
 fn websocket_turn<'c>(
     state: &AppState,
     ctx: &'c RequestContext,
@@ -254,7 +256,7 @@ fn websocket_turn<'c>(
     let usable = route == Route::Native
         && ctx.endpoint == Endpoint::Responses
         && account.spec.kind == AccountKind::OAuth
-        && matches!(account.sender, upstream::Sender::Direct(_))
+        && (matches!(account.sender, upstream::Sender::Direct(_)) || account.spec.proxy.is_some())
         && !state.websocket_refusals.refused(&account.spec.name);
     usable.then_some(turn)
 }

@@ -237,6 +237,10 @@ trait EventMapper {
     fn event(&mut self, event: &SseEvent<'_>, role: &EventRole, out: Option<&mut BytesMut>)
         -> bool;
 
+    /// The upstream sent an event the mapper cannot accept (a translator's
+    /// [`StreamTranslator::malformed`]): the stream is a bad answer from here on.
+    fn malformed(&self) -> Option<&str>;
+
     /// The upstream stream reached its terminal event: writes what closes the client's.
     fn finish(&mut self, out: &mut BytesMut);
 
@@ -290,6 +294,11 @@ impl EventMapper for Native {
         output
     }
 
+    fn malformed(&self) -> Option<&str> {
+        // The client's protocol is the upstream's: what the upstream sent is the client's to read.
+        None
+    }
+
     fn finish(&mut self, _out: &mut BytesMut) {}
 
     fn fail(&mut self, watch: &dyn StreamWatch, code: &str, message: &str) -> Bytes {
@@ -328,6 +337,10 @@ impl EventMapper for Translated {
             self.0.event(event, out);
         }
         self.0.has_output()
+    }
+
+    fn malformed(&self) -> Option<&str> {
+        self.0.malformed()
     }
 
     fn finish(&mut self, out: &mut BytesMut) {
@@ -421,7 +434,7 @@ async fn stream<M: EventMapper>(
         }
         let mut out = reframes.then(BytesMut::new);
         scanner.feed(&chunk, |event| {
-            if failed_early.is_some() {
+            if failed_early.is_some() || mapper.malformed().is_some() {
                 return;
             }
             let role = watch.observe(&event, output_started || starts_output);
@@ -433,6 +446,17 @@ async fn stream<M: EventMapper>(
         let chunk = match out {
             Some(out) => out.freeze(),
             None => chunk,
+        };
+        // An event the translator cannot read: a bad answer. Before the client's first output
+        // (in the upstream's order, however the bytes were chunked) nothing of this attempt
+        // reached the client and another account may answer; after it, the output before the
+        // bad event goes out and the stream ends in the client's protocol (below).
+        let malformed = match mapper.malformed() {
+            Some(why) if !output_started && !starts_output => {
+                return Err(AttemptFailure::bad_answer(why).with_usage(watch.usage()));
+            }
+            Some(why) => Some(AttemptFailure::bad_answer(why)),
+            None => None,
         };
         let too_large = if scanner.pending() > max_event {
             Some(oversized("unfinished event", max_event))
@@ -490,6 +514,17 @@ async fn stream<M: EventMapper>(
                 .await;
         } else {
             held.extend_from_slice(&chunk);
+        }
+        if let (Some(failure), Some(first_output_at)) = (malformed, first_output_at) {
+            return Err(end_stream_with_failure(
+                ctx,
+                writer,
+                &mut mapper,
+                watch.as_ref(),
+                failure.with_usage(watch.usage()),
+                first_output_at,
+            )
+            .await);
         }
         if watch.finished() && scanner.pending() == 0 {
             // The terminal event is the last one that matters; do not wait for the upstream

@@ -8,7 +8,9 @@
 //! - `"upstream_events"`: the upstream's SSE events, each `{"event": name-or-null, "data": JSON
 //!   value or string}`, and `"client_events"`: the expected client events in the same form; the
 //!   translator is fed each event, then `finish` (or `fail` when the case has `"fail": {"code":
-//!   …, "message": …}` after the events). With a `"request"`, the translator is made by
+//!   …, "message": …}` after the events; a translator that reports a malformed event gets
+//!   `fail` with code `bad_upstream_answer`, as the relay does after output). With a `"request"`,
+//!   the translator is made by
 //!   `stream_for` from it, else by `stream`.
 //! - `"upstream_json"` and `"client_json"`: a whole answer each way.
 //!
@@ -115,7 +117,15 @@ fn run_case<T: Translation>(case: &Value) -> Result<(), String> {
         for event in events.as_array().ok_or("upstream_events is not a list")? {
             scanner.feed(&frame(event), |e| translator.event(&e, &mut out));
         }
+        // A malformed event ends the stream the way the relay ends it (after output).
+        let malformed = translator.malformed().map(str::to_owned);
+        if let Some(why) = &malformed {
+            if case.get("fail").is_none() {
+                translator.fail("bad_upstream_answer", why, &mut out);
+            }
+        }
         match case.get("fail") {
+            _ if malformed.is_some() => {}
             Some(fail) => translator.fail(
                 fail["code"].as_str().unwrap_or("upstream_error"),
                 fail["message"].as_str().unwrap_or(""),

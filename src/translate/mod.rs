@@ -79,6 +79,34 @@ pub struct Translated {
     pub upstream_stream: bool,
 }
 
+/// Why an upstream event's data, which failed to parse as the translator's reading of it, makes
+/// the stream malformed: always when it is not JSON at all; when it is JSON of another shape,
+/// only for an event the translator acts on (`acted_on`), since an event it ignores loses
+/// nothing. `None`: the event may be skipped (also an event with no data).
+pub(crate) fn unreadable(
+    name: &[u8],
+    data: &[u8],
+    error: &serde_json::Error,
+    acted_on: bool,
+) -> Option<String> {
+    if data.trim_ascii().is_empty() {
+        return None;
+    }
+    let what = match name {
+        b"" => "an event".to_owned(),
+        name => format!("a `{}` event", String::from_utf8_lossy(name)),
+    };
+    match error.classify() {
+        serde_json::error::Category::Data if !acted_on => None,
+        serde_json::error::Category::Data => Some(format!(
+            "the upstream sent {what} of an unknown shape: {error}"
+        )),
+        _ => Some(format!(
+            "the upstream sent {what} whose data is not JSON: {error}"
+        )),
+    }
+}
+
 /// One direction of translation.
 pub trait Translation {
     /// `body`: the client's request body as received (already size-checked and inflated).
@@ -129,6 +157,14 @@ pub trait StreamTranslator: Send {
     /// waits for it.
     fn has_output(&self) -> bool;
 
+    /// The upstream sent an event this translator cannot accept: data that is not JSON, or JSON
+    /// of a shape the translator has no reading for where the event may carry output (skipping
+    /// it could lose content silently). The translator wrote nothing for that event and takes no
+    /// more; this says what was wrong (for the log and the client's failure message). The relay
+    /// treats it as a bad upstream answer: another account is tried while the client has no
+    /// output yet, and after output the stream ends with [`StreamTranslator::fail`].
+    fn malformed(&self) -> Option<&str>;
+
     /// The upstream stream ended (its terminal event was seen, or the bytes simply stopped).
     /// Writes whatever closes the client's stream properly (e.g. `message_stop`,
     /// `data: [DONE]`) if it is not closed yet.
@@ -138,4 +174,93 @@ pub trait StreamTranslator: Send {
     /// client protocol's in-stream failure, closing any open block first where the protocol
     /// needs that. `code` and `message` are safe to show the client.
     fn fail(&mut self, code: &str, message: &str, out: &mut BytesMut);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::chat_via_messages::ChatViaMessages;
+    use super::chat_via_responses::ChatViaResponses;
+    use super::messages_via_responses::MessagesViaResponses;
+    use super::responses_via_chat::ResponsesViaChat;
+    use super::*;
+    use crate::protocol::sse::SseScanner;
+
+    fn feed(translator: &mut dyn StreamTranslator, frame: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        SseScanner::new().feed(frame.as_bytes(), |e| translator.event(&e, &mut out));
+        out
+    }
+
+    const RESPONSES_DELTA: &str = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n";
+
+    /// Each direction with an upstream event cut in half (not JSON), then a sound one.
+    fn cut_streams() -> Vec<(Box<dyn StreamTranslator>, &'static str, &'static str)> {
+        vec![
+            (
+                MessagesViaResponses::stream("m"),
+                "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.de\n\n",
+                RESPONSES_DELTA,
+            ),
+            (
+                ChatViaResponses::stream("m"),
+                "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.de\n\n",
+                RESPONSES_DELTA,
+            ),
+            (
+                ChatViaMessages::stream("m"),
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"ind\n\n",
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            ),
+            (
+                ResponsesViaChat::stream("m"),
+                "data: {\"id\":\"chatcmpl-1\",\"choi\n\n",
+                "data: {\"id\":\"chatcmpl-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_translator_reports_data_that_is_not_json_and_takes_nothing_more() {
+        for (mut translator, cut, sound) in cut_streams() {
+            assert!(translator.malformed().is_none(), "{cut}");
+            let out = feed(translator.as_mut(), cut);
+            assert!(out.is_empty(), "nothing written for {cut}: {out:?}");
+            let why = translator.malformed().unwrap();
+            assert!(why.contains("not JSON"), "{why}");
+            let after = feed(translator.as_mut(), sound);
+            assert!(after.is_empty(), "nothing after it: {after:?}");
+        }
+    }
+
+    /// Control: the same sound events are translated by a fresh translator.
+    #[test]
+    fn the_sound_events_alone_are_translated() {
+        for (mut translator, _, sound) in cut_streams() {
+            let out = feed(translator.as_mut(), sound);
+            assert!(!out.is_empty(), "{sound}");
+            assert!(translator.malformed().is_none());
+        }
+    }
+
+    #[test]
+    fn an_event_a_translator_ignores_may_have_any_shape_but_must_be_json() {
+        let odd = "event: response.future_event\ndata: {\"type\":\"response.future_event\",\"delta\":{\"x\":1}}\n\n";
+        let mut translator = MessagesViaResponses::stream("m");
+        feed(translator.as_mut(), odd);
+        assert!(translator.malformed().is_none());
+        let mut translator = ChatViaMessages::stream("m");
+        feed(
+            translator.as_mut(),
+            "event: future_event\ndata: {\"type\":\"future_event\",\"index\":\"x\"}\n\n",
+        );
+        assert!(translator.malformed().is_none());
+        let mut translator = MessagesViaResponses::stream("m");
+        feed(
+            translator.as_mut(),
+            "event: response.future_event\ndata: not json\n\n",
+        );
+        assert!(translator.malformed().is_some());
+    }
 }

@@ -8,6 +8,7 @@ pub mod refresh;
 mod send;
 pub mod session;
 pub mod trust;
+mod tunnel;
 mod url;
 pub mod websocket;
 

@@ -25,8 +25,9 @@
 //! An upstream that refuses the upgrade (an answer but 101 that is not about the account: 404,
 //! 405, 426, …) is remembered per account for [`REFUSAL_MEMORY`] ([`Refusals`]) and its turns go
 //! over HTTP meanwhile. An upgrade answered 401, 403, 408, 429 or 5xx is that attempt's answer,
-//! as it would be to a POST (a refreshed token, a cooldown, the next account). Accounts behind a
-//! proxy always go over HTTP.
+//! as it would be to a POST (a refreshed token, a cooldown, the next account). An account with
+//! its own proxy (`accounts[].proxy`) opens its socket through it (`super::tunnel`: HTTP
+//! `CONNECT` or SOCKS5, as reqwest does for its POSTs), never around it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -34,13 +35,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::send::{Body, Response, SendError};
+use super::tunnel::Io;
+use crate::domain::Secret;
 use crate::runtime_state::{Expiring, ExpiringMap, RuntimeState};
 
 /// How long an account that refused the upgrade is reached over HTTP only.
@@ -64,9 +66,6 @@ const NOT_ON_UPGRADE: &[header::HeaderName] = &[
     header::CONNECTION,
     header::TRANSFER_ENCODING,
 ];
-
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 type Socket = WebSocketStream<Box<dyn Io>>;
 
@@ -213,6 +212,7 @@ pub async fn send(
     headers: &HeaderMap,
     body: &Bytes,
     limits: Limits,
+    proxy: Option<&Secret>,
 ) -> Result<Sent, SendError> {
     let reused = match turn.link.take() {
         Some(open) if open.account == account => Some(open),
@@ -260,7 +260,7 @@ pub async fn send(
             First::Failed(e) => return Err(e),
         }
     }
-    let (socket, handshake) = match connect(uri, headers, limits).await? {
+    let (socket, handshake) = match connect(uri, headers, limits, proxy).await? {
         Connected::Socket(socket, handshake) => (socket, handshake),
         Connected::Failed(answer) => return Ok(Sent::Answer(answer)),
         Connected::Refused(status) => return Ok(Sent::Refused(status)),
@@ -300,8 +300,14 @@ fn fails_the_attempt(status: StatusCode) -> bool {
     matches!(status.as_u16(), 401 | 403 | 408 | 429) || status.is_server_error()
 }
 
-/// Opens a socket to the account's Responses URL within `limits.connect_timeout`.
-async fn connect(uri: &Uri, headers: &HeaderMap, limits: Limits) -> Result<Connected, SendError> {
+/// Opens a socket to the account's Responses URL within `limits.connect_timeout`, through the
+/// account's `proxy` if it has one.
+async fn connect(
+    uri: &Uri,
+    headers: &HeaderMap,
+    limits: Limits,
+    proxy: Option<&Secret>,
+) -> Result<Connected, SendError> {
     let connect_error = |e: &(dyn std::error::Error + 'static)| SendError::new(true, e);
     let tls = uri.scheme_str() == Some("https");
     let host = uri.host().unwrap_or_default().to_owned();
@@ -330,9 +336,16 @@ async fn connect(uri: &Uri, headers: &HeaderMap, limits: Limits) -> Result<Conne
         .max_message_size(Some(limits.max_message))
         .max_frame_size(Some(limits.max_message));
     let open = async {
-        let tcp = super::h2_connection::connect_tcp(&host, port)
-            .await
-            .map_err(|e| connect_error(&e))?;
+        let tcp: Box<dyn Io> = match proxy {
+            None => Box::new(
+                super::h2_connection::connect_tcp(&host, port)
+                    .await
+                    .map_err(|e| connect_error(&e))?,
+            ),
+            Some(proxy) => super::tunnel::open(proxy.expose(), &host, port)
+                .await
+                .map_err(|e| connect_error(&e))?,
+        };
         let stream: Box<dyn Io> = if tls {
             let mut config = super::trust::client_config()
                 .map_err(|e| connect_error(&std::io::Error::other(e)))?;

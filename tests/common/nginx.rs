@@ -1,7 +1,7 @@
 //! A real nginx in front of the gateway, started per test on a free port with its own config:
 //! default `proxy_buffering` (on), upstream HTTP/1.1, WebSocket upgrades passed on (README's
 //! `map $http_upgrade`), and a short `proxy_read_timeout`; in front of one gateway or balancing
-//! over several.
+//! over several. Its access log (`METHOD /path STATUS`) is in the temp dir.
 
 #![allow(
     clippy::disallowed_methods,
@@ -56,7 +56,8 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    log_format subrelay '$request_method $uri $status';
+    access_log {d}/access.log subrelay;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -98,6 +99,25 @@ http {{
             url: format!("http://127.0.0.1:{port}"),
             dir,
         })
+    }
+
+    /// nginx's access log, one `METHOD /path STATUS` line per request (an upgraded WebSocket's
+    /// `101` line is written when the socket closes).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// The access log once a line satisfies `wanted`, waiting up to 10 s for nginx to write it;
+    /// the log as it is then otherwise.
+    pub async fn access_log_with(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.access_log();
+            if log.lines().any(&wanted) || Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn error_log(&self) -> String {

@@ -56,6 +56,10 @@ pub struct Behavior {
     /// With [`Behavior::error_chunk_after`]: the error chunk in older vLLM's shape
     /// (`{"object":"error","message","type":"InternalServerError","param":null,"code":500}`).
     pub legacy_error_chunk: bool,
+    /// Stream: the event at this index (0 for the first) goes out with its data cut in half, so
+    /// it is not JSON (`data: {"type":"response.out`), as a corrupting proxy or a buggy server
+    /// might send; the rest of the stream follows unchanged.
+    pub malformed_event_at: Option<usize>,
     /// Stream: close the connection abruptly after this many events, with no terminal event (the
     /// count is clamped so the terminal event is never sent). JSON answers: half of the body, then
     /// the cut.

@@ -65,6 +65,9 @@
 //! OpenAI-compatible servers do; `legacy_error` ([`Behavior::legacy_error_chunk`]) writes it in
 //! older vLLM's top-level `{"object":"error",…}` shape.
 //!
+//! A corrupted stream: `malformed=N` ([`Behavior::malformed_event_at`]) sends event N (0 for the
+//! first) with its data cut in half, on every API.
+//!
 //! API routes count in [`MockUpstream::calls`] / [`MockUpstream::total_calls`]; token endpoints
 //! count apart in [`MockUpstream::token_calls`]. Everything but the control routes is in
 //! [`MockUpstream::requests`].

@@ -14,7 +14,7 @@ use crate::behavior::Behavior;
 /// The options this parser knows, listed in error messages.
 const KNOWN: &str = "status=N, retry_after=S, delay_ms=N, events=N, interval_ms=N, fail, cut=N, \
                      hang=N, hang_headers, refuse_stream, text_bytes=N, tokens=N, garbage_usage, huge_line=N, \
-                     preamble_bytes=N, endless, at=N, echo_auth, text_error, calls=N, error_chunk=N, \
+                     preamble_bytes=N, endless, at=N, echo_auth, text_error, calls=N, error_chunk=N, malformed=N, \
                      legacy_error";
 
 /// A model option that could not be understood; the message names it.
@@ -81,6 +81,7 @@ pub(crate) fn parse(options: &str) -> Result<Behavior, OptionError> {
             "calls" => behavior.tool_calls = Some(number(key, value)?),
             "error_chunk" => behavior.error_chunk_after = Some(number(key, value)?),
             "legacy_error" => behavior.legacy_error_chunk = flag(key, value)?,
+            "malformed" => behavior.malformed_event_at = Some(number(key, value)?),
             _ => {
                 return Err(OptionError(format!(
                     "unknown model option '{option}' (known: {KNOWN})"
@@ -158,6 +159,7 @@ mod tests {
         assert!(b.endless && b.echo_credential && b.text_error);
         let b = parse("error_chunk=2+legacy_error").unwrap();
         assert_eq!(b.error_chunk_after, Some(2));
+        assert_eq!(parse("malformed=1").unwrap().malformed_event_at, Some(1));
         assert!(b.legacy_error_chunk);
     }
 

@@ -67,7 +67,10 @@ impl SseWriter {
 
     /// The stream as a 200 `text/event-stream` reply paced and ended as `behavior` asks: events
     /// `event_interval` apart (all in one write when it is zero), up to a cut or hang.
-    pub(crate) fn into_reply(self, behavior: &Behavior) -> Reply {
+    pub(crate) fn into_reply(mut self, behavior: &Behavior) -> Reply {
+        if let Some(at) = behavior.malformed_event_at {
+            self.cut_data_of(at);
+        }
         let (sent, ending) = stop_point(behavior, self.ends.len());
         let separate = !behavior.event_interval.is_zero();
         let hostile =
@@ -90,6 +93,30 @@ impl SseWriter {
             status: StatusCode::OK,
             content_type: "text/event-stream",
             body,
+        }
+    }
+
+    /// Cuts the data of event `at` in half (so it is no longer JSON), keeping it one event.
+    fn cut_data_of(&mut self, at: usize) {
+        let Some(&end) = self.ends.get(at) else {
+            return;
+        };
+        let start = at.checked_sub(1).map_or(0, |i| self.ends[i]);
+        let event = &self.buf[start..end];
+        let data = event
+            .windows(6)
+            .position(|w| w == b"data: ")
+            .map_or(0, |i| i + 6);
+        // The data runs up to the blank line ending the event.
+        let keep = data + (event.len() - 2 - data) / 2;
+        let mut buf = BytesMut::with_capacity(self.buf.len());
+        buf.put_slice(&self.buf[..start + keep]);
+        buf.put_slice(b"\n\n");
+        let shrunk = end - (start + keep + 2);
+        buf.put_slice(&self.buf[end..]);
+        self.buf = buf;
+        for later in &mut self.ends[at..] {
+            *later -= shrunk;
         }
     }
 
@@ -276,6 +303,32 @@ mod tests {
         assert!(text.len() >= 10_000);
         assert!(text.matches("event: b\n").count() > 100);
         assert!(!text.contains("event: end"));
+    }
+
+    #[test]
+    fn a_malformed_event_has_half_its_data_and_stays_one_event() {
+        let mut sse = SseWriter::with_capacity(3, 64);
+        for n in 0..3 {
+            sse.event("e", &serde_json::json!({"type": "e", "n": n}))
+                .unwrap();
+        }
+        let before = sse.buf.len();
+        sse.cut_data_of(1);
+        assert_eq!(sse.ends.len(), 3);
+        let all = std::str::from_utf8(&sse.buf).unwrap();
+        let events: Vec<&str> = all.split_terminator("\n\n").collect();
+        assert_eq!(events.len(), 3, "{all}");
+        let data = events[1].split("data: ").nth(1).unwrap();
+        assert!(
+            serde_json::from_str::<serde_json::Value>(data).is_err(),
+            "{data}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(
+            events[2].split("data: ").nth(1).unwrap()
+        )
+        .is_ok());
+        assert_eq!(*sse.ends.last().unwrap(), sse.buf.len());
+        assert!(sse.buf.len() < before);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::protocol::sse::SseEvent;
 use crate::translate::chat_answer::{ChatCompletion, ChatStream, ChatUsage};
-use crate::translate::StreamTranslator;
+use crate::translate::{unreadable, StreamTranslator};
 
 /// A whole upstream answer → `chat.completion`.
 pub(super) fn completion(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
@@ -145,6 +145,8 @@ pub(super) struct Stream {
     chat: ChatStream,
     usage: Usage,
     stop_reason: Option<String>,
+    /// An upstream event could not be read ([`StreamTranslator::malformed`]).
+    malformed: Option<String>,
 }
 
 impl Stream {
@@ -153,6 +155,7 @@ impl Stream {
             chat: ChatStream::new(client_model, include_usage),
             usage: Usage::default(),
             stop_reason: None,
+            malformed: None,
         }
     }
 
@@ -164,13 +167,26 @@ impl Stream {
 
 impl StreamTranslator for Stream {
     fn event(&mut self, event: &SseEvent<'_>, out: &mut BytesMut) {
-        if self.chat.closed() {
+        if self.chat.closed() || self.malformed.is_some() {
             return;
         }
         let name = event.name();
         let data = event.data();
-        let Ok(wire) = serde_json::from_slice::<WireEvent>(&data) else {
-            return;
+        let wire = match serde_json::from_slice::<WireEvent>(&data) {
+            Ok(wire) => wire,
+            Err(e) => {
+                let acted_on = matches!(
+                    name,
+                    b"message_start"
+                        | b"content_block_start"
+                        | b"content_block_delta"
+                        | b"message_delta"
+                        | b"message_stop"
+                        | b"error"
+                );
+                self.malformed = unreadable(name, &data, &e, acted_on);
+                return;
+            }
         };
         let index = wire.index.unwrap_or(0);
         match name {
@@ -243,6 +259,10 @@ impl StreamTranslator for Stream {
             }
             _ => {}
         }
+    }
+
+    fn malformed(&self) -> Option<&str> {
+        self.malformed.as_deref()
     }
 
     fn has_output(&self) -> bool {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::protocol::sse::SseEvent;
 use crate::translate::chat_answer::{ChatCompletion, ChatStream, ChatUsage};
-use crate::translate::StreamTranslator;
+use crate::translate::{unreadable, StreamTranslator};
 
 /// A whole upstream answer → `chat.completion`.
 pub(super) fn completion(upstream: &[u8], client_model: &str) -> Result<Bytes, String> {
@@ -198,6 +198,8 @@ pub(super) struct Stream {
     streamed_text: Vec<u64>,
     /// Output indexes of function calls whose arguments arrived as deltas.
     streamed_arguments: Vec<u64>,
+    /// An upstream event could not be read ([`StreamTranslator::malformed`]).
+    malformed: Option<String>,
 }
 
 impl Stream {
@@ -206,6 +208,7 @@ impl Stream {
             chat: ChatStream::new(client_model, include_usage),
             streamed_text: Vec::new(),
             streamed_arguments: Vec::new(),
+            malformed: None,
         }
     }
 
@@ -253,13 +256,33 @@ fn mark(indexes: &mut Vec<u64>, index: u64) {
 
 impl StreamTranslator for Stream {
     fn event(&mut self, event: &SseEvent<'_>, out: &mut BytesMut) {
-        if self.chat.closed() {
+        if self.chat.closed() || self.malformed.is_some() {
             return;
         }
         let name = event.name();
         let data = event.data();
-        let Ok(wire) = serde_json::from_slice::<WireEvent>(&data) else {
-            return;
+        let wire = match serde_json::from_slice::<WireEvent>(&data) {
+            Ok(wire) => wire,
+            Err(e) => {
+                let acted_on = matches!(
+                    name,
+                    b"response.created"
+                        | b"response.in_progress"
+                        | b"response.output_text.delta"
+                        | b"response.refusal.delta"
+                        | b"response.reasoning_summary_text.delta"
+                        | b"response.reasoning_text.delta"
+                        | b"response.output_item.added"
+                        | b"response.function_call_arguments.delta"
+                        | b"response.output_item.done"
+                        | b"response.completed"
+                        | b"response.incomplete"
+                        | b"response.failed"
+                        | b"error"
+                );
+                self.malformed = unreadable(name, &data, &e, acted_on);
+                return;
+            }
         };
         let index = wire.output_index.unwrap_or(0);
         match name {
@@ -337,6 +360,10 @@ impl StreamTranslator for Stream {
             }
             _ => {}
         }
+    }
+
+    fn malformed(&self) -> Option<&str> {
+        self.malformed.as_deref()
     }
 
     fn has_output(&self) -> bool {

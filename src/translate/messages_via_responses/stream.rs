@@ -15,7 +15,7 @@ use super::{error_type, message_id, reasoning_signature, stop_reason, usage_json
 use crate::protocol::anthropic;
 use crate::protocol::responses::read_terminal;
 use crate::protocol::sse::SseEvent;
-use crate::translate::StreamTranslator;
+use crate::translate::{unreadable, StreamTranslator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -50,6 +50,8 @@ pub struct Translator {
     stops: StopSequences,
     /// The stop sequence that ended the shown output; later upstream output is not shown.
     stopped: Option<String>,
+    /// An upstream event could not be read ([`StreamTranslator::malformed`]).
+    malformed: Option<String>,
 }
 
 impl Translator {
@@ -73,6 +75,7 @@ impl Translator {
             refusal: false,
             stops: StopSequences::default(),
             stopped: None,
+            malformed: None,
         }
     }
 }
@@ -424,11 +427,24 @@ fn incomplete_reason(data: &[u8]) -> Option<String> {
 
 impl StreamTranslator for Translator {
     fn event(&mut self, event: &SseEvent<'_>, out: &mut BytesMut) {
-        if self.ended {
+        if self.ended || self.malformed.is_some() {
             return;
         }
         let name = event.name();
         let data = event.data();
+        if matches!(
+            name,
+            b"response.completed" | b"response.incomplete" | b"response.failed" | b"error"
+        ) {
+            // Read leniently below: a terminal event that is not JSON would end the client's
+            // stream without its usage or error.
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&data) {
+                self.malformed = unreadable(name, &data, &e, true);
+                if self.malformed.is_some() {
+                    return;
+                }
+            }
+        }
         match name {
             b"response.completed" => return self.terminal(out, &data, Ending::Completed),
             b"response.incomplete" => {
@@ -448,8 +464,25 @@ impl StreamTranslator for Translator {
             // Output past the stop sequence is not the client's.
             return;
         }
-        let Ok(ev) = serde_json::from_slice::<Event>(&data) else {
-            return;
+        let ev = match serde_json::from_slice::<Event>(&data) {
+            Ok(ev) => ev,
+            Err(e) => {
+                let acted_on = matches!(
+                    name,
+                    b"response.created"
+                        | b"response.in_progress"
+                        | b"response.queued"
+                        | b"response.output_item.added"
+                        | b"response.content_part.added"
+                        | b"response.output_text.delta"
+                        | b"response.refusal.delta"
+                        | b"response.reasoning_summary_text.delta"
+                        | b"response.function_call_arguments.delta"
+                        | b"response.output_item.done"
+                );
+                self.malformed = unreadable(name, &data, &e, acted_on);
+                return;
+            }
         };
         match name {
             b"response.created" | b"response.in_progress" | b"response.queued" => {
@@ -502,6 +535,10 @@ impl StreamTranslator for Translator {
             }
             _ => {}
         }
+    }
+
+    fn malformed(&self) -> Option<&str> {
+        self.malformed.as_deref()
     }
 
     fn has_output(&self) -> bool {

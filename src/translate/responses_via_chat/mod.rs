@@ -90,9 +90,10 @@
 //!   still opens with `response.created` / `response.in_progress`, so it is well formed. (Before
 //!   any output item the relay never feeds it one: the Chat watch reads the same shapes,
 //!   `protocol::chat::stream_failure`, as a failure of the attempt, which fails over unseen.)
-//! - a chunk that is JSON but not of the Chat shape (e.g. `content` as a list) →
-//!   `response.failed` with code `upstream_bad_chunk`: skipping it could lose output silently.
-//!   Data that is not JSON at all is skipped.
+//! - a chunk that is not JSON, or JSON but not of the Chat shape (e.g. `content` as a list):
+//!   skipping it could lose output silently, so the translator reports it
+//!   ([`StreamTranslator::malformed`]) and takes nothing more; the relay fails the attempt over
+//!   before output, or ends the stream with `response.failed` (code `bad_upstream_answer`).
 //!
 //! Every event carries `sequence_number` (0, 1, …) as the OpenAI API's do. A non-stream
 //! `chat.completion` becomes one `response` object with the same items, status and usage.

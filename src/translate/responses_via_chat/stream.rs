@@ -2,7 +2,6 @@
 //! [`super`]).
 
 use bytes::{BufMut, BytesMut};
-use serde::de::IgnoredAny;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -11,7 +10,7 @@ use super::chunk::{CallDelta, Chunk, Text};
 use super::names::CallNames;
 use crate::protocol::sse::SseEvent;
 use crate::protocol::{chat, TokenUsage};
-use crate::translate::StreamTranslator;
+use crate::translate::{unreadable, StreamTranslator};
 
 // === Writing ===
 
@@ -114,6 +113,8 @@ pub struct Translator {
     usage: Option<TokenUsage>,
     /// A terminal event was written: nothing more goes out.
     ended: bool,
+    /// An upstream chunk could not be read ([`StreamTranslator::malformed`]).
+    malformed: Option<String>,
 }
 
 impl Translator {
@@ -127,6 +128,7 @@ impl Translator {
             finish_reason: None,
             usage: None,
             ended: false,
+            malformed: None,
         }
     }
 
@@ -571,7 +573,7 @@ fn parts_len(item: &Item) -> usize {
 
 impl StreamTranslator for Translator {
     fn event(&mut self, event: &SseEvent<'_>, out: &mut BytesMut) {
-        if self.ended {
+        if self.ended || self.malformed.is_some() {
             return;
         }
         let data = event.data();
@@ -581,16 +583,16 @@ impl StreamTranslator for Translator {
         }
         match serde_json::from_slice::<Chunk<'_>>(&data) {
             Ok(chunk) => self.chunk(chunk, &data, out),
-            // JSON in another shape (a `content` list, a numeric id…) may carry output that
-            // would be lost: the stream fails rather than skip it.
-            Err(e) if serde_json::from_slice::<IgnoredAny>(&data).is_ok() => self.failed(
-                "upstream_bad_chunk",
-                &format!("the upstream sent a Chat Completions chunk of an unknown shape: {e}"),
-                out,
-            ),
-            // Not JSON at all (a stray line): nothing to translate.
-            Err(_) => {}
+            // Not JSON, or JSON in another shape (a `content` list, a numeric id…) that may
+            // carry output: skipping it could lose output silently, so the stream is broken.
+            Err(e) => {
+                self.malformed = unreadable(event.name(), &data, &e, true);
+            }
         }
+    }
+
+    fn malformed(&self) -> Option<&str> {
+        self.malformed.as_deref()
     }
 
     fn has_output(&self) -> bool {
