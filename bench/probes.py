@@ -365,3 +365,231 @@ async def burst_chunks(port, path, key, body, count):
     finally:
         await close(writer)
     return {"chunks": chunks, "errors": errors}
+
+
+# --- scenario 8: Responses over WebSocket -----------------------------------------------------
+#
+# A minimal RFC 6455 client on asyncio streams, enough for the gateway's Responses socket: the
+# upgrade, masked text frames out (with the all-zero masking key: valid, and no XOR to compute,
+# which keeps the load generator cheap), unmasked frames in, pings answered with pongs.
+
+WS_TERMINAL = (b'"response.completed"', b'"response.failed"', b'"response.incomplete"',
+               b'"error"')
+
+
+def ws_frame(opcode, payload):
+    """One masked, final client frame."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+async def ws_connect(port, path, key):
+    """Opens a socket and upgrades it; answers (reader, writer)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+    try:
+        writer.write((
+            f"GET {path} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            "Sec-WebSocket-Key: c3VicmVsYXktYmVuY2gtMDE=\r\n"
+            "Sec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {key}\r\n"
+            "\r\n").encode())
+        status, _ = await asyncio.wait_for(read_head(reader), 10)
+        if status != 101:
+            raise HttpError(f"upgrade answered {status}")
+    except BaseException:
+        await close(writer)
+        raise
+    return reader, writer
+
+
+async def ws_read(reader, writer):
+    """The next data message's payload; answers pings on the way. A close frame is an error."""
+    while True:
+        try:
+            b0, b1 = await reader.readexactly(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(await reader.readexactly(2), "big")
+            elif n == 127:
+                n = int.from_bytes(await reader.readexactly(8), "big")
+            if b1 & 0x80:
+                raise HttpError("the server masked a frame")
+            payload = await reader.readexactly(n) if n else b""
+        except asyncio.IncompleteReadError as e:
+            raise HttpError("socket closed inside a frame") from e
+        opcode = b0 & 0x0F
+        if opcode == 0x9:
+            writer.write(ws_frame(0xA, payload))
+        elif opcode == 0x8:
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+            raise HttpError(f"closed by the server ({code} {payload[2:80]!r})")
+        elif opcode in (0x1, 0x2):
+            if not b0 & 0x80:
+                raise HttpError("fragmented message (not expected from the gateway)")
+            return payload
+        # pong (0xA) and anything else: ignored
+
+
+async def ws_turn(reader, writer, message, on_event=None):
+    """One turn: sends `message` (a `response.create`, bytes), reads its events up to the
+    terminal one. Raises unless the turn completed."""
+    writer.write(ws_frame(0x1, message))
+    while True:
+        event = await ws_read(reader, writer)
+        if on_event is not None:
+            on_event(event)
+        head = event[:96]
+        if any(t in head for t in WS_TERMINAL):
+            if b'"response.completed"' not in head:
+                raise HttpError(f"turn ended with {event[:120]!r}")
+            return
+
+
+async def ws_close(writer):
+    try:
+        writer.write(ws_frame(0x8, (1000).to_bytes(2, "big")))
+    except OSError:
+        pass
+    await close(writer)
+
+
+async def _ws_turns_worker(port, path, keys, message, deadline, out, worker):
+    reader = writer = None
+    n = worker
+    while time.perf_counter() < deadline:
+        try:
+            if writer is None:
+                reader, writer = await ws_connect(port, path, keys[n % len(keys)])
+                n += 7
+            state = {"ttft": None, "first": None}
+            t0 = time.perf_counter()
+
+            def on_event(event, state=state):
+                if state["first"] is None:
+                    state["first"] = time.perf_counter() - t0
+                if state["ttft"] is None and DELTA in event[:96]:
+                    state["ttft"] = time.perf_counter() - t0
+
+            await asyncio.wait_for(ws_turn(reader, writer, message, on_event), 30)
+            if state["ttft"] is None:
+                raise HttpError("turn completed without text")
+            out["ttfb"].append(state["first"])
+            out["ttft"].append(state["ttft"])
+            out["total"].append(time.perf_counter() - t0)
+        except (OSError, HttpError, asyncio.TimeoutError, ValueError) as e:
+            out["errors"].append(f"{type(e).__name__}: {e}")
+            if writer is not None:
+                await close(writer)
+            writer = None
+            await asyncio.sleep(0.05)
+    if writer is not None:
+        await ws_close(writer)
+
+
+async def ws_turns(port, path, keys, message, concurrency, seconds):
+    """Turns back to back on `concurrency` sockets for `seconds`: the WebSocket counterpart of
+    `paced_streams` (which sends the same turn as a streaming POST on keep-alive connections)."""
+    out = {"ttfb": [], "ttft": [], "total": [], "errors": []}
+    deadline = time.perf_counter() + seconds
+    await asyncio.gather(*(
+        _ws_turns_worker(port, path, keys, message, deadline, out, w) for w in range(concurrency)))
+    return out
+
+
+async def _ws_idle_one(crowd, gate, port, path, key, message, stop, timeout):
+    writer = None
+    counted_open = False
+    try:
+        async with gate:
+            reader, writer = await ws_connect(port, path, key)
+            crowd.opened()
+            counted_open = True
+        await asyncio.wait_for(ws_turn(reader, writer, message), timeout)
+        crowd.answered += 1  # the turn is done: the socket is idle from here
+        # Idle until the crowd is measured, answering the gateway's pings meanwhile.
+        idle = asyncio.ensure_future(ws_read(reader, writer))
+        done, _ = await asyncio.wait({idle, asyncio.ensure_future(stop.wait())},
+                                     timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if idle in done:
+            idle.result()  # raises what ended it (a close)
+            raise HttpError("unexpected message on an idle socket")
+        idle.cancel()
+        crowd.ok += 1
+    except (OSError, HttpError, asyncio.TimeoutError, ValueError) as e:
+        crowd.errors.append(f"{type(e).__name__}: {e}"[:120])
+    finally:
+        if counted_open:
+            crowd.closed()
+        if writer is not None:
+            await ws_close(writer)
+
+
+async def _keepalive_idle_one(crowd, gate, port, path, key, body, stop, timeout):
+    writer = None
+    counted_open = False
+    try:
+        async with gate:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port),
+                                                    10)
+            crowd.opened()
+            counted_open = True
+        writer.write(request_bytes(port, path, key, body))
+        status, headers = await asyncio.wait_for(read_head(reader), timeout)
+        seen = []
+        await asyncio.wait_for(read_body(reader, headers, seen.append), timeout)
+        if status != 200 or COMPLETED not in b"".join(seen):
+            raise HttpError(f"status {status}")
+        crowd.answered += 1  # the request is done: the connection is idle from here
+        await asyncio.wait_for(stop.wait(), timeout)
+        crowd.ok += 1
+    except (OSError, HttpError, asyncio.TimeoutError, ValueError) as e:
+        crowd.errors.append(f"{type(e).__name__}: {e}"[:120])
+    finally:
+        if counted_open:
+            crowd.closed()
+        if writer is not None:
+            await close(writer)
+
+
+async def idle_crowd(kind, port, path, keys, body, total, pid, timeout, settle=0.5,
+                     connect_parallel=64):
+    """`total` sockets (`ws`) or keep-alive connections (`keepalive`), each after one turn or
+    request, idle at once; the proxy's RSS is read `settle` s after the last one went idle, then
+    all are closed. The same summary as `crowd`."""
+    c = Crowd(total, pid)
+    gate = asyncio.Semaphore(connect_parallel)
+    stop = asyncio.Event()
+    one = _ws_idle_one if kind == "ws" else _keepalive_idle_one
+    since = []
+
+    def ready(crowd):
+        # Every socket has had its turn (or failed), `settle` seconds ago.
+        if crowd.answered + len(crowd.errors) < crowd.total:
+            return False
+        if not since:
+            since.append(time.perf_counter())
+        return time.perf_counter() - since[0] >= settle
+
+    async def release():
+        while c.rss_all_open_kib is None:
+            await asyncio.sleep(0.05)
+        stop.set()
+
+    watcher = asyncio.create_task(_watch(c, stop, ready))
+    releaser = asyncio.create_task(release())
+    await asyncio.gather(*(
+        one(c, gate, port, path, keys[i % len(keys)], body, stop, timeout)
+        for i in range(total)))
+    stop.set()
+    await watcher
+    await releaser
+    return c.summary()

@@ -197,6 +197,46 @@ def budgets(results):
                     f"{per_count:,} (nginx {fmt(nginx_peak, '.1f')} MiB)")
         rows.append((label, text, f"≤ {limit_mib} MiB", verdict(judged <= limit_mib)))
 
+    def variant_row(sid, target, base, label, limit, key="cpu_us"):
+        # target / base within each round of a scenario of one subrelay's variants.
+        res = find(results, sid)
+        if not res:
+            return
+        m, lo, hi = paired(res["rounds"], target, base, key, ratio)
+        if m is None:
+            return
+        s, b = summary(res, target), summary(res, base)
+        text = f"{m:.2f}× ({s[key]:.1f} vs {b[key]:.1f} µs; rounds {lo:.2f}–{hi:.2f}×)"
+        if limit is None:
+            rows.append((label, text, "reported", "–"))
+        else:
+            rows.append((label, text, f"≤ {limit}×", verdict(m <= limit)))
+
+    def per_item_row(sid, target, base, label, limit):
+        # RSS per open item, target / base within each round (each on a fresh subrelay).
+        res = find(results, sid)
+        if not res:
+            return
+        values = []
+        for per in by_round(res["rounds"]).values():
+            a, b = per.get(target), per.get(base)
+            if a and b and all(r.get("rss_all_open_kib") and r.get("open_at_all_open")
+                               for r in (a, b)):
+                pa = (a["rss_all_open_kib"] - a["rss_before_kib"]) / a["open_at_all_open"]
+                pb = (b["rss_all_open_kib"] - b["rss_before_kib"]) / b["open_at_all_open"]
+                if pb > 0:
+                    values.append((pa / pb, pa, pb))
+        if not values:
+            return
+        m = statistics.median(v[0] for v in values)
+        text = (f"{m:.2f}× ({statistics.median(v[1] for v in values):.1f} vs "
+                f"{statistics.median(v[2] for v in values):.1f} KiB; rounds "
+                f"{min(v[0] for v in values):.2f}–{max(v[0] for v in values):.2f}×)")
+        if limit is None:
+            rows.append((label, text, "reported", "–"))
+        else:
+            rows.append((label, text, f"≤ {limit}×", verdict(m <= limit)))
+
     ratio_row(2, "(2) CPU per request at 64 connections, subrelay / nginx")
     added_row(1, "(1) added p50 latency at 1 connection, subrelay − direct", "p50_ms", 0.15)
     added_row(4, "(4) paced SSE: added time to first token (p50), subrelay − direct",
@@ -208,6 +248,18 @@ def budgets(results):
                    "subrelay / nginx", 1.5)
     per_stream_row(False, "(5, issue 20) RSS per open stream, HTTP/1.1 upstream, "
                    "subrelay / nginx", None)
+    variant_row(7, "translated", "native Responses",
+                "(7, issue 16) CPU per stream, translated (Messages client on a Responses "
+                "upstream) / native Responses", 1.5)
+    variant_row(7, "translated", "native Messages",
+                "(7, issue 16) CPU per stream, translated / native Messages (Anthropic "
+                "account)", None)
+    variant_row(8, "WebSocket", "SSE",
+                "(8, issue 18) CPU per turn, WebSocket / HTTP SSE", 1.2)
+    per_item_row(8, "WebSocket idle", "SSE stream open",
+                 "(8, issue 18) RSS per idle WebSocket / per open SSE stream", 1.2)
+    per_item_row(8, "WebSocket idle", "keep-alive idle",
+                 "(8, issue 18) RSS per idle WebSocket / per idle keep-alive connection", None)
     return rows
 
 
@@ -335,9 +387,65 @@ def render(results, info, problems):
                   f"| {fmt(s['cpu_us'], '.0f')} | {s['keepalive_bytes']:,} |")
         w("")
 
+    res7 = find(results, 7)
+    if res7:
+        w("### Translation (scenario 7, issue 16)")
+        w("")
+        w("One subrelay whose `default` group translates (`translate: true`, its accounts "
+          "`protocols: [responses]`), the three streams alternating in each round: a Responses "
+          "client relayed natively, a Messages client translated to the same Responses stream "
+          "(20 deltas, one write), and a Messages client on an Anthropic account of its own "
+          "group (the mock's native Messages stream of 20 deltas). *bytes*: what the client "
+          "received per stream, head included.")
+        w("")
+        w("| stream | streams/s | p50 ms | p99 ms | CPU µs/stream | upstream CPU µs/stream "
+          "| bytes/stream | errors |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for target in ("native Responses", "translated", "native Messages"):
+            s_ = summary(res7, target)
+            if not s_:
+                continue
+            nbytes = med([r.get("bytes_per_request") for r in target_rows(res7)[target]])
+            w(f"| {target} | {fmt(s_['rps'], ',.0f')} | {fmt(s_['p50_ms'], '.3f')} "
+              f"| {fmt(s_['p99_ms'], '.3f')} | {fmt(s_['cpu_us'], '.1f')} "
+              f"| {fmt(s_['upstream_cpu_us'], '.1f')} | {fmt(nbytes, ',.0f')} "
+              f"| {s_['errors']} |")
+        w("")
+
+    res8 = find(results, 8)
+    if res8:
+        w("### Responses over WebSocket (scenario 8, issue 18)")
+        w("")
+        w("Turns: the same 20-event turn (model, instructions, a ~1 KB input) back to back on "
+          "each connection, as a streaming `POST /v1/responses` on keep-alive connections "
+          "(*SSE*) or as a `response.create` message on an open socket (*WebSocket*, the "
+          "whole input each turn, reaching the upstream through the HTTP bridge); one subrelay, "
+          "alternating. *p50*: a whole turn, sent to `response.completed`. Memory: on a fresh "
+          "subrelay each, sockets idle after one turn, SSE streams open (waiting on a slow "
+          "upstream) and keep-alive connections idle after one request; *per item*: (RSS with "
+          "all of them open − RSS before) / how many were open.")
+        w("")
+        w("| what | turns/s or ok | p50 ms | CPU µs/turn | idle MiB | all open MiB "
+          "| per item KiB | errors |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for target in ("SSE", "WebSocket", "SSE stream open", "WebSocket idle",
+                       "keep-alive idle"):
+            s_ = summary(res8, target)
+            if not s_:
+                continue
+            memory = target not in ("SSE", "WebSocket")
+            first = f"{s_['ok']:,} / {s_['total']:,}" if memory else fmt(s_["rps"], ",.0f")
+            all_open = s_["rss_all_open_kib"] / MIB if s_["rss_all_open_kib"] else None
+            w(f"| {target} | {first} | {fmt(s_['p50_ms'], '.3f')} "
+              f"| {fmt(s_['cpu_us'], '.1f') if not memory else '–'} "
+              f"| {fmt((s_['rss_before_kib'] or 0) / MIB, '.1f') if memory else '–'} "
+              f"| {fmt(all_open, '.1f')} | {fmt(s_['per_open_kib'], '.1f')} "
+              f"| {s_['errors']} |")
+        w("")
+
     rows = budgets(results)
     if rows:
-        w("### Budgets (issue 6), subrelay against nginx and direct in the same rounds")
+        w("### Budgets, each figure against its comparison in the same rounds")
         w("")
         w("| budget | measured (median of rounds) | limit | verdict |")
         w("|---|---|---|---|")

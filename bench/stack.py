@@ -148,6 +148,10 @@ SCRAPE_EVERY = 5
 SHARED = False
 SHARED_DATABASES = []
 
+# `bench/run --binaries DIR`: run subrelay and subrelay-mock from DIR instead of target/release
+# (a quick check of the harness itself against a debug build; figures then mean nothing).
+BINARIES = None
+
 
 def shared_store_lines():
     """The `storage`/`state` lines of a fresh database and Redis prefix."""
@@ -175,13 +179,17 @@ def drop_shared_databases():
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def subrelay_config(mock_port, keys, data_dir, ca_file=None):
+def subrelay_config(mock_port, keys, data_dir, ca_file=None, translate=False):
     """A realistic configuration: 1,000 keys, 20 accounts, log level info, a usage record per
     request in the store (the usage log line is at debug: off at info), the default keepalive
     settings, plus the compact keepalive scenario
     (6) needs. The store lives in the run's temporary directory, fresh for each start.
     With `ca_file` the accounts reach the mock over TLS (`https://localhost`, HTTP/2 by ALPN),
-    trusting the mock's test authority through `upstream.ca_file`."""
+    trusting the mock's test authority through `upstream.ca_file`.
+    With `translate` (scenario 7, issue 16) the `default` group translates and its accounts speak
+    only the Responses API, so a Messages client is translated and a Responses client is not;
+    the keys of `translate_keys(keys)[1]` are in a group `claude` of one Anthropic account on the
+    mock, the native Messages stream."""
     lines = [
         "server:",
         "  host: 127.0.0.1",
@@ -204,18 +212,36 @@ def subrelay_config(mock_port, keys, data_dir, ca_file=None):
     if ca_file is not None:
         lines += ["upstream:", f"  ca_file: {ca_file}"]
         base_url = f"https://localhost:{mock_port}/v1"
+    protocols = ", protocols: [responses]" if translate else ""
+    if translate:
+        lines += ["groups:",
+                  "  - {name: default, platform: openai, translate: true}",
+                  "  - {name: claude, platform: anthropic}"]
     lines.append("accounts:")
     for i in range(N_ACCOUNTS):
         lines.append(
             f"  - {{name: bench-{i:02d}, platform: openai, type: apikey, "
-            f"api_key: sk-upstream-{i:02d}, base_url: \"{base_url}\"}}"
+            f"api_key: sk-upstream-{i:02d}, base_url: \"{base_url}\"{protocols}}}"
         )
+    claude_keys = set()
+    if translate:
+        lines.append(f"  - {{name: bench-claude, platform: anthropic, type: apikey, "
+                     f"api_key: sk-ant-upstream, base_url: \"{base_url.removesuffix('/v1')}\", "
+                     f"groups: [claude]}}")
+        claude_keys = set(translate_keys(keys)[1])
     lines.append("api_keys:")
     for i, key in enumerate(keys):
-        lines.append(f"  - {{name: user-{i:04d}, key: {key}}}")
+        group = ", group: claude" if key in claude_keys else ""
+        lines.append(f"  - {{name: user-{i:04d}, key: {key}{group}}}")
     if METRICS:
         lines += ["metrics:", f"  listen: 127.0.0.1:{free_port()}"]
     return "\n".join(lines) + "\n"
+
+
+def translate_keys(keys):
+    """A `translate` stack's keys: (the translating OpenAI group's, the Anthropic group's)."""
+    half = len(keys) // 2
+    return keys[:half], keys[half:]
 
 
 def scrape_metrics(relay_log, stop):
@@ -295,7 +321,8 @@ class Stack:
     """The mock, nginx in front of it, subrelay in front of it; each target's URL and the PID
     whose CPU and memory count for it (`direct`: the mock itself)."""
 
-    def __init__(self, repo, tmp, keys, label, tls=False):
+    def __init__(self, repo, tmp, keys, label, tls=False, translate=False):
+        self.translate = translate
         self.repo = Path(repo)
         self.tmp = Path(tmp)
         self.keys = keys
@@ -306,7 +333,7 @@ class Stack:
         self.procs = {}
 
     def start(self):
-        release = self.repo / "target" / "release"
+        release = BINARIES or self.repo / "target" / "release"
         try:
             mock_log = self.tmp / f"{self.label}-mock.log"
             argv = [str(release / "subrelay-mock"), "--port", "0"]
@@ -337,7 +364,8 @@ class Stack:
 
             cfg = self.tmp / f"{self.label}-subrelay.yaml"
             data_dir = self.tmp / f"{self.label}-data"
-            cfg.write_text(subrelay_config(mock.port, self.keys, data_dir, self.ca_file))
+            cfg.write_text(subrelay_config(mock.port, self.keys, data_dir, self.ca_file,
+                                           self.translate))
             relay_log = self.tmp / f"{self.label}-subrelay.log"
             relay = Process("subrelay",
                             [str(release / "subrelay"), "serve", "--config", str(cfg)],
