@@ -324,6 +324,7 @@ async fn spending_on_one_instance_counts_against_the_key_on_the_other() {
         }
     })
     .await;
+    eprintln!("cost {cost}, alone {alone}, served on A {served_on_a}, then on B {served_on_b}");
     assert!(
         1 + served_on_b < alone,
         "B served {served_on_b} more; alone it would have served {} more",

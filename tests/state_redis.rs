@@ -447,10 +447,12 @@ async fn round_trips_of_ten_requests(key: &str) -> (u64, u64) {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = scrape().await;
-    (
+    let counts = (
         calls(&after, "waited") - calls(&before, "waited"),
         calls(&after, "background") - calls(&before, "background"),
-    )
+    );
+    eprintln!("ten requests: {} waited, {} in the background", counts.0, counts.1);
+    counts
 }
 
 #[tokio::test]
