@@ -17,10 +17,10 @@
 //! | [`SingleFlight`] | at most one holder at a time, others wait: the token refresh | account name | this instance's mutex first, then `SET {prefix}refresh:{name} <owner> NX PX 60000`, released by compare-and-delete (Lua); waiters poll every 50 ms |
 //! | [`Signal`] | "something changed, look again": a slot was freed, an account may be usable | `pool`, `key:{name}` | a `PUBLISH` on `{prefix}pool` naming the signal; the subscriber task wakes that signal's local waiters on every other instance |
 //! | [`WaitQueue`] | how many requests wait for a slot, bounded | one per pool | per instance, also with Redis (`gateway.queue_max_waiting` bounds each instance's queue) |
-//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | rpm: a sorted set `{prefix}rpm:{key}` of admissions scored by Redis's clock, trimmed, counted and added to in one Lua call ([`KeyWindows::admit_shared`], awaited only for a key with an rpm limit), expiring a window after its last admission; spending: per instance, also with Redis, for now |
+//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | rpm: a sorted set `{prefix}rpm:{key}` of admissions scored by Redis's clock, trimmed, counted and added to in the key's admission script, which takes the key's slot in `{prefix}lease:key:{name}` in the same call, both or neither ([`KeyWindows::admit_key`]: one awaited call for a key with an rpm or a concurrency limit, none for a key without; a request waiting for the slot is counted in the window only when it gets it), expiring a window after its last admission; spending: strings `{prefix}spend:{key}:d:{YYYY-MM-DD}` and `:m:{YYYY-MM}` (USD, `INCRBYFLOAT`, kept a day past the period), added to by a script sent through the writer when a usage record is priced, which publishes the new totals; every instance (the sender too) raises its mirror to them, and the limit check reads the mirror (no round trip). Seeded at start with the larger of the store's totals and Redis's ([`KeyWindows::seed`]); a key first checked in a day is read in the background; after an outage each instance pushes its counts as a floor |
 //!
 //! Redis unreachable: every handle goes on with this instance's own state (mirrors, local
-//! leases), one warning is logged and `subrelay_state_backend_up` is 0; record and token writes
+//! leases, its own rpm windows and spending counts), one warning is logged and `subrelay_state_backend_up` is 0; record and token writes
 //! that did not reach Redis are pushed when it answers again, the other values are reloaded and
 //! the leases held here are written back.
 //!
@@ -36,15 +36,17 @@
 //!
 //! What the local backend answers at once is a plain method. The Redis backend keeps them plain
 //! too by answering from in-process mirrors kept current by the pool channel (records, sticky
-//! bindings, sessions, flows, tokens); its writes go out through the writer task without the
-//! request waiting for them. Two calls need a real round trip: the refresh lock
-//! ([`SingleFlight::lock`]) and taking a lease across instances ([`Lease::confirm`], awaited by
-//! `Pool::acquire` after the synchronous `Pool::select` picked an account and took its local
-//! slot, and by the relay's key admission through [`LeaseSet::try_acquire_shared`]); the local
-//! lease's `confirm` is ready at once. Budget (issue 17): at most two round trips per request on
-//! the hot path — one lease script on the way in, one pipeline (lease release, binding, health)
-//! on the way out, counted by `subrelay_state_redis_calls` (tests/state_redis.rs checks it). A
-//! key with a concurrency limit adds one script, and so does a key with an rpm limit.
+//! bindings, sessions, flows, tokens, spending totals); its writes go out through the writer
+//! task without the request waiting for them. Three calls need a real round trip: the refresh
+//! lock ([`SingleFlight::lock`]), taking an account's lease across instances ([`Lease::confirm`],
+//! awaited by `Pool::acquire` after the synchronous `Pool::select` picked an account and took
+//! its local slot), and a key's admission ([`KeyWindows::admit_key`]: its rpm window and its
+//! concurrency slot in one script, only for a key with either limit); the local lease's
+//! `confirm` is ready at once. Budget (issue 17): a request waits for at most two round trips on
+//! the hot path — the key's admission and the account's lease — and sends one pipeline (lease
+//! releases, binding, health, spending) on the way out, without waiting; counted by
+//! `subrelay_state_redis_calls` (tests/state_redis.rs checks both a key without limits: one
+//! waited call, and a key with rpm and concurrency limits: two).
 
 pub mod calendar;
 mod live;

@@ -2,11 +2,12 @@
 //! the same Redis and `state.redis_prefix`.
 //!
 //! One multiplexed connection (a [`ConnectionManager`], which reconnects by itself) carries the
-//! two calls that wait for an answer (taking a lease, the refresh lock) and a writer task that
-//! sends everything else in pipelines, in order, without a request waiting for it. One pub/sub
-//! connection listens on `{prefix}pool`: each message names a signal to wake, or carries the new
-//! value of a record, of an account's tokens or of an expiring value, which the receiving
-//! instance copies into its in-process mirror. Reads come from the mirrors.
+//! calls that wait for an answer (taking an account's lease, a key's admission, the refresh
+//! lock) and a writer task that sends everything else in pipelines, in order, without a request
+//! waiting for it. One pub/sub connection listens on `{prefix}pool`: each message names a signal
+//! to wake, or carries the new value of a record, of an account's tokens, of an expiring value
+//! or a key's spending totals, which the receiving instance copies into its in-process mirror.
+//! Reads come from the mirrors.
 //!
 //! Redis unreachable: every handle goes on with this instance's own state (its mirror, its own
 //! leases), a warning is logged once and [`Shared::is_up`] turns false (the
