@@ -447,12 +447,10 @@ async fn round_trips_of_ten_requests(key: &str) -> (u64, u64) {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = scrape().await;
-    let counts = (
+    (
         calls(&after, "waited") - calls(&before, "waited"),
         calls(&after, "background") - calls(&before, "background"),
-    );
-    eprintln!("ten requests: {} waited, {} in the background", counts.0, counts.1);
-    counts
+    )
 }
 
 #[tokio::test]
@@ -515,4 +513,54 @@ async fn a_keys_rpm_limit_holds_across_instances() {
         assert!(answer["error"].is_object(), "{answer}");
     }
     assert_eq!(mock.calls("tok-a"), 4);
+}
+
+/// A key with one slot and a window of two requests a minute, on two instances: a request on B
+/// waits while A holds the slot, looking again several times (every 250 ms and at each release);
+/// it is counted in the window once, when it gets the slot, so it is served, and the window then
+/// holds exactly the two.
+#[tokio::test]
+async fn a_request_waiting_for_its_keys_slot_is_counted_in_the_window_once() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            delay_headers: Duration::from_secs(2),
+            ..Default::default()
+        }],
+    );
+    let yaml = format!(
+        "admin:\n  token: {ADMIN}\napi_keys:\n  - {{key: {KEY}, name: tester, rpm_limit: 2, concurrency: 1}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1'}}\n{}",
+        mock.url(),
+        state(&redis, 30)
+    );
+    let gateways = [Gateway::start(&yaml), Gateway::start(&yaml)];
+    let a_url = gateways[0].url.clone();
+    let holding = tokio::spawn(async move {
+        client()
+            .post(format!("{a_url}/v1/responses"))
+            .bearer_auth(KEY)
+            .json(&body("gpt-5", false))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    wait_until("A's request reached the upstream", async || {
+        mock.calls("tok-a") == 1
+    })
+    .await;
+    let waited = post(&gateways[1], "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(waited.status(), 200, "served after waiting for the slot");
+    assert_eq!(holding.await.unwrap(), 200);
+    // Two admitted in the minute: the window is full on either instance.
+    for gw in &gateways {
+        let r = post(gw, "/v1/responses", &body("gpt-5", false)).await;
+        assert_eq!(r.status(), 429);
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], "key_rpm_limit", "{answer}");
+    }
+    assert_eq!(mock.calls("tok-a"), 2);
 }
