@@ -256,3 +256,78 @@ async fn three_instances_behind_nginx_act_as_one_gateway() {
     let errors = nginx.error_log();
     assert!(!errors.contains("[error]"), "{errors}");
 }
+
+/// Two instances sharing PostgreSQL and Redis: a key's daily spending counts across both. Every
+/// request costs the same (`gpt-5` priced per input token, the mock's usage fixed), so B alone
+/// would serve `n` requests before its limit; spending on A makes B refuse at once.
+#[tokio::test]
+async fn spending_on_one_instance_counts_against_the_key_on_the_other() {
+    let Some(server) = PgServer::any() else {
+        return;
+    };
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let db = server.database();
+    let redis_prefix = prefix();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let limit = 55.0;
+    let extra = format!(
+        "prices:\n  gpt-5: {{input: 1000000, cached_input: 1000000, output: 0}}\napi_keys:\n  - {{key: {KEY}, name: spender, daily_spend_limit: {limit}}}\n"
+    );
+    let gateways = start_together(
+        dirs.iter()
+            .map(|d| instance_config(&mock, d.path(), &db.url(), &redis, &redis_prefix) + &extra)
+            .collect(),
+    );
+    let (a, b) = (gateways[0].url.as_str(), gateways[1].url.as_str());
+
+    // The positive control: below the limit, B serves.
+    let (status, text) = relay(b, KEY, false).await;
+    assert_eq!(status, 200, "{text}");
+    let cost = gateways[1].wait_for_usage(1).await[0]["cost_usd"]
+        .as_f64()
+        .unwrap();
+    assert!(cost > 0.0 && cost < limit / 3.0, "{cost}");
+    // Requests B alone would serve before its own count reached the limit.
+    let alone = (limit / cost).ceil() as usize;
+
+    // A serves until the key's day is spent (A counts B's request too, or not yet: either way
+    // it stops at the limit).
+    let mut served_on_a = 0;
+    loop {
+        let (status, text) = relay(a, KEY, false).await;
+        if status == 429 {
+            assert!(text.contains("key_daily_spend_limit"), "{text}");
+            break;
+        }
+        assert_eq!(status, 200, "{text}");
+        served_on_a += 1;
+        assert!(served_on_a <= alone, "A never stopped");
+    }
+    assert!(served_on_a >= 1);
+    gateways[0].wait_for_usage(served_on_a).await;
+
+    // B refuses too, having served only one request itself: it sees A's spending.
+    let mut served_on_b = 0;
+    eventually("B refuses the spent key", async || {
+        let (status, text) = relay(b, KEY, false).await;
+        match status {
+            200 => {
+                served_on_b += 1;
+                false
+            }
+            429 => {
+                assert!(text.contains("key_daily_spend_limit"), "{text}");
+                true
+            }
+            other => panic!("{other}: {text}"),
+        }
+    })
+    .await;
+    assert!(
+        1 + served_on_b < alone,
+        "B served {served_on_b} more (A served {served_on_a} at ${cost} each); alone it would have served {} more",
+        alone - 1
+    );
+    assert_eq!(mock.calls("tok-a"), 1 + served_on_a + served_on_b);
+}

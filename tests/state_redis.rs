@@ -401,13 +401,16 @@ fn calls(text: &str, kind: &str) -> u64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_request_costs_at_most_two_redis_round_trips() {
-    let Some(redis) = Redis::any() else { return };
+/// Ten requests, one after the other, with the key's entry `key` (`api_keys:`): the Redis
+/// round trips the requests waited for and the pipelines sent in the background meanwhile.
+async fn round_trips_of_ten_requests(key: &str) -> (u64, u64) {
+    let Some(redis) = Redis::any() else {
+        return (0, 0);
+    };
     let mock = MockUpstream::start().await;
     let yaml = format!(
         "{}{}metrics:\n  listen: 127.0.0.1:0\n",
-        pair(&mock, 0, 1),
+        pair(&mock, 0, 1).replace(&format!("{{key: {KEY}, name: tester}}"), key),
         state(&redis, 30)
     );
     let gw = Gateway::start(&yaml);
@@ -444,12 +447,45 @@ async fn a_request_costs_at_most_two_redis_round_trips() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = scrape().await;
-    let waited = calls(&after, "waited") - calls(&before, "waited");
-    let background = calls(&after, "background") - calls(&before, "background");
+    (
+        calls(&after, "waited") - calls(&before, "waited"),
+        calls(&after, "background") - calls(&before, "background"),
+    )
+}
+
+#[tokio::test]
+async fn a_request_costs_at_most_two_redis_round_trips() {
+    let (waited, background) =
+        round_trips_of_ten_requests(&format!("{{key: {KEY}, name: tester}}")).await;
+    if (waited, background) == (0, 0) {
+        return; // no Redis (counted as a skip where allowed)
+    }
     assert_eq!(waited, 10, "one lease script per request");
     assert!(
         waited + background <= 20,
         "at most two round trips per request: {waited} waited, {background} in the background"
+    );
+}
+
+/// A key with an rpm limit and a concurrency limit: its admission (window and slot) is one
+/// script, so a request still waits for two round trips at most (the key's, the account's);
+/// the releases go out in the background.
+#[tokio::test]
+async fn a_request_of_a_key_with_rpm_and_concurrency_limits_waits_for_two_round_trips() {
+    let (waited, background) = round_trips_of_ten_requests(&format!(
+        "{{key: {KEY}, name: tester, rpm_limit: 100, concurrency: 2}}"
+    ))
+    .await;
+    if (waited, background) == (0, 0) {
+        return; // no Redis (counted as a skip where allowed)
+    }
+    assert_eq!(
+        waited, 20,
+        "one key admission and one account lease per request"
+    );
+    assert!(
+        background <= 10,
+        "one background pipeline per request at most: {background}"
     );
 }
 
@@ -477,4 +513,54 @@ async fn a_keys_rpm_limit_holds_across_instances() {
         assert!(answer["error"].is_object(), "{answer}");
     }
     assert_eq!(mock.calls("tok-a"), 4);
+}
+
+/// A key with one slot and a window of two requests a minute, on two instances: a request on B
+/// waits while A holds the slot, looking again several times (every 250 ms and at each release);
+/// it is counted in the window once, when it gets the slot, so it is served, and the window then
+/// holds exactly the two.
+#[tokio::test]
+async fn a_request_waiting_for_its_keys_slot_is_counted_in_the_window_once() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    mock.script(
+        "tok-a",
+        vec![Behavior {
+            delay_headers: Duration::from_secs(2),
+            ..Default::default()
+        }],
+    );
+    let yaml = format!(
+        "admin:\n  token: {ADMIN}\napi_keys:\n  - {{key: {KEY}, name: tester, rpm_limit: 2, concurrency: 1}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1'}}\n{}",
+        mock.url(),
+        state(&redis, 30)
+    );
+    let gateways = [Gateway::start(&yaml), Gateway::start(&yaml)];
+    let a_url = gateways[0].url.clone();
+    let holding = tokio::spawn(async move {
+        client()
+            .post(format!("{a_url}/v1/responses"))
+            .bearer_auth(KEY)
+            .json(&body("gpt-5", false))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    wait_until("A's request reached the upstream", async || {
+        mock.calls("tok-a") == 1
+    })
+    .await;
+    let waited = post(&gateways[1], "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(waited.status(), 200, "served after waiting for the slot");
+    assert_eq!(holding.await.unwrap(), 200);
+    // Two admitted in the minute: the window is full on either instance.
+    for gw in &gateways {
+        let r = post(gw, "/v1/responses", &body("gpt-5", false)).await;
+        assert_eq!(r.status(), 429);
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], "key_rpm_limit", "{answer}");
+    }
+    assert_eq!(mock.calls("tok-a"), 2);
 }

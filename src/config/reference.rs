@@ -320,7 +320,7 @@ pub const KEYS: &[KeyDoc] = &[
         path: "state.backend",
         default: "local",
         allowed: "local or redis",
-        description: "Where runtime state lives (cooldowns, disabled flags, quota, concurrency slots, sticky bindings, per-key request windows (`rpm_limit`), dashboard sessions and sign-ins, the token refresh lock): `local` in this process; `redis` in the Redis at `state.redis_url`, shared by every instance using the same Redis and `state.redis_prefix` (docs/DEPLOY.md, \"Shared runtime state\"). If Redis cannot be reached, each instance goes on with its own state, logs a warning and sets `subrelay_state_backend_up` to 0 until it is back.",
+        description: "Where runtime state lives (cooldowns, disabled flags, quota, concurrency slots, sticky bindings, per-key request windows (`rpm_limit`) and spending totals (`daily_spend_limit`, `monthly_spend_limit`), dashboard sessions and sign-ins, the token refresh lock): `local` in this process; `redis` in the Redis at `state.redis_url`, shared by every instance using the same Redis and `state.redis_prefix` (docs/DEPLOY.md, \"Shared runtime state\"). If Redis cannot be reached, each instance goes on with its own state, logs a warning and sets `subrelay_state_backend_up` to 0 until it is back.",
     },
     KeyDoc {
         path: "state.redis_url",

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::refusal::Refusal;
 use crate::domain::{KeyLimits, Platform};
-use crate::runtime_state::{Lease, LeaseSet, RuntimeState};
+use crate::runtime_state::{LeaseSet, RuntimeState};
 use crate::store::keys::{from_hex, KeyHasher};
 use crate::store::{now_secs, KeyRecord};
 
@@ -44,14 +44,9 @@ pub struct KeySlots {
 }
 
 impl KeySlots {
-    /// A slot if one is free now; it is given back when the lease drops.
-    pub async fn try_acquire(&self) -> Option<Lease> {
-        self.leases.try_acquire_shared(self.limit).await
-    }
-
-    /// Waits for a free slot (the caller bounds the wait).
-    pub async fn acquire(&self) -> Lease {
-        self.leases.acquire(self.limit).await
+    /// The leases and the limit, for the key's admission (`Limits::admit`).
+    pub fn parts(&self) -> (&LeaseSet, u32) {
+        (&self.leases, self.limit)
     }
 }
 

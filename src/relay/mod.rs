@@ -6,7 +6,8 @@
 //! 2. **authenticate** — the client's API key → its group and limits.
 //! 3. **inspect** — body read (size limit, decompression), routing facts (model, stream,
 //!    conversation identity for the sticky binding).
-//! 4. **admit** — the key's concurrency slot (waiting in the queue if the key is at its limit).
+//! 4. **admit** — the key's rpm window and concurrency slot, taken together (waiting in the
+//!    queue if the key is at its concurrency limit).
 //! 5. **attempt loop** — select an account (sticky binding first) → hold its slot → credential
 //!    (refreshed when due) → build the upstream request → send → classify; a failure the
 //!    client has not seen moves to the next account.
@@ -42,6 +43,7 @@ use crate::domain::Platform;
 use crate::http::auth::ApiKey;
 use crate::http::body::read_body;
 use crate::http::refusal::Refusal;
+use crate::limits::Admitted;
 use crate::pool::{Account, AccountId, Selection, StickyKey, Wanted};
 use crate::protocol::{Inspected, Protocol, TokenUsage, Wire};
 use crate::state::AppState;
@@ -135,6 +137,9 @@ pub struct RequestContext {
     pub sticky: Option<StickyKey>,
     /// The key's concurrency slot, held until the request ends.
     key_slot: Option<crate::runtime_state::Lease>,
+    /// Admitted in `handle` (counted in the rpm window, holding the slot if any); false: every
+    /// slot of the key was held, and the relay task waits for one.
+    admitted: bool,
     pub attempts: Vec<AttemptRecord>,
     /// The model the client asked for, when `groups[].model_fallback` replaced it in
     /// `inspected.model` (the body still names this one).
@@ -257,9 +262,16 @@ pub async fn handle(
         Ok(inspected) => inspected,
         Err(message) => return refuse(Refusal::InvalidRequest(message), Some(&key), None),
     };
-    if let Err(error) = state.limits.check(&key, &inspected.model).await {
+    if let Err(error) = state.limits.check(&key, &inspected.model) {
         return refuse(error, Some(&key), Some(&inspected.model));
     }
+    // 4. admit, first look: the rpm window and the key's slot together (one script call with a
+    // shared backend); a key whose slots are all held waits in the relay task.
+    let (key_slot, admitted) = match state.limits.admit(&key).await {
+        Ok(Admitted::Now(lease)) => (lease, true),
+        Ok(Admitted::Busy) => (None, false),
+        Err(error) => return refuse(error, Some(&key), Some(&inspected.model)),
+    };
     // The group's model map, before selection: accounts see the upstream name.
     let client_model = routing
         .and_then(|r| r.model_map.map(&inspected.model))
@@ -289,7 +301,8 @@ pub async fn handle(
         translate,
         upstream_protocol: None,
         sticky,
-        key_slot: None,
+        key_slot,
+        admitted,
         attempts: Vec::new(),
         requested_model: None,
         transport: parts
@@ -465,17 +478,15 @@ pub fn warm_token_counter(state: &AppState) {
     }
 }
 
-/// Takes the key's concurrency slot, waiting up to `gateway.queue_wait_timeout`.
+/// Waits for the key's concurrency slot when `handle` found them all held, up to
+/// `gateway.queue_wait_timeout` (each look again asks the rpm window too: counted only when the
+/// slot is taken, refused if the window filled meanwhile).
 async fn admit(
     state: &AppState,
     ctx: &mut RequestContext,
     writer: &mut DownstreamWriter,
 ) -> Result<(), Refusal> {
-    let Some(slots) = ctx.key.slots.clone() else {
-        return Ok(());
-    };
-    if let Some(lease) = slots.try_acquire().await {
-        ctx.key_slot = Some(lease);
+    if ctx.admitted {
         return Ok(());
     }
     let busy = || Refusal::KeyBusy {
@@ -484,14 +495,17 @@ async fn admit(
     let Some(wait) = state.pool.queue_room() else {
         return Err(busy());
     };
+    let key = Arc::clone(&ctx.key);
     match writer
-        .wait_in_queue(tokio::time::timeout(wait, slots.acquire()))
+        .wait_in_queue(tokio::time::timeout(wait, state.limits.admit_waiting(&key)))
         .await
     {
-        Ok(lease) => {
-            ctx.key_slot = Some(lease);
+        Ok(Ok(lease)) => {
+            ctx.key_slot = lease;
+            ctx.admitted = true;
             Ok(())
         }
+        Ok(Err(refusal)) => Err(refusal),
         Err(_) => Err(busy()),
     }
 }

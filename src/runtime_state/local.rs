@@ -332,6 +332,28 @@ impl KeyWindows {
         window: Duration,
         now: Instant,
     ) -> Result<(), Duration> {
+        self.look(key, limit, window, now, true)
+    }
+
+    /// Whether [`KeyWindows::admit`] would admit now; counts nothing.
+    pub fn peek(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        self.look(key, limit, window, now, false)
+    }
+
+    fn look(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Instant,
+        count: bool,
+    ) -> Result<(), Duration> {
         let mut windows = lock(&self.windows);
         // The key is almost always there already: look it up before copying its name.
         let times = match windows.get_mut(key) {
@@ -348,7 +370,9 @@ impl KeyWindows {
             let oldest = times.front().copied().unwrap_or(now);
             return Err(window.saturating_sub(now.duration_since(oldest)));
         }
-        times.push_back(now);
+        if count {
+            times.push_back(now);
+        }
         Ok(())
     }
 
@@ -363,9 +387,38 @@ impl KeyWindows {
         entry.month_total += month_amount;
     }
 
+    /// Raises `key`'s totals of the periods `day` and `month` to at least the given ones (a
+    /// total of an older period than the one held is ignored; a newer period replaces it).
+    pub fn raise(&self, key: &str, day: i64, month: i64, day_total: f64, month_total: f64) {
+        let mut totals = lock(&self.totals);
+        let entry = totals.entry(key.to_owned()).or_default();
+        if day > entry.day {
+            entry.day = day;
+            entry.day_total = 0.0;
+        }
+        if day == entry.day {
+            entry.day_total = entry.day_total.max(day_total);
+        }
+        if month > entry.month {
+            entry.month = month;
+            entry.month_total = 0.0;
+        }
+        if month == entry.month {
+            entry.month_total = entry.month_total.max(month_total);
+        }
+    }
+
     pub fn totals(&self, key: &str, day: i64, month: i64) -> (f64, f64) {
         let mut current = lock(&self.totals).get(key).copied().unwrap_or_default();
         current.roll(day, month);
         (current.day_total, current.month_total)
+    }
+
+    /// Every key's totals: (key, day, month, day total, month total).
+    pub fn all_totals(&self) -> Vec<(String, i64, i64, f64, f64)> {
+        lock(&self.totals)
+            .iter()
+            .map(|(key, t)| (key.clone(), t.day, t.month, t.day_total, t.month_total))
+            .collect()
     }
 }

@@ -17,10 +17,10 @@
 //! | [`SingleFlight`] | at most one holder at a time, others wait: the token refresh | account name | this instance's mutex first, then `SET {prefix}refresh:{name} <owner> NX PX 60000`, released by compare-and-delete (Lua); waiters poll every 50 ms |
 //! | [`Signal`] | "something changed, look again": a slot was freed, an account may be usable | `pool`, `key:{name}` | a `PUBLISH` on `{prefix}pool` naming the signal; the subscriber task wakes that signal's local waiters on every other instance |
 //! | [`WaitQueue`] | how many requests wait for a slot, bounded | one per pool | per instance, also with Redis (`gateway.queue_max_waiting` bounds each instance's queue) |
-//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | rpm: a sorted set `{prefix}rpm:{key}` of admissions scored by Redis's clock, trimmed, counted and added to in one Lua call ([`KeyWindows::admit_shared`], awaited only for a key with an rpm limit), expiring a window after its last admission; spending: per instance, also with Redis, for now |
+//! | [`Windows`] | per-key request windows (rpm) and spending per UTC day and month | key name | rpm: a sorted set `{prefix}rpm:{key}` of admissions scored by Redis's clock, trimmed, counted and added to in the key's admission script, which takes the key's slot in `{prefix}lease:key:{name}` in the same call, both or neither ([`KeyWindows::admit_key`]: one awaited call for a key with an rpm or a concurrency limit, none for a key without; a request waiting for the slot is counted in the window only when it gets it), expiring a window after its last admission; spending: strings `{prefix}spend:{key}:d:{YYYY-MM-DD}` and `:m:{YYYY-MM}` (USD, `INCRBYFLOAT`, kept a day past the period), added to by a script sent through the writer when a usage record is priced, which publishes the new totals; every instance (the sender too) raises its mirror to them, and the limit check reads the mirror (no round trip). Seeded at start with the larger of the store's totals and Redis's ([`KeyWindows::seed`]); a key first checked in a day is read in the background; after an outage each instance pushes its counts as a floor |
 //!
 //! Redis unreachable: every handle goes on with this instance's own state (mirrors, local
-//! leases), one warning is logged and `subrelay_state_backend_up` is 0; record and token writes
+//! leases, its own rpm windows and spending counts), one warning is logged and `subrelay_state_backend_up` is 0; record and token writes
 //! that did not reach Redis are pushed when it answers again, the other values are reloaded and
 //! the leases held here are written back.
 //!
@@ -36,16 +36,19 @@
 //!
 //! What the local backend answers at once is a plain method. The Redis backend keeps them plain
 //! too by answering from in-process mirrors kept current by the pool channel (records, sticky
-//! bindings, sessions, flows, tokens); its writes go out through the writer task without the
-//! request waiting for them. Two calls need a real round trip: the refresh lock
-//! ([`SingleFlight::lock`]) and taking a lease across instances ([`Lease::confirm`], awaited by
-//! `Pool::acquire` after the synchronous `Pool::select` picked an account and took its local
-//! slot, and by the relay's key admission through [`LeaseSet::try_acquire_shared`]); the local
-//! lease's `confirm` is ready at once. Budget (issue 17): at most two round trips per request on
-//! the hot path — one lease script on the way in, one pipeline (lease release, binding, health)
-//! on the way out, counted by `subrelay_state_redis_calls` (tests/state_redis.rs checks it). A
-//! key with a concurrency limit adds one script, and so does a key with an rpm limit.
+//! bindings, sessions, flows, tokens, spending totals); its writes go out through the writer
+//! task without the request waiting for them. Three calls need a real round trip: the refresh
+//! lock ([`SingleFlight::lock`]), taking an account's lease across instances ([`Lease::confirm`],
+//! awaited by `Pool::acquire` after the synchronous `Pool::select` picked an account and took
+//! its local slot), and a key's admission ([`KeyWindows::admit_key`]: its rpm window and its
+//! concurrency slot in one script, only for a key with either limit); the local lease's
+//! `confirm` is ready at once. Budget (issue 17): a request waits for at most two round trips on
+//! the hot path — the key's admission and the account's lease — and sends one pipeline (lease
+//! releases, binding, health, spending) on the way out, without waiting; counted by
+//! `subrelay_state_redis_calls` (tests/state_redis.rs checks both a key without limits: one
+//! waited call, and a key with rpm and concurrency limits: two).
 
+pub mod calendar;
 mod live;
 mod local;
 mod shared;
@@ -204,11 +207,8 @@ pub trait SingleFlight {
     fn lock(&self) -> impl Future<Output = Self::Guard<'_>> + Send;
 }
 
-/// Per-key windows and totals.
+/// Per-key spending totals (the request windows are [`KeyWindows::admit_key`]'s).
 pub trait Windows {
-    /// Counts one admission in `key`'s window of `window` if fewer than `limit` were admitted
-    /// in it; otherwise says how long until the oldest leaves it.
-    fn admit(&self, key: &str, limit: u32, window: Duration, now: Instant) -> Result<(), Duration>;
     /// Adds to `key`'s totals of the period ids `day` and `month` (totals of older periods are
     /// forgotten).
     fn add(&self, key: &str, day: i64, month: i64, day_amount: f64, month_amount: f64);
@@ -348,15 +348,13 @@ impl RuntimeState {
         WaitQueue::Local(Default::default())
     }
 
-    /// Request windows (shared with a shared backend) and spending (per instance, also with a
-    /// shared backend, for now).
+    /// Request windows and spending totals (shared with a shared backend).
     pub fn key_windows(&self) -> KeyWindows {
         match self {
             RuntimeState::Local => KeyWindows::Local(Default::default()),
-            RuntimeState::Redis(shared) => KeyWindows::Redis {
-                local: Default::default(),
-                shared: Arc::clone(shared),
-            },
+            RuntimeState::Redis(shared) => {
+                KeyWindows::Redis(shared_handles::KeyWindows::new(shared))
+            }
         }
     }
 }
@@ -738,19 +736,101 @@ impl WaitQueue {
 /// Per-key request windows and spending totals.
 pub enum KeyWindows {
     Local(local::KeyWindows),
-    /// Request windows in Redis (`{prefix}rpm:{key}`, a sorted set of admissions); spending and
-    /// the windows used while Redis does not answer in `local`.
-    Redis {
-        local: local::KeyWindows,
-        shared: Arc<Shared>,
-    },
+    /// Request windows in Redis (`{prefix}rpm:{key}`, a sorted set of admissions), spending
+    /// totals in Redis (`{prefix}spend:{key}:d:{YYYY-MM-DD}` / `:m:{YYYY-MM}`) read through a
+    /// mirror here; this instance's own windows and counts while Redis does not answer.
+    Redis(Arc<shared_handles::KeyWindows>),
+}
+
+/// What admitting one request of a key found ([`KeyWindows::admit_key`]).
+pub enum Admission {
+    /// Counted in the rpm window (if any), holding the key's slot (if it has a concurrency
+    /// limit).
+    Admitted(Option<Lease>),
+    /// Over the rpm limit until the oldest admission leaves the window; nothing counted.
+    OverRate(Duration),
+    /// Every slot of the key is held; nothing counted.
+    Busy,
 }
 
 impl KeyWindows {
-    /// [`Windows::admit`] across instances: with Redis, one script call (a round trip the
-    /// request waits for, only for keys with an rpm limit); this instance's own window while
-    /// Redis does not answer.
-    pub async fn admit_shared(
+    /// Admits one request of `key`: counts it in its window (`rpm` admissions per `window`;
+    /// 0: no limit) and takes a slot of `slots` (the set and its limit; `None`: no concurrency
+    /// limit), both or neither. With Redis: one script call (a round trip the request waits
+    /// for) for a key with either limit, after this instance's own slot was taken (a local
+    /// pre-check); this instance's own window and slot while Redis does not answer.
+    pub async fn admit_key(
+        &self,
+        key: &str,
+        rpm: u32,
+        window: Duration,
+        slots: Option<(&LeaseSet, u32)>,
+    ) -> Admission {
+        let now = Instant::now();
+        let lease = match slots {
+            Some((set, limit)) => match set.try_acquire(limit) {
+                Some(lease) => Some(lease),
+                // Over the rate limit is said first, as when no slot is held.
+                None if rpm > 0 => return self.peek(key, rpm, window, now).await,
+                None => return Admission::Busy,
+            },
+            None => None,
+        };
+        match self {
+            KeyWindows::Local(windows) => {
+                if rpm > 0 {
+                    if let Err(wait) = windows.admit(key, rpm, window, now) {
+                        return Admission::OverRate(wait);
+                    }
+                }
+                Admission::Admitted(lease)
+            }
+            KeyWindows::Redis(windows) => {
+                let in_redis = match &lease {
+                    Some(Lease::Redis(lease)) => Some(lease),
+                    _ => None,
+                };
+                if rpm == 0 && in_redis.is_none() {
+                    return Admission::Admitted(lease);
+                }
+                let ids = in_redis.map(|l| l.redis_ids());
+                let limit = slots.map_or(0, |(_, limit)| limit);
+                let answer = windows
+                    .shared
+                    .admit_key(
+                        &windows.shared.key(&format!("rpm:{key}")),
+                        rpm,
+                        window,
+                        ids.as_ref().map(|(set, id)| (*set, limit, id.as_str())),
+                        false,
+                    )
+                    .await;
+                match answer {
+                    Some(shared::KeyAnswer::Admitted) => {
+                        if let Some(lease) = in_redis {
+                            lease.taken_in_redis();
+                        }
+                        Admission::Admitted(lease)
+                    }
+                    Some(shared::KeyAnswer::Busy) => Admission::Busy,
+                    Some(shared::KeyAnswer::OverRate(wait)) => Admission::OverRate(wait),
+                    None => {
+                        if rpm > 0 {
+                            if let Err(wait) = windows.local.admit(key, rpm, window, now) {
+                                return Admission::OverRate(wait);
+                            }
+                        }
+                        Admission::Admitted(lease)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts one admission in `key`'s window of `window` if fewer than `limit` were admitted
+    /// in it; otherwise says how long until the oldest leaves it (this instance's window).
+    #[cfg(test)]
+    pub fn admit(
         &self,
         key: &str,
         limit: u32,
@@ -758,36 +838,102 @@ impl KeyWindows {
         now: Instant,
     ) -> Result<(), Duration> {
         match self {
-            KeyWindows::Local(_) => self.admit(key, limit, window, now),
-            KeyWindows::Redis { local, shared } => {
-                match shared
-                    .admit_window(&shared.key(&format!("rpm:{key}")), limit, window)
-                    .await
-                {
-                    Some(answer) => answer,
-                    None => local.admit(key, limit, window, now),
+            KeyWindows::Local(windows) => windows.admit(key, limit, window, now),
+            KeyWindows::Redis(windows) => windows.local.admit(key, limit, window, now),
+        }
+    }
+
+    /// With every slot held here: over the rate limit, or busy (nothing counted).
+    async fn peek(&self, key: &str, rpm: u32, window: Duration, now: Instant) -> Admission {
+        let local = match self {
+            KeyWindows::Local(windows) => windows,
+            KeyWindows::Redis(windows) => {
+                let answer = windows
+                    .shared
+                    .admit_key(
+                        &windows.shared.key(&format!("rpm:{key}")),
+                        rpm,
+                        window,
+                        None,
+                        true,
+                    )
+                    .await;
+                match answer {
+                    Some(shared::KeyAnswer::OverRate(wait)) => return Admission::OverRate(wait),
+                    Some(_) => return Admission::Busy,
+                    None => &windows.local,
+                }
+            }
+        };
+        match local.peek(key, rpm, window, now) {
+            Err(wait) => Admission::OverRate(wait),
+            Ok(()) => Admission::Busy,
+        }
+    }
+
+    /// [`KeyWindows::admit_key`] for a key with a concurrency limit, waiting while every slot
+    /// is held: looks again each time one of the set's leases is released (with Redis, also
+    /// every [`shared::POLL_EVERY`]). `Err`: over the rate limit. The caller bounds the wait.
+    pub async fn admit_key_waiting(
+        &self,
+        key: &str,
+        rpm: u32,
+        window: Duration,
+        slots: Option<(&LeaseSet, u32)>,
+    ) -> Result<Option<Lease>, Duration> {
+        loop {
+            let Some((set, _)) = slots else {
+                return match self.admit_key(key, rpm, window, None).await {
+                    Admission::Admitted(lease) => Ok(lease),
+                    Admission::OverRate(wait) => Err(wait),
+                    // Without slots a key is never busy.
+                    Admission::Busy => Ok(None),
+                };
+            };
+            let freed = set.released();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before looking, so a release in between is not missed.
+            freed.as_mut().enable();
+            match self.admit_key(key, rpm, window, slots).await {
+                Admission::Admitted(lease) => return Ok(lease),
+                Admission::OverRate(wait) => return Err(wait),
+                Admission::Busy => {}
+            }
+            match set {
+                LeaseSet::Local(_) => freed.await,
+                // A slot of a dead instance comes back by expiry, without a message.
+                LeaseSet::Redis(_) => {
+                    let _ = tokio::time::timeout(shared::POLL_EVERY, freed).await;
                 }
             }
         }
     }
 
-    fn local(&self) -> &local::KeyWindows {
+    /// Seeds `key`'s totals from the store at start. With Redis, the totals there become the
+    /// larger of theirs and the store's, and the mirror takes that: the store has every
+    /// instance's usage rows once written (so it is the truth after Redis lost its data), but
+    /// not the spending still in some instance's spool, which Redis has counted already; each
+    /// is a lower bound, so the larger one is the better.
+    pub fn seed(&self, key: &str, day: i64, month: i64, day_total: f64, month_total: f64) {
         match self {
-            KeyWindows::Local(w) | KeyWindows::Redis { local: w, .. } => w,
+            KeyWindows::Local(windows) => windows.raise(key, day, month, day_total, month_total),
+            KeyWindows::Redis(windows) => windows.seed(key, day, month, day_total, month_total),
         }
     }
 }
 
 impl Windows for KeyWindows {
-    fn admit(&self, key: &str, limit: u32, window: Duration, now: Instant) -> Result<(), Duration> {
-        self.local().admit(key, limit, window, now)
-    }
-
     fn add(&self, key: &str, day: i64, month: i64, day_amount: f64, month_amount: f64) {
-        self.local().add(key, day, month, day_amount, month_amount);
+        match self {
+            KeyWindows::Local(windows) => windows.add(key, day, month, day_amount, month_amount),
+            KeyWindows::Redis(windows) => windows.add(key, day, month, day_amount, month_amount),
+        }
     }
 
     fn totals(&self, key: &str, day: i64, month: i64) -> (f64, f64) {
-        self.local().totals(key, day, month)
+        match self {
+            KeyWindows::Local(windows) => windows.totals(key, day, month),
+            KeyWindows::Redis(windows) => windows.totals(key, day, month),
+        }
     }
 }

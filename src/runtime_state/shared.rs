@@ -2,11 +2,12 @@
 //! the same Redis and `state.redis_prefix`.
 //!
 //! One multiplexed connection (a [`ConnectionManager`], which reconnects by itself) carries the
-//! two calls that wait for an answer (taking a lease, the refresh lock) and a writer task that
-//! sends everything else in pipelines, in order, without a request waiting for it. One pub/sub
-//! connection listens on `{prefix}pool`: each message names a signal to wake, or carries the new
-//! value of a record, of an account's tokens or of an expiring value, which the receiving
-//! instance copies into its in-process mirror. Reads come from the mirrors.
+//! calls that wait for an answer (taking an account's lease, a key's admission, the refresh
+//! lock) and a writer task that sends everything else in pipelines, in order, without a request
+//! waiting for it. One pub/sub connection listens on `{prefix}pool`: each message names a signal
+//! to wake, or carries the new value of a record, of an account's tokens, of an expiring value
+//! or a key's spending totals, which the receiving instance copies into its in-process mirror.
+//! Reads come from the mirrors.
 //!
 //! Redis unreachable: every handle goes on with this instance's own state (its mirror, its own
 //! leases), a warning is logged once and [`Shared::is_up`] turns false (the
@@ -55,23 +56,75 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
 return 1
 ";
 
-/// Admits one request in a key's request window (a sorted set of admissions scored by their time
-/// on Redis's clock, trimmed to the window first): ARGV limit, window (ms), member. Returns -1
-/// when admitted, else the ms until the oldest admission leaves the window.
-pub const WINDOW_LUA: &str = r"
+/// Admits one request of an API key: its request window (a sorted set of admissions scored by
+/// their time on Redis's clock, trimmed to the window first) and its concurrency slot, both or
+/// neither, so a request that waits for a slot is not counted in the window again each time it
+/// looks. KEYS: the window, the key's lease set. ARGV: rpm limit (0: none), window (ms),
+/// admission member, mode (`take`: the slot too; `count`: the window only; `peek`: count
+/// nothing, only say whether the window is full), lease limit, lease time (ms), lease id.
+/// Returns -1 when admitted, -2 when every slot is held (or, `peek`, the window has room), else
+/// the ms until the oldest admission leaves the full window.
+pub const KEY_ADMIT_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local wait = tonumber(oldest[2]) + window - now
-  if wait < 0 then wait = 0 end
-  return wait
+if rpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) >= rpm then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    local wait = tonumber(oldest[2]) + window - now
+    if wait < 0 then wait = 0 end
+    return wait
+  end
 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window)
+if ARGV[4] == 'peek' then
+  return -2
+end
+if ARGV[4] == 'take' then
+  local ttl = tonumber(ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local limit = tonumber(ARGV[5])
+  if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
+    return -2
+  end
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], ttl * 2)
+end
+if rpm > 0 then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+end
 return -1
+";
+
+/// A key's spending totals of one UTC day and one month (strings holding USD, changed by
+/// `INCRBYFLOAT`), and the totals published on the pool channel so every instance's mirror
+/// takes them. KEYS: the day's total, the month's. ARGV: mode (`add` the amounts, `max`: raise
+/// the totals to at least them, `get`: change nothing), day amount, month amount, the day's and
+/// the month's expiry (Unix ms), channel, instance, key name, day id, month id.
+pub const SPEND_LUA: &str = r"
+local function apply(k, amount, at)
+  local v
+  if ARGV[1] == 'add' then
+    v = tonumber(redis.call('INCRBYFLOAT', k, amount))
+  else
+    v = tonumber(redis.call('GET', k) or '0') or 0
+    if ARGV[1] == 'max' and tonumber(amount) > v then
+      v = tonumber(amount)
+      redis.call('SET', k, amount)
+    end
+  end
+  if ARGV[1] ~= 'get' then
+    redis.call('PEXPIREAT', k, at)
+  end
+  return v
+end
+local d = apply(KEYS[1], ARGV[2], ARGV[4])
+local m = apply(KEYS[2], ARGV[3], ARGV[5])
+local note = {k = ARGV[8], d = tonumber(ARGV[9]), m = tonumber(ARGV[10]), dv = d, mv = m}
+redis.call('PUBLISH', ARGV[6], cjson.encode({i = ARGV[7], sp = note}))
+return 1
 ";
 
 /// Pushes the expiry of the given leases one lease time forward. ARGV[2] `xx`: only leases still
@@ -137,6 +190,22 @@ struct Message {
     /// Milliseconds the expiring value lives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     t: Option<u64>,
+    /// A key's spending totals after a change (sent by [`SPEND_LUA`]; taken by every instance,
+    /// the sender too: the totals include the other instances' spending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sp: Option<SpendNote>,
+}
+
+/// A key's spending totals as Redis holds them now.
+#[derive(Serialize, Deserialize)]
+struct SpendNote {
+    /// The key's name.
+    k: String,
+    /// The day and the month (ids of `calendar`), and their totals (USD).
+    d: i64,
+    m: i64,
+    dv: f64,
+    mv: f64,
 }
 
 /// A value mirrored from one Redis key: a record, an account's tokens.
@@ -147,10 +216,27 @@ pub trait Mirror: Send + Sync {
     fn dirty(&self) -> Option<String>;
 }
 
+/// Spending totals mirrored by messages.
+pub trait SpendMirror: Send + Sync {
+    /// Redis holds these totals of `key` now.
+    fn raise(&self, key: &str, day: i64, month: i64, day_total: f64, month_total: f64);
+    /// Redis answers again (or the subscription began): push what this instance counted.
+    fn push(&self);
+}
+
 /// An expiring map mirrored by messages.
 pub trait MapMirror: Send + Sync {
     /// `ttl` `None`: the value keeps its expiry.
     fn apply(&self, key: &str, value: Option<&str>, ttl: Option<Duration>);
+}
+
+/// What [`Shared::admit_key`] found.
+pub enum KeyAnswer {
+    Admitted,
+    /// Every slot of the key is held (or, peeking, the window has room).
+    Busy,
+    /// The window is full until the oldest admission leaves it.
+    OverRate(Duration),
 }
 
 /// The shared backend's connections, mirrors and tasks.
@@ -167,11 +253,12 @@ pub struct Shared {
     mirrors: Mutex<HashMap<String, Vec<Weak<dyn Mirror>>>>,
     maps: Mutex<HashMap<String, Weak<dyn MapMirror>>>,
     lease_sets: Mutex<Vec<Weak<super::shared_handles::LeaseSet>>>,
+    spend: Mutex<Vec<Weak<dyn SpendMirror>>>,
     /// Round trips of calls a request waits for, and pipelines sent (for tests and benchmarks).
     round_trips: AtomicU64,
     pipelines: AtomicU64,
     acquire: redis::Script,
-    window: redis::Script,
+    key_admit: redis::Script,
     /// Numbers this instance's window admissions (members `{instance}:{n}`).
     admissions: AtomicU64,
 }
@@ -213,10 +300,11 @@ impl Shared {
             mirrors: Mutex::default(),
             maps: Mutex::default(),
             lease_sets: Mutex::default(),
+            spend: Mutex::default(),
             round_trips: AtomicU64::new(0),
             pipelines: AtomicU64::new(0),
             acquire: redis::Script::new(ACQUIRE_LUA),
-            window: redis::Script::new(WINDOW_LUA),
+            key_admit: redis::Script::new(KEY_ADMIT_LUA),
             admissions: AtomicU64::new(0),
         });
         tasks.spawn(write_loop(Arc::clone(&shared), queue, shutdown.clone()));
@@ -437,15 +525,18 @@ impl Shared {
         }
     }
 
-    /// Counts one admission in the request window `key` (of `window`) if fewer than `limit` are
-    /// in it: `Some(Ok)` admitted, `Some(Err(wait))` refused until the oldest leaves. `None`:
-    /// Redis did not answer (the caller goes on with its own window).
-    pub async fn admit_window(
+    /// Admits one request of an API key ([`KEY_ADMIT_LUA`]): counts it in the request window
+    /// `window_key` (of `window`; `rpm` 0: none) and, with `lease` (the lease set, its limit, the
+    /// lease id), takes the slot, both or neither; `peek`: only whether the window is full.
+    /// `None`: Redis did not answer (the caller goes on with its own state).
+    pub async fn admit_key(
         &self,
-        key: &str,
-        limit: u32,
+        window_key: &str,
+        rpm: u32,
         window: Duration,
-    ) -> Option<Result<(), Duration>> {
+        lease: Option<(&str, u32, &str)>,
+        peek: bool,
+    ) -> Option<KeyAnswer> {
         if !self.is_up() {
             return None;
         }
@@ -453,23 +544,63 @@ impl Shared {
         let mut conn = self.conn.clone();
         let n = self.admissions.fetch_add(1, Ordering::Relaxed);
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        let mut invocation = self.window.key(key);
+        let ttl = u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+        let (lease_key, limit, id) = lease.unwrap_or((window_key, 0, ""));
+        let mode = match (peek, lease.is_some()) {
+            (true, _) => "peek",
+            (false, true) => "take",
+            (false, false) => "count",
+        };
+        let mut invocation = self.key_admit.key(window_key);
         invocation
-            .arg(limit)
+            .key(lease_key)
+            .arg(rpm)
             .arg(window_ms)
-            .arg(format!("{}:{n}", self.instance));
+            .arg(format!("{}:{n}", self.instance))
+            .arg(mode)
+            .arg(limit)
+            .arg(ttl)
+            .arg(id);
         match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(wait)) if wait < 0 => Some(Ok(())),
-            Ok(Ok(wait)) => Some(Err(Duration::from_millis(u64::try_from(wait).unwrap_or(0)))),
+            Ok(Ok(-1)) => Some(KeyAnswer::Admitted),
+            Ok(Ok(wait)) if wait < 0 => Some(KeyAnswer::Busy),
+            Ok(Ok(wait)) => Some(KeyAnswer::OverRate(Duration::from_millis(
+                u64::try_from(wait).unwrap_or(0),
+            ))),
             Ok(Err(e)) => {
                 self.note_error(&e);
                 None
             }
             Err(_) => {
-                self.went_down(&"a request window timed out");
+                self.went_down(&"admitting a key timed out");
                 None
             }
         }
+    }
+
+    /// Changes (or reads) a key's spending totals in Redis through the writer (no waiting) and
+    /// publishes the totals Redis then holds ([`SPEND_LUA`]): `mode` `add`, `max` or `get`.
+    pub fn spend(&self, key: &str, day: i64, month: i64, mode: &str, amounts: (f64, f64)) {
+        use super::calendar::{day_label, month_label, month_start_ms, DAY_MS};
+        // Kept a day past the period's end.
+        let day_ends = (day + 1) * DAY_MS + DAY_MS;
+        let month_ends = month_start_ms(month + 1) + DAY_MS;
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SPEND_LUA)
+            .arg(2)
+            .arg(self.key(&format!("spend:{key}:d:{}", day_label(day))))
+            .arg(self.key(&format!("spend:{key}:m:{}", month_label(month))))
+            .arg(mode)
+            .arg(amounts.0.to_string())
+            .arg(amounts.1.to_string())
+            .arg(day_ends)
+            .arg(month_ends)
+            .arg(&self.channel)
+            .arg(&self.instance)
+            .arg(key)
+            .arg(day)
+            .arg(month);
+        self.send(vec![cmd]);
     }
 
     /// Tries to take the lock `key` for `owner` (`SET NX PX`). `None`: Redis did not answer.
@@ -555,6 +686,16 @@ impl Shared {
         lock(&self.maps).insert(kind.to_owned(), map);
     }
 
+    pub fn register_spend(&self, mirror: Weak<dyn SpendMirror>) {
+        let mut list = lock(&self.spend);
+        list.retain(|m| m.strong_count() > 0);
+        list.push(mirror);
+    }
+
+    fn spend_mirrors(&self) -> Vec<Arc<dyn SpendMirror>> {
+        lock(&self.spend).iter().filter_map(Weak::upgrade).collect()
+    }
+
     pub fn register_leases(&self, set: Weak<super::shared_handles::LeaseSet>) {
         let mut sets = lock(&self.lease_sets);
         sets.retain(|s| s.strong_count() > 0);
@@ -575,6 +716,11 @@ impl Shared {
         let Ok(message) = serde_json::from_str::<Message>(payload) else {
             return;
         };
+        if let Some(note) = &message.sp {
+            for mirror in self.spend_mirrors() {
+                mirror.raise(&note.k, note.d, note.m, note.dv, note.mv);
+            }
+        }
         if message.i == self.instance {
             return;
         }
@@ -614,6 +760,9 @@ impl Shared {
             }
         }
         self.renew_all("add");
+        for mirror in self.spend_mirrors() {
+            mirror.push();
+        }
         let signals: Vec<Arc<Notify>> = lock(&self.signals)
             .values()
             .filter_map(Weak::upgrade)

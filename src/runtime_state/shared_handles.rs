@@ -1,14 +1,14 @@
 //! The handles of the Redis backend: each keeps this instance's view (the local backend's own
 //! types) and writes its changes through [`Shared`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::local;
-use super::shared::{MapMirror, Mirror, Shared};
+use super::shared::{MapMirror, Mirror, Shared, SpendMirror};
 use super::{SharedKey, SharedRecord, SharedValue};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,6 +75,22 @@ impl Lease {
             set: Arc::clone(set),
             in_redis: AtomicBool::new(false),
         }
+    }
+
+    /// The lease set's Redis key and this lease's id in it.
+    pub fn redis_ids(&self) -> (&str, String) {
+        let id = self.local.id();
+        (
+            &self.set.key,
+            format!("{}:{id}", self.set.shared.instance()),
+        )
+    }
+
+    /// Notes that the lease was taken in Redis too (by a script that did more than that: the
+    /// key's admission); it is renewed and released there from now on.
+    pub fn taken_in_redis(&self) {
+        lock(&self.set.held).insert(self.local.id());
+        self.in_redis.store(true, Ordering::Release);
     }
 
     /// Takes the lease across instances (one round trip): false when every slot of the name is
@@ -442,6 +458,84 @@ impl RefreshLock {
                 // Redis unreachable: this instance's lock is all there is.
                 None => return (guard, None),
             }
+        }
+    }
+}
+
+// === key windows and spending ===
+
+/// Per-key request windows and spending totals with Redis: the windows are in Redis (taken by
+/// [`Shared::admit_key`]), `local` holds them only while Redis does not answer; spending is
+/// counted in `local`, the mirror of the totals in Redis, which every instance adds to.
+pub struct KeyWindows {
+    pub(super) local: local::KeyWindows,
+    pub(super) shared: Arc<Shared>,
+    /// Keys (with the day) whose totals were asked of Redis once: a key whose spending this
+    /// instance has not seen yet is read in the background the first time it is checked.
+    fetched: Mutex<HashMap<String, i64>>,
+}
+
+impl KeyWindows {
+    pub fn new(shared: &Arc<Shared>) -> Arc<Self> {
+        let windows = Arc::new(Self {
+            local: local::KeyWindows::default(),
+            shared: Arc::clone(shared),
+            fetched: Mutex::default(),
+        });
+        let weak: Weak<KeyWindows> = Arc::downgrade(&windows);
+        shared.register_spend(weak);
+        windows
+    }
+
+    /// Counted here, and added in Redis in the background; the totals Redis answers with come
+    /// back on the pool channel.
+    pub fn add(&self, key: &str, day: i64, month: i64, day_amount: f64, month_amount: f64) {
+        self.local.add(key, day, month, day_amount, month_amount);
+        self.shared
+            .spend(key, day, month, "add", (day_amount, month_amount));
+    }
+
+    /// The store's totals at start: Redis keeps the larger of its count and the store's.
+    pub fn seed(&self, key: &str, day: i64, month: i64, day_total: f64, month_total: f64) {
+        self.local.raise(key, day, month, day_total, month_total);
+        lock(&self.fetched).insert(key.to_owned(), day);
+        self.shared
+            .spend(key, day, month, "max", (day_total, month_total));
+    }
+
+    /// From the mirror (no round trip); the first time a key is asked for in a day, Redis's
+    /// totals are read in the background.
+    pub fn totals(&self, key: &str, day: i64, month: i64) -> (f64, f64) {
+        let first = {
+            let mut fetched = lock(&self.fetched);
+            match fetched.get_mut(key) {
+                Some(seen) if *seen >= day => false,
+                Some(seen) => {
+                    *seen = day;
+                    true
+                }
+                None => {
+                    fetched.insert(key.to_owned(), day);
+                    true
+                }
+            }
+        };
+        if first {
+            self.shared.spend(key, day, month, "get", (0.0, 0.0));
+        }
+        self.local.totals(key, day, month)
+    }
+}
+
+impl SpendMirror for KeyWindows {
+    fn raise(&self, key: &str, day: i64, month: i64, day_total: f64, month_total: f64) {
+        self.local.raise(key, day, month, day_total, month_total);
+    }
+
+    fn push(&self) {
+        for (key, day, month, day_total, month_total) in self.local.all_totals() {
+            self.shared
+                .spend(&key, day, month, "max", (day_total, month_total));
         }
     }
 }

@@ -9,7 +9,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::shared::{ACQUIRE_LUA, CAS_LUA, RENEW_LUA, UNLOCK_LUA};
+use super::shared::{ACQUIRE_LUA, CAS_LUA, KEY_ADMIT_LUA, RENEW_LUA, SPEND_LUA, UNLOCK_LUA};
 
 struct Server {
     url: String,
@@ -254,4 +254,163 @@ fn the_unlock_script_deletes_only_the_owners_lock() {
     assert_eq!(int(eval(&mut conn, UNLOCK_LUA, &k, &["owner-1"])), 1);
     let held: Option<String> = redis::cmd("GET").arg(&k).query(&mut conn).unwrap();
     assert_eq!(held, None);
+}
+
+fn eval_keys(
+    conn: &mut redis::Connection,
+    script: &str,
+    keys: &[&str],
+    args: &[&str],
+) -> redis::Value {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len());
+    for k in keys {
+        cmd.arg(*k);
+    }
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query(conn).unwrap()
+}
+
+fn count(conn: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("ZCARD").arg(key).query(conn).unwrap()
+}
+
+#[test]
+fn the_key_admission_counts_the_window_only_when_it_takes_the_slot() {
+    let Some(server) = server() else { return };
+    let mut conn = redis::Client::open(server.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let (window, leases) = (key("rpm"), key("lease"));
+    let keys = [window.as_str(), leases.as_str()];
+    // rpm 2 per minute, one slot.
+    let admit = |conn: &mut redis::Connection, n: &str, mode: &str| {
+        int(eval_keys(
+            conn,
+            KEY_ADMIT_LUA,
+            &keys,
+            &["2", "60000", n, mode, "1", "30000", n],
+        ))
+    };
+    assert_eq!(admit(&mut conn, "i:1", "take"), -1, "admitted");
+    assert_eq!(
+        (count(&mut conn, &window), count(&mut conn, &leases)),
+        (1, 1)
+    );
+    // The slot is held: busy, again and again, and nothing is counted in the window.
+    for n in ["i:2", "i:3", "i:4"] {
+        assert_eq!(admit(&mut conn, n, "take"), -2, "busy");
+    }
+    assert_eq!(
+        (count(&mut conn, &window), count(&mut conn, &leases)),
+        (1, 1)
+    );
+    // The slot freed: the waiter is admitted, counted once.
+    let _: () = redis::cmd("ZREM")
+        .arg(&leases)
+        .arg("i:1")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(admit(&mut conn, "i:2", "take"), -1);
+    assert_eq!(count(&mut conn, &window), 2);
+    // The window is full: refused with the time until the oldest leaves, before the slot is
+    // looked at (held or not), and a peek says so too; nothing counted.
+    let _: () = redis::cmd("ZREM")
+        .arg(&leases)
+        .arg("i:2")
+        .query(&mut conn)
+        .unwrap();
+    let wait = admit(&mut conn, "i:5", "take");
+    assert!((1..=60_000).contains(&wait), "{wait}");
+    assert!(admit(&mut conn, "i:6", "peek") > 0);
+    assert_eq!(
+        (count(&mut conn, &window), count(&mut conn, &leases)),
+        (2, 0)
+    );
+}
+
+#[test]
+fn the_key_admission_without_a_slot_counts_the_window_and_a_peek_counts_nothing() {
+    let Some(server) = server() else { return };
+    let mut conn = redis::Client::open(server.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let (window, leases) = (key("rpm"), key("lease"));
+    let keys = [window.as_str(), leases.as_str()];
+    let run = |conn: &mut redis::Connection, n: &str, mode: &str| {
+        int(eval_keys(
+            conn,
+            KEY_ADMIT_LUA,
+            &keys,
+            &["1", "60000", n, mode, "0", "30000", ""],
+        ))
+    };
+    assert_eq!(
+        run(&mut conn, "i:1", "peek"),
+        -2,
+        "room, and nothing counted"
+    );
+    assert_eq!(count(&mut conn, &window), 0);
+    assert_eq!(run(&mut conn, "i:1", "count"), -1);
+    assert!(run(&mut conn, "i:2", "count") > 0, "the window holds one");
+    assert_eq!(
+        (count(&mut conn, &window), count(&mut conn, &leases)),
+        (1, 0)
+    );
+}
+
+#[test]
+fn the_spend_script_adds_raises_and_publishes_the_totals() {
+    let Some(server) = server() else { return };
+    let client = redis::Client::open(server.url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let mut listener = client.get_connection().unwrap();
+    let (day, month, channel) = (key("d"), key("m"), key("pool"));
+    let mut pubsub = listener.as_pubsub();
+    pubsub.subscribe(&channel).unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let far = "4102444800000"; // 2100-01-01
+    let mut spend = |mode: &str, d: &str, m: &str| {
+        eval_keys(
+            &mut conn,
+            SPEND_LUA,
+            &[&day, &month],
+            &[mode, d, m, far, far, &channel, "inst", "k1", "20000", "657"],
+        );
+    };
+    spend("add", "0.25", "0.25");
+    spend("add", "0.5", "0.5");
+    spend("max", "0.5", "3.5");
+    spend("get", "0", "0");
+    let notes: Vec<serde_json::Value> = (0..4)
+        .map(|_| {
+            let payload: String = pubsub.get_message().unwrap().get_payload().unwrap();
+            serde_json::from_str(&payload).unwrap()
+        })
+        .collect();
+    let totals: Vec<(f64, f64)> = notes
+        .iter()
+        .map(|n| {
+            assert_eq!(n["i"], "inst");
+            assert_eq!(
+                (&n["sp"]["k"], &n["sp"]["d"], &n["sp"]["m"]),
+                (&"k1".into(), &20000.into(), &657.into())
+            );
+            (
+                n["sp"]["dv"].as_f64().unwrap(),
+                n["sp"]["mv"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        totals,
+        vec![(0.25, 0.25), (0.75, 0.75), (0.75, 3.5), (0.75, 3.5)],
+        "added; raised only where smaller; read"
+    );
 }

@@ -209,3 +209,70 @@ fn the_wait_queue_is_bounded_and_a_ticket_leaves_it_when_dropped() {
     drop(first);
     assert_eq!(queue.waiting(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_admission_counts_the_window_only_when_it_takes_the_slot() {
+    let runtime = RuntimeState::default();
+    let windows = runtime.key_windows();
+    let slots = runtime.leases("key:k", &runtime.signal("key:k"));
+    let minute = Duration::from_secs(60);
+    let admit = || windows.admit_key("k", 2, minute, Some((&slots, 1)));
+    let Admission::Admitted(Some(held)) = admit().await else {
+        panic!("the first is admitted with the slot");
+    };
+    for _ in 0..3 {
+        assert!(matches!(admit().await, Admission::Busy), "the slot is held");
+    }
+    drop(held);
+    let Admission::Admitted(Some(second)) = admit().await else {
+        panic!("the busy looks counted nothing: the second fits the window");
+    };
+    drop(second);
+    assert!(
+        matches!(admit().await, Admission::OverRate(_)),
+        "two admitted fill the window of 2"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_over_its_rate_is_told_so_even_while_its_slots_are_held() {
+    let runtime = RuntimeState::default();
+    let windows = runtime.key_windows();
+    let slots = runtime.leases("key:k", &runtime.signal("key:k"));
+    let minute = Duration::from_secs(60);
+    let Admission::Admitted(Some(_held)) =
+        windows.admit_key("k", 1, minute, Some((&slots, 1))).await
+    else {
+        panic!("admitted");
+    };
+    assert!(matches!(
+        windows.admit_key("k", 1, minute, Some((&slots, 1))).await,
+        Admission::OverRate(_)
+    ));
+    assert!(windows
+        .admit_key_waiting("k", 1, minute, Some((&slots, 1)))
+        .await
+        .is_err());
+}
+
+#[test]
+fn raised_totals_keep_the_larger_and_follow_the_newest_period() {
+    let windows = RuntimeState::default().key_windows();
+    windows.seed("k", 10, 3, 2.0, 5.0);
+    windows.seed("k", 10, 3, 1.0, 6.0);
+    assert_eq!(windows.totals("k", 10, 3), (2.0, 6.0));
+    windows.add("k", 10, 3, 0.5, 0.5);
+    assert_eq!(windows.totals("k", 10, 3), (2.5, 6.5));
+    windows.seed("k", 9, 3, 9.0, 0.0);
+    assert_eq!(
+        windows.totals("k", 10, 3),
+        (2.5, 6.5),
+        "an older day is ignored"
+    );
+    windows.seed("k", 11, 3, 1.0, 0.0);
+    assert_eq!(
+        windows.totals("k", 11, 3),
+        (1.0, 6.5),
+        "a newer day replaces it"
+    );
+}
