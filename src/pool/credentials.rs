@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::domain::{AccountCredential, Secret};
-use crate::runtime_state::{RefreshLock, RuntimeState, SharedValue, Versioned, VersionedCell};
+use crate::runtime_state::{RefreshLock, RuntimeState, Seal, SealedValue, Versioned, VersionedCell};
 
 #[derive(Debug, Clone)]
 pub struct TokenState {
@@ -40,7 +40,7 @@ struct Tokens {
     expires_at: Option<SystemTime>,
 }
 
-/// The tokens as a shared state backend stores them (Unix milliseconds for the expiry).
+/// The tokens as a shared state backend stores them, sealed (Unix milliseconds for the expiry).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredTokens {
     access: String,
@@ -50,9 +50,17 @@ struct StoredTokens {
     expires_at_ms: Option<u64>,
 }
 
-impl SharedValue for Tokens {
-    fn encode(&self) -> String {
-        serde_json::to_string(&StoredTokens {
+/// The sealing context of an account's tokens in the shared state (not the store's
+/// `tokens:{name}`: a value of one place never opens in the other).
+fn sealing_context(account: &str) -> String {
+    format!("state-tokens:{account}")
+}
+
+/// Anyone reading Redis sees only this (hex of the store's AES-256-GCM sealing, bound to the
+/// account name); the generation stays in the clear for the compare-and-set script.
+impl SealedValue for Tokens {
+    fn seal(&self, name: &str, sealer: &dyn Seal) -> Result<String, String> {
+        let plain = serde_json::to_vec(&StoredTokens {
             access: self.access.expose().to_owned(),
             refresh: self.refresh.as_ref().map(|r| r.expose().to_owned()),
             expires_at_ms: self.expires_at.and_then(|t| {
@@ -61,12 +69,16 @@ impl SharedValue for Tokens {
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             }),
         })
-        .unwrap_or_default()
+        .map_err(|e| e.to_string())?;
+        let sealed = sealer.seal(&sealing_context(name), &plain)?;
+        Ok(sealed.iter().map(|b| format!("{b:02x}")).collect())
     }
 
-    fn decode(text: &str) -> Option<Self> {
-        let stored: StoredTokens = serde_json::from_str(text).ok()?;
-        Some(Self {
+    fn open(name: &str, sealed: &str, sealer: &dyn Seal) -> Result<Self, String> {
+        let bytes = from_hex(sealed).ok_or("not sealed tokens")?;
+        let plain = sealer.open(&sealing_context(name), &bytes)?;
+        let stored: StoredTokens = serde_json::from_slice(&plain).map_err(|e| e.to_string())?;
+        Ok(Self {
             access: Secret::new(stored.access),
             refresh: stored.refresh.map(Secret::new),
             expires_at: stored
@@ -74,6 +86,16 @@ impl SharedValue for Tokens {
                 .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
         })
     }
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 pub struct Credentials {

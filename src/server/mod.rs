@@ -72,6 +72,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 url.expose(),
                 &config.state.redis_prefix,
                 config.state.lease_ttl,
+                Arc::clone(&opened.sealer) as Arc<dyn crate::runtime_state::Seal>,
                 &runtime_tasks,
                 &runtime_stop,
             )?;
