@@ -222,3 +222,33 @@ impl Credentials {
         *backoff = Some((Instant::now() + step, step));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use crate::store::crypto::Sealer;
+
+    #[test]
+    fn shared_tokens_are_sealed_and_open_only_for_their_account_with_the_same_key() {
+        let sealer = Sealer::new(&[3; 32]);
+        let tokens = Tokens {
+            access: Secret::new("at-visible-access".to_owned()),
+            refresh: Some(Secret::new("rt-visible-refresh".to_owned())),
+            expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
+        };
+        let sealed = tokens.seal("acct", &sealer).unwrap();
+        assert!(!sealed.contains("visible"), "{sealed}");
+        let opened = Tokens::open("acct", &sealed, &sealer).unwrap();
+        assert_eq!(opened.access.expose(), "at-visible-access");
+        assert_eq!(
+            opened.refresh.as_ref().map(Secret::expose),
+            Some("rt-visible-refresh")
+        );
+        assert_eq!(opened.expires_at, tokens.expires_at);
+        assert!(Tokens::open("other", &sealed, &sealer).is_err());
+        assert!(Tokens::open("acct", &sealed, &Sealer::new(&[4; 32])).is_err());
+        assert!(Tokens::open("acct", "not hex", &sealer).is_err());
+    }
+}
