@@ -25,18 +25,26 @@ use serde_json::{json, Value};
 const ADMIN: &str = "admin-token-for-tests-0123";
 
 /// The key every instance of a test seals with (instances sharing sign-in tokens through Redis
-/// must share it; each keeps its own data directory).
-const ENCRYPTION_KEY: &str = "a0b1c2d3e4f5061728394a5b6c7d8e9fa0b1c2d3e4f5061728394a5b6c7d8e9f";
+/// must share it; each keeps its own data directory), given as `storage.encryption_key`.
+const ENCRYPTION_KEY: (&str, &str) = (
+    "STORAGE_ENCRYPTION_KEY",
+    "a0b1c2d3e4f5061728394a5b6c7d8e9fa0b1c2d3e4f5061728394a5b6c7d8e9f",
+);
+
+/// An instance of `yaml` sealing with [`ENCRYPTION_KEY`].
+fn sealing_gateway(yaml: &str) -> Gateway {
+    Gateway::start_with_env(yaml, &[ENCRYPTION_KEY])
+}
 
 /// The shared-state section for `redis` under a fresh prefix, with `lease_ttl` seconds.
 fn state(redis: &Redis, lease_ttl: u64) -> String {
     state_under(redis, lease_ttl, &prefix())
 }
 
-/// [`state`] under `prefix`, with the shared encryption key.
+/// [`state`] under `prefix`.
 fn state_under(redis: &Redis, lease_ttl: u64, prefix: &str) -> String {
     format!(
-        "storage:\n  encryption_key: {ENCRYPTION_KEY}\nstate:\n  backend: redis\n  redis_url: {}\n  redis_prefix: '{prefix}'\n  lease_ttl: {lease_ttl}\n",
+        "state:\n  backend: redis\n  redis_url: {}\n  redis_prefix: '{prefix}'\n  lease_ttl: {lease_ttl}\n",
         redis.url(),
     )
 }
@@ -230,7 +238,7 @@ async fn an_expired_token_is_refreshed_once_for_requests_spread_over_instances()
         state(&redis, 30),
         u = mock.url(),
     );
-    let gateways = [Gateway::start(&yaml), Gateway::start(&yaml)];
+    let gateways = [sealing_gateway(&yaml), sealing_gateway(&yaml)];
     let mut requests = Vec::new();
     for i in 0..20 {
         let url = gateways[i % 2].responses_url();
@@ -323,7 +331,7 @@ async fn sign_in_tokens_are_sealed_in_redis_and_on_its_channel() {
         state_under(&redis, 30, &prefix),
         u = mock.url(),
     );
-    let gateways = [Gateway::start(&yaml), Gateway::start(&yaml)];
+    let gateways = [sealing_gateway(&yaml), sealing_gateway(&yaml)];
     let send = |gw: &Gateway| {
         client()
             .post(gw.responses_url())
@@ -356,19 +364,32 @@ async fn sign_in_tokens_are_sealed_in_redis_and_on_its_channel() {
         .unwrap_or_else(|| panic!("no {tokens_key} among {values:?}"));
     let stored: Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(stored["gen"], 1, "{stored}");
-    assert!(stored["v"].as_str().is_some_and(|v| v.len() > 64), "{stored}");
+    assert!(
+        stored["v"].as_str().is_some_and(|v| v.len() > 64),
+        "{stored}"
+    );
     wait_until("the refresh's message on the pool channel", async || {
-        heard.lock().unwrap().iter().any(|m| m.contains(&tokens_key))
+        heard
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains(&tokens_key))
     })
     .await;
     listener.abort();
     let heard = heard.lock().unwrap().clone();
     for secret in [access.as_str(), refresh.as_str(), "at-expired", "rt-seed"] {
         for (key, value) in &values {
-            assert!(!value.contains(secret), "{key} holds {secret} in the clear: {value}");
+            assert!(
+                !value.contains(secret),
+                "{key} holds {secret} in the clear: {value}"
+            );
         }
         for message in &heard {
-            assert!(!message.contains(secret), "a message carries {secret}: {message}");
+            assert!(
+                !message.contains(secret),
+                "a message carries {secret}: {message}"
+            );
         }
     }
 }

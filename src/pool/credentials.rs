@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::domain::{AccountCredential, Secret};
-use crate::runtime_state::{RefreshLock, RuntimeState, Seal, SealedValue, Versioned, VersionedCell};
+use crate::runtime_state::{
+    RefreshLock, RuntimeState, Seal, SealedValue, Versioned, VersionedCell,
+};
 
 #[derive(Debug, Clone)]
 pub struct TokenState {

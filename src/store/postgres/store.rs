@@ -8,8 +8,8 @@ use sqlx::{Postgres, Row, Transaction};
 use super::rows::{self, ACCOUNT_COLUMNS, KEY_COLUMNS};
 use super::{affected, db, PostgresStore};
 use crate::store::{
-    AccountRecord, AuditFilter, AuditRow, ChangeHook, GroupRecord, KeyRecord, SealedTokens, Source, Store,
-    StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
+    AccountRecord, AuditFilter, AuditRow, ChangeHook, GroupRecord, KeyRecord, SealedTokens, Source,
+    Store, StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
 };
 
 /// Moves the change counter inside the write's transaction.
