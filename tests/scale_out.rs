@@ -331,3 +331,45 @@ async fn spending_on_one_instance_counts_against_the_key_on_the_other() {
     );
     assert_eq!(mock.calls("tok-a"), 1 + served_on_a + served_on_b);
 }
+
+/// With Redis, a write through one instance is announced on `{prefix}changes` and the others
+/// look at once: with the change poll set to ten minutes, a key created on A still works on B
+/// (only the announcement can have told B).
+#[tokio::test]
+async fn a_change_announced_through_redis_applies_without_waiting_for_the_poll() {
+    let Some(server) = PgServer::any() else {
+        return;
+    };
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let db = server.database();
+    let redis_prefix = prefix();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let gateways = start_together(
+        dirs.iter()
+            .map(|d| {
+                instance_config(&mock, d.path(), &db.url(), &redis, &redis_prefix).replacen(
+                    "  usage_batch_interval_ms: 50\n",
+                    "  usage_batch_interval_ms: 50\n  change_poll_ms: 600000\n",
+                    1,
+                )
+            })
+            .collect(),
+    );
+    let (a, b) = (gateways[0].url.as_str(), gateways[1].url.as_str());
+    let (status, answer) = admin(
+        a,
+        reqwest::Method::POST,
+        "/admin/api/keys",
+        Some(json!({"name": "announced", "group": "default"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let key = answer["api_key"].as_str().unwrap().to_owned();
+    eventually("B accepts the key created on A", async || {
+        let (status, text) = relay(b, &key, false).await;
+        assert!(status == 200 || status == 401, "{status}: {text}");
+        status == 200
+    })
+    .await;
+}

@@ -24,12 +24,28 @@ use serde_json::{json, Value};
 
 const ADMIN: &str = "admin-token-for-tests-0123";
 
+/// The key every instance of a test seals with (instances sharing sign-in tokens through Redis
+/// must share it; each keeps its own data directory), given as `storage.encryption_key`.
+const ENCRYPTION_KEY: (&str, &str) = (
+    "STORAGE_ENCRYPTION_KEY",
+    "a0b1c2d3e4f5061728394a5b6c7d8e9fa0b1c2d3e4f5061728394a5b6c7d8e9f",
+);
+
+/// An instance of `yaml` sealing with [`ENCRYPTION_KEY`].
+fn sealing_gateway(yaml: &str) -> Gateway {
+    Gateway::start_with_env(yaml, &[ENCRYPTION_KEY])
+}
+
 /// The shared-state section for `redis` under a fresh prefix, with `lease_ttl` seconds.
 fn state(redis: &Redis, lease_ttl: u64) -> String {
+    state_under(redis, lease_ttl, &prefix())
+}
+
+/// [`state`] under `prefix`.
+fn state_under(redis: &Redis, lease_ttl: u64, prefix: &str) -> String {
     format!(
-        "state:\n  backend: redis\n  redis_url: {}\n  redis_prefix: '{}'\n  lease_ttl: {lease_ttl}\n",
+        "state:\n  backend: redis\n  redis_url: {}\n  redis_prefix: '{prefix}'\n  lease_ttl: {lease_ttl}\n",
         redis.url(),
-        prefix()
     )
 }
 
@@ -222,7 +238,7 @@ async fn an_expired_token_is_refreshed_once_for_requests_spread_over_instances()
         state(&redis, 30),
         u = mock.url(),
     );
-    let gateways = [Gateway::start(&yaml), Gateway::start(&yaml)];
+    let gateways = [sealing_gateway(&yaml), sealing_gateway(&yaml)];
     let mut requests = Vec::new();
     for i in 0..20 {
         let url = gateways[i % 2].responses_url();
@@ -248,6 +264,134 @@ async fn an_expired_token_is_refreshed_once_for_requests_spread_over_instances()
         20,
         "every request used the new token"
     );
+}
+
+/// Every value under `prefix` as text: strings whole, the members (and fields, values) of the
+/// other types.
+fn redis_values(redis: &Redis, prefix: &str) -> Vec<(String, String)> {
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut conn)
+        .unwrap();
+    let mut out = Vec::new();
+    for key in keys {
+        let kind: String = ::redis::cmd("TYPE").arg(&key).query(&mut conn).unwrap();
+        let parts: Vec<String> = match kind.as_str() {
+            "string" => vec![::redis::cmd("GET").arg(&key).query(&mut conn).unwrap()],
+            "zset" => ::redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn)
+                .unwrap(),
+            "hash" => ::redis::cmd("HGETALL").arg(&key).query(&mut conn).unwrap(),
+            "set" => ::redis::cmd("SMEMBERS").arg(&key).query(&mut conn).unwrap(),
+            "list" => ::redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn)
+                .unwrap(),
+            _ => Vec::new(),
+        };
+        out.push((key, parts.join("\n")));
+    }
+    out
+}
+
+#[tokio::test]
+async fn sign_in_tokens_are_sealed_in_redis_and_on_its_channel() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let prefix = prefix();
+    // Every message on the pool channel, from before the refresh on.
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut pubsub = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub.subscribe(format!("{prefix}pool")).await.unwrap();
+    let listener = tokio::spawn({
+        let heard = std::sync::Arc::clone(&heard);
+        async move {
+            use futures_util::StreamExt;
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let payload: String = message.get_payload().unwrap();
+                heard.lock().unwrap().push(payload);
+            }
+        }
+    });
+    let yaml = format!(
+        "admin:\n  token: {ADMIN}\noauth:\n  openai_token_url: {u}/oauth/token\napi_keys:\n  - {{key: {KEY}}}\naccounts:\n  - name: s\n    platform: openai\n    type: oauth\n    base_url: {u}/backend-api/codex\n    access_token: at-expired\n    refresh_token: rt-seed\n    chatgpt_account_id: acct-s\n    expires_at: {}\n{}",
+        rfc3339(-60),
+        state_under(&redis, 30, &prefix),
+        u = mock.url(),
+    );
+    let gateways = [sealing_gateway(&yaml), sealing_gateway(&yaml)];
+    let send = |gw: &Gateway| {
+        client()
+            .post(gw.responses_url())
+            .bearer_auth(KEY)
+            .json(&body("gpt-5", false))
+            .send()
+    };
+    assert_eq!(send(&gateways[0]).await.unwrap().status(), 200);
+    assert_eq!(mock.token_calls(), 1);
+    let issued = mock.issued_access_tokens();
+    assert_eq!(issued.len(), 1);
+    let access = issued[0].clone();
+    // The mock rotates the refresh token with the same number.
+    let refresh = access.replacen("at-", "rt-", 1);
+    // The other instance serves with the new token it read from Redis (no second refresh).
+    wait_until("the second instance to use the new token", async || {
+        let before = mock.calls(&access);
+        send(&gateways[1]).await.unwrap().status() == 200 && mock.calls(&access) > before
+    })
+    .await;
+    assert_eq!(mock.token_calls(), 1, "the second instance did not refresh");
+
+    let tokens_key = format!("{prefix}tokens:s");
+    let values = redis_values(&redis, &prefix);
+    // Positive control: the tokens are there, sealed, at the generation of the refresh.
+    let stored = values
+        .iter()
+        .find(|(key, _)| *key == tokens_key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no {tokens_key} among {values:?}"));
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["gen"], 1, "{stored}");
+    assert!(
+        stored["v"].as_str().is_some_and(|v| v.len() > 64),
+        "{stored}"
+    );
+    wait_until("the refresh's message on the pool channel", async || {
+        heard
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains(&tokens_key))
+    })
+    .await;
+    listener.abort();
+    let heard = heard.lock().unwrap().clone();
+    for secret in [access.as_str(), refresh.as_str(), "at-expired", "rt-seed"] {
+        for (key, value) in &values {
+            assert!(
+                !value.contains(secret),
+                "{key} holds {secret} in the clear: {value}"
+            );
+        }
+        for message in &heard {
+            assert!(
+                !message.contains(secret),
+                "a message carries {secret}: {message}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

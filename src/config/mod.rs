@@ -208,6 +208,9 @@ pub struct StorageConfig {
     pub usage_queue_capacity: usize,
     /// Where groups, keys, accounts and usage live.
     pub backend: StorageBackend,
+    /// `storage.change_poll_ms`: how often a shared store's change counter is read (`None`:
+    /// 300 ms, or 1 s when Redis announces changes).
+    pub change_poll: Option<Duration>,
 }
 
 /// `storage.backend`.

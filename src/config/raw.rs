@@ -219,6 +219,8 @@ pub struct RawStorage {
     /// Required with `backend: postgres`.
     pub postgres_url: Option<SecretRef>,
     pub postgres_max_connections: i64,
+    /// Milliseconds between reads of a shared store's change counter; 0: automatic.
+    pub change_poll_ms: i64,
 }
 
 /// Where runtime state lives (issue 17): this process, or Redis shared by several instances.
@@ -254,6 +256,7 @@ impl Default for RawStorage {
             backend: "sqlite".to_owned(),
             postgres_url: None,
             postgres_max_connections: 10,
+            change_poll_ms: 0,
         }
     }
 }

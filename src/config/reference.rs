@@ -317,6 +317,12 @@ pub const KEYS: &[KeyDoc] = &[
         description: "Connections each instance keeps to PostgreSQL at most (the usage writer, the admin API, the change poll).",
     },
     KeyDoc {
+        path: "storage.change_poll_ms",
+        default: "0",
+        allowed: "0 (automatic), or 50–600000 milliseconds",
+        description: "With `storage.backend: postgres`, how often each instance reads the store's change counter to pick up groups, keys and accounts written through another instance. 0: every 300 ms; every 1000 ms with `state.backend: redis`, where a write is also announced on `{state.redis_prefix}changes` and every instance looks at once (the poll is then only the fallback for a missed message).",
+    },
+    KeyDoc {
         path: "state.backend",
         default: "local",
         allowed: "local or redis",

@@ -884,6 +884,10 @@ fn the_postgres_backend_needs_its_url_and_an_explicit_encryption_key() {
             "storage:\n  postgres_max_connections: 0\n".to_owned(),
             "storage.postgres_max_connections = 0: must be 1–100",
         ),
+        (
+            "storage:\n  change_poll_ms: 10\n".to_owned(),
+            "storage.change_poll_ms = 10: must be 0 (automatic), or 50–600000 milliseconds",
+        ),
     ] {
         let err = load_text(&yaml, &MapEnv::default()).unwrap_err().to_string();
         assert!(err.contains(wanted), "{yaml}: {err}");

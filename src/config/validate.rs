@@ -408,6 +408,15 @@ fn storage(raw: &RawStorage) -> Result<StorageConfig, KeyError> {
         )?)
         .unwrap_or(100_000),
         backend: StorageBackend::Sqlite,
+        change_poll: match raw.change_poll_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(in_range(
+                "storage.change_poll_ms",
+                ms,
+                50,
+                600_000,
+            )?)),
+        },
     })
 }
 

@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::domain::{AccountCredential, Secret};
-use crate::runtime_state::{RefreshLock, RuntimeState, SharedValue, Versioned, VersionedCell};
+use crate::runtime_state::{
+    RefreshLock, RuntimeState, Seal, SealedValue, Versioned, VersionedCell,
+};
 
 #[derive(Debug, Clone)]
 pub struct TokenState {
@@ -40,7 +42,7 @@ struct Tokens {
     expires_at: Option<SystemTime>,
 }
 
-/// The tokens as a shared state backend stores them (Unix milliseconds for the expiry).
+/// The tokens as a shared state backend stores them, sealed (Unix milliseconds for the expiry).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredTokens {
     access: String,
@@ -50,9 +52,17 @@ struct StoredTokens {
     expires_at_ms: Option<u64>,
 }
 
-impl SharedValue for Tokens {
-    fn encode(&self) -> String {
-        serde_json::to_string(&StoredTokens {
+/// The sealing context of an account's tokens in the shared state (not the store's
+/// `tokens:{name}`: a value of one place never opens in the other).
+fn sealing_context(account: &str) -> String {
+    format!("state-tokens:{account}")
+}
+
+/// Anyone reading Redis sees only this (hex of the store's AES-256-GCM sealing, bound to the
+/// account name); the generation stays in the clear for the compare-and-set script.
+impl SealedValue for Tokens {
+    fn seal(&self, name: &str, sealer: &dyn Seal) -> Result<String, String> {
+        let plain = serde_json::to_vec(&StoredTokens {
             access: self.access.expose().to_owned(),
             refresh: self.refresh.as_ref().map(|r| r.expose().to_owned()),
             expires_at_ms: self.expires_at.and_then(|t| {
@@ -61,12 +71,16 @@ impl SharedValue for Tokens {
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             }),
         })
-        .unwrap_or_default()
+        .map_err(|e| e.to_string())?;
+        let sealed = sealer.seal(&sealing_context(name), &plain)?;
+        Ok(sealed.iter().map(|b| format!("{b:02x}")).collect())
     }
 
-    fn decode(text: &str) -> Option<Self> {
-        let stored: StoredTokens = serde_json::from_str(text).ok()?;
-        Some(Self {
+    fn open(name: &str, sealed: &str, sealer: &dyn Seal) -> Result<Self, String> {
+        let bytes = from_hex(sealed).ok_or("not sealed tokens")?;
+        let plain = sealer.open(&sealing_context(name), &bytes)?;
+        let stored: StoredTokens = serde_json::from_slice(&plain).map_err(|e| e.to_string())?;
+        Ok(Self {
             access: Secret::new(stored.access),
             refresh: stored.refresh.map(Secret::new),
             expires_at: stored
@@ -74,6 +88,16 @@ impl SharedValue for Tokens {
                 .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
         })
     }
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 pub struct Credentials {
@@ -198,5 +222,35 @@ impl Credentials {
         let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
         let step = backoff.map_or(FIRST_BACKOFF, |(_, step)| (step * 2).min(MAX_BACKOFF));
         *backoff = Some((Instant::now() + step, step));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use crate::store::crypto::Sealer;
+
+    #[test]
+    fn shared_tokens_are_sealed_and_open_only_for_their_account_with_the_same_key() {
+        let sealer = Sealer::new(&[3; 32]);
+        let tokens = Tokens {
+            access: Secret::new("at-visible-access".to_owned()),
+            refresh: Some(Secret::new("rt-visible-refresh".to_owned())),
+            expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
+        };
+        let sealed = tokens.seal("acct", &sealer).unwrap();
+        assert!(!sealed.contains("visible"), "{sealed}");
+        let opened = Tokens::open("acct", &sealed, &sealer).unwrap();
+        assert_eq!(opened.access.expose(), "at-visible-access");
+        assert_eq!(
+            opened.refresh.as_ref().map(Secret::expose),
+            Some("rt-visible-refresh")
+        );
+        assert_eq!(opened.expires_at, tokens.expires_at);
+        assert!(Tokens::open("other", &sealed, &sealer).is_err());
+        assert!(Tokens::open("acct", &sealed, &Sealer::new(&[4; 32])).is_err());
+        assert!(Tokens::open("acct", "not hex", &sealer).is_err());
     }
 }

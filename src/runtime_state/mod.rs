@@ -13,7 +13,7 @@
 //! | [`Leases`] | concurrency slots of one account or one API key, as leases that end when their [`LeaseHandle`] drops, or at their expiry if never released | `account:{name}` / `key:{name}` | a sorted set `{prefix}lease:{name}` of lease ids (`{instance}:{n}`) scored by expiry on Redis's clock; taking one is a local pre-check (this instance alone stays under the limit) then one Lua call (drop expired members, count, add if under the limit: [`Lease::confirm`]); drop is `ZREM` plus a `PUBLISH`, sent by the writer; the instance's renewer pushes every held lease `state.lease_ttl` forward each `state.lease_ttl`/3 (one pipeline), so a killed instance's slots come back within the lease time; waiters also look again every 250 ms |
 //! | [`Records`] | one record per name, read and changed in place: an account's health (cooldown and its reason, disabled flag, last error, quota, last probe; last use and strikes stay per instance) | account name | a string `{prefix}account:{name}` (JSON, no expiry; a cooldown's end in Unix ms); reads come from an in-process mirror (no round trip on the hot path); a change of the shared part is `SET` plus a `PUBLISH` carrying the value, and every other instance copies it into its mirror |
 //! | [`Expiring`] | values that live for a time: sticky bindings, dashboard sessions, sign-in flows | a digest (key + conversation, session id) or the flow id | `{prefix}{kind}:{key}` with `SET … PX ttl` (`KEEPTTL` when only the value changes), `DEL` on removal; each change is published with its value and ttl and copied into every instance's mirror; [`ExpiringMap::fetch`] reads a value written before this instance subscribed |
-//! | [`Versioned`] | a value with a generation that only moves by compare-and-set: an account's sign-in tokens | account name | a string `{prefix}tokens:{name}` (JSON with `gen`); a Lua script writes only when the stored `gen` is the expected one; the refresh reads it ([`VersionedCell::sync`]) after taking the lock, so a refresh done by another instance is found, not repeated |
+//! | [`Versioned`] | a value with a generation that only moves by compare-and-set: an account's sign-in tokens | account name | a string `{prefix}tokens:{name}` (JSON: `gen` in the clear, the value sealed by its own type with the store's key, bound to the name: [`SealedValue`]; the published copy is the same sealed text); a Lua script writes only when the stored `gen` is the expected one; the refresh reads it ([`VersionedCell::sync`]) after taking the lock, so a refresh done by another instance is found, not repeated; a value that does not open here (another key) counts as absent, with one warning |
 //! | [`SingleFlight`] | at most one holder at a time, others wait: the token refresh | account name | this instance's mutex first, then `SET {prefix}refresh:{name} <owner> NX PX 60000`, released by compare-and-delete (Lua); waiters poll every 50 ms |
 //! | [`Signal`] | "something changed, look again": a slot was freed, an account may be usable | `pool`, `key:{name}` | a `PUBLISH` on `{prefix}pool` naming the signal; the subscriber task wakes that signal's local waiters on every other instance |
 //! | [`WaitQueue`] | how many requests wait for a slot, bounded | one per pool | per instance, also with Redis (`gateway.queue_max_waiting` bounds each instance's queue) |
@@ -79,6 +79,21 @@ pub trait SharedKey: Sized {
 pub trait SharedValue: Sized {
     fn encode(&self) -> String;
     fn decode(text: &str) -> Option<Self>;
+}
+
+/// Seals what a shared backend must not hold in the clear (the store's key, supplied by the
+/// caller): `context` is authenticated, so a value sealed for one name does not open as another's.
+pub trait Seal: Send + Sync {
+    fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, String>;
+    fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// A value a shared backend stores sealed (sign-in tokens): the value's own layer says how it is
+/// written and binds it to `name` (the account), so Redis never holds it in the clear.
+pub trait SealedValue: Sized {
+    fn seal(&self, name: &str, sealer: &dyn Seal) -> Result<String, String>;
+    /// `Err`: not readable here (sealed with another key, or for another name).
+    fn open(name: &str, sealed: &str, sealer: &dyn Seal) -> Result<Self, String>;
 }
 
 /// A record whose shared part (what other instances must see) is exported as text; what is
@@ -229,14 +244,33 @@ pub enum RuntimeState {
 impl RuntimeState {
     /// Redis at `url` under `prefix` (`state.backend: redis`); its tasks run on `tasks` until
     /// `shutdown`. Connects lazily: a Redis down at start is served like one that goes down.
+    /// `sealer` seals the values Redis must not hold in the clear ([`SealedValue`]).
     pub fn redis(
         url: &str,
         prefix: &str,
         lease_ttl: Duration,
+        sealer: Arc<dyn Seal>,
         tasks: &tokio_util::task::TaskTracker,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<Self, String> {
-        Shared::start(url, prefix, lease_ttl, tasks, shutdown).map(RuntimeState::Redis)
+        Shared::start(url, prefix, lease_ttl, sealer, tasks, shutdown).map(RuntimeState::Redis)
+    }
+
+    /// Tells every instance that the shared store changed (`PUBLISH {prefix}changes`), after a
+    /// write that moved its change counter; nothing with local state.
+    pub fn publish_store_change(&self) {
+        if let RuntimeState::Redis(shared) = self {
+            shared.publish_store_change();
+        }
+    }
+
+    /// Woken when any instance published a store change (and after Redis came back, when one
+    /// may have been missed); `None` with local state.
+    pub fn store_changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        match self {
+            RuntimeState::Local => None,
+            RuntimeState::Redis(shared) => Some(shared.store_changes()),
+        }
     }
 
     /// Whether the shared backend answers (`None`: local state).
@@ -304,8 +338,8 @@ impl RuntimeState {
         }
     }
 
-    /// `name`'s versioned value, starting at generation 0.
-    pub fn versioned<T: Clone + SharedValue + Send + 'static>(
+    /// `name`'s versioned value, starting at generation 0 (a shared backend stores it sealed).
+    pub fn versioned<T: Clone + SealedValue + Send + 'static>(
         &self,
         name: &str,
         initial: T,
@@ -569,7 +603,7 @@ pub enum VersionedCell<T> {
     Redis(shared_handles::VersionedCell<T>),
 }
 
-impl<T: Clone + SharedValue + Send + 'static> VersionedCell<T> {
+impl<T: Clone + SealedValue + Send + 'static> VersionedCell<T> {
     /// A shared backend reads the value other instances installed (after taking the refresh
     /// lock); the local one has nothing to read.
     pub async fn sync(&self) {
@@ -579,7 +613,7 @@ impl<T: Clone + SharedValue + Send + 'static> VersionedCell<T> {
     }
 }
 
-impl<T: Clone + SharedValue + Send + 'static> Versioned<T> for VersionedCell<T> {
+impl<T: Clone + SealedValue + Send + 'static> Versioned<T> for VersionedCell<T> {
     fn load(&self) -> (T, u64) {
         match self {
             VersionedCell::Local(cell) => cell.load(),

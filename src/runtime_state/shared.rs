@@ -8,6 +8,8 @@
 //! to wake, or carries the new value of a record, of an account's tokens, of an expiring value
 //! or a key's spending totals, which the receiving instance copies into its in-process mirror.
 //! Reads come from the mirrors.
+//! A second channel, `{prefix}changes`, says that a write moved the shared store's change
+//! counter: the instance's follower (`server::follow`) looks at once instead of at its next poll.
 //!
 //! Redis unreachable: every handle goes on with this instance's own state (its mirror, its own
 //! leases), a warning is logged once and [`Shared::is_up`] turns false (the
@@ -243,6 +245,10 @@ pub enum KeyAnswer {
 pub struct Shared {
     prefix: String,
     channel: String,
+    /// `{prefix}changes`: a store write moved the change counter (`server::follow` looks now).
+    changes_channel: String,
+    changes: Arc<Notify>,
+    sealer: Arc<dyn super::Seal>,
     instance: String,
     lease_ttl: Duration,
     conn: ConnectionManager,
@@ -270,6 +276,7 @@ impl Shared {
         url: &str,
         prefix: &str,
         lease_ttl: Duration,
+        sealer: Arc<dyn super::Seal>,
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> Result<Arc<Self>, String> {
@@ -289,6 +296,9 @@ impl Shared {
         };
         let shared = Arc::new(Self {
             channel: format!("{prefix}pool"),
+            changes_channel: format!("{prefix}changes"),
+            changes: Arc::new(Notify::new()),
+            sealer,
             prefix: prefix.to_owned(),
             instance,
             lease_ttl,
@@ -323,6 +333,23 @@ impl Shared {
 
     pub fn lease_ttl(&self) -> Duration {
         self.lease_ttl
+    }
+
+    pub fn sealer(&self) -> &dyn super::Seal {
+        &*self.sealer
+    }
+
+    /// Publishes on `{prefix}changes` (by the writer, after what this instance queued before).
+    pub fn publish_store_change(&self) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&self.changes_channel).arg(&self.instance);
+        self.send(vec![cmd]);
+    }
+
+    /// Woken (one stored permit) by every message on `{prefix}changes`, and after each
+    /// (re)subscription, when messages may have been missed.
+    pub fn store_changes(&self) -> Arc<Notify> {
+        Arc::clone(&self.changes)
     }
 
     pub fn is_up(&self) -> bool {
@@ -770,6 +797,8 @@ impl Shared {
         for notify in signals {
             notify.notify_waiters();
         }
+        // A store change published while not subscribed is looked for now.
+        self.changes.notify_one();
     }
 
     /// One pipeline renewing every lease held here.
@@ -920,6 +949,7 @@ async fn subscribe_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
         let connected = tokio::time::timeout(CALL_TIMEOUT * 2, async {
             let mut pubsub = shared.client.get_async_pubsub().await?;
             pubsub.subscribe(&shared.channel).await?;
+            pubsub.subscribe(&shared.changes_channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
@@ -952,7 +982,9 @@ async fn subscribe_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
                 message = messages.next() => match message {
                     Some(message) => {
-                        if let Ok(payload) = message.get_payload::<String>() {
+                        if message.get_channel_name() == shared.changes_channel {
+                            shared.changes.notify_one();
+                        } else if let Ok(payload) = message.get_payload::<String>() {
                             shared.on_message(&payload);
                         }
                     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::local;
 use super::shared::{MapMirror, Mirror, Shared, SpendMirror};
-use super::{SharedKey, SharedRecord, SharedValue};
+use super::{SealedValue, SharedKey, SharedRecord, SharedValue};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -316,9 +316,13 @@ where
 
 pub struct CellInner<T> {
     local: local::VersionedCell<T>,
+    /// The name the value is sealed for.
+    name: String,
     key: String,
     shared: Arc<Shared>,
     dirty: Arc<AtomicBool>,
+    /// Whether a value that does not open here was reported (once per cell).
+    warned: AtomicBool,
 }
 
 pub struct VersionedCell<T>(Arc<CellInner<T>>);
@@ -329,13 +333,31 @@ struct Stored {
     v: String,
 }
 
-impl<T: Clone + SharedValue + Send + 'static> VersionedCell<T> {
+impl<T> CellInner<T>
+where
+    T: SealedValue,
+{
+    /// The stored form of `value` at `gen` (`None`: it cannot be sealed, so it is not written).
+    fn stored(&self, value: &T, gen: u64) -> Option<String> {
+        match value.seal(&self.name, self.shared.sealer()) {
+            Ok(v) => serde_json::to_string(&Stored { gen, v }).ok(),
+            Err(e) => {
+                tracing::warn!(key = %self.key, "runtime state: a value cannot be sealed ({e}); it is not shared");
+                None
+            }
+        }
+    }
+}
+
+impl<T: Clone + SealedValue + Send + 'static> VersionedCell<T> {
     pub fn new(shared: &Arc<Shared>, name: &str, initial: T) -> Self {
         let inner = Arc::new(CellInner {
             local: local::VersionedCell::new(initial),
+            name: name.to_owned(),
             key: shared.key(&format!("tokens:{name}")),
             shared: Arc::clone(shared),
             dirty: Arc::new(AtomicBool::new(false)),
+            warned: AtomicBool::new(false),
         });
         let weak: Weak<CellInner<T>> = Arc::downgrade(&inner);
         shared.register_mirror(&inner.key, weak);
@@ -351,13 +373,11 @@ impl<T: Clone + SharedValue + Send + 'static> VersionedCell<T> {
     }
 
     pub fn compare_and_set(&self, expected: u64, value: T) -> Result<u64, u64> {
-        let encoded = value.encode();
+        let stored = self.0.stored(&value, expected.saturating_add(1));
         let generation = self.0.local.compare_and_set(expected, value)?;
-        let stored = serde_json::to_string(&Stored {
-            gen: generation,
-            v: encoded,
-        })
-        .unwrap_or_default();
+        let Some(stored) = stored else {
+            return Ok(generation);
+        };
         if self.0.shared.is_up() {
             self.0
                 .shared
@@ -375,15 +395,24 @@ impl<T: Clone + SharedValue + Send + 'static> VersionedCell<T> {
     }
 }
 
-impl<T: Clone + SharedValue + Send> Mirror for CellInner<T> {
+impl<T: Clone + SealedValue + Send> Mirror for CellInner<T> {
     fn load(&self, stored: Option<&str>) {
         let Some(stored) = stored.and_then(|s| serde_json::from_str::<Stored>(s).ok()) else {
             return;
         };
-        let Some(value) = T::decode(&stored.v) else {
-            return;
-        };
-        self.local.replace_if_newer(stored.gen, value);
+        match T::open(&self.name, &stored.v, self.shared.sealer()) {
+            Ok(value) => self.local.replace_if_newer(stored.gen, value),
+            // Another key wrote it (or it was copied from another name): as if absent; the
+            // store's copy stays the truth.
+            Err(e) => {
+                if !self.warned.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        key = %self.key,
+                        "runtime state: the shared value does not open with this instance's key ({e}); it is ignored (do all instances use the same storage.encryption_key?)"
+                    );
+                }
+            }
+        }
     }
 
     fn dirty(&self) -> Option<String> {
@@ -391,11 +420,7 @@ impl<T: Clone + SharedValue + Send> Mirror for CellInner<T> {
             return None;
         }
         let (value, gen) = self.local.load();
-        serde_json::to_string(&Stored {
-            gen,
-            v: value.encode(),
-        })
-        .ok()
+        self.stored(&value, gen)
     }
 }
 

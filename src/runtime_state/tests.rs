@@ -98,6 +98,16 @@ async fn a_signal_wakes_a_waiter_registered_before_it() {
     assert!(quiet.is_err());
 }
 
+/// The local backend never seals; a plain string stands for the value.
+impl SealedValue for String {
+    fn seal(&self, _: &str, _: &dyn Seal) -> Result<String, String> {
+        Ok(self.clone())
+    }
+    fn open(_: &str, sealed: &str, _: &dyn Seal) -> Result<Self, String> {
+        Ok(sealed.to_owned())
+    }
+}
+
 #[test]
 fn compare_and_set_moves_the_generation_once() {
     let cell = RuntimeState::default().versioned("acct", "old".to_owned());

@@ -72,6 +72,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 url.expose(),
                 &config.state.redis_prefix,
                 config.state.lease_ttl,
+                Arc::clone(&opened.sealer) as Arc<dyn crate::runtime_state::Seal>,
                 &runtime_tasks,
                 &runtime_stop,
             )?;
@@ -79,6 +80,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 prefix = %config.state.redis_prefix,
                 "runtime state is shared through Redis (state.backend: redis)"
             );
+            if config.storage.encryption_key.is_none() {
+                tracing::warn!("sign-in tokens shared through Redis are sealed with this instance's own key (storage.data_dir/encryption.key): other instances cannot read them; set the same storage.encryption_key on every instance");
+            }
             runtime
         }
     };
@@ -250,10 +254,24 @@ pub async fn serve(config: Config) -> Result<(), String> {
         let stop = stop_state.clone();
         async move { crate::store::account_state::keep(state.account_state(), saved_states, stop).await }
     });
-    // Other instances' writes to a shared store; a no-op on SQLite.
+    // Other instances' writes to a shared store; a no-op on SQLite. With Redis, each write of
+    // the store is announced to every instance, which looks at once.
+    let announced = if opened.store.shared() {
+        state.runtime.store_changes()
+    } else {
+        None
+    };
+    if announced.is_some() {
+        let runtime = state.runtime.clone();
+        opened
+            .store
+            .on_change(Box::new(move || runtime.publish_store_change()));
+    }
     let follower = tokio::spawn(follow::run(
         Arc::clone(&state),
         changes,
+        follow::poll_every(config.storage.change_poll, announced.is_some()),
+        announced,
         state.shutdown.clone(),
     ));
     // Stopped with the connections: it answers while the gateway drains.

@@ -135,6 +135,17 @@ impl Sealer {
     }
 }
 
+/// The runtime state seals what Redis must not hold in the clear (sign-in tokens) with this key.
+impl crate::runtime_state::Seal for Sealer {
+    fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+        Sealer::seal(self, context, plaintext)
+    }
+
+    fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        Sealer::open(self, context, sealed)
+    }
+}
+
 fn parse_hex_key(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
     if text.len() != 64 {

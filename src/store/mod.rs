@@ -256,6 +256,9 @@ pub type SealedTokens = (String, Vec<u8>);
 /// A `meta` row: its name and value.
 pub type MetaRow = (String, Vec<u8>);
 
+/// Run after a committed write of groups, keys or accounts ([`Store::on_change`]).
+pub type ChangeHook = Box<dyn Fn() + Send + Sync>;
+
 /// The persistence interface. Every backend keeps its own SQL and migrations; callers see only
 /// these operations. Writes of a row that already exists fail with [`StoreError::Conflict`],
 /// except usage, whose inserts are idempotent by request id.
@@ -275,6 +278,9 @@ pub trait Store: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
+    /// Sets what runs after each committed write that moved [`Store::change_counter`] (once, at
+    /// start: it publishes the change to the other instances). Nothing for an unshared store.
+    fn on_change(&self, _hook: ChangeHook) {}
     /// A number that moves with every write of groups, keys and accounts (by any instance);
     /// `None` when the store is not shared.
     fn change_counter(&self) -> BoxFuture<'_, StoreResult<Option<i64>>> {

@@ -5,7 +5,8 @@
 //! holds a session advisory lock ([`MIGRATION_LOCK`]), so instances starting together run them
 //! once. Every write of groups, keys and accounts bumps the `changes` counter in the same
 //! transaction; each instance polls [`Store::change_counter`] and reloads its snapshot when it
-//! moved (`server::follow`). Queries are built at run time (building needs no database); the SQL
+//! moved (`server::follow`), at once when the writer's change hook published the change through
+//! Redis. Queries are built at run time (building needs no database); the SQL
 //! is the SQLite backend's, with PostgreSQL's placeholders and types.
 
 mod audit;
@@ -32,6 +33,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Run after each committed write that moved the change counter ([`Store::on_change`]).
+    changed: std::sync::OnceLock<super::ChangeHook>,
 }
 
 impl PostgresStore {
@@ -50,7 +53,10 @@ impl PostgresStore {
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            changed: std::sync::OnceLock::new(),
+        };
         tokio::time::timeout(CONNECT_TIMEOUT, store.migrate())
             .await
             .map_err(|_| {

@@ -1,5 +1,6 @@
 //! [`Store`] on PostgreSQL. Writes of groups, keys and accounts run in a transaction that also
-//! bumps the `changes` counter, so another instance polling it sees every write.
+//! bumps the `changes` counter, so another instance polling it sees every write; after the
+//! commit the change hook (if set) tells the others at once.
 
 use futures_util::future::BoxFuture;
 use sqlx::{Postgres, Row, Transaction};
@@ -7,8 +8,8 @@ use sqlx::{Postgres, Row, Transaction};
 use super::rows::{self, ACCOUNT_COLUMNS, KEY_COLUMNS};
 use super::{affected, db, PostgresStore};
 use crate::store::{
-    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, SealedTokens, Source, Store,
-    StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
+    AccountRecord, AuditFilter, AuditRow, ChangeHook, GroupRecord, KeyRecord, SealedTokens, Source,
+    Store, StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
 };
 
 /// Moves the change counter inside the write's transaction.
@@ -21,6 +22,18 @@ async fn bump(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
 }
 
 impl PostgresStore {
+    /// The one way a write of groups, keys or accounts ends: the counter moved and committed
+    /// with it, then the other instances told at once (the hook publishes through Redis when
+    /// the runtime state is shared; without it they find the change at their next poll).
+    async fn commit_change(&self, mut tx: Transaction<'_, Postgres>) -> StoreResult<()> {
+        bump(&mut tx).await?;
+        tx.commit().await.map_err(db)?;
+        if let Some(hook) = self.changed.get() {
+            hook();
+        }
+        Ok(())
+    }
+
     async fn write_key(&self, key: &KeyRecord, upsert: bool) -> StoreResult<()> {
         let conflict = if upsert {
             " ON CONFLICT (name) DO UPDATE SET key_hash = excluded.key_hash, prefix = excluded.prefix, suffix = excluded.suffix, group_name = excluded.group_name, enabled = excluded.enabled, expires_at = excluded.expires_at, concurrency = excluded.concurrency, rpm_limit = excluded.rpm_limit, daily_spend_limit = excluded.daily_spend_limit, monthly_spend_limit = excluded.monthly_spend_limit, allowed_models = excluded.allowed_models, source = excluded.source"
@@ -49,8 +62,7 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        bump(&mut tx).await?;
-        tx.commit().await.map_err(db)
+        self.commit_change(tx).await
     }
 
     async fn write_account(&self, a: &AccountRecord, upsert: bool) -> StoreResult<()> {
@@ -86,8 +98,7 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        bump(&mut tx).await?;
-        tx.commit().await.map_err(db)
+        self.commit_change(tx).await
     }
 
     /// One statement that changes groups, keys or accounts, with the counter bumped; how many
@@ -99,8 +110,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        bump(&mut tx).await?;
-        tx.commit().await.map_err(db)?;
+        self.commit_change(tx).await?;
         Ok(done.rows_affected())
     }
 }
@@ -172,6 +182,12 @@ impl Store for PostgresStore {
         true
     }
 
+    fn on_change(&self, hook: ChangeHook) {
+        if self.changed.set(hook).is_err() {
+            tracing::warn!("the store's change hook was set twice; the first one stays");
+        }
+    }
+
     fn change_counter(&self) -> BoxFuture<'_, StoreResult<Option<i64>>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT counter FROM changes WHERE id = 1")
@@ -223,8 +239,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-            bump(&mut tx).await?;
-            tx.commit().await.map_err(db)
+            self.commit_change(tx).await
         })
     }
 
@@ -277,8 +292,7 @@ impl Store for PostgresStore {
             .await
             .map_err(db)?;
             affected(done.rows_affected(), &key.name)?;
-            bump(&mut tx).await?;
-            tx.commit().await.map_err(db)
+            self.commit_change(tx).await
         })
     }
 
@@ -337,8 +351,7 @@ impl Store for PostgresStore {
                 .await
                 .map_err(db)?;
             affected(done.rows_affected(), &name)?;
-            bump(&mut tx).await?;
-            tx.commit().await.map_err(db)
+            self.commit_change(tx).await
         })
     }
 
