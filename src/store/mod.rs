@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod data_dir;
 pub mod keys;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 pub mod startup;
 pub mod sync;
