@@ -15,9 +15,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Pool, QueryBuilder, Row, Sqlite, SqlitePool};
 
-use super::sql::{affected, db, queries, rows, Backend, DbQuery, Param, StoreRow, Value};
+use super::sql::{affected, db, ops, queries, Backend, DbQuery, Param, StoreRow, Value};
 use super::{
     AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, MetaRow, SealedTokens, Store,
     StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
@@ -152,11 +152,33 @@ impl Backend for Sqlite {
         query.push_bind(value);
     }
 
+    fn built<'b>(query: &'b mut QueryBuilder<'static, Self>) -> DbQuery<'b, Self> {
+        query.build()
+    }
+
     async fn execute<'c>(
         conn: &'c mut SqliteConnection,
         query: DbQuery<'c, Self>,
     ) -> Result<u64, sqlx::Error> {
         Ok(query.execute(conn).await?.rows_affected())
+    }
+
+    async fn run<'c>(pool: &'c Pool<Self>, query: DbQuery<'c, Self>) -> Result<u64, sqlx::Error> {
+        Ok(query.execute(pool).await?.rows_affected())
+    }
+
+    async fn fetch_all<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        query.fetch_all(pool).await
+    }
+
+    async fn fetch_optional<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> Result<Option<SqliteRow>, sqlx::Error> {
+        query.fetch_optional(pool).await
     }
 }
 
@@ -178,90 +200,40 @@ static FULL_USAGE_INSERT: LazyLock<String> =
 impl SqliteStore {
     /// Runs one statement of `name` on the pool; how many rows it changed.
     async fn by_name(&self, sql: &str, name: &str) -> StoreResult<u64> {
-        let done = sqlx::query(sql)
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected())
+        let query = sqlx::query(sql).bind(name);
+        Sqlite::run(&self.pool, query).await.map_err(db)
     }
 }
 
 impl Store for SqliteStore {
     fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
         let name = name.to_owned();
-        Box::pin(async move {
-            let row = sqlx::query(queries::GET_META)
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-            row.map(|r| r.try_get("value")).transpose().map_err(db)
-        })
+        Box::pin(async move { ops::get_meta(&self.pool, &name).await })
     }
 
     fn set_meta(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
         let (name, value) = (name.to_owned(), value.to_vec());
-        Box::pin(async move {
-            sqlx::query(queries::SET_META)
-                .bind(name)
-                .bind(value)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        Box::pin(async move { ops::set_meta(&self.pool, &name, &value).await })
     }
 
     fn meta_or_insert(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>> {
         let (name, value) = (name.to_owned(), value.to_vec());
-        Box::pin(async move {
-            sqlx::query(queries::INSERT_META_IF_NEW)
-                .bind(&name)
-                .bind(value)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            let row = sqlx::query(queries::GET_META)
-                .bind(&name)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?;
-            row.try_get("value").map_err(db)
-        })
+        Box::pin(async move { ops::meta_or_insert(&self.pool, &name, &value).await })
     }
 
     fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<MetaRow>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::LIST_META)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::meta)
-        })
+        Box::pin(ops::list_meta(&self.pool))
     }
 
     fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::LIST_GROUPS)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::groups(&found)
-        })
+        Box::pin(ops::list_groups(&self.pool))
     }
 
     fn upsert_group(&self, group: &GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
         let group = group.clone();
         Box::pin(async move {
-            sqlx::query(queries::UPSERT_GROUP)
-                .bind(&group.name)
-                .bind(group.platform.as_str())
-                .bind(group.source.as_str())
-                .bind(group.created_at)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
+            let query = queries::bind_group(sqlx::query(queries::UPSERT_GROUP), &group);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
             Ok(())
         })
     }
@@ -272,22 +244,14 @@ impl Store for SqliteStore {
     }
 
     fn list_keys(&self) -> BoxFuture<'_, StoreResult<Vec<KeyRecord>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::LIST_KEYS)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::key)
-        })
+        Box::pin(ops::list_keys(&self.pool))
     }
 
     fn insert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.clone();
         Box::pin(async move {
-            queries::bind_key(sqlx::query(queries::INSERT_KEY), &key)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
+            let query = queries::bind_key(sqlx::query(queries::INSERT_KEY), &key);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
             Ok(())
         })
     }
@@ -295,21 +259,17 @@ impl Store for SqliteStore {
     fn update_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.clone();
         Box::pin(async move {
-            let done = queries::bind_key_update(sqlx::query(queries::UPDATE_KEY), &key)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            affected(done.rows_affected(), &key.name)
+            let query = queries::bind_key_update(sqlx::query(queries::UPDATE_KEY), &key);
+            let done = Sqlite::run(&self.pool, query).await.map_err(db)?;
+            affected(done, &key.name)
         })
     }
 
     fn upsert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.clone();
         Box::pin(async move {
-            queries::bind_key(sqlx::query(queries::UPSERT_KEY), &key)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
+            let query = queries::bind_key(sqlx::query(queries::UPSERT_KEY), &key);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
             Ok(())
         })
     }
@@ -320,22 +280,14 @@ impl Store for SqliteStore {
     }
 
     fn list_accounts(&self) -> BoxFuture<'_, StoreResult<Vec<AccountRecord>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::LIST_ACCOUNTS)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::account)
-        })
+        Box::pin(ops::list_accounts(&self.pool))
     }
 
     fn insert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
         let account = account.clone();
         Box::pin(async move {
-            queries::bind_account(sqlx::query(queries::INSERT_ACCOUNT), &account)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
+            let query = queries::bind_account(sqlx::query(queries::INSERT_ACCOUNT), &account);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
             Ok(())
         })
     }
@@ -343,10 +295,8 @@ impl Store for SqliteStore {
     fn upsert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
         let account = account.clone();
         Box::pin(async move {
-            queries::bind_account(sqlx::query(queries::UPSERT_ACCOUNT), &account)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
+            let query = queries::bind_account(sqlx::query(queries::UPSERT_ACCOUNT), &account);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
             Ok(())
         })
     }
@@ -361,62 +311,35 @@ impl Store for SqliteStore {
 
     fn save_account_state(&self, name: &str, state: &str) -> BoxFuture<'_, StoreResult<()>> {
         let (name, state) = (name.to_owned(), state.to_owned());
-        Box::pin(async move {
-            sqlx::query(queries::SAVE_ACCOUNT_STATE)
-                .bind(name)
-                .bind(state)
-                .bind(super::now_secs())
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        Box::pin(async move { ops::save_account_state(&self.pool, &name, &state).await })
     }
 
+    fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
+        Box::pin(ops::account_states(&self.pool))
+    }
+
+    /// Unconditional: no other process writes this store (see [`Store::save_tokens_if`]).
     fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
         let (name, sealed) = (name.to_owned(), sealed.to_vec());
         Box::pin(async move {
-            sqlx::query(
+            let query = sqlx::query(
                 "INSERT INTO account_tokens (name, sealed, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
             )
             .bind(name)
             .bind(sealed)
-            .bind(super::now_secs())
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+            .bind(super::now_secs());
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
             Ok(())
         })
     }
 
     fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<SealedTokens>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::SAVED_TOKENS)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::tokens)
-        })
-    }
-
-    fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::ACCOUNT_STATES)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::account_state)
-        })
+        Box::pin(ops::saved_tokens(&self.pool))
     }
 
     fn insert_usage<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, StoreResult<u64>> {
         // Borrowed for the whole insert: a copy of a 4,096-row batch was 20,000 allocations.
-        Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(db)?;
-            let new = queries::insert_usage::<Sqlite>(&mut tx, rows, &FULL_USAGE_INSERT).await?;
-            tx.commit().await.map_err(db)?;
-            Ok(new)
-        })
+        Box::pin(ops::insert_usage(&self.pool, rows, &FULL_USAGE_INSERT))
     }
 
     fn list_usage(
@@ -425,20 +348,13 @@ impl Store for SqliteStore {
         limit: u32,
         offset: u64,
     ) -> BoxFuture<'_, StoreResult<Vec<UsageRow>>> {
-        let mut query = queries::list_usage::<Sqlite>(filter, limit, offset);
-        Box::pin(async move {
-            let found = query.build().fetch_all(&self.pool).await.map_err(db)?;
-            rows::all(&found, rows::usage)
-        })
+        let filter = filter.clone();
+        Box::pin(async move { ops::list_usage(&self.pool, &filter, limit, offset).await })
     }
 
     fn count_usage(&self, filter: &UsageFilter) -> BoxFuture<'_, StoreResult<u64>> {
-        let mut query = queries::count_usage::<Sqlite>(filter);
-        Box::pin(async move {
-            let row = query.build().fetch_one(&self.pool).await.map_err(db)?;
-            let n: i64 = row.try_get("n").map_err(db)?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
+        let filter = filter.clone();
+        Box::pin(async move { ops::count_usage(&self.pool, &filter).await })
     }
 
     fn usage_totals(
@@ -446,32 +362,16 @@ impl Store for SqliteStore {
         filter: &UsageFilter,
         by: TotalsBy,
     ) -> BoxFuture<'_, StoreResult<Vec<UsageTotals>>> {
-        let mut query = queries::usage_totals::<Sqlite>(filter, by);
-        Box::pin(async move {
-            let found = query.build().fetch_all(&self.pool).await.map_err(db)?;
-            rows::all(&found, rows::totals)
-        })
+        let filter = filter.clone();
+        Box::pin(async move { ops::usage_totals(&self.pool, &filter, by).await })
     }
 
     fn spend_since(&self, from_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(String, f64)>>> {
-        Box::pin(async move {
-            let found = sqlx::query(&queries::spend_since_sql::<Sqlite>())
-                .bind(from_ms)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::spend)
-        })
+        Box::pin(ops::spend_since(&self.pool, from_ms))
     }
 
     fn append_audit<'a>(&'a self, row: &'a AuditRow) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(async move {
-            queries::bind_audit(sqlx::query(queries::APPEND_AUDIT), row)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        Box::pin(ops::append_audit(&self.pool, row))
     }
 
     fn list_audit(
@@ -479,22 +379,12 @@ impl Store for SqliteStore {
         filter: &AuditFilter,
         limit: u32,
     ) -> BoxFuture<'_, StoreResult<Vec<AuditRow>>> {
-        let mut query = queries::list_audit::<Sqlite>(filter, limit);
-        Box::pin(async move {
-            let found = query.build().fetch_all(&self.pool).await.map_err(db)?;
-            rows::all(&found, rows::audit)
-        })
+        let filter = filter.clone();
+        Box::pin(async move { ops::list_audit(&self.pool, &filter, limit).await })
     }
 
     fn prune_audit(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(async move {
-            let done = sqlx::query(queries::PRUNE_AUDIT)
-                .bind(before_ms)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(done.rows_affected())
-        })
+        Box::pin(ops::prune_audit(&self.pool, before_ms))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

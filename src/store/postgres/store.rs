@@ -7,10 +7,10 @@ use std::sync::LazyLock;
 
 use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Pool, Postgres, QueryBuilder, Row, Transaction};
 
 use super::PostgresStore;
-use crate::store::sql::{affected, db, queries, rows, Backend, DbQuery, Param, StoreRow, Value};
+use crate::store::sql::{affected, db, ops, queries, Backend, DbQuery, Param, StoreRow, Value};
 use crate::store::{
     AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, MetaRow, SealedTokens, Store,
     StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
@@ -41,11 +41,33 @@ impl Backend for Postgres {
         query.push_bind(value);
     }
 
+    fn built<'b>(query: &'b mut QueryBuilder<'static, Self>) -> DbQuery<'b, Self> {
+        query.build()
+    }
+
     async fn execute<'c>(
         conn: &'c mut PgConnection,
         query: DbQuery<'c, Self>,
     ) -> Result<u64, sqlx::Error> {
         Ok(query.execute(conn).await?.rows_affected())
+    }
+
+    async fn run<'c>(pool: &'c Pool<Self>, query: DbQuery<'c, Self>) -> Result<u64, sqlx::Error> {
+        Ok(query.execute(pool).await?.rows_affected())
+    }
+
+    async fn fetch_all<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> Result<Vec<PgRow>, sqlx::Error> {
+        query.fetch_all(pool).await
+    }
+
+    async fn fetch_optional<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> Result<Option<PgRow>, sqlx::Error> {
+        query.fetch_optional(pool).await
     }
 }
 
@@ -86,55 +108,21 @@ impl PostgresStore {
 impl Store for PostgresStore {
     fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
         let name = name.to_owned();
-        Box::pin(async move {
-            let row = sqlx::query(queries::GET_META)
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-            row.map(|r| r.try_get("value")).transpose().map_err(db)
-        })
+        Box::pin(async move { ops::get_meta(&self.pool, &name).await })
     }
 
     fn set_meta(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
         let (name, value) = (name.to_owned(), value.to_vec());
-        Box::pin(async move {
-            sqlx::query(queries::SET_META)
-                .bind(name)
-                .bind(value)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        Box::pin(async move { ops::set_meta(&self.pool, &name, &value).await })
     }
 
     fn meta_or_insert(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>> {
         let (name, value) = (name.to_owned(), value.to_vec());
-        Box::pin(async move {
-            sqlx::query(queries::INSERT_META_IF_NEW)
-                .bind(&name)
-                .bind(value)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            let row = sqlx::query(queries::GET_META)
-                .bind(&name)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?;
-            row.try_get("value").map_err(db)
-        })
+        Box::pin(async move { ops::meta_or_insert(&self.pool, &name, &value).await })
     }
 
     fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<MetaRow>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::LIST_META)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::meta)
-        })
+        Box::pin(ops::list_meta(&self.pool))
     }
 
     fn shared(&self) -> bool {
@@ -152,23 +140,13 @@ impl Store for PostgresStore {
     }
 
     fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::LIST_GROUPS)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::groups(&found)
-        })
+        Box::pin(ops::list_groups(&self.pool))
     }
 
     fn upsert_group(&self, group: &GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
         let group = group.clone();
         Box::pin(async move {
-            let query = sqlx::query(queries::UPSERT_GROUP)
-                .bind(&group.name)
-                .bind(group.platform.as_str())
-                .bind(group.source.as_str())
-                .bind(group.created_at);
+            let query = queries::bind_group(sqlx::query(queries::UPSERT_GROUP), &group);
             self.changing(query).await.map(drop)
         })
     }
@@ -184,13 +162,7 @@ impl Store for PostgresStore {
     }
 
     fn list_keys(&self) -> BoxFuture<'_, StoreResult<Vec<KeyRecord>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::LIST_KEYS)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::key)
-        })
+        Box::pin(ops::list_keys(&self.pool))
     }
 
     fn insert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
@@ -235,13 +207,7 @@ impl Store for PostgresStore {
     }
 
     fn list_accounts(&self) -> BoxFuture<'_, StoreResult<Vec<AccountRecord>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::LIST_ACCOUNTS)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::account)
-        })
+        Box::pin(ops::list_accounts(&self.pool))
     }
 
     fn insert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
@@ -282,26 +248,11 @@ impl Store for PostgresStore {
 
     fn save_account_state(&self, name: &str, state: &str) -> BoxFuture<'_, StoreResult<()>> {
         let (name, state) = (name.to_owned(), state.to_owned());
-        Box::pin(async move {
-            sqlx::query(queries::SAVE_ACCOUNT_STATE)
-                .bind(name)
-                .bind(state)
-                .bind(crate::store::now_secs())
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        Box::pin(async move { ops::save_account_state(&self.pool, &name, &state).await })
     }
 
     fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::ACCOUNT_STATES)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::account_state)
-        })
+        Box::pin(ops::account_states(&self.pool))
     }
 
     fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
@@ -321,13 +272,7 @@ impl Store for PostgresStore {
     }
 
     fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<SealedTokens>>> {
-        Box::pin(async move {
-            let found = sqlx::query(queries::SAVED_TOKENS)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::tokens)
-        })
+        Box::pin(ops::saved_tokens(&self.pool))
     }
 
     fn token_generation(&self, name: &str) -> BoxFuture<'_, StoreResult<i64>> {
@@ -365,12 +310,7 @@ impl Store for PostgresStore {
     }
 
     fn insert_usage<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, StoreResult<u64>> {
-        Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(db)?;
-            let new = queries::insert_usage::<Postgres>(&mut tx, rows, &FULL_USAGE_INSERT).await?;
-            tx.commit().await.map_err(db)?;
-            Ok(new)
-        })
+        Box::pin(ops::insert_usage(&self.pool, rows, &FULL_USAGE_INSERT))
     }
 
     fn list_usage(
@@ -379,20 +319,13 @@ impl Store for PostgresStore {
         limit: u32,
         offset: u64,
     ) -> BoxFuture<'_, StoreResult<Vec<UsageRow>>> {
-        let mut query = queries::list_usage::<Postgres>(filter, limit, offset);
-        Box::pin(async move {
-            let found = query.build().fetch_all(&self.pool).await.map_err(db)?;
-            rows::all(&found, rows::usage)
-        })
+        let filter = filter.clone();
+        Box::pin(async move { ops::list_usage(&self.pool, &filter, limit, offset).await })
     }
 
     fn count_usage(&self, filter: &UsageFilter) -> BoxFuture<'_, StoreResult<u64>> {
-        let mut query = queries::count_usage::<Postgres>(filter);
-        Box::pin(async move {
-            let row = query.build().fetch_one(&self.pool).await.map_err(db)?;
-            let n: i64 = row.try_get("n").map_err(db)?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
+        let filter = filter.clone();
+        Box::pin(async move { ops::count_usage(&self.pool, &filter).await })
     }
 
     fn usage_totals(
@@ -400,32 +333,16 @@ impl Store for PostgresStore {
         filter: &UsageFilter,
         by: TotalsBy,
     ) -> BoxFuture<'_, StoreResult<Vec<UsageTotals>>> {
-        let mut query = queries::usage_totals::<Postgres>(filter, by);
-        Box::pin(async move {
-            let found = query.build().fetch_all(&self.pool).await.map_err(db)?;
-            rows::all(&found, rows::totals)
-        })
+        let filter = filter.clone();
+        Box::pin(async move { ops::usage_totals(&self.pool, &filter, by).await })
     }
 
     fn spend_since(&self, from_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(String, f64)>>> {
-        Box::pin(async move {
-            let found = sqlx::query(&queries::spend_since_sql::<Postgres>())
-                .bind(from_ms)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows::all(&found, rows::spend)
-        })
+        Box::pin(ops::spend_since(&self.pool, from_ms))
     }
 
     fn append_audit<'a>(&'a self, row: &'a AuditRow) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(async move {
-            queries::bind_audit(sqlx::query(queries::APPEND_AUDIT), row)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        Box::pin(ops::append_audit(&self.pool, row))
     }
 
     fn list_audit(
@@ -433,22 +350,12 @@ impl Store for PostgresStore {
         filter: &AuditFilter,
         limit: u32,
     ) -> BoxFuture<'_, StoreResult<Vec<AuditRow>>> {
-        let mut query = queries::list_audit::<Postgres>(filter, limit);
-        Box::pin(async move {
-            let found = query.build().fetch_all(&self.pool).await.map_err(db)?;
-            rows::all(&found, rows::audit)
-        })
+        let filter = filter.clone();
+        Box::pin(async move { ops::list_audit(&self.pool, &filter, limit).await })
     }
 
     fn prune_audit(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(async move {
-            let done = sqlx::query(queries::PRUNE_AUDIT)
-                .bind(before_ms)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(done.rows_affected())
-        })
+        Box::pin(ops::prune_audit(&self.pool, before_ms))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

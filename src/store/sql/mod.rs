@@ -7,8 +7,10 @@
 //! (placeholders of the usage batch, the day bucket, sums, the prefix function, how an `INTEGER`
 //! column decodes); what only one backend does (PostgreSQL's change counter, its compare-and-swap
 //! of sign-in tokens, its advisory lock) stays in that backend. Each backend runs the queries on
-//! its own pool.
+//! its own pool through the few calls of [`Backend`]; [`ops`] are the trait's operations both
+//! run alike.
 
+pub mod ops;
 pub mod queries;
 pub mod rows;
 
@@ -16,7 +18,7 @@ use std::future::Future;
 
 use sqlx::database::HasStatementCache;
 use sqlx::query::Query;
-use sqlx::{Database, Decode, Encode, Postgres, QueryBuilder, Sqlite, Type};
+use sqlx::{Database, Decode, Encode, Pool, Postgres, QueryBuilder, Sqlite, Type};
 
 use super::StoreError;
 
@@ -71,11 +73,26 @@ pub trait Backend: Database<Row: StoreRow> + HasStatementCache {
 
     fn bind<'q, T: Param<'q>>(query: DbQuery<'q, Self>, value: T) -> DbQuery<'q, Self>;
     fn push_bind<'a, T: Param<'a>>(query: &mut QueryBuilder<'a, Self>, value: T);
+    /// The query a builder of owned values made.
+    fn built<'b>(query: &'b mut QueryBuilder<'static, Self>) -> DbQuery<'b, Self>;
     /// Runs a statement on a connection (a transaction); how many rows it changed.
     fn execute<'c>(
         conn: &'c mut Self::Connection,
         query: DbQuery<'c, Self>,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+    /// Runs a statement on a pooled connection; how many rows it changed.
+    fn run<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+    fn fetch_all<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> impl Future<Output = Result<Vec<Self::Row>, sqlx::Error>> + Send + 'c;
+    fn fetch_optional<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> impl Future<Output = Result<Option<Self::Row>, sqlx::Error>> + Send + 'c;
 }
 
 /// `query.value(v)`: [`Backend::bind`] in a chain.

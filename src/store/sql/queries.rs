@@ -4,9 +4,9 @@
 use sqlx::QueryBuilder;
 
 use super::rows::json_list;
-use super::{db, Backend, BindValue, DbQuery};
+use super::{Backend, BindValue, DbQuery};
 use crate::store::{
-    AccountRecord, AuditFilter, AuditRow, KeyRecord, StatusFilter, StoreResult, TotalsBy,
+    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, StatusFilter, TotalsBy,
     UsageFilter, UsageRow,
 };
 
@@ -39,6 +39,18 @@ pub const LIST_META: &str = "SELECT name, value FROM meta ORDER BY name";
 pub const LIST_GROUPS: &str = "SELECT name, platform, source, created_at FROM groups ORDER BY name";
 pub const UPSERT_GROUP: &str = "INSERT INTO groups (name, platform, source, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, source = excluded.source";
 pub const DELETE_GROUP: &str = "DELETE FROM groups WHERE name = $1";
+
+/// The values of [`UPSERT_GROUP`].
+pub fn bind_group<'q, DB: Backend>(
+    query: DbQuery<'q, DB>,
+    group: &'q GroupRecord,
+) -> DbQuery<'q, DB> {
+    query
+        .value(group.name.as_str())
+        .value(group.platform.as_str())
+        .value(group.source.as_str())
+        .value(group.created_at)
+}
 
 // === API keys ===
 
@@ -173,43 +185,9 @@ pub fn usage_insert_sql<DB: Backend>(rows: usize) -> String {
     )
 }
 
-/// Inserts the rows on `conn` (a transaction the caller commits), many to a statement: each
-/// statement is a round trip (to SQLite's worker thread, or to the server), and one per row cost
-/// more than the insert itself. Returns how many were new.
-///
-/// Only the full-size statement is kept prepared, its text made once by the caller
-/// (`full_sql`): each shorter remainder has a text of its own, and caching those filled every
-/// connection's statement cache with large programs (memory grew by megabytes a minute under
-/// load).
-pub async fn insert_usage<DB: Backend>(
-    conn: &mut DB::Connection,
-    rows: &[UsageRow],
-    full_sql: &str,
-) -> StoreResult<u64> {
-    let mut new = 0;
-    for chunk in rows.chunks(DB::USAGE_ROWS_PER_STATEMENT) {
-        let full = chunk.len() == DB::USAGE_ROWS_PER_STATEMENT;
-        let remainder_sql;
-        let sql: &str = if full {
-            full_sql
-        } else {
-            remainder_sql = usage_insert_sql::<DB>(chunk.len());
-            &remainder_sql
-        };
-        let mut insert = sqlx::query::<DB>(sql);
-        for r in chunk {
-            insert = bind_usage(insert, r);
-        }
-        new += DB::execute(conn, insert.persistent(full))
-            .await
-            .map_err(db)?;
-    }
-    Ok(new)
-}
-
 /// One usage row's values, in [`USAGE_COLUMNS`] order. `&str`, not `&String`: sqlx copies a
 /// bound `String` (five allocations a row).
-fn bind_usage<'q, DB: Backend>(query: DbQuery<'q, DB>, r: &'q UsageRow) -> DbQuery<'q, DB> {
+pub fn bind_usage<'q, DB: Backend>(query: DbQuery<'q, DB>, r: &'q UsageRow) -> DbQuery<'q, DB> {
     query
         .value(r.request_id.as_str())
         .value(r.at_ms)

@@ -185,3 +185,13 @@ pub fn account_state<R: StoreRow>(row: &R) -> Result<(String, String), sqlx::Err
 pub fn spend<R: StoreRow>(row: &R) -> Result<(String, f64), sqlx::Error> {
     Ok((row.col("key_name")?, row.col("cost")?))
 }
+
+/// The `value` of a `meta` row.
+pub fn value<R: StoreRow>(row: &R) -> Result<Vec<u8>, sqlx::Error> {
+    row.col("value")
+}
+
+/// The `n` of a count.
+pub fn count<R: StoreRow>(row: &R) -> Result<i64, sqlx::Error> {
+    row.col("n")
+}
