@@ -2,7 +2,8 @@
 //!
 //! [`Store`] is the interface; [`sqlite::SqliteStore`] (a file in `storage.data_dir`) is the
 //! embedded default, and [`postgres::PostgresStore`] (`storage.backend: postgres`, shared by
-//! several instances) implements the same trait with its own SQL and migrations. The trait speaks in plain values (unix times, names, sealed bytes), so
+//! several instances) implements the same trait with its own migrations; the SQL both share is in
+//! [`sql`]. The trait speaks in plain values (unix times, names, sealed bytes), so
 //! nothing in it depends on one engine. Secrets never reach it in the clear: API keys arrive as
 //! keyed hashes ([`keys`]) and account credentials sealed by [`crypto::Sealer`].
 
@@ -14,6 +15,7 @@ pub mod crypto;
 pub mod data_dir;
 pub mod keys;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 pub mod startup;
 pub mod sync;
@@ -259,7 +261,7 @@ pub type MetaRow = (String, Vec<u8>);
 /// Run after a committed write of groups, keys or accounts ([`Store::on_change`]).
 pub type ChangeHook = Box<dyn Fn() + Send + Sync>;
 
-/// The persistence interface. Every backend keeps its own SQL and migrations; callers see only
+/// The persistence interface. Every backend keeps its own migrations; callers see only
 /// these operations. Writes of a row that already exists fail with [`StoreError::Conflict`],
 /// except usage, whose inserts are idempotent by request id.
 pub trait Store: Send + Sync {

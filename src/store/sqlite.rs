@@ -8,12 +8,18 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use futures_util::future::BoxFuture;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::sync::LazyLock;
 
+use futures_util::future::BoxFuture;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Pool, QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::sql::{affected, db, ops, queries, Backend, DbQuery, Param, StoreRow, Value};
 use super::{
-    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, Source, Store, StoreError,
+    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, MetaRow, SealedTokens, Store,
     StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
 };
 
@@ -118,589 +124,222 @@ impl SqliteStore {
     }
 }
 
-/// A sum of token counts that cannot overflow: `SUM` of integers fails with "integer overflow"
-/// past `i64::MAX` (and made the totals fail for good once a row held a huge count); `TOTAL`
-/// adds as a float, and a float cast to an integer saturates at `i64::MAX`.
-fn saturating_sum(column: &str) -> String {
-    format!("CAST(TOTAL({column}) AS INTEGER)")
-}
+impl Backend for Sqlite {
+    /// 22 columns each stays far below SQLite's 32,766 bound parameters.
+    const USAGE_ROWS_PER_STATEMENT: usize = 200;
+    const DAY_BUCKET: &'static str = "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')";
+    const COST_SUM: &'static str = "TOTAL(cost_usd)";
+    const ACTION_HEAD: &'static str = "substr(action, 1, ";
 
-fn db(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(inner) if inner.is_unique_violation() => {
-            StoreError::Conflict(inner.message().to_owned())
-        }
-        _ => StoreError::Database(e.to_string()),
+    /// Plain `?`: SQLite looks a numbered `$n` up in a list of the names seen so far, a cost
+    /// that grows with the square of a batch's 4,400 parameters.
+    fn placeholder(_: usize) -> String {
+        "?".to_owned()
+    }
+
+    /// `SUM` of integers fails with "integer overflow" past `i64::MAX` (and made the totals fail
+    /// for good once a row held a huge count); `TOTAL` adds as a float, and a float cast to an
+    /// integer saturates at `i64::MAX`.
+    fn saturating_sum(column: &str) -> String {
+        format!("CAST(TOTAL({column}) AS INTEGER)")
+    }
+
+    fn bind<'q, T: Param<'q>>(query: DbQuery<'q, Self>, value: T) -> DbQuery<'q, Self> {
+        query.bind(value)
+    }
+
+    fn push_bind<'a, T: Param<'a>>(query: &mut QueryBuilder<'a, Self>, value: T) {
+        query.push_bind(value);
+    }
+
+    fn built<'b>(query: &'b mut QueryBuilder<'static, Self>) -> DbQuery<'b, Self> {
+        query.build()
+    }
+
+    async fn execute<'c>(
+        conn: &'c mut SqliteConnection,
+        query: DbQuery<'c, Self>,
+    ) -> Result<u64, sqlx::Error> {
+        Ok(query.execute(conn).await?.rows_affected())
+    }
+
+    async fn run<'c>(pool: &'c Pool<Self>, query: DbQuery<'c, Self>) -> Result<u64, sqlx::Error> {
+        Ok(query.execute(pool).await?.rows_affected())
+    }
+
+    async fn fetch_all<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        query.fetch_all(pool).await
+    }
+
+    async fn fetch_optional<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> Result<Option<SqliteRow>, sqlx::Error> {
+        query.fetch_optional(pool).await
     }
 }
 
-fn affected(rows: u64, what: &str) -> StoreResult<()> {
-    if rows == 0 {
-        Err(StoreError::NotFound(what.to_owned()))
-    } else {
-        Ok(())
+impl StoreRow for SqliteRow {
+    fn col<'r, T: Value<'r>>(&'r self, column: &str) -> Result<T, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
     }
 }
 
-fn json_list(list: &Option<Vec<String>>) -> Option<String> {
-    list.as_ref()
-        .map(|l| serde_json::to_string(l).unwrap_or_default())
-}
-
-fn parse_list(text: Option<String>) -> Option<Vec<String>> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
-}
-
-fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, sqlx::Error> {
-    Ok(KeyRecord {
-        name: row.try_get("name")?,
-        key_hash: row.try_get("key_hash")?,
-        prefix: row.try_get("prefix")?,
-        suffix: row.try_get("suffix")?,
-        group: row.try_get("group_name")?,
-        enabled: row.try_get("enabled")?,
-        expires_at: row.try_get("expires_at")?,
-        concurrency: u32::try_from(row.try_get::<i64, _>("concurrency")?).unwrap_or(0),
-        rpm_limit: u32::try_from(row.try_get::<i64, _>("rpm_limit")?).unwrap_or(0),
-        daily_spend_limit: row.try_get("daily_spend_limit")?,
-        monthly_spend_limit: row.try_get("monthly_spend_limit")?,
-        allowed_models: parse_list(row.try_get("allowed_models")?),
-        source: Source::parse(row.try_get::<&str, _>("source")?),
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AccountRecord, sqlx::Error> {
-    Ok(AccountRecord {
-        name: row.try_get("name")?,
-        platform: named(row, "platform")?,
-        kind: named(row, "kind")?,
-        base_url: row.try_get("base_url")?,
-        chatgpt_account_id: row.try_get("chatgpt_account_id")?,
-        expires_at: row.try_get("expires_at")?,
-        priority: i32::try_from(row.try_get::<i64, _>("priority")?).unwrap_or(0),
-        concurrency: u32::try_from(row.try_get::<i64, _>("concurrency")?).unwrap_or(0),
-        groups: parse_list(Some(row.try_get("groups")?)).unwrap_or_default(),
-        enabled: row.try_get("enabled")?,
-        models: parse_list(row.try_get("models")?),
-        model_map: serde_json::from_str(row.try_get::<&str, _>("model_map")?).unwrap_or_default(),
-        protocols: protocols_of(row)?,
-        credentials: row.try_get("credentials")?,
-        source: Source::parse(row.try_get::<&str, _>("source")?),
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-/// The `protocols` column: a JSON list of API names, or NULL for the defaults; an unknown name is
-/// a decoding error that names the row.
-fn protocols_of(
-    row: &sqlx::sqlite::SqliteRow,
-) -> Result<Option<Vec<crate::domain::Protocol>>, sqlx::Error> {
-    let Some(names) = parse_list(row.try_get("protocols")?) else {
-        return Ok(None);
-    };
-    names
-        .iter()
-        .map(|n| crate::domain::Protocol::from_api_name(n))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
-        .map_err(|e| {
-            let name: String = row.try_get("name").unwrap_or_default();
-            sqlx::Error::Decode(format!("{name:?}: protocols: {e}").into())
-        })
-}
-
-/// A column holding one of an enum's names (`openai`, `apikey`); an unknown name is a decoding
-/// error that names the row.
-fn named<T>(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<T, sqlx::Error>
-where
-    T: std::str::FromStr<Err = crate::domain::UnknownName>,
-{
-    let text: &str = row.try_get(column)?;
-    text.parse().map_err(|e| {
-        let name: String = row.try_get("name").unwrap_or_default();
-        sqlx::Error::Decode(format!("{name:?}: {column}: {e}").into())
-    })
-}
-
-fn usage_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UsageRow, sqlx::Error> {
-    Ok(UsageRow {
-        request_id: row.try_get("request_id")?,
-        at_ms: row.try_get("at_ms")?,
-        key: row.try_get("key_name")?,
-        account: row.try_get("account")?,
-        endpoint: row.try_get("endpoint")?,
-        model: row.try_get("model")?,
-        client_model: row.try_get("client_model")?,
-        stream: row.try_get("stream")?,
-        status: u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(0),
-        success: row.try_get("success")?,
-        input_tokens: row.try_get("input_tokens")?,
-        cached_input_tokens: row.try_get("cached_input_tokens")?,
-        cache_creation_tokens: row.try_get("cache_creation_tokens")?,
-        output_tokens: row.try_get("output_tokens")?,
-        reasoning_tokens: row.try_get("reasoning_tokens")?,
-        cost_usd: row.try_get("cost_usd")?,
-        priced: row.try_get("priced")?,
-        duration_ms: row.try_get("duration_ms")?,
-        ttft_ms: row.try_get("ttft_ms")?,
-        attempts: row.try_get("attempts")?,
-        client_disconnected: row.try_get("client_disconnected")?,
-        transport: row.try_get("transport")?,
-    })
-}
-
-/// Appends ` WHERE …` for the filter.
-fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &UsageFilter) {
-    query.push(" WHERE 1=1");
-    if let Some(key) = &filter.key {
-        query.push(" AND key_name = ").push_bind(key.clone());
-    }
-    if let Some(account) = &filter.account {
-        query.push(" AND account = ").push_bind(account.clone());
-    }
-    if let Some(model) = &filter.model {
-        query.push(" AND model = ").push_bind(model.clone());
-    }
-    if let Some(from) = filter.from_ms {
-        query.push(" AND at_ms >= ").push_bind(from);
-    }
-    if let Some(to) = filter.to_ms {
-        query.push(" AND at_ms < ").push_bind(to);
-    }
-    match filter.status {
-        Some(super::StatusFilter::Code(code)) => {
-            query.push(" AND status = ").push_bind(i64::from(code));
-        }
-        Some(super::StatusFilter::Success(ok)) => {
-            query.push(" AND success = ").push_bind(ok);
-        }
-        None => {}
-    }
-}
-
-/// Usage rows per INSERT: 21 columns each stays far below SQLite's 32,766 bound parameters.
-const USAGE_ROWS_PER_STATEMENT: usize = 200;
-const USAGE_COLUMNS: &str = "request_id, at_ms, key_name, account, endpoint, model, stream, status, success, input_tokens, cached_input_tokens, cache_creation_tokens, output_tokens, reasoning_tokens, cost_usd, priced, duration_ms, ttft_ms, attempts, client_disconnected, client_model, transport";
-/// The text of the full-size insert, made once: sqlx's query builder formatted 4,000
+/// The text of the full-size usage insert, made once: sqlx's query builder formatted 4,400
 /// placeholders on every batch (2% of the instructions per request).
-static FULL_USAGE_INSERT: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| usage_insert_sql(USAGE_ROWS_PER_STATEMENT));
-
-/// `INSERT INTO usage (…) VALUES (?, …), … ON CONFLICT(request_id) DO NOTHING` for `rows` rows.
-fn usage_insert_sql(rows: usize) -> String {
-    let columns = USAGE_COLUMNS.split(", ").count();
-    let row = format!("({})", vec!["?"; columns].join(", "));
-    format!(
-        "INSERT INTO usage ({USAGE_COLUMNS}) VALUES {} ON CONFLICT(request_id) DO NOTHING",
-        vec![row; rows].join(", ")
-    )
-}
-const KEY_COLUMNS: &str = "name, key_hash, prefix, suffix, group_name, enabled, expires_at, concurrency, rpm_limit, daily_spend_limit, monthly_spend_limit, allowed_models, source, created_at";
-const ACCOUNT_COLUMNS: &str = "name, platform, kind, base_url, chatgpt_account_id, expires_at, priority, concurrency, groups, enabled, models, model_map, credentials, source, created_at, updated_at, protocols";
+static FULL_USAGE_INSERT: LazyLock<String> =
+    LazyLock::new(|| queries::usage_insert_sql::<Sqlite>(Sqlite::USAGE_ROWS_PER_STATEMENT));
 
 impl SqliteStore {
-    async fn write_key(&self, key: &KeyRecord, upsert: bool) -> StoreResult<()> {
-        let conflict = if upsert {
-            " ON CONFLICT(name) DO UPDATE SET key_hash = excluded.key_hash, prefix = excluded.prefix, suffix = excluded.suffix, group_name = excluded.group_name, enabled = excluded.enabled, expires_at = excluded.expires_at, concurrency = excluded.concurrency, rpm_limit = excluded.rpm_limit, daily_spend_limit = excluded.daily_spend_limit, monthly_spend_limit = excluded.monthly_spend_limit, allowed_models = excluded.allowed_models, source = excluded.source"
-        } else {
-            ""
-        };
-        sqlx::query(&format!(
-            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict}"
-        ))
-        .bind(&key.name)
-        .bind(&key.key_hash)
-        .bind(&key.prefix)
-        .bind(&key.suffix)
-        .bind(&key.group)
-        .bind(key.enabled)
-        .bind(key.expires_at)
-        .bind(i64::from(key.concurrency))
-        .bind(i64::from(key.rpm_limit))
-        .bind(key.daily_spend_limit)
-        .bind(key.monthly_spend_limit)
-        .bind(json_list(&key.allowed_models))
-        .bind(key.source.as_str())
-        .bind(key.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
-    }
-
-    async fn write_account(&self, a: &AccountRecord, upsert: bool) -> StoreResult<()> {
-        let conflict = if upsert {
-            " ON CONFLICT(name) DO UPDATE SET platform = excluded.platform, kind = excluded.kind, base_url = excluded.base_url, chatgpt_account_id = excluded.chatgpt_account_id, expires_at = excluded.expires_at, priority = excluded.priority, concurrency = excluded.concurrency, groups = excluded.groups, enabled = excluded.enabled, models = excluded.models, model_map = excluded.model_map, credentials = excluded.credentials, source = excluded.source, updated_at = excluded.updated_at, protocols = excluded.protocols"
-        } else {
-            ""
-        };
-        sqlx::query(&format!(
-            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict}"
-        ))
-        .bind(&a.name)
-        .bind(a.platform.as_str())
-        .bind(a.kind.as_str())
-        .bind(&a.base_url)
-        .bind(&a.chatgpt_account_id)
-        .bind(a.expires_at)
-        .bind(i64::from(a.priority))
-        .bind(i64::from(a.concurrency))
-        .bind(serde_json::to_string(&a.groups).unwrap_or_default())
-        .bind(a.enabled)
-        .bind(json_list(&a.models))
-        .bind(serde_json::to_string(&a.model_map).unwrap_or_default())
-        .bind(&a.credentials)
-        .bind(a.source.as_str())
-        .bind(a.created_at)
-        .bind(a.updated_at)
-        .bind(json_list(&a.protocols.as_ref().map(|list| {
-            list.iter().map(|p| p.api_name().to_owned()).collect()
-        })))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+    /// Runs one statement of `name` on the pool; how many rows it changed.
+    async fn by_name(&self, sql: &str, name: &str) -> StoreResult<u64> {
+        let query = sqlx::query(sql).bind(name);
+        Sqlite::run(&self.pool, query).await.map_err(db)
     }
 }
 
 impl Store for SqliteStore {
     fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
         let name = name.to_owned();
-        Box::pin(async move {
-            let row = sqlx::query("SELECT value FROM meta WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-            row.map(|r| r.try_get::<Vec<u8>, _>("value"))
-                .transpose()
-                .map_err(db)
-        })
+        Box::pin(async move { ops::get_meta(&self.pool, &name).await })
     }
 
     fn set_meta(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
         let (name, value) = (name.to_owned(), value.to_vec());
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            )
-            .bind(name)
-            .bind(value)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-            Ok(())
-        })
+        Box::pin(async move { ops::set_meta(&self.pool, &name, &value).await })
     }
 
     fn meta_or_insert(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>> {
         let (name, value) = (name.to_owned(), value.to_vec());
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
-            )
-            .bind(&name)
-            .bind(value)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-            let row = sqlx::query("SELECT value FROM meta WHERE name = ?")
-                .bind(&name)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?;
-            row.try_get::<Vec<u8>, _>("value").map_err(db)
-        })
+        Box::pin(async move { ops::meta_or_insert(&self.pool, &name, &value).await })
     }
 
-    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<super::MetaRow>>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT name, value FROM meta ORDER BY name")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows.iter()
-                .map(|r| Ok((r.try_get("name")?, r.try_get("value")?)))
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(db)
-        })
+    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<MetaRow>>> {
+        Box::pin(ops::list_meta(&self.pool))
     }
 
     fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
-        Box::pin(async move {
-            let rows =
-                sqlx::query("SELECT name, platform, source, created_at FROM groups ORDER BY name")
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db)?;
-            let mut groups = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let platform = match named(r, "platform") {
-                    Ok(platform) => platform,
-                    Err(e) => {
-                        // As before platforms were typed: a group row of an unknown platform
-                        // is left out, not fatal.
-                        tracing::warn!("a stored group is left out: {e}");
-                        continue;
-                    }
-                };
-                groups.push(GroupRecord {
-                    name: r.try_get("name").map_err(db)?,
-                    platform,
-                    source: Source::parse(r.try_get::<&str, _>("source").map_err(db)?),
-                    created_at: r.try_get("created_at").map_err(db)?,
-                });
-            }
-            Ok(groups)
-        })
+        Box::pin(ops::list_groups(&self.pool))
     }
 
     fn upsert_group(&self, group: &GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
         let group = group.clone();
         Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO groups (name, platform, source, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET platform = excluded.platform, source = excluded.source",
-            )
-            .bind(&group.name)
-            .bind(group.platform.as_str())
-            .bind(group.source.as_str())
-            .bind(group.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+            let query = queries::bind_group(sqlx::query(queries::UPSERT_GROUP), &group);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
             Ok(())
         })
     }
 
     fn delete_group(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
         let name = name.to_owned();
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM groups WHERE name = ?")
-                .bind(&name)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            affected(done.rows_affected(), &name)
-        })
+        Box::pin(async move { affected(self.by_name(queries::DELETE_GROUP, &name).await?, &name) })
     }
 
     fn list_keys(&self) -> BoxFuture<'_, StoreResult<Vec<KeyRecord>>> {
-        Box::pin(async move {
-            let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name"))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows.iter()
-                .map(key_from_row)
-                .collect::<Result<_, _>>()
-                .map_err(db)
-        })
+        Box::pin(ops::list_keys(&self.pool))
     }
 
     fn insert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.clone();
-        Box::pin(async move { self.write_key(&key, false).await })
+        Box::pin(async move {
+            let query = queries::bind_key(sqlx::query(queries::INSERT_KEY), &key);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
+            Ok(())
+        })
     }
 
     fn update_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.clone();
         Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE api_keys SET group_name = ?, enabled = ?, expires_at = ?, concurrency = ?, rpm_limit = ?, daily_spend_limit = ?, monthly_spend_limit = ?, allowed_models = ?, source = ? WHERE name = ?",
-            )
-            .bind(&key.group)
-            .bind(key.enabled)
-            .bind(key.expires_at)
-            .bind(i64::from(key.concurrency))
-            .bind(i64::from(key.rpm_limit))
-            .bind(key.daily_spend_limit)
-            .bind(key.monthly_spend_limit)
-            .bind(json_list(&key.allowed_models))
-            .bind(key.source.as_str())
-            .bind(&key.name)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-            affected(done.rows_affected(), &key.name)
+            let query = queries::bind_key_update(sqlx::query(queries::UPDATE_KEY), &key);
+            let done = Sqlite::run(&self.pool, query).await.map_err(db)?;
+            affected(done, &key.name)
         })
     }
 
     fn upsert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.clone();
-        Box::pin(async move { self.write_key(&key, true).await })
+        Box::pin(async move {
+            let query = queries::bind_key(sqlx::query(queries::UPSERT_KEY), &key);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
+            Ok(())
+        })
     }
 
     fn delete_key(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
         let name = name.to_owned();
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM api_keys WHERE name = ?")
-                .bind(&name)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            affected(done.rows_affected(), &name)
-        })
+        Box::pin(async move { affected(self.by_name(queries::DELETE_KEY, &name).await?, &name) })
     }
 
     fn list_accounts(&self) -> BoxFuture<'_, StoreResult<Vec<AccountRecord>>> {
-        Box::pin(async move {
-            let rows = sqlx::query(&format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY priority, name"
-            ))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-            rows.iter()
-                .map(account_from_row)
-                .collect::<Result<_, _>>()
-                .map_err(db)
-        })
+        Box::pin(ops::list_accounts(&self.pool))
     }
 
     fn insert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
         let account = account.clone();
-        Box::pin(async move { self.write_account(&account, false).await })
+        Box::pin(async move {
+            let query = queries::bind_account(sqlx::query(queries::INSERT_ACCOUNT), &account);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
+            Ok(())
+        })
     }
 
     fn upsert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
         let account = account.clone();
-        Box::pin(async move { self.write_account(&account, true).await })
+        Box::pin(async move {
+            let query = queries::bind_account(sqlx::query(queries::UPSERT_ACCOUNT), &account);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
+            Ok(())
+        })
     }
 
     fn delete_account(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
         let name = name.to_owned();
         Box::pin(async move {
-            sqlx::query("DELETE FROM account_state WHERE name = ?")
-                .bind(&name)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            let done = sqlx::query("DELETE FROM accounts WHERE name = ?")
-                .bind(&name)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            affected(done.rows_affected(), &name)
+            self.by_name(queries::DELETE_ACCOUNT_STATE, &name).await?;
+            affected(self.by_name(queries::DELETE_ACCOUNT, &name).await?, &name)
         })
     }
 
     fn save_account_state(&self, name: &str, state: &str) -> BoxFuture<'_, StoreResult<()>> {
         let (name, state) = (name.to_owned(), state.to_owned());
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO account_state (name, state, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            )
-            .bind(name)
-            .bind(state)
-            .bind(super::now_secs())
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-            Ok(())
-        })
-    }
-
-    fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
-        let (name, sealed) = (name.to_owned(), sealed.to_vec());
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO account_tokens (name, sealed, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
-            )
-            .bind(name)
-            .bind(sealed)
-            .bind(super::now_secs())
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-            Ok(())
-        })
-    }
-
-    fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<super::SealedTokens>>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT name, sealed FROM account_tokens")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows.iter()
-                .map(|r| Ok((r.try_get("name")?, r.try_get("sealed")?)))
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(db)
-        })
+        Box::pin(async move { ops::save_account_state(&self.pool, &name, &state).await })
     }
 
     fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
+        Box::pin(ops::account_states(&self.pool))
+    }
+
+    /// Unconditional: no other process writes this store (see [`Store::save_tokens_if`]).
+    fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
+        let (name, sealed) = (name.to_owned(), sealed.to_vec());
         Box::pin(async move {
-            let rows = sqlx::query("SELECT name, state FROM account_state")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows.iter()
-                .map(|r| Ok((r.try_get("name")?, r.try_get("state")?)))
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(db)
+            let query = sqlx::query(
+                "INSERT INTO account_tokens (name, sealed, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(sealed)
+            .bind(super::now_secs());
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
+            Ok(())
         })
+    }
+
+    fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<SealedTokens>>> {
+        Box::pin(ops::saved_tokens(&self.pool))
     }
 
     fn insert_usage<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, StoreResult<u64>> {
         // Borrowed for the whole insert: a copy of a 4,096-row batch was 20,000 allocations.
-        Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(db)?;
-            let mut new = 0;
-            // Many rows per statement: each statement is a round trip to sqlx's SQLite worker
-            // thread, and one per row cost more than the insert itself.
-            for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT) {
-                // Only the full-size statement is kept prepared (and its text made once): each
-                // shorter remainder has a text of its own, and caching them filled every
-                // connection's statement cache with large programs (memory grew by megabytes a
-                // minute under load).
-                let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
-                let remainder_sql;
-                let sql: &str = if full {
-                    &FULL_USAGE_INSERT
-                } else {
-                    remainder_sql = usage_insert_sql(chunk.len());
-                    &remainder_sql
-                };
-                let mut insert = sqlx::query(sql);
-                for r in chunk {
-                    // `&str`, not `&String`: sqlx copies a bound `String` (five allocations a row).
-                    insert = insert
-                        .bind(r.request_id.as_str())
-                        .bind(r.at_ms)
-                        .bind(r.key.as_str())
-                        .bind(r.account.as_deref())
-                        .bind(r.endpoint.as_str())
-                        .bind(r.model.as_str())
-                        .bind(r.stream)
-                        .bind(i64::from(r.status))
-                        .bind(r.success)
-                        .bind(r.input_tokens)
-                        .bind(r.cached_input_tokens)
-                        .bind(r.cache_creation_tokens)
-                        .bind(r.output_tokens)
-                        .bind(r.reasoning_tokens)
-                        .bind(r.cost_usd)
-                        .bind(r.priced)
-                        .bind(r.duration_ms)
-                        .bind(r.ttft_ms)
-                        .bind(r.attempts)
-                        .bind(r.client_disconnected)
-                        .bind(r.client_model.as_deref())
-                        .bind(r.transport.as_str());
-                }
-                let done = insert
-                    .persistent(full)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                new += done.rows_affected();
-            }
-            tx.commit().await.map_err(db)?;
-            Ok(new)
-        })
+        Box::pin(ops::insert_usage(&self.pool, rows, &FULL_USAGE_INSERT))
     }
 
     fn list_usage(
@@ -710,31 +349,12 @@ impl Store for SqliteStore {
         offset: u64,
     ) -> BoxFuture<'_, StoreResult<Vec<UsageRow>>> {
         let filter = filter.clone();
-        Box::pin(async move {
-            let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM usage");
-            push_filter(&mut query, &filter);
-            query
-                .push(" ORDER BY at_ms DESC, request_id LIMIT ")
-                .push_bind(i64::from(limit))
-                .push(" OFFSET ")
-                .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
-            let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
-            rows.iter()
-                .map(usage_from_row)
-                .collect::<Result<_, _>>()
-                .map_err(db)
-        })
+        Box::pin(async move { ops::list_usage(&self.pool, &filter, limit, offset).await })
     }
 
     fn count_usage(&self, filter: &UsageFilter) -> BoxFuture<'_, StoreResult<u64>> {
         let filter = filter.clone();
-        Box::pin(async move {
-            let mut query = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) AS n FROM usage");
-            push_filter(&mut query, &filter);
-            let row = query.build().fetch_one(&self.pool).await.map_err(db)?;
-            let n: i64 = row.try_get("n").map_err(db)?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
+        Box::pin(async move { ops::count_usage(&self.pool, &filter).await })
     }
 
     fn usage_totals(
@@ -743,69 +363,15 @@ impl Store for SqliteStore {
         by: TotalsBy,
     ) -> BoxFuture<'_, StoreResult<Vec<UsageTotals>>> {
         let filter = filter.clone();
-        Box::pin(async move {
-            let bucket = match by {
-                TotalsBy::Day => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
-                TotalsBy::Key => "key_name",
-            };
-            let mut query = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT {bucket} AS bucket, COUNT(*) AS requests, {} AS input_tokens, {} AS cached_input_tokens, {} AS output_tokens, TOTAL(cost_usd) AS cost_usd FROM usage",
-                saturating_sum("input_tokens"),
-                saturating_sum("cached_input_tokens"),
-                saturating_sum("output_tokens")
-            ));
-            push_filter(&mut query, &filter);
-            query.push(" GROUP BY bucket ORDER BY bucket");
-            let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(UsageTotals {
-                        bucket: r.try_get("bucket")?,
-                        requests: r.try_get("requests")?,
-                        input_tokens: r.try_get("input_tokens")?,
-                        cached_input_tokens: r.try_get("cached_input_tokens")?,
-                        output_tokens: r.try_get("output_tokens")?,
-                        cost_usd: r.try_get("cost_usd")?,
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(db)
-        })
+        Box::pin(async move { ops::usage_totals(&self.pool, &filter, by).await })
     }
 
     fn spend_since(&self, from_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(String, f64)>>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT key_name, COALESCE(SUM(cost_usd), 0.0) AS cost FROM usage WHERE at_ms >= ? GROUP BY key_name",
-            )
-            .bind(from_ms)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-            rows.iter()
-                .map(|r| Ok((r.try_get("key_name")?, r.try_get("cost")?)))
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(db)
-        })
+        Box::pin(ops::spend_since(&self.pool, from_ms))
     }
 
     fn append_audit<'a>(&'a self, row: &'a AuditRow) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO audit (at_ms, actor, client, action, target, before_json, after_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(row.at_ms)
-            .bind(row.actor.as_str())
-            .bind(row.client.as_deref())
-            .bind(row.action.as_str())
-            .bind(row.target.as_str())
-            .bind(row.before.as_deref())
-            .bind(row.after.as_deref())
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-            Ok(())
-        })
+        Box::pin(ops::append_audit(&self.pool, row))
     }
 
     fn list_audit(
@@ -814,58 +380,11 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'_, StoreResult<Vec<AuditRow>>> {
         let filter = filter.clone();
-        Box::pin(async move {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "SELECT id, at_ms, actor, client, action, target, before_json, after_json FROM audit WHERE 1=1",
-            );
-            if let Some(prefix) = &filter.action_prefix {
-                // `substr`, not LIKE: a `_` or `%` in the prefix means itself.
-                query
-                    .push(" AND substr(action, 1, ")
-                    .push_bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
-                    .push(") = ")
-                    .push_bind(prefix.clone());
-            }
-            if let Some(since) = filter.since_ms {
-                query.push(" AND at_ms >= ").push_bind(since);
-            }
-            if let Some(until) = filter.until_ms {
-                query.push(" AND at_ms < ").push_bind(until);
-            }
-            if let Some(before) = filter.before_id {
-                query.push(" AND id < ").push_bind(before);
-            }
-            query
-                .push(" ORDER BY id DESC LIMIT ")
-                .push_bind(i64::from(limit));
-            let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(AuditRow {
-                        id: r.try_get("id")?,
-                        at_ms: r.try_get("at_ms")?,
-                        actor: r.try_get("actor")?,
-                        client: r.try_get("client")?,
-                        action: r.try_get("action")?,
-                        target: r.try_get("target")?,
-                        before: r.try_get("before_json")?,
-                        after: r.try_get("after_json")?,
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(db)
-        })
+        Box::pin(async move { ops::list_audit(&self.pool, &filter, limit).await })
     }
 
     fn prune_audit(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM audit WHERE at_ms < ?")
-                .bind(before_ms)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(done.rows_affected())
-        })
+        Box::pin(ops::prune_audit(&self.pool, before_ms))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -988,7 +507,7 @@ mod tests {
         let store = SqliteStore::open(dir.path()).await.unwrap();
         let before = cached_statements(&store).await;
         let mut next = 0;
-        for size in (1..=40).chain([USAGE_ROWS_PER_STATEMENT + 7]) {
+        for size in (1..=40).chain([Sqlite::USAGE_ROWS_PER_STATEMENT + 7]) {
             let rows: Vec<UsageRow> = (next..next + size).map(row).collect();
             next += size;
             assert_eq!(store.insert_usage(&rows).await.unwrap(), size as u64);

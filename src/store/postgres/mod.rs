@@ -6,13 +6,10 @@
 //! once. Every write of groups, keys and accounts bumps the `changes` counter in the same
 //! transaction; each instance polls [`Store::change_counter`] and reloads its snapshot when it
 //! moved (`server::follow`), at once when the writer's change hook published the change through
-//! Redis. Queries are built at run time (building needs no database); the SQL
-//! is the SQLite backend's, with PostgreSQL's placeholders and types.
+//! Redis. The SQL, the bound values and the row decoding are the SQLite
+//! backend's ([`super::sql`]); what is PostgreSQL's own is in `store.rs`.
 
-mod audit;
-mod rows;
 mod store;
-mod usage;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,7 +17,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use super::StoreError;
 use crate::domain::Secret;
 
 /// The advisory lock key the migrations run under (any fixed number: "subrelay" in ASCII).
@@ -110,21 +106,4 @@ fn password_of(url: &str) -> Option<&str> {
     let userinfo = rest.rsplit_once('@')?.0;
     let password = userinfo.split_once(':')?.1;
     (!password.is_empty()).then_some(password)
-}
-
-pub(super) fn db(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(inner) if inner.is_unique_violation() => {
-            StoreError::Conflict(inner.message().to_owned())
-        }
-        _ => StoreError::Database(e.to_string()),
-    }
-}
-
-pub(super) fn affected(rows: u64, what: &str) -> Result<(), StoreError> {
-    if rows == 0 {
-        Err(StoreError::NotFound(what.to_owned()))
-    } else {
-        Ok(())
-    }
 }
