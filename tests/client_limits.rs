@@ -603,6 +603,33 @@ async fn a_request_head_of_24_kib_is_read() {
 }
 
 #[tokio::test]
+async fn a_large_request_body_reaches_the_upstream_whole() {
+    // hyper reads it in pieces of about 32 KiB at most (its read buffer's cap): all of it must
+    // still arrive upstream.
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&plain(&mock));
+    let long = "conversation ".repeat(80_000);
+    let mut request = body("gpt-5", false);
+    request["instructions"] = json!(long);
+    let answer = client()
+        .post(format!("{}/v1/responses", gw.url))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&request).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let sent = mock.requests().into_iter().last().unwrap();
+    let upstream: Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(
+        upstream["instructions"].as_str().map(str::len),
+        Some(long.len())
+    );
+    assert_eq!(upstream["instructions"], json!(long));
+}
+
+#[tokio::test]
 async fn requests_hyper_cannot_parse_get_a_json_error_body() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&plain(&mock));

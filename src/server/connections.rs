@@ -39,9 +39,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// doubles the buffer while reads fill it, by default up to about 400 KiB: a request with a
 /// large body (a conversation of a few hundred KiB) left the connection holding a buffer of
 /// half its size or more for as long as the answer streams (heaptrack: 128 KiB per open stream
-/// after a 256 KiB body). Capped here, body reads take more, smaller reads, and a request head
-/// (request line and headers) larger than this is refused with 431, as nginx's default
-/// `large_client_header_buffers` (4 × 8 KiB) would. hyper allows no cap below 8 KiB.
+/// after a 256 KiB body). Capped here (`max_buf_size`; hyper allows no cap below 8 KiB, and the
+/// buffer may overshoot it by one growth step), a large body takes more, smaller reads. The
+/// cap is a soft limit on the head, so the head gets the same limit as a hard one
+/// (`max_header_size`): a request line and headers over 32 KiB are refused with 431 (nginx's
+/// default `large_client_header_buffers 4 8k` also allows 32 KiB of header lines).
 const READ_BUFFER_LIMIT: usize = 32 * 1024;
 
 /// At most one log line per this with the connections refused over the cap.
@@ -201,6 +203,7 @@ async fn serve_connection(
     // chunks are queued, not copied into its 8 KiB head buffer.
     let connection = hyper::server::conn::http1::Builder::new()
         .max_buf_size(READ_BUFFER_LIMIT)
+        .max_header_size(READ_BUFFER_LIMIT)
         .serve_connection(io, service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
