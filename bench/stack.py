@@ -321,9 +321,15 @@ class Stack:
     """The mock, nginx in front of it, subrelay in front of it; each target's URL and the PID
     whose CPU and memory count for it (`direct`: the mock itself)."""
 
-    def __init__(self, repo, tmp, keys, label, tls=False, translate=False):
+    def __init__(self, repo, tmp, keys, label, tls=False, translate=False, bin_dir=None,
+                 wrap=(), start_timeout=20.0):
         self.translate = translate
         self.repo = Path(repo)
+        # Where the binaries are (default target/release) and a command to run subrelay under
+        # (`bench/heap_profile`: heaptrack).
+        self.bin_dir = Path(bin_dir).resolve() if bin_dir else self.repo / "target" / "release"
+        self.wrap = list(wrap)
+        self.start_timeout = start_timeout
         self.tmp = Path(tmp)
         self.keys = keys
         self.label = label
@@ -333,7 +339,7 @@ class Stack:
         self.procs = {}
 
     def start(self):
-        release = BINARIES or self.repo / "target" / "release"
+        release = BINARIES or self.bin_dir
         try:
             mock_log = self.tmp / f"{self.label}-mock.log"
             argv = [str(release / "subrelay-mock"), "--port", "0"]
@@ -368,11 +374,12 @@ class Stack:
                                            self.translate))
             relay_log = self.tmp / f"{self.label}-subrelay.log"
             relay = Process("subrelay",
-                            [str(release / "subrelay"), "serve", "--config", str(cfg)],
+                            [*self.wrap, str(release / "subrelay"), "serve", "--config",
+                             str(cfg)],
                             relay_log, cwd=self.tmp)
             self.procs["subrelay"] = relay
             found = wait_for_line(relay_log, r"listening on http://127\.0\.0\.1:(\d+)",
-                                  relay.proc, "subrelay")
+                                  relay.proc, "subrelay", timeout=self.start_timeout)
             relay.port = int(found.group(1))
             wait_for_port(relay.port, relay.proc, "subrelay", relay_log)
             if METRICS:

@@ -588,6 +588,48 @@ async fn a_wrong_method_on_messages_answers_in_the_anthropic_shape() {
 }
 
 #[tokio::test]
+async fn a_request_head_of_24_kib_is_read() {
+    // The cap on hyper's read buffer (32 KiB) must leave room for large but sane heads.
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&plain(&mock));
+    let big: String = (0..12)
+        .map(|i| format!("X-Big-{i}: {}\r\n", "b".repeat(2048)))
+        .collect();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{big}\r\n");
+    assert!(request.len() > 24 * 1024, "{}", request.len());
+    let mut tcp = TcpStream::connect(addr(&gw)).await.unwrap();
+    let answer = exchange(&mut tcp, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+}
+
+#[tokio::test]
+async fn a_large_request_body_reaches_the_upstream_whole() {
+    // hyper reads it in pieces of about 32 KiB at most (its read buffer's cap): all of it must
+    // still arrive upstream.
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&plain(&mock));
+    let long = "conversation ".repeat(80_000);
+    let mut request = body("gpt-5", false);
+    request["instructions"] = json!(long);
+    let answer = client()
+        .post(format!("{}/v1/responses", gw.url))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&request).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let sent = mock.requests().into_iter().last().unwrap();
+    let upstream: Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(
+        upstream["instructions"].as_str().map(str::len),
+        Some(long.len())
+    );
+    assert_eq!(upstream["instructions"], json!(long));
+}
+
+#[tokio::test]
 async fn requests_hyper_cannot_parse_get_a_json_error_body() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&plain(&mock));
@@ -599,9 +641,11 @@ async fn requests_hyper_cannot_parse_get_a_json_error_body() {
             "malformed_request",
         ),
         (
-            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)).into_bytes(),
-            414,
-            "uri_too_long",
+            // hyper reads a request head into at most 32 KiB (`server::connections`): a longer
+            // request line is a head too large, long before hyper's 64 KiB URI limit (414).
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(40_000)).into_bytes(),
+            431,
+            "headers_too_large",
         ),
         (
             format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(),

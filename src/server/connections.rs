@@ -35,6 +35,17 @@ use crate::http::PeerAddr;
 /// (out of file descriptors, out of memory): retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// hyper's read buffer of a connection, at most. hyper starts each connection with 8 KiB and
+/// doubles the buffer while reads fill it, by default up to about 400 KiB: a request with a
+/// large body (a conversation of a few hundred KiB) left the connection holding a buffer of
+/// half its size or more for as long as the answer streams (heaptrack: 128 KiB per open stream
+/// after a 256 KiB body). Capped here (`max_buf_size`; hyper allows no cap below 8 KiB, and the
+/// buffer may overshoot it by one growth step), a large body takes more, smaller reads. The
+/// cap is a soft limit on the head, so the head gets the same limit as a hard one
+/// (`max_header_size`): a request line and headers over 32 KiB are refused with 431 (nginx's
+/// default `large_client_header_buffers 4 8k` also allows 32 KiB of header lines).
+const READ_BUFFER_LIMIT: usize = 32 * 1024;
+
 /// At most one log line per this with the connections refused over the cap.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -188,7 +199,11 @@ async fn serve_connection(
     // No hyper timer: its header-read timeout would also be the idle timeout, see watchdog.
     // Upgrades on: a Responses WebSocket takes the socket (and its slot) over from hyper, and
     // this future ends when the 101 went out.
+    // hyper writes vectored (`writev`) on its own, since the socket supports it: the answer's
+    // chunks are queued, not copied into its 8 KiB head buffer.
     let connection = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(READ_BUFFER_LIMIT)
+        .max_header_size(READ_BUFFER_LIMIT)
         .serve_connection(io, service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
