@@ -13,8 +13,8 @@ use sqlx::{Pool, Postgres, QueryBuilder, Row, Transaction};
 use super::PostgresStore;
 use crate::store::sql::{affected, db, ops, queries, Backend, DbQuery, Param, StoreRow, Value};
 use crate::store::{
-    AccountRecord, AuditFilter, AuditRow, ChangeHook, GroupRecord, KeyRecord, MetaRow, SealedTokens, Store,
-    StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
+    AccountRecord, AuditFilter, AuditRow, ChangeHook, GroupRecord, KeyRecord, MetaRow,
+    SealedTokens, Store, StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
 };
 
 impl Backend for Postgres {
