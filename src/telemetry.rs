@@ -36,7 +36,9 @@ pub struct Telemetry {
 impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
-            if let Err(e) = provider.shutdown() {
+            // The SDK's own default is 5 s, which a loaded machine can miss for one last POST
+            // (the whole export of the queued spans): the exit waits up to 15 s for it.
+            if let Err(e) = provider.shutdown_with_timeout(std::time::Duration::from_secs(15)) {
                 tracing::warn!("the last spans could not be exported: {e}");
             }
         }

@@ -209,7 +209,10 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
     )
     .await
     .map_err(|e| format!("{e}; the running configuration stays"))?;
-    if from_store(state, "the configuration reload").await? {
+    // The file's accounts changed counts too: on a shared store this instance's change follower
+    // may have taken the synced accounts into the pool before `from_store` below looks.
+    let file_accounts_changed = new.accounts != running.accounts;
+    if from_store(state, "the configuration reload").await? || file_accounts_changed {
         applied.push("accounts");
     }
     if groups_changed {
