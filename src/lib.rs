@@ -17,7 +17,7 @@ pub mod http;
 pub(crate) mod limits;
 pub(crate) mod metrics;
 pub(crate) mod pool;
-pub(crate) mod pricing;
+pub mod pricing;
 pub mod protocol;
 pub(crate) mod relay;
 pub(crate) mod routes;

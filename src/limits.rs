@@ -9,14 +9,14 @@
 //! the rpm window and the key's slot are taken together in one script call ([`Limits::admit`]),
 //! and spending is read from this instance's mirror of the totals kept in Redis.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::http::auth::ApiKey;
 use crate::http::refusal::{Refusal, SpendPeriod};
 use crate::runtime_state::calendar::{day_of, month_of, month_start_ms, DAY_MS};
 use crate::runtime_state::{Admission, KeyWindows, Lease, Live, RuntimeState, Windows};
-use crate::store::now_ms;
+use crate::store::{now_ms, KeyRecord, Store};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -26,6 +26,9 @@ pub struct Limits {
     /// To refuse a model without a price to a key with a spending limit: its requests would cost
     /// 0 and never reach the limit.
     prices: std::sync::Arc<Live<crate::pricing::PriceTable>>,
+    /// The keys with a spending limit, as last seen: only their spending is counted (the usage
+    /// sink skips the others), so a key that gains a limit is seeded from the store first.
+    limited: std::sync::Mutex<HashSet<String>>,
 }
 
 /// A key's admission ([`Limits::admit`]).
@@ -72,6 +75,90 @@ impl Limits {
         Self {
             windows,
             prices: Default::default(),
+            limited: Default::default(),
+        }
+    }
+
+    /// The keys with a spending limit at start: their spending was seeded from the store with
+    /// every key's ([`Limits::seeded_in`]).
+    pub fn limited_at_start(&self, keys: &[KeyRecord]) {
+        let mut limited = lock(&self.limited);
+        *limited = keys
+            .iter()
+            .filter(|k| spend_limited(k))
+            .map(|k| k.name.clone())
+            .collect();
+    }
+
+    /// Takes every key's limits after the keys were reloaded: the keys that gained a spending
+    /// limit since are seeded from the store (spending of keys without a limit is not counted).
+    pub async fn follow_keys(&self, keys: &[KeyRecord], store: &dyn Store) {
+        let fresh: Vec<String> = {
+            let mut limited = lock(&self.limited);
+            let now: HashSet<String> = keys
+                .iter()
+                .filter(|k| spend_limited(k))
+                .map(|k| k.name.clone())
+                .collect();
+            let fresh = now.difference(&limited).cloned().collect();
+            *limited = now;
+            fresh
+        };
+        self.seed_from_store(fresh, store).await;
+    }
+
+    /// [`Limits::follow_keys`] for one key created or changed.
+    pub async fn follow_key(&self, key: &KeyRecord, store: &dyn Store) {
+        let fresh = {
+            let mut limited = lock(&self.limited);
+            if spend_limited(key) {
+                limited.insert(key.name.clone())
+            } else {
+                limited.remove(&key.name);
+                false
+            }
+        };
+        if fresh {
+            self.seed_from_store(vec![key.name.clone()], store).await;
+        }
+    }
+
+    /// The keys' spending of this day and month as the store holds it (every instance's rows
+    /// once written), raised into the counts. A store that does not answer leaves the keys
+    /// unseeded, to be tried at the next reload of the keys.
+    async fn seed_from_store(&self, keys: Vec<String>, store: &dyn Store) {
+        if keys.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let (day_start, month_start) = period_starts(now);
+        let totals = async {
+            Ok::<_, crate::store::StoreError>((
+                store.spend_since(day_start).await?,
+                store.spend_since(month_start).await?,
+            ))
+        };
+        match totals.await {
+            Ok((day, month)) => {
+                let total = |rows: &[(String, f64)], key: &str| {
+                    rows.iter()
+                        .filter(|(k, _)| k == key)
+                        .map(|(_, usd)| usd)
+                        .sum::<f64>()
+                };
+                for key in &keys {
+                    let (day_usd, month_usd) = (total(&day, key), total(&month, key));
+                    self.windows
+                        .seed(key, day_of(now), month_of(now), day_usd, month_usd);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot read spending from the store for keys that gained a spending limit ({e}); tried again at the next change of the keys");
+                let mut limited = lock(&self.limited);
+                for key in &keys {
+                    limited.remove(key);
+                }
+            }
         }
     }
 
@@ -160,6 +247,16 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+fn spend_limited(key: &KeyRecord) -> bool {
+    key.daily_spend_limit.is_some() || key.monthly_spend_limit.is_some()
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `wait_ms`: until the window resets (at least a second is asked for).

@@ -5,6 +5,10 @@
 //! by `-` (so dated snapshots like `claude-sonnet-4-5-20250929` use `claude-sonnet-4-5`). A
 //! model with no price costs 0 and its usage row says `priced: false`, so gaps are visible; a key
 //! with a spending limit is refused such a model (src/limits.rs), or the limit would never apply.
+//!
+//! The running table is the shipped defaults plus the store's `prices` rows: the config's
+//! `prices:` are written there at start (`store::sync`), next to the prices set through the admin
+//! API, so every instance sharing a store prices alike.
 
 use std::collections::BTreeMap;
 
@@ -57,6 +61,53 @@ const DEFAULTS: &[(&str, f64, f64, f64, f64)] = &[
     ("claude-3-5-haiku", 0.8, 0.08, 4.0, 1.0),
 ];
 
+/// A price as declared (`prices:` in the config, the admin API, a store row): USD per million
+/// tokens; `cached_input` defaults to `input`, `cache_creation` to 0.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSpec {
+    #[schema(minimum = 0)]
+    pub input: f64,
+    /// Input served from the prompt cache; the input price when absent.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub cached_input: Option<f64>,
+    #[schema(minimum = 0)]
+    pub output: f64,
+    /// Anthropic prompt-cache writes; 0 when absent.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub cache_creation: Option<f64>,
+}
+
+impl PriceSpec {
+    /// The first field that is not a price (finite, 0 or more), with its value.
+    pub fn invalid_field(&self) -> Option<(&'static str, f64)> {
+        [
+            ("input", Some(self.input)),
+            ("cached_input", self.cached_input),
+            ("output", Some(self.output)),
+            ("cache_creation", self.cache_creation),
+        ]
+        .into_iter()
+        .find_map(|(field, value)| {
+            value
+                .filter(|v| !v.is_finite() || *v < 0.0)
+                .map(|v| (field, v))
+        })
+    }
+
+    /// The price with the defaults of the optional fields filled in.
+    pub fn price(&self) -> Price {
+        Price {
+            input: self.input,
+            cached_input: self.cached_input.unwrap_or(self.input),
+            output: self.output,
+            cache_creation: self.cache_creation.unwrap_or(0.0),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriceTable {
     prices: BTreeMap<String, Price>,
@@ -79,11 +130,30 @@ impl Default for PriceTable {
 impl PriceTable {
     /// The shipped defaults, with `overrides` added or replacing entries.
     pub fn with_overrides(overrides: BTreeMap<String, Price>) -> Self {
-        let mut prices: BTreeMap<String, Price> = DEFAULTS
+        let mut prices: BTreeMap<String, Price> = Self::defaults()
+            .map(|(model, price)| (model.to_owned(), price))
+            .collect();
+        prices.extend(overrides);
+        Self { prices }
+    }
+
+    /// The shipped defaults with the declared prices (config and admin API) added or replacing.
+    pub fn with_specs<'a>(specs: impl IntoIterator<Item = (&'a str, &'a PriceSpec)>) -> Self {
+        Self::with_overrides(
+            specs
+                .into_iter()
+                .map(|(model, spec)| (model.to_owned(), spec.price()))
+                .collect(),
+        )
+    }
+
+    /// The shipped prices, by model name.
+    pub fn defaults() -> impl Iterator<Item = (&'static str, Price)> {
+        DEFAULTS
             .iter()
             .map(|&(model, input, cached_input, output, cache_creation)| {
                 (
-                    model.to_owned(),
+                    model,
                     Price {
                         input,
                         cached_input,
@@ -92,9 +162,6 @@ impl PriceTable {
                     },
                 )
             })
-            .collect();
-        prices.extend(overrides);
-        Self { prices }
     }
 
     pub fn price(&self, model: &str) -> Option<&Price> {

@@ -40,6 +40,11 @@ pub struct UsageRecord {
     pub client_disconnected: bool,
     /// How the client reached the gateway: an HTTP request, or one turn of a WebSocket.
     pub transport: Transport,
+    /// The key had a daily or monthly spending limit when the request was admitted: only then
+    /// is the cost counted against it (with Redis, a script per record; keys without a limit
+    /// send nothing, and a limit added later is seeded from the store, `Limits::follow_keys`).
+    #[serde(skip)]
+    pub spend_limited: bool,
 }
 
 /// How a request reached the gateway; one usage row per HTTP request or per WebSocket turn.

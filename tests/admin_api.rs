@@ -254,6 +254,8 @@ async fn the_openapi_document_describes_every_route() {
         "/admin/api/keys/{name}/disable",
         "/admin/api/usage",
         "/admin/api/usage/totals",
+        "/admin/api/prices",
+        "/admin/api/prices/{model}",
     ] {
         assert!(paths.contains_key(path), "{path} is missing");
     }

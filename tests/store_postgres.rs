@@ -28,8 +28,8 @@ use subrelay::domain::{AccountKind, Platform, Secret};
 use subrelay::store::postgres::PostgresStore;
 use subrelay::store::sqlite::SqliteStore;
 use subrelay::store::{
-    AccountRecord, GroupRecord, KeyRecord, Source, Store, StoreError, TotalsBy, UsageFilter,
-    UsageRow,
+    AccountRecord, GroupRecord, KeyRecord, PriceRecord, Source, Store, StoreError, TotalsBy,
+    UsageFilter, UsageRow,
 };
 
 const ENCRYPTION_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -337,6 +337,85 @@ async fn the_store_trait_behaves_the_same_on_sqlite_and_postgres() {
     assert!(
         after > before,
         "writes of groups, keys and accounts move the counter"
+    );
+    pg.close().await;
+}
+
+/// Price rows, whatever the backend: upsert replaces (optional fields kept as declared: absent
+/// stays absent), delete of a missing model is NotFound.
+async fn exercise_prices(store: &dyn Store) {
+    use subrelay::pricing::PriceSpec;
+    let row = |model: &str, input: f64, cached: Option<f64>, source| PriceRecord {
+        model: model.into(),
+        price: PriceSpec {
+            input,
+            cached_input: cached,
+            output: 2.5,
+            cache_creation: None,
+        },
+        source,
+        updated_at: 7,
+    };
+    assert!(store.list_prices().await.unwrap().is_empty());
+    store
+        .upsert_price(&row("m-b", 1.0, None, Source::Config))
+        .await
+        .unwrap();
+    store
+        .upsert_price(&row("m-a", 0.5, Some(0.05), Source::Admin))
+        .await
+        .unwrap();
+    store
+        .upsert_price(&row("m-b", 3.0, Some(0.3), Source::Admin))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_prices().await.unwrap(),
+        vec![
+            row("m-a", 0.5, Some(0.05), Source::Admin),
+            row("m-b", 3.0, Some(0.3), Source::Admin)
+        ],
+        "by model, the second write of m-b replaced the first"
+    );
+    store.delete_price("m-a").await.unwrap();
+    assert!(matches!(
+        store.delete_price("m-a").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store.list_prices().await.unwrap(),
+        vec![row("m-b", 3.0, Some(0.3), Source::Admin)]
+    );
+}
+
+#[tokio::test]
+async fn price_rows_behave_the_same_on_sqlite_and_postgres_and_move_the_change_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path()).await.unwrap();
+    exercise_prices(&sqlite).await;
+
+    let Some(server) = PgServer::any() else {
+        return;
+    };
+    let db = server.database();
+    let pg = PostgresStore::open(&Secret::new(db.url()), 4)
+        .await
+        .unwrap();
+    let hook_runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runs = std::sync::Arc::clone(&hook_runs);
+    pg.on_change(Box::new(move || {
+        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let before = pg.change_counter().await.unwrap().unwrap();
+    exercise_prices(&pg).await;
+    let after = pg.change_counter().await.unwrap().unwrap();
+    assert!(
+        after >= before + 4,
+        "each price write moves the counter: {before} -> {after}"
+    );
+    assert!(
+        hook_runs.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "and tells the other instances"
     );
     pg.close().await;
 }

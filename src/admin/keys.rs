@@ -252,6 +252,7 @@ async fn create_key(state: &AppState, body: CreateKey) -> Result<CreatedKey, Ref
         other => store_error(other),
     })?;
     state.keys.upsert(&record);
+    state.limits.follow_key(&record, state.store.as_ref()).await;
     tracing::info!(key = %record.name, group = %record.group, "API key created by the admin API");
     Ok(CreatedKey {
         key: view(&record),
@@ -338,6 +339,7 @@ async fn update_key(
     let _snapshot = state.snapshot_writes.lock().await;
     state.store.update_key(&record).await.map_err(store_error)?;
     state.keys.upsert(&record);
+    state.limits.follow_key(&record, state.store.as_ref()).await;
     tracing::info!(key = %name, "API key changed by the admin API");
     audit::record(
         state.store.as_ref(),

@@ -1,5 +1,5 @@
 //! The admin API under `/admin/api/`: the pool's live state, and the store's groups, keys,
-//! accounts and usage. Protected by `admin.token` (Bearer); without a token configured it is
+//! accounts, prices and usage. Protected by `admin.token` (Bearer); without a token configured it is
 //! off (404 everywhere). `subrelay accounts`, `subrelay keys` and `subrelay usage` are clients.
 //!
 //! Every error is the JSON shape `{"error":{"message","type","code"}}`, extractor rejections
@@ -13,6 +13,7 @@ mod groups;
 mod keys;
 pub mod openapi;
 mod pool;
+mod prices;
 mod reload;
 mod usage;
 
@@ -71,6 +72,11 @@ pub fn routes(console: Arc<dashboard::Console>) -> Router<Arc<AppState>> {
             get(keys::get).patch(keys::update).delete(keys::delete),
         )
         .route("/admin/api/keys/{name}/disable", post(keys::disable))
+        .route("/admin/api/prices", get(prices::list))
+        .route(
+            "/admin/api/prices/{model}",
+            axum::routing::put(prices::set).delete(prices::delete),
+        )
         .route("/admin/api/usage", get(usage::list))
         .route("/admin/api/usage/totals", get(usage::totals))
         .route("/admin/api/reload", post(reload::reload))

@@ -10,14 +10,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dashboard::{settings, signin};
-use super::{accounts, admin_on, audit, groups, keys, pool, reload, usage};
+use super::{accounts, admin_on, audit, groups, keys, pool, prices, reload, usage};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "subrelay admin API",
-        description = "Groups, API keys, accounts and usage of a subrelay gateway. Every call needs `Authorization: Bearer <admin.token>` (the dashboard at `/admin/` sends its session cookie instead, with `X-CSRF-Token` on state-changing calls); errors are `{\"error\":{\"message\",\"type\",\"code\"}}`."
+        description = "Groups, API keys, accounts, prices and usage of a subrelay gateway. Every call needs `Authorization: Bearer <admin.token>` (the dashboard at `/admin/` sends its session cookie instead, with `X-CSRF-Token` on state-changing calls); errors are `{\"error\":{\"message\",\"type\",\"code\"}}`."
     ),
     paths(
         pool::list_accounts,
@@ -39,6 +39,9 @@ use crate::state::AppState;
         keys::update,
         keys::disable,
         keys::delete,
+        prices::list,
+        prices::set,
+        prices::delete,
         usage::list,
         usage::totals,
         settings::get,

@@ -14,6 +14,7 @@ mod admin_client;
 mod audit;
 mod completions;
 mod keys;
+mod prices;
 mod reload;
 mod store;
 mod usage;
@@ -79,6 +80,20 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         action: Option<KeysAction>,
+    },
+    /// List, set or delete model prices (USD per million tokens) on the running server; they
+    /// are kept in the store, shared by every instance (needs admin.token).
+    Prices {
+        #[arg(long, short, env = "SUBRELAY_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// The server's address; by default server.host and server.port of the config.
+        #[arg(long, global = true)]
+        url: Option<String>,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<PricesAction>,
     },
     /// Usage of the running server: totals per key and per day, and the latest requests.
     Usage {
@@ -203,6 +218,28 @@ enum KeysAction {
 }
 
 #[derive(Subcommand)]
+enum PricesAction {
+    /// The price table in effect, with where each price comes from (the default).
+    List,
+    /// Set a model's price, USD per million tokens (refused for a model the config prices).
+    Set {
+        model: String,
+        #[arg(long)]
+        input: f64,
+        #[arg(long)]
+        output: f64,
+        /// Input served from the prompt cache (default: the input price).
+        #[arg(long)]
+        cached_input: Option<f64>,
+        /// Anthropic prompt-cache writes (default: 0).
+        #[arg(long)]
+        cache_creation: Option<f64>,
+    },
+    /// Delete a price set with `set`: the shipped price, if any, applies again.
+    Delete { model: String },
+}
+
+#[derive(Subcommand)]
 enum AccountsAction {
     /// Clear an account's cooldown or runtime disable.
     Reset { name: String },
@@ -309,6 +346,35 @@ pub fn run() -> ExitCode {
                 Some(KeysAction::Disable { name }) => keys::Action::Disable(name),
             };
             keys::run(&config, url, action)
+        }
+        Command::Prices {
+            config,
+            url,
+            json,
+            action,
+        } => {
+            let config = match load(config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let action = match action {
+                None | Some(PricesAction::List) => prices::Action::List { json },
+                Some(PricesAction::Set {
+                    model,
+                    input,
+                    output,
+                    cached_input,
+                    cache_creation,
+                }) => prices::Action::Set {
+                    model,
+                    input,
+                    output,
+                    cached_input,
+                    cache_creation,
+                },
+                Some(PricesAction::Delete { model }) => prices::Action::Delete(model),
+            };
+            prices::run(&config, url, action)
         }
         Command::Audit {
             config,

@@ -72,8 +72,9 @@ pub struct Config {
     pub group_routing: std::collections::BTreeMap<String, crate::domain::GroupRouting>,
     pub accounts: Vec<AccountSpec>,
     pub api_keys: Vec<KeySpec>,
-    /// The shipped prices with the config's `prices:` applied.
-    pub prices: crate::pricing::PriceTable,
+    /// The config's `prices:`, by model (written into the store at start; the running table is
+    /// the shipped defaults plus the store's rows).
+    pub prices: std::collections::BTreeMap<String, crate::pricing::PriceSpec>,
     /// Where the values came from, for the start-up log and `check-config`.
     pub origin: ConfigOrigin,
 }
@@ -85,6 +86,11 @@ impl Config {
             routing: self.group_routing.clone(),
             model_fallback: self.model_fallback.clone(),
         }
+    }
+
+    /// The shipped prices with the config's `prices:` (before the store adds its own rows).
+    pub fn price_table(&self) -> crate::pricing::PriceTable {
+        crate::pricing::PriceTable::with_specs(self.prices.iter().map(|(m, s)| (m.as_str(), s)))
     }
 }
 

@@ -328,12 +328,13 @@ fn api_key_limits_prices_and_storage_keys_are_read_and_checked() {
         limits.allowed_models.as_deref(),
         Some(&["gpt-5".to_owned()][..])
     );
-    let price = config.prices.price("local-model").unwrap();
+    let table = config.price_table();
+    let price = table.price("local-model").unwrap();
     assert_eq!(
         (price.input, price.cached_input, price.output),
         (1.0, 1.0, 2.0)
     );
-    assert!(config.prices.price("gpt-5").is_some(), "defaults stay");
+    assert!(table.price("gpt-5").is_some(), "defaults stay");
     assert_eq!(
         config.storage.encryption_key.as_ref().unwrap().expose(),
         "ab".repeat(32)

@@ -585,33 +585,25 @@ fn beside(file: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
         .fold(base, |path, c| path.join(c))
 }
 
-fn prices(raw: &BTreeMap<String, RawPrice>) -> Result<crate::pricing::PriceTable, ConfigError> {
+fn prices(
+    raw: &BTreeMap<String, RawPrice>,
+) -> Result<BTreeMap<String, crate::pricing::PriceSpec>, ConfigError> {
     let mut table = BTreeMap::new();
     for (model, p) in raw {
-        let fields = [
-            ("input", Some(p.input)),
-            ("cached_input", p.cached_input),
-            ("output", Some(p.output)),
-            ("cache_creation", p.cache_creation),
-        ];
-        for (field, value) in fields {
-            if let Some(v) = value.filter(|v| !v.is_finite() || *v < 0.0) {
-                return Err(ConfigError(format!(
-                    "prices.{model}.{field} = {v}: must be a price in USD per million tokens, 0 or more"
-                )));
-            }
+        let spec = crate::pricing::PriceSpec {
+            input: p.input,
+            cached_input: p.cached_input,
+            output: p.output,
+            cache_creation: p.cache_creation,
+        };
+        if let Some((field, v)) = spec.invalid_field() {
+            return Err(ConfigError(format!(
+                "prices.{model}.{field} = {v}: must be a price in USD per million tokens, 0 or more"
+            )));
         }
-        table.insert(
-            model.clone(),
-            crate::pricing::Price {
-                input: p.input,
-                cached_input: p.cached_input.unwrap_or(p.input),
-                output: p.output,
-                cache_creation: p.cache_creation.unwrap_or(0.0),
-            },
-        );
+        table.insert(model.clone(), spec);
     }
-    Ok(crate::pricing::PriceTable::with_overrides(table))
+    Ok(table)
 }
 
 fn admin(

@@ -850,6 +850,8 @@ fn usage_record(
         attempts,
         client_disconnected: writer.client_gone(),
         transport: ctx.transport,
+        spend_limited: ctx.key.limits.daily_spend_limit.is_some()
+            || ctx.key.limits.monthly_spend_limit.is_some(),
     }
 }
 

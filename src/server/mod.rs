@@ -88,7 +88,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
     };
     // Spending limits seeded from what the store holds; the usage sink counts new spending;
     // request windows in the runtime state (shared through Redis with `state.backend: redis`).
-    let prices = Arc::new(Live::new(config.prices.clone()));
+    // The store's prices replace these below, once the change counter is read.
+    let prices = Arc::new(Live::new(config.price_table()));
     let limits = Arc::new(
         Limits::seeded_in(&runtime, opened.month_spend, opened.day_spend)
             .with_prices(Arc::clone(&prices)),
@@ -116,6 +117,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .change_counter()
         .await
         .map_err(|e| format!("cannot read the store: {e}"))?;
+    // The shipped prices, plus the config's and the admin API's from the store.
+    prices.set(crate::store::startup::price_table(opened.store.as_ref()).await?);
     // The config's accounts are in the store now, next to those added through the admin API.
     let source = StoreAccounts {
         store: Arc::clone(&opened.store),
@@ -136,12 +139,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     let sessions = SessionIds::new(opened.session_secret);
     let keys = KeyDirectory::with_state(opened.hasher.clone(), runtime.clone());
+    let stored_keys = opened
+        .store
+        .list_keys()
+        .await
+        .map_err(|e| format!("cannot read API keys from the store: {e}"))?;
+    limits.limited_at_start(&stored_keys);
     keys.load(
-        &opened
-            .store
-            .list_keys()
-            .await
-            .map_err(|e| format!("cannot read API keys from the store: {e}"))?,
+        &stored_keys,
         crate::store::startup::groups(opened.store.as_ref()).await?,
     );
     let (reload_requests, reload_queue) = crate::config::ReloadRequests::channel();

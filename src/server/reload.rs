@@ -226,8 +226,8 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
         state.gateway_config.set(new.gateway.clone());
         applied.push("gateway");
     }
+    // The file's prices are in the store now, and `from_store` above took them.
     if new.prices != running.prices {
-        state.prices.set(new.prices.clone());
         applied.push("prices");
     }
     if new.log.level != running.log.level {
@@ -261,7 +261,7 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
 }
 
 /// The running snapshot takes what the store holds now: its accounts (see [`accounts`]), then its
-/// keys and groups (keys that stay keep their slots). Whether an account changed. Used by the
+/// keys and groups (keys that stay keep their slots), then its prices. Whether an account changed. Used by the
 /// configuration reload and, on a shared store, whenever another instance wrote
 /// (`server::follow`). `why` names the cause in the log.
 pub(super) async fn from_store(state: &AppState, why: &str) -> Result<bool, String> {
@@ -276,6 +276,12 @@ pub(super) async fn from_store(state: &AppState, why: &str) -> Result<bool, Stri
         &keys,
         crate::store::startup::groups(state.store.as_ref()).await?,
     );
+    state.limits.follow_keys(&keys, state.store.as_ref()).await;
+    let prices = crate::store::startup::price_table(state.store.as_ref()).await?;
+    if *state.prices.get() != prices {
+        state.prices.set(prices);
+        tracing::info!("prices changed by {why}");
+    }
     Ok(changed)
 }
 

@@ -1,6 +1,6 @@
 //! `subrelay store copy`: moves a single-instance SQLite store into a shared PostgreSQL one.
 //!
-//! Copies groups, API keys (their hashes: the key-hashing secret goes along, so every key keeps
+//! Copies groups, prices, API keys (their hashes: the key-hashing secret goes along, so every key keeps
 //! working), accounts (credentials stay sealed: both stores use the same encryption key, which
 //! is checked against each), sign-in tokens, account state, `meta`, the data directory's
 //! secrets (sealed into the store) and usage. Rows the destination already holds (by name, or
@@ -17,6 +17,7 @@ const USAGE_PAGE: u32 = 4096;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Copied {
     pub groups: u64,
+    pub prices: u64,
     pub keys: u64,
     pub accounts: u64,
     pub tokens: u64,
@@ -29,8 +30,8 @@ impl std::fmt::Display for Copied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} group(s), {} API key(s), {} account(s), {} saved sign-in token set(s), {} account state(s), {} meta value(s), {} usage row(s)",
-            self.groups, self.keys, self.accounts, self.tokens, self.account_states, self.meta, self.usage
+            "{} group(s), {} price(s), {} API key(s), {} account(s), {} saved sign-in token set(s), {} account state(s), {} meta value(s), {} usage row(s)",
+            self.groups, self.prices, self.keys, self.accounts, self.tokens, self.account_states, self.meta, self.usage
         )
     }
 }
@@ -92,6 +93,13 @@ pub async fn copy(
         if !have.contains(&group.name) {
             to.upsert_group(&group).await.map_err(write)?;
             copied.groups += 1;
+        }
+    }
+    let have = names(to.list_prices().await.map_err(write)?, |p| p.model);
+    for price in from.list_prices().await.map_err(read)? {
+        if !have.contains(&price.model) {
+            to.upsert_price(&price).await.map_err(write)?;
+            copied.prices += 1;
         }
     }
     let have = names(to.list_keys().await.map_err(write)?, |k| k.name);

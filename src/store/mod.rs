@@ -1,4 +1,4 @@
-//! The store: groups, API keys, accounts and usage that outlive a restart.
+//! The store: groups, API keys, accounts, prices and usage that outlive a restart.
 //!
 //! [`Store`] is the interface; [`sqlite::SqliteStore`] (a file in `storage.data_dir`) is the
 //! embedded default, and [`postgres::PostgresStore`] (`storage.backend: postgres`, shared by
@@ -123,6 +123,17 @@ pub struct AccountRecord {
     pub credentials: Vec<u8>,
     pub source: Source,
     pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A model's price as stored (USD per million tokens): from the config's `prices:` or set
+/// through the admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceRecord {
+    pub model: String,
+    pub price: crate::pricing::PriceSpec,
+    pub source: Source,
+    /// Unix seconds.
     pub updated_at: i64,
 }
 
@@ -258,7 +269,7 @@ pub type SealedTokens = (String, Vec<u8>);
 /// A `meta` row: its name and value.
 pub type MetaRow = (String, Vec<u8>);
 
-/// Run after a committed write of groups, keys or accounts ([`Store::on_change`]).
+/// Run after a committed write of groups, keys, accounts or prices ([`Store::on_change`]).
 pub type ChangeHook = Box<dyn Fn() + Send + Sync>;
 
 /// The persistence interface. Every backend keeps its own migrations; callers see only
@@ -283,7 +294,7 @@ pub trait Store: Send + Sync {
     /// Sets what runs after each committed write that moved [`Store::change_counter`] (once, at
     /// start: it publishes the change to the other instances). Nothing for an unshared store.
     fn on_change(&self, _hook: ChangeHook) {}
-    /// A number that moves with every write of groups, keys and accounts (by any instance);
+    /// A number that moves with every write of groups, keys, accounts and prices (by any instance);
     /// `None` when the store is not shared.
     fn change_counter(&self) -> BoxFuture<'_, StoreResult<Option<i64>>> {
         Box::pin(async { Ok(None) })
@@ -333,6 +344,12 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, StoreResult<bool>> {
         Box::pin(async move { self.save_tokens(name, sealed).await.map(|()| true) })
     }
+
+    // === prices ===
+    fn list_prices(&self) -> BoxFuture<'_, StoreResult<Vec<PriceRecord>>>;
+    /// Inserts or replaces the price of `price.model`.
+    fn upsert_price(&self, price: &PriceRecord) -> BoxFuture<'_, StoreResult<()>>;
+    fn delete_price(&self, model: &str) -> BoxFuture<'_, StoreResult<()>>;
 
     // === usage ===
     /// Inserts the rows in one transaction; rows whose request id is already stored are

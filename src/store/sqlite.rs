@@ -19,8 +19,8 @@ use sqlx::{Pool, QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::sql::{affected, db, ops, queries, Backend, DbQuery, Param, StoreRow, Value};
 use super::{
-    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, MetaRow, SealedTokens, Store,
-    StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
+    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, MetaRow, PriceRecord,
+    SealedTokens, Store, StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
 };
 
 pub const FILE_NAME: &str = "subrelay.db";
@@ -307,6 +307,26 @@ impl Store for SqliteStore {
             self.by_name(queries::DELETE_ACCOUNT_STATE, &name).await?;
             affected(self.by_name(queries::DELETE_ACCOUNT, &name).await?, &name)
         })
+    }
+
+    fn list_prices(&self) -> BoxFuture<'_, StoreResult<Vec<PriceRecord>>> {
+        Box::pin(ops::list_prices(&self.pool))
+    }
+
+    fn upsert_price(&self, price: &PriceRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let price = price.clone();
+        Box::pin(async move {
+            let query = queries::bind_price(sqlx::query(queries::UPSERT_PRICE), &price);
+            Sqlite::run(&self.pool, query).await.map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn delete_price(&self, model: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let model = model.to_owned();
+        Box::pin(
+            async move { affected(self.by_name(queries::DELETE_PRICE, &model).await?, &model) },
+        )
     }
 
     fn save_account_state(&self, name: &str, state: &str) -> BoxFuture<'_, StoreResult<()>> {

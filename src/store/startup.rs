@@ -119,6 +119,18 @@ pub async fn groups(store: &dyn Store) -> Result<BTreeMap<String, Platform>, Str
         .collect())
 }
 
+/// The running price table: the shipped defaults plus the store's prices (the config's, written
+/// at start, and the admin API's).
+pub async fn price_table(store: &dyn Store) -> Result<crate::pricing::PriceTable, String> {
+    let rows = store
+        .list_prices()
+        .await
+        .map_err(|e| format!("cannot read prices from the store: {e}"))?;
+    Ok(crate::pricing::PriceTable::with_specs(
+        rows.iter().map(|p| (p.model.as_str(), &p.price)),
+    ))
+}
+
 fn announce_key(origin: &KeyOrigin) {
     match origin {
         KeyOrigin::Config => {

@@ -1,13 +1,14 @@
-//! At start, the config file's groups, keys and accounts are written into the store marked
-//! `source=config`; config rows the file no longer declares are removed, so the file stays the
-//! truth for what it declares and the admin API owns the rest. A configuration reload does the
-//! same with the file it re-read.
+//! At start, the config file's groups, prices, keys and accounts are written into the store
+//! marked `source=config`; config rows the file no longer declares are removed, so the file stays
+//! the truth for what it declares and the admin API owns the rest (a price the admin API set for a
+//! model the file then declares takes the file's price; the admin API refuses to change or delete
+//! a config row). A configuration reload does the same with the file it re-read.
 
 use std::collections::HashSet;
 
 use super::crypto::Sealer;
 use super::keys::{hint, KeyHasher};
-use super::{accounts, now_secs, GroupRecord, KeyRecord, Source, Store};
+use super::{accounts, now_secs, GroupRecord, KeyRecord, PriceRecord, Source, Store};
 use crate::config::Config;
 
 pub async fn config_into_store(
@@ -52,6 +53,32 @@ pub async fn config_into_store(
     for stale in store.list_groups().await.map_err(fail)? {
         if stale.source == Source::Config && !names.contains(&stale.name) {
             store.delete_group(&stale.name).await.map_err(fail)?;
+        }
+    }
+
+    // Only what differs is written: on a shared store each write makes every instance reload.
+    let existing_prices = store.list_prices().await.map_err(fail)?;
+    for (model, price) in &config.prices {
+        let old = existing_prices.iter().find(|p| &p.model == model);
+        if old.is_some_and(|p| p.source == Source::Config && p.price == *price) {
+            continue;
+        }
+        if old.is_some_and(|p| p.source == Source::Admin) {
+            tracing::info!(%model, "the config's price replaces the one set through the admin API");
+        }
+        store
+            .upsert_price(&PriceRecord {
+                model: model.clone(),
+                price: *price,
+                source: Source::Config,
+                updated_at: now,
+            })
+            .await
+            .map_err(fail)?;
+    }
+    for stale in existing_prices {
+        if stale.source == Source::Config && !config.prices.contains_key(&stale.model) {
+            store.delete_price(&stale.model).await.map_err(fail)?;
         }
     }
 

@@ -452,7 +452,10 @@ impl UsageSink for StoreUsageSink {
             metrics.cost(cost.usd);
             metrics.usage_recorded();
         }
-        self.spend.add_spend(&record.key, cost.usd);
+        // Only a key with a spending limit counts it (with Redis, a script per record).
+        if record.spend_limited {
+            self.spend.add_spend(&record.key, cost.usd);
+        }
         self.enqueue(Self::row(record, cost));
     }
 

@@ -1,5 +1,5 @@
 //! [`Store`] on PostgreSQL: the shared SQL of [`crate::store::sql`], and what is PostgreSQL's
-//! own. Writes of groups, keys and accounts run in a transaction that also bumps the `changes`
+//! own. Writes of groups, keys, accounts and prices run in a transaction that also bumps the `changes`
 //! counter, so another instance polling it sees every write, and after the commit the change hook
 //! (if set) tells the others at once; sign-in tokens carry a generation saved by
 //! compare-and-swap.
@@ -13,7 +13,7 @@ use sqlx::{Pool, Postgres, QueryBuilder, Row, Transaction};
 use super::PostgresStore;
 use crate::store::sql::{affected, db, ops, queries, Backend, DbQuery, Param, StoreRow, Value};
 use crate::store::{
-    AccountRecord, AuditFilter, AuditRow, ChangeHook, GroupRecord, KeyRecord, MetaRow,
+    AccountRecord, AuditFilter, AuditRow, ChangeHook, GroupRecord, KeyRecord, MetaRow, PriceRecord,
     SealedTokens, Store, StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
 };
 
@@ -95,7 +95,7 @@ async fn bump(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
 }
 
 impl PostgresStore {
-    /// The one way a write of groups, keys or accounts ends: the counter moved and committed
+    /// The one way a write of groups, keys, accounts or prices ends: the counter moved and committed
     /// with it, then the other instances told at once (the hook publishes through Redis when
     /// the runtime state is shared; without it they find the change at their next poll).
     async fn commit_change(&self, mut tx: Transaction<'_, Postgres>) -> StoreResult<()> {
@@ -107,7 +107,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// One write of groups, keys or accounts, with the counter bumped in its transaction; how
+    /// One write of groups, keys, accounts or prices, with the counter bumped in its transaction; how
     /// many rows it touched.
     async fn changing(&self, query: DbQuery<'_, Postgres>) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await.map_err(db)?;
@@ -259,6 +259,28 @@ impl Store for PostgresStore {
                 .map_err(db)?;
             affected(done.rows_affected(), &name)?;
             self.commit_change(tx).await
+        })
+    }
+
+    fn list_prices(&self) -> BoxFuture<'_, StoreResult<Vec<PriceRecord>>> {
+        Box::pin(ops::list_prices(&self.pool))
+    }
+
+    fn upsert_price(&self, price: &PriceRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let price = price.clone();
+        Box::pin(async move {
+            let query = queries::bind_price(sqlx::query(queries::UPSERT_PRICE), &price);
+            self.changing(query).await.map(drop)
+        })
+    }
+
+    fn delete_price(&self, model: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let model = model.to_owned();
+        Box::pin(async move {
+            let done = self
+                .changing(sqlx::query(queries::DELETE_PRICE).bind(&model))
+                .await?;
+            affected(done, &model)
         })
     }
 

@@ -1,5 +1,5 @@
 //! The [`Store`](crate::store::Store) operations both backends run alike, on the backend's pool.
-//! Each backend's `Store` impl calls these; it writes groups, keys and accounts itself
+//! Each backend's `Store` impl calls these; it writes groups, keys, accounts and prices itself
 //! (PostgreSQL moves its change counter with each).
 
 use sqlx::Pool;
@@ -8,8 +8,8 @@ use super::rows::{self, all};
 use super::{db, queries, Backend, BindValue};
 use crate::store::AccountRecord;
 use crate::store::{
-    now_secs, AuditFilter, AuditRow, GroupRecord, KeyRecord, MetaRow, SealedTokens, StoreResult,
-    TotalsBy, UsageFilter, UsageRow, UsageTotals,
+    now_secs, AuditFilter, AuditRow, GroupRecord, KeyRecord, MetaRow, PriceRecord, SealedTokens,
+    StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
 };
 
 // === meta ===
@@ -51,7 +51,7 @@ pub async fn list_meta<DB: Backend>(pool: &Pool<DB>) -> StoreResult<Vec<MetaRow>
     all(&found, rows::meta)
 }
 
-// === groups, keys, accounts (reads) ===
+// === groups, keys, accounts, prices (reads) ===
 
 pub async fn list_groups<DB: Backend>(pool: &Pool<DB>) -> StoreResult<Vec<GroupRecord>> {
     let found = DB::fetch_all(pool, sqlx::query(queries::LIST_GROUPS))
@@ -72,6 +72,13 @@ pub async fn list_accounts<DB: Backend>(pool: &Pool<DB>) -> StoreResult<Vec<Acco
         .await
         .map_err(db)?;
     all(&found, rows::account)
+}
+
+pub async fn list_prices<DB: Backend>(pool: &Pool<DB>) -> StoreResult<Vec<PriceRecord>> {
+    let found = DB::fetch_all(pool, sqlx::query(queries::LIST_PRICES))
+        .await
+        .map_err(db)?;
+    all(&found, rows::price)
 }
 
 // === account state and tokens ===

@@ -6,8 +6,8 @@ use sqlx::QueryBuilder;
 use super::rows::json_list;
 use super::{Backend, BindValue, DbQuery};
 use crate::store::{
-    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, StatusFilter, TotalsBy,
-    UsageFilter, UsageRow,
+    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, PriceRecord, StatusFilter,
+    TotalsBy, UsageFilter, UsageRow,
 };
 
 macro_rules! key_columns {
@@ -159,6 +159,24 @@ pub fn bind_account<'q, DB: Backend>(
         .value(a.created_at)
         .value(a.updated_at)
         .value(json_list(&protocols))
+}
+
+// === prices ===
+
+pub const LIST_PRICES: &str = "SELECT model, input, cached_input, output, cache_creation, source, updated_at FROM prices ORDER BY model";
+pub const UPSERT_PRICE: &str = "INSERT INTO prices (model, input, cached_input, output, cache_creation, source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (model) DO UPDATE SET input = excluded.input, cached_input = excluded.cached_input, output = excluded.output, cache_creation = excluded.cache_creation, source = excluded.source, updated_at = excluded.updated_at";
+pub const DELETE_PRICE: &str = "DELETE FROM prices WHERE model = $1";
+
+/// The values of [`UPSERT_PRICE`].
+pub fn bind_price<'q, DB: Backend>(query: DbQuery<'q, DB>, p: &'q PriceRecord) -> DbQuery<'q, DB> {
+    query
+        .value(p.model.as_str())
+        .value(p.price.input)
+        .value(p.price.cached_input)
+        .value(p.price.output)
+        .value(p.price.cache_creation)
+        .value(p.source.as_str())
+        .value(p.updated_at)
 }
 
 // === usage ===

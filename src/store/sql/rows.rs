@@ -4,8 +4,8 @@
 use super::{db, StoreRow};
 use crate::domain::Protocol;
 use crate::store::{
-    AccountRecord, AuditRow, GroupRecord, KeyRecord, MetaRow, SealedTokens, Source, StoreResult,
-    UsageRow, UsageTotals,
+    AccountRecord, AuditRow, GroupRecord, KeyRecord, MetaRow, PriceRecord, SealedTokens, Source,
+    StoreResult, UsageRow, UsageTotals,
 };
 
 /// Every row decoded by `decode`, or the first error.
@@ -113,6 +113,20 @@ where
 fn decode_error<R: StoreRow>(row: &R, column: &str, e: impl std::fmt::Display) -> sqlx::Error {
     let name: String = row.col("name").unwrap_or_default();
     sqlx::Error::Decode(format!("{name:?}: {column}: {e}").into())
+}
+
+pub fn price<R: StoreRow>(row: &R) -> Result<PriceRecord, sqlx::Error> {
+    Ok(PriceRecord {
+        model: row.col("model")?,
+        price: crate::pricing::PriceSpec {
+            input: row.col("input")?,
+            cached_input: row.col("cached_input")?,
+            output: row.col("output")?,
+            cache_creation: row.col("cache_creation")?,
+        },
+        source: Source::parse(row.col::<&str>("source")?),
+        updated_at: row.col("updated_at")?,
+    })
 }
 
 pub fn usage<R: StoreRow>(row: &R) -> Result<UsageRow, sqlx::Error> {

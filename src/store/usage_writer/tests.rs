@@ -37,6 +37,7 @@ fn record(n: usize) -> UsageRecord {
         attempts: Vec::new(),
         client_disconnected: false,
         transport: crate::usage::Transport::Http,
+        spend_limited: false,
     }
 }
 
