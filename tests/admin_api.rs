@@ -514,3 +514,189 @@ async fn accounts_carry_the_apis_they_speak() {
         "the defaults again: {answer}"
     );
 }
+
+/// The price of `model` in a `GET /admin/api/prices` answer.
+fn price_of<'a>(list: &'a Value, model: &str) -> Option<&'a Value> {
+    list["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["model"] == model)
+}
+
+#[tokio::test]
+async fn prices_are_listed_set_checked_and_deleted_through_the_admin_api() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = store_config(
+        &mock,
+        data.path(),
+        "prices:\n  cfg-model: {input: 1, output: 2}\n",
+    );
+    let gw = Gateway::start(&config);
+    let list = async || {
+        let (status, list) = admin(&gw, "GET", "/admin/api/prices", None).await;
+        assert_eq!(status, 200, "{list}");
+        list
+    };
+
+    let before = list().await;
+    let gpt5 = price_of(&before, "gpt-5").unwrap();
+    assert_eq!(
+        (&gpt5["source"], &gpt5["input"], &gpt5["updated_at"]),
+        (&json!("default"), &json!(1.25), &Value::Null)
+    );
+    let cfg = price_of(&before, "cfg-model").unwrap();
+    assert_eq!(cfg["source"], "config", "{cfg}");
+    assert_eq!(
+        (&cfg["cached_input"], &cfg["cache_creation"]),
+        (&json!(1.0), &json!(0.0)),
+        "the defaults of the optional fields: {cfg}"
+    );
+    assert!(price_of(&before, "house-model").is_none());
+
+    // Set: a new model, and an override of a shipped one.
+    let (status, set) = admin(
+        &gw,
+        "PUT",
+        "/admin/api/prices/house-model",
+        Some(json!({"input": 1.5, "cached_input": 0.15, "output": 3})),
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(
+        (&set["model"], &set["source"], &set["cached_input"]),
+        (&json!("house-model"), &json!("admin"), &json!(0.15))
+    );
+    let (status, _) = admin(
+        &gw,
+        "PUT",
+        "/admin/api/prices/gpt-5",
+        Some(json!({"input": 9, "output": 9})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let after = list().await;
+    assert_eq!(price_of(&after, "house-model").unwrap()["input"], 1.5);
+    assert_eq!(price_of(&after, "gpt-5").unwrap()["source"], "admin");
+    assert_eq!(price_of(&after, "gpt-5").unwrap()["input"], 9.0);
+
+    // The new price is used for this instance's next record.
+    let n = gw.usage_records().len() + 1;
+    let r = post(&gw, "/v1/responses", &body("house-model", false)).await;
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap();
+    let record = gw.wait_for_usage(n).await.pop().unwrap();
+    assert_eq!(record["priced"], true, "{record}");
+
+    // Validation: a clear 400 naming the field; nothing changes.
+    for (bad, field) in [
+        (json!({"input": -1, "output": 1}), "input"),
+        (
+            json!({"input": 1, "output": 1, "cache_creation": -0.5}),
+            "cache_creation",
+        ),
+        (json!({"input": 1}), "output"),
+        (json!({"input": 1, "output": 1, "discount": 2}), "discount"),
+        (json!({"input": "1", "output": 1}), "input"),
+    ] {
+        let (status, answer) = admin(
+            &gw,
+            "PUT",
+            "/admin/api/prices/house-model",
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{bad}: {message}");
+    }
+    let (status, answer) = admin(
+        &gw,
+        "PUT",
+        "/admin/api/prices/two%20words",
+        Some(json!({"input": 1, "output": 1})),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        price_of(&list().await, "house-model").unwrap()["input"],
+        1.5
+    );
+
+    // The config's price is the file's: refused here.
+    let (status, answer) = admin(
+        &gw,
+        "PUT",
+        "/admin/api/prices/cfg-model",
+        Some(json!({"input": 5, "output": 5})),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    let (status, _) = admin(&gw, "DELETE", "/admin/api/prices/cfg-model", None).await;
+    assert_eq!(status, 409);
+
+    // Delete: back to the shipped price, or none; a second delete finds nothing.
+    let (status, _) = admin(&gw, "DELETE", "/admin/api/prices/gpt-5", None).await;
+    assert_eq!(status, 204);
+    let (status, _) = admin(&gw, "DELETE", "/admin/api/prices/house-model", None).await;
+    assert_eq!(status, 204);
+    let (status, answer) = admin(&gw, "DELETE", "/admin/api/prices/house-model", None).await;
+    assert_eq!(status, 404, "{answer}");
+    let last = list().await;
+    assert_eq!(price_of(&last, "gpt-5").unwrap()["source"], "default");
+    assert_eq!(price_of(&last, "gpt-5").unwrap()["input"], 1.25);
+    assert!(price_of(&last, "house-model").is_none());
+
+    let (status, trail) = admin(&gw, "GET", "/admin/api/audit?action=price.", None).await;
+    assert_eq!(status, 200, "{trail}");
+    let actions: Vec<&str> = trail["entries"]
+        .as_array()
+        .or_else(|| trail["rows"].as_array())
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["price.delete", "price.delete", "price.set", "price.set"]
+    );
+}
+
+/// An admin price survives a restart; once the config declares that model, the file's price
+/// wins (and the admin API can no longer change it).
+#[tokio::test]
+async fn an_admin_price_survives_a_restart_and_a_config_price_of_the_same_model_wins() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+    for model in ["kept-model", "taken-model"] {
+        let (status, answer) = admin(
+            &gw,
+            "PUT",
+            &format!("/admin/api/prices/{model}"),
+            Some(json!({"input": 4, "output": 4})),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    drop(gw);
+
+    let gw = Gateway::start(&store_config(
+        &mock,
+        data.path(),
+        "prices:\n  taken-model: {input: 7, output: 7}\n",
+    ));
+    let (status, list) = admin(&gw, "GET", "/admin/api/prices", None).await;
+    assert_eq!(status, 200, "{list}");
+    let kept = price_of(&list, "kept-model").unwrap();
+    assert_eq!(
+        (&kept["source"], &kept["input"]),
+        (&json!("admin"), &json!(4.0))
+    );
+    let taken = price_of(&list, "taken-model").unwrap();
+    assert_eq!(
+        (&taken["source"], &taken["input"]),
+        (&json!("config"), &json!(7.0))
+    );
+}

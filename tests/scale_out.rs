@@ -373,3 +373,99 @@ async fn a_change_announced_through_redis_applies_without_waiting_for_the_poll()
     })
     .await;
 }
+
+/// Prices live in the shared store: a price set through A's admin API prices the next request B
+/// serves (the usage row's cost follows the new price), and deleting it on A makes B's
+/// requests unpriced again.
+#[tokio::test]
+async fn a_price_set_on_one_instance_prices_the_usage_of_the_other() {
+    let Some(server) = PgServer::any() else {
+        return;
+    };
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let db = server.database();
+    let redis_prefix = prefix();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let extra = format!("api_keys:\n  - {{key: {KEY}, name: pricer}}\n");
+    let gateways = start_together(
+        dirs.iter()
+            .map(|d| instance_config(&mock, d.path(), &db.url(), &redis, &redis_prefix) + &extra)
+            .collect(),
+    );
+    let (a, b) = (gateways[0].url.as_str(), gateways[1].url.as_str());
+    let model = "house-model-7";
+    // One request served by B: its usage record (counted before sending, so the record of
+    // this request is the one waited for).
+    let ask_b = async || {
+        let n = gateways[1].usage_records().len() + 1;
+        let r = client()
+            .post(format!("{b}/v1/responses"))
+            .bearer_auth(KEY)
+            .json(&body(model, false))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        gateways[1].wait_for_usage(n).await.pop().unwrap()
+    };
+
+    // The positive control: no price yet, so B records the request unpriced.
+    let first = ask_b().await;
+    assert_eq!(first["priced"], false, "{first}");
+
+    let (status, set) = admin(
+        a,
+        reqwest::Method::PUT,
+        &format!("/admin/api/prices/{model}"),
+        Some(json!({"input": 2000.0, "output": 8000.0})),
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["source"], "admin");
+    let mut priced = Value::Null;
+    eventually("B prices the model set on A", async || {
+        priced = ask_b().await;
+        priced["priced"] == true
+    })
+    .await;
+    let tokens = &priced["tokens"];
+    let (input, output) = (
+        tokens["input"].as_f64().unwrap(),
+        tokens["output"].as_f64().unwrap(),
+    );
+    assert!(input > 0.0 && output > 0.0, "{priced}");
+    let expected = (input * 2000.0 + output * 8000.0) / 1_000_000.0;
+    let cost = priced["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - expected).abs() < 1e-9,
+        "{cost} != {expected}: {priced}"
+    );
+    // B's own admin API shows the price A set.
+    let (status, list) = admin(b, reqwest::Method::GET, "/admin/api/prices", None).await;
+    assert_eq!(status, 200, "{list}");
+    let row = list["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["model"] == model)
+        .unwrap()
+        .clone();
+    assert_eq!(row["input"], 2000.0, "{row}");
+    assert_eq!(row["source"], "admin", "{row}");
+
+    let (status, gone) = admin(
+        a,
+        reqwest::Method::DELETE,
+        &format!("/admin/api/prices/{model}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{gone}");
+    eventually("B forgets the price deleted on A", async || {
+        ask_b().await["priced"] == false
+    })
+    .await;
+}

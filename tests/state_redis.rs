@@ -708,3 +708,100 @@ async fn a_request_waiting_for_its_keys_slot_is_counted_in_the_window_once() {
     }
     assert_eq!(mock.calls("tok-a"), 2);
 }
+
+/// The spending totals Redis holds under `prefix` for the key named `key`: (Redis key, value).
+fn spend_in_redis(redis: &Redis, prefix: &str, key: &str) -> Vec<(String, String)> {
+    redis_values(redis, prefix)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(&format!("{prefix}spend:{key}:")))
+        .collect()
+}
+
+/// Only a key with a spending limit has its spending counted in Redis (a script per priced
+/// record); a key without one sends nothing. A limit given later is seeded from the store, so the
+/// spending before it counts.
+#[tokio::test]
+async fn only_keys_with_a_spending_limit_send_their_spending_to_redis() {
+    let Some(redis) = Redis::any() else { return };
+    let mock = MockUpstream::start().await;
+    let prefix = prefix();
+    let free = "sk-free-key-for-spend-tests-0123456789";
+    let yaml = format!(
+        "admin:\n  token: {ADMIN}\nstorage:\n  usage_batch_interval_ms: 50\napi_keys:\n  - {{key: {KEY}, name: capped, daily_spend_limit: 1000}}\n  - {{key: {free}, name: free}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1'}}\n{}",
+        mock.url(),
+        state_under(&redis, 30, &prefix)
+    );
+    let gw = Gateway::start(&yaml);
+    let send = async |key: &str| {
+        let r = client()
+            .post(gw.responses_url())
+            .bearer_auth(key)
+            .json(&body("gpt-5", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap();
+    };
+    for _ in 0..3 {
+        send(free).await;
+        send(KEY).await;
+    }
+    let records = gw.wait_for_usage(6).await;
+    assert!(
+        records
+            .iter()
+            .all(|r| r["cost_usd"].as_f64().unwrap() > 0.0),
+        "every request is priced: {records:?}"
+    );
+    // The positive control: the limited key's spending reaches Redis (day and month).
+    wait_until("the capped key's spending in Redis", async || {
+        spend_in_redis(&redis, &prefix, "capped").len() == 2
+    })
+    .await;
+    // Sent in order through one writer: the free key's requests, sent before the capped key's
+    // last, would be there by now.
+    assert_eq!(spend_in_redis(&redis, &prefix, "free"), Vec::new());
+
+    // A limit given later: the spending so far is read from the store into the count.
+    let stored = async || {
+        let page: Value = client()
+            .get(format!("{}/admin/api/usage/totals?by=key", gw.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["totals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["bucket"] == "free")
+            .and_then(|t| t["requests"].as_i64())
+            == Some(3)
+    };
+    wait_until("the free key's rows in the store", stored).await;
+    let spent: f64 = records
+        .iter()
+        .filter(|r| r["key"] == "free")
+        .map(|r| r["cost_usd"].as_f64().unwrap())
+        .sum();
+    let r = client()
+        .patch(format!("{}/admin/api/keys/free", gw.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"daily_spend_limit": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    wait_until("the free key's seeded spending in Redis", async || {
+        let totals = spend_in_redis(&redis, &prefix, "free");
+        totals.len() == 2
+            && totals
+                .iter()
+                .all(|(_, v)| (v.parse::<f64>().unwrap() - spent).abs() < 1e-9)
+    })
+    .await;
+}
