@@ -79,15 +79,22 @@ impl Limits {
         }
     }
 
-    /// The keys with a spending limit at start: their spending was seeded from the store with
-    /// every key's ([`Limits::seeded_in`]).
-    pub fn limited_at_start(&self, keys: &[KeyRecord]) {
-        let mut limited = lock(&self.limited);
-        *limited = keys
+    /// The keys at start: those with a spending limit are seeded with their spending of this
+    /// day and month as the store holds it (`day`, `month`: every key's, [`period_starts`]).
+    /// Keys without a limit count nothing, so they are left out (with Redis, no script each).
+    pub fn limited_at_start(
+        &self,
+        keys: &[KeyRecord],
+        day: &[(String, f64)],
+        month: &[(String, f64)],
+    ) {
+        let limited: HashSet<String> = keys
             .iter()
             .filter(|k| spend_limited(k))
             .map(|k| k.name.clone())
             .collect();
+        self.seed(limited.iter(), day, month);
+        *lock(&self.limited) = limited;
     }
 
     /// Takes every key's limits after the keys were reloaded: the keys that gained a spending
@@ -123,6 +130,28 @@ impl Limits {
         }
     }
 
+    /// Raises the counts of `keys` to their spending in `day` and `month` (rows of key name and
+    /// USD since the day's and the month's start).
+    fn seed<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a String>,
+        day: &[(String, f64)],
+        month: &[(String, f64)],
+    ) {
+        let now = now_ms();
+        let total = |rows: &[(String, f64)], key: &str| {
+            rows.iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, usd)| usd)
+                .sum::<f64>()
+        };
+        for key in keys {
+            let (day_usd, month_usd) = (total(day, key), total(month, key));
+            self.windows
+                .seed(key, day_of(now), month_of(now), day_usd, month_usd);
+        }
+    }
+
     /// The keys' spending of this day and month as the store holds it (every instance's rows
     /// once written), raised into the counts. A store that does not answer leaves the keys
     /// unseeded, to be tried at the next reload of the keys.
@@ -130,8 +159,7 @@ impl Limits {
         if keys.is_empty() {
             return;
         }
-        let now = now_ms();
-        let (day_start, month_start) = period_starts(now);
+        let (day_start, month_start) = period_starts(now_ms());
         let totals = async {
             Ok::<_, crate::store::StoreError>((
                 store.spend_since(day_start).await?,
@@ -139,19 +167,7 @@ impl Limits {
             ))
         };
         match totals.await {
-            Ok((day, month)) => {
-                let total = |rows: &[(String, f64)], key: &str| {
-                    rows.iter()
-                        .filter(|(k, _)| k == key)
-                        .map(|(_, usd)| usd)
-                        .sum::<f64>()
-                };
-                for key in &keys {
-                    let (day_usd, month_usd) = (total(&day, key), total(&month, key));
-                    self.windows
-                        .seed(key, day_of(now), month_of(now), day_usd, month_usd);
-                }
-            }
+            Ok((day, month)) => self.seed(keys.iter(), &day, &month),
             Err(e) => {
                 tracing::warn!("cannot read spending from the store for keys that gained a spending limit ({e}); tried again at the next change of the keys");
                 let mut limited = lock(&self.limited);

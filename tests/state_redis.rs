@@ -725,13 +725,27 @@ async fn only_keys_with_a_spending_limit_send_their_spending_to_redis() {
     let Some(redis) = Redis::any() else { return };
     let mock = MockUpstream::start().await;
     let prefix = prefix();
-    let free = "sk-free-key-for-spend-tests-0123456789";
+    let data = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "admin:\n  token: {ADMIN}\nstorage:\n  usage_batch_interval_ms: 50\napi_keys:\n  - {{key: {KEY}, name: capped, daily_spend_limit: 1000}}\n  - {{key: {free}, name: free}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1'}}\n{}",
+        "admin:\n  token: {ADMIN}\nstorage:\n  data_dir: {}\n  usage_batch_interval_ms: 50\napi_keys:\n  - {{key: {KEY}, name: capped, daily_spend_limit: 1000}}\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{}/v1'}}\n{}",
+        data.path().display(),
         mock.url(),
         state_under(&redis, 30, &prefix)
     );
     let gw = Gateway::start(&yaml);
+    // Created through the admin API, so a limit can be given to it later.
+    let created: Value = client()
+        .post(format!("{}/admin/api/keys", gw.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "free", "group": "default"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let free = created["api_key"].as_str().unwrap().to_owned();
+    let free = free.as_str();
     let send = async |key: &str| {
         let r = client()
             .post(gw.responses_url())

@@ -91,8 +91,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
     // The store's prices replace these below, once the change counter is read.
     let prices = Arc::new(Live::new(config.price_table()));
     let limits = Arc::new(
-        Limits::seeded_in(&runtime, opened.month_spend, opened.day_spend)
-            .with_prices(Arc::clone(&prices)),
+        // Seeded below, once the keys are read: only keys with a spending limit count.
+        Limits::seeded_in(&runtime, Vec::new(), Vec::new()).with_prices(Arc::clone(&prices)),
     );
     let sink = Arc::new(StoreUsageSink::new(
         data_dir.path(),
@@ -144,7 +144,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .list_keys()
         .await
         .map_err(|e| format!("cannot read API keys from the store: {e}"))?;
-    limits.limited_at_start(&stored_keys);
+    limits.limited_at_start(&stored_keys, &opened.day_spend, &opened.month_spend);
     keys.load(
         &stored_keys,
         crate::store::startup::groups(opened.store.as_ref()).await?,
