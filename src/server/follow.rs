@@ -1,6 +1,6 @@
 //! Following a shared store: on `storage.backend: postgres` every instance reads the store's
 //! change counter (one small query) and, when another instance (or its own admin API) wrote
-//! groups, keys or accounts, reloads its snapshot the way a configuration reload does
+//! groups, keys, accounts or prices, reloads its snapshot the way a configuration reload does
 //! (`reload::from_store`). With `state.backend: redis` every such write is also announced on
 //! `{prefix}changes` (the store's change hook, set in `server::serve`), which wakes the follower at
 //! once; the poll is then only the fallback for a missed message and runs every
