@@ -295,3 +295,90 @@ impl crate::store::usage_writer::SpendMeter for Limits {
 pub fn period_starts(now: i64) -> (i64, i64) {
     (day_of(now) * DAY_MS, month_start_ms(month_of(now)))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Source, UsageRow};
+
+    fn key(daily_spend_limit: Option<f64>) -> KeyRecord {
+        KeyRecord {
+            name: "k".into(),
+            key_hash: "h".into(),
+            prefix: "sk".into(),
+            suffix: "x".into(),
+            group: "default".into(),
+            enabled: true,
+            expires_at: None,
+            concurrency: 0,
+            rpm_limit: 0,
+            daily_spend_limit,
+            monthly_spend_limit: None,
+            allowed_models: None,
+            source: Source::Admin,
+            created_at: 0,
+        }
+    }
+
+    fn row(id: &str, cost_usd: f64) -> UsageRow {
+        UsageRow {
+            request_id: id.into(),
+            at_ms: now_ms(),
+            key: "k".into(),
+            account: None,
+            endpoint: "responses".into(),
+            model: "gpt-5".into(),
+            client_model: None,
+            stream: false,
+            status: 200,
+            success: true,
+            input_tokens: 1,
+            cached_input_tokens: 0,
+            cache_creation_tokens: 0,
+            output_tokens: 1,
+            reasoning_tokens: 0,
+            cost_usd,
+            priced: true,
+            duration_ms: 1,
+            ttft_ms: None,
+            attempts: 1,
+            client_disconnected: false,
+            transport: "http".into(),
+        }
+    }
+
+    fn today(limits: &Limits) -> f64 {
+        let now = now_ms();
+        limits.windows.totals("k", day_of(now), month_of(now)).0
+    }
+
+    /// A key that gains a spending limit starts from what the store holds (its spending was not
+    /// counted while it had none); a key without one is not seeded (the control).
+    #[tokio::test]
+    async fn a_key_that_gains_a_spending_limit_is_seeded_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        store
+            .insert_usage(&[row("req_1", 1.5), row("req_2", 0.5)])
+            .await
+            .unwrap();
+        let limits = Limits::default();
+        limits.limited_at_start(&[key(None)], &[], &[]);
+
+        limits.follow_keys(&[key(None)], &store).await;
+        assert_eq!(today(&limits), 0.0, "no limit: nothing counted or seeded");
+
+        limits.follow_keys(&[key(Some(10.0))], &store).await;
+        assert!((today(&limits) - 2.0).abs() < 1e-9, "{}", today(&limits));
+
+        // Dropping the limit and giving it again through the admin API seeds again (as a
+        // floor: the count is not doubled).
+        limits.follow_key(&key(None), &store).await;
+        store.insert_usage(&[row("req_3", 1.0)]).await.unwrap();
+        limits.follow_key(&key(Some(10.0)), &store).await;
+        assert!((today(&limits) - 3.0).abs() < 1e-9, "{}", today(&limits));
+    }
+}

@@ -753,6 +753,14 @@ async fn store_copy_moves_a_sqlite_store_and_its_keys_work_on_postgres() {
     // A single instance on SQLite with an admin-made key and some usage.
     let mut single = Gateway::start(&store_config(&mock, data.path(), ""));
     let raw = create_key(&single, json!({"name": "moved"})).await;
+    let (status, price) = admin(
+        &single,
+        "PUT",
+        "/admin/api/prices/moved-model",
+        Some(json!({"input": 1, "output": 2})),
+    )
+    .await;
+    assert_eq!(status, 200, "{price}");
     for _ in 0..3 {
         assert_eq!(
             send_as(&single, &raw, "/v1/responses", &body("gpt-5", false))
@@ -791,9 +799,10 @@ async fn store_copy_moves_a_sqlite_store_and_its_keys_work_on_postgres() {
         "the config key and the admin one: {first}"
     );
     assert!(first.contains("3 usage row(s)"), "{first}");
+    assert!(first.contains("1 price(s)"), "{first}");
     let second = copy();
     assert!(
-        second.contains("0 group(s), 0 API key(s), 0 account(s)")
+        second.contains("0 group(s), 0 API key(s), 0 account(s), 0 price(s)")
             && second.contains("0 usage row(s)"),
         "a second run adds nothing: {second}"
     );

@@ -30,8 +30,8 @@ impl std::fmt::Display for Copied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} group(s), {} price(s), {} API key(s), {} account(s), {} saved sign-in token set(s), {} account state(s), {} meta value(s), {} usage row(s)",
-            self.groups, self.prices, self.keys, self.accounts, self.tokens, self.account_states, self.meta, self.usage
+            "{} group(s), {} API key(s), {} account(s), {} price(s), {} saved sign-in token set(s), {} account state(s), {} meta value(s), {} usage row(s)",
+            self.groups, self.keys, self.accounts, self.prices, self.tokens, self.account_states, self.meta, self.usage
         )
     }
 }
