@@ -700,3 +700,47 @@ async fn an_admin_price_survives_a_restart_and_a_config_price_of_the_same_model_
         (&json!("config"), &json!(7.0))
     );
 }
+
+#[tokio::test]
+async fn the_prices_command_sets_lists_and_deletes_a_price() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), format!("admin:\n  token: {ADMIN}\n")).unwrap();
+
+    let (ok, out, err) = cli(
+        &gw,
+        config.path(),
+        &[
+            "prices",
+            "set",
+            "org/house:7b",
+            "--input",
+            "0.5",
+            "--output",
+            "2",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("price of org/house:7b set"), "{out}");
+    let (ok, out, err) = cli(&gw, config.path(), &["prices", "list"]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("org/house:7b"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("admin"), "{line}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("gpt-5 ") && l.contains("default")),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&gw, config.path(), &["prices", "delete", "org/house:7b"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = cli(&gw, config.path(), &["prices", "delete", "org/house:7b"]);
+    assert!(!ok, "a second delete fails: {out}");
+    let (_, out, _) = cli(&gw, config.path(), &["prices", "--json"]);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert!(price_of(&list, "org/house:7b").is_none(), "{out}");
+}
