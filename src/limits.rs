@@ -4,8 +4,9 @@
 //!
 //! The counts are runtime state ([`KeyWindows`], keyed by key name) so the check costs no
 //! database round trip: spending (kept only for keys with a spending limit) is seeded from the
-//! store at start, and when a key gains a limit, and grows as the usage sink prices each record; the rpm window holds the last minute's admissions. With the local backend
-//! the counts are per process; with Redis (`state.backend: redis`) every instance shares them:
+//! store at start, and when a key gains a limit, and grows as the usage sink prices each record;
+//! the rpm window holds the last minute's admissions. With the local backend the counts are per
+//! process; with Redis (`state.backend: redis`) every instance shares them:
 //! the rpm window and the key's slot are taken together in one script call ([`Limits::admit`]),
 //! and spending is read from this instance's mirror of the totals kept in Redis.
 
