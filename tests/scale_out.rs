@@ -35,9 +35,9 @@ fn instance_config(
     redis_prefix: &str,
 ) -> String {
     format!(
-        "admin:\n  token: {ADMIN}\ngateway:\n  queue_wait_timeout: 60\nstorage:\n  backend: postgres\n  postgres_url: {db_url}\n  encryption_key: {ENCRYPTION_KEY}\n  usage_batch_interval_ms: 50\n  data_dir: {}\nstate:\n  backend: redis\n  redis_url: {}\n  redis_prefix: '{redis_prefix}'\n  lease_ttl: 30\naccounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{u}/v1', priority: 0}}\n  - {{name: b, platform: openai, type: apikey, api_key: tok-b, base_url: '{u}/v1', priority: 1, concurrency: 1}}\n",
+        "admin:\n  token: {ADMIN}\ngateway:\n  queue_wait_timeout: 60\nstorage:\n  backend: postgres\n  postgres_url: {db_url}\n  encryption_key: {ENCRYPTION_KEY}\n  usage_batch_interval_ms: 50\n  data_dir: {}\n{}accounts:\n  - {{name: a, platform: openai, type: apikey, api_key: tok-a, base_url: '{u}/v1', priority: 0}}\n  - {{name: b, platform: openai, type: apikey, api_key: tok-b, base_url: '{u}/v1', priority: 1, concurrency: 1}}\n",
         data_dir.display(),
-        redis.url(),
+        common::redis::state_yaml(&redis.url(), redis_prefix, Some(30)),
         u = mock.url()
     )
 }

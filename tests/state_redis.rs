@@ -43,10 +43,7 @@ fn state(redis: &Redis, lease_ttl: u64) -> String {
 
 /// [`state`] under `prefix`.
 fn state_under(redis: &Redis, lease_ttl: u64, prefix: &str) -> String {
-    format!(
-        "state:\n  backend: redis\n  redis_url: {}\n  redis_prefix: '{prefix}'\n  lease_ttl: {lease_ttl}\n",
-        redis.url(),
-    )
+    common::redis::state_yaml(&redis.url(), prefix, Some(lease_ttl))
 }
 
 /// Two accounts (`a`: tok-a, `b`: tok-b) of priorities `pa` and `pb`.

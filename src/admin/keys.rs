@@ -223,7 +223,7 @@ pub async fn create(
     }
 }
 
-async fn create_key(state: &AppState, body: CreateKey) -> Result<CreatedKey, Refusal> {
+pub(crate) async fn create_key(state: &AppState, body: CreateKey) -> Result<CreatedKey, Refusal> {
     check_name("key", &body.name)?;
     let raw = generate();
     let (prefix, suffix) = hint(&raw);

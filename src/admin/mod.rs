@@ -17,6 +17,11 @@ mod prices;
 mod reload;
 mod usage;
 
+/// The key creation behind `POST /admin/api/keys`, for the snapshot lock's test
+/// (`server::snapshot_tests`).
+#[cfg(test)]
+pub(crate) use keys::create_key;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 

@@ -7,6 +7,8 @@ mod follow;
 mod hyper_errors;
 mod pool_policy;
 mod reload;
+#[cfg(test)]
+mod snapshot_tests;
 mod watch;
 mod watchdog;
 mod workers;

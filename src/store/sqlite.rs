@@ -12,16 +12,12 @@ use std::sync::LazyLock;
 
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Pool, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool};
 
-use super::sql::{affected, db, ops, queries, Backend, DbQuery, Param, StoreRow, Value};
-use super::{
-    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, MetaRow, PriceRecord,
-    SealedTokens, Store, StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
-};
+use super::sql::{affected, db, ops, queries, Backend, Plumbing, StoreRow, Value};
+use super::{AccountRecord, GroupRecord, KeyRecord, PriceRecord, Store, StoreResult};
 
 pub const FILE_NAME: &str = "subrelay.db";
 
@@ -144,42 +140,7 @@ impl Backend for Sqlite {
         format!("CAST(TOTAL({column}) AS INTEGER)")
     }
 
-    fn bind<'q, T: Param<'q>>(query: DbQuery<'q, Self>, value: T) -> DbQuery<'q, Self> {
-        query.bind(value)
-    }
-
-    fn push_bind<'a, T: Param<'a>>(query: &mut QueryBuilder<'a, Self>, value: T) {
-        query.push_bind(value);
-    }
-
-    fn built<'b>(query: &'b mut QueryBuilder<'static, Self>) -> DbQuery<'b, Self> {
-        query.build()
-    }
-
-    async fn execute<'c>(
-        conn: &'c mut SqliteConnection,
-        query: DbQuery<'c, Self>,
-    ) -> Result<u64, sqlx::Error> {
-        Ok(query.execute(conn).await?.rows_affected())
-    }
-
-    async fn run<'c>(pool: &'c Pool<Self>, query: DbQuery<'c, Self>) -> Result<u64, sqlx::Error> {
-        Ok(query.execute(pool).await?.rows_affected())
-    }
-
-    async fn fetch_all<'c>(
-        pool: &'c Pool<Self>,
-        query: DbQuery<'c, Self>,
-    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
-        query.fetch_all(pool).await
-    }
-
-    async fn fetch_optional<'c>(
-        pool: &'c Pool<Self>,
-        query: DbQuery<'c, Self>,
-    ) -> Result<Option<SqliteRow>, sqlx::Error> {
-        query.fetch_optional(pool).await
-    }
+    crate::store::sql::backend_bridge!();
 }
 
 impl StoreRow for SqliteRow {
@@ -206,28 +167,7 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
-        let name = name.to_owned();
-        Box::pin(async move { ops::get_meta(&self.pool, &name).await })
-    }
-
-    fn set_meta(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
-        let (name, value) = (name.to_owned(), value.to_vec());
-        Box::pin(async move { ops::set_meta(&self.pool, &name, &value).await })
-    }
-
-    fn meta_or_insert(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>> {
-        let (name, value) = (name.to_owned(), value.to_vec());
-        Box::pin(async move { ops::meta_or_insert(&self.pool, &name, &value).await })
-    }
-
-    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<MetaRow>>> {
-        Box::pin(ops::list_meta(&self.pool))
-    }
-
-    fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
-        Box::pin(ops::list_groups(&self.pool))
-    }
+    crate::store::sql::ops::shared_store_methods!();
 
     fn upsert_group(&self, group: &GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
         let group = group.clone();
@@ -241,10 +181,6 @@ impl Store for SqliteStore {
     fn delete_group(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
         let name = name.to_owned();
         Box::pin(async move { affected(self.by_name(queries::DELETE_GROUP, &name).await?, &name) })
-    }
-
-    fn list_keys(&self) -> BoxFuture<'_, StoreResult<Vec<KeyRecord>>> {
-        Box::pin(ops::list_keys(&self.pool))
     }
 
     fn insert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
@@ -277,10 +213,6 @@ impl Store for SqliteStore {
     fn delete_key(&self, name: &str) -> BoxFuture<'_, StoreResult<()>> {
         let name = name.to_owned();
         Box::pin(async move { affected(self.by_name(queries::DELETE_KEY, &name).await?, &name) })
-    }
-
-    fn list_accounts(&self) -> BoxFuture<'_, StoreResult<Vec<AccountRecord>>> {
-        Box::pin(ops::list_accounts(&self.pool))
     }
 
     fn insert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
@@ -329,15 +261,6 @@ impl Store for SqliteStore {
         )
     }
 
-    fn save_account_state(&self, name: &str, state: &str) -> BoxFuture<'_, StoreResult<()>> {
-        let (name, state) = (name.to_owned(), state.to_owned());
-        Box::pin(async move { ops::save_account_state(&self.pool, &name, &state).await })
-    }
-
-    fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
-        Box::pin(ops::account_states(&self.pool))
-    }
-
     /// Unconditional: no other process writes this store (see [`Store::save_tokens_if`]).
     fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
         let (name, sealed) = (name.to_owned(), sealed.to_vec());
@@ -352,64 +275,6 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
-
-    fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<SealedTokens>>> {
-        Box::pin(ops::saved_tokens(&self.pool))
-    }
-
-    fn insert_usage<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, StoreResult<u64>> {
-        // Borrowed for the whole insert: a copy of a 4,096-row batch was 20,000 allocations.
-        Box::pin(ops::insert_usage(&self.pool, rows, &FULL_USAGE_INSERT))
-    }
-
-    fn list_usage(
-        &self,
-        filter: &UsageFilter,
-        limit: u32,
-        offset: u64,
-    ) -> BoxFuture<'_, StoreResult<Vec<UsageRow>>> {
-        let filter = filter.clone();
-        Box::pin(async move { ops::list_usage(&self.pool, &filter, limit, offset).await })
-    }
-
-    fn count_usage(&self, filter: &UsageFilter) -> BoxFuture<'_, StoreResult<u64>> {
-        let filter = filter.clone();
-        Box::pin(async move { ops::count_usage(&self.pool, &filter).await })
-    }
-
-    fn usage_totals(
-        &self,
-        filter: &UsageFilter,
-        by: TotalsBy,
-    ) -> BoxFuture<'_, StoreResult<Vec<UsageTotals>>> {
-        let filter = filter.clone();
-        Box::pin(async move { ops::usage_totals(&self.pool, &filter, by).await })
-    }
-
-    fn spend_since(&self, from_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(String, f64)>>> {
-        Box::pin(ops::spend_since(&self.pool, from_ms))
-    }
-
-    fn append_audit<'a>(&'a self, row: &'a AuditRow) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(ops::append_audit(&self.pool, row))
-    }
-
-    fn list_audit(
-        &self,
-        filter: &AuditFilter,
-        limit: u32,
-    ) -> BoxFuture<'_, StoreResult<Vec<AuditRow>>> {
-        let filter = filter.clone();
-        Box::pin(async move { ops::list_audit(&self.pool, &filter, limit).await })
-    }
-
-    fn prune_audit(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(ops::prune_audit(&self.pool, before_ms))
-    }
-
-    fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.pool.close().await })
-    }
 }
 
 #[cfg(test)]
@@ -419,6 +284,7 @@ mod tests {
     use sqlx::Connection;
 
     use super::*;
+    use crate::store::{AuditFilter, AuditRow, TotalsBy, UsageFilter, UsageRow};
 
     fn row(id: usize) -> UsageRow {
         UsageRow {

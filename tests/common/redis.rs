@@ -47,6 +47,17 @@ pub fn prefix() -> String {
     format!("t{:016x}:", rand::thread_rng().gen::<u64>())
 }
 
+/// The `state:` section of a gateway on the Redis at `url` under `prefix`, with `lease_ttl`
+/// seconds when given (else the default).
+pub fn state_yaml(url: &str, prefix: &str, lease_ttl: Option<u64>) -> String {
+    let mut yaml =
+        format!("state:\n  backend: redis\n  redis_url: {url}\n  redis_prefix: '{prefix}'\n");
+    if let Some(ttl) = lease_ttl {
+        yaml.push_str(&format!("  lease_ttl: {ttl}\n"));
+    }
+    yaml
+}
+
 impl Redis {
     /// The machine's Redis if it answers, else a private one. `None` (after saying why) when
     /// there is neither and no redis-server to start, outside CI.
@@ -148,8 +159,6 @@ pub fn suite_state(yaml: &mut String) {
         answers(6379),
         "{SUITE_STATE_ENV}=redis needs Redis on 127.0.0.1:6379"
     );
-    yaml.push_str(&format!(
-        "\nstate:\n  backend: redis\n  redis_url: redis://127.0.0.1:6379/0\n  redis_prefix: \"{}\"\n",
-        prefix()
-    ));
+    yaml.push('\n');
+    yaml.push_str(&state_yaml("redis://127.0.0.1:6379/0", &prefix(), None));
 }

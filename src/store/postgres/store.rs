@@ -7,14 +7,13 @@
 use std::sync::LazyLock;
 
 use futures_util::future::BoxFuture;
-use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::{Pool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row, Transaction};
 
 use super::PostgresStore;
-use crate::store::sql::{affected, db, ops, queries, Backend, DbQuery, Param, StoreRow, Value};
+use crate::store::sql::{affected, db, ops, queries, Backend, DbQuery, StoreRow, Value};
 use crate::store::{
-    AccountRecord, AuditFilter, AuditRow, ChangeHook, GroupRecord, KeyRecord, MetaRow, PriceRecord,
-    SealedTokens, Store, StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
+    AccountRecord, ChangeHook, GroupRecord, KeyRecord, PriceRecord, Store, StoreResult,
 };
 
 impl Backend for Postgres {
@@ -34,42 +33,7 @@ impl Backend for Postgres {
         format!("CAST(LEAST(COALESCE(SUM({column}), 0), 9223372036854775807) AS BIGINT)")
     }
 
-    fn bind<'q, T: Param<'q>>(query: DbQuery<'q, Self>, value: T) -> DbQuery<'q, Self> {
-        query.bind(value)
-    }
-
-    fn push_bind<'a, T: Param<'a>>(query: &mut QueryBuilder<'a, Self>, value: T) {
-        query.push_bind(value);
-    }
-
-    fn built<'b>(query: &'b mut QueryBuilder<'static, Self>) -> DbQuery<'b, Self> {
-        query.build()
-    }
-
-    async fn execute<'c>(
-        conn: &'c mut PgConnection,
-        query: DbQuery<'c, Self>,
-    ) -> Result<u64, sqlx::Error> {
-        Ok(query.execute(conn).await?.rows_affected())
-    }
-
-    async fn run<'c>(pool: &'c Pool<Self>, query: DbQuery<'c, Self>) -> Result<u64, sqlx::Error> {
-        Ok(query.execute(pool).await?.rows_affected())
-    }
-
-    async fn fetch_all<'c>(
-        pool: &'c Pool<Self>,
-        query: DbQuery<'c, Self>,
-    ) -> Result<Vec<PgRow>, sqlx::Error> {
-        query.fetch_all(pool).await
-    }
-
-    async fn fetch_optional<'c>(
-        pool: &'c Pool<Self>,
-        query: DbQuery<'c, Self>,
-    ) -> Result<Option<PgRow>, sqlx::Error> {
-        query.fetch_optional(pool).await
-    }
+    crate::store::sql::backend_bridge!();
 }
 
 impl StoreRow for PgRow {
@@ -118,24 +82,7 @@ impl PostgresStore {
 }
 
 impl Store for PostgresStore {
-    fn get_meta(&self, name: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
-        let name = name.to_owned();
-        Box::pin(async move { ops::get_meta(&self.pool, &name).await })
-    }
-
-    fn set_meta(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
-        let (name, value) = (name.to_owned(), value.to_vec());
-        Box::pin(async move { ops::set_meta(&self.pool, &name, &value).await })
-    }
-
-    fn meta_or_insert(&self, name: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>> {
-        let (name, value) = (name.to_owned(), value.to_vec());
-        Box::pin(async move { ops::meta_or_insert(&self.pool, &name, &value).await })
-    }
-
-    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<MetaRow>>> {
-        Box::pin(ops::list_meta(&self.pool))
-    }
+    crate::store::sql::ops::shared_store_methods!();
 
     fn shared(&self) -> bool {
         true
@@ -157,10 +104,6 @@ impl Store for PostgresStore {
         })
     }
 
-    fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
-        Box::pin(ops::list_groups(&self.pool))
-    }
-
     fn upsert_group(&self, group: &GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
         let group = group.clone();
         Box::pin(async move {
@@ -177,10 +120,6 @@ impl Store for PostgresStore {
                 .await?;
             affected(done, &name)
         })
-    }
-
-    fn list_keys(&self) -> BoxFuture<'_, StoreResult<Vec<KeyRecord>>> {
-        Box::pin(ops::list_keys(&self.pool))
     }
 
     fn insert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
@@ -221,10 +160,6 @@ impl Store for PostgresStore {
                 .await?;
             affected(done, &name)
         })
-    }
-
-    fn list_accounts(&self) -> BoxFuture<'_, StoreResult<Vec<AccountRecord>>> {
-        Box::pin(ops::list_accounts(&self.pool))
     }
 
     fn insert_account(&self, account: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
@@ -284,15 +219,6 @@ impl Store for PostgresStore {
         })
     }
 
-    fn save_account_state(&self, name: &str, state: &str) -> BoxFuture<'_, StoreResult<()>> {
-        let (name, state) = (name.to_owned(), state.to_owned());
-        Box::pin(async move { ops::save_account_state(&self.pool, &name, &state).await })
-    }
-
-    fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
-        Box::pin(ops::account_states(&self.pool))
-    }
-
     fn save_tokens(&self, name: &str, sealed: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
         let (name, sealed) = (name.to_owned(), sealed.to_vec());
         Box::pin(async move {
@@ -307,10 +233,6 @@ impl Store for PostgresStore {
             .map_err(db)?;
             Ok(())
         })
-    }
-
-    fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<SealedTokens>>> {
-        Box::pin(ops::saved_tokens(&self.pool))
     }
 
     fn token_generation(&self, name: &str) -> BoxFuture<'_, StoreResult<i64>> {
@@ -345,58 +267,5 @@ impl Store for PostgresStore {
             .map_err(db)?;
             Ok(done.rows_affected() == 1)
         })
-    }
-
-    fn insert_usage<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, StoreResult<u64>> {
-        Box::pin(ops::insert_usage(&self.pool, rows, &FULL_USAGE_INSERT))
-    }
-
-    fn list_usage(
-        &self,
-        filter: &UsageFilter,
-        limit: u32,
-        offset: u64,
-    ) -> BoxFuture<'_, StoreResult<Vec<UsageRow>>> {
-        let filter = filter.clone();
-        Box::pin(async move { ops::list_usage(&self.pool, &filter, limit, offset).await })
-    }
-
-    fn count_usage(&self, filter: &UsageFilter) -> BoxFuture<'_, StoreResult<u64>> {
-        let filter = filter.clone();
-        Box::pin(async move { ops::count_usage(&self.pool, &filter).await })
-    }
-
-    fn usage_totals(
-        &self,
-        filter: &UsageFilter,
-        by: TotalsBy,
-    ) -> BoxFuture<'_, StoreResult<Vec<UsageTotals>>> {
-        let filter = filter.clone();
-        Box::pin(async move { ops::usage_totals(&self.pool, &filter, by).await })
-    }
-
-    fn spend_since(&self, from_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(String, f64)>>> {
-        Box::pin(ops::spend_since(&self.pool, from_ms))
-    }
-
-    fn append_audit<'a>(&'a self, row: &'a AuditRow) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(ops::append_audit(&self.pool, row))
-    }
-
-    fn list_audit(
-        &self,
-        filter: &AuditFilter,
-        limit: u32,
-    ) -> BoxFuture<'_, StoreResult<Vec<AuditRow>>> {
-        let filter = filter.clone();
-        Box::pin(async move { ops::list_audit(&self.pool, &filter, limit).await })
-    }
-
-    fn prune_audit(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(ops::prune_audit(&self.pool, before_ms))
-    }
-
-    fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.pool.close().await })
     }
 }

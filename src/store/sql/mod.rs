@@ -17,8 +17,12 @@ pub mod rows;
 use std::future::Future;
 
 use sqlx::database::HasStatementCache;
+use sqlx::postgres::PgQueryResult;
 use sqlx::query::Query;
-use sqlx::{Database, Decode, Encode, Pool, Postgres, QueryBuilder, Sqlite, Type};
+use sqlx::sqlite::SqliteQueryResult;
+use sqlx::{
+    Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres, QueryBuilder, Sqlite, Type,
+};
 
 use super::StoreError;
 
@@ -56,7 +60,7 @@ pub type DbQuery<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
 
 /// What the two SQL backends do differently, and the bridge that lets the shared code bind
 /// values without naming the backend.
-pub trait Backend: Database<Row: StoreRow> + HasStatementCache {
+pub trait Backend: Plumbing + Database<Row: StoreRow> + HasStatementCache {
     /// Usage rows per `INSERT` (the parameter limit: SQLite 32,766, PostgreSQL 65,535).
     const USAGE_ROWS_PER_STATEMENT: usize;
     /// The UTC day (`YYYY-MM-DD`) of `at_ms`.
@@ -71,10 +75,64 @@ pub trait Backend: Database<Row: StoreRow> + HasStatementCache {
     /// The sum of an integer column that saturates at `i64::MAX` instead of failing.
     fn saturating_sum(column: &str) -> String;
 
+    // The calls whose bodies need the backend named: only then does a [`Param`] prove it
+    // encodes there, and do arguments of `'static` shorten to `'b` (a generic
+    // `Database::Arguments` is invariant). Each impl takes them from [`backend_bridge!`]; the
+    // rest is [`Plumbing`].
     fn bind<'q, T: Param<'q>>(query: DbQuery<'q, Self>, value: T) -> DbQuery<'q, Self>;
     fn push_bind<'a, T: Param<'a>>(query: &mut QueryBuilder<'a, Self>, value: T);
     /// The query a builder of owned values made.
     fn built<'b>(query: &'b mut QueryBuilder<'static, Self>) -> DbQuery<'b, Self>;
+}
+
+/// The bodies of [`Backend::bind`], [`Backend::push_bind`] and [`Backend::built`], alike in each
+/// backend's impl but not expressible once as a generic (see the trait).
+macro_rules! backend_bridge {
+    () => {
+        fn bind<'q, T: $crate::store::sql::Param<'q>>(
+            query: $crate::store::sql::DbQuery<'q, Self>,
+            value: T,
+        ) -> $crate::store::sql::DbQuery<'q, Self> {
+            query.bind(value)
+        }
+
+        fn push_bind<'a, T: $crate::store::sql::Param<'a>>(
+            query: &mut ::sqlx::QueryBuilder<'a, Self>,
+            value: T,
+        ) {
+            query.push_bind(value);
+        }
+
+        fn built<'b>(
+            query: &'b mut ::sqlx::QueryBuilder<'static, Self>,
+        ) -> $crate::store::sql::DbQuery<'b, Self> {
+            query.build()
+        }
+    };
+}
+pub(crate) use backend_bridge;
+
+/// A statement's result that says how many rows it changed (each backend's own type has the
+/// method, sqlx's [`Database`] does not name it).
+pub trait RowsAffected {
+    fn rows(&self) -> u64;
+}
+
+impl RowsAffected for SqliteQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for PgQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// The calls that run a query, the same for every sqlx database whose pool and connections
+/// execute queries: written once, for both backends, by the impl below.
+pub trait Plumbing: Database {
     /// Runs a statement on a connection (a transaction); how many rows it changed.
     fn execute<'c>(
         conn: &'c mut Self::Connection,
@@ -93,6 +151,38 @@ pub trait Backend: Database<Row: StoreRow> + HasStatementCache {
         pool: &'c Pool<Self>,
         query: DbQuery<'c, Self>,
     ) -> impl Future<Output = Result<Option<Self::Row>, sqlx::Error>> + Send + 'c;
+}
+
+impl<DB> Plumbing for DB
+where
+    DB: Database<QueryResult: RowsAffected>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    async fn execute<'c>(
+        conn: &'c mut Self::Connection,
+        query: DbQuery<'c, Self>,
+    ) -> Result<u64, sqlx::Error> {
+        Ok(query.execute(conn).await?.rows())
+    }
+
+    async fn run<'c>(pool: &'c Pool<Self>, query: DbQuery<'c, Self>) -> Result<u64, sqlx::Error> {
+        Ok(query.execute(pool).await?.rows())
+    }
+
+    async fn fetch_all<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> Result<Vec<Self::Row>, sqlx::Error> {
+        query.fetch_all(pool).await
+    }
+
+    async fn fetch_optional<'c>(
+        pool: &'c Pool<Self>,
+        query: DbQuery<'c, Self>,
+    ) -> Result<Option<Self::Row>, sqlx::Error> {
+        query.fetch_optional(pool).await
+    }
 }
 
 /// `query.value(v)`: [`Backend::bind`] in a chain.

@@ -218,3 +218,196 @@ pub async fn prune_audit<DB: Backend>(pool: &Pool<DB>, before_ms: i64) -> StoreR
     let query = sqlx::query(queries::PRUNE_AUDIT).value(before_ms);
     DB::run(pool, query).await.map_err(db)
 }
+
+/// The [`Store`](crate::store::Store) methods both SQL stores answer alike, each one of the
+/// operations above on `self.pool`; used inside each backend's `impl Store`, which must have a
+/// `FULL_USAGE_INSERT` (its text of the full-size usage insert) in scope. A macro because the
+/// methods of a trait impl cannot come from a generic; what each backend writes its own way
+/// (groups, keys, accounts, tokens) stays in its impl.
+macro_rules! shared_store_methods {
+    () => {
+        fn get_meta(
+            &self,
+            name: &str,
+        ) -> ::futures_util::future::BoxFuture<'_, $crate::store::StoreResult<Option<Vec<u8>>>>
+        {
+            let name = name.to_owned();
+            Box::pin(async move { $crate::store::sql::ops::get_meta(&self.pool, &name).await })
+        }
+
+        fn set_meta(
+            &self,
+            name: &str,
+            value: &[u8],
+        ) -> ::futures_util::future::BoxFuture<'_, $crate::store::StoreResult<()>> {
+            let (name, value) = (name.to_owned(), value.to_vec());
+            Box::pin(async move {
+                $crate::store::sql::ops::set_meta(&self.pool, &name, &value).await
+            })
+        }
+
+        fn meta_or_insert(
+            &self,
+            name: &str,
+            value: &[u8],
+        ) -> ::futures_util::future::BoxFuture<'_, $crate::store::StoreResult<Vec<u8>>> {
+            let (name, value) = (name.to_owned(), value.to_vec());
+            Box::pin(async move {
+                $crate::store::sql::ops::meta_or_insert(&self.pool, &name, &value).await
+            })
+        }
+
+        fn list_meta(
+            &self,
+        ) -> ::futures_util::future::BoxFuture<
+            '_,
+            $crate::store::StoreResult<Vec<$crate::store::MetaRow>>,
+        > {
+            Box::pin($crate::store::sql::ops::list_meta(&self.pool))
+        }
+
+        fn list_groups(
+            &self,
+        ) -> ::futures_util::future::BoxFuture<
+            '_,
+            $crate::store::StoreResult<Vec<$crate::store::GroupRecord>>,
+        > {
+            Box::pin($crate::store::sql::ops::list_groups(&self.pool))
+        }
+
+        fn list_keys(
+            &self,
+        ) -> ::futures_util::future::BoxFuture<
+            '_,
+            $crate::store::StoreResult<Vec<$crate::store::KeyRecord>>,
+        > {
+            Box::pin($crate::store::sql::ops::list_keys(&self.pool))
+        }
+
+        fn list_accounts(
+            &self,
+        ) -> ::futures_util::future::BoxFuture<
+            '_,
+            $crate::store::StoreResult<Vec<$crate::store::AccountRecord>>,
+        > {
+            Box::pin($crate::store::sql::ops::list_accounts(&self.pool))
+        }
+
+        fn save_account_state(
+            &self,
+            name: &str,
+            state: &str,
+        ) -> ::futures_util::future::BoxFuture<'_, $crate::store::StoreResult<()>> {
+            let (name, state) = (name.to_owned(), state.to_owned());
+            Box::pin(async move {
+                $crate::store::sql::ops::save_account_state(&self.pool, &name, &state).await
+            })
+        }
+
+        fn account_states(
+            &self,
+        ) -> ::futures_util::future::BoxFuture<'_, $crate::store::StoreResult<Vec<(String, String)>>>
+        {
+            Box::pin($crate::store::sql::ops::account_states(&self.pool))
+        }
+
+        fn saved_tokens(
+            &self,
+        ) -> ::futures_util::future::BoxFuture<
+            '_,
+            $crate::store::StoreResult<Vec<$crate::store::SealedTokens>>,
+        > {
+            Box::pin($crate::store::sql::ops::saved_tokens(&self.pool))
+        }
+
+        fn insert_usage<'a>(
+            &'a self,
+            rows: &'a [$crate::store::UsageRow],
+        ) -> ::futures_util::future::BoxFuture<'a, $crate::store::StoreResult<u64>> {
+            // Borrowed for the whole insert: a copy of a 4,096-row batch was 20,000 allocations.
+            Box::pin($crate::store::sql::ops::insert_usage(
+                &self.pool,
+                rows,
+                &FULL_USAGE_INSERT,
+            ))
+        }
+
+        fn list_usage(
+            &self,
+            filter: &$crate::store::UsageFilter,
+            limit: u32,
+            offset: u64,
+        ) -> ::futures_util::future::BoxFuture<
+            '_,
+            $crate::store::StoreResult<Vec<$crate::store::UsageRow>>,
+        > {
+            let filter = filter.clone();
+            Box::pin(async move {
+                $crate::store::sql::ops::list_usage(&self.pool, &filter, limit, offset).await
+            })
+        }
+
+        fn count_usage(
+            &self,
+            filter: &$crate::store::UsageFilter,
+        ) -> ::futures_util::future::BoxFuture<'_, $crate::store::StoreResult<u64>> {
+            let filter = filter.clone();
+            Box::pin(async move { $crate::store::sql::ops::count_usage(&self.pool, &filter).await })
+        }
+
+        fn usage_totals(
+            &self,
+            filter: &$crate::store::UsageFilter,
+            by: $crate::store::TotalsBy,
+        ) -> ::futures_util::future::BoxFuture<
+            '_,
+            $crate::store::StoreResult<Vec<$crate::store::UsageTotals>>,
+        > {
+            let filter = filter.clone();
+            Box::pin(async move {
+                $crate::store::sql::ops::usage_totals(&self.pool, &filter, by).await
+            })
+        }
+
+        fn spend_since(
+            &self,
+            from_ms: i64,
+        ) -> ::futures_util::future::BoxFuture<'_, $crate::store::StoreResult<Vec<(String, f64)>>>
+        {
+            Box::pin($crate::store::sql::ops::spend_since(&self.pool, from_ms))
+        }
+
+        fn append_audit<'a>(
+            &'a self,
+            row: &'a $crate::store::AuditRow,
+        ) -> ::futures_util::future::BoxFuture<'a, $crate::store::StoreResult<()>> {
+            Box::pin($crate::store::sql::ops::append_audit(&self.pool, row))
+        }
+
+        fn list_audit(
+            &self,
+            filter: &$crate::store::AuditFilter,
+            limit: u32,
+        ) -> ::futures_util::future::BoxFuture<
+            '_,
+            $crate::store::StoreResult<Vec<$crate::store::AuditRow>>,
+        > {
+            let filter = filter.clone();
+            Box::pin(async move {
+                $crate::store::sql::ops::list_audit(&self.pool, &filter, limit).await
+            })
+        }
+
+        fn prune_audit(
+            &self,
+            before_ms: i64,
+        ) -> ::futures_util::future::BoxFuture<'_, $crate::store::StoreResult<u64>> {
+            Box::pin($crate::store::sql::ops::prune_audit(&self.pool, before_ms))
+        }
+
+        fn close(&self) -> ::futures_util::future::BoxFuture<'_, ()> {
+            Box::pin(async move { self.pool.close().await })
+        }
+    };
+}
+pub(crate) use shared_store_methods;

@@ -55,15 +55,19 @@ pub fn bind_group<'q, DB: Backend>(
 // === API keys ===
 
 pub const LIST_KEYS: &str = concat!("SELECT ", key_columns!(), " FROM api_keys ORDER BY name");
-pub const INSERT_KEY: &str = concat!(
-    "INSERT INTO api_keys (",
-    key_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-);
+/// The insert of one key, written once for [`INSERT_KEY`] and [`UPSERT_KEY`].
+macro_rules! insert_key {
+    () => {
+        concat!(
+            "INSERT INTO api_keys (",
+            key_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        )
+    };
+}
+pub const INSERT_KEY: &str = insert_key!();
 pub const UPSERT_KEY: &str = concat!(
-    "INSERT INTO api_keys (",
-    key_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    insert_key!(),
     " ON CONFLICT (name) DO UPDATE SET key_hash = excluded.key_hash, prefix = excluded.prefix, suffix = excluded.suffix, group_name = excluded.group_name, enabled = excluded.enabled, expires_at = excluded.expires_at, concurrency = excluded.concurrency, rpm_limit = excluded.rpm_limit, daily_spend_limit = excluded.daily_spend_limit, monthly_spend_limit = excluded.monthly_spend_limit, allowed_models = excluded.allowed_models, source = excluded.source"
 );
 /// Every field but the hash and the creation time, by name.
@@ -114,15 +118,19 @@ pub const LIST_ACCOUNTS: &str = concat!(
     account_columns!(),
     " FROM accounts ORDER BY priority, name"
 );
-pub const INSERT_ACCOUNT: &str = concat!(
-    "INSERT INTO accounts (",
-    account_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-);
+/// The insert of one account, written once for [`INSERT_ACCOUNT`] and [`UPSERT_ACCOUNT`].
+macro_rules! insert_account {
+    () => {
+        concat!(
+            "INSERT INTO accounts (",
+            account_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        )
+    };
+}
+pub const INSERT_ACCOUNT: &str = insert_account!();
 pub const UPSERT_ACCOUNT: &str = concat!(
-    "INSERT INTO accounts (",
-    account_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    insert_account!(),
     " ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, kind = excluded.kind, base_url = excluded.base_url, chatgpt_account_id = excluded.chatgpt_account_id, expires_at = excluded.expires_at, priority = excluded.priority, concurrency = excluded.concurrency, groups = excluded.groups, enabled = excluded.enabled, models = excluded.models, model_map = excluded.model_map, credentials = excluded.credentials, source = excluded.source, updated_at = excluded.updated_at, protocols = excluded.protocols"
 );
 /// An account's runtime state goes with it (before the account row).

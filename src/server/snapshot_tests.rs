@@ -1,0 +1,265 @@
+//! `AppState::snapshot_writes` against the race it exists for: a reload from the store that read
+//! the keys just before an admin write must not put the old list back after the write applied.
+//!
+//! The store is an in-memory fake whose `list_keys` can stop after reading, so the reload is held
+//! between its read and its swap for as long as the test wants; with nothing on other threads and
+//! tokio's clock paused, a sleep runs every task until it is done or waiting.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{MapEnv, ReloadRequests};
+use crate::domain::Platform;
+use crate::http::auth::KeyDirectory;
+use crate::limits::Limits;
+use crate::pool::Pool;
+use crate::runtime_state::{Live, RuntimeState};
+use crate::state::AppState;
+use crate::store::crypto::Sealer;
+use crate::store::data_dir::DataDir;
+use crate::store::keys::KeyHasher;
+use crate::store::{
+    AccountRecord, AuditFilter, AuditRow, GroupRecord, KeyRecord, MetaRow, SealedTokens, Store,
+    StoreResult, TotalsBy, UsageFilter, UsageRow, UsageTotals,
+};
+use crate::upstream::session::SessionIds;
+use crate::usage::{UsageRecord, UsageSink};
+
+/// Keys and groups in memory; everything else empty. `list_keys`, once `hold` is set, reads the
+/// keys, says so on `read`, and returns them only after `release`.
+#[derive(Default)]
+struct HeldStore {
+    keys: Mutex<Vec<KeyRecord>>,
+    groups: Vec<GroupRecord>,
+    hold: std::sync::atomic::AtomicBool,
+    read: Notify,
+    release: Notify,
+}
+
+fn done<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, StoreResult<T>> {
+    Box::pin(async move { Ok(value) })
+}
+
+impl Store for HeldStore {
+    fn get_meta(&self, _: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
+        done(None)
+    }
+    fn set_meta(&self, _: &str, _: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn meta_or_insert(&self, _: &str, value: &[u8]) -> BoxFuture<'_, StoreResult<Vec<u8>>> {
+        done(value.to_vec())
+    }
+    fn list_meta(&self) -> BoxFuture<'_, StoreResult<Vec<MetaRow>>> {
+        done(Vec::new())
+    }
+    fn list_groups(&self) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
+        done(self.groups.clone())
+    }
+    fn upsert_group(&self, _: &GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn delete_group(&self, _: &str) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn list_keys(&self) -> BoxFuture<'_, StoreResult<Vec<KeyRecord>>> {
+        Box::pin(async move {
+            let keys = self.keys.lock().unwrap().clone();
+            if self.hold.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.read.notify_one();
+                self.release.notified().await;
+            }
+            Ok(keys)
+        })
+    }
+    fn insert_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        self.keys.lock().unwrap().push(key.clone());
+        done(())
+    }
+    fn update_key(&self, _: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn upsert_key(&self, _: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn delete_key(&self, _: &str) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn list_accounts(&self) -> BoxFuture<'_, StoreResult<Vec<AccountRecord>>> {
+        done(Vec::new())
+    }
+    fn insert_account(&self, _: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn upsert_account(&self, _: &AccountRecord) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn delete_account(&self, _: &str) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn save_account_state(&self, _: &str, _: &str) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn account_states(&self) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
+        done(Vec::new())
+    }
+    fn save_tokens(&self, _: &str, _: &[u8]) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn saved_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<SealedTokens>>> {
+        done(Vec::new())
+    }
+    fn insert_usage<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, StoreResult<u64>> {
+        done(rows.len() as u64)
+    }
+    fn list_usage(
+        &self,
+        _: &UsageFilter,
+        _: u32,
+        _: u64,
+    ) -> BoxFuture<'_, StoreResult<Vec<UsageRow>>> {
+        done(Vec::new())
+    }
+    fn count_usage(&self, _: &UsageFilter) -> BoxFuture<'_, StoreResult<u64>> {
+        done(0)
+    }
+    fn usage_totals(
+        &self,
+        _: &UsageFilter,
+        _: TotalsBy,
+    ) -> BoxFuture<'_, StoreResult<Vec<UsageTotals>>> {
+        done(Vec::new())
+    }
+    fn spend_since(&self, _: i64) -> BoxFuture<'_, StoreResult<Vec<(String, f64)>>> {
+        done(Vec::new())
+    }
+    fn append_audit<'a>(&'a self, _: &'a AuditRow) -> BoxFuture<'a, StoreResult<()>> {
+        done(())
+    }
+    fn list_audit(&self, _: &AuditFilter, _: u32) -> BoxFuture<'_, StoreResult<Vec<AuditRow>>> {
+        done(Vec::new())
+    }
+    fn prune_audit(&self, _: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        done(0)
+    }
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+struct NoUsage;
+
+impl UsageSink for NoUsage {
+    fn record(&self, _: UsageRecord) {}
+}
+
+/// The state `serve` builds, on `store`, with the default configuration and no accounts.
+fn state(store: Arc<HeldStore>, dir: &std::path::Path) -> Arc<AppState> {
+    let config = crate::config::load(None, &MapEnv::default()).unwrap();
+    let data_dir = DataDir::open(dir).unwrap();
+    let (sealer, _) = Sealer::from_config(None, &data_dir).unwrap();
+    let runtime = RuntimeState::default();
+    let keys = KeyDirectory::with_state(KeyHasher::new([7; 32]), runtime.clone());
+    keys.set_group("default", Platform::OpenAi);
+    let prices = Arc::new(Live::new(config.prices.clone()));
+    Arc::new(AppState {
+        gateway_config: Live::new(config.gateway.clone()),
+        groups: Live::new(config.group_settings()),
+        oauth: config.oauth.clone(),
+        pool: Pool::with_state(
+            Vec::new(),
+            super::pool_policy(&config.gateway),
+            runtime.clone(),
+        )
+        .unwrap(),
+        keys,
+        snapshot_writes: tokio::sync::Mutex::new(()),
+        limits: Arc::new(
+            Limits::seeded_in(&runtime, Vec::new(), Vec::new()).with_prices(Arc::clone(&prices)),
+        ),
+        prices,
+        store,
+        sealer: Arc::new(sealer),
+        usage: Arc::new(NoUsage),
+        data_dir,
+        sessions: SessionIds::new([9; 32]),
+        admin_token: None,
+        access_log: false,
+        tasks: TaskTracker::new(),
+        websocket_refusals: crate::upstream::websocket::Refusals::new(&runtime),
+        shutdown: CancellationToken::new(),
+        config_origin: Live::new(config.origin.clone()),
+        reload: ReloadRequests::channel().0,
+        runtime,
+        clients: crate::http::client_addr::ClientLimits {
+            trusted_proxies: Vec::new(),
+            admin_failures: Default::default(),
+        },
+    })
+}
+
+fn bearer(key: &str) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    headers
+}
+
+#[tokio::test]
+async fn a_key_created_while_a_reload_holds_its_read_is_still_known_after_the_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(HeldStore {
+        groups: vec![GroupRecord {
+            name: "default".into(),
+            platform: Platform::OpenAi,
+            source: crate::store::Source::Config,
+            created_at: 0,
+        }],
+        ..Default::default()
+    });
+    let state = state(Arc::clone(&store), dir.path());
+    store.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // The reload reads the keys (none yet) and stops before it swaps them in.
+    let reload = state.tasks.spawn({
+        let state = Arc::clone(&state);
+        async move { super::reload::from_store(&state, "the test").await }
+    });
+    store.read.notified().await;
+
+    // The admin creates a key meanwhile: it runs until it is done or waits for the reload.
+    tokio::time::pause();
+    let create = state.tasks.spawn({
+        let state = Arc::clone(&state);
+        async move {
+            let body = serde_json::from_value(serde_json::json!({"name": "late"})).unwrap();
+            crate::admin::create_key(&state, body).await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    tokio::time::resume();
+
+    store.release.notify_one();
+    reload.await.unwrap().unwrap();
+    let Ok(created) = create.await.unwrap() else {
+        panic!("the key was not created");
+    };
+    assert_eq!(
+        store.keys.lock().unwrap().len(),
+        1,
+        "the key is in the store"
+    );
+    let known = state.keys.authenticate(&bearer(&created.api_key));
+    assert!(
+        known.is_ok(),
+        "the reload put back the list it read before the key was created"
+    );
+}
