@@ -28,8 +28,8 @@ use subrelay::domain::{AccountKind, Platform, Secret};
 use subrelay::store::postgres::PostgresStore;
 use subrelay::store::sqlite::SqliteStore;
 use subrelay::store::{
-    AccountRecord, GroupRecord, KeyRecord, Source, Store, StoreError, TotalsBy, UsageFilter,
-    UsageRow,
+    AccountRecord, GroupRecord, GroupSettingsRecord, KeyRecord, Source, Store, StoreError,
+    TotalsBy, UsageFilter, UsageRow,
 };
 
 const ENCRYPTION_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -141,6 +141,11 @@ async fn exercise(store: &dyn Store) {
         platform: Platform::OpenAi,
         source: Source::Config,
         created_at: 5,
+        settings: GroupSettingsRecord {
+            translate: true,
+            model_map: [("claude-*".to_owned(), "gpt-5.1-codex".to_owned())].into(),
+            model_fallback: [("gpt-5".to_owned(), vec!["gpt-5-mini".to_owned()])].into(),
+        },
     };
     store.upsert_group(&group).await.unwrap();
     assert_eq!(store.list_groups().await.unwrap(), vec![group.clone()]);

@@ -10,9 +10,9 @@ use super::keys::{KeyHasher, HASH_SECRET_FILE};
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::usage_writer::replay;
-use super::{sync, Store};
-use crate::config::{Config, StorageBackend};
-use crate::domain::Platform;
+use super::{sync, GroupRecord, Store};
+use crate::config::{Config, GroupSettings, StorageBackend};
+use crate::domain::{GroupRouting, ModelMap, Platform};
 use crate::store::data_dir::DataDir;
 
 pub struct Opened {
@@ -108,15 +108,59 @@ pub async fn shared_secret(
         .map_err(|_| format!("{name} in the store is damaged: expected 32 bytes"))
 }
 
-/// Every group the store knows, with its platform.
-pub async fn groups(store: &dyn Store) -> Result<BTreeMap<String, Platform>, String> {
-    Ok(store
+/// Every group the store knows, with its platform, and the groups' routing settings.
+pub async fn groups(
+    store: &dyn Store,
+) -> Result<(BTreeMap<String, Platform>, GroupSettings), String> {
+    let records = store
         .list_groups()
         .await
-        .map_err(|e| format!("cannot read groups from the store: {e}"))?
-        .into_iter()
-        .map(|g| (g.name, g.platform))
-        .collect())
+        .map_err(|e| format!("cannot read groups from the store: {e}"))?;
+    Ok((
+        records
+            .iter()
+            .map(|g| (g.name.clone(), g.platform))
+            .collect(),
+        group_settings(&records),
+    ))
+}
+
+/// The routing settings the running snapshot holds for `records`. The admin API and the
+/// config checked them before they were stored; a stored map that fails anyway (a hand edit) is
+/// left out with a warning rather than stopping the gateway.
+pub fn group_settings(records: &[GroupRecord]) -> GroupSettings {
+    let mut settings = GroupSettings::default();
+    for group in records {
+        let stored = &group.settings;
+        let model_map = match ModelMap::new(&stored.model_map) {
+            Ok(map) => map,
+            Err(e) => {
+                tracing::warn!(group = %group.name, "the stored model_map is left out: {e}");
+                ModelMap::default()
+            }
+        };
+        if stored.translate || !model_map.is_empty() {
+            let routing = GroupRouting {
+                translate: stored.translate,
+                model_map,
+            };
+            settings.routing.insert(group.name.clone(), routing);
+        }
+        if !stored.model_fallback.is_empty() {
+            match crate::domain::check_model_fallback(&stored.model_fallback) {
+                Ok(()) => {
+                    settings
+                        .model_fallback
+                        .insert(group.name.clone(), stored.model_fallback.clone());
+                }
+                Err((model, e)) => tracing::warn!(
+                    group = %group.name,
+                    "the stored model_fallback is left out ({model}: {e})"
+                ),
+            }
+        }
+    }
+    settings
 }
 
 fn announce_key(origin: &KeyOrigin) {

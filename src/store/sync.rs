@@ -1,4 +1,5 @@
-//! At start, the config file's groups, keys and accounts are written into the store marked
+//! At start, the config file's groups (with their `translate`, `model_map` and `model_fallback`),
+//! keys and accounts are written into the store marked
 //! `source=config`; config rows the file no longer declares are removed, so the file stays the
 //! truth for what it declares and the admin API owns the rest. A configuration reload does the
 //! same with the file it re-read.
@@ -7,7 +8,7 @@ use std::collections::HashSet;
 
 use super::crypto::Sealer;
 use super::keys::{hint, KeyHasher};
-use super::{accounts, now_secs, GroupRecord, KeyRecord, Source, Store};
+use super::{accounts, now_secs, GroupRecord, GroupSettingsRecord, KeyRecord, Source, Store};
 use crate::config::Config;
 
 pub async fn config_into_store(
@@ -45,6 +46,15 @@ pub async fn config_into_store(
                 platform: *platform,
                 source: Source::Config,
                 created_at: now,
+                settings: GroupSettingsRecord {
+                    translate: config.group_routing.get(name).is_some_and(|r| r.translate),
+                    model_map: config
+                        .group_routing
+                        .get(name)
+                        .map(|r| r.model_map.entries())
+                        .unwrap_or_default(),
+                    model_fallback: config.model_fallback.get(name).cloned().unwrap_or_default(),
+                },
             })
             .await
             .map_err(fail)?;
