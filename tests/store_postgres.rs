@@ -481,6 +481,66 @@ async fn two_instances_share_keys_and_usage_and_migrate_once() {
     )
     .await;
 
+    // A group made on A with a model map serves B's requests under the mapped name; a change
+    // of the map on B reaches A.
+    let (status, answer) = admin(
+        &a,
+        "POST",
+        "/admin/api/groups",
+        Some(json!({"name": "mapped", "platform": "openai",
+                    "model_map": {"alias-*": "gpt-5-mini"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = admin(
+        &a,
+        "POST",
+        "/admin/api/accounts",
+        Some(
+            json!({"name": "mapped-up", "platform": "openai", "type": "apikey", "groups": ["mapped"],
+                    "base_url": format!("{}/v1", mock.url()), "api_key": "sk-mapped-0123456789"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let mapped = create_key(&a, json!({"name": "mapped-key", "group": "mapped"})).await;
+    let upstream_model = |mock: &MockUpstream| {
+        let body: Value = serde_json::from_slice(&mock.requests().pop().unwrap().body).unwrap();
+        body["model"].as_str().unwrap().to_owned()
+    };
+    eventually(
+        "B maps the model for A's group",
+        Duration::from_secs(10),
+        async || {
+            send_as(&b, &mapped, "/v1/responses", &body("alias-1", false))
+                .await
+                .status()
+                == 200
+                && upstream_model(&mock) == "gpt-5-mini"
+        },
+    )
+    .await;
+    let (status, answer) = admin(
+        &b,
+        "PATCH",
+        "/admin/api/groups/mapped",
+        Some(json!({"model_map": {"alias-*": "gpt-5-nano"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    eventually(
+        "A takes B's change of the map",
+        Duration::from_secs(10),
+        async || {
+            send_as(&a, &mapped, "/v1/responses", &body("alias-1", false))
+                .await
+                .status()
+                == 200
+                && upstream_model(&mock) == "gpt-5-nano"
+        },
+    )
+    .await;
+
     // A key disabled on B is refused by A.
     let (status, _) = admin(&b, "POST", "/admin/api/keys/shared/disable", None).await;
     assert_eq!(status, 200);
