@@ -544,7 +544,7 @@ async fn groups_made_through_the_admin_api_translate_and_map_models_and_changes_
     let yaml = store_config(
         &mock,
         data.path(),
-        "groups:\n  - {name: default, platform: openai}\n",
+        "groups:\n  - {name: default, platform: openai, model_fallback: {gpt-5: [gpt-5-mini]}}\n",
     );
     let mut gw = Gateway::start(&yaml);
 
@@ -623,6 +623,14 @@ async fn groups_made_through_the_admin_api_translate_and_map_models_and_changes_
     assert_eq!(send_messages(&gw, &raw).await.status(), 200);
     assert_eq!(last_upstream_model(&mock), "gpt-5.1-codex-mini");
 
+    // The config file's groups carry their settings into the store too.
+    let (_, default) = admin(&gw, "GET", "/admin/api/groups/default", None).await;
+    assert_eq!(default["source"], "config", "{default}");
+    assert_eq!(
+        default["model_fallback"],
+        json!({"gpt-5": ["gpt-5-mini"]}),
+        "{default}"
+    );
     // A config group cannot be changed here (the file would put it back).
     let (status, answer) = admin(
         &gw,

@@ -178,3 +178,49 @@ fn announce_key(origin: &KeyOrigin) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{GroupSettingsRecord, Source};
+
+    fn record(name: &str, settings: GroupSettingsRecord) -> GroupRecord {
+        GroupRecord {
+            name: name.to_owned(),
+            platform: Platform::OpenAi,
+            source: Source::Admin,
+            created_at: 0,
+            settings,
+        }
+    }
+
+    #[test]
+    fn stored_settings_become_the_snapshots_and_a_bad_one_is_left_out_alone() {
+        let good = GroupSettingsRecord {
+            translate: true,
+            model_map: [("claude-*".to_owned(), "gpt-5.1-codex".to_owned())].into(),
+            model_fallback: [("gpt-5".to_owned(), vec!["gpt-5-mini".to_owned()])].into(),
+        };
+        // Only a hand edit of the database makes these.
+        let bad = GroupSettingsRecord {
+            translate: true,
+            model_map: [("claude-*".to_owned(), " ".to_owned())].into(),
+            model_fallback: [("gpt-5".to_owned(), vec!["gpt-5".to_owned()])].into(),
+        };
+        let plain = GroupSettingsRecord::default();
+        let settings = group_settings(&[
+            record("good", good),
+            record("bad", bad),
+            record("plain", plain),
+        ]);
+        let good = settings.routing("good").unwrap();
+        assert!(good.translate);
+        assert_eq!(good.model_map.map("claude-opus-4"), Some("gpt-5.1-codex"));
+        assert_eq!(settings.model_fallback["good"]["gpt-5"], ["gpt-5-mini"]);
+        // The bad group still translates; its broken map and fallback are left out.
+        let bad = settings.routing("bad").unwrap();
+        assert!(bad.translate && bad.model_map.is_empty());
+        assert!(!settings.model_fallback.contains_key("bad"));
+        assert!(settings.routing("plain").is_none());
+    }
+}
