@@ -24,9 +24,10 @@ use crate::usage::UsageSink;
 pub struct AppState {
     /// `gateway.*`, replaced by a configuration reload: read it through [`AppState::gateway`].
     pub gateway_config: Live<GatewayConfig>,
-    /// `groups[].translate`, `groups[].model_map` and `groups[].model_fallback` (from the config
-    /// file only), replaced by a configuration reload: read them through
-    /// [`AppState::group_settings`].
+    /// `groups[].translate`, `groups[].model_map` and `groups[].model_fallback` as the store
+    /// holds them (the config file's groups and the admin API's), replaced whole when they
+    /// change: by the admin API, a configuration reload, or the change follower. Read them
+    /// through [`AppState::group_settings`].
     pub groups: Live<GroupSettings>,
     pub oauth: OAuthConfig,
     pub pool: Pool,

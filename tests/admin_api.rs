@@ -249,6 +249,7 @@ async fn the_openapi_document_describes_every_route() {
         "/admin/api/accounts/{name}",
         "/admin/api/accounts/{name}/reset",
         "/admin/api/groups",
+        "/admin/api/groups/{name}",
         "/admin/api/keys",
         "/admin/api/keys/{name}",
         "/admin/api/keys/{name}/disable",
@@ -260,6 +261,10 @@ async fn the_openapi_document_describes_every_route() {
         assert!(paths.contains_key(path), "{path} is missing");
     }
     assert!(doc["components"]["schemas"]["CreatedKey"].is_object());
+    let group = &doc["components"]["schemas"]["GroupView"]["properties"];
+    for field in ["translate", "model_map", "model_fallback"] {
+        assert!(group[field].is_object(), "GroupView.{field}: {group}");
+    }
     assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
 }
 
@@ -743,4 +748,209 @@ async fn the_prices_command_sets_lists_and_deletes_a_price() {
     let (_, out, _) = cli(&gw, config.path(), &["prices", "--json"]);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert!(price_of(&list, "org/house:7b").is_none(), "{out}");
+
+/// The model the fake upstream was last asked for.
+fn last_upstream_model(mock: &MockUpstream) -> String {
+    let body: Value = serde_json::from_slice(&mock.requests().pop().unwrap().body).unwrap();
+    body["model"].as_str().unwrap().to_owned()
+}
+
+/// A Messages request (the client's model `claude-sonnet-4-5`) with `key`.
+async fn send_messages(gw: &Gateway, key: &str) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/messages", gw.url))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn groups_made_through_the_admin_api_translate_and_map_models_and_changes_apply_at_once() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let yaml = store_config(
+        &mock,
+        data.path(),
+        "groups:\n  - {name: default, platform: openai, model_fallback: {gpt-5: [gpt-5-mini]}}\n",
+    );
+    let mut gw = Gateway::start(&yaml);
+
+    // Settings are checked like the config file's, and the 400 names the field.
+    for (settings, field) in [
+        (json!({"model_map": {"claude-*": " "}}), "model_map"),
+        (
+            json!({"model_map": {"x".repeat(300): "gpt-5"}}),
+            "model_map",
+        ),
+        (
+            json!({"model_fallback": {"gpt-5": ["gpt-5"]}}),
+            "model_fallback.gpt-5",
+        ),
+        (
+            json!({"model_fallback": {"gpt-5": []}}),
+            "model_fallback.gpt-5",
+        ),
+    ] {
+        let mut body = json!({"name": "team", "platform": "openai"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(settings.as_object().unwrap().clone());
+        let (status, answer) = admin(&gw, "POST", "/admin/api/groups", Some(body)).await;
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{field}:")), "{answer}");
+    }
+    let (status, group) = admin(
+        &gw,
+        "POST",
+        "/admin/api/groups",
+        Some(
+            json!({"name": "team", "platform": "openai", "translate": true,
+                    "model_map": {"claude-*": "gpt-5.1-codex"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{group}");
+    assert_eq!(group["translate"], true);
+    assert_eq!(group["model_map"], json!({"claude-*": "gpt-5.1-codex"}));
+    assert_eq!(group["model_fallback"], json!({}));
+    let (status, answer) = admin(
+        &gw,
+        "POST",
+        "/admin/api/accounts",
+        Some(
+            json!({"name": "team-up", "platform": "openai", "type": "apikey",
+                    "base_url": format!("{}/v1", mock.url()),
+                    "api_key": "sk-team-account-0123456789", "groups": ["team"]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let raw = create_key(&gw, json!({"name": "claude-code", "group": "team"})).await;
+
+    // A Messages client reaches the OpenAI account, translated, under the mapped name, and is
+    // told its own name back.
+    let answer = send_messages(&gw, &raw).await;
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["type"], "message", "{answer}");
+    assert_eq!(answer["model"], "claude-sonnet-4-5", "{answer}");
+    assert_eq!(last_upstream_model(&mock), "gpt-5.1-codex");
+
+    // A change applies to the very next request.
+    let (status, changed) = admin(
+        &gw,
+        "PATCH",
+        "/admin/api/groups/team",
+        Some(json!({"model_map": {"claude-*": "gpt-5.1-codex-mini"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["translate"], true, "untouched: {changed}");
+    assert_eq!(send_messages(&gw, &raw).await.status(), 200);
+    assert_eq!(last_upstream_model(&mock), "gpt-5.1-codex-mini");
+
+    // The config file's groups carry their settings into the store too.
+    let (_, default) = admin(&gw, "GET", "/admin/api/groups/default", None).await;
+    assert_eq!(default["source"], "config", "{default}");
+    assert_eq!(
+        default["model_fallback"],
+        json!({"gpt-5": ["gpt-5-mini"]}),
+        "{default}"
+    );
+    // A config group cannot be changed here (the file would put it back).
+    let (status, answer) = admin(
+        &gw,
+        "PATCH",
+        "/admin/api/groups/default",
+        Some(json!({"translate": true})),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+
+    // The settings are stored: after a restart the group still translates and maps.
+    gw.sigterm();
+    assert!(gw.wait_exit().success());
+    let gw = Gateway::start(&yaml);
+    let (status, group) = admin(&gw, "GET", "/admin/api/groups/team", None).await;
+    assert_eq!(status, 200, "{group}");
+    assert_eq!(group["translate"], true, "{group}");
+    assert_eq!(
+        group["model_map"],
+        json!({"claude-*": "gpt-5.1-codex-mini"})
+    );
+    assert_eq!(send_messages(&gw, &raw).await.status(), 200);
+    assert_eq!(last_upstream_model(&mock), "gpt-5.1-codex-mini");
+
+    // Switched off, the key reaches only its platform's APIs again, at once.
+    let (status, changed) = admin(
+        &gw,
+        "PATCH",
+        "/admin/api/groups/team",
+        Some(json!({"translate": false})),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(send_messages(&gw, &raw).await.status(), 404);
+    let (_, list) = admin(&gw, "GET", "/admin/api/groups", None).await;
+    let team = list["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "team")
+        .unwrap();
+    assert_eq!(team["translate"], false, "{list}");
+    let (_, trail) = admin(&gw, "GET", "/admin/api/audit?action=group.update", None).await;
+    assert!(trail.to_string().contains("group.update"), "{trail}");
+}
+
+#[tokio::test]
+async fn a_group_holding_accounts_of_both_platforms_keeps_translating() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&store_config(&mock, data.path(), ""));
+    let (status, answer) = admin(
+        &gw,
+        "POST",
+        "/admin/api/groups",
+        Some(json!({"name": "mixed", "platform": "openai", "translate": true})),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = admin(
+        &gw,
+        "POST",
+        "/admin/api/accounts",
+        Some(
+            json!({"name": "claude", "platform": "anthropic", "type": "apikey",
+                    "base_url": mock.url(), "api_key": "sk-ant-mixed-0123456789",
+                    "groups": ["mixed"]}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        status, 201,
+        "a translating group takes the other platform: {answer}"
+    );
+    let (status, answer) = admin(
+        &gw,
+        "PATCH",
+        "/admin/api/groups/mixed",
+        Some(json!({"translate": false})),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"claude\""),
+        "{answer}"
+    );
+    let (_, group) = admin(&gw, "GET", "/admin/api/groups/mixed", None).await;
+    assert_eq!(group["translate"], true, "unchanged: {group}");
 }

@@ -22,7 +22,8 @@ use subrelay::store::crypto::Sealer;
 use subrelay::store::keys::KeyHasher;
 use subrelay::store::sqlite::SqliteStore;
 use subrelay::store::{
-    GroupRecord, KeyRecord, Source, Store, StoreError, TotalsBy, UsageFilter, UsageRow,
+    GroupRecord, GroupSettingsRecord, KeyRecord, Source, Store, StoreError, TotalsBy, UsageFilter,
+    UsageRow,
 };
 
 const RAW_KEY: &str = "sk-sr-rawkeythatmustneverbestored0123456789";
@@ -127,9 +128,20 @@ async fn groups_are_created_replaced_listed_and_deleted() {
         platform: Platform::Anthropic,
         source: Source::Admin,
         created_at: 1,
+        settings: GroupSettingsRecord::default(),
     };
     store.upsert_group(&group).await.unwrap();
+    assert_eq!(store.list_groups().await.unwrap(), vec![group.clone()]);
+    // The routing settings are replaced with the row, maps and all.
     group.source = Source::Config;
+    group.settings = GroupSettingsRecord {
+        translate: true,
+        model_map: BTreeMap::from([("claude-*".to_owned(), "gpt-5.1-codex".to_owned())]),
+        model_fallback: BTreeMap::from([(
+            "gpt-5.1-codex".to_owned(),
+            vec!["gpt-5.1-codex-mini".to_owned()],
+        )]),
+    };
     store.upsert_group(&group).await.unwrap();
     assert_eq!(store.list_groups().await.unwrap(), vec![group]);
     store.delete_group("claude").await.unwrap();
@@ -278,6 +290,7 @@ async fn a_reopened_store_keeps_everything_and_holds_no_secret_in_clear() {
                 platform: Platform::OpenAi,
                 source: Source::Config,
                 created_at: 1,
+                settings: GroupSettingsRecord::default(),
             })
             .await
             .unwrap();

@@ -28,8 +28,8 @@ use subrelay::domain::{AccountKind, Platform, Secret};
 use subrelay::store::postgres::PostgresStore;
 use subrelay::store::sqlite::SqliteStore;
 use subrelay::store::{
-    AccountRecord, GroupRecord, KeyRecord, PriceRecord, Source, Store, StoreError, TotalsBy,
-    UsageFilter, UsageRow,
+    AccountRecord, GroupRecord, GroupSettingsRecord, KeyRecord, PriceRecord, Source, Store,
+    StoreError, TotalsBy, UsageFilter, UsageRow,
 };
 
 const ENCRYPTION_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -141,6 +141,11 @@ async fn exercise(store: &dyn Store) {
         platform: Platform::OpenAi,
         source: Source::Config,
         created_at: 5,
+        settings: GroupSettingsRecord {
+            translate: true,
+            model_map: [("claude-*".to_owned(), "gpt-5.1-codex".to_owned())].into(),
+            model_fallback: [("gpt-5".to_owned(), vec!["gpt-5-mini".to_owned()])].into(),
+        },
     };
     store.upsert_group(&group).await.unwrap();
     assert_eq!(store.list_groups().await.unwrap(), vec![group.clone()]);
@@ -551,6 +556,66 @@ async fn two_instances_share_keys_and_usage_and_migrate_once() {
                 .1
                 .to_string()
                 .contains("\"second\"")
+        },
+    )
+    .await;
+
+    // A group made on A with a model map serves B's requests under the mapped name; a change
+    // of the map on B reaches A.
+    let (status, answer) = admin(
+        &a,
+        "POST",
+        "/admin/api/groups",
+        Some(json!({"name": "mapped", "platform": "openai",
+                    "model_map": {"alias-*": "gpt-5-mini"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = admin(
+        &a,
+        "POST",
+        "/admin/api/accounts",
+        Some(
+            json!({"name": "mapped-up", "platform": "openai", "type": "apikey", "groups": ["mapped"],
+                    "base_url": format!("{}/v1", mock.url()), "api_key": "sk-mapped-0123456789"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let mapped = create_key(&a, json!({"name": "mapped-key", "group": "mapped"})).await;
+    let upstream_model = |mock: &MockUpstream| {
+        let body: Value = serde_json::from_slice(&mock.requests().pop().unwrap().body).unwrap();
+        body["model"].as_str().unwrap().to_owned()
+    };
+    eventually(
+        "B maps the model for A's group",
+        Duration::from_secs(10),
+        async || {
+            send_as(&b, &mapped, "/v1/responses", &body("alias-1", false))
+                .await
+                .status()
+                == 200
+                && upstream_model(&mock) == "gpt-5-mini"
+        },
+    )
+    .await;
+    let (status, answer) = admin(
+        &b,
+        "PATCH",
+        "/admin/api/groups/mapped",
+        Some(json!({"model_map": {"alias-*": "gpt-5-nano"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    eventually(
+        "A takes B's change of the map",
+        Duration::from_secs(10),
+        async || {
+            send_as(&a, &mapped, "/v1/responses", &body("alias-1", false))
+                .await
+                .status()
+                == 200
+                && upstream_model(&mock) == "gpt-5-nano"
         },
     )
     .await;

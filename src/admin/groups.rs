@@ -1,6 +1,10 @@
-//! Account groups (pools) and their platform: list, create, delete. A key names a group; the
-//! group's platform decides which protocol the key reaches.
+//! Account groups (pools), their platform and routing settings (`translate`, `model_map`,
+//! `model_fallback`): list, get, create, change, delete. A key names a group; the group's
+//! platform decides which protocol the key reaches, unless the group translates. A change
+//! applies to the next request at once (and, on a shared store, on every instance through the
+//! change follower).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -10,12 +14,13 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_name, conflict, not_found, refuse_config_row, store_error, Admin, AdminJson, ErrorBody,
+    bad_request, check_name, conflict, not_found, refuse_config_row, store_error, Admin, AdminJson,
+    ErrorBody,
 };
 use crate::domain::Platform;
 use crate::http::refusal::Refusal;
 use crate::state::AppState;
-use crate::store::{audit, now_secs, GroupRecord, Source};
+use crate::store::{audit, now_secs, GroupRecord, GroupSettingsRecord, Source};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct GroupView {
@@ -25,6 +30,13 @@ pub struct GroupView {
     pub platform: Platform,
     pub source: Source,
     pub created_at: i64,
+    /// A key of the group may call every client API; accounts that do not speak it get the
+    /// request translated.
+    pub translate: bool,
+    /// Client model name (`*` wildcards) → upstream model name, before account selection.
+    pub model_map: BTreeMap<String, String>,
+    /// Model → the models to try instead, in order, when no account can serve it now.
+    pub model_fallback: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -40,6 +52,24 @@ pub struct CreateGroup {
     /// `openai` or `anthropic`.
     #[schema(value_type = String, pattern = "^(openai|anthropic)$")]
     pub platform: Platform,
+    /// Default `false`.
+    #[serde(default)]
+    pub translate: bool,
+    /// Keys and values: 1–256 bytes, at most 256 entries.
+    #[serde(default)]
+    pub model_map: BTreeMap<String, String>,
+    /// 1–8 models per model, none falling back to itself.
+    #[serde(default)]
+    pub model_fallback: BTreeMap<String, Vec<String>>,
+}
+
+/// What a change sets; a field left out stays as it is, a map given replaces the old one whole.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateGroup {
+    pub translate: Option<bool>,
+    pub model_map: Option<BTreeMap<String, String>>,
+    pub model_fallback: Option<BTreeMap<String, Vec<String>>>,
 }
 
 fn view(g: GroupRecord) -> GroupView {
@@ -48,7 +78,49 @@ fn view(g: GroupRecord) -> GroupView {
         platform: g.platform,
         source: g.source,
         created_at: g.created_at,
+        translate: g.settings.translate,
+        model_map: g.settings.model_map,
+        model_fallback: g.settings.model_fallback,
     }
+}
+
+/// The checks the config file's groups get, as a 400 naming the field.
+fn check_settings(settings: &GroupSettingsRecord) -> Result<(), Refusal> {
+    crate::domain::ModelMap::new(&settings.model_map)
+        .map_err(|m| bad_request(format!("model_map: {m}")))?;
+    crate::domain::check_model_fallback(&settings.model_fallback).map_err(|(model, m)| {
+        if model.is_empty() {
+            bad_request(format!("model_fallback: {m}"))
+        } else {
+            bad_request(format!("model_fallback.{model}: {m}"))
+        }
+    })
+}
+
+/// The running snapshot takes `group`'s settings (`None`: it was deleted) for the next request.
+/// Called with `snapshot_writes` held, after the store took the change.
+fn apply_settings(state: &AppState, name: &str, group: Option<&GroupRecord>) {
+    let mut settings = (*state.group_settings()).clone();
+    settings.routing.remove(name);
+    settings.model_fallback.remove(name);
+    if let Some(group) = group {
+        let one = crate::store::startup::group_settings(std::slice::from_ref(group));
+        settings.routing.extend(one.routing);
+        settings.model_fallback.extend(one.model_fallback);
+    }
+    state.groups.set(settings);
+    crate::relay::warm_token_counter(state);
+}
+
+async fn find(state: &AppState, name: &str) -> Result<GroupRecord, Refusal> {
+    state
+        .store
+        .list_groups()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .find(|g| g.name == name)
+        .ok_or_else(|| not_found("group", name))
 }
 
 /// Every group.
@@ -65,6 +137,25 @@ pub async fn list(_: Admin, State(state): State<Arc<AppState>>) -> Response {
         })
         .into_response(),
         Err(e) => store_error(e).into_response(),
+    }
+}
+
+/// One group.
+#[utoipa::path(get, path = "/admin/api/groups/{name}", tag = "groups",
+    params(("name" = String, Path, description = "Group name")),
+    responses(
+        (status = 200, description = "The group", body = GroupView),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such group, or the admin API is off", body = ErrorBody),
+    ))]
+pub async fn get(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    match find(&state, &name).await {
+        Ok(group) => Json(view(group)).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -85,6 +176,12 @@ pub async fn create(
     let outcome = async {
         check_name("group", &body.name)?;
         let platform = body.platform;
+        let settings = GroupSettingsRecord {
+            translate: body.translate,
+            model_map: body.model_map,
+            model_fallback: body.model_fallback,
+        };
+        check_settings(&settings)?;
         let exists = state
             .store
             .list_groups()
@@ -100,6 +197,7 @@ pub async fn create(
             platform,
             source: Source::Admin,
             created_at: now_secs(),
+            settings,
         };
         let _snapshot = state.snapshot_writes.lock().await;
         state
@@ -108,6 +206,7 @@ pub async fn create(
             .await
             .map_err(store_error)?;
         state.keys.set_group(&record.name, platform);
+        apply_settings(&state, &record.name, Some(&record));
         audit::record(
             state.store.as_ref(),
             &admin.actor,
@@ -122,6 +221,77 @@ pub async fn create(
     .await;
     match outcome {
         Ok(record) => (StatusCode::CREATED, Json(view(record))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Changes a group's `translate`, `model_map` or `model_fallback` (not its platform); the next
+/// request uses them.
+#[utoipa::path(patch, path = "/admin/api/groups/{name}", tag = "groups", request_body = UpdateGroup,
+    params(("name" = String, Path, description = "Group name")),
+    responses(
+        (status = 200, description = "The group after the change", body = GroupView),
+        (status = 400, description = "Invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such group, or the admin API is off", body = ErrorBody),
+        (status = 409, description = "Declared in the config, or it holds accounts of the other platform and would stop translating", body = ErrorBody),
+    ))]
+pub async fn update(
+    admin: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    AdminJson(body): AdminJson<UpdateGroup>,
+) -> Response {
+    let outcome = async {
+        let mut record = find(&state, &name).await?;
+        refuse_config_row("group", &name, record.source)?;
+        let before = serde_json::to_value(view(record.clone())).ok();
+        if let Some(translate) = body.translate {
+            record.settings.translate = translate;
+        }
+        if let Some(map) = body.model_map {
+            record.settings.model_map = map;
+        }
+        if let Some(fallback) = body.model_fallback {
+            record.settings.model_fallback = fallback;
+        }
+        check_settings(&record.settings)?;
+        if !record.settings.translate {
+            // Only a translating group may hold accounts of both platforms (as in the config).
+            let accounts = state.store.list_accounts().await.map_err(store_error)?;
+            if let Some(other) = accounts
+                .iter()
+                .find(|a| a.groups.contains(&name) && a.platform != record.platform)
+            {
+                return Err(conflict(format!(
+                    "translate: group {name:?} holds the {} account {:?}; move it out first",
+                    other.platform.as_str(),
+                    other.name
+                )));
+            }
+        }
+        let _snapshot = state.snapshot_writes.lock().await;
+        state
+            .store
+            .upsert_group(&record)
+            .await
+            .map_err(store_error)?;
+        apply_settings(&state, &name, Some(&record));
+        tracing::info!(group = %name, "group changed by the admin API");
+        audit::record(
+            state.store.as_ref(),
+            &admin.actor,
+            "group.update",
+            &name,
+            before,
+            serde_json::to_value(view(record.clone())).ok(),
+        )
+        .await;
+        Ok::<_, Refusal>(record)
+    }
+    .await;
+    match outcome {
+        Ok(record) => Json(view(record)).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -141,14 +311,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Response {
     let outcome = async {
-        let group = state
-            .store
-            .list_groups()
-            .await
-            .map_err(store_error)?
-            .into_iter()
-            .find(|g| g.name == name)
-            .ok_or_else(|| not_found("group", &name))?;
+        let group = find(&state, &name).await?;
         refuse_config_row("group", &name, group.source)?;
         let keys = state.store.list_keys().await.map_err(store_error)?;
         let accounts = state.store.list_accounts().await.map_err(store_error)?;
@@ -161,6 +324,7 @@ pub async fn delete(
         let _snapshot = state.snapshot_writes.lock().await;
         state.store.delete_group(&name).await.map_err(store_error)?;
         state.keys.remove_group(&name);
+        apply_settings(&state, &name, None);
         audit::record(
             state.store.as_ref(),
             &admin.actor,

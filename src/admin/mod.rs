@@ -69,7 +69,9 @@ pub fn routes(console: Arc<dashboard::Console>) -> Router<Arc<AppState>> {
         .route("/admin/api/groups", get(groups::list).post(groups::create))
         .route(
             "/admin/api/groups/{name}",
-            axum::routing::delete(groups::delete),
+            get(groups::get)
+                .patch(groups::update)
+                .delete(groups::delete),
         )
         .route("/admin/api/keys", get(keys::list).post(keys::create))
         .route(

@@ -32,6 +32,8 @@ use crate::state::AppState;
         signin::finish,
         groups::list,
         groups::create,
+        groups::get,
+        groups::update,
         groups::delete,
         keys::list,
         keys::create,

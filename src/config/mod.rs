@@ -27,8 +27,8 @@ pub type ModelFallback =
     std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
 
 /// The groups' routing settings (`groups[].translate`, `groups[].model_map`,
-/// `groups[].model_fallback`): read once by each request, replaced whole by a configuration
-/// reload.
+/// `groups[].model_fallback`): read once by each request, replaced whole when the store's groups
+/// change (admin API, configuration reload, another instance on a shared store).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupSettings {
     /// The groups that translate or map model names.

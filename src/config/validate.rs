@@ -821,29 +821,18 @@ fn name_ok(name: &str) -> Result<(), String> {
     }
 }
 
-/// At most this many models to fall back to, per model.
-const MAX_FALLBACKS: usize = 8;
-
-/// `groups[].model_fallback`: non-empty model names, none falling back to itself, a short list.
+/// `groups[].model_fallback` (`domain::check_model_fallback`), by group.
 fn model_fallback(raw: &[RawGroup]) -> Result<super::ModelFallback, ConfigError> {
     let mut out = super::ModelFallback::new();
     for (i, group) in raw.iter().enumerate() {
-        for (model, next) in &group.model_fallback {
-            let at = format!("groups[{i}].model_fallback.{model}");
-            if model.trim().is_empty() || next.iter().any(|m| m.trim().is_empty()) {
-                return Err(ConfigError(format!("{at}: model names must not be empty")));
-            }
-            if next.is_empty() || next.len() > MAX_FALLBACKS {
-                return Err(ConfigError(format!(
-                    "{at}: list 1–{MAX_FALLBACKS} models to try instead"
-                )));
-            }
-            if next.contains(model) {
-                return Err(ConfigError(format!(
-                    "{at}: a model cannot fall back to itself"
-                )));
-            }
-        }
+        crate::domain::check_model_fallback(&group.model_fallback).map_err(|(model, m)| {
+            let at = if model.is_empty() {
+                format!("groups[{i}].model_fallback")
+            } else {
+                format!("groups[{i}].model_fallback.{model}")
+            };
+            ConfigError(format!("{at}: {m}"))
+        })?;
         if !group.model_fallback.is_empty() {
             out.insert(group.name.clone(), group.model_fallback.clone());
         }

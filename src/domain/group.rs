@@ -23,9 +23,21 @@ pub struct ModelMap {
     patterns: Vec<(String, String)>,
 }
 
+/// At most this many entries in a group's `model_map`.
+pub const MAX_MODEL_MAP: usize = 256;
+/// At most this many models to fall back to, per model (`groups[].model_fallback`).
+pub const MAX_FALLBACKS: usize = 8;
+/// At most this many models with fallbacks, per group.
+pub const MAX_FALLBACK_MODELS: usize = 256;
+/// The longest model name a group's settings may hold.
+pub const MAX_MODEL_NAME: usize = 256;
+
 impl ModelMap {
-    /// Fails naming the first bad entry (an empty key or value).
+    /// Fails naming the first bad entry (an empty or overlong key or value) or the size.
     pub fn new(entries: &BTreeMap<String, String>) -> Result<Self, String> {
+        if entries.len() > MAX_MODEL_MAP {
+            return Err(format!("at most {MAX_MODEL_MAP} entries"));
+        }
         let mut map = ModelMap::default();
         for (from, to) in entries {
             if from.trim().is_empty() {
@@ -33,6 +45,11 @@ impl ModelMap {
             }
             if to.trim().is_empty() {
                 return Err(format!("{from:?} maps to an empty model name"));
+            }
+            if from.len() > MAX_MODEL_NAME || to.len() > MAX_MODEL_NAME {
+                return Err(format!(
+                    "{from:?}: model names are at most {MAX_MODEL_NAME} bytes"
+                ));
             }
             if from.contains('*') {
                 map.patterns.push((from.clone(), to.clone()));
@@ -74,6 +91,35 @@ impl ModelMap {
             .map(|(a, b)| (a.clone(), b.clone()))
             .collect()
     }
+}
+
+/// Checks a group's `model_fallback`: non-empty names, none falling back to itself, 1 to
+/// [`MAX_FALLBACKS`] models each. The error names the model it is about.
+pub fn check_model_fallback(
+    fallback: &BTreeMap<String, Vec<String>>,
+) -> Result<(), (String, String)> {
+    if fallback.len() > MAX_FALLBACK_MODELS {
+        return Err((
+            String::new(),
+            format!("at most {MAX_FALLBACK_MODELS} models"),
+        ));
+    }
+    for (model, next) in fallback {
+        let fail = |message: String| Err((model.clone(), message));
+        if model.trim().is_empty() || next.iter().any(|m| m.trim().is_empty()) {
+            return fail("model names must not be empty".to_owned());
+        }
+        if model.len() > MAX_MODEL_NAME || next.iter().any(|m| m.len() > MAX_MODEL_NAME) {
+            return fail(format!("model names are at most {MAX_MODEL_NAME} bytes"));
+        }
+        if next.is_empty() || next.len() > MAX_FALLBACKS {
+            return fail(format!("list 1–{MAX_FALLBACKS} models to try instead"));
+        }
+        if next.contains(model) {
+            return fail("a model cannot fall back to itself".to_owned());
+        }
+    }
+    Ok(())
 }
 
 /// Whether `text` matches `pattern`, whose `*` match any run of characters.

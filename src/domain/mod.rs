@@ -11,7 +11,7 @@ pub(crate) mod secret;
 mod validate;
 
 pub use account::{AccountCredential, AccountKind, AccountSpec, Platform, UnknownName};
-pub use group::{GroupRouting, ModelMap};
+pub use group::{check_model_fallback, GroupRouting, ModelMap};
 pub use key::{KeyLimits, KeySpec};
 pub use name::{valid_name, NAME_RULE};
 pub use protocol::{api_names, Protocol};

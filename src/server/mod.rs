@@ -141,6 +141,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     let sessions = SessionIds::new(opened.session_secret);
     let keys = KeyDirectory::with_state(opened.hasher.clone(), runtime.clone());
+    // The groups' settings come from the store (the config's were written there just now),
+    // so groups made through the admin API translate and map models too.
+    let (groups, group_settings) = crate::store::startup::groups(opened.store.as_ref()).await?;
     let stored_keys = opened
         .store
         .list_keys()
@@ -149,12 +152,12 @@ pub async fn serve(config: Config) -> Result<(), String> {
     limits.limited_at_start(&stored_keys, &opened.day_spend, &opened.month_spend);
     keys.load(
         &stored_keys,
-        crate::store::startup::groups(opened.store.as_ref()).await?,
+        groups,
     );
     let (reload_requests, reload_queue) = crate::config::ReloadRequests::channel();
     let state = Arc::new(AppState {
         gateway_config: Live::new(config.gateway.clone()),
-        groups: Live::new(config.group_settings()),
+        groups: Live::new(group_settings),
         oauth: config.oauth.clone(),
         pool: Pool::with_state(accounts, pool_policy(&config.gateway), runtime.clone())?,
         keys,

@@ -6,8 +6,9 @@
 //! store (`store::sync`, as at start), the pool takes the accounts that are new or changed and
 //! drops the removed ones (a request in flight keeps the `Arc<Account>` it holds, so it finishes
 //! on the account it started with), the key directory is reloaded from the store (keys that stay
-//! keep their slots), and the groups' `translate`, `model_map` and `model_fallback`,
-//! `gateway.*`, the prices and `log.level` are swapped for the next request. Keys that only apply at start (listen address, storage, workers, ...) are named in
+//! keep their slots) with the groups' `translate`, `model_map` and `model_fallback` (stored
+//! with the groups), and `gateway.*`, the prices and `log.level` are swapped for the next
+//! request. Keys that only apply at start (listen address, storage, workers, ...) are named in
 //! the log when they differ. One reload at a time: a single task takes SIGHUP and the admin
 //! API's requests in turn.
 
@@ -193,8 +194,9 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
         .map_err(|e| format!("{e} (in {shown}); the running configuration stays"))?;
 
     let mut applied = Vec::new();
-    let groups = new.group_settings();
-    let groups_changed = groups != running.group_settings();
+    // The groups' `translate`, `model_map` and `model_fallback` reach the store with the file's
+    // groups and the snapshot with `from_store` below.
+    let groups_changed = new.group_settings() != running.group_settings();
     if new.groups != running.groups || groups_changed {
         applied.push("groups");
     }
@@ -214,12 +216,6 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
     let file_accounts_changed = new.accounts != running.accounts;
     if from_store(state, "the configuration reload").await? || file_accounts_changed {
         applied.push("accounts");
-    }
-    if groups_changed {
-        // `translate`, `model_map` and `model_fallback`, for the next request (after the keys
-        // and accounts, so a group that starts translating finds its accounts in the pool).
-        state.groups.set(groups);
-        crate::relay::warm_token_counter(state);
     }
     if new.gateway != running.gateway {
         state.pool.set_policy(super::pool_policy(&new.gateway));
@@ -261,7 +257,9 @@ async fn reload(state: &AppState, running: &mut Config) -> ReloadReply {
 }
 
 /// The running snapshot takes what the store holds now: its accounts (see [`accounts`]), then its
-/// keys and groups (keys that stay keep their slots), then its prices. Whether an account changed. Used by the
+/// keys and groups (keys that stay keep their slots), then the groups' `translate`, `model_map`
+/// and `model_fallback` (after the accounts, so a group that starts translating finds its
+/// accounts in the pool), then its prices. Whether an account changed. Used by the
 /// configuration reload and, on a shared store, whenever another instance wrote
 /// (`server::follow`). `why` names the cause in the log.
 pub(super) async fn from_store(state: &AppState, why: &str) -> Result<bool, String> {
@@ -272,11 +270,13 @@ pub(super) async fn from_store(state: &AppState, why: &str) -> Result<bool, Stri
         .list_keys()
         .await
         .map_err(|e| format!("cannot read API keys from the store: {e}"))?;
-    state.keys.load(
-        &keys,
-        crate::store::startup::groups(state.store.as_ref()).await?,
-    );
+    let (groups, settings) = crate::store::startup::groups(state.store.as_ref()).await?;
+    state.keys.load(&keys, groups);
     state.limits.follow_keys(&keys, state.store.as_ref()).await;
+    if *state.group_settings() != settings {
+        state.groups.set(settings);
+        crate::relay::warm_token_counter(state);
+    }
     let prices = crate::store::startup::price_table(state.store.as_ref()).await?;
     if *state.prices.get() != prices {
         state.prices.set(prices);

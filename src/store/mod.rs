@@ -74,6 +74,17 @@ pub struct GroupRecord {
     pub platform: Platform,
     pub source: Source,
     pub created_at: i64,
+    /// `groups[].translate`, `groups[].model_map` and `groups[].model_fallback` as written
+    /// (checked before they are stored; compiled when the snapshot takes them).
+    pub settings: GroupSettingsRecord,
+}
+
+/// A group's routing settings as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSettingsRecord {
+    pub translate: bool,
+    pub model_map: std::collections::BTreeMap<String, String>,
+    pub model_fallback: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// An API key as stored: its keyed hash, never the key.

@@ -10,9 +10,9 @@ use super::keys::{KeyHasher, HASH_SECRET_FILE};
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::usage_writer::replay;
-use super::{sync, Store};
-use crate::config::{Config, StorageBackend};
-use crate::domain::Platform;
+use super::{sync, GroupRecord, Store};
+use crate::config::{Config, GroupSettings, StorageBackend};
+use crate::domain::{GroupRouting, ModelMap, Platform};
 use crate::store::data_dir::DataDir;
 
 pub struct Opened {
@@ -108,15 +108,59 @@ pub async fn shared_secret(
         .map_err(|_| format!("{name} in the store is damaged: expected 32 bytes"))
 }
 
-/// Every group the store knows, with its platform.
-pub async fn groups(store: &dyn Store) -> Result<BTreeMap<String, Platform>, String> {
-    Ok(store
+/// Every group the store knows, with its platform, and the groups' routing settings.
+pub async fn groups(
+    store: &dyn Store,
+) -> Result<(BTreeMap<String, Platform>, GroupSettings), String> {
+    let records = store
         .list_groups()
         .await
-        .map_err(|e| format!("cannot read groups from the store: {e}"))?
-        .into_iter()
-        .map(|g| (g.name, g.platform))
-        .collect())
+        .map_err(|e| format!("cannot read groups from the store: {e}"))?;
+    Ok((
+        records
+            .iter()
+            .map(|g| (g.name.clone(), g.platform))
+            .collect(),
+        group_settings(&records),
+    ))
+}
+
+/// The routing settings the running snapshot holds for `records`. The admin API and the
+/// config checked them before they were stored; a stored map that fails anyway (a hand edit) is
+/// left out with a warning rather than stopping the gateway.
+pub fn group_settings(records: &[GroupRecord]) -> GroupSettings {
+    let mut settings = GroupSettings::default();
+    for group in records {
+        let stored = &group.settings;
+        let model_map = match ModelMap::new(&stored.model_map) {
+            Ok(map) => map,
+            Err(e) => {
+                tracing::warn!(group = %group.name, "the stored model_map is left out: {e}");
+                ModelMap::default()
+            }
+        };
+        if stored.translate || !model_map.is_empty() {
+            let routing = GroupRouting {
+                translate: stored.translate,
+                model_map,
+            };
+            settings.routing.insert(group.name.clone(), routing);
+        }
+        if !stored.model_fallback.is_empty() {
+            match crate::domain::check_model_fallback(&stored.model_fallback) {
+                Ok(()) => {
+                    settings
+                        .model_fallback
+                        .insert(group.name.clone(), stored.model_fallback.clone());
+                }
+                Err((model, e)) => tracing::warn!(
+                    group = %group.name,
+                    "the stored model_fallback is left out ({model}: {e})"
+                ),
+            }
+        }
+    }
+    settings
 }
 
 /// The running price table: the shipped defaults plus the store's prices (the config's, written
@@ -144,5 +188,51 @@ fn announce_key(origin: &KeyOrigin) {
             "generated the encryption key for stored credentials in {}: back it up now; without it a restored database cannot be read (or set storage.encryption_key to its content)",
             path.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{GroupSettingsRecord, Source};
+
+    fn record(name: &str, settings: GroupSettingsRecord) -> GroupRecord {
+        GroupRecord {
+            name: name.to_owned(),
+            platform: Platform::OpenAi,
+            source: Source::Admin,
+            created_at: 0,
+            settings,
+        }
+    }
+
+    #[test]
+    fn stored_settings_become_the_snapshots_and_a_bad_one_is_left_out_alone() {
+        let good = GroupSettingsRecord {
+            translate: true,
+            model_map: [("claude-*".to_owned(), "gpt-5.1-codex".to_owned())].into(),
+            model_fallback: [("gpt-5".to_owned(), vec!["gpt-5-mini".to_owned()])].into(),
+        };
+        // Only a hand edit of the database makes these.
+        let bad = GroupSettingsRecord {
+            translate: true,
+            model_map: [("claude-*".to_owned(), " ".to_owned())].into(),
+            model_fallback: [("gpt-5".to_owned(), vec!["gpt-5".to_owned()])].into(),
+        };
+        let plain = GroupSettingsRecord::default();
+        let settings = group_settings(&[
+            record("good", good),
+            record("bad", bad),
+            record("plain", plain),
+        ]);
+        let good = settings.routing("good").unwrap();
+        assert!(good.translate);
+        assert_eq!(good.model_map.map("claude-opus-4"), Some("gpt-5.1-codex"));
+        assert_eq!(settings.model_fallback["good"]["gpt-5"], ["gpt-5-mini"]);
+        // The bad group still translates; its broken map and fallback are left out.
+        let bad = settings.routing("bad").unwrap();
+        assert!(bad.translate && bad.model_map.is_empty());
+        assert!(!settings.model_fallback.contains_key("bad"));
+        assert!(settings.routing("plain").is_none());
     }
 }

@@ -1,14 +1,17 @@
-//! At start, the config file's groups, prices, keys and accounts are written into the store
-//! marked `source=config`; config rows the file no longer declares are removed, so the file stays
-//! the truth for what it declares and the admin API owns the rest (a price the admin API set for a
-//! model the file then declares takes the file's price; the admin API refuses to change or delete
-//! a config row). A configuration reload does the same with the file it re-read.
+//! At start, the config file's groups (with their `translate`, `model_map` and `model_fallback`),
+//! prices, keys and accounts are written into the store marked `source=config`; config rows the
+//! file no longer declares are removed, so the file stays the truth for what it declares and the
+//! admin API owns the rest (a price the admin API set for a model the file then declares takes the
+//! file's price; the admin API refuses to change or delete a config row). A configuration reload
+//! does the same with the file it re-read.
 
 use std::collections::HashSet;
 
 use super::crypto::Sealer;
 use super::keys::{hint, KeyHasher};
-use super::{accounts, now_secs, GroupRecord, KeyRecord, PriceRecord, Source, Store};
+use super::{
+    accounts, now_secs, GroupRecord, GroupSettingsRecord, KeyRecord, PriceRecord, Source, Store,
+};
 use crate::config::Config;
 
 pub async fn config_into_store(
@@ -46,6 +49,15 @@ pub async fn config_into_store(
                 platform: *platform,
                 source: Source::Config,
                 created_at: now,
+                settings: GroupSettingsRecord {
+                    translate: config.group_routing.get(name).is_some_and(|r| r.translate),
+                    model_map: config
+                        .group_routing
+                        .get(name)
+                        .map(|r| r.model_map.entries())
+                        .unwrap_or_default(),
+                    model_fallback: config.model_fallback.get(name).cloned().unwrap_or_default(),
+                },
             })
             .await
             .map_err(fail)?;

@@ -36,8 +36,8 @@ pub const LIST_META: &str = "SELECT name, value FROM meta ORDER BY name";
 
 // === groups ===
 
-pub const LIST_GROUPS: &str = "SELECT name, platform, source, created_at FROM groups ORDER BY name";
-pub const UPSERT_GROUP: &str = "INSERT INTO groups (name, platform, source, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, source = excluded.source";
+pub const LIST_GROUPS: &str = "SELECT name, platform, source, created_at, translate, model_map, model_fallback FROM groups ORDER BY name";
+pub const UPSERT_GROUP: &str = "INSERT INTO groups (name, platform, source, created_at, translate, model_map, model_fallback) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, source = excluded.source, translate = excluded.translate, model_map = excluded.model_map, model_fallback = excluded.model_fallback";
 pub const DELETE_GROUP: &str = "DELETE FROM groups WHERE name = $1";
 
 /// The values of [`UPSERT_GROUP`].
@@ -50,6 +50,14 @@ pub fn bind_group<'q, DB: Backend>(
         .value(group.platform.as_str())
         .value(group.source.as_str())
         .value(group.created_at)
+        .value(group.settings.translate)
+        .value(json_map(&group.settings.model_map))
+        .value(json_map(&group.settings.model_fallback))
+}
+
+/// A map as JSON text, `None` when empty.
+fn json_map<V: serde::Serialize>(map: &std::collections::BTreeMap<String, V>) -> Option<String> {
+    (!map.is_empty()).then(|| serde_json::to_string(map).unwrap_or_default())
 }
 
 // === API keys ===

@@ -4,8 +4,8 @@
 use super::{db, StoreRow};
 use crate::domain::Protocol;
 use crate::store::{
-    AccountRecord, AuditRow, GroupRecord, KeyRecord, MetaRow, PriceRecord, SealedTokens, Source,
-    StoreResult, UsageRow, UsageTotals,
+    AccountRecord, AuditRow, GroupRecord, GroupSettingsRecord, KeyRecord, MetaRow, PriceRecord,
+    SealedTokens, Source, StoreResult, UsageRow, UsageTotals,
 };
 
 /// Every row decoded by `decode`, or the first error.
@@ -42,9 +42,20 @@ pub fn groups<R: StoreRow>(rows: &[R]) -> StoreResult<Vec<GroupRecord>> {
             platform,
             source: Source::parse(r.col::<&str>("source").map_err(db)?),
             created_at: r.col("created_at").map_err(db)?,
+            settings: GroupSettingsRecord {
+                translate: r.col("translate").map_err(db)?,
+                model_map: json_map(r.col("model_map").map_err(db)?),
+                model_fallback: json_map(r.col("model_fallback").map_err(db)?),
+            },
         });
     }
     Ok(groups)
+}
+
+/// A JSON object column; NULL (and text that is not one, which only a hand edit makes) is empty.
+fn json_map<T: serde::de::DeserializeOwned + Default>(text: Option<String>) -> T {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
 pub fn key<R: StoreRow>(row: &R) -> Result<KeyRecord, sqlx::Error> {
