@@ -147,6 +147,12 @@ pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
 
 /// Reads a terminal event's data (`response.completed`/`incomplete`/`failed` or `error`).
 pub fn read_terminal(data: &[u8]) -> (Terminal, Option<TokenUsage>) {
+    try_read_terminal(data).unwrap_or_default()
+}
+
+/// [`read_terminal`], telling why an event could not be read (not JSON, or JSON of another
+/// shape) instead of reading it as a terminal without details.
+pub fn try_read_terminal(data: &[u8]) -> Result<(Terminal, Option<TokenUsage>), serde_json::Error> {
     #[derive(Deserialize)]
     struct Event {
         response: Option<EventResponse>,
@@ -165,9 +171,7 @@ pub fn read_terminal(data: &[u8]) -> (Terminal, Option<TokenUsage>) {
         code: Option<Value>,
         message: Option<String>,
     }
-    let Ok(event) = serde_json::from_slice::<Event>(data) else {
-        return (Terminal::default(), None);
-    };
+    let event = serde_json::from_slice::<Event>(data)?;
     let (response_id, usage, response_error) = match event.response {
         Some(r) => (r.id, r.usage.map(Reported::into_usage), r.error),
         None => (None, None, None),
@@ -182,7 +186,7 @@ pub fn read_terminal(data: &[u8]) -> (Terminal, Option<TokenUsage>) {
         error_code,
         error_message,
     };
-    (terminal, usage)
+    Ok((terminal, usage))
 }
 
 /// Whether a `response.failed` before output is worth another account. Failures caused by the

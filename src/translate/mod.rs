@@ -41,6 +41,7 @@ pub mod count_tokens;
 #[cfg(test)]
 pub mod golden;
 pub mod messages_via_responses;
+mod quick_delta;
 pub mod responses_via_chat;
 
 /// The client's request cannot be expressed for the upstream. Answered with 400 in the client's

@@ -34,6 +34,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::FromRequestParts;
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::SinkExt;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use indexmap::IndexMap;
@@ -464,17 +465,25 @@ impl Session {
                         );
                         events.push((notable, event.data().into_owned()));
                     });
+                    // The chunk's events are queued as frames and written with one flush: one
+                    // write to the socket per upstream read, as the HTTP stream does, instead of
+                    // one per event (a system call each).
+                    let mut queued = false;
                     for (notable, data) in events {
                         if notable {
                             observe(&data, &mut observed);
                         }
                         let text = String::from_utf8(data)
                             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                        if self.send_text(text).await == Flow::Closed {
+                        queued = true;
+                        if self.queue(Message::Text(text.into())).await == Flow::Closed {
                             // Dropping the body tells the relay the client left; it reads the
                             // upstream on for the usage.
                             return None;
                         }
+                    }
+                    if queued && self.flush().await == Flow::Closed {
+                        return None;
                     }
                 }
                 message = self.socket.recv() => {
@@ -566,8 +575,24 @@ impl Session {
     }
 
     async fn send(&mut self, message: Message) -> Flow {
+        if self.queue(message).await == Flow::Closed {
+            return Flow::Closed;
+        }
+        self.flush().await
+    }
+
+    /// Queues a frame without writing it out (unless the socket's write buffer is full):
+    /// [`Session::flush`] writes what is queued.
+    async fn queue(&mut self, message: Message) -> Flow {
         self.next_ping = self.keepalive.map(|every| Instant::now() + every);
-        match self.socket.send(message).await {
+        match self.socket.feed(message).await {
+            Ok(()) => Flow::Open,
+            Err(_) => Flow::Closed,
+        }
+    }
+
+    async fn flush(&mut self) -> Flow {
+        match self.socket.flush().await {
             Ok(()) => Flow::Open,
             Err(_) => Flow::Closed,
         }
@@ -688,7 +713,56 @@ fn full_body(fields: &IndexMap<String, Box<RawValue>>, before: &[Item], new: &[I
 }
 
 /// Notes what a turn's event says about the conversation.
+/// The id of a `response.completed`/`incomplete` event's response when it is the response's
+/// first field, as the Responses API writes it (`{"type":…,"sequence_number":…,"response":
+/// {"id":"resp_…",…`): read there, without walking the whole response (its output repeats the
+/// turn's text), which [`observe`] would otherwise do for one field. `None` for any other shape
+/// (an event of another type, an escaped id), which `observe` reads with serde.
+fn leading_response_id(data: &[u8]) -> Option<&str> {
+    if json_type_is_end(data) != Some(true) {
+        return None;
+    }
+    let at = memchr::memmem::find(data, b"\"response\"")? + b"\"response\"".len();
+    let rest = data[at..]
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start()
+        .strip_prefix(b"{")?
+        .trim_ascii_start()
+        .strip_prefix(b"\"id\"")?
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start()
+        .strip_prefix(b"\"")?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+/// Whether the event's leading `"type"` is `response.completed` or `response.incomplete`.
+fn json_type_is_end(data: &[u8]) -> Option<bool> {
+    let rest = data
+        .trim_ascii_start()
+        .strip_prefix(b"{")?
+        .trim_ascii_start()
+        .strip_prefix(b"\"type\"")?
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
+    Some(
+        rest.starts_with(b"\"response.completed\"") || rest.starts_with(b"\"response.incomplete\""),
+    )
+}
+
 fn observe(data: &[u8], observed: &mut Observed) {
+    if let Some(id) = leading_response_id(data) {
+        observed.completed = Some(id.to_owned());
+        return;
+    }
     #[derive(Deserialize)]
     struct Event<'a> {
         #[serde(rename = "type", borrow)]
@@ -754,6 +828,37 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+
+    /// The completed turn's id, read from the head of the event or else by serde: the same id.
+    #[test]
+    fn a_completed_turns_id_is_read_from_the_head_of_the_event_or_by_serde() {
+        let completed = |data: &str| {
+            let mut observed = Observed::default();
+            observe(data.as_bytes(), &mut observed);
+            (
+                leading_response_id(data.as_bytes()).map(str::to_owned),
+                observed.completed,
+            )
+        };
+        let usual = r#"{"type":"response.completed","sequence_number":9,"response":{"id":"resp_1","output":[{"type":"message","content":[{"text":"\"response\":{\"id\":\"x\""}]}]}}"#;
+        assert_eq!(
+            completed(usual),
+            (Some("resp_1".into()), Some("resp_1".into()))
+        );
+        let incomplete = r#"{ "type" : "response.incomplete", "response" : { "id" : "resp_2" } }"#;
+        assert_eq!(
+            completed(incomplete),
+            (Some("resp_2".into()), Some("resp_2".into()))
+        );
+        // Other shapes are left to serde, which finds the same id.
+        let id_later =
+            r#"{"type":"response.completed","response":{"object":"response","id":"resp_3"}}"#;
+        assert_eq!(completed(id_later), (None, Some("resp_3".into())));
+        let escaped = r#"{"type":"response.completed","response":{"id":"resp_\u0034"}}"#;
+        assert_eq!(completed(escaped), (None, Some("resp_4".into())));
+        let other = r#"{"type":"response.output_text.done","response":{"id":"resp_5"}}"#;
+        assert_eq!(leading_response_id(other.as_bytes()), None);
+    }
 
     #[test]
     fn a_continuation_becomes_one_body_with_the_whole_input_and_no_previous_response_id() {

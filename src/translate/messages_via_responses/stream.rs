@@ -4,17 +4,22 @@
 //! numbered content blocks of which one is open at a time. The translator keeps that one open
 //! block and opens the next when an event belongs to another item or part.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::stop::StopSequences;
-use super::{error_type, message_id, reasoning_signature, stop_reason, usage_json, Ending};
+use super::{error_type, message_id, reasoning_signature, stop_reason, Ending};
 use crate::protocol::anthropic;
-use crate::protocol::responses::read_terminal;
+use crate::protocol::responses::try_read_terminal;
 use crate::protocol::sse::SseEvent;
+use crate::protocol::TokenUsage;
+use crate::translate::quick_delta::quick_delta;
 use crate::translate::{unreadable, StreamTranslator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,16 +86,20 @@ impl Translator {
 }
 
 /// The fields of the Responses events this translator reads; each event has some of them.
+/// `delta`, nearly every event's one field of note, borrows from the event when it has no
+/// escapes (no allocation per delta).
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct Event {
+struct Event<'a> {
     output_index: u64,
     content_index: u64,
     summary_index: u64,
-    delta: Option<String>,
+    #[serde(borrow)]
+    delta: Option<Cow<'a, str>>,
     item: Option<Item>,
     part: Option<Part>,
-    response: Option<Response>,
+    #[serde(borrow)]
+    response: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -128,6 +137,25 @@ struct Response {
     id: Option<String>,
 }
 
+impl Response {
+    /// The response object of `response.created`/`in_progress` is kept as its bytes (skipped
+    /// without reading its many fields) and its id read only while it is unknown.
+    fn id(raw: Option<&RawValue>) -> Option<String> {
+        serde_json::from_str::<Response>(raw?.get()).ok()?.id
+    }
+}
+
+/// A JSON string, escaped, straight into the output.
+fn put_json_str(out: &mut BytesMut, text: &str) {
+    // Writing into memory cannot fail.
+    let _ = serde_json::to_writer((&mut *out).writer(), text);
+}
+
+fn put_u64(out: &mut BytesMut, n: u64) {
+    // Writing into memory cannot fail.
+    let _ = write!(out, "{n}");
+}
+
 fn write(out: &mut BytesMut, name: &str, data: &Value) {
     out.put_slice(b"event: ");
     out.put_slice(name.as_bytes());
@@ -142,21 +170,18 @@ impl Translator {
             return;
         }
         self.started = true;
-        let message = json!({
-            "id": message_id(self.response_id.as_deref()),
-            "type": "message",
-            "role": "assistant",
-            "model": self.client_model,
-            "content": [],
-            "stop_reason": null,
-            "stop_sequence": null,
-            // The upstream tells usage only at the end: message_delta carries it.
-            "usage": {"input_tokens": 0, "output_tokens": 0},
-        });
-        write(
-            out,
-            "message_start",
-            &json!({"type": "message_start", "message": message}),
+        // Written directly (once per stream, but a JSON value built and printed cost more
+        // than the rest of the stream's events together).
+        out.put_slice(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":",
+        );
+        put_json_str(out, &message_id(self.response_id.as_deref()));
+        out.put_slice(b",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+        put_json_str(out, &self.client_model);
+        // The upstream tells usage only at the end: message_delta carries it.
+        out.put_slice(
+            b",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\
+              \"usage\":{\"input_tokens\":0,\"output_tokens\":0}}}\n\n",
         );
     }
 
@@ -168,11 +193,11 @@ impl Translator {
                     Self::string_delta(out, open.index, "text_delta", "text", &held);
                 }
             }
-            write(
-                out,
-                "content_block_stop",
-                &json!({"type": "content_block_stop", "index": open.index}),
+            out.put_slice(
+                b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":",
             );
+            put_u64(out, open.index);
+            out.put_slice(b"}\n\n");
         }
     }
 
@@ -184,7 +209,8 @@ impl Translator {
         kind: Kind,
         output_index: u64,
         part: u64,
-        content_block: Value,
+        // Built only when a block opens: nearly every call finds its block open already.
+        content_block: impl FnOnce() -> Value,
     ) -> u64 {
         if let Some(open) = &self.open {
             let same_part = kind == Kind::Thinking || open.part == part;
@@ -200,7 +226,7 @@ impl Translator {
         write(
             out,
             "content_block_start",
-            &json!({"type": "content_block_start", "index": index, "content_block": content_block}),
+            &json!({"type": "content_block_start", "index": index, "content_block": content_block()}),
         );
         self.open = Some(Open {
             index,
@@ -226,14 +252,13 @@ impl Translator {
         out.put_slice(
             b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
         );
-        out.put_slice(index.to_string().as_bytes());
+        put_u64(out, index);
         out.put_slice(b",\"delta\":{\"type\":\"");
         out.put_slice(kind.as_bytes());
         out.put_slice(b"\",\"");
         out.put_slice(field.as_bytes());
         out.put_slice(b"\":");
-        // Writing a string into memory cannot fail.
-        let _ = serde_json::to_writer((&mut *out).writer(), text);
+        put_json_str(out, text);
         out.put_slice(b"}}\n\n");
     }
 
@@ -243,7 +268,7 @@ impl Translator {
             Kind::Text,
             output_index,
             part,
-            json!({"type": "text", "text": ""}),
+            || json!({"type": "text", "text": ""}),
         );
         if self.stops.is_empty() {
             if !text.is_empty() {
@@ -269,7 +294,7 @@ impl Translator {
             Kind::Thinking,
             output_index,
             summary_part,
-            json!({"type": "thinking", "thinking": ""}),
+            || json!({"type": "thinking", "thinking": ""}),
         );
         let Some(open) = self.open.as_mut() else {
             return;
@@ -286,18 +311,14 @@ impl Translator {
 
     fn tool_use(&mut self, out: &mut BytesMut, output_index: u64, item: &Item) -> u64 {
         self.tool_use = true;
-        self.open(
-            out,
-            Kind::ToolUse,
-            output_index,
-            0,
+        self.open(out, Kind::ToolUse, output_index, 0, || {
             json!({
                 "type": "tool_use",
                 "id": item.call_id.as_deref().unwrap_or_default(),
                 "name": item.name.as_deref().unwrap_or_default(),
                 "input": {},
-            }),
-        )
+            })
+        })
     }
 
     fn arguments(&mut self, out: &mut BytesMut, index: u64, arguments: &str) {
@@ -390,24 +411,31 @@ impl Translator {
         }
     }
 
-    fn terminal(&mut self, out: &mut BytesMut, data: &[u8], ending: Ending) {
+    fn terminal(&mut self, out: &mut BytesMut, usage: Option<TokenUsage>, ending: Ending) {
         self.start(out);
         self.close(out);
-        let (_, usage) = read_terminal(data);
         let reason = match self.stopped {
             Some(_) => "stop_sequence",
             None => stop_reason(ending, self.tool_use, self.refusal),
         };
-        write(
-            out,
-            "message_delta",
-            &json!({
-                "type": "message_delta",
-                "delta": {"stop_reason": reason, "stop_sequence": self.stopped},
-                "usage": usage_json(&usage.unwrap_or_default()),
-            }),
+        // Written directly, as `message_start` is; the usage as `usage_json` has it.
+        let usage = usage.unwrap_or_default();
+        out.put_slice(
+            b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":",
         );
-        write(out, "message_stop", &json!({"type": "message_stop"}));
+        put_json_str(out, reason);
+        out.put_slice(b",\"stop_sequence\":");
+        match &self.stopped {
+            Some(stop) => put_json_str(out, stop),
+            None => out.put_slice(b"null"),
+        }
+        out.put_slice(b"},\"usage\":{\"input_tokens\":");
+        put_u64(out, usage.input.saturating_sub(usage.cached_input));
+        out.put_slice(b",\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":");
+        put_u64(out, usage.cached_input);
+        out.put_slice(b",\"output_tokens\":");
+        put_u64(out, usage.output);
+        out.put_slice(b"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
         self.ended = true;
     }
 
@@ -436,35 +464,57 @@ impl StreamTranslator for Translator {
             name,
             b"response.completed" | b"response.incomplete" | b"response.failed" | b"error"
         ) {
-            // Read leniently below: a terminal event that is not JSON would end the client's
-            // stream without its usage or error.
-            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&data) {
-                self.malformed = unreadable(name, &data, &e, true);
-                if self.malformed.is_some() {
-                    return;
+            // Read once, leniently: a terminal event that is not JSON would end the client's
+            // stream without its usage or error (it fails the attempt); JSON of another shape
+            // reads as a terminal without usage or error details.
+            let (terminal, usage) = match try_read_terminal(&data) {
+                Ok(read) => read,
+                Err(e) => {
+                    if !e.is_data() {
+                        self.malformed = unreadable(name, &data, &e, true);
+                        if self.malformed.is_some() {
+                            return;
+                        }
+                    }
+                    Default::default()
+                }
+            };
+            match name {
+                b"response.completed" => return self.terminal(out, usage, Ending::Completed),
+                b"response.incomplete" => {
+                    let reason = incomplete_reason(&data);
+                    return self.terminal(out, usage, Ending::Incomplete(reason.as_deref()));
+                }
+                _ => {
+                    let message = terminal
+                        .error_message
+                        .unwrap_or_else(|| "the upstream failed".to_owned());
+                    return self.error(out, terminal.error_code.as_deref(), &message);
                 }
             }
-        }
-        match name {
-            b"response.completed" => return self.terminal(out, &data, Ending::Completed),
-            b"response.incomplete" => {
-                let reason = incomplete_reason(&data);
-                return self.terminal(out, &data, Ending::Incomplete(reason.as_deref()));
-            }
-            b"response.failed" | b"error" => {
-                let (terminal, _) = read_terminal(&data);
-                let message = terminal
-                    .error_message
-                    .unwrap_or_else(|| "the upstream failed".to_owned());
-                return self.error(out, terminal.error_code.as_deref(), &message);
-            }
-            _ => {}
         }
         if self.stopped.is_some() {
             // Output past the stop sequence is not the client's.
             return;
         }
-        let ev = match serde_json::from_slice::<Event>(&data) {
+        let quick = match name {
+            b"response.output_text.delta"
+            | b"response.refusal.delta"
+            | b"response.reasoning_summary_text.delta"
+            | b"response.function_call_arguments.delta" => quick_delta(&data),
+            _ => None,
+        };
+        let read = match quick {
+            Some(q) => Ok(Event {
+                output_index: q.output_index,
+                content_index: q.content_index,
+                summary_index: q.summary_index,
+                delta: Some(Cow::Borrowed(q.delta)),
+                ..Event::default()
+            }),
+            None => serde_json::from_slice::<Event>(&data),
+        };
+        let ev = match read {
             Ok(ev) => ev,
             Err(e) => {
                 let acted_on = matches!(
@@ -486,8 +536,8 @@ impl StreamTranslator for Translator {
         };
         match name {
             b"response.created" | b"response.in_progress" | b"response.queued" => {
-                if let Some(id) = ev.response.and_then(|r| r.id) {
-                    self.response_id.get_or_insert(id);
+                if self.response_id.is_none() {
+                    self.response_id = Response::id(ev.response);
                 }
                 self.start(out);
             }
@@ -552,7 +602,7 @@ impl StreamTranslator for Translator {
         }
         // The bytes stopped without a terminal event: close the message so the client's
         // parser ends cleanly; the relay records the attempt as incomplete on its side.
-        self.terminal(out, b"{}", Ending::Completed);
+        self.terminal(out, None, Ending::Completed);
     }
 
     fn fail(&mut self, code: &str, message: &str, out: &mut BytesMut) {

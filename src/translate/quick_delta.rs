@@ -1,0 +1,251 @@
+//! A fast read of the Responses API's delta events, the bulk of every translated stream.
+//!
+//! A `response.output_text.delta` (or refusal, reasoning summary, function-call arguments) event
+//! is a flat JSON object: `{"type":"…","sequence_number":5,"item_id":"msg_…","output_index":0,
+//! "content_index":0,"delta":"Hel","logprobs":[],"obfuscation":"…"}`. Reading it through serde
+//! cost about 5,000 instructions per event (each key decoded and matched, each value skipped),
+//! more than everything else a translated event costs; this reader walks the same bytes once.
+//!
+//! It accepts only a strict subset of JSON — one flat object whose values are strings without
+//! escapes, unsigned integers, `[]`, `{}`, `null`, `true` or `false`, each key at most once —
+//! and answers `None` for anything else (an escaped delta, a nested value, a float), which the
+//! caller then reads with serde as before. So it never reads an event differently from serde; it
+//! only skips serde for the common shape.
+
+/// The fields of a delta event a translator uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QuickDelta<'a> {
+    pub output_index: u64,
+    pub content_index: u64,
+    pub summary_index: u64,
+    pub delta: &'a str,
+}
+
+/// The delta event in `data`, if it has the common flat shape and a `delta` string; `None`
+/// means "read it with serde".
+pub(crate) fn quick_delta(data: &[u8]) -> Option<QuickDelta<'_>> {
+    let mut read = Reader { bytes: data, at: 0 };
+    read.skip_ws();
+    read.eat(b'{')?;
+    let mut found = QuickDelta {
+        output_index: 0,
+        content_index: 0,
+        summary_index: 0,
+        delta: "",
+    };
+    // Which of the four keys were seen: a repeated one is left to serde (which refuses it).
+    let mut seen = [false; 4];
+    read.skip_ws();
+    if read.peek()? == b'}' {
+        return None;
+    }
+    loop {
+        read.skip_ws();
+        let key = read.string()?;
+        read.skip_ws();
+        read.eat(b':')?;
+        read.skip_ws();
+        let slot = match key {
+            "output_index" => Some(0),
+            "content_index" => Some(1),
+            "summary_index" => Some(2),
+            "delta" => Some(3),
+            _ => None,
+        };
+        match slot {
+            Some(3) => {
+                // Checked as UTF-8 like every string serde decodes (keys too, below); the
+                // values it skips it does not check either.
+                found.delta = read.string()?;
+            }
+            Some(i) => {
+                let n = read.number()?;
+                match i {
+                    0 => found.output_index = n,
+                    1 => found.content_index = n,
+                    _ => found.summary_index = n,
+                }
+            }
+            None => read.skip_value()?,
+        }
+        if let Some(i) = slot {
+            if std::mem::replace(&mut seen[i], true) {
+                return None;
+            }
+        }
+        read.skip_ws();
+        match read.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    read.skip_ws();
+    (read.at == data.len() && seen[3]).then_some(found)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn eat(&mut self, want: u8) -> Option<()> {
+        (self.next()? == want).then_some(())
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// A string without escapes or control characters: where its contents are. One plain
+    /// loop: the strings of a delta event are a few bytes to a few dozen, shorter than what
+    /// a `memchr` call pays for its set-up.
+    fn string_span(&mut self) -> Option<std::ops::Range<usize>> {
+        self.eat(b'"')?;
+        let start = self.at;
+        let len = self.bytes[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if self.bytes[start + len] != b'"' {
+            return None;
+        }
+        self.at = start + len + 1;
+        Some(start..start + len)
+    }
+
+    fn string(&mut self) -> Option<&'a str> {
+        let span = self.string_span()?;
+        std::str::from_utf8(&self.bytes[span]).ok()
+    }
+
+    /// An unsigned integer that fits u64, without sign, fraction or exponent.
+    fn number(&mut self) -> Option<u64> {
+        let start = self.at;
+        let mut n: u64 = 0;
+        while let Some(d @ b'0'..=b'9') = self.peek() {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            self.at += 1;
+        }
+        let digits = self.at - start;
+        // JSON has no leading zeros; a fraction or exponent is left to serde.
+        if digits == 0
+            || (digits > 1 && self.bytes[start] == b'0')
+            || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        Some(n)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at + word.len();
+        (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string_span().map(drop),
+            b'0'..=b'9' => self.number().map(drop),
+            b'n' => self.literal(b"null"),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            open @ (b'[' | b'{') => {
+                self.at += 1;
+                self.skip_ws();
+                self.eat(if open == b'[' { b']' } else { b'}' })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    /// The quick reader agrees with serde wherever it answers.
+    fn agrees(data: &str) -> Option<QuickDelta<'_>> {
+        #[derive(serde::Deserialize)]
+        struct Event {
+            #[serde(default)]
+            output_index: u64,
+            #[serde(default)]
+            content_index: u64,
+            #[serde(default)]
+            summary_index: u64,
+            delta: String,
+        }
+        let quick = quick_delta(data.as_bytes());
+        if let Some(q) = quick {
+            let slow: Event = serde_json::from_str(data).unwrap();
+            assert_eq!(
+                (q.output_index, q.content_index, q.summary_index, q.delta),
+                (
+                    slow.output_index,
+                    slow.content_index,
+                    slow.summary_index,
+                    slow.delta.as_str()
+                ),
+                "{data}"
+            );
+        }
+        quick
+    }
+
+    #[test]
+    fn the_common_delta_event_is_read_without_serde() {
+        let data = r#"{"type":"response.output_text.delta","sequence_number":5,"item_id":"msg_1","output_index":2,"content_index":1,"delta":"Hel lo","logprobs":[],"obfuscation":"aZ09"}"#;
+        let q = agrees(data).unwrap();
+        assert_eq!((q.output_index, q.content_index, q.delta), (2, 1, "Hel lo"));
+        let spaced = "{ \"delta\" : \"x\" ,\n \"summary_index\": 3, \"a\": null, \"b\": true, \"c\": false, \"d\": {} }";
+        let q = agrees(spaced).unwrap();
+        assert_eq!((q.summary_index, q.delta), (3, "x"));
+        assert_eq!(agrees(r#"{"delta":"é ✓"}"#).unwrap().delta, "é ✓");
+    }
+
+    #[test]
+    fn anything_outside_the_common_shape_is_left_to_serde() {
+        for data in [
+            r#"{"delta":"a\"b"}"#,                                  // an escape
+            r#"{"delta":"a\nb"}"#,                                  // an escaped newline
+            "{\"delta\":\"a\u{1}b\"}",                              // a raw control character
+            r#"{"delta":"a","logprobs":[{"p":1}]}"#,                // a nested value
+            r#"{"delta":"a","output_index":1.0}"#,                  // a float
+            r#"{"delta":"a","output_index":-1}"#,                   // a sign
+            r#"{"delta":"a","output_index":01}"#,                   // a leading zero
+            r#"{"delta":"a","output_index":99999999999999999999}"#, // past u64
+            r#"{"delta":"a","delta":"b"}"#,                         // a repeated key
+            r#"{"delta":"a"} x"#,                                   // trailing bytes
+            r#"{"delta":"a""#,                                      // cut short
+            r#"{"output_index":1}"#,                                // no delta
+            r#"{"delta":1}"#,                                       // a delta that is not a string
+            r#"{"k\"ey":1,"delta":"a"}"#,                           // an escaped key
+            r#"{}"#,
+            r#"[]"#,
+            "",
+        ] {
+            assert_eq!(agrees(data), None, "{data}");
+        }
+        assert_eq!(quick_delta(b"{\"delta\":\"\xff\"}"), None, "not UTF-8");
+        assert_eq!(
+            quick_delta(b"{\"k\xff\":1,\"delta\":\"a\"}"),
+            None,
+            "a key not UTF-8"
+        );
+    }
+}
