@@ -7,6 +7,9 @@ import statistics
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MIB = 1024.0
+# The targets of scenarios 1–6 in table order; `shared` (subrelay on PostgreSQL and Redis) only
+# with `bench/run --shared`.
+SHOWN = ("direct", "nginx", "subrelay", "shared")
 
 
 def strip_ansi(text):
@@ -237,6 +240,28 @@ def budgets(results):
         else:
             rows.append((label, text, f"≤ {limit}×", verdict(m <= limit)))
 
+    def shared_row(sid, label, key, op, limit, above=False):
+        # Issue 17: subrelay on PostgreSQL + Redis (`shared`) against the local one, per round.
+        res = find(results, sid)
+        if not res:
+            return
+        m, lo, hi = paired(res["rounds"], "shared", "subrelay", key, op)
+        if m is None:
+            return
+        s, b = summary(res, "shared"), summary(res, "subrelay")
+        if op is diff:
+            text = (f"{m:+.3f} ms ({s[key]:.3f} vs {b[key]:.3f} ms; rounds "
+                    f"{lo:+.3f}…{hi:+.3f})")
+            rows.append((label, text, f"≤ +{limit} ms", verdict(m <= limit)))
+            return
+        unit = "req/s" if key == "rps" else "µs"
+        text = f"{m:.2f}× ({s[key]:,.1f} vs {b[key]:,.1f} {unit}; rounds {lo:.2f}–{hi:.2f}×)"
+        if limit is None:
+            rows.append((label, text, "reported", "–"))
+        else:
+            ok = m >= limit if above else m <= limit
+            rows.append((label, text, f"{'≥' if above else '≤'} {limit}×", verdict(ok)))
+
     ratio_row(2, "(2) CPU per request at 64 connections, subrelay / nginx")
     added_row(1, "(1) added p50 latency at 1 connection, subrelay − direct", "p50_ms", 0.15)
     added_row(4, "(4) paced SSE: added time to first token (p50), subrelay − direct",
@@ -260,6 +285,14 @@ def budgets(results):
                  "(8, issue 18) RSS per idle WebSocket / per open SSE stream", 1.2)
     per_item_row(8, "WebSocket idle", "keep-alive idle",
                  "(8, issue 18) RSS per idle WebSocket / per idle keep-alive connection", None)
+    shared_row(1, "(1, issue 17) added p50 at 1 connection, shared − subrelay", "p50_ms", diff,
+               0.3)
+    shared_row(2, "(2, issue 17) throughput at 64 connections, shared / subrelay", "rps", ratio,
+               0.6, above=True)
+    shared_row(2, "(2, issue 17) CPU per request at 64 connections, shared / subrelay", "cpu_us",
+               ratio, None)
+    shared_row(1, "(1, issue 17) CPU per request at 1 connection, shared / subrelay", "cpu_us",
+               ratio, None)
     return rows
 
 
@@ -284,6 +317,12 @@ def render(results, info, problems):
     if info.get("metrics"):
         w("")
         w("subrelay ran with metrics on (`--metrics`: `metrics.listen` set, scraped every 5 s).")
+    if info.get("shared"):
+        w("")
+        w("`shared` (`--shared`): a second subrelay, the same configuration with its store in "
+          "PostgreSQL and its runtime state in Redis (both on this machine, over loopback), "
+          "measured in the same rounds as `subrelay` (SQLite and local state). Its CPU figure is "
+          "subrelay's process only; PostgreSQL's and Redis's own CPU is not counted.")
     w("")
 
     w("### Requests (scenarios 1–4)")
@@ -302,7 +341,7 @@ def render(results, info, problems):
         if sc["id"] > 4:
             continue
         base_key = "p50_ms"
-        for target in ("direct", "nginx", "subrelay"):
+        for target in SHOWN:
             s = summary(res, target)
             if not s:
                 continue
@@ -330,7 +369,7 @@ def render(results, info, problems):
         w("| target | streams/s | first byte p50 ms | added | first token p50 ms | p99 ms "
           "| added p50 | CPU µs/stream | CPU µs/event |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for target in ("direct", "nginx", "subrelay"):
+        for target in SHOWN:
             s = summary(res4, target)
             if not s:
                 continue
@@ -375,7 +414,7 @@ def render(results, info, problems):
         w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for res in mem:
             sc = res["scenario"]
-            for target in ("direct", "nginx", "subrelay"):
+            for target in SHOWN:
                 s = summary(res, target)
                 if not s:
                     continue
@@ -441,6 +480,30 @@ def render(results, info, problems):
               f"| {fmt((s_['rss_before_kib'] or 0) / MIB, '.1f') if memory else '–'} "
               f"| {fmt(all_open, '.1f')} | {fmt(s_['per_open_kib'], '.1f')} "
               f"| {s_['errors']} |")
+        w("")
+
+    shared = [r for r in results if r["scenario"]["id"] <= 4 and summary(r, "shared")]
+    if shared:
+        w("### Redis commands per request (`shared`, issue 17)")
+        w("")
+        w("From Redis's `INFO commandstats` before and after each measured round of `shared`, "
+          "divided by its requests (median of rounds); background work (the usage writer's "
+          "spend counters, lease renewals, publishes) included. `evalsha` is one scripted "
+          "round trip; the commands a script runs inside Redis are listed under their own "
+          "names as well, and are not round trips.")
+        w("")
+        w("| # | scenario | commands per request |")
+        w("|---|---|---|")
+        for res in shared:
+            rows_ = [r for r in target_rows(res)["shared"] if r.get("redis_per_request")]
+            names = sorted({n for r in rows_ for n in r["redis_per_request"]})
+            cells = []
+            for name in names:
+                v = med([r["redis_per_request"].get(name, 0.0) for r in rows_])
+                if v and v >= 0.005:
+                    cells.append(f"{name} {v:.2f}")
+            w(f"| {res['scenario']['id']} | {res['scenario']['name']} "
+              f"| {', '.join(cells) or '–'} |")
         w("")
 
     rows = budgets(results)

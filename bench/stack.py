@@ -142,9 +142,11 @@ def api_keys(count=N_API_KEYS):
 METRICS = False
 SCRAPE_EVERY = 5
 
-# `bench/run --shared`: subrelay keeps its store in PostgreSQL (127.0.0.1:5432, user postgres,
-# trust) and its runtime state in Redis (127.0.0.1:6379), as instances of a scale-out deployment
-# do (docs/DEPLOY.md); each start gets a fresh database and key prefix, dropped at exit.
+# `bench/run --shared`: a second subrelay, target `shared`, runs beside the usual one with its
+# store in PostgreSQL (127.0.0.1:5432, user postgres, trust) and its runtime state in Redis
+# (127.0.0.1:6379), as instances of a scale-out deployment do (docs/DEPLOY.md), so both backends
+# are measured in the same rounds (issue 17); each start gets a fresh database and key prefix,
+# dropped at exit. Scenarios 7 and 8 (variants of one subrelay) do not start it.
 SHARED = False
 SHARED_DATABASES = []
 
@@ -179,7 +181,7 @@ def drop_shared_databases():
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def subrelay_config(mock_port, keys, data_dir, ca_file=None, translate=False):
+def subrelay_config(mock_port, keys, data_dir, ca_file=None, translate=False, shared=False):
     """A realistic configuration: 1,000 keys, 20 accounts, log level info, a usage record per
     request in the store (the usage log line is at debug: off at info), the default keepalive
     settings, plus the compact keepalive scenario
@@ -189,7 +191,8 @@ def subrelay_config(mock_port, keys, data_dir, ca_file=None, translate=False):
     With `translate` (scenario 7, issue 16) the `default` group translates and its accounts speak
     only the Responses API, so a Messages client is translated and a Responses client is not;
     the keys of `translate_keys(keys)[1]` are in a group `claude` of one Anthropic account on the
-    mock, the native Messages stream."""
+    mock, the native Messages stream. With `shared`, the store is a fresh PostgreSQL database and
+    the runtime state Redis (`bench/run --shared`)."""
     lines = [
         "server:",
         "  host: 127.0.0.1",
@@ -199,7 +202,7 @@ def subrelay_config(mock_port, keys, data_dir, ca_file=None, translate=False):
         f"  encryption_key: {secrets.token_hex(32)}",
     ]
     state = []
-    if SHARED:
+    if shared:
         storage, state = shared_store_lines()
         lines += storage
     lines += state + [
@@ -322,8 +325,11 @@ class Stack:
     whose CPU and memory count for it (`direct`: the mock itself)."""
 
     def __init__(self, repo, tmp, keys, label, tls=False, translate=False, bin_dir=None,
-                 wrap=(), start_timeout=20.0):
+                 wrap=(), start_timeout=20.0, shared=None):
         self.translate = translate
+        # The `shared` target (a second subrelay on PostgreSQL and Redis): with `--shared`,
+        # unless the scenario compares variants of one subrelay.
+        self.shared = SHARED if shared is None else shared
         self.repo = Path(repo)
         # Where the binaries are (default target/release) and a command to run subrelay under
         # (`bench/heap_profile`: heaptrack).
@@ -368,33 +374,44 @@ class Stack:
             wait_for_port(nginx_port, nginx.proc, "nginx", nginx_dir / "nginx-error.log")
             nginx.port = nginx_port
 
-            cfg = self.tmp / f"{self.label}-subrelay.yaml"
-            data_dir = self.tmp / f"{self.label}-data"
-            cfg.write_text(subrelay_config(mock.port, self.keys, data_dir, self.ca_file,
-                                           self.translate))
-            relay_log = self.tmp / f"{self.label}-subrelay.log"
-            relay = Process("subrelay",
-                            [*self.wrap, str(release / "subrelay"), "serve", "--config",
-                             str(cfg)],
-                            relay_log, cwd=self.tmp)
-            self.procs["subrelay"] = relay
-            found = wait_for_line(relay_log, r"listening on http://127\.0\.0\.1:(\d+)",
-                                  relay.proc, "subrelay", timeout=self.start_timeout)
-            relay.port = int(found.group(1))
-            wait_for_port(relay.port, relay.proc, "subrelay", relay_log)
+            for name in ("subrelay", "shared") if self.shared else ("subrelay",):
+                self.start_subrelay(name, release, mock.port)
             if METRICS:
                 self.scraping = threading.Event()
-                threading.Thread(target=scrape_metrics, args=(relay_log, self.scraping),
-                                 daemon=True).start()
+                for name in self.subrelays():
+                    threading.Thread(target=scrape_metrics,
+                                     args=(self.procs[name].log_path, self.scraping),
+                                     daemon=True).start()
         except Exception:
             self.stop()
             raise
         return self
 
+    def start_subrelay(self, name, release, mock_port):
+        """One subrelay (`name`: the target) in front of the mock, on SQLite and local state, or
+        on PostgreSQL and Redis for `shared`."""
+        cfg = self.tmp / f"{self.label}-{name}.yaml"
+        data_dir = self.tmp / f"{self.label}-{name}-data"
+        cfg.write_text(subrelay_config(mock_port, self.keys, data_dir, self.ca_file,
+                                       self.translate, shared=name == "shared"))
+        relay_log = self.tmp / f"{self.label}-{name}.log"
+        relay = Process(name,
+                        [*self.wrap, str(release / "subrelay"), "serve", "--config", str(cfg)],
+                        relay_log, cwd=self.tmp)
+        self.procs[name] = relay
+        found = wait_for_line(relay_log, r"listening on http://127\.0\.0\.1:(\d+)",
+                              relay.proc, name, timeout=self.start_timeout)
+        relay.port = int(found.group(1))
+        wait_for_port(relay.port, relay.proc, name, relay_log)
+
+    def subrelays(self):
+        """The subrelay targets of this stack: `subrelay`, and `shared` with `--shared`."""
+        return [name for name in ("subrelay", "shared") if name in self.procs]
+
     def stop(self):
         if getattr(self, "scraping", None) is not None:
             self.scraping.set()
-        for name in ("subrelay", "nginx", "mock"):
+        for name in ("shared", "subrelay", "nginx", "mock"):
             proc = self.procs.get(name)
             if proc is not None:
                 proc.stop()
@@ -413,8 +430,9 @@ class Stack:
     def all_alive(self):
         return {name: p.alive() for name, p in self.procs.items()}
 
-    def subrelay_log(self):
-        return self.procs["subrelay"].log_path
+    def subrelay_logs(self):
+        """{target: its log} for each subrelay of the stack."""
+        return {name: self.procs[name].log_path for name in self.subrelays()}
 
 
 def nginx_binary():
