@@ -748,6 +748,7 @@ async fn the_prices_command_sets_lists_and_deletes_a_price() {
     let (_, out, _) = cli(&gw, config.path(), &["prices", "--json"]);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert!(price_of(&list, "org/house:7b").is_none(), "{out}");
+}
 
 /// The model the fake upstream was last asked for.
 fn last_upstream_model(mock: &MockUpstream) -> String {

@@ -150,10 +150,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot read API keys from the store: {e}"))?;
     limits.limited_at_start(&stored_keys, &opened.day_spend, &opened.month_spend);
-    keys.load(
-        &stored_keys,
-        groups,
-    );
+    keys.load(&stored_keys, groups);
     let (reload_requests, reload_queue) = crate::config::ReloadRequests::channel();
     let state = Arc::new(AppState {
         gateway_config: Live::new(config.gateway.clone()),
