@@ -41,15 +41,15 @@ pub(crate) fn quick_delta(data: &[u8]) -> Option<QuickDelta<'_>> {
     }
     loop {
         read.skip_ws();
-        let key = read.string()?;
+        let key = read.key()?;
         read.skip_ws();
         read.eat(b':')?;
         read.skip_ws();
         let slot = match key {
-            "output_index" => Some(0),
-            "content_index" => Some(1),
-            "summary_index" => Some(2),
-            "delta" => Some(3),
+            b"output_index" => Some(0),
+            b"content_index" => Some(1),
+            b"summary_index" => Some(2),
+            b"delta" => Some(3),
             _ => None,
         };
         match slot {
@@ -129,6 +129,14 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<&'a str> {
         let span = self.string_span()?;
         std::str::from_utf8(&self.bytes[span]).ok()
+    }
+
+    /// A key's bytes. Keys are ASCII in practice, checked as such (cheaply) before the full
+    /// UTF-8 check serde would make.
+    fn key(&mut self) -> Option<&'a [u8]> {
+        let span = self.string_span()?;
+        let key = &self.bytes[span];
+        (key.is_ascii() || std::str::from_utf8(key).is_ok()).then_some(key)
     }
 
     /// An unsigned integer that fits u64, without sign, fraction or exponent.
