@@ -47,6 +47,15 @@ fn done<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, StoreResult<T>> {
 }
 
 impl Store for HeldStore {
+    fn list_prices(&self) -> BoxFuture<'_, StoreResult<Vec<crate::store::PriceRecord>>> {
+        done(Vec::new())
+    }
+    fn upsert_price(&self, _: &crate::store::PriceRecord) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
+    fn delete_price(&self, _: &str) -> BoxFuture<'_, StoreResult<()>> {
+        done(())
+    }
     fn get_meta(&self, _: &str) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
         done(None)
     }
@@ -167,7 +176,7 @@ fn state(store: Arc<HeldStore>, dir: &std::path::Path) -> Arc<AppState> {
     let runtime = RuntimeState::default();
     let keys = KeyDirectory::with_state(KeyHasher::new([7; 32]), runtime.clone());
     keys.set_group("default", Platform::OpenAi);
-    let prices = Arc::new(Live::new(config.prices.clone()));
+    let prices = Arc::new(Live::new(config.price_table()));
     Arc::new(AppState {
         gateway_config: Live::new(config.gateway.clone()),
         groups: Live::new(config.group_settings()),
@@ -222,6 +231,7 @@ async fn a_key_created_while_a_reload_holds_its_read_is_still_known_after_the_sw
             platform: Platform::OpenAi,
             source: crate::store::Source::Config,
             created_at: 0,
+            settings: Default::default(),
         }],
         ..Default::default()
     });
