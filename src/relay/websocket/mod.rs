@@ -712,7 +712,6 @@ fn full_body(fields: &IndexMap<String, Box<RawValue>>, before: &[Item], new: &[I
     body
 }
 
-/// Notes what a turn's event says about the conversation.
 /// The id of a `response.completed`/`incomplete` event's response when it is the response's
 /// first field, as the Responses API writes it (`{"type":…,"sequence_number":…,"response":
 /// {"id":"resp_…",…`): read there, without walking the whole response (its output repeats the
@@ -758,6 +757,7 @@ fn json_type_is_end(data: &[u8]) -> Option<bool> {
     )
 }
 
+/// Notes what a turn's event says about the conversation.
 fn observe(data: &[u8], observed: &mut Observed) {
     if let Some(id) = leading_response_id(data) {
         observed.completed = Some(id.to_owned());

@@ -149,12 +149,28 @@ fn stop_reason(ending: Ending<'_>, tool_use: bool, refusal: bool) -> &'static st
 
 /// Messages usage from the upstream's: Anthropic's `input_tokens` leaves cache reads out.
 fn usage_json(usage: &TokenUsage) -> Value {
-    json!({
-        "input_tokens": usage.input.saturating_sub(usage.cached_input),
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": usage.cached_input,
-        "output_tokens": usage.output,
-    })
+    json!(MessagesUsage::from(usage))
+}
+
+/// A Messages `usage` object from the upstream's token counts: the one shape the JSON answer
+/// ([`usage_json`]) and the stream's `message_delta` (written without a `Value`) both print.
+#[derive(serde::Serialize)]
+struct MessagesUsage {
+    input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    output_tokens: u64,
+}
+
+impl From<&TokenUsage> for MessagesUsage {
+    fn from(usage: &TokenUsage) -> Self {
+        Self {
+            input_tokens: usage.input.saturating_sub(usage.cached_input),
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: usage.cached_input,
+            output_tokens: usage.output,
+        }
+    }
 }
 
 /// The Anthropic error type for an upstream (or relay) error code.

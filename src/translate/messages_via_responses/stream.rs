@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::stop::StopSequences;
-use super::{error_type, message_id, reasoning_signature, stop_reason, Ending};
+use super::{error_type, message_id, reasoning_signature, stop_reason, Ending, MessagesUsage};
 use crate::protocol::anthropic;
 use crate::protocol::responses::try_read_terminal;
 use crate::protocol::sse::SseEvent;
@@ -418,8 +418,7 @@ impl Translator {
             Some(_) => "stop_sequence",
             None => stop_reason(ending, self.tool_use, self.refusal),
         };
-        // Written directly, as `message_start` is; the usage as `usage_json` has it.
-        let usage = usage.unwrap_or_default();
+        // Written directly, as `message_start` is (no `Value`).
         out.put_slice(
             b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":",
         );
@@ -429,13 +428,13 @@ impl Translator {
             Some(stop) => put_json_str(out, stop),
             None => out.put_slice(b"null"),
         }
-        out.put_slice(b"},\"usage\":{\"input_tokens\":");
-        put_u64(out, usage.input.saturating_sub(usage.cached_input));
-        out.put_slice(b",\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":");
-        put_u64(out, usage.cached_input);
-        out.put_slice(b",\"output_tokens\":");
-        put_u64(out, usage.output);
-        out.put_slice(b"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        out.put_slice(b"},\"usage\":");
+        // Writing into memory cannot fail.
+        let _ = serde_json::to_writer(
+            (&mut *out).writer(),
+            &MessagesUsage::from(&usage.unwrap_or_default()),
+        );
+        out.put_slice(b"}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
         self.ended = true;
     }
 
