@@ -23,7 +23,9 @@
 //! socket with RFC 6455's codes: 1002 protocol error, 1003 a binary message, 1007 text that is not
 //! UTF-8, 1009 a message over `gateway.max_body_size`.
 
+mod create;
 mod history;
+mod observe;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,7 +39,6 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
-use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::{sleep_until, Instant};
@@ -50,7 +51,9 @@ use crate::protocol::sse::SseScanner;
 use crate::state::AppState;
 use crate::upstream::websocket::{Link, Turn as UpstreamTurn};
 use crate::usage::Transport;
-use history::{Continues, History, Item};
+use create::Create;
+use history::{Continues, History};
+use observe::{observe, Observed};
 
 /// RFC 6455 section 7.4.1 close codes.
 mod close {
@@ -241,25 +244,6 @@ enum Flow {
     Closed,
 }
 
-/// A `response.create` message, taken apart.
-struct Create {
-    /// Every other top-level field, forwarded as sent.
-    fields: IndexMap<String, Box<RawValue>>,
-    /// The new input items of this turn.
-    input: Vec<Item>,
-    previous: Option<String>,
-    /// `generate: false`: Codex's prewarm.
-    prewarm: bool,
-}
-
-/// What a turn's events said.
-#[derive(Default)]
-struct Observed {
-    output: Vec<Item>,
-    /// The response id, once the turn completed.
-    completed: Option<String>,
-}
-
 impl Session {
     async fn run(mut self) {
         loop {
@@ -360,11 +344,10 @@ impl Session {
 
     /// One `response.create`, answered in full.
     async fn turn(&mut self, text: Utf8Bytes) -> Flow {
-        let create = match parse_create(text.as_str()) {
+        let create = match create::parse(text.as_str()) {
             Ok(create) => create,
             Err(refusal) => return self.refuse(&refusal).await,
         };
-        drop(text);
         let at = match self.history.continues(create.previous.as_deref()) {
             Ok(at) => at,
             Err(_) => {
@@ -377,7 +360,7 @@ impl Session {
         if create.prewarm {
             return self.prewarm(at, create).await;
         }
-        let body = full_body(&create.fields, self.history.before(at), &create.input);
+        let body = create::full_body(&create, self.history.before(at));
         let turn = UpstreamTurn {
             link: Arc::clone(&self.link),
             previous: create.previous.clone(),
@@ -428,7 +411,7 @@ impl Session {
         };
         let bytes = self
             .history
-            .completed(at, id, create.input, observed.output);
+            .completed(at, id, create.into_input(), observed.output);
         if bytes > self.state.gateway().websocket_max_history_bytes {
             self.close(
                 close::NORMAL,
@@ -444,6 +427,8 @@ impl Session {
     async fn stream(&mut self, mut body: Body) -> Option<Observed> {
         let mut scanner = SseScanner::new();
         let mut observed = Observed::default();
+        // A chunk's events: (whether `observe` reads it, its data).
+        let mut events: Vec<(bool, Bytes)> = Vec::new();
         loop {
             let ping_at = self.next_ping;
             tokio::select! {
@@ -453,7 +438,6 @@ impl Session {
                         return Some(observed);
                     };
                     let Ok(chunk) = frame.into_data() else { continue };
-                    let mut events: Vec<(bool, Vec<u8>)> = Vec::new();
                     scanner.feed(&chunk, |event| {
                         // `: keepalive` comments: the socket's own pings keep it alive.
                         if event.raw().first() == Some(&b':') {
@@ -463,20 +447,21 @@ impl Session {
                             event.name(),
                             b"response.output_item.done" | b"response.completed" | b"response.incomplete"
                         );
-                        events.push((notable, event.data().into_owned()));
+                        events.push((notable, data_of(&chunk, event.data())));
                     });
                     // The chunk's events are queued as frames and written with one flush: one
                     // write to the socket per upstream read, as the HTTP stream does, instead of
                     // one per event (a system call each).
                     let mut queued = false;
-                    for (notable, data) in events {
+                    for (notable, data) in events.drain(..) {
                         if notable {
                             observe(&data, &mut observed);
                         }
-                        let text = String::from_utf8(data)
-                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                        let text = Utf8Bytes::try_from(data.clone()).unwrap_or_else(|_| {
+                            String::from_utf8_lossy(&data).into_owned().into()
+                        });
                         queued = true;
-                        if self.queue(Message::Text(text.into())).await == Flow::Closed {
+                        if self.queue(Message::Text(text)).await == Flow::Closed {
                             // Dropping the body tells the relay the client left; it reads the
                             // upstream on for the usage.
                             return None;
@@ -502,13 +487,9 @@ impl Session {
 
     /// `generate: false`: Codex warms the connection up with its instructions. Answered here
     /// (no upstream call, no usage): the input is remembered for the turn that continues it.
-    async fn prewarm(&mut self, at: Continues, create: Create) -> Flow {
+    async fn prewarm(&mut self, at: Continues, create: Create<'_>) -> Flow {
         let id = format!("resp_{:032x}", rand::random::<u128>());
-        let model = create
-            .fields
-            .get("model")
-            .map_or("null", |m| m.get())
-            .to_owned();
+        let model = create.field("model").map_or("null", |m| m.get()).to_owned();
         let created_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -533,7 +514,8 @@ impl Session {
         {
             return Flow::Closed;
         }
-        self.history.completed(at, id, create.input, Vec::new());
+        self.history
+            .completed(at, id, create.into_input(), Vec::new());
         Flow::Open
     }
 
@@ -584,14 +566,15 @@ impl Session {
     /// Queues a frame without writing it out (unless the socket's write buffer is full):
     /// [`Session::flush`] writes what is queued.
     async fn queue(&mut self, message: Message) -> Flow {
-        self.next_ping = self.keepalive.map(|every| Instant::now() + every);
         match self.socket.feed(message).await {
             Ok(()) => Flow::Open,
             Err(_) => Flow::Closed,
         }
     }
 
+    /// Writes out what is queued; the next ping is due an interval after it.
     async fn flush(&mut self) -> Flow {
+        self.next_ping = self.keepalive.map(|every| Instant::now() + every);
         match self.socket.flush().await {
             Ok(()) => Flow::Open,
             Err(_) => Flow::Closed,
@@ -605,6 +588,20 @@ impl Session {
         };
         let _ = self.socket.send(Message::Close(Some(frame))).await;
     }
+}
+
+/// An event's data as its own bytes: a slice of the chunk (no copy) when it is one line there,
+/// as the relay writes it; else the joined lines.
+fn data_of(chunk: &Bytes, data: std::borrow::Cow<'_, [u8]>) -> Bytes {
+    match data {
+        std::borrow::Cow::Borrowed(part) if within(chunk, part) => chunk.slice_ref(part),
+        data => Bytes::from(data.into_owned()),
+    }
+}
+
+fn within(chunk: &[u8], part: &[u8]) -> bool {
+    let (outer, inner) = (chunk.as_ptr_range(), part.as_ptr_range());
+    outer.start <= inner.start && inner.end <= outer.end
 }
 
 /// The close a broken frame earns (RFC 6455 7.4.1); a connection that broke gets none.
@@ -624,182 +621,6 @@ fn refused_frame(error: axum::Error) -> Client {
         tungstenite::Error::Protocol(e) => Client::Refuse(close::PROTOCOL_ERROR, e.to_string()),
         _ => Client::Gone,
     }
-}
-
-fn parse_create(text: &str) -> Result<Create, Refusal> {
-    let invalid = |message: String| Refusal::InvalidRequest(message);
-    let mut fields: IndexMap<String, Box<RawValue>> = serde_json::from_str(text).map_err(|e| {
-        invalid(format!(
-            "a WebSocket message must be one JSON object (response.create): {e}"
-        ))
-    })?;
-    let kind: Option<String> = fields
-        .shift_remove("type")
-        .and_then(|t| serde_json::from_str(t.get()).ok());
-    if kind.as_deref() != Some("response.create") {
-        return Err(invalid(format!(
-            "unsupported WebSocket message type {}: send response.create",
-            kind.map_or_else(|| "(none)".to_owned(), |k| format!("{k:?}"))
-        )));
-    }
-    let previous: Option<String> = match fields.shift_remove("previous_response_id") {
-        None => None,
-        Some(raw) => serde_json::from_str(raw.get())
-            .map_err(|_| invalid("previous_response_id must be a string".to_owned()))?,
-    };
-    let prewarm = fields
-        .shift_remove("generate")
-        .is_some_and(|g| g.get().trim() == "false");
-    let input = match fields.shift_remove("input") {
-        None => Vec::new(),
-        Some(raw) => input_items(&raw)?,
-    };
-    fields.insert("stream".to_owned(), raw_json("true"));
-    Ok(Create {
-        fields,
-        input,
-        previous,
-        prewarm,
-    })
-}
-
-/// `input` as items: a list as sent, a string as one user message.
-fn input_items(raw: &RawValue) -> Result<Vec<Item>, Refusal> {
-    if let Ok(items) = serde_json::from_str::<Vec<Item>>(raw.get()) {
-        return Ok(items);
-    }
-    let text: String = serde_json::from_str(raw.get()).map_err(|_| {
-        Refusal::InvalidRequest("input must be a list of items or a string".to_owned())
-    })?;
-    let message = serde_json::json!({
-        "type": "message",
-        "role": "user",
-        "content": [{"type": "input_text", "text": text}],
-    });
-    Ok(vec![raw_json(&message.to_string())])
-}
-
-fn raw_json(json: &str) -> Box<RawValue> {
-    RawValue::from_string(json.to_owned()).unwrap_or_else(|_| Box::default())
-}
-
-/// The turn's request body: its fields as sent, with the whole conversation as `input`.
-fn full_body(fields: &IndexMap<String, Box<RawValue>>, before: &[Item], new: &[Item]) -> String {
-    let mut body = String::with_capacity(
-        before
-            .iter()
-            .chain(new)
-            .map(|i| i.get().len() + 1)
-            .sum::<usize>()
-            + 1024,
-    );
-    body.push('{');
-    for (name, value) in fields {
-        // A field name is JSON-escaped by serde; it cannot fail for a `String`.
-        body.push_str(&serde_json::to_string(name).unwrap_or_default());
-        body.push(':');
-        body.push_str(value.get());
-        body.push(',');
-    }
-    body.push_str("\"input\":[");
-    for (i, item) in before.iter().chain(new).enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(item.get());
-    }
-    body.push_str("]}");
-    body
-}
-
-/// The id of a `response.completed`/`incomplete` event's response when it is the response's
-/// first field, as the Responses API writes it (`{"type":…,"sequence_number":…,"response":
-/// {"id":"resp_…",…`): read there, without walking the whole response (its output repeats the
-/// turn's text), which [`observe`] would otherwise do for one field. `None` for any other shape
-/// (an event of another type, an escaped id), which `observe` reads with serde.
-fn leading_response_id(data: &[u8]) -> Option<&str> {
-    if json_type_is_end(data) != Some(true) {
-        return None;
-    }
-    let at = memchr::memmem::find(data, b"\"response\"")? + b"\"response\"".len();
-    let rest = data[at..]
-        .trim_ascii_start()
-        .strip_prefix(b":")?
-        .trim_ascii_start()
-        .strip_prefix(b"{")?
-        .trim_ascii_start()
-        .strip_prefix(b"\"id\"")?
-        .trim_ascii_start()
-        .strip_prefix(b":")?
-        .trim_ascii_start()
-        .strip_prefix(b"\"")?;
-    let end = rest
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-    if rest[end] != b'"' {
-        return None;
-    }
-    std::str::from_utf8(&rest[..end]).ok()
-}
-
-/// Whether the event's leading `"type"` is `response.completed` or `response.incomplete`.
-fn json_type_is_end(data: &[u8]) -> Option<bool> {
-    let rest = data
-        .trim_ascii_start()
-        .strip_prefix(b"{")?
-        .trim_ascii_start()
-        .strip_prefix(b"\"type\"")?
-        .trim_ascii_start()
-        .strip_prefix(b":")?
-        .trim_ascii_start();
-    Some(
-        rest.starts_with(b"\"response.completed\"") || rest.starts_with(b"\"response.incomplete\""),
-    )
-}
-
-/// Notes what a turn's event says about the conversation.
-fn observe(data: &[u8], observed: &mut Observed) {
-    if let Some(id) = leading_response_id(data) {
-        observed.completed = Some(id.to_owned());
-        return;
-    }
-    #[derive(Deserialize)]
-    struct Event<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: &'a str,
-        item: Option<Box<RawValue>>,
-        response: Option<ResponseId>,
-    }
-    #[derive(Deserialize)]
-    struct ResponseId {
-        id: String,
-    }
-    let Ok(event) = serde_json::from_slice::<Event<'_>>(data) else {
-        return;
-    };
-    match event.kind {
-        "response.output_item.done" => {
-            if let Some(item) = event.item {
-                observed.output.push(without_id(item));
-            }
-        }
-        "response.completed" | "response.incomplete" => {
-            observed.completed = event.response.map(|r| r.id);
-        }
-        _ => {}
-    }
-}
-
-/// An output item as the next request's input: without its `id` (with `store: false` the
-/// upstream kept no item to refer to, and Codex itself never sends them back).
-fn without_id(item: Box<RawValue>) -> Item {
-    let Ok(mut fields) = serde_json::from_str::<IndexMap<String, Box<RawValue>>>(item.get()) else {
-        return item;
-    };
-    if fields.shift_remove("id").is_none() {
-        return item;
-    }
-    serde_json::value::to_raw_value(&fields).unwrap_or(item)
 }
 
 /// `{"type":"error","status":…,"error":{…}}` from an error answer's JSON.
@@ -828,74 +649,6 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
-
-    /// The completed turn's id, read from the head of the event or else by serde: the same id.
-    #[test]
-    fn a_completed_turns_id_is_read_from_the_head_of_the_event_or_by_serde() {
-        let completed = |data: &str| {
-            let mut observed = Observed::default();
-            observe(data.as_bytes(), &mut observed);
-            (
-                leading_response_id(data.as_bytes()).map(str::to_owned),
-                observed.completed,
-            )
-        };
-        let usual = r#"{"type":"response.completed","sequence_number":9,"response":{"id":"resp_1","output":[{"type":"message","content":[{"text":"\"response\":{\"id\":\"x\""}]}]}}"#;
-        assert_eq!(
-            completed(usual),
-            (Some("resp_1".into()), Some("resp_1".into()))
-        );
-        let incomplete = r#"{ "type" : "response.incomplete", "response" : { "id" : "resp_2" } }"#;
-        assert_eq!(
-            completed(incomplete),
-            (Some("resp_2".into()), Some("resp_2".into()))
-        );
-        // Other shapes are left to serde, which finds the same id.
-        let id_later =
-            r#"{"type":"response.completed","response":{"object":"response","id":"resp_3"}}"#;
-        assert_eq!(completed(id_later), (None, Some("resp_3".into())));
-        let escaped = r#"{"type":"response.completed","response":{"id":"resp_\u0034"}}"#;
-        assert_eq!(completed(escaped), (None, Some("resp_4".into())));
-        let other = r#"{"type":"response.output_text.done","response":{"id":"resp_5"}}"#;
-        assert_eq!(leading_response_id(other.as_bytes()), None);
-    }
-
-    #[test]
-    fn a_continuation_becomes_one_body_with_the_whole_input_and_no_previous_response_id() {
-        let create = parse_create(
-            r#"{"type":"response.create","model":"gpt-5","previous_response_id":"resp_1","input":[{"type":"function_call_output","call_id":"c1","output":"ok"}],"store":false}"#,
-        )
-        .unwrap();
-        assert_eq!(create.previous.as_deref(), Some("resp_1"));
-        let before = vec![raw_json(r#"{"type":"function_call","call_id":"c1"}"#)];
-        let body = full_body(&create.fields, &before, &create.input);
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["stream"], true);
-        assert_eq!(v["model"], "gpt-5");
-        assert!(v.get("previous_response_id").is_none(), "{body}");
-        assert!(v.get("type").is_none(), "{body}");
-        assert_eq!(v["input"][0]["type"], "function_call");
-        assert_eq!(v["input"][1]["type"], "function_call_output");
-    }
-
-    #[test]
-    fn other_messages_are_refused_in_protocol() {
-        for text in ["[]", "nope", r#"{"type":"response.cancel"}"#] {
-            assert!(
-                matches!(parse_create(text), Err(Refusal::InvalidRequest(_))),
-                "{text}"
-            );
-        }
-        assert!(parse_create(r#"{"type":"response.create","input":"hi"}"#).is_ok());
-    }
-
-    #[test]
-    fn output_items_lose_their_id_and_keep_the_rest() {
-        let item = without_id(raw_json(
-            r#"{"id":"fc_1","type":"function_call","call_id":"c1"}"#,
-        ));
-        assert_eq!(item.get(), r#"{"type":"function_call","call_id":"c1"}"#);
-    }
 
     #[test]
     fn an_error_answer_becomes_an_error_event_with_its_status() {
