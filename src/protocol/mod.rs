@@ -133,8 +133,10 @@ pub enum Reported<T> {
 
 impl<'de, T: serde::de::DeserializeOwned> serde::Deserialize<'de> for Reported<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        Ok(serde_json::from_value(value).map_or(Reported::Unparsed, Reported::Read))
+        // Kept as its JSON text, then read: a tree of `Value`s cost more than the rest of a
+        // terminal event's reading.
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        Ok(serde_json::from_str(raw.get()).map_or(Reported::Unparsed, Reported::Read))
     }
 }
 
@@ -212,6 +214,13 @@ pub trait StreamWatch: Send + Sync {
     }
     /// The in-protocol event that ends a stream which cannot go on.
     fn failure_event(&self, code: &str, message: &str) -> Bytes;
+
+    /// The terminal event [`StreamWatch::observe`] just read, for a translator of this stream
+    /// to take instead of reading the event again (a Responses terminal event repeats the whole
+    /// answer). Only the Responses watch keeps it.
+    fn take_terminal_read(&mut self) -> Option<responses::TerminalRead> {
+        None
+    }
 }
 
 /// `"code"` of a JSON error value as text, whether the upstream sent a string or a number.

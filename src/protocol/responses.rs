@@ -145,6 +145,9 @@ pub fn usage_of_json(body: &[u8]) -> Result<Option<TokenUsage>, String> {
     super::body::top_level_usage::<Reported<WireUsage>>(body).map(|u| u.map(Reported::into_usage))
 }
 
+/// A terminal event's data as [`try_read_terminal`] read it.
+pub type TerminalRead = Result<(Terminal, Option<TokenUsage>), serde_json::Error>;
+
 /// Reads a terminal event's data (`response.completed`/`incomplete`/`failed` or `error`).
 pub fn read_terminal(data: &[u8]) -> (Terminal, Option<TokenUsage>) {
     try_read_terminal(data).unwrap_or_default()
@@ -318,6 +321,9 @@ pub struct Watch {
     failed: bool,
     usage: TokenUsage,
     response_id: Option<String>,
+    /// The terminal event just read, until a translator takes it
+    /// ([`StreamWatch::take_terminal_read`]).
+    terminal_read: Option<TerminalRead>,
 }
 
 impl StreamWatch for Watch {
@@ -330,13 +336,17 @@ impl StreamWatch for Watch {
             }
             _ => {
                 if kind.is_terminal() {
-                    let (terminal, usage) = read_terminal(&event.data());
+                    let read = try_read_terminal(&event.data());
                     self.finished = true;
                     self.failed = matches!(kind, Event::Failed | Event::Error);
-                    self.usage = usage.unwrap_or_default();
-                    if terminal.response_id.is_some() {
-                        self.response_id = terminal.response_id;
+                    self.usage = TokenUsage::default();
+                    if let Ok((terminal, usage)) = &read {
+                        self.usage = usage.unwrap_or_default();
+                        if terminal.response_id.is_some() {
+                            self.response_id.clone_from(&terminal.response_id);
+                        }
                     }
+                    self.terminal_read = Some(read);
                 }
                 EventRole::Output
             }
@@ -357,6 +367,10 @@ impl StreamWatch for Watch {
 
     fn failure_event(&self, code: &str, message: &str) -> Bytes {
         failed_event(self.response_id.as_deref(), code, message)
+    }
+
+    fn take_terminal_read(&mut self) -> Option<TerminalRead> {
+        self.terminal_read.take()
     }
 }
 

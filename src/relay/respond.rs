@@ -231,11 +231,16 @@ trait EventMapper {
     /// chunk completes an event whose start came in an earlier chunk.
     fn reframes(&self, chunk: &[u8], carried: bool) -> bool;
 
-    /// One upstream event, as the upstream protocol's watch classified it: writes what the
-    /// client gets for it into `out` (given when the mapper reframes) and says whether the
-    /// client's real output has begun.
-    fn event(&mut self, event: &SseEvent<'_>, role: &EventRole, out: Option<&mut BytesMut>)
-        -> bool;
+    /// One upstream event, as the upstream protocol's watch classified it (and, for a terminal
+    /// event, read it: `read`): writes what the client gets for it into `out` (given when the
+    /// mapper reframes) and says whether the client's real output has begun.
+    fn event(
+        &mut self,
+        event: &SseEvent<'_>,
+        role: &EventRole,
+        read: Option<responses::TerminalRead>,
+        out: Option<&mut BytesMut>,
+    ) -> bool;
 
     /// The upstream sent an event the mapper cannot accept (a translator's
     /// [`StreamTranslator::malformed`]): the stream is a bad answer from here on.
@@ -275,6 +280,7 @@ impl EventMapper for Native {
         &mut self,
         event: &SseEvent<'_>,
         role: &EventRole,
+        _read: Option<responses::TerminalRead>,
         out: Option<&mut BytesMut>,
     ) -> bool {
         let output = match role {
@@ -331,10 +337,11 @@ impl EventMapper for Translated {
         &mut self,
         event: &SseEvent<'_>,
         role: &EventRole,
+        read: Option<responses::TerminalRead>,
         out: Option<&mut BytesMut>,
     ) -> bool {
         if let Some(out) = out.filter(|_| !matches!(role, EventRole::FailBeforeOutput(_))) {
-            self.0.event(event, out);
+            self.0.event_read(event, read, out);
         }
         self.0.has_output()
     }
@@ -438,7 +445,8 @@ async fn stream<M: EventMapper>(
                 return;
             }
             let role = watch.observe(&event, output_started || starts_output);
-            starts_output |= mapper.event(&event, &role, out.as_mut());
+            let read = watch.take_terminal_read();
+            starts_output |= mapper.event(&event, &role, read, out.as_mut());
             if let EventRole::FailBeforeOutput(t) = role {
                 failed_early = Some(t);
             }

@@ -31,6 +31,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::protocol::responses;
 use crate::protocol::sse::SseEvent;
 
 mod chat_answer;
@@ -150,6 +151,19 @@ pub trait Translation {
 pub trait StreamTranslator: Send {
     /// One upstream event.
     fn event(&mut self, event: &SseEvent<'_>, out: &mut BytesMut);
+
+    /// One upstream event, with its terminal reading when the relay's watch of a Responses
+    /// upstream made one (`read`): a translator from Responses takes it instead of reading the
+    /// event again. Others translate the event alone.
+    fn event_read(
+        &mut self,
+        event: &SseEvent<'_>,
+        read: Option<responses::TerminalRead>,
+        out: &mut BytesMut,
+    ) {
+        let _ = read;
+        self.event(event, out);
+    }
 
     /// Whether what was written so far holds real output (text, reasoning, a tool call, a
     /// content block), not only the client protocol's preamble (`message_start`,

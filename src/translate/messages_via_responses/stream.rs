@@ -10,13 +10,12 @@ use std::fmt::Write as _;
 
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::stop::StopSequences;
 use super::{error_type, message_id, reasoning_signature, stop_reason, Ending, MessagesUsage};
 use crate::protocol::anthropic;
-use crate::protocol::responses::try_read_terminal;
+use crate::protocol::responses::{try_read_terminal, TerminalRead};
 use crate::protocol::sse::SseEvent;
 use crate::protocol::TokenUsage;
 use crate::translate::quick_delta::quick_delta;
@@ -98,8 +97,8 @@ struct Event<'a> {
     delta: Option<Cow<'a, str>>,
     item: Option<Item>,
     part: Option<Part>,
-    #[serde(borrow)]
-    response: Option<&'a RawValue>,
+    /// The preamble's response: its fields but the id are skipped, not kept.
+    response: Option<Response>,
 }
 
 #[derive(Deserialize, Default)]
@@ -135,14 +134,6 @@ pub(super) struct Part {
 #[serde(default)]
 struct Response {
     id: Option<String>,
-}
-
-impl Response {
-    /// The response object of `response.created`/`in_progress` is kept as its bytes (skipped
-    /// without reading its many fields) and its id read only while it is unknown.
-    fn id(raw: Option<&RawValue>) -> Option<String> {
-        serde_json::from_str::<Response>(raw?.get()).ok()?.id
-    }
 }
 
 /// A JSON string, escaped, straight into the output.
@@ -444,6 +435,19 @@ impl Translator {
     }
 }
 
+/// The events besides the preamble whose fields the translator reads; any other event (the
+/// `.done` events that repeat what the deltas said, events this translator does not know) is
+/// only checked to be JSON.
+const ACTED_ON: &[&[u8]] = &[
+    b"response.output_item.added",
+    b"response.content_part.added",
+    b"response.output_text.delta",
+    b"response.refusal.delta",
+    b"response.reasoning_summary_text.delta",
+    b"response.function_call_arguments.delta",
+    b"response.output_item.done",
+];
+
 /// The reason a `response.incomplete` gives.
 fn incomplete_reason(data: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(data).ok()?;
@@ -454,6 +458,10 @@ fn incomplete_reason(data: &[u8]) -> Option<String> {
 
 impl StreamTranslator for Translator {
     fn event(&mut self, event: &SseEvent<'_>, out: &mut BytesMut) {
+        self.event_read(event, None, out);
+    }
+
+    fn event_read(&mut self, event: &SseEvent<'_>, read: Option<TerminalRead>, out: &mut BytesMut) {
         if self.ended || self.malformed.is_some() {
             return;
         }
@@ -463,10 +471,11 @@ impl StreamTranslator for Translator {
             name,
             b"response.completed" | b"response.incomplete" | b"response.failed" | b"error"
         ) {
-            // Read once, leniently: a terminal event that is not JSON would end the client's
-            // stream without its usage or error (it fails the attempt); JSON of another shape
-            // reads as a terminal without usage or error details.
-            let (terminal, usage) = match try_read_terminal(&data) {
+            // Read once (by the relay's watch when it gives its reading), leniently: a terminal
+            // event that is not JSON would end the client's stream without its usage or error
+            // (it fails the attempt); JSON of another shape reads as a terminal without usage
+            // or error details.
+            let (terminal, usage) = match read.unwrap_or_else(|| try_read_terminal(&data)) {
                 Ok(read) => read,
                 Err(e) => {
                     if !e.is_data() {
@@ -496,6 +505,21 @@ impl StreamTranslator for Translator {
             // Output past the stop sequence is not the client's.
             return;
         }
+        let acted_on = match name {
+            b"response.created" | b"response.queued" => true,
+            // The preamble again: nothing new once the message started with its id.
+            b"response.in_progress" => !self.started || self.response_id.is_none(),
+            _ => ACTED_ON.contains(&name),
+        };
+        if !acted_on {
+            // Nothing is read from it, so it is only checked to be JSON (a stream of broken
+            // bytes fails over), without reading its fields (`output_text.done` and
+            // `content_part.done` repeat the text).
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&data) {
+                self.malformed = unreadable(name, &data, &e, false);
+            }
+            return;
+        }
         let quick = match name {
             b"response.output_text.delta"
             | b"response.refusal.delta"
@@ -516,27 +540,14 @@ impl StreamTranslator for Translator {
         let ev = match read {
             Ok(ev) => ev,
             Err(e) => {
-                let acted_on = matches!(
-                    name,
-                    b"response.created"
-                        | b"response.in_progress"
-                        | b"response.queued"
-                        | b"response.output_item.added"
-                        | b"response.content_part.added"
-                        | b"response.output_text.delta"
-                        | b"response.refusal.delta"
-                        | b"response.reasoning_summary_text.delta"
-                        | b"response.function_call_arguments.delta"
-                        | b"response.output_item.done"
-                );
-                self.malformed = unreadable(name, &data, &e, acted_on);
+                self.malformed = unreadable(name, &data, &e, true);
                 return;
             }
         };
         match name {
             b"response.created" | b"response.in_progress" | b"response.queued" => {
                 if self.response_id.is_none() {
-                    self.response_id = Response::id(ev.response);
+                    self.response_id = ev.response.and_then(|r| r.id);
                 }
                 self.start(out);
             }
