@@ -34,7 +34,9 @@ pub struct AppState {
     /// Every API key (config and admin-created); updated in place by the admin API.
     pub keys: KeyDirectory,
     /// One writer of the running snapshot of keys, groups and accounts at a time. The admin
-    /// API holds it from its store write to its snapshot update, a reload from the store
+    /// API holds it from its store write to its snapshot update (a change to an existing key,
+    /// group or account from its read of the record, so two changes at once cannot each write
+    /// the record as it was before the other), a reload from the store
     /// (`server::reload::from_store`) from its store read to its snapshot swap: without it, a
     /// reload that read the store just before a change could put the old list back after the
     /// change applied (a new key refused, a deleted one served, until the next reload).

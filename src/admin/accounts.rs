@@ -369,6 +369,9 @@ pub async fn update(
     AdminJson(body): AdminJson<UpdateAccount>,
 ) -> Response {
     let outcome = async {
+        // Held from the read: two changes at once must not each write the account as it was
+        // before the other.
+        let _snapshot = state.snapshot_writes.lock().await;
         let record = find(&state, &name).await?;
         refuse_config_row("account", &name, record.source)?;
         let mut spec = to_spec(&record, &state.sealer).map_err(|e| {
@@ -382,7 +385,6 @@ pub async fn update(
         check_spec(&spec, &state)?;
         let mut updated = sealed(&spec, &state)?;
         updated.created_at = record.created_at;
-        let _snapshot = state.snapshot_writes.lock().await;
         state
             .store
             .upsert_account(&updated)

@@ -243,6 +243,9 @@ pub async fn update(
     AdminJson(body): AdminJson<UpdateGroup>,
 ) -> Response {
     let outcome = async {
+        // Held from the read: two changes at once must not each write the group as it was
+        // before the other.
+        let _snapshot = state.snapshot_writes.lock().await;
         let mut record = find(&state, &name).await?;
         refuse_config_row("group", &name, record.source)?;
         let before = serde_json::to_value(view(record.clone())).ok();
@@ -270,7 +273,6 @@ pub async fn update(
                 )));
             }
         }
-        let _snapshot = state.snapshot_writes.lock().await;
         state
             .store
             .upsert_group(&record)

@@ -301,13 +301,16 @@ pub async fn update(
     }
 }
 
-async fn update_key(
+pub(crate) async fn update_key(
     state: &AppState,
     admin: &Admin,
     action: &str,
     name: &str,
     body: UpdateKey,
 ) -> Result<KeyRecord, Refusal> {
+    // Held from the read: two changes to one key at once must not each write the record as it
+    // was before the other (the second would undo the first).
+    let _snapshot = state.snapshot_writes.lock().await;
     let mut record = find(state, name).await?;
     refuse_config_row("key", name, record.source)?;
     let before = serde_json::to_value(view(&record)).ok();
@@ -336,7 +339,6 @@ async fn update_key(
         record.allowed_models = models;
     }
     check_limits(&record, state)?;
-    let _snapshot = state.snapshot_writes.lock().await;
     state.store.update_key(&record).await.map_err(store_error)?;
     state.keys.upsert(&record);
     state.limits.follow_key(&record, state.store.as_ref()).await;

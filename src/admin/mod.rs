@@ -20,7 +20,7 @@ mod usage;
 /// The key creation behind `POST /admin/api/keys`, for the snapshot lock's test
 /// (`server::snapshot_tests`).
 #[cfg(test)]
-pub(crate) use keys::create_key;
+pub(crate) use keys::{create_key, update_key, UpdateKey};
 
 use std::net::IpAddr;
 use std::sync::Arc;

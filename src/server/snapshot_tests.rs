@@ -1,5 +1,7 @@
-//! `AppState::snapshot_writes` against the race it exists for: a reload from the store that read
-//! the keys just before an admin write must not put the old list back after the write applied.
+//! `AppState::snapshot_writes` against the races it exists for: a reload from the store that read
+//! the keys just before an admin write must not put the old list back after the write applied,
+//! and of two admin changes to one key at once, the second must not write the key as it was
+//! before the first.
 //!
 //! The store is an in-memory fake whose `list_keys` can stop after reading, so the reload is held
 //! between its read and its swap for as long as the test wants; with nothing on other threads and
@@ -91,7 +93,12 @@ impl Store for HeldStore {
         self.keys.lock().unwrap().push(key.clone());
         done(())
     }
-    fn update_key(&self, _: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+    fn update_key(&self, key: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        for stored in self.keys.lock().unwrap().iter_mut() {
+            if stored.name == key.name {
+                *stored = key.clone();
+            }
+        }
         done(())
     }
     fn upsert_key(&self, _: &KeyRecord) -> BoxFuture<'_, StoreResult<()>> {
@@ -271,5 +278,58 @@ async fn a_key_created_while_a_reload_holds_its_read_is_still_known_after_the_sw
     assert!(
         known.is_ok(),
         "the reload put back the list it read before the key was created"
+    );
+}
+
+#[tokio::test]
+async fn two_changes_to_one_key_at_once_both_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(HeldStore {
+        groups: vec![GroupRecord {
+            name: "default".into(),
+            platform: Platform::OpenAi,
+            source: crate::store::Source::Config,
+            created_at: 0,
+            settings: Default::default(),
+        }],
+        ..Default::default()
+    });
+    let state = state(Arc::clone(&store), dir.path());
+    let body = serde_json::from_value(serde_json::json!({"name": "k"})).unwrap();
+    crate::admin::create_key(&state, body).await.unwrap();
+    let change = |fields: serde_json::Value| {
+        let state = Arc::clone(&state);
+        let body: crate::admin::UpdateKey = serde_json::from_value(fields).unwrap();
+        async move {
+            let admin = crate::admin::Admin {
+                actor: crate::store::audit::Actor::new("test", None),
+            };
+            crate::admin::update_key(&state, &admin, "key.update", "k", body).await
+        }
+    };
+
+    // The first change reads the key and stops there.
+    store.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = state
+        .tasks
+        .spawn(change(serde_json::json!({"rpm_limit": 5})));
+    store.read.notified().await;
+
+    // The second runs until it is done or waits for the first.
+    tokio::time::pause();
+    let second = state
+        .tasks
+        .spawn(change(serde_json::json!({"concurrency": 3})));
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    tokio::time::resume();
+
+    store.release.notify_one();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    let keys = store.keys.lock().unwrap().clone();
+    assert_eq!(
+        (keys[0].rpm_limit, keys[0].concurrency),
+        (5, 3),
+        "one change wrote the key as it was before the other"
     );
 }
