@@ -24,6 +24,7 @@
 //! UTF-8, 1009 a message over `gateway.max_body_size`.
 
 mod create;
+mod frames;
 mod history;
 mod observe;
 
@@ -438,17 +439,16 @@ impl Session {
                         return Some(observed);
                     };
                     let Ok(chunk) = frame.into_data() else { continue };
-                    scanner.feed(&chunk, |event| {
-                        // `: keepalive` comments: the socket's own pings keep it alive.
-                        if event.raw().first() == Some(&b':') {
-                            return;
-                        }
-                        let notable = matches!(
-                            event.name(),
-                            b"response.output_item.done" | b"response.completed" | b"response.incomplete"
-                        );
-                        events.push((notable, data_of(&chunk, event.data())));
-                    });
+                    if scanner.pending() > 0 || !frames::whole_events(&chunk, &mut events) {
+                        scanner.feed(&chunk, |event| {
+                            // `: keepalive` comments: the socket's own pings keep it alive.
+                            if event.raw().first() == Some(&b':') {
+                                return;
+                            }
+                            let notable = frames::notable(event.name());
+                            events.push((notable, data_of(&chunk, event.data())));
+                        });
+                    }
                     // The chunk's events are queued as frames and written with one flush: one
                     // write to the socket per upstream read, as the HTTP stream does, instead of
                     // one per event (a system call each).
