@@ -220,6 +220,20 @@ fn state(store: Arc<HeldStore>, dir: &std::path::Path) -> Arc<AppState> {
     })
 }
 
+/// A held store with the config's `default` group.
+fn with_default_group() -> HeldStore {
+    HeldStore {
+        groups: vec![GroupRecord {
+            name: "default".into(),
+            platform: Platform::OpenAi,
+            source: crate::store::Source::Config,
+            created_at: 0,
+            settings: Default::default(),
+        }],
+        ..Default::default()
+    }
+}
+
 fn bearer(key: &str) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
     headers.insert(
@@ -232,16 +246,7 @@ fn bearer(key: &str) -> http::HeaderMap {
 #[tokio::test]
 async fn a_key_created_while_a_reload_holds_its_read_is_still_known_after_the_swap() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(HeldStore {
-        groups: vec![GroupRecord {
-            name: "default".into(),
-            platform: Platform::OpenAi,
-            source: crate::store::Source::Config,
-            created_at: 0,
-            settings: Default::default(),
-        }],
-        ..Default::default()
-    });
+    let store = Arc::new(with_default_group());
     let state = state(Arc::clone(&store), dir.path());
     store.hold.store(true, std::sync::atomic::Ordering::SeqCst);
 
@@ -284,16 +289,7 @@ async fn a_key_created_while_a_reload_holds_its_read_is_still_known_after_the_sw
 #[tokio::test]
 async fn two_changes_to_one_key_at_once_both_apply() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(HeldStore {
-        groups: vec![GroupRecord {
-            name: "default".into(),
-            platform: Platform::OpenAi,
-            source: crate::store::Source::Config,
-            created_at: 0,
-            settings: Default::default(),
-        }],
-        ..Default::default()
-    });
+    let store = Arc::new(with_default_group());
     let state = state(Arc::clone(&store), dir.path());
     let body = serde_json::from_value(serde_json::json!({"name": "k"})).unwrap();
     crate::admin::create_key(&state, body).await.unwrap();
