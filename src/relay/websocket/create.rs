@@ -122,7 +122,8 @@ pub fn full_body(create: &Create<'_>, before: &[Item]) -> String {
     let mut body = String::with_capacity(fields + items().map(|i| i.len() + 1).sum::<usize>() + 32);
     body.push('{');
     for (name, value) in &create.fields {
-        push_json_str(&mut body, name);
+        // Serialising a `&str` cannot fail.
+        body.push_str(&serde_json::to_string(name).unwrap_or_default());
         body.push(':');
         body.push_str(value.get());
         body.push(',');
@@ -136,21 +137,6 @@ pub fn full_body(create: &Create<'_>, before: &[Item]) -> String {
     }
     body.push_str("]}");
     body
-}
-
-/// `text` as a JSON string.
-fn push_json_str(out: &mut String, text: &str) {
-    if text
-        .bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
-    {
-        out.push('"');
-        out.push_str(text);
-        out.push('"');
-    } else {
-        // Serialising a `&str` cannot fail.
-        out.push_str(&serde_json::to_string(text).unwrap_or_default());
-    }
 }
 
 /// A message's top-level fields, in order, each the span of JSON sent.
@@ -180,26 +166,8 @@ impl<'de> Deserialize<'de> for Fields<'de> {
 }
 
 /// A string borrowed from the input when it has no escapes, else unescaped into its own.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(s.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[cfg(test)]
 mod tests {

@@ -27,6 +27,20 @@ pub fn whole_events(chunk: &Bytes, events: &mut Vec<(bool, Bytes)>) -> bool {
     true
 }
 
+/// An event's data as its own bytes: a slice of the chunk (no copy) when it is one line there,
+/// as the relay writes it; else the joined lines.
+pub fn data_of(chunk: &Bytes, data: std::borrow::Cow<'_, [u8]>) -> Bytes {
+    match data {
+        std::borrow::Cow::Borrowed(part) if within(chunk, part) => chunk.slice_ref(part),
+        data => Bytes::from(data.into_owned()),
+    }
+}
+
+fn within(chunk: &[u8], part: &[u8]) -> bool {
+    let (outer, inner) = (chunk.as_ptr_range(), part.as_ptr_range());
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
 /// Whether the socket's history reads the event (see `observe`).
 pub fn notable(name: &[u8]) -> bool {
     matches!(

@@ -446,7 +446,7 @@ impl Session {
                                 return;
                             }
                             let notable = frames::notable(event.name());
-                            events.push((notable, data_of(&chunk, event.data())));
+                            events.push((notable, frames::data_of(&chunk, event.data())));
                         });
                     }
                     // The chunk's events are queued as frames and written with one flush: one
@@ -588,20 +588,6 @@ impl Session {
         };
         let _ = self.socket.send(Message::Close(Some(frame))).await;
     }
-}
-
-/// An event's data as its own bytes: a slice of the chunk (no copy) when it is one line there,
-/// as the relay writes it; else the joined lines.
-fn data_of(chunk: &Bytes, data: std::borrow::Cow<'_, [u8]>) -> Bytes {
-    match data {
-        std::borrow::Cow::Borrowed(part) if within(chunk, part) => chunk.slice_ref(part),
-        data => Bytes::from(data.into_owned()),
-    }
-}
-
-fn within(chunk: &[u8], part: &[u8]) -> bool {
-    let (outer, inner) = (chunk.as_ptr_range(), part.as_ptr_range());
-    outer.start <= inner.start && inner.end <= outer.end
 }
 
 /// The close a broken frame earns (RFC 6455 7.4.1); a connection that broke gets none.
