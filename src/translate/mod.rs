@@ -41,6 +41,7 @@ pub mod chat_via_responses;
 pub mod count_tokens;
 #[cfg(test)]
 pub mod golden;
+mod json_text;
 pub mod messages_via_responses;
 mod quick_delta;
 pub mod responses_via_chat;

@@ -41,17 +41,22 @@ pub(crate) fn quick_delta(data: &[u8]) -> Option<QuickDelta<'_>> {
     }
     loop {
         read.skip_ws();
-        let key = read.key()?;
-        read.skip_ws();
-        read.eat(b':')?;
-        read.skip_ws();
-        let slot = match key {
-            b"output_index" => Some(0),
-            b"content_index" => Some(1),
-            b"summary_index" => Some(2),
-            b"delta" => Some(3),
-            _ => None,
+        let slot = match read.known_key() {
+            Some(slot) => slot,
+            None => {
+                let key = read.key()?;
+                read.skip_ws();
+                read.eat(b':')?;
+                match key {
+                    b"output_index" => Some(0),
+                    b"content_index" => Some(1),
+                    b"summary_index" => Some(2),
+                    b"delta" => Some(3),
+                    _ => None,
+                }
+            }
         };
+        read.skip_ws();
         match slot {
             Some(3) => {
                 // Checked as UTF-8 like every string serde decodes (keys too, below); the
@@ -84,11 +89,27 @@ pub(crate) fn quick_delta(data: &[u8]) -> Option<QuickDelta<'_>> {
     (read.at == data.len() && seen[3]).then_some(found)
 }
 
+/// The keys of a delta event as the Responses API writes them, with their quotes and colon, and
+/// the slot of `found` each fills. Matched as fixed-length literals, they cost a few compares
+/// each instead of a search for the key's end and a comparison with each name; any other key
+/// (or one written with a space before its colon) takes the general way.
+const KNOWN_KEYS: [(u8, &[u8], Option<usize>); 9] = [
+    (b't', b"\"type\":", None),
+    (b's', b"\"sequence_number\":", None),
+    (b'i', b"\"item_id\":", None),
+    (b'o', b"\"output_index\":", Some(0)),
+    (b'c', b"\"content_index\":", Some(1)),
+    (b's', b"\"summary_index\":", Some(2)),
+    (b'd', b"\"delta\":", Some(3)),
+    (b'l', b"\"logprobs\":", None),
+    (b'o', b"\"obfuscation\":", None),
+];
+
 /// Where the first `"`, `\\` or control character of `bytes` is. Eight bytes at a time (the
 /// zero-byte test of "Bit Twiddling Hacks", for each of the three): a delta event is mostly
 /// strings of a few dozen bytes, which a byte-by-byte loop took about ten instructions per byte
 /// over, and which are too short for `memchr`'s set-up to pay.
-fn string_end(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn string_end(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut chunks = bytes.chunks_exact(8);
@@ -156,6 +177,18 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<&'a str> {
         let span = self.string_span()?;
         std::str::from_utf8(&self.bytes[span]).ok()
+    }
+
+    /// One of [`KNOWN_KEYS`] with its colon, consumed: its slot (`Some(None)` for a key that
+    /// fills none). `None`: not one of them, nothing consumed.
+    fn known_key(&mut self) -> Option<Option<usize>> {
+        let rest = self.bytes.get(self.at..)?;
+        let first = *rest.get(1)?;
+        let (_, literal, slot) = KNOWN_KEYS
+            .iter()
+            .find(|(initial, literal, _)| *initial == first && rest.starts_with(literal))?;
+        self.at += literal.len();
+        Some(*slot)
     }
 
     /// A key's bytes. Keys are ASCII in practice, checked as such (cheaply) before the full

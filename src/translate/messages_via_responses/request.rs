@@ -1,92 +1,97 @@
 //! The client's Messages request → a Responses request body (the mapping table is in the
 //! module doc of [`super`]).
+//!
+//! The body is read once into borrowed parts ([`client`]) and the upstream body is written once
+//! from typed parts ([`upstream`]); the texts between them are carried as spans of the client's
+//! JSON ([`Text`]), never through a `serde_json::Value` tree. A body whose shape does not fit is
+//! read a second time, only to name the field (see [`shape_refusal`]).
+
+mod client;
+mod upstream;
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
 
 use super::stop::{MAX_COUNT, MAX_LEN};
 use super::REASONING_SIGNATURE_PREFIX;
 use crate::protocol::responses::DEFAULT_INSTRUCTIONS;
+use crate::translate::json_text::{self, StrOrList, Text};
 use crate::translate::{Target, Translated, Untranslatable};
-
-/// Top-level fields that bring content or tools run by Anthropic, which an OpenAI upstream has
-/// no form for: refused. Other fields not mapped (`top_k`, `service_tier`,
-/// `context_management`, …) are hints and are dropped.
-const REFUSED_FIELDS: &[&str] = &["mcp_servers", "container"];
+use client::{Block, Message, Request, Source, SystemBlock, Tool, ToolChoice, ToolContent};
+use upstream::{
+    AnyObject, Body, Choice, FunctionChoice, FunctionTool, Item, Output, Part, Reasoning, Schema,
+    Summary,
+};
 
 pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslatable> {
-    let request: Value = serde_json::from_slice(body)
-        .map_err(|e| refuse("", format!("the request body is not valid JSON: {e}")))?;
-    let Value::Object(request) = request else {
-        return Err(refuse("", "the request body must be a JSON object"));
-    };
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Err(e) => not_json(&e),
+                Ok(_) => refuse("", "the request body must be a JSON object"),
+            },
+        );
+    }
+    let request: Request<'_> = serde_json::from_slice(body).map_err(|_| shape_refusal(body))?;
     let codex = target.codex_backend;
-    let mut out = Map::new();
-    out.insert("model".into(), json!(target.upstream_model));
 
-    let mut instructions = match request.get("system") {
-        None | Some(Value::Null) => String::new(),
-        Some(system) => system_text(system)?,
+    let mut instructions = match &request.system {
+        None => None,
+        Some(system) => Some(system_text(system)?),
     };
-    if codex && instructions.trim().is_empty() {
-        instructions = DEFAULT_INSTRUCTIONS.to_owned();
+    if codex && instructions.as_ref().is_none_or(Text::is_blank) {
+        instructions = Some(Text::Plain(Cow::Borrowed(DEFAULT_INSTRUCTIONS)));
     }
-    if !instructions.is_empty() {
-        out.insert("instructions".into(), Value::String(instructions));
-    }
+    // An empty `system` sends no instructions.
+    let instructions = instructions.filter(|text| !text.is_empty());
 
     let messages = request
-        .get("messages")
-        .and_then(Value::as_array)
+        .messages
+        .as_deref()
         .ok_or_else(|| refuse("messages", "`messages` must be a list"))?;
-    let mut input = Vec::new();
+    let mut input = Vec::with_capacity(messages.len());
     for (i, message) in messages.iter().enumerate() {
         message_items(message, i, &mut input)?;
     }
-    out.insert("input".into(), Value::Array(input));
 
-    let mut has_tools = false;
-    if let Some(tools) = request.get("tools").filter(|t| !t.is_null()) {
-        let tools = tools
-            .as_array()
-            .ok_or_else(|| refuse("tools", "`tools` must be a list"))?;
-        let mapped = tools
-            .iter()
-            .enumerate()
-            .map(|(i, tool)| function_tool(tool, i))
-            .collect::<Result<Vec<_>, _>>()?;
-        has_tools = !mapped.is_empty();
-        if has_tools {
-            out.insert("tools".into(), Value::Array(mapped));
+    let tools = request
+        .tools
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, tool)| function_tool(tool, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (tool_choice, disable_parallel) = match &request.tool_choice {
+        Some(choice) => {
+            let (mapped, disable) = tool_choice(choice)?;
+            (Some(mapped), disable)
         }
-    }
-    let mut parallel = true;
-    if let Some(choice) = request.get("tool_choice").filter(|c| !c.is_null()) {
-        let (mapped, disable_parallel) = tool_choice(choice)?;
-        parallel = !disable_parallel;
-        out.insert("tool_choice".into(), mapped);
-    }
-    if has_tools {
-        out.insert("parallel_tool_calls".into(), Value::Bool(parallel));
-    }
+        None => (None, false),
+    };
+    let parallel_tool_calls = (!tools.is_empty()).then_some(!disable_parallel);
 
-    if let Some(thinking) = request.get("thinking").filter(|t| !t.is_null()) {
-        if let Some(reasoning) = reasoning(thinking)? {
-            out.insert("reasoning".into(), reasoning);
-            // store:false keeps nothing upstream: the reasoning of a turn comes back in the next
-            // request only as its encrypted content, carried in the thinking block's signature.
-            out.insert("include".into(), json!(["reasoning.encrypted_content"]));
-        }
-    }
-
+    let mut reasoning = match &request.thinking {
+        Some(thinking) => reasoning(thinking)?,
+        None => None,
+    };
+    // store:false keeps nothing upstream: the reasoning of a turn comes back in the next
+    // request only as its encrypted content, carried in the thinking block's signature.
+    let include = reasoning
+        .is_some()
+        .then_some(["reasoning.encrypted_content"]);
     if let Some(effort) = request
-        .get("output_config")
-        .and_then(|c| c.get("effort"))
-        .and_then(Value::as_str)
+        .output_config
+        .as_ref()
+        .and_then(|c| c.effort)
+        .filter(|e| json_text::is_string(e))
     {
-        let effort = match effort {
-            "low" | "medium" | "high" => effort,
-            "max" => "high",
+        let effort = match json_text::decoded(effort).as_ref() {
+            "low" => "low",
+            "medium" => "medium",
+            "high" | "max" => "high",
             other => {
                 return Err(refuse(
                     "output_config.effort",
@@ -94,36 +99,27 @@ pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslata
                 ))
             }
         };
-        let reasoning = out.entry("reasoning").or_insert_with(|| json!({}));
-        reasoning["effort"] = json!(effort);
+        reasoning.get_or_insert_with(Reasoning::default).effort = Some(effort);
     }
 
     // The Codex backend refuses `max_output_tokens`, `temperature` and `top_p` with 400
     // "Unsupported parameter" (it manages its own budget and sampling), so they are dropped there.
-    if let Some(max) = request.get("max_tokens").filter(|v| !v.is_null()) {
-        let max = max
-            .as_u64()
-            .ok_or_else(|| refuse("max_tokens", "`max_tokens` must be a positive integer"))?;
+    let mut max_output_tokens = None;
+    if let Some(max) = request.max_tokens {
+        let max = serde_json::from_str::<u64>(max.get())
+            .map_err(|_| refuse("max_tokens", "`max_tokens` must be a positive integer"))?;
         if !codex {
             // The Responses API takes no fewer than 16.
-            out.insert("max_output_tokens".into(), json!(max.max(16)));
+            max_output_tokens = Some(max.max(16));
         }
     }
     // OpenAI's reasoning models refuse any sampling setting but the default. Sent only when it
     // says something: not the default 1, and not with thinking, where
     // Anthropic itself takes only the default temperature.
-    let thinking = out.contains_key("reasoning");
-    for key in ["temperature", "top_p"] {
-        if let Some(value) = request.get(key).filter(|v| !v.is_null()) {
-            let number = value
-                .as_f64()
-                .ok_or_else(|| refuse(key, format!("`{key}` must be a number")))?;
-            if !codex && !thinking && number != 1.0 {
-                out.insert(key.into(), value.clone());
-            }
-        }
-    }
-    if let Some(stops) = request.get("stop_sequences").filter(|v| !v.is_null()) {
+    let sendable = !codex && reasoning.is_none();
+    let temperature = sampling("temperature", request.temperature, sendable)?;
+    let top_p = sampling("top_p", request.top_p, sendable)?;
+    if let Some(stops) = &request.stop_sequences {
         check_stop_sequences(stops)?;
     }
     // `metadata.user_id` is not sent: it is the client's identity, longer than the 64
@@ -131,8 +127,12 @@ pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslata
     // from it per API key (as for a native client's `prompt_cache_key`), which needs the
     // relay's secret.
 
-    for key in REFUSED_FIELDS {
-        if request.get(*key).is_some_and(|v| !v.is_null()) {
+    // Content or tools run by Anthropic, which an OpenAI upstream has no form for.
+    for (key, present) in [
+        ("mcp_servers", request.mcp_servers.is_some()),
+        ("container", request.container.is_some()),
+    ] {
+        if present {
             return Err(refuse(
                 key,
                 format!(
@@ -142,18 +142,31 @@ pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslata
         }
     }
 
-    let client_stream = match request.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
+    let client_stream = match request.stream.map(RawValue::get) {
+        None | Some("false") => false,
+        Some("true") => true,
         Some(_) => return Err(refuse("stream", "`stream` must be a boolean")),
     };
     let upstream_stream = codex || client_stream;
-    out.insert("stream".into(), Value::Bool(upstream_stream));
-    // A Messages conversation is stateless: nothing is kept upstream (the Codex backend requires
-    // this too).
-    out.insert("store".into(), Value::Bool(false));
 
-    let body = serde_json::to_vec(&Value::Object(out))
+    let body = Body {
+        model: &target.upstream_model,
+        instructions,
+        input,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
+        reasoning,
+        include,
+        max_output_tokens,
+        temperature,
+        top_p,
+        stream: upstream_stream,
+        // A Messages conversation is stateless: nothing is kept upstream (the Codex backend
+        // requires this too).
+        store: false,
+    };
+    let body = serde_json::to_vec(&body)
         .map_err(|e| refuse("", format!("the translated body cannot be written: {e}")))?;
     Ok(Translated {
         body: Bytes::from(body),
@@ -161,29 +174,59 @@ pub fn translate(body: &[u8], target: &Target) -> Result<Translated, Untranslata
     })
 }
 
+/// A sampling setting, checked to be a number; sent (as the client wrote it) when `sendable`
+/// and not the default 1.
+fn sampling<'a>(
+    key: &str,
+    value: Option<&'a RawValue>,
+    sendable: bool,
+) -> Result<Option<&'a RawValue>, Untranslatable> {
+    let Some(value) = value else { return Ok(None) };
+    let number = serde_json::from_str::<serde_json::Number>(value.get())
+        .ok()
+        .and_then(|n| n.as_f64())
+        .ok_or_else(|| refuse(key, format!("`{key}` must be a number")))?;
+    Ok((sendable && number != 1.0).then_some(value))
+}
+
+fn not_json(e: &serde_json::Error) -> Untranslatable {
+    refuse("", format!("the request body is not valid JSON: {e}"))
+}
+
+/// Why a body that did not fit [`Request`] was refused: read again with its path tracked, so
+/// the refusal names the field (`messages[2].content[0].text`) and what was expected there.
+/// Only a refused request pays for this second reading.
+#[cold]
+fn shape_refusal(body: &[u8]) -> Untranslatable {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, Request<'_>>(&mut reader) {
+        Ok(_) => refuse("", "the request body could not be read"),
+        Err(e) => {
+            let field = e.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            let inner = e.into_inner();
+            if inner.is_data() {
+                refuse(&field, inner.to_string())
+            } else {
+                not_json(&inner)
+            }
+        }
+    }
+}
+
 /// `stop_sequences` are applied by the translator (see [`super::stop`]), not sent upstream; they
 /// are checked here, bounded.
-fn check_stop_sequences(stops: &Value) -> Result<(), Untranslatable> {
-    let list = stops.as_array().ok_or_else(|| {
-        refuse(
-            "stop_sequences",
-            "`stop_sequences` must be a list of strings",
-        )
-    })?;
+fn check_stop_sequences(list: &[Cow<'_, str>]) -> Result<(), Untranslatable> {
     if list.len() > MAX_COUNT {
         return Err(refuse(
             "stop_sequences",
             format!("at most {MAX_COUNT} stop sequences can be applied on this account"),
         ));
     }
-    for (i, stop) in list.iter().enumerate() {
-        let at = format!("stop_sequences[{i}]");
-        let text = stop
-            .as_str()
-            .ok_or_else(|| refuse(&at, "a stop sequence must be a string"))?;
+    for (i, text) in list.iter().enumerate() {
         if text.len() > MAX_LEN {
             return Err(refuse(
-                &at,
+                &format!("stop_sequences[{i}]"),
                 format!("a stop sequence can be at most {MAX_LEN} bytes on this account"),
             ));
         }
@@ -198,15 +241,26 @@ fn refuse(field: &str, message: impl Into<String>) -> Untranslatable {
     }
 }
 
+/// A string field of a block, which the mapping needs as a string.
+fn string_field<'a>(
+    field: Option<&'a RawValue>,
+    at: impl FnOnce() -> String,
+    message: &str,
+) -> Result<Text<'a>, Untranslatable> {
+    field
+        .and_then(Text::literal)
+        .ok_or_else(|| refuse(&at(), message))
+}
+
 /// `system` as one string: a string as is, text blocks joined by a blank line.
-fn system_text(system: &Value) -> Result<String, Untranslatable> {
+fn system_text<'a>(system: &'a StrOrList<'a, SystemBlock<'a>>) -> Result<Text<'a>, Untranslatable> {
     match system {
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => {
-            let mut parts = Vec::with_capacity(blocks.len());
+        StrOrList::Str(text) => Ok(Text::Plain(Cow::Borrowed(text))),
+        StrOrList::List(blocks) => {
+            let mut texts = Vec::with_capacity(blocks.len());
             for (i, block) in blocks.iter().enumerate() {
-                match (block_type(block), block.get("text").and_then(Value::as_str)) {
-                    ("text", Some(text)) => parts.push(text),
+                match (block.kind.as_deref(), block.text) {
+                    (Some("text"), Some(text)) if json_text::is_string(text) => texts.push(text),
                     _ => {
                         return Err(refuse(
                             &format!("system[{i}]"),
@@ -215,72 +269,77 @@ fn system_text(system: &Value) -> Result<String, Untranslatable> {
                     }
                 }
             }
-            Ok(parts.join("\n\n"))
+            Ok(Text::joined("", &texts, "\n\n"))
         }
-        _ => Err(refuse(
-            "system",
-            "`system` must be a string or a list of text blocks",
-        )),
-    }
-}
-
-fn block_type(block: &Value) -> &str {
-    block.get("type").and_then(Value::as_str).unwrap_or("")
-}
-
-/// A message's content as blocks (a string is one text block).
-fn blocks_of(message: &Value, path: &str) -> Result<Vec<Value>, Untranslatable> {
-    match message.get("content") {
-        Some(Value::String(text)) => Ok(vec![json!({"type": "text", "text": text})]),
-        Some(Value::Array(blocks)) => Ok(blocks.clone()),
-        _ => Err(refuse(
-            &format!("{path}.content"),
-            "`content` must be a string or a list of blocks",
-        )),
     }
 }
 
 /// Appends the input items of one message. Blocks keep their order: runs of text (and images)
 /// become one `message` item, each tool call or result its own item between them.
-fn message_items(
-    message: &Value,
+fn message_items<'a>(
+    message: &'a Message<'a>,
     index: usize,
-    input: &mut Vec<Value>,
+    input: &mut Vec<Item<'a>>,
 ) -> Result<(), Untranslatable> {
-    let path = format!("messages[{index}]");
-    let role = message.get("role").and_then(Value::as_str).unwrap_or("");
-    let blocks = blocks_of(message, &path)?;
-    let (upstream_role, text_type) = match role {
-        "user" => ("user", "input_text"),
-        "assistant" => ("assistant", "output_text"),
+    let path = || format!("messages[{index}]");
+    let role = message.role.as_deref().unwrap_or("");
+    let (upstream_role, assistant) = match role {
+        "user" => ("user", false),
+        "assistant" => ("assistant", true),
         // Claude Code sends mid-conversation system entries; Responses calls them developer.
-        "system" => ("developer", "input_text"),
+        "system" => ("developer", false),
         _ => {
             return Err(refuse(
-                &format!("{path}.role"),
+                &format!("{}.role", path()),
                 format!("role {role:?} is not one the Messages API has"),
             ))
         }
     };
-    let mut parts: Vec<Value> = Vec::new();
-    let flush = |parts: &mut Vec<Value>, input: &mut Vec<Value>| {
+    let text_part = |text: Text<'a>| {
+        if assistant {
+            Part::OutputText { text }
+        } else {
+            Part::InputText { text }
+        }
+    };
+    let blocks = match &message.content {
+        Some(StrOrList::Str(text)) => {
+            if !text.is_empty() {
+                input.push(Item::Message {
+                    role: upstream_role,
+                    content: vec![text_part(Text::Plain(Cow::Borrowed(text)))],
+                });
+            }
+            return Ok(());
+        }
+        Some(StrOrList::List(blocks)) => blocks,
+        None => {
+            return Err(refuse(
+                &format!("{}.content", path()),
+                "`content` must be a string or a list of blocks",
+            ))
+        }
+    };
+    let mut parts: Vec<Part<'a>> = Vec::new();
+    let flush = |parts: &mut Vec<Part<'a>>, input: &mut Vec<Item<'a>>| {
         if !parts.is_empty() {
-            input.push(json!({
-                "type": "message",
-                "role": upstream_role,
-                "content": std::mem::take(parts),
-            }));
+            input.push(Item::Message {
+                role: upstream_role,
+                content: std::mem::take(parts),
+            });
         }
     };
     for (j, block) in blocks.iter().enumerate() {
-        let at = format!("{path}.content[{j}]");
-        match (role, block_type(block)) {
+        let at = || format!("{}.content[{j}]", path());
+        match (role, block.kind.as_deref().unwrap_or("")) {
             (_, "text") => {
-                let text = block.get("text").and_then(Value::as_str).ok_or_else(|| {
-                    refuse(&format!("{at}.text"), "a text block needs a string `text`")
-                })?;
+                let text = string_field(
+                    block.text,
+                    || format!("{}.text", at()),
+                    "a text block needs a string `text`",
+                )?;
                 if !text.is_empty() {
-                    parts.push(json!({"type": text_type, "text": text}));
+                    parts.push(text_part(text));
                 }
             }
             ("user", "image") => parts.push(image_part(block, &at)?),
@@ -297,29 +356,15 @@ fn message_items(
                 // Only reasoning this relay carried from an OpenAI upstream can go back; a
                 // signature from Anthropic means nothing there (the relay drops such blocks for
                 // another Anthropic account alike).
-                let carried = block
-                    .get("signature")
-                    .and_then(Value::as_str)
-                    .and_then(|s| s.strip_prefix(REASONING_SIGNATURE_PREFIX));
-                if let Some(encrypted) = carried {
+                if let Some(item) = carried_reasoning(block) {
                     flush(&mut parts, input);
-                    let text = block.get("thinking").and_then(Value::as_str).unwrap_or("");
-                    let summary = if text.is_empty() {
-                        json!([])
-                    } else {
-                        json!([{"type": "summary_text", "text": text}])
-                    };
-                    input.push(json!({
-                        "type": "reasoning",
-                        "summary": summary,
-                        "encrypted_content": encrypted,
-                    }));
+                    input.push(item);
                 }
             }
             ("assistant", "redacted_thinking") => {}
             (_, other) => {
                 return Err(refuse(
-                    &at,
+                    &at(),
                     format!(
                     "a {other:?} block in the {role} message has no form in the OpenAI Responses API"
                 ),
@@ -331,78 +376,127 @@ fn message_items(
     Ok(())
 }
 
+/// A thinking block whose signature this relay made → the `reasoning` item it came from.
+fn carried_reasoning<'a>(block: &Block<'a>) -> Option<Item<'a>> {
+    let signature = block.signature.filter(|s| json_text::is_string(s))?;
+    let encrypted = match json_text::decoded(signature) {
+        Cow::Borrowed(s) => Cow::Borrowed(s.strip_prefix(REASONING_SIGNATURE_PREFIX)?),
+        Cow::Owned(s) => Cow::Owned(s.strip_prefix(REASONING_SIGNATURE_PREFIX)?.to_owned()),
+    };
+    let summary = match block.thinking.and_then(Text::literal) {
+        Some(text) if !text.is_empty() => vec![Summary { text }],
+        _ => Vec::new(),
+    };
+    Some(Item::Reasoning {
+        summary,
+        encrypted_content: Text::Plain(encrypted),
+    })
+}
+
+/// A block's `source`, read for the block types that have one.
+fn source_of<'a>(
+    block: &Block<'a>,
+    at: &impl Fn() -> String,
+) -> Result<Source<'a>, Untranslatable> {
+    let raw = block.source.map_or("null", RawValue::get);
+    serde_json::from_str(raw).map_err(|_| {
+        refuse(
+            &format!("{}.source", at()),
+            "`source` must be an object with a `type`",
+        )
+    })
+}
+
 /// An `image` block → `input_image` (a data URL for base64 sources).
-fn image_part(block: &Value, at: &str) -> Result<Value, Untranslatable> {
-    let source = &block["source"];
-    match source.get("type").and_then(Value::as_str) {
+fn image_part<'a>(block: &Block<'a>, at: &impl Fn() -> String) -> Result<Part<'a>, Untranslatable> {
+    let source = source_of(block, at)?;
+    match source.kind.as_deref() {
         Some("base64") => {
-            let media = source.get("media_type").and_then(Value::as_str);
-            let data = source.get("data").and_then(Value::as_str);
+            let media = source.media_type.filter(|m| json_text::is_string(m));
+            let data = source.data.filter(|d| json_text::is_string(d));
             match (media, data) {
-                (Some(media), Some(data)) => Ok(json!({
-                    "type": "input_image",
-                    "image_url": format!("data:{media};base64,{data}"),
-                })),
+                (Some(media), Some(data)) => Ok(Part::InputImage {
+                    image_url: data_url(media, data),
+                }),
                 _ => Err(refuse(
-                    &format!("{at}.source"),
+                    &format!("{}.source", at()),
                     "a base64 image needs `media_type` and `data`",
                 )),
             }
         }
-        Some("url") => match source.get("url").and_then(Value::as_str) {
-            Some(url) => Ok(json!({"type": "input_image", "image_url": url})),
+        Some("url") => match source.url.and_then(Text::literal) {
+            Some(url) => Ok(Part::InputImage { image_url: url }),
             None => Err(refuse(
-                &format!("{at}.source.url"),
+                &format!("{}.source.url", at()),
                 "a URL image needs `url`",
             )),
         },
         _ => Err(refuse(
-            &format!("{at}.source"),
+            &format!("{}.source", at()),
             "only base64 and URL images can be sent to the OpenAI Responses API",
         )),
     }
 }
 
+/// `data:<media type>;base64,<data>`, from the two string literals.
+fn data_url<'a>(media: &'a RawValue, data: &'a RawValue) -> Text<'a> {
+    let media = json_text::decoded(media);
+    Text::joined(&format!("data:{media};base64,"), &[data], "")
+}
+
 /// A `document` block: a base64 PDF → `input_file`; a plain-text source → `input_text`.
-fn document_part(block: &Value, at: &str) -> Result<Value, Untranslatable> {
-    let source = &block["source"];
-    let kind = source.get("type").and_then(Value::as_str);
-    let media = source.get("media_type").and_then(Value::as_str);
-    let data = source.get("data").and_then(Value::as_str);
-    match (kind, media, data) {
-        (Some("base64"), Some("application/pdf"), Some(data)) => Ok(json!({
-            "type": "input_file",
-            "filename": block.get("title").and_then(Value::as_str).unwrap_or("document.pdf"),
-            "file_data": format!("data:application/pdf;base64,{data}"),
-        })),
-        (Some("text"), _, Some(text)) => Ok(json!({"type": "input_text", "text": text})),
+fn document_part<'a>(
+    block: &Block<'a>,
+    at: &impl Fn() -> String,
+) -> Result<Part<'a>, Untranslatable> {
+    let source = source_of(block, at)?;
+    let media = source
+        .media_type
+        .filter(|m| json_text::is_string(m))
+        .map(json_text::decoded);
+    let data = source.data.filter(|d| json_text::is_string(d));
+    match (source.kind.as_deref(), media.as_deref(), data) {
+        (Some("base64"), Some("application/pdf"), Some(data)) => Ok(Part::InputFile {
+            filename: block
+                .title
+                .and_then(Text::literal)
+                .unwrap_or(Text::Plain(Cow::Borrowed("document.pdf"))),
+            file_data: Text::joined("data:application/pdf;base64,", &[data], ""),
+        }),
+        (Some("text"), _, Some(text)) => Ok(Part::InputText {
+            text: Text::Literal(text),
+        }),
         _ => Err(refuse(
-            &format!("{at}.source"),
+            &format!("{}.source", at()),
             "only base64 PDF and plain-text documents can be sent to the OpenAI Responses API",
         )),
     }
 }
 
 /// A `tool_use` block → a `function_call` item; the id passes through as the `call_id`.
-fn function_call(block: &Value, at: &str) -> Result<Value, Untranslatable> {
-    let id = block.get("id").and_then(Value::as_str);
-    let name = block.get("name").and_then(Value::as_str);
-    let (Some(id), Some(name)) = (id, name) else {
-        return Err(refuse(at, "a tool_use block needs `id` and `name`"));
+fn function_call<'a>(
+    block: &Block<'a>,
+    at: &impl Fn() -> String,
+) -> Result<Item<'a>, Untranslatable> {
+    let id = block.id.and_then(Text::literal);
+    let name = block.name.and_then(Text::literal);
+    let (Some(call_id), Some(name)) = (id, name) else {
+        return Err(refuse(&at(), "a tool_use block needs `id` and `name`"));
     };
-    let arguments = match block.get("input") {
-        None | Some(Value::Null) => "{}".to_owned(),
+    let arguments = match block.input {
+        None => Text::Plain(Cow::Borrowed("{}")),
         // Arguments this relay handed over as a string (cut short, not JSON) go back as they
         // came.
-        Some(Value::String(raw)) => raw.clone(),
-        Some(input) => input.to_string(),
+        Some(raw) if json_text::is_string(raw) => Text::Literal(raw),
+        // The object's JSON text as the client wrote it: for a call this relay relayed, the
+        // upstream's own arguments text, so the conversation's prefix stays the same.
+        Some(raw) => Text::Plain(Cow::Borrowed(raw.get())),
     };
-    Ok(json!({
-        "type": "function_call",
-        "call_id": id,
-        "name": name,
-        "arguments": arguments,
-    }))
+    Ok(Item::FunctionCall {
+        call_id,
+        name,
+        arguments,
+    })
 }
 
 /// What an `is_error` result's output starts with: Responses has no error flag on a tool output,
@@ -411,120 +505,126 @@ pub const TOOL_ERROR_PREFIX: &str = "Error: ";
 
 /// A `tool_result` block → a `function_call_output` item paired by `call_id`. Text-only content
 /// is one string; content with images is a list of `input_text`/`input_image` parts.
-fn tool_output(block: &Value, at: &str) -> Result<Value, Untranslatable> {
-    let call_id = block
-        .get("tool_use_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
+fn tool_output<'a>(
+    block: &Block<'a>,
+    at: &impl Fn() -> String,
+) -> Result<Item<'a>, Untranslatable> {
+    let call_id = string_field(
+        block.tool_use_id,
+        || format!("{}.tool_use_id", at()),
+        "a tool_result needs `tool_use_id`",
+    )?;
+    let is_error = block.is_error.is_some_and(|e| e.get() == "true");
+    let content: Option<ToolContent<'a>> = match block.content {
+        None => None,
+        Some(raw) => Some(serde_json::from_str(raw.get()).map_err(|_| {
             refuse(
-                &format!("{at}.tool_use_id"),
-                "a tool_result needs `tool_use_id`",
+                &format!("{}.content", at()),
+                "`content` must be a string or a list of blocks",
             )
-        })?;
-    let is_error = block
-        .get("is_error")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let mut parts: Vec<Value> = Vec::new();
-    match block.get("content") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(text)) => parts.push(json!({"type": "input_text", "text": text})),
-        Some(Value::Array(blocks)) => {
-            for (k, inner) in blocks.iter().enumerate() {
-                let inner_at = format!("{at}.content[{k}]");
-                match block_type(inner) {
-                    "text" => {
-                        let text = inner.get("text").and_then(Value::as_str).ok_or_else(|| {
-                            refuse(&format!("{inner_at}.text"), "a text block needs `text`")
-                        })?;
-                        parts.push(json!({"type": "input_text", "text": text}));
-                    }
-                    "image" => parts.push(image_part(inner, &inner_at)?),
-                    other => {
-                        return Err(refuse(
-                            &inner_at,
-                            format!("a {other:?} block in a tool result has no form in the OpenAI Responses API"),
-                        ))
-                    }
-                }
+        })?),
+    };
+    let prefix = if is_error { TOOL_ERROR_PREFIX } else { "" };
+    let output = match &content {
+        None => Output::Text(Text::Plain(Cow::Borrowed(prefix))),
+        // A string is written as it came (with the prefix, a joined literal).
+        Some(StrOrList::Str(_)) => match block.content {
+            Some(raw) => Output::Text(Text::joined(prefix, &[raw], "")),
+            None => Output::Text(Text::Plain(Cow::Borrowed(prefix))),
+        },
+        Some(StrOrList::List(blocks)) => tool_output_parts(blocks, prefix, at)?,
+    };
+    Ok(Item::FunctionCallOutput { call_id, output })
+}
+
+/// A tool result's blocks: text only → one string (texts joined by a newline), with images →
+/// `input_text`/`input_image` parts.
+fn tool_output_parts<'a>(
+    blocks: &[Block<'a>],
+    prefix: &'static str,
+    at: &impl Fn() -> String,
+) -> Result<Output<'a>, Untranslatable> {
+    let mut texts = Vec::with_capacity(blocks.len());
+    let mut parts = Vec::new();
+    for (k, inner) in blocks.iter().enumerate() {
+        let inner_at = || format!("{}.content[{k}]", at());
+        match inner.kind.as_deref().unwrap_or("") {
+            "text" => {
+                let text = inner
+                    .text
+                    .filter(|t| json_text::is_string(t))
+                    .ok_or_else(|| {
+                        refuse(&format!("{}.text", inner_at()), "a text block needs `text`")
+                    })?;
+                texts.push(text);
+                parts.push(Part::InputText {
+                    text: Text::Literal(text),
+                });
+            }
+            "image" => parts.push(image_part(inner, &inner_at)?),
+            other => {
+                return Err(refuse(
+                    &inner_at(),
+                    format!(
+                        "a {other:?} block in a tool result has no form in the OpenAI Responses API"
+                    ),
+                ))
             }
         }
-        Some(_) => {
-            return Err(refuse(
-                &format!("{at}.content"),
-                "`content` must be a string or a list of blocks",
-            ))
-        }
     }
-    let only_text = parts.iter().all(|p| p["type"] == "input_text");
-    let output = if only_text {
-        let text = parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let text = if is_error {
-            format!("{TOOL_ERROR_PREFIX}{text}")
-        } else {
-            text
-        };
-        Value::String(text)
-    } else {
-        if is_error {
-            parts.insert(
-                0,
-                json!({"type": "input_text", "text": TOOL_ERROR_PREFIX.trim_end()}),
-            );
-        }
-        Value::Array(parts)
-    };
-    Ok(json!({
-        "type": "function_call_output",
-        "call_id": call_id,
-        "output": output,
-    }))
+    if parts.iter().all(Part::is_text) {
+        return Ok(Output::Text(Text::joined(prefix, &texts, "\n")));
+    }
+    if !prefix.is_empty() {
+        parts.insert(
+            0,
+            Part::InputText {
+                text: Text::Plain(Cow::Borrowed(prefix.trim_end())),
+            },
+        );
+    }
+    Ok(Output::Parts(parts))
 }
 
 /// A client tool → a function tool. Anthropic's server tools (`web_search_…`, `bash_…`, …) run
 /// on Anthropic's side and have no counterpart here.
-fn function_tool(tool: &Value, index: usize) -> Result<Value, Untranslatable> {
-    let at = format!("tools[{index}]");
-    if let Some(kind) = tool.get("type").and_then(Value::as_str) {
+fn function_tool<'a>(tool: &'a Tool<'a>, index: usize) -> Result<FunctionTool<'a>, Untranslatable> {
+    let at = || format!("tools[{index}]");
+    if let Some(kind) = tool.kind.filter(|k| json_text::is_string(k)) {
+        let kind = json_text::decoded(kind);
         if kind != "custom" {
             return Err(refuse(
-                &format!("{at}.type"),
+                &format!("{}.type", at()),
                 format!("the Anthropic server tool {kind:?} cannot run on an OpenAI account"),
             ));
         }
     }
-    let name = tool
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| refuse(&format!("{at}.name"), "a tool needs a `name`"))?;
-    let mut function = json!({
-        "type": "function",
-        "name": name,
-        "parameters": tool.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"})),
-        "strict": false,
-    });
-    if let Some(description) = tool.get("description").and_then(Value::as_str) {
-        function["description"] = json!(description);
-    }
-    Ok(function)
+    let name = string_field(
+        tool.name,
+        || format!("{}.name", at()),
+        "a tool needs a `name`",
+    )?;
+    Ok(FunctionTool {
+        name,
+        description: tool.description.and_then(Text::literal),
+        parameters: tool
+            .input_schema
+            .map_or(Schema::AnyObject(AnyObject {}), Schema::Given),
+        strict: false,
+    })
 }
 
 /// `tool_choice` → Responses' `tool_choice`, and whether parallel calls are disabled.
-fn tool_choice(choice: &Value) -> Result<(Value, bool), Untranslatable> {
+fn tool_choice<'a>(choice: &'a ToolChoice<'a>) -> Result<(Choice<'a>, bool), Untranslatable> {
     let disable_parallel = choice
-        .get("disable_parallel_tool_use")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let mapped = match choice.get("type").and_then(Value::as_str) {
-        Some("auto") => json!("auto"),
-        Some("any") => json!("required"),
-        Some("none") => json!("none"),
-        Some("tool") => match choice.get("name").and_then(Value::as_str) {
-            Some(name) => json!({"type": "function", "name": name}),
+        .disable_parallel_tool_use
+        .is_some_and(|d| d.get() == "true");
+    let mapped = match choice.kind.as_deref() {
+        Some("auto") => Choice::Mode("auto"),
+        Some("any") => Choice::Mode("required"),
+        Some("none") => Choice::Mode("none"),
+        Some("tool") => match choice.name.and_then(Text::literal) {
+            Some(name) => Choice::Function(FunctionChoice { name }),
             None => return Err(refuse("tool_choice.name", "a `tool` choice needs `name`")),
         },
         _ => {
@@ -539,25 +639,29 @@ fn tool_choice(choice: &Value) -> Result<(Value, bool), Untranslatable> {
 
 /// `thinking` → `reasoning` (`None` when thinking is disabled). Budgets map to efforts by
 /// Claude Code's own steps: "think" (4k) low, "think hard" (10k) medium, "ultrathink" (32k) high.
-fn reasoning(thinking: &Value) -> Result<Option<Value>, Untranslatable> {
-    match thinking.get("type").and_then(Value::as_str) {
+fn reasoning(thinking: &client::Thinking<'_>) -> Result<Option<Reasoning>, Untranslatable> {
+    match thinking.kind.as_deref() {
         Some("disabled") => Ok(None),
         Some("enabled") => {
             let budget = thinking
-                .get("budget_tokens")
-                .and_then(Value::as_u64)
+                .budget_tokens
+                .and_then(|b| serde_json::from_str::<u64>(b.get()).ok())
                 .ok_or_else(|| {
                     refuse(
                         "thinking.budget_tokens",
                         "enabled thinking needs `budget_tokens`",
                     )
                 })?;
-            Ok(Some(
-                json!({"effort": effort_for_budget(budget), "summary": "auto"}),
-            ))
+            Ok(Some(Reasoning {
+                effort: Some(effort_for_budget(budget)),
+                summary: Some("auto"),
+            }))
         }
         // The model decides how much to think: the upstream's default effort.
-        Some("adaptive") => Ok(Some(json!({"summary": "auto"}))),
+        Some("adaptive") => Ok(Some(Reasoning {
+            effort: None,
+            summary: Some("auto"),
+        })),
         _ => Err(refuse(
             "thinking.type",
             "`thinking.type` must be enabled, adaptive or disabled",

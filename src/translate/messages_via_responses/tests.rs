@@ -264,3 +264,44 @@ fn null_lists_in_an_item_read_as_empty() {
     assert_eq!(answer["content"][0]["signature"], "oai-reasoning:e");
     assert_eq!(answer["content"][1]["text"], "hi");
 }
+
+/// Texts go upstream as the client wrote them: escapes are not decoded and written again, and a
+/// tool call's input keeps its key order and spacing (the conversation's prefix stays the same,
+/// which the upstream's prompt cache matches byte for byte).
+#[test]
+fn texts_and_tool_inputs_reach_the_upstream_as_written() {
+    let body = br#"{"system":[{"type":"text","text":"caf\u00e9"},{"type":"text","text":"two"}],"messages":[{"role":"user","content":[{"type":"text","text":"na\u00efve \"q\""}]},{"role":"assistant","content":[{"type":"tool_use","id":"call_1","name":"Read","input":{"path": "a", "b":1}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"call_1","content":"line\u000a2","is_error":true}]}]}"#;
+    let translated = MessagesViaResponses::request(body, &target(false)).unwrap();
+    let text = std::str::from_utf8(&translated.body).unwrap();
+    for written in [
+        r#""instructions":"caf\u00e9\n\ntwo""#,
+        r#""text":"na\u00efve \"q\"""#,
+        r#""arguments":"{\"path\": \"a\", \"b\":1}""#,
+        r#""output":"Error: line\u000a2""#,
+    ] {
+        assert!(text.contains(written), "{written} in {text}");
+    }
+    // And they read back as the same texts.
+    let value: Value = serde_json::from_slice(&translated.body).unwrap();
+    assert_eq!(value["instructions"], "café\n\ntwo");
+    assert_eq!(value["input"][2]["output"], "Error: line\n2");
+}
+
+/// A body of the wrong shape is refused naming the field serde stopped at, with what it expected.
+#[test]
+fn a_field_of_the_wrong_type_is_named_with_what_was_expected() {
+    let refusal = MessagesViaResponses::request(
+        br#"{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":7}]}]}"#,
+        &target(false),
+    )
+    .unwrap_err();
+    assert_eq!(refusal.field, "messages[0].content[1].type");
+    assert!(refusal.message.contains("expected"), "{}", refusal.message);
+    let not_json = MessagesViaResponses::request(b"{\"messages\":[", &target(false)).unwrap_err();
+    assert_eq!(not_json.field, "");
+    assert!(
+        not_json.message.contains("not valid JSON"),
+        "{}",
+        not_json.message
+    );
+}
