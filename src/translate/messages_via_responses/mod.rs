@@ -11,10 +11,10 @@
 //! | `role: "system"` entries in `messages` | `developer` messages |
 //! | `image` (base64 → data URL, `url` → URL) | `input_image` |
 //! | `document` (base64 PDF / plain-text source) | `input_file` (`file_data` data URL) / `input_text` |
-//! | assistant `tool_use` | `function_call` item; `id` → `call_id` unchanged, `input` → `arguments` (JSON text) |
+//! | assistant `tool_use` | `function_call` item; `id` → `call_id` unchanged, `input` → `arguments`: its JSON text as the client wrote it (key order and spacing kept, so a relayed call returns as the upstream wrote it) |
 //! | user `tool_result` | `function_call_output` item, `tool_use_id` → `call_id`; text → a string (blocks joined by a newline), content with images → a list of `input_text`/`input_image`; `is_error: true` → the output starts with `Error: ` (Responses has no error flag) |
 //! | assistant `thinking` whose `signature` this relay made | `reasoning` item: summary from `thinking`, `encrypted_content` from the signature |
-//! | `tools[]` (`name`, `description`, `input_schema`) | function tools (`parameters` = `input_schema`, `strict: false`) |
+//! | `tools[]` (`name`, `description`, `input_schema`) | function tools (`parameters` = `input_schema` as written, `{"type":"object"}` when absent or null; `strict: false`) |
 //! | `tool_choice` `auto` / `any` / `tool` / `none` | `"auto"` / `"required"` / `{"type":"function","name"}` / `"none"` |
 //! | `tool_choice.disable_parallel_tool_use` | `parallel_tool_calls: false` (else `true` when there are tools) |
 //! | `thinking` `enabled` (`budget_tokens` < 4096 / < 16384 / more) | `reasoning: {effort: low / medium / high, summary: auto}` and `include: ["reasoning.encrypted_content"]` |
