@@ -65,9 +65,37 @@ async fn a_killed_gateway_loses_no_usage_row_and_writes_none_twice() {
     for task in fast {
         task.await.unwrap();
     }
-    // Every fast request was recorded (the log line follows the spool append) and every slow
-    // one reached the upstream: the load is mid-flight.
-    gw.wait_for_usage(FAST).await;
+    // Every fast request was recorded and every slow one reached the upstream: the load is
+    // mid-flight. The `usage` line is logged when a row is queued; the row reaches the spool
+    // only when that turn of the gateway's event loop ends (src/store/usage_writer.rs), and a
+    // kill in between loses it by design. The promise is for spooled rows: wait until every row
+    // is spooled or stored (the spool read first: a segment stored meanwhile is in the store
+    // after).
+    let logged = gw.wait_for_usage(FAST).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut durable = spooled_request_ids(data.path());
+        let (status, page) = admin(&gw, "GET", "/admin/api/usage?limit=1000", None).await;
+        assert_eq!(status, 200, "{page}");
+        durable.extend(
+            page["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["request_id"].as_str().unwrap().to_owned()),
+        );
+        if logged
+            .iter()
+            .all(|r| durable.contains(r["request_id"].as_str().unwrap()))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "usage rows never reached the spool"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     while mock.total_calls() < FAST + SLOW {
         assert!(

@@ -714,7 +714,23 @@ async fn a_killed_instance_loses_no_usage_row_and_writes_none_twice() {
     for task in fast {
         task.await.unwrap();
     }
-    gw.wait_for_usage(FAST).await;
+    let logged = gw.wait_for_usage(FAST).await;
+    // The `usage` line is logged when a row is queued; the row reaches the spool only when that
+    // turn of the gateway's event loop ends (src/store/usage_writer.rs), and a kill in between
+    // loses it by design. The promise is for spooled rows: wait until every row is spooled or
+    // stored (the spool read first: a segment stored meanwhile is in the database after).
+    eventually(
+        "every usage row is spooled or stored",
+        Duration::from_secs(20),
+        async || {
+            let mut durable = spooled_request_ids(data.path());
+            durable.extend(stored_ids(&db));
+            logged
+                .iter()
+                .all(|r| durable.contains(r["request_id"].as_str().unwrap()))
+        },
+    )
+    .await;
     eventually(
         "slow requests reach the mock",
         Duration::from_secs(20),

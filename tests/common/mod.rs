@@ -12,6 +12,7 @@
     reason = "test harness: a failed set-up step should fail the test at once"
 )]
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -266,6 +267,36 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The request ids whose usage row has a whole line in a spool segment of `data_dir`
+/// (`usage-spool/*.jsonl`): rows a killed gateway replays at its next start. A segment sealed or
+/// stored while this reads is missed; read the spool before the store, so a row that moved on is
+/// seen there.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test reads its own gateway's spool"
+)]
+pub fn spooled_request_ids(data_dir: &std::path::Path) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    let Ok(entries) = std::fs::read_dir(data_dir.join("usage-spool")) else {
+        return ids;
+    };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        // A line still being written has no newline yet.
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            if let Some(id) = serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|row| row["request_id"].as_str().map(str::to_owned))
+            {
+                ids.insert(id);
+            }
+        }
+    }
+    ids
 }
 
 /// Removes the configuration's environment variables (`STORAGE_DATA_DIR`, `SUBRELAY_CONFIG`, …)
