@@ -5,7 +5,9 @@
 //! spool segment `usage-spool/current.jsonl` in the data directory, one JSON line each, in one
 //! `write` as soon as that turn ends (the spool appender, part of [`UsageWriter::run`]), so a
 //! process that is killed loses nothing recorded before its last turn; a `write` per record was
-//! 4% of the relay's CPU.
+//! 4% of the relay's CPU. The rows of that last turn are lost: the `usage` log line comes before
+//! the write, and the relay records a request only after its answer (`crate::usage`), so those
+//! clients already have their answers.
 //!
 //! A row leaves the queue only once its whole line is in the file. When the spool cannot be
 //! written (a full disk, a read-only file system), the rows wait in the queue and the append is

@@ -118,6 +118,32 @@ async fn a_failing_spool_keeps_rows_in_memory_retries_with_backoff_and_writes_th
     appender.await.unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_rows_recorded_in_a_turn_are_in_memory_until_it_ends_then_in_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink(dir.path(), 100);
+    let stop = CancellationToken::new();
+    let appender = tokio::spawn({
+        let sink = Arc::clone(&sink);
+        let stop = stop.clone();
+        async move { append_loop(&sink, &stop).await }
+    });
+    for n in 0..3 {
+        sink.record(record(n));
+    }
+    // Recorded (and logged), not yet written: a kill now loses them.
+    assert_eq!(sink.queued(), 3);
+    assert_eq!(spooled_lines(dir.path()), 0);
+
+    // The turn ends: the appender writes them.
+    tokio::task::yield_now().await;
+    assert_eq!(sink.queued(), 0);
+    assert_eq!(spooled_lines(dir.path()), 3);
+
+    stop.cancel();
+    appender.await.unwrap();
+}
+
 #[tokio::test]
 async fn rows_queued_while_the_spool_failed_reach_the_store_at_a_graceful_stop_once_each() {
     let dir = tempfile::tempdir().unwrap();
