@@ -24,6 +24,12 @@ impl StopSequences {
     /// The stop sequences of a client body [`super::request`] accepted (none when it has none
     /// or cannot be read).
     pub fn of_request(client_body: &[u8]) -> Self {
+        // Nearly no request has stop sequences: a body whose text names no such key, and has
+        // no `\u` escape that could spell one, is not read (a search, not a parse).
+        let finder = |needle: &[u8]| memchr::memmem::find(client_body, needle).is_some();
+        if !finder(b"stop_sequences") && !finder(b"\\u") {
+            return Self::default();
+        }
         #[derive(Deserialize)]
         struct Probe {
             #[serde(default)]
@@ -139,5 +145,15 @@ mod tests {
         assert!(stops(&[""]).is_empty());
         let mut s = StopSequences::of_request(b"{}");
         assert_eq!(s.feed("anything"), ("anything".to_owned(), None));
+    }
+
+    /// The search that spares most requests a parse finds the key however it is written.
+    #[test]
+    fn stop_sequences_are_read_however_the_key_is_written() {
+        let read = |body: &str| StopSequences::of_request(body.as_bytes()).sequences;
+        assert_eq!(read(r#"{"stop_sequences":["X"]}"#), ["X"]);
+        assert_eq!(read(r#"{"stop\u005fsequences":["Y"]}"#), ["Y"]);
+        assert_eq!(read(r#"{"\u0073top_sequences":["Z"]}"#), ["Z"]);
+        assert!(read(r#"{"messages":[{"role":"user","content":"stop"}]}"#).is_empty());
     }
 }

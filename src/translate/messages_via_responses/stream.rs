@@ -210,14 +210,14 @@ impl Translator {
 
     /// Opens a block for `output_index`/`part` unless that block is the open one; returns its
     /// index.
-    fn open(
+    fn open<'a>(
         &mut self,
         out: &mut BytesMut,
         kind: Kind,
         output_index: u64,
         part: u64,
-        // Built only when a block opens: nearly every call finds its block open already.
-        content_block: impl FnOnce() -> Value,
+        // A tool call's id and name, read only when its block opens.
+        tool: impl FnOnce() -> (&'a str, &'a str),
     ) -> u64 {
         if let Some(open) = &self.open {
             let same_part = kind == Kind::Thinking || open.part == part;
@@ -230,11 +230,27 @@ impl Translator {
         let index = self.next_index;
         self.next_index += 1;
         self.shown.insert(output_index);
-        write(
-            out,
-            "content_block_start",
-            &json!({"type": "content_block_start", "index": index, "content_block": content_block()}),
+        // Written directly, as every event a text stream has (no `Value`).
+        out.put_slice(
+            b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":",
         );
+        put_u64(out, index);
+        match kind {
+            Kind::Text => {
+                out.put_slice(b",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n")
+            }
+            Kind::Thinking => {
+                out.put_slice(b",\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n")
+            }
+            Kind::ToolUse => {
+                let (id, name) = tool();
+                out.put_slice(b",\"content_block\":{\"type\":\"tool_use\",\"id\":");
+                put_json_str(out, id);
+                out.put_slice(b",\"name\":");
+                put_json_str(out, name);
+                out.put_slice(b",\"input\":{}}}\n\n");
+            }
+        }
         self.open = Some(Open {
             index,
             kind,
@@ -270,13 +286,7 @@ impl Translator {
     }
 
     fn text(&mut self, out: &mut BytesMut, output_index: u64, part: u64, text: &str) {
-        let index = self.open(
-            out,
-            Kind::Text,
-            output_index,
-            part,
-            || json!({"type": "text", "text": ""}),
-        );
+        let index = self.open(out, Kind::Text, output_index, part, || ("", ""));
         if self.stops.is_empty() {
             if !text.is_empty() {
                 Self::string_delta(out, index, "text_delta", "text", text);
@@ -296,13 +306,7 @@ impl Translator {
     /// Summary text of a reasoning item; summary parts after the first are set apart by a
     /// blank line within the one thinking block.
     fn thinking(&mut self, out: &mut BytesMut, output_index: u64, summary_part: u64, text: &str) {
-        let index = self.open(
-            out,
-            Kind::Thinking,
-            output_index,
-            summary_part,
-            || json!({"type": "thinking", "thinking": ""}),
-        );
+        let index = self.open(out, Kind::Thinking, output_index, summary_part, || ("", ""));
         let Some(open) = self.open.as_mut() else {
             return;
         };
@@ -319,12 +323,10 @@ impl Translator {
     fn tool_use(&mut self, out: &mut BytesMut, output_index: u64, item: &Item) -> u64 {
         self.tool_use = true;
         self.open(out, Kind::ToolUse, output_index, 0, || {
-            json!({
-                "type": "tool_use",
-                "id": item.call_id.as_deref().unwrap_or_default(),
-                "name": item.name.as_deref().unwrap_or_default(),
-                "input": {},
-            })
+            (
+                item.call_id.as_deref().unwrap_or_default(),
+                item.name.as_deref().unwrap_or_default(),
+            )
         })
     }
 
