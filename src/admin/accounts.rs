@@ -13,6 +13,7 @@ use axum::Json;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::change::{change, Changed};
 use super::{
     bad_request, check_name, conflict, not_found, refuse_config_row, store_error, Admin, AdminJson,
     ErrorBody,
@@ -290,12 +291,12 @@ pub async fn create(
     admin: Admin,
     State(state): State<Arc<AppState>>,
     AdminJson(body): AdminJson<CreateAccount>,
-) -> Response {
-    let outcome = async {
-        let spec = spec_from(body)?;
-        check_spec(&spec, &state)?;
-        let record = sealed(&spec, &state)?;
-        let _snapshot = state.snapshot_writes.lock().await;
+) -> Result<(StatusCode, Json<AccountChange>), Refusal> {
+    let spec = spec_from(body)?;
+    check_spec(&spec, &state)?;
+    let record = sealed(&spec, &state)?;
+    let name = record.name.clone();
+    change(&state, &admin, "account.create", &name, async || {
         state
             .store
             .insert_account(&record)
@@ -306,31 +307,21 @@ pub async fn create(
                 }
                 other => store_error(other),
             })?;
-        tracing::info!(account = %record.name, "account stored by the admin API");
         go_live(&state, spec)?;
-        audit::record(
-            state.store.as_ref(),
-            &admin.actor,
-            "account.create",
-            &record.name,
-            None,
-            trail(&record, &[]),
-        )
-        .await;
-        Ok::<_, Refusal>(record)
-    }
-    .await;
-    match outcome {
-        Ok(record) => (
-            StatusCode::CREATED,
-            Json(AccountChange {
-                account: stored_view(&record),
-                applies: APPLIES.to_owned(),
-            }),
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
-    }
+        Ok(Changed {
+            answer: (),
+            before: None,
+            after: trail(&record, &[]),
+        })
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AccountChange {
+            account: stored_view(&record),
+            applies: APPLIES.to_owned(),
+        }),
+    ))
 }
 
 /// One stored account (never its credentials).
@@ -367,11 +358,8 @@ pub async fn update(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     AdminJson(body): AdminJson<UpdateAccount>,
-) -> Response {
-    let outcome = async {
-        // Held from the read: two changes at once must not each write the account as it was
-        // before the other.
-        let _snapshot = state.snapshot_writes.lock().await;
+) -> Result<Json<AccountChange>, Refusal> {
+    let updated = change(&state, &admin, "account.update", &name, async || {
         let record = find(&state, &name).await?;
         refuse_config_row("account", &name, record.source)?;
         let mut spec = to_spec(&record, &state.sealer).map_err(|e| {
@@ -390,28 +378,18 @@ pub async fn update(
             .upsert_account(&updated)
             .await
             .map_err(store_error)?;
-        tracing::info!(account = %name, "account changed by the admin API");
         go_live(&state, spec)?;
-        audit::record(
-            state.store.as_ref(),
-            &admin.actor,
-            "account.update",
-            &name,
-            trail(&record, &[]),
-            trail(&updated, &replaced),
-        )
-        .await;
-        Ok::<_, Refusal>(updated)
-    }
-    .await;
-    match outcome {
-        Ok(record) => Json(AccountChange {
-            account: stored_view(&record),
-            applies: APPLIES.to_owned(),
+        Ok(Changed {
+            before: trail(&record, &[]),
+            after: trail(&updated, &replaced),
+            answer: updated,
         })
-        .into_response(),
-        Err(e) => e.into_response(),
-    }
+    })
+    .await?;
+    Ok(Json(AccountChange {
+        account: stored_view(&updated),
+        applies: APPLIES.to_owned(),
+    }))
 }
 
 /// An account as the audit trail keeps it: the view without credentials, and which secret
@@ -510,32 +488,21 @@ pub async fn delete(
     admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> Response {
-    let outcome = async {
+) -> Result<StatusCode, Refusal> {
+    change(&state, &admin, "account.delete", &name, async || {
         let record = find(&state, &name).await?;
         refuse_config_row("account", &name, record.source)?;
-        let _snapshot = state.snapshot_writes.lock().await;
         state
             .store
             .delete_account(&name)
             .await
             .map_err(store_error)?;
-        tracing::info!(account = %name, "account deleted by the admin API");
         state.pool.remove(&name);
-        audit::record(
-            state.store.as_ref(),
-            &admin.actor,
-            "account.delete",
-            &name,
-            trail(&record, &[]),
-            None,
-        )
-        .await;
-        Ok::<_, Refusal>(())
-    }
-    .await;
-    match outcome {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    }
+        Ok(Changed {
+            answer: StatusCode::NO_CONTENT,
+            before: trail(&record, &[]),
+            after: None,
+        })
+    })
+    .await
 }

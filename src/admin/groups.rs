@@ -13,6 +13,7 @@ use axum::Json;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::change::{change, trail, Changed};
 use super::{
     bad_request, check_name, conflict, not_found, refuse_config_row, store_error, Admin, AdminJson,
     ErrorBody,
@@ -20,7 +21,7 @@ use super::{
 use crate::domain::Platform;
 use crate::http::refusal::Refusal;
 use crate::state::AppState;
-use crate::store::{audit, now_secs, GroupRecord, GroupSettingsRecord, Source};
+use crate::store::{now_secs, GroupRecord, GroupSettingsRecord, Source};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct GroupView {
@@ -172,34 +173,34 @@ pub async fn create(
     admin: Admin,
     State(state): State<Arc<AppState>>,
     AdminJson(body): AdminJson<CreateGroup>,
-) -> Response {
-    let outcome = async {
-        check_name("group", &body.name)?;
-        let platform = body.platform;
-        let settings = GroupSettingsRecord {
-            translate: body.translate,
-            model_map: body.model_map,
-            model_fallback: body.model_fallback,
-        };
-        check_settings(&settings)?;
+) -> Result<(StatusCode, Json<GroupView>), Refusal> {
+    check_name("group", &body.name)?;
+    let platform = body.platform;
+    let settings = GroupSettingsRecord {
+        translate: body.translate,
+        model_map: body.model_map,
+        model_fallback: body.model_fallback,
+    };
+    check_settings(&settings)?;
+    let name = body.name;
+    let record = change(&state, &admin, "group.create", &name, async || {
         let exists = state
             .store
             .list_groups()
             .await
             .map_err(store_error)?
             .iter()
-            .any(|g| g.name == body.name);
+            .any(|g| g.name == name);
         if exists {
-            return Err(conflict(format!("a group named {:?} exists", body.name)));
+            return Err(conflict(format!("a group named {name:?} exists")));
         }
         let record = GroupRecord {
-            name: body.name,
+            name: name.clone(),
             platform,
             source: Source::Admin,
             created_at: now_secs(),
             settings,
         };
-        let _snapshot = state.snapshot_writes.lock().await;
         state
             .store
             .upsert_group(&record)
@@ -207,22 +208,14 @@ pub async fn create(
             .map_err(store_error)?;
         state.keys.set_group(&record.name, platform);
         apply_settings(&state, &record.name, Some(&record));
-        audit::record(
-            state.store.as_ref(),
-            &admin.actor,
-            "group.create",
-            &record.name,
-            None,
-            serde_json::to_value(view(record.clone())).ok(),
-        )
-        .await;
-        Ok::<_, Refusal>(record)
-    }
-    .await;
-    match outcome {
-        Ok(record) => (StatusCode::CREATED, Json(view(record))).into_response(),
-        Err(e) => e.into_response(),
-    }
+        Ok(Changed {
+            before: None,
+            after: trail(view(record.clone())),
+            answer: record,
+        })
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(view(record))))
 }
 
 /// Changes a group's `translate`, `model_map` or `model_fallback` (not its platform); the next
@@ -241,14 +234,11 @@ pub async fn update(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     AdminJson(body): AdminJson<UpdateGroup>,
-) -> Response {
-    let outcome = async {
-        // Held from the read: two changes at once must not each write the group as it was
-        // before the other.
-        let _snapshot = state.snapshot_writes.lock().await;
+) -> Result<Json<GroupView>, Refusal> {
+    let record = change(&state, &admin, "group.update", &name, async || {
         let mut record = find(&state, &name).await?;
         refuse_config_row("group", &name, record.source)?;
-        let before = serde_json::to_value(view(record.clone())).ok();
+        let before = trail(view(record.clone()));
         if let Some(translate) = body.translate {
             record.settings.translate = translate;
         }
@@ -279,23 +269,14 @@ pub async fn update(
             .await
             .map_err(store_error)?;
         apply_settings(&state, &name, Some(&record));
-        tracing::info!(group = %name, "group changed by the admin API");
-        audit::record(
-            state.store.as_ref(),
-            &admin.actor,
-            "group.update",
-            &name,
+        Ok(Changed {
             before,
-            serde_json::to_value(view(record.clone())).ok(),
-        )
-        .await;
-        Ok::<_, Refusal>(record)
-    }
-    .await;
-    match outcome {
-        Ok(record) => Json(view(record)).into_response(),
-        Err(e) => e.into_response(),
-    }
+            after: trail(view(record.clone())),
+            answer: record,
+        })
+    })
+    .await?;
+    Ok(Json(view(record)))
 }
 
 /// Deletes a group no key and no account uses.
@@ -311,36 +292,35 @@ pub async fn delete(
     admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> Response {
-    let outcome = async {
-        let group = find(&state, &name).await?;
-        refuse_config_row("group", &name, group.source)?;
+) -> Result<StatusCode, Refusal> {
+    delete_group(&state, &admin, &name).await
+}
+
+pub(crate) async fn delete_group(
+    state: &AppState,
+    admin: &Admin,
+    name: &str,
+) -> Result<StatusCode, Refusal> {
+    change(state, admin, "group.delete", name, async || {
+        let group = find(state, name).await?;
+        refuse_config_row("group", name, group.source)?;
         let keys = state.store.list_keys().await.map_err(store_error)?;
         let accounts = state.store.list_accounts().await.map_err(store_error)?;
-        if keys.iter().any(|k| k.group == name) || accounts.iter().any(|a| a.groups.contains(&name))
-        {
+        let in_use = keys.iter().any(|k| k.group == name)
+            || accounts.iter().any(|a| a.groups.iter().any(|g| g == name));
+        if in_use {
             return Err(conflict(format!(
                 "group {name:?} is still used by a key or an account"
             )));
         }
-        let _snapshot = state.snapshot_writes.lock().await;
-        state.store.delete_group(&name).await.map_err(store_error)?;
-        state.keys.remove_group(&name);
-        apply_settings(&state, &name, None);
-        audit::record(
-            state.store.as_ref(),
-            &admin.actor,
-            "group.delete",
-            &name,
-            serde_json::to_value(view(group)).ok(),
-            None,
-        )
-        .await;
-        Ok::<_, Refusal>(())
-    }
-    .await;
-    match outcome {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    }
+        state.store.delete_group(name).await.map_err(store_error)?;
+        state.keys.remove_group(name);
+        apply_settings(state, name, None);
+        Ok(Changed {
+            answer: StatusCode::NO_CONTENT,
+            before: trail(view(group)),
+            after: None,
+        })
+    })
+    .await
 }

@@ -12,12 +12,12 @@ use axum::Json;
 use http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::change::{change, trail, Changed};
 use super::{
     bad_request, check_name, not_found, refuse_config_row, store_error, Admin, AdminJson, ErrorBody,
 };
 use crate::http::refusal::Refusal;
 use crate::state::AppState;
-use crate::store::audit;
 use crate::store::keys::{generate, hint};
 use crate::store::{now_secs, KeyRecord, Source};
 
@@ -203,27 +203,16 @@ pub async fn create(
     admin: Admin,
     State(state): State<Arc<AppState>>,
     AdminJson(body): AdminJson<CreateKey>,
-) -> Response {
-    match create_key(&state, body).await {
-        Ok(created) => {
-            // The view only: the raw key is in the answer, never in the trail.
-            let after = serde_json::to_value(&created.key).ok();
-            audit::record(
-                state.store.as_ref(),
-                &admin.actor,
-                "key.create",
-                &created.key.name,
-                None,
-                after,
-            )
-            .await;
-            (StatusCode::CREATED, Json(created)).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
+) -> Result<(StatusCode, Json<CreatedKey>), Refusal> {
+    let created = create_key(&state, &admin, body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
-pub(crate) async fn create_key(state: &AppState, body: CreateKey) -> Result<CreatedKey, Refusal> {
+pub(crate) async fn create_key(
+    state: &AppState,
+    admin: &Admin,
+    body: CreateKey,
+) -> Result<CreatedKey, Refusal> {
     check_name("key", &body.name)?;
     let raw = generate();
     let (prefix, suffix) = hint(&raw);
@@ -244,20 +233,25 @@ pub(crate) async fn create_key(state: &AppState, body: CreateKey) -> Result<Crea
         created_at: now_secs(),
     };
     check_limits(&record, state)?;
-    let _snapshot = state.snapshot_writes.lock().await;
-    state.store.insert_key(&record).await.map_err(|e| match e {
-        crate::store::StoreError::Conflict(_) => {
-            super::conflict(format!("a key named {:?} exists", record.name))
-        }
-        other => store_error(other),
-    })?;
-    state.keys.upsert(&record);
-    state.limits.follow_key(&record, state.store.as_ref()).await;
-    tracing::info!(key = %record.name, group = %record.group, "API key created by the admin API");
-    Ok(CreatedKey {
-        key: view(&record),
-        api_key: raw,
+    let name = record.name.clone();
+    change(state, admin, "key.create", &name, async || {
+        state.store.insert_key(&record).await.map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => {
+                super::conflict(format!("a key named {:?} exists", record.name))
+            }
+            other => store_error(other),
+        })?;
+        state.keys.upsert(&record);
+        state.limits.follow_key(&record, state.store.as_ref()).await;
+        let key = view(&record);
+        Ok(Changed {
+            // The view only: the raw key is in the answer, never in the trail.
+            after: trail(&key),
+            before: None,
+            answer: CreatedKey { key, api_key: raw },
+        })
     })
+    .await
 }
 
 /// One key.
@@ -294,11 +288,9 @@ pub async fn update(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     AdminJson(body): AdminJson<UpdateKey>,
-) -> Response {
-    match update_key(&state, &admin, "key.update", &name, body).await {
-        Ok(record) => Json(view(&record)).into_response(),
-        Err(e) => e.into_response(),
-    }
+) -> Result<Json<KeyView>, Refusal> {
+    let record = update_key(&state, &admin, "key.update", &name, body).await?;
+    Ok(Json(view(&record)))
 }
 
 pub(crate) async fn update_key(
@@ -308,51 +300,45 @@ pub(crate) async fn update_key(
     name: &str,
     body: UpdateKey,
 ) -> Result<KeyRecord, Refusal> {
-    // Held from the read: two changes to one key at once must not each write the record as it
-    // was before the other (the second would undo the first).
-    let _snapshot = state.snapshot_writes.lock().await;
-    let mut record = find(state, name).await?;
-    refuse_config_row("key", name, record.source)?;
-    let before = serde_json::to_value(view(&record)).ok();
-    if let Some(group) = body.group {
-        record.group = group;
-    }
-    if let Some(enabled) = body.enabled {
-        record.enabled = enabled;
-    }
-    if let Some(expires_at) = body.expires_at {
-        record.expires_at = expires_at;
-    }
-    if let Some(concurrency) = body.concurrency {
-        record.concurrency = concurrency;
-    }
-    if let Some(rpm) = body.rpm_limit {
-        record.rpm_limit = rpm;
-    }
-    if let Some(limit) = body.daily_spend_limit {
-        record.daily_spend_limit = limit;
-    }
-    if let Some(limit) = body.monthly_spend_limit {
-        record.monthly_spend_limit = limit;
-    }
-    if let Some(models) = body.allowed_models {
-        record.allowed_models = models;
-    }
-    check_limits(&record, state)?;
-    state.store.update_key(&record).await.map_err(store_error)?;
-    state.keys.upsert(&record);
-    state.limits.follow_key(&record, state.store.as_ref()).await;
-    tracing::info!(key = %name, "API key changed by the admin API");
-    audit::record(
-        state.store.as_ref(),
-        &admin.actor,
-        action,
-        name,
-        before,
-        serde_json::to_value(view(&record)).ok(),
-    )
-    .await;
-    Ok(record)
+    change(state, admin, action, name, async || {
+        let mut record = find(state, name).await?;
+        refuse_config_row("key", name, record.source)?;
+        let before = trail(view(&record));
+        if let Some(group) = body.group {
+            record.group = group;
+        }
+        if let Some(enabled) = body.enabled {
+            record.enabled = enabled;
+        }
+        if let Some(expires_at) = body.expires_at {
+            record.expires_at = expires_at;
+        }
+        if let Some(concurrency) = body.concurrency {
+            record.concurrency = concurrency;
+        }
+        if let Some(rpm) = body.rpm_limit {
+            record.rpm_limit = rpm;
+        }
+        if let Some(limit) = body.daily_spend_limit {
+            record.daily_spend_limit = limit;
+        }
+        if let Some(limit) = body.monthly_spend_limit {
+            record.monthly_spend_limit = limit;
+        }
+        if let Some(models) = body.allowed_models {
+            record.allowed_models = models;
+        }
+        check_limits(&record, state)?;
+        state.store.update_key(&record).await.map_err(store_error)?;
+        state.keys.upsert(&record);
+        state.limits.follow_key(&record, state.store.as_ref()).await;
+        Ok(Changed {
+            after: trail(view(&record)),
+            before,
+            answer: record,
+        })
+    })
+    .await
 }
 
 /// Disables a key: its next request gets 401.
@@ -368,7 +354,7 @@ pub async fn disable(
     admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> Response {
+) -> Result<Json<KeyView>, Refusal> {
     let body = UpdateKey {
         group: None,
         enabled: Some(false),
@@ -379,10 +365,8 @@ pub async fn disable(
         monthly_spend_limit: None,
         allowed_models: None,
     };
-    match update_key(&state, &admin, "key.disable", &name, body).await {
-        Ok(record) => Json(view(&record)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let record = update_key(&state, &admin, "key.disable", &name, body).await?;
+    Ok(Json(view(&record)))
 }
 
 /// Deletes a key; its usage rows stay.
@@ -398,28 +382,17 @@ pub async fn delete(
     admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> Response {
-    let outcome = async {
+) -> Result<StatusCode, Refusal> {
+    change(&state, &admin, "key.delete", &name, async || {
         let record = find(&state, &name).await?;
         refuse_config_row("key", &name, record.source)?;
-        let _snapshot = state.snapshot_writes.lock().await;
         state.store.delete_key(&name).await.map_err(store_error)?;
         state.keys.remove(&name);
-        tracing::info!(key = %name, "API key deleted by the admin API");
-        audit::record(
-            state.store.as_ref(),
-            &admin.actor,
-            "key.delete",
-            &name,
-            serde_json::to_value(view(&record)).ok(),
-            None,
-        )
-        .await;
-        Ok::<_, Refusal>(())
-    }
-    .await;
-    match outcome {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    }
+        Ok(Changed {
+            answer: StatusCode::NO_CONTENT,
+            before: trail(view(&record)),
+            after: None,
+        })
+    })
+    .await
 }

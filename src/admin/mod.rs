@@ -8,6 +8,7 @@
 
 mod accounts;
 mod audit;
+mod change;
 pub mod dashboard;
 mod groups;
 mod keys;
@@ -17,8 +18,10 @@ mod prices;
 mod reload;
 mod usage;
 
-/// The key creation behind `POST /admin/api/keys`, for the snapshot lock's test
+/// Changes behind the admin API's handlers, for the snapshot lock's tests
 /// (`server::snapshot_tests`).
+#[cfg(test)]
+pub(crate) use groups::delete_group;
 #[cfg(test)]
 pub(crate) use keys::{create_key, update_key, UpdateKey};
 

@@ -14,11 +14,12 @@ use axum::Json;
 use http::StatusCode;
 use serde::Serialize;
 
+use super::change::{change, trail, Changed};
 use super::{bad_request, not_found, refuse_config_row, store_error, Admin, AdminJson, ErrorBody};
 use crate::http::refusal::Refusal;
 use crate::pricing::{PriceSpec, PriceTable};
 use crate::state::AppState;
-use crate::store::{audit, now_secs, PriceRecord, Source};
+use crate::store::{now_secs, PriceRecord, Source};
 
 /// Longest model name a price is set for.
 const MAX_MODEL_LEN: usize = 200;
@@ -128,14 +129,14 @@ pub async fn set(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
     AdminJson(body): AdminJson<PriceSpec>,
-) -> Response {
-    let outcome = async {
-        check_model(&model)?;
-        if let Some((field, value)) = body.invalid_field() {
-            return Err(bad_request(format!(
-                "{field} = {value}: must be a price in USD per million tokens, 0 or more"
-            )));
-        }
+) -> Result<Json<PriceView>, Refusal> {
+    check_model(&model)?;
+    if let Some((field, value)) = body.invalid_field() {
+        return Err(bad_request(format!(
+            "{field} = {value}: must be a price in USD per million tokens, 0 or more"
+        )));
+    }
+    let record = change(&state, &admin, "price.set", &model, async || {
         let before = find(&state, &model).await?;
         if let Some(old) = &before {
             refuse_config_row("price", &model, old.source)?;
@@ -146,35 +147,22 @@ pub async fn set(
             source: Source::Admin,
             updated_at: now_secs(),
         };
-        let _snapshot = state.snapshot_writes.lock().await;
         state
             .store
             .upsert_price(&record)
             .await
             .map_err(store_error)?;
         take_prices(&state).await?;
-        tracing::info!(%model, "price set by the admin API");
-        audit::record(
-            state.store.as_ref(),
-            &admin.actor,
-            "price.set",
-            &model,
-            before
-                .as_ref()
-                .and_then(|b| serde_json::to_value(stored_view(b)).ok()),
-            serde_json::to_value(stored_view(&record)).ok(),
-        )
-        .await;
-        Ok::<_, Refusal>(record)
-    }
-    .await;
-    match outcome {
-        Ok(record) => Json(stored_view(&record)).into_response(),
-        Err(e) => e.into_response(),
-    }
+        Ok(Changed {
+            before: before.as_ref().and_then(|b| trail(stored_view(b))),
+            after: trail(stored_view(&record)),
+            answer: record,
+        })
+    })
+    .await?;
+    Ok(Json(stored_view(&record)))
 }
 
-/// Deletes a price set through the admin API: the model goes back to its shipped price, or none.
 #[utoipa::path(delete, path = "/admin/api/prices/{model}", tag = "prices",
     params(("model" = String, Path, description = "Model name")),
     responses(
@@ -187,36 +175,25 @@ pub async fn delete(
     admin: Admin,
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
-) -> Response {
-    let outcome = async {
+) -> Result<StatusCode, Refusal> {
+    change(&state, &admin, "price.delete", &model, async || {
         let before = find(&state, &model)
             .await?
             .ok_or_else(|| not_found("price set for a model", &model))?;
         refuse_config_row("price", &model, before.source)?;
-        let _snapshot = state.snapshot_writes.lock().await;
         state
             .store
             .delete_price(&model)
             .await
             .map_err(store_error)?;
         take_prices(&state).await?;
-        tracing::info!(%model, "price deleted by the admin API");
-        audit::record(
-            state.store.as_ref(),
-            &admin.actor,
-            "price.delete",
-            &model,
-            serde_json::to_value(stored_view(&before)).ok(),
-            None,
-        )
-        .await;
-        Ok::<_, Refusal>(())
-    }
-    .await;
-    match outcome {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    }
+        Ok(Changed {
+            answer: StatusCode::NO_CONTENT,
+            before: trail(stored_view(&before)),
+            after: None,
+        })
+    })
+    .await
 }
 
 async fn find(state: &AppState, model: &str) -> Result<Option<PriceRecord>, Refusal> {

@@ -1,7 +1,8 @@
 //! `AppState::snapshot_writes` against the races it exists for: a reload from the store that read
 //! the keys just before an admin write must not put the old list back after the write applied,
-//! and of two admin changes to one key at once, the second must not write the key as it was
-//! before the first.
+//! of two admin changes to one key at once, the second must not write the key as it was before
+//! the first, and a group's delete must not find it unused and then delete it after a key moved
+//! in.
 //!
 //! The store is an in-memory fake whose `list_keys` can stop after reading, so the reload is held
 //! between its read and its swap for as long as the test wants; with nothing on other threads and
@@ -243,6 +244,12 @@ fn bearer(key: &str) -> http::HeaderMap {
     headers
 }
 
+fn admin() -> crate::admin::Admin {
+    crate::admin::Admin {
+        actor: crate::store::audit::Actor::new("test", None),
+    }
+}
+
 #[tokio::test]
 async fn a_key_created_while_a_reload_holds_its_read_is_still_known_after_the_swap() {
     let dir = tempfile::tempdir().unwrap();
@@ -263,7 +270,7 @@ async fn a_key_created_while_a_reload_holds_its_read_is_still_known_after_the_sw
         let state = Arc::clone(&state);
         async move {
             let body = serde_json::from_value(serde_json::json!({"name": "late"})).unwrap();
-            crate::admin::create_key(&state, body).await
+            crate::admin::create_key(&state, &admin(), body).await
         }
     });
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -292,16 +299,13 @@ async fn two_changes_to_one_key_at_once_both_apply() {
     let store = Arc::new(with_default_group());
     let state = state(Arc::clone(&store), dir.path());
     let body = serde_json::from_value(serde_json::json!({"name": "k"})).unwrap();
-    crate::admin::create_key(&state, body).await.unwrap();
+    crate::admin::create_key(&state, &admin(), body)
+        .await
+        .unwrap();
     let change = |fields: serde_json::Value| {
         let state = Arc::clone(&state);
         let body: crate::admin::UpdateKey = serde_json::from_value(fields).unwrap();
-        async move {
-            let admin = crate::admin::Admin {
-                actor: crate::store::audit::Actor::new("test", None),
-            };
-            crate::admin::update_key(&state, &admin, "key.update", "k", body).await
-        }
+        async move { crate::admin::update_key(&state, &admin(), "key.update", "k", body).await }
     };
 
     // The first change reads the key and stops there.
@@ -328,4 +332,55 @@ async fn two_changes_to_one_key_at_once_both_apply() {
         (5, 3),
         "one change wrote the key as it was before the other"
     );
+}
+
+/// A group deleted while a key moves into it: the delete's check that no key uses the group
+/// must still hold when it deletes, so the move waits for it and then finds no such group (it
+/// must not land in between, leaving a key in a deleted group).
+#[tokio::test]
+async fn a_key_cannot_move_into_a_group_being_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut held = with_default_group();
+    held.groups.push(GroupRecord {
+        name: "doomed".into(),
+        platform: Platform::OpenAi,
+        source: crate::store::Source::Admin,
+        created_at: 0,
+        settings: Default::default(),
+    });
+    let store = Arc::new(held);
+    let state = state(Arc::clone(&store), dir.path());
+    state.keys.set_group("doomed", Platform::OpenAi);
+    let body = serde_json::from_value(serde_json::json!({"name": "k"})).unwrap();
+    crate::admin::create_key(&state, &admin(), body)
+        .await
+        .unwrap();
+
+    // The delete reads the keys (none in the group) and stops there.
+    store.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let delete = state.tasks.spawn({
+        let state = Arc::clone(&state);
+        async move { crate::admin::delete_group(&state, &admin(), "doomed").await }
+    });
+    store.read.notified().await;
+
+    // The key moves into the group meanwhile: it runs until it is done or waits for the delete.
+    tokio::time::pause();
+    let moved = state.tasks.spawn({
+        let state = Arc::clone(&state);
+        let body: crate::admin::UpdateKey =
+            serde_json::from_value(serde_json::json!({"group": "doomed"})).unwrap();
+        async move { crate::admin::update_key(&state, &admin(), "key.update", "k", body).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    tokio::time::resume();
+
+    store.release.notify_one();
+    delete.await.unwrap().unwrap();
+    assert!(
+        moved.await.unwrap().is_err(),
+        "the key moved into the group after the delete found it unused"
+    );
+    assert_eq!(store.keys.lock().unwrap()[0].group, "default");
+    assert!(state.keys.group_platform("doomed").is_none());
 }

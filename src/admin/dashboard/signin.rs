@@ -431,7 +431,9 @@ pub async fn finish(
         proxy: None,
         protocols: None,
     };
-    accounts::create(admin, State(state), AdminJson(create)).await
+    accounts::create(admin, State(state), AdminJson(create))
+        .await
+        .into_response()
 }
 
 #[cfg(test)]
