@@ -360,6 +360,39 @@ pub async fn post(gw: &Gateway, path: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// A usage record's attempts as (account, outcome) pairs, in order.
+pub fn outcomes(record: &Value) -> Vec<(String, String)> {
+    record["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["account"].as_str().unwrap().to_owned(),
+                a["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that a Responses stream reached the client as one clean answer after failover: a
+/// single `response.created` (the failed attempts' preambles were held back and dropped), no
+/// `response.failed`, and `response.completed` last.
+pub fn assert_one_clean_responses_stream(text: &str) {
+    let types = event_types(text);
+    assert_eq!(
+        types.iter().filter(|t| *t == "response.created").count(),
+        1,
+        "only the answering attempt's preamble reaches the client: {text}"
+    );
+    assert!(!types.iter().any(|t| t == "response.failed"), "{text}");
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("response.completed"),
+        "{text}"
+    );
+}
+
 /// The SSE event types in a stream body, in order (comments skipped).
 pub fn event_types(text: &str) -> Vec<String> {
     text.split("\n\n")
