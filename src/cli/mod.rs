@@ -271,8 +271,14 @@ enum AccountsAction {
 }
 
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    // A command's code, or the code of the configuration error that stopped it.
+    match command(Cli::parse().command) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+fn command(command: Command) -> Result<ExitCode, ExitCode> {
+    Ok(match command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => check_config(config),
         Command::Accounts {
@@ -281,10 +287,7 @@ pub fn run() -> ExitCode {
             json,
             action,
         } => {
-            let config = match load(config) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
+            let config = load(config)?;
             let action = match action {
                 None => accounts::Action::List { json },
                 Some(AccountsAction::Reset { name }) => accounts::Action::Reset(name),
@@ -307,7 +310,7 @@ pub fn run() -> ExitCode {
                     if let Some(v) = priority {
                         finish["priority"] = v.into();
                     }
-                    return accounts::login(&config, url, &platform, finish);
+                    return Ok(accounts::login(&config, url, &platform, finish));
                 }
             };
             accounts::run(&config, url, action)
@@ -318,10 +321,7 @@ pub fn run() -> ExitCode {
             json,
             action,
         } => {
-            let config = match load(config) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
+            let config = load(config)?;
             let action = match action {
                 None | Some(KeysAction::List) => keys::Action::List { json },
                 Some(KeysAction::Create {
@@ -353,10 +353,7 @@ pub fn run() -> ExitCode {
             json,
             action,
         } => {
-            let config = match load(config) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
+            let config = load(config)?;
             let action = match action {
                 None | Some(PricesAction::List) => prices::Action::List { json },
                 Some(PricesAction::Set {
@@ -384,10 +381,7 @@ pub fn run() -> ExitCode {
             since,
             json,
         } => {
-            let config = match load(config) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
+            let config = load(config)?;
             audit::run(
                 &config,
                 url,
@@ -400,10 +394,7 @@ pub fn run() -> ExitCode {
             )
         }
         Command::Reload { config, url, json } => {
-            let config = match load(config) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
+            let config = load(config)?;
             reload::run(&config, url, json)
         }
         Command::Usage {
@@ -414,10 +405,7 @@ pub fn run() -> ExitCode {
             last,
             json,
         } => {
-            let config = match load(config) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
+            let config = load(config)?;
             usage::run(
                 &config,
                 url,
@@ -446,7 +434,7 @@ pub fn run() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Completions { shell } => completions::run(shell),
-    }
+    })
 }
 
 fn load(path: Option<PathBuf>) -> Result<config::Config, ExitCode> {
