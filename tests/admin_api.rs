@@ -148,6 +148,13 @@ async fn errors_are_json_in_one_shape_and_the_token_is_required() {
             400,
         ),
         (
+            // PostgreSQL refuses a NUL in any text: refused before it reaches the store.
+            client()
+                .get(format!("{}/admin/api/usage?account=%00", gw.url))
+                .bearer_auth(ADMIN),
+            400,
+        ),
+        (
             client()
                 .get(format!("{}/admin/api/keys/nobody", gw.url))
                 .bearer_auth(ADMIN),

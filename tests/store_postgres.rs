@@ -954,3 +954,26 @@ async fn an_instance_with_another_encryption_key_or_no_database_stops_at_start()
     assert!(err.contains("PostgreSQL"), "{err}");
     assert!(!err.contains("hunter2-secret"), "{err}");
 }
+
+/// PostgreSQL refuses a NUL character in any text, and a batch is written in one statement: a
+/// request whose model name carries one (any client can send it) must not keep its batch, and
+/// every row after it, out of the database.
+#[tokio::test]
+async fn a_model_name_with_a_nul_character_does_not_stop_the_usage_rows() {
+    let mock = MockUpstream::start().await;
+    let Some(server) = PgServer::any() else {
+        return;
+    };
+    let db = server.database();
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&pg_config(&mock, data.path(), &db.url(), ""));
+    let poisoned = post(&gw, "/v1/responses", &body("gpt-5\u{0}x", false)).await;
+    poisoned.bytes().await.unwrap();
+    let fine = post(&gw, "/v1/responses", &body("gpt-5", false)).await;
+    assert_eq!(fine.status(), 200);
+    fine.bytes().await.unwrap();
+    let ids = wait_rows(&db, 2).await;
+    assert_eq!(ids.len(), 2);
+    let models = db.psql("SELECT model FROM usage ORDER BY model");
+    assert!(models.contains("gpt-5\u{fffd}x"), "{models}");
+}

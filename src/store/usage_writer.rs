@@ -50,6 +50,17 @@ use crate::pricing::{Cost, PriceTable};
 use crate::runtime_state::Live;
 use crate::usage::{log_record, UsageRecord, UsageSink};
 
+/// A text of a usage row as every store can keep it: PostgreSQL refuses a NUL character in any
+/// text, and a batch is one statement, so one client's model name with a NUL would keep its batch
+/// and every row after it out of the database. It becomes U+FFFD, as invalid UTF-8 does.
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    }
+}
+
 const SPOOL_DIR: &str = "usage-spool";
 const CURRENT: &str = "current.jsonl";
 /// Rows per transaction, and the segment size that wakes the writer early. Large on purpose:
@@ -188,13 +199,13 @@ impl StoreUsageSink {
     fn row(record: UsageRecord, cost: Cost) -> UsageRow {
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         UsageRow {
-            request_id: record.request_id,
+            request_id: storable(record.request_id),
             at_ms: now_ms(),
-            key: record.key,
-            account: record.account,
+            key: storable(record.key),
+            account: record.account.map(storable),
             endpoint: record.endpoint.to_owned(),
-            model: record.model,
-            client_model: record.client_model,
+            model: storable(record.model),
+            client_model: record.client_model.map(storable),
             stream: record.stream,
             status: record.status,
             success: record.success,
