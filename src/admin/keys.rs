@@ -85,7 +85,7 @@ pub struct CreateKey {
 }
 
 /// Fields to change; absent fields stay, `null` clears a nullable one.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
     #[serde(default)]
@@ -356,14 +356,8 @@ pub async fn disable(
     Path(name): Path<String>,
 ) -> Result<Json<KeyView>, Refusal> {
     let body = UpdateKey {
-        group: None,
         enabled: Some(false),
-        expires_at: None,
-        concurrency: None,
-        rpm_limit: None,
-        daily_spend_limit: None,
-        monthly_spend_limit: None,
-        allowed_models: None,
+        ..UpdateKey::default()
     };
     let record = update_key(&state, &admin, "key.disable", &name, body).await?;
     Ok(Json(view(&record)))

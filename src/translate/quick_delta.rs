@@ -47,13 +47,7 @@ pub(crate) fn quick_delta(data: &[u8]) -> Option<QuickDelta<'_>> {
                 let key = read.key()?;
                 read.skip_ws();
                 read.eat(b':')?;
-                match key {
-                    b"output_index" => Some(0),
-                    b"content_index" => Some(1),
-                    b"summary_index" => Some(2),
-                    b"delta" => Some(3),
-                    _ => None,
-                }
+                slot_of(key)
             }
         };
         read.skip_ws();
@@ -92,18 +86,27 @@ pub(crate) fn quick_delta(data: &[u8]) -> Option<QuickDelta<'_>> {
 /// The keys of a delta event as the Responses API writes them, with their quotes and colon, and
 /// the slot of `found` each fills. Matched as fixed-length literals, they cost a few compares
 /// each instead of a search for the key's end and a comparison with each name; any other key
-/// (or one written with a space before its colon) takes the general way.
-const KNOWN_KEYS: [(u8, &[u8], Option<usize>); 9] = [
-    (b't', b"\"type\":", None),
-    (b's', b"\"sequence_number\":", None),
-    (b'i', b"\"item_id\":", None),
-    (b'o', b"\"output_index\":", Some(0)),
-    (b'c', b"\"content_index\":", Some(1)),
-    (b's', b"\"summary_index\":", Some(2)),
-    (b'd', b"\"delta\":", Some(3)),
-    (b'l', b"\"logprobs\":", None),
-    (b'o', b"\"obfuscation\":", None),
+/// (or one written with a space before its colon) takes the general way, which reads its slot
+/// from the same table ([`slot_of`]).
+const KNOWN_KEYS: [(&[u8], Option<usize>); 9] = [
+    (b"\"type\":", None),
+    (b"\"sequence_number\":", None),
+    (b"\"item_id\":", None),
+    (b"\"output_index\":", Some(0)),
+    (b"\"content_index\":", Some(1)),
+    (b"\"summary_index\":", Some(2)),
+    (b"\"delta\":", Some(3)),
+    (b"\"logprobs\":", None),
+    (b"\"obfuscation\":", None),
 ];
+
+/// The slot of `found` a key's bytes (without quotes) fill, if any.
+fn slot_of(key: &[u8]) -> Option<usize> {
+    KNOWN_KEYS
+        .iter()
+        .find(|(literal, _)| literal.get(1..literal.len() - 2) == Some(key))
+        .and_then(|(_, slot)| *slot)
+}
 
 /// Where the first `"`, `\\` or control character of `bytes` is. Eight bytes at a time (the
 /// zero-byte test of "Bit Twiddling Hacks", for each of the three): a delta event is mostly
@@ -183,10 +186,11 @@ impl<'a> Reader<'a> {
     /// fills none). `None`: not one of them, nothing consumed.
     fn known_key(&mut self) -> Option<Option<usize>> {
         let rest = self.bytes.get(self.at..)?;
+        // The key's first letter rules out all but one or two before any longer compare.
         let first = *rest.get(1)?;
-        let (_, literal, slot) = KNOWN_KEYS
+        let (literal, slot) = KNOWN_KEYS
             .iter()
-            .find(|(initial, literal, _)| *initial == first && rest.starts_with(literal))?;
+            .find(|(literal, _)| literal[1] == first && rest.starts_with(literal))?;
         self.at += literal.len();
         Some(*slot)
     }
